@@ -1,0 +1,120 @@
+# snapctl - live external checkpoints of QEMU VMs.
+#
+#   make            build ./snapctl
+#   make check      install what is missing, then every test (also ASan)
+#   make asan       ASan+UBSan build and the suite against it
+#   make fuzz       libFuzzer targets, each for FUZZ_SECONDS
+#   make bench      benchmarks (bench/), one table each
+#   make demo       boot a test VM, checkpoint it live, restore it
+#   make install    PREFIX=/usr/local DESTDIR= (binary and man pages)
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+FUZZ_SECONDS ?= 20
+
+VERSION := 0.1.0
+PKGS := jansson libzstd readline
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-unused-parameter
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -DSNAPCTL_VERSION='"$(VERSION)"' \
+	$(WARN) $(PKG_CFLAGS)
+CFLAGS ?= -O2 -g
+ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) -MMD -MP
+ALL_LDFLAGS = $(LDFLAGS) $(PKG_LIBS) -lpthread
+
+SRCS := $(sort $(wildcard *.c))
+CORE_SRCS := $(filter-out snapctl.c,$(SRCS))
+OBJS := $(SRCS:%.c=build/%.o)
+ASAN_OBJS := $(SRCS:%.c=build-asan/%.o)
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+
+UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
+UNITS := $(UNIT_SRCS:tests/unit/%.c=build/unit-%)
+HELPER_SRCS := $(sort $(wildcard tests/helper/*.c))
+HELPERS := $(HELPER_SRCS:tests/helper/%.c=build/helper-%)
+
+.PHONY: all check asan fuzz bench demo deps install uninstall clean lint \
+	test-plain test-asan units helpers
+
+all: snapctl
+
+snapctl: $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $(OBJS) $(ALL_LDFLAGS)
+
+build/%.o: %.c | build
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+build-asan/%.o: %.c | build-asan
+	$(CC) $(BASE_CFLAGS) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
+
+build-asan/snapctl: $(ASAN_OBJS)
+	$(CC) $(ASAN_FLAGS) -o $@ $(ASAN_OBJS) $(ALL_LDFLAGS)
+
+build build-asan:
+	mkdir -p $@
+
+# Unit tests link the core (everything but main) with ASan+UBSan.
+build/unit-%: tests/unit/%.c $(filter-out build-asan/snapctl.o,$(ASAN_OBJS)) | build
+	$(CC) $(BASE_CFLAGS) $(ASAN_FLAGS) -I. -o $@ $^ $(ALL_LDFLAGS)
+
+build/helper-%: tests/helper/%.c $(filter-out build/snapctl.o,$(OBJS)) | build
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $^ $(ALL_LDFLAGS)
+
+units: $(UNITS)
+helpers: $(HELPERS)
+
+deps:
+	@bash tests/deps.sh
+
+# The suite once against ./snapctl and once against the ASan+UBSan build.
+check: deps
+	@$(MAKE) --no-print-directory all build-asan/snapctl units helpers
+	@bash tests/run.sh ./snapctl build-asan/snapctl
+
+test-plain: all units helpers
+	@bash tests/run.sh ./snapctl
+
+asan: deps
+	@$(MAKE) --no-print-directory build-asan/snapctl units helpers
+	@bash tests/run.sh build-asan/snapctl
+
+fuzz: deps
+	@bash fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: deps all
+	@bash bench/run.sh
+
+demo: deps all
+	@bash tests/demo.sh
+
+lint:
+	mandoc -Tlint -Wwarning man/snapctl.1 man/snapctl-image.5
+	@! grep -nE '\b(printf|fprintf|puts|fputs|exit)\(' \
+		$(filter-out snapctl.c shell.c cmd_%.c util.c,$(SRCS)) \
+		| grep -v 'snprintf\|vsnprintf' \
+		|| { echo 'core files must not print or exit'; exit 1; }
+
+install: snapctl
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5
+	install -m 0755 snapctl $(DESTDIR)$(BINDIR)/snapctl
+	install -m 0644 man/snapctl.1 $(DESTDIR)$(MANDIR)/man1/snapctl.1
+	install -m 0644 man/snapctl-image.5 \
+		$(DESTDIR)$(MANDIR)/man5/snapctl-image.5
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/snapctl \
+		$(DESTDIR)$(MANDIR)/man1/snapctl.1 \
+		$(DESTDIR)$(MANDIR)/man5/snapctl-image.5
+
+clean:
+	rm -rf build build-asan build-fuzz snapctl
+
+-include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d)

@@ -1,0 +1,99 @@
+/*
+ * qmp.h - a client for QEMU's QMP monitor and for the QEMU guest agent.
+ *
+ * One connection, used from one thread.  Every wait is bounded (the
+ * connection's timeout); events that arrive while waiting for a reply are
+ * queued with their timestamps.  Nothing QEMU sends is trusted: replies are
+ * size-capped, their types checked.  Never prints, never exits; the trace
+ * hook is how a caller sees the wire.
+ */
+#ifndef SNAPCTL_QMP_H
+#define SNAPCTL_QMP_H
+
+#include <jansson.h>
+
+#include "err.h"
+
+#define QMP_DEFAULT_TIMEOUT_MS 10000
+#define QMP_MAX_LINE (64u << 20)	/* longest reply accepted */
+
+struct qmp;
+
+/* An asynchronous event, as received. */
+struct qmp_event {
+	char *name;		/* "MIGRATION" */
+	json_t *data;		/* the "data" member, or NULL (owned) */
+	double timestamp;	/* QEMU's, seconds since the epoch */
+};
+
+/*
+ * Connect to addr — a UNIX socket path or "tcp:HOST:PORT" — read the
+ * greeting and negotiate capabilities.  A socket that does not exist yet or
+ * refuses is retried until timeout_ms.  NULL with e filled (ERR_QEMU:
+ * "cannot connect to '/run/vm.qmp': No such file or directory").
+ */
+struct qmp *qmp_open(const char *addr, int timeout_ms, struct err *e);
+
+/*
+ * Connect to a guest agent socket: no greeting; resynchronise with
+ * guest-sync-delimited (discarding input up to the 0xFF marker) so stale
+ * replies of an earlier client are not taken for ours.
+ */
+struct qmp *qmp_open_agent(const char *addr, int timeout_ms, struct err *e);
+
+/* Timeout for every later wait (replies, reads), in ms. */
+void qmp_set_timeout(struct qmp *q, int timeout_ms);
+
+/* Called for every line sent ("->") and received ("<-"). */
+typedef void (*qmp_trace_fn)(void *opaque, const char *dir,
+    const char *line);
+void qmp_set_trace(struct qmp *q, qmp_trace_fn fn, void *opaque);
+
+/* QEMU's version from the greeting (0.0.0 for an agent). */
+void qmp_version(const struct qmp *q, int *major, int *minor, int *micro);
+
+/* The greeting's "QMP" object (borrowed; NULL for an agent). */
+const json_t *qmp_greeting(const struct qmp *q);
+
+/*
+ * Run cmd with args (stolen; may be NULL) and wait for its reply.  Returns
+ * the "return" value (new reference), or NULL with e filled: for an error
+ * reply ERR_FAIL with e->qmp_class set and e->msg = QEMU's "desc"; for a
+ * timeout, disconnect or malformed reply ERR_QEMU.
+ */
+json_t *qmp_execute(struct qmp *q, const char *cmd, json_t *args,
+    struct err *e);
+
+/* Same, passing fd to QEMU with SCM_RIGHTS in the same sendmsg (getfd). */
+json_t *qmp_execute_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
+    struct err *e);
+
+/*
+ * Wait for an event.  With name non-NULL, wait for the first queued or new
+ * event of that name (others stay queued); with name NULL, for any event.
+ * If match is non-NULL the event's data must contain its members with equal
+ * values (e.g. {"status":"completed"}).  Returns the event (caller frees
+ * with qmp_event_free), or NULL with e filled: ERR_TIMEOUT after timeout_ms
+ * (-1: the connection's timeout), ERR_QEMU on disconnect.
+ */
+struct qmp_event *qmp_wait_event(struct qmp *q, const char *name,
+    const json_t *match, int timeout_ms, struct err *e);
+
+/* Take the oldest queued event without waiting, or NULL. */
+struct qmp_event *qmp_pop_event(struct qmp *q);
+
+/*
+ * Read whatever the socket holds now without blocking, queueing events.
+ * 0, or -1 with e filled on disconnect.  For callers that poll(qmp_fd()).
+ */
+int qmp_pump(struct qmp *q, struct err *e);
+
+/* The socket, for poll(); do not read or write it. */
+int qmp_fd(const struct qmp *q);
+
+void qmp_event_free(struct qmp_event *ev);
+
+/* Close and free; NULL is fine. */
+void qmp_close(struct qmp *q);
+
+#endif

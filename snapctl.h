@@ -1,0 +1,88 @@
+/*
+ * snapctl.h - the command-line layer: global options, the command table and
+ * the output helpers the cmd_*.c files share.  Only this layer prints and
+ * decides exit codes; the core (qmp, stream, save, checkpoint, store) never
+ * does.
+ */
+#ifndef SNAPCTL_SNAPCTL_H
+#define SNAPCTL_SNAPCTL_H
+
+#include <jansson.h>
+
+#include "err.h"
+
+#ifndef SNAPCTL_VERSION
+#define SNAPCTL_VERSION "0.1.0"
+#endif
+
+/* The global options: the one global the program has. */
+struct options {
+	const char *socket;	/* -s, SNAPCTL_SOCKET */
+	const char *dir;	/* -d, SNAPCTL_DIR */
+	int json;		/* --json */
+	int verbosity;		/* -q: -1, default 0, -v: 1, -vv: 2 */
+	int timeout_ms;		/* QMP reply timeout */
+};
+extern struct options options;
+
+/* What a command needs before it runs. */
+#define CMD_NEEDS_SOCKET 0x1
+#define CMD_NEEDS_STORE 0x2
+
+struct cmd_entry {
+	const char *name;
+	const char *usage;	/* synopsis after "snapctl NAME", = man page */
+	const char *summary;	/* one line for the command list */
+	const char *help;	/* option lines for "snapctl help NAME" */
+	int min_args;		/* positional arguments after options */
+	int max_args;		/* -1: no limit */
+	unsigned flags;
+	/*
+	 * argv[0] is the command name; options are the command's own (parse
+	 * them with cmd_getopt()).  Returns 0, or -1 with e filled.
+	 */
+	int (*run)(int argc, char **argv, struct err *e);
+};
+
+/* The table (snapctl.c), terminated by an entry with name NULL. */
+extern const struct cmd_entry cmd_table[];
+const struct cmd_entry *cmd_find(const char *name);
+
+/*
+ * Per-command option parsing: getopt_long over argv with the command's
+ * short and long options.  Returns the option character, -1 at the end
+ * (then *argi is the index of the first positional argument), or '?' after
+ * filling e with a usage error.  Positional argument counts are checked
+ * against the table by cmd_check_args().
+ */
+struct option;
+int cmd_getopt(int argc, char **argv, const char *shortopts,
+    const struct option *longopts, int *argi, struct err *e);
+int cmd_check_args(const struct cmd_entry *c, int nargs, struct err *e);
+
+/* Parse a number option: "invalid --level '99': too large" on failure. */
+int opt_u64(const char *name, const char *val, uint64_t min, uint64_t max,
+    uint64_t *out, struct err *e);
+
+/* Output.  Results go to stdout; everything chatty to stderr. */
+void print_json(json_t *j);	/* pretty, or compact with --json; borrows */
+void info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* 1 when progress lines should be drawn (stderr is a tty, not -q). */
+int progress_enabled(void);
+
+/* The QMP trace hook for -vv / SNAPCTL_TRACE=1 (stderr). */
+void trace_qmp(void *opaque, const char *dir, const char *line);
+int trace_enabled(void);
+
+/* Commands, one file per family. */
+int cmd_qmp(int argc, char **argv, struct err *e);	/* cmd_qmp.c */
+int cmd_shell(int argc, char **argv, struct err *e);	/* shell.c */
+int cmd_compact(int argc, char **argv, struct err *e);	/* cmd_image.c */
+int cmd_export(int argc, char **argv, struct err *e);
+int cmd_image_verify(int argc, char **argv, struct err *e);
+int cmd_read(int argc, char **argv, struct err *e);
+int cmd_image_info(int argc, char **argv, struct err *e);
+
+#endif

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# tests/run.sh BINARY... - run the whole suite: the unit tests once, then
+# every tests/t-*.sh against each snapctl binary given (plain, ASan+UBSan).
+# T=REGEX selects tests by name.  Ends with the line "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.." || exit 1
+[ $# -gt 0 ] || set -- ./snapctl
+
+pass=0
+fail=0
+skipped=0
+failed_names=()
+logdir=${TEST_LOGDIR:-build/test-logs}
+mkdir -p "$logdir"
+
+# run_one NAME LOG CMD...: runs a test, counts its ok / not ok lines.
+run_one() {
+	local name=$1 log=$2 rc p f s start secs
+	shift 2
+	start=$(date +%s)
+	timeout --kill-after=10 "${TEST_TIMEOUT:-900}" "$@" >"$log" 2>&1 </dev/null
+	rc=$?
+	secs=$(($(date +%s) - start))
+	p=$(grep -cE '^ok [0-9]+' "$log" | head -n1)
+	s=$(grep -cE '^ok [0-9]+ .*# SKIP' "$log" | head -n1)
+	f=$(grep -cE '^not ok [0-9]+' "$log" | head -n1)
+	p=$((p - s))
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		# Died without saying which check failed (crash, timeout).
+		f=1
+		echo "not ok - $name exited with status $rc" >>"$log"
+	fi
+	pass=$((pass + p))
+	fail=$((fail + f))
+	skipped=$((skipped + s))
+	if [ "$f" -gt 0 ]; then
+		failed_names+=("$name")
+		printf 'FAIL %-40s %3d ok %3d failed %4ss\n' "$name" "$p" "$f" "$secs"
+		grep -E '^not ok|^#' "$log" | head -n 30 | sed 's/^/    /'
+	else
+		printf 'PASS %-40s %3d ok %3d skipped %4ss\n' "$name" "$p" "$s" "$secs"
+	fi
+}
+
+for u in build/unit-*; do
+	[ -x "$u" ] || continue
+	name=unit/${u#build/unit-}
+	[[ -n "${T:-}" && ! "$name" =~ $T ]] && continue
+	run_one "$name" "$logdir/${u#build/}.log" "$u"
+done
+
+for bin in "$@"; do
+	variant=plain
+	case $bin in *asan*) variant=asan ;; esac
+	for t in tests/t-*.sh; do
+		[ -f "$t" ] || continue
+		name=$(basename "$t" .sh)
+		[[ -n "${T:-}" && ! "$name" =~ $T ]] && continue
+		SNAPCTL=$bin SNAPCTL_VARIANT=$variant \
+			run_one "$name [$variant]" "$logdir/$name.$variant.log" bash "$t"
+	done
+done
+
+if [ ${#failed_names[@]} -gt 0 ]; then
+	echo "failed: ${failed_names[*]} (logs in $logdir)"
+fi
+if [ "$skipped" -gt 0 ]; then
+	echo "$pass passed, $fail failed, $skipped skipped"
+else
+	echo "$pass passed, $fail failed"
+fi
+[ "$fail" -eq 0 ]

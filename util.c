@@ -1,0 +1,530 @@
+/*
+ * util.c - allocation, byte buffers, parsing, clocks, full I/O, CRC-32C.
+ * See util.h for the contracts.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+static void __attribute__((noreturn))
+die_oom(size_t size)
+{
+	fprintf(stderr, "snapctl: out of memory allocating %zu bytes\n", size);
+	exit(1);
+}
+
+void *
+xmalloc(size_t size)
+{
+	void *p = malloc(size ? size : 1);
+
+	if (p == NULL)
+		die_oom(size);
+	return p;
+}
+
+void *
+xcalloc(size_t nmemb, size_t size)
+{
+	void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
+
+	if (p == NULL)
+		die_oom(nmemb * size);
+	return p;
+}
+
+void *
+xrealloc(void *ptr, size_t size)
+{
+	void *p = realloc(ptr, size ? size : 1);
+
+	if (p == NULL)
+		die_oom(size);
+	return p;
+}
+
+void *
+xreallocarray(void *ptr, size_t nmemb, size_t size)
+{
+	if (size != 0 && nmemb > SIZE_MAX / size)
+		die_oom(SIZE_MAX);
+	return xrealloc(ptr, nmemb * size);
+}
+
+char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		die_oom(strlen(s));
+	return p;
+}
+
+char *
+xstrndup(const char *s, size_t n)
+{
+	char *p = strndup(s, n);
+
+	if (p == NULL)
+		die_oom(n);
+	return p;
+}
+
+char *
+xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&p, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		die_oom(0);
+	return p;
+}
+
+void
+buf_grow(struct buf *b, size_t extra)
+{
+	size_t want;
+
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	if (b->len + extra + 1 < b->len)
+		die_oom(SIZE_MAX);
+	want = b->cap ? b->cap : 64;
+	while (want < b->len + extra + 1)
+		want *= 2;
+	b->data = xrealloc(b->data, want);
+	b->cap = want;
+}
+
+void
+buf_add(struct buf *b, const void *data, size_t len)
+{
+	buf_grow(b, len);
+	if (len)
+		memcpy(b->data + b->len, data, len);
+	b->len += len;
+	b->data[b->len] = '\0';
+}
+
+void
+buf_addc(struct buf *b, uint8_t c)
+{
+	buf_add(b, &c, 1);
+}
+
+void
+buf_addstr(struct buf *b, const char *s)
+{
+	buf_add(b, s, strlen(s));
+}
+
+void
+buf_addf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	buf_grow(b, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void
+buf_add_be16(struct buf *b, uint16_t v)
+{
+	uint8_t p[2];
+
+	put_be16(p, v);
+	buf_add(b, p, 2);
+}
+
+void
+buf_add_be32(struct buf *b, uint32_t v)
+{
+	uint8_t p[4];
+
+	put_be32(p, v);
+	buf_add(b, p, 4);
+}
+
+void
+buf_add_be64(struct buf *b, uint64_t v)
+{
+	uint8_t p[8];
+
+	put_be64(p, v);
+	buf_add(b, p, 8);
+}
+
+void
+buf_consume(struct buf *b, size_t n)
+{
+	if (n >= b->len) {
+		b->len = 0;
+	} else {
+		memmove(b->data, b->data + n, b->len - n);
+		b->len -= n;
+	}
+	if (b->data != NULL)
+		b->data[b->len] = '\0';
+}
+
+void
+buf_reset(struct buf *b)
+{
+	b->len = 0;
+	if (b->data != NULL)
+		b->data[0] = '\0';
+}
+
+void
+buf_release(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+uint16_t
+get_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+uint32_t
+get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
+}
+
+uint64_t
+get_be64(const uint8_t *p)
+{
+	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+uint32_t
+get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 |
+	    (uint32_t)p[1] << 8 | p[0];
+}
+
+uint64_t
+get_le64(const uint8_t *p)
+{
+	return (uint64_t)get_le32(p + 4) << 32 | get_le32(p);
+}
+
+void
+put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = v >> 8;
+	p[1] = v & 0xff;
+}
+
+void
+put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = v >> 24;
+	p[1] = (v >> 16) & 0xff;
+	p[2] = (v >> 8) & 0xff;
+	p[3] = v & 0xff;
+}
+
+void
+put_be64(uint8_t *p, uint64_t v)
+{
+	put_be32(p, (uint32_t)(v >> 32));
+	put_be32(p + 4, (uint32_t)v);
+}
+
+void
+put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = v & 0xff;
+	p[1] = (v >> 8) & 0xff;
+	p[2] = (v >> 16) & 0xff;
+	p[3] = v >> 24;
+}
+
+void
+put_le64(uint8_t *p, uint64_t v)
+{
+	put_le32(p, (uint32_t)v);
+	put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+int
+parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out,
+    const char **why)
+{
+	unsigned long long v;
+	char *end;
+
+	if (s == NULL || *s < '0' || *s > '9') {
+		*why = "invalid";
+		return -1;
+	}
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end != '\0') {
+		*why = "invalid";
+		return -1;
+	}
+	if (errno == ERANGE || v > max) {
+		*why = "too large";
+		return -1;
+	}
+	if (v < min) {
+		*why = "too small";
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int
+parse_size(const char *s, uint64_t *out, const char **why)
+{
+	static const struct {
+		const char *suffix;
+		unsigned shift;
+	} units[] = {
+		{ "", 0 }, { "B", 0 },
+		{ "K", 10 }, { "KiB", 10 }, { "k", 10 },
+		{ "M", 20 }, { "MiB", 20 },
+		{ "G", 30 }, { "GiB", 30 },
+		{ "T", 40 }, { "TiB", 40 },
+	};
+	unsigned long long v;
+	char *end;
+	size_t i;
+
+	if (s == NULL || *s < '0' || *s > '9') {
+		*why = "invalid";
+		return -1;
+	}
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE) {
+		*why = "too large";
+		return -1;
+	}
+	for (i = 0; i < ARRAY_SIZE(units); i++) {
+		if (strcmp(end, units[i].suffix) != 0)
+			continue;
+		if (units[i].shift && v > (UINT64_MAX >> units[i].shift)) {
+			*why = "too large";
+			return -1;
+		}
+		*out = (uint64_t)v << units[i].shift;
+		return 0;
+	}
+	*why = "invalid";
+	return -1;
+}
+
+uint64_t
+now_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t
+now_mono_ms(void)
+{
+	return now_mono_ns() / 1000000u;
+}
+
+double
+now_real(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void
+format_utc(double t, char out[32])
+{
+	time_t secs = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&secs, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+ssize_t
+read_full(int fd, void *buf, size_t len)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < len) {
+		n = read(fd, (char *)buf + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int
+write_full(int fd, const void *buf, size_t len)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < len) {
+		n = write(fd, (const char *)buf + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t
+pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < len) {
+		n = pread(fd, (char *)buf + done, len - done,
+		    off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int
+pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < len) {
+		n = pwrite(fd, (const char *)buf + done, len - done,
+		    off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int
+fsync_dir(const char *dir, struct err *e)
+{
+	int fd, rc = -1;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return err_sys(e, ERR_FAIL, "cannot open directory '%s'", dir);
+	if (fsync(fd) < 0) {
+		err_sys(e, ERR_FAIL, "cannot fsync directory '%s'", dir);
+		goto out;
+	}
+	rc = 0;
+out:
+	close(fd);
+	return rc;
+}
+
+uint32_t
+crc32c(uint32_t crc, const void *data, size_t len)
+{
+	static uint32_t table[256];
+	static int ready;
+	const uint8_t *p = data;
+	uint32_t c;
+	int i, k;
+
+	if (!ready) {
+		/* Computing the table is idempotent, so a race is harmless. */
+		for (i = 0; i < 256; i++) {
+			c = (uint32_t)i;
+			for (k = 0; k < 8; k++)
+				c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+			table[i] = c;
+		}
+		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+	}
+	crc = ~crc;
+	while (len--)
+		crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+void
+format_bytes(uint64_t n, char out[32])
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	size_t i = 0;
+
+	while (v >= 1024 && i + 1 < ARRAY_SIZE(units)) {
+		v /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(out, 32, "%llu B", (unsigned long long)n);
+	else
+		snprintf(out, 32, "%.1f %s", v, units[i]);
+}
+
+int
+is_zero(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+
+	/* memcmp against itself shifted by one: fast and simple. */
+	if (len == 0)
+		return 1;
+	return b[0] == 0 && memcmp(b, b + 1, len - 1) == 0;
+}

@@ -1,0 +1,109 @@
+/*
+ * util.h - small helpers every room of the house uses: allocation that dies
+ * on out-of-memory (the one exit allowed in the core), a growable byte
+ * buffer, checked number parsing, clocks, full reads and writes, fsync of a
+ * directory, CRC-32C.
+ */
+#ifndef SNAPCTL_UTIL_H
+#define SNAPCTL_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation: these never return NULL; they print and exit(1) on OOM. */
+void *xmalloc(size_t size);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *ptr, size_t size);
+void *xreallocarray(void *ptr, size_t nmemb, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * A growable byte buffer (git's strbuf).  Always NUL-terminated after len
+ * bytes so it can be used as a C string.  BUF_INIT is a valid empty buffer.
+ */
+struct buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+};
+#define BUF_INIT { NULL, 0, 0 }
+
+void buf_grow(struct buf *b, size_t extra);
+void buf_add(struct buf *b, const void *data, size_t len);
+void buf_addc(struct buf *b, uint8_t c);
+void buf_addstr(struct buf *b, const char *s);
+void buf_addf(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void buf_add_be16(struct buf *b, uint16_t v);
+void buf_add_be32(struct buf *b, uint32_t v);
+void buf_add_be64(struct buf *b, uint64_t v);
+/* Drop the first n bytes, moving the rest to the front. */
+void buf_consume(struct buf *b, size_t n);
+void buf_reset(struct buf *b);
+void buf_release(struct buf *b);
+
+/* Big- and little-endian loads and stores. */
+uint16_t get_be16(const uint8_t *p);
+uint32_t get_be32(const uint8_t *p);
+uint64_t get_be64(const uint8_t *p);
+uint32_t get_le32(const uint8_t *p);
+uint64_t get_le64(const uint8_t *p);
+void put_be16(uint8_t *p, uint16_t v);
+void put_be32(uint8_t *p, uint32_t v);
+void put_be64(uint8_t *p, uint64_t v);
+void put_le32(uint8_t *p, uint32_t v);
+void put_le64(uint8_t *p, uint64_t v);
+
+/*
+ * Parse a whole decimal number in [min, max] (strtonum).  On failure returns
+ * -1 and sets *why to "invalid", "too small" or "too large".
+ */
+int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out,
+    const char **why);
+
+/*
+ * Parse a size with an optional binary suffix: K, M, G, T (also KiB, MiB...).
+ * "0" is allowed.  Same failure contract as parse_u64().
+ */
+int parse_size(const char *s, uint64_t *out, const char **why);
+
+/* Clocks. */
+uint64_t now_mono_ns(void);
+uint64_t now_mono_ms(void);
+double now_real(void);	/* seconds since the epoch, with fractions */
+/* "2026-11-23T07:38:32Z" for t (seconds since the epoch) into out[32]. */
+void format_utc(double t, char out[32]);
+
+/*
+ * Read or write exactly len bytes, retrying on EINTR and short counts.
+ * read_full() returns the number of bytes read (less than len only at EOF)
+ * or -1 with errno set; write_full() returns 0 or -1 with errno set.
+ */
+ssize_t read_full(int fd, void *buf, size_t len);
+int write_full(int fd, const void *buf, size_t len);
+ssize_t pread_full(int fd, void *buf, size_t len, off_t off);
+int pwrite_full(int fd, const void *buf, size_t len, off_t off);
+
+/* fsync() the directory that holds path (or path itself if a directory). */
+int fsync_dir(const char *dir, struct err *e);
+
+/* CRC-32C (Castagnoli), as used by the image format; crc starts at 0. */
+uint32_t crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Human-readable byte count: "1.5 GiB" into out[32]. */
+void format_bytes(uint64_t n, char out[32]);
+
+/* 1 if len bytes at p are all zero. */
+int is_zero(const void *p, size_t len);
+
+/* Last, so system headers see the real names (include us after them). */
+#include "banned.h"
+
+#endif
