@@ -7,6 +7,8 @@
 #ifndef SNAPCTL_SNAPCTL_H
 #define SNAPCTL_SNAPCTL_H
 
+#include <stdint.h>
+
 #include <jansson.h>
 
 #include "err.h"
