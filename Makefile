@@ -29,7 +29,8 @@ ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(PKG_LIBS) -lpthread
 
 SRCS := $(sort $(wildcard *.c))
-CORE_SRCS := $(filter-out snapctl.c,$(SRCS))
+# The core: everything but the command-line layer (main, shell, commands).
+CORE_SRCS := $(filter-out snapctl.c shell.c cmd_%.c,$(SRCS))
 OBJS := $(SRCS:%.c=build/%.o)
 ASAN_OBJS := $(SRCS:%.c=build-asan/%.o)
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
@@ -61,10 +62,10 @@ build build-asan:
 	mkdir -p $@
 
 # Unit tests link the core (everything but main) with ASan+UBSan.
-build/unit-%: tests/unit/%.c $(filter-out build-asan/snapctl.o,$(ASAN_OBJS)) | build
+build/unit-%: tests/unit/%.c $(CORE_SRCS:%.c=build-asan/%.o) | build
 	$(CC) $(BASE_CFLAGS) $(ASAN_FLAGS) -I. -o $@ $^ $(ALL_LDFLAGS)
 
-build/helper-%: tests/helper/%.c $(filter-out build/snapctl.o,$(OBJS)) | build
+build/helper-%: tests/helper/%.c $(CORE_SRCS:%.c=build/%.o) | build
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $^ $(ALL_LDFLAGS)
 
 units: $(UNITS)

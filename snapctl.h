@@ -81,10 +81,5 @@ int trace_enabled(void);
 /* Commands, one file per family. */
 int cmd_qmp(int argc, char **argv, struct err *e);	/* cmd_qmp.c */
 int cmd_shell(int argc, char **argv, struct err *e);	/* shell.c */
-int cmd_compact(int argc, char **argv, struct err *e);	/* cmd_image.c */
-int cmd_export(int argc, char **argv, struct err *e);
-int cmd_image_verify(int argc, char **argv, struct err *e);
-int cmd_read(int argc, char **argv, struct err *e);
-int cmd_image_info(int argc, char **argv, struct err *e);
 
 #endif

@@ -4,6 +4,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -527,4 +530,100 @@ is_zero(const void *p, size_t len)
 	if (len == 0)
 		return 1;
 	return b[0] == 0 && memcmp(b, b + 1, len - 1) == 0;
+}
+
+char *
+path_dirname(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return xstrdup(".");
+	if (slash == path)
+		return xstrdup("/");
+	return xstrndup(path, (size_t)(slash - path));
+}
+
+int
+atomic_file_open(struct atomic_file *f, const char *path, mode_t mode,
+    struct err *e)
+{
+	static unsigned counter;
+	unsigned n;
+	int tries;
+
+	f->fd = -1;
+	f->path = xstrdup(path);
+	f->tmp = NULL;
+	for (tries = 0; tries < 100; tries++) {
+		n = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+		free(f->tmp);
+		f->tmp = xasprintf("%s.tmp-%ld-%u", path, (long)getpid(), n);
+		f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, mode & 0777);
+		if (f->fd >= 0)
+			return 0;
+		if (errno != EEXIST)
+			break;
+	}
+	err_sys(e, ERR_FAIL, "cannot create '%s'", f->tmp);
+	free(f->tmp);
+	f->tmp = NULL;
+	return -1;
+}
+
+int
+atomic_file_commit(struct atomic_file *f, int noreplace, struct err *e)
+{
+	char *dir = NULL;
+	int rc = -1;
+
+	if (fsync(f->fd) < 0) {
+		err_sys(e, ERR_FAIL, "cannot fsync '%s'", f->tmp);
+		goto out;
+	}
+	if (close(f->fd) < 0) {
+		f->fd = -1;
+		err_sys(e, ERR_FAIL, "cannot close '%s'", f->tmp);
+		goto out;
+	}
+	f->fd = -1;
+	if (noreplace) {
+		if (renameat2(AT_FDCWD, f->tmp, AT_FDCWD, f->path,
+		    RENAME_NOREPLACE) < 0) {
+			if (errno == EEXIST)
+				err_set(e, ERR_FAIL, "'%s' already exists",
+				    f->path);
+			else
+				err_sys(e, ERR_FAIL, "cannot rename '%s'",
+				    f->tmp);
+			goto out;
+		}
+	} else if (rename(f->tmp, f->path) < 0) {
+		err_sys(e, ERR_FAIL, "cannot rename '%s'", f->tmp);
+		goto out;
+	}
+	free(f->tmp);
+	f->tmp = NULL;
+	dir = path_dirname(f->path);
+	if (fsync_dir(dir, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	free(dir);
+	return rc;
+}
+
+void
+atomic_file_release(struct atomic_file *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	if (f->tmp != NULL)
+		unlink(f->tmp);
+	free(f->tmp);
+	free(f->path);
+	f->tmp = NULL;
+	f->path = NULL;
 }

@@ -94,6 +94,32 @@ int pwrite_full(int fd, const void *buf, size_t len, off_t off);
 /* fsync() the directory that holds path (or path itself if a directory). */
 int fsync_dir(const char *dir, struct err *e);
 
+/*
+ * A file that appears under its name only when complete: written to a
+ * temporary name beside it (created 0600, O_EXCL|O_NOFOLLOW), then fsync,
+ * rename and fsync of the directory.  ATOMIC_FILE_INIT is an unopened one.
+ */
+struct atomic_file {
+	int fd;
+	char *path;	/* final name */
+	char *tmp;	/* temporary name, NULL once renamed */
+};
+#define ATOMIC_FILE_INIT { -1, NULL, NULL }
+
+/* Create the temporary file for path; mode is for the final file. */
+int atomic_file_open(struct atomic_file *f, const char *path, mode_t mode,
+    struct err *e);
+/*
+ * fsync, rename into place and fsync the directory.  With noreplace an
+ * existing path is an error (ERR_FAIL, "'x' already exists").
+ */
+int atomic_file_commit(struct atomic_file *f, int noreplace, struct err *e);
+/* Close and unlink the temporary file if not committed; free names. */
+void atomic_file_release(struct atomic_file *f);
+
+/* The directory part of path ("." if none), newly allocated. */
+char *path_dirname(const char *path);
+
 /* CRC-32C (Castagnoli), as used by the image format; crc starts at 0. */
 uint32_t crc32c(uint32_t crc, const void *data, size_t len);
 

@@ -1,0 +1,52 @@
+/*
+ * sig.c - the caught-signal flag (sig.h).  The flag is the one piece of
+ * process-wide state besides the options: a signal handler can reach
+ * nothing else.
+ */
+#include <signal.h>
+#include <string.h>
+
+#include "sig.h"
+
+static volatile sig_atomic_t caught;
+
+static void
+on_signal(int signo)
+{
+	if (caught == 0)
+		caught = signo;
+}
+
+static void
+set_handler(void (*fn)(int))
+{
+	static const int signos[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = fn;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0;	/* no SA_RESTART: blocking calls see EINTR */
+	for (i = 0; i < sizeof(signos) / sizeof(signos[0]); i++)
+		sigaction(signos[i], &sa, NULL);
+}
+
+void
+sig_catch(void)
+{
+	caught = 0;
+	set_handler(on_signal);
+}
+
+int
+sig_caught(void)
+{
+	return caught;
+}
+
+void
+sig_release(void)
+{
+	set_handler(SIG_DFL);
+}
