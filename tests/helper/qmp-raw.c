@@ -17,14 +17,24 @@
  *	skip everything up to the 0xFF sentinel and the reply with that id;
  *	then send each JSON command and print its reply.
  *
+ *   qmp-raw -L [-t SECS] SOCKET FILE
+ *	Listen on SOCKET (created under a temporary name, then renamed, so it
+ *	accepts connections once it exists), accept one connection and copy
+ *	what it sends to FILE until EOF: the receiving end of
+ *	migrate {"uri":"unix:SOCKET"}, i.e. QEMU's raw migration stream.
+ *   qmp-raw -C [-t SECS] SOCKET FILE
+ *	Connect to SOCKET (retrying until it exists) and send FILE: feeds a
+ *	saved stream to migrate-incoming {"uri":"unix:SOCKET"}.
+ *
  * Exit status: 0 every reply was a "return", 1 some reply was an "error",
  * 2 connection, protocol or timeout failure (message on stderr).
- * -t SECS bounds the whole run (default 30).
+ * -t SECS bounds the whole run (default 30; 0 = no limit).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,18 +292,136 @@ static void qga_sync(void)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: qmp-raw [-g|-e] [-t SECS] SOCKET [JSON...]\n");
+	fprintf(stderr, "usage: qmp-raw [-g|-e] [-t SECS] SOCKET [JSON...]\n"
+		"       qmp-raw -L|-C [-t SECS] SOCKET FILE\n");
 	exit(2);
+}
+
+static void check_deadline(void)
+{
+	if (deadline_ms && mono_ms() > deadline_ms)
+		fail("timed out");
+}
+
+/* Copy in to out until EOF (out may be a socket). */
+static void copy_fd(int in, int out)
+{
+	static char buf[1 << 20];
+
+	for (;;) {
+		struct pollfd pfd = { .fd = in, .events = POLLIN };
+		ssize_t r, w, off = 0;
+
+		check_deadline();
+		if (poll(&pfd, 1, 1000) == 0)
+			continue;
+		r = read(in, buf, sizeof(buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			fail("read failed");
+		if (r == 0)
+			return;
+		while (off < r) {
+			w = write(out, buf + off, (size_t)(r - off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				fail("write failed");
+			off += w;
+		}
+	}
+}
+
+static int stream_listen(const char *path, const char *file)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char tmp[sizeof(sa.sun_path)];
+	int ls, fd, out;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		fail("socket path too long");
+	memcpy(sa.sun_path, tmp, strlen(tmp) + 1);
+	ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	unlink(tmp);
+	if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(ls, 1) < 0 || rename(tmp, path) < 0) {
+		fprintf(stderr, "qmp-raw: listen %s: %s\n", path,
+			strerror(errno));
+		return 2;
+	}
+	out = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		fprintf(stderr, "qmp-raw: %s: %s\n", file, strerror(errno));
+		return 2;
+	}
+	for (;;) {
+		struct pollfd pfd = { .fd = ls, .events = POLLIN };
+
+		check_deadline();
+		if (poll(&pfd, 1, 1000) > 0)
+			break;
+	}
+	fd = accept(ls, NULL, NULL);
+	if (fd < 0)
+		fail("accept failed");
+	close(ls);
+	unlink(path);
+	copy_fd(fd, out);
+	close(fd);
+	if (fsync(out) < 0 || close(out) < 0)
+		fail("writing the file failed");
+	return 0;
+}
+
+static int stream_send(const char *path, const char *file)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t n = strlen(path);
+	int in;
+
+	in = open(file, O_RDONLY | O_CLOEXEC);
+	if (in < 0) {
+		fprintf(stderr, "qmp-raw: %s: %s\n", file, strerror(errno));
+		return 2;
+	}
+	if (n >= sizeof(sa.sun_path))
+		fail("socket path too long");
+	memcpy(sa.sun_path, path, n + 1);
+	for (;;) {
+		sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (sock < 0)
+			fail("socket() failed");
+		if (connect(sock, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			break;
+		if (errno != ENOENT && errno != ECONNREFUSED) {
+			fprintf(stderr, "qmp-raw: connect %s: %s\n", path,
+				strerror(errno));
+			return 2;
+		}
+		close(sock);
+		check_deadline();
+		nanosleep(&(struct timespec){ .tv_nsec = 50000000 }, NULL);
+	}
+	copy_fd(in, sock);
+	close(in);
+	shutdown(sock, SHUT_WR);
+	close(sock);
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	int opt, guest = 0, events = 0, i;
+	int opt, guest = 0, events = 0, stream = 0, i;
 	long secs = 30;
 	char *end;
 
-	while ((opt = getopt(argc, argv, "get:")) != -1) {
+	while ((opt = getopt(argc, argv, "get:LC")) != -1) {
 		switch (opt) {
+		case 'L':
+		case 'C':
+			stream = opt;
+			break;
 		case 'g':
 			guest = 1;
 			break;
@@ -313,6 +441,12 @@ int main(int argc, char **argv)
 	if (optind >= argc)
 		usage();
 	deadline_ms = secs ? mono_ms() + secs * 1000 : 0;
+	if (stream) {
+		if (argc - optind != 2)
+			usage();
+		return stream == 'L' ? stream_listen(argv[optind], argv[optind + 1])
+				     : stream_send(argv[optind], argv[optind + 1]);
+	}
 	connect_to(argv[optind++]);
 
 	if (guest) {
