@@ -51,6 +51,15 @@
 #   vm_watch_events NAME FILE    log NAME's events (one JSON line each) to
 #	FILE from now on, in the background, via NAME.qmp3
 #   vm_wait_event FILE REGEX [TIMEOUT]  wait for an event line in FILE
+#   vm_save_raw NAME FILE [TIMEOUT [BANDWIDTH]]
+#	QEMU's own live migration of NAME into FILE (its raw stream: a
+#	baseline to compare snapctl with), through a unix socket and the
+#	helper; max-bandwidth is BANDWIDTH bytes/s (default 8 GiB/s) for the
+#	run, 128 MiB/s (QEMU's default) after.  NAME ends in postmigrate
+#	(vm_qmp_raw NAME '{"execute":"cont"}' resumes it).  Default 120 s.
+#   vm_load_raw NAME FILE [TIMEOUT]
+#	Load such a FILE into NAME (started with --incoming, same options);
+#	NAME is then paused: send cont.  1 if the load fails (QEMU exits).
 #   vm_kill NAME [SIGNAL]  send SIGNAL (default KILL); for TERM, INT and
 #	KILL also wait until QEMU is gone (KILL after 10 s)
 #   vm_stop NAME           TERM, wait, KILL if needed
@@ -397,6 +406,86 @@ vm_wait_event() {
 		fi
 		sleep 0.1
 	done
+}
+
+# ---- QEMU's own raw stream (baseline) ------------------------------------
+
+_vm_field() {	# _vm_field JSON KEY: the first "KEY": "value" string
+	sed -n "s/.*\"$2\": \"\([^\"]*\)\".*/\1/p" <<<"$1" | head -n1
+}
+
+vm_save_raw() {
+	local name=$1 file=$2 tmo=${3:-120} bw=${4:-8589934592} sock=$VM_DIR/$1.mig-out end st out
+	_vm_helper || return 1
+	rm -f "$sock"
+	( "$QMP_RAW" -L -t "$tmo" "$sock" "$file" >"$VM_DIR/$name.mig-out.log" 2>&1 </dev/null &
+	  echo $! >"$VM_DIR/$name.mig-out.pid"; echo $! >>"$VM_DIR/.watchers" )
+	end=$(($(date +%s) + 10))
+	while [ ! -S "$sock" ]; do
+		[ "$(date +%s)" -lt "$end" ] || { echo "vm_save_raw: listener did not start" >&2; return 1; }
+		sleep 0.05
+	done
+	vm_qmp_raw "$name" '{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":'"$bw"'}}' >/dev/null ||
+		return 1
+	out=$(vm_qmp_raw "$name" "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:$sock\"}}") ||
+		{ echo "vm_save_raw: migrate: $out" >&2; return 1; }
+	end=$(($(date +%s) + tmo))
+	while :; do
+		out=$(vm_qmp_raw "$name" '{"execute":"query-migrate"}') || return 1
+		st=$(_vm_field "$out" status)
+		case $st in
+		completed) break ;;
+		failed | cancelled)
+			echo "vm_save_raw: migration $st: $(_vm_field "$out" error-desc)" >&2
+			return 1 ;;
+		esac
+		if [ "$(date +%s)" -ge "$end" ]; then
+			echo "vm_save_raw: no convergence within $tmo s; cancelling" >&2
+			vm_qmp_raw "$name" '{"execute":"migrate_cancel"}' >/dev/null
+			return 1
+		fi
+		sleep 0.2
+	done
+	# The listener ends at EOF, once QEMU closed the stream.
+	local lp
+	lp=$(cat "$VM_DIR/$name.mig-out.pid")
+	if ! _vm_wait_gone "$lp" 300; then
+		echo "vm_save_raw: the stream did not end" >&2
+		return 1
+	fi
+	vm_qmp_raw "$name" '{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":134217728}}' >/dev/null
+	[ -s "$file" ]
+}
+
+vm_load_raw() {
+	local name=$1 file=$2 tmo=${3:-120} sock=$VM_DIR/$1.mig-in end out st sp
+	_vm_helper || return 1
+	rm -f "$sock"
+	out=$(vm_qmp_raw "$name" "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"unix:$sock\"}}") ||
+		{ echo "vm_load_raw: migrate-incoming: $out" >&2; return 1; }
+	( "$QMP_RAW" -C -t "$tmo" "$sock" "$file" >"$VM_DIR/$name.mig-in.log" 2>&1 </dev/null &
+	  echo $! >"$VM_DIR/$name.mig-in.pid"; echo $! >>"$VM_DIR/.watchers" )
+	end=$(($(date +%s) + tmo))
+	while :; do
+		if ! vm_alive "$name"; then
+			echo "vm_load_raw: QEMU exited (load failed):" >&2
+			tail -n 5 "$VM_DIR/$name.log" >&2
+			return 1
+		fi
+		out=$(vm_qmp_raw "$name" '{"execute":"query-status"}' 2>/dev/null)
+		st=$(_vm_field "$out" status)
+		case $st in
+		paused | running) break ;;
+		esac
+		if [ "$(date +%s)" -ge "$end" ]; then
+			echo "vm_load_raw: still '$st' after $tmo s" >&2
+			return 1
+		fi
+		sleep 0.2
+	done
+	sp=$(cat "$VM_DIR/$name.mig-in.pid")
+	_vm_wait_gone "$sp" 100
+	return 0
 }
 
 # ---- stopping -----------------------------------------------------------
