@@ -64,16 +64,38 @@ if [ "${SNAPCTL_SKIP_QEMU10:-0}" = 1 ] || qemu10_ok; then
 fi
 [ ${#missing[@]} -eq 0 ] && [ $need_qemu10 -eq 0 ] && exit 0
 
-# From here on something must change.  Root or sudo for apt.
+command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian 12 only"
+
+# The version bookworm-backports offers: in the version table of apt-cache
+# policy, the version line followed by a bookworm-backports source line.
+backports_version() {
+	apt-cache policy qemu-system-x86 2>/dev/null | awk '
+		/^ +(\*\*\* )?[0-9]+:?[^ ]* [0-9]+$/ { v = ($1 == "***") ? $2 : $1; next }
+		/bookworm-backports/ && v != "" { print v; exit }'
+}
+
+# Root (or password-less sudo) is needed to install packages, to add the
+# backports entry and to update the lists; downloading and unpacking QEMU
+# 10.0 into one's own cache is not.
+need_update=0
+[ ${#missing[@]} -gt 0 ] && need_update=1
+ver=
+if [ $need_qemu10 -eq 1 ]; then
+	if [ ! -f "$BACKPORTS_LIST" ]; then
+		need_update=1
+	else
+		ver=$(backports_version)
+		[ -n "$ver" ] || need_update=1
+	fi
+fi
 SUDO=()
-if [ "$(id -u)" != 0 ]; then
+if [ $need_update -eq 1 ] && [ "$(id -u)" != 0 ]; then
 	if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
 		SUDO=(sudo -n)
 	else
-		die "not root and no password-less sudo; as root run: apt-get install ${missing[*]:-} and rerun tests/deps.sh"
+		die "not root and no password-less sudo: run tests/deps.sh as root once${missing[*]:+ (missing: ${missing[*]})}"
 	fi
 fi
-command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian 12 only"
 
 LOG=$(mktemp "${TMPDIR:-/tmp}/snapctl-deps.XXXXXX")
 trap 'rm -f "$LOG"' EXIT
@@ -131,13 +153,13 @@ write_backports_sources() {
 }
 
 start=$(date +%s)
-if [ $need_qemu10 -eq 1 ]; then
-	write_backports_sources
+if [ $need_update -eq 1 ]; then
+	[ $need_qemu10 -eq 1 ] && write_backports_sources
+	what=${missing[*]:-}
+	[ $need_qemu10 -eq 1 ] && what="$what QEMU-10.0"
+	say "needed: ${what# }; updating the package lists"
+	run "${SUDO[@]}" apt-get "${APT_OPTS[@]}" update
 fi
-what=${missing[*]:-}
-[ $need_qemu10 -eq 1 ] && what="$what QEMU-10.0"
-say "needed:$what; updating the package lists"
-run "${SUDO[@]}" apt-get "${APT_OPTS[@]}" update
 
 if [ ${#missing[@]} -gt 0 ]; then
 	say "installing ${missing[*]}"
@@ -145,12 +167,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ $need_qemu10 -eq 1 ]; then
-	# The version bookworm-backports offers: in the version table of
-	# apt-cache policy, the version line followed by a bookworm-backports
-	# source line.
-	ver=$(apt-cache policy qemu-system-x86 | awk '
-		/^ +(\*\*\* )?[0-9]+:?[^ ]* [0-9]+$/ { v = ($1 == "***") ? $2 : $1; next }
-		/bookworm-backports/ && v != "" { print v; exit }')
+	[ -n "$ver" ] || ver=$(backports_version)
 	[ -n "$ver" ] || die "no qemu-system-x86 in bookworm-backports (see $BACKPORTS_LIST)"
 	case $ver in 1:10.0.*) ;; *) say "note: backports offers QEMU $ver (expected 10.0.x)" ;; esac
 	debs=$CACHE/debs

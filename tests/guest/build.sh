@@ -80,7 +80,7 @@ mapfile -t LIBS < <(ldd "$QGA" | awk '
 
 key=$( {
 	echo "kernel $(basename "$kdeb")"
-	sha256sum "$HERE/build.sh" "$HERE/init" "$HERE/churn.c" "$BUSYBOX" "$QGA" "${LIBS[@]}"
+	sha256sum "$HERE/build.sh" "$HERE/init" "$HERE/churn.c" "$BUSYBOX" "$QGA" "${LIBS[@]}" | cut -d" " -f1
 	gcc -dumpfullversion 2>/dev/null || gcc -dumpversion
 } | sha256sum | cut -c1-16)
 OUT=$GUESTS/$key
