@@ -49,10 +49,10 @@ file_is_static "$BUSYBOX" || die "$BUSYBOX is not static (install busybox-static
 mkdir -p "$GUESTS"
 lists_id=$(ls -l --time-style=+%s /var/lib/apt/lists/ 2>/dev/null | sha256sum | cut -c1-16)
 resolved=$GUESTS/.kernel-resolved
-kpkg= kver=
+kpkg='' kver=''
 if [ -f "$resolved" ]; then
 	read -r rid kpkg kver <"$resolved" || true
-	[ "${rid:-}" = "$lists_id" ] || kpkg= kver=
+	[ "${rid:-}" = "$lists_id" ] || kpkg='' kver=''
 fi
 if [ -z "$kpkg" ]; then
 	read -r kpkg kver < <(apt-cache show --no-all-versions linux-image-cloud-amd64 2>/dev/null |

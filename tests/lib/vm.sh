@@ -182,8 +182,8 @@ _vm_json_str() {	# JSON string literal of $1
 vm_start() {
 	local name=$1
 	shift
-	local ver=${SNAPCTL_TEST_QEMU:-7.2} mem=256 cpus=1 machine= agent=0
-	local incoming=0 append= kernel=1 disks=() extra=()
+	local ver=${SNAPCTL_TEST_QEMU:-7.2} mem=256 cpus=1 machine='' agent=0
+	local incoming=0 append='' kernel=1 disks=() extra=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--qemu) ver=$2; shift ;;
