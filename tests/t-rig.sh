@@ -59,7 +59,7 @@ for ver in 7.2 10.0; do
 	[ -n "${started[$ver]:-}" ] || continue
 	if line=$(vm_wait_ready "$name" 120); then
 		ms=$((($(date +%s%N) - started[$ver]) / 1000000))
-		ok "QEMU $ver: churn READY after $ms ms ($line)"
+		ok "QEMU $ver: churn READY (guest uptime ${line##*uptime_ms=} ms; seen ${ms} ms after vm_start)"
 	else
 		not_ok "QEMU $ver: churn READY"
 		continue

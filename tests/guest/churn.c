@@ -39,6 +39,7 @@
  * OUTPUT, one line each on stdout (the serial console in the guest):
  *
  *   CHURN READY pages=N hot=H rate=R cold=C disk=PATH|none slots=K run=RUN
+ *         uptime_ms=U
  *   CHURN TICK counter=C gen_sum=S disk_seq=D uptime_ms=U run=RUN
  *   CHURN VERIFY ok pages=N counter=C gen_sum=S ms=T
  *   CHURN VERIFY FAIL page=P expected_gen=G found_gen=H found_index=I
@@ -703,9 +704,10 @@ int main(int argc, char **argv)
 		disk_open();
 
 	say("CHURN READY pages=%" PRIu64 " hot=%" PRIu64 " rate=%" PRIu64
-	    " cold=%" PRIu64 " disk=%s slots=%" PRIu64 " run=%016" PRIx64,
+	    " cold=%" PRIu64 " disk=%s slots=%" PRIu64 " run=%016" PRIx64
+	    " uptime_ms=%" PRIu64,
 	    npages, nhot, P.rate, P.cold, disk_fd >= 0 ? P.disk : "none",
-	    disk_fd >= 0 ? nslots : 0, run_id);
+	    disk_fd >= 0 ? nslots : 0, run_id, uptime_ms());
 
 	t_start = t0_ns = now_ns();
 	next_tick = t_start + P.tick * 1000000u;
