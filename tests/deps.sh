@@ -28,10 +28,11 @@ DEBIAN_SOURCES=/etc/apt/sources.list.d/debian.sources
 # Build: gcc make pkg-config libc6-dev + the -dev packages.  Tests: QEMU,
 # the guest (busybox-static cpio gzip qemu-guest-agent; xz-utils and zstd
 # for compressed kernel modules), mandoc (make lint), clang and
-# libclang-rt-14-dev (libFuzzer).
+# libclang-rt-14-dev (libFuzzer); bench/: time (/usr/bin/time) and
+# bsdextrautils (column).
 PKGS=(gcc make pkg-config libc6-dev libjansson-dev libzstd-dev libreadline-dev
 	qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils zstd
-	qemu-guest-agent mandoc clang libclang-rt-14-dev)
+	qemu-guest-agent mandoc clang libclang-rt-14-dev time bsdextrautils)
 
 # The QEMU 10.0 packages to unpack (gui and modules-* so that every module
 # the binary probes exists in its own module folder).
