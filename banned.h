@@ -1,6 +1,7 @@
 /*
- * banned.h - functions we do not call (git, curl).  Included first in every
- * translation unit by the Makefile; a use is a compile error.
+ * banned.h - functions we do not call (git, curl); a use is a compile
+ * error.  util.h includes it last, so it must come after the system
+ * headers (which declare these names themselves).
  */
 #ifndef SNAPCTL_BANNED_H
 #define SNAPCTL_BANNED_H

@@ -257,8 +257,11 @@ sanitize_stdio(void)
 static int
 finish_stdout(struct err *e)
 {
+	/* Not err_sys(): a full stdout is a failed command (1), not exit 6,
+	 * which means the image ran out of space. */
 	if (fflush(stdout) != 0 || ferror(stdout))
-		return err_sys(e, ERR_FAIL, "cannot write to standard output");
+		return err_set(e, ERR_FAIL, "cannot write to standard output: "
+		    "%s", strerror(errno ? errno : EIO));
 	return 0;
 }
 
@@ -320,10 +323,10 @@ main(int argc, char **argv)
 			break;
 		case 'h':
 			print_usage(stdout);
-			return finish_stdout(&e) < 0 ? 1 : 0;
+			goto flush;
 		case 'V':
 			printf("snapctl %s\n", SNAPCTL_VERSION);
-			return finish_stdout(&e) < 0 ? 1 : 0;
+			goto flush;
 		case ':':
 			err_set(&e, ERR_USAGE, "option '%s' needs a value",
 			    argv[optind - 1]);
@@ -377,6 +380,12 @@ main(int argc, char **argv)
 	else
 		fprintf(stderr, "snapctl: %s\n", e.msg);
 	return err_exit_code(e.kind);
+
+flush:
+	if (finish_stdout(&e) == 0)
+		return 0;
+	fprintf(stderr, "snapctl: %s\n", e.msg);
+	return 1;
 
 usage_error:
 	fprintf(stderr, "snapctl: %s\n", e.msg);
