@@ -19,6 +19,10 @@
 
 struct qmp;
 
+/* Called for every line sent ("->") and received ("<-"). */
+typedef void (*qmp_trace_fn)(void *opaque, const char *dir,
+    const char *line);
+
 /* An asynchronous event, as received. */
 struct qmp_event {
 	char *name;		/* "MIGRATION" */
@@ -34,6 +38,29 @@ struct qmp_event {
  */
 struct qmp *qmp_open(const char *addr, int timeout_ms, struct err *e);
 
+/* How to connect, for qmp_open_with(). */
+struct qmp_config {
+	int connect_ms;		/* a missing socket file or a refused
+				   connection is retried this long; 0: once */
+	int timeout_ms;		/* the greeting and every later wait */
+	int agent;		/* a guest agent, as qmp_open_agent() */
+	qmp_trace_fn trace;	/* as qmp_set_trace(), from the first byte */
+	void *trace_opaque;
+	int (*cancelled)(void *opaque);	/* as qmp_set_cancel() */
+	void *cancel_opaque;
+};
+#define QMP_CONFIG_INIT { QMP_DEFAULT_TIMEOUT_MS, QMP_DEFAULT_TIMEOUT_MS, \
+	0, NULL, NULL, NULL, NULL }
+
+/*
+ * qmp_open() or qmp_open_agent() with separate budgets for connecting and
+ * for replies, and the hooks installed before the greeting is read.  A
+ * socket path whose directory does not exist fails at once, as does a path
+ * that is not a socket.
+ */
+struct qmp *qmp_open_with(const char *addr, const struct qmp_config *cfg,
+    struct err *e);
+
 /*
  * Connect to a guest agent socket: no greeting; resynchronise with
  * guest-sync-delimited (discarding input up to the 0xFF marker) so stale
@@ -41,12 +68,20 @@ struct qmp *qmp_open(const char *addr, int timeout_ms, struct err *e);
  */
 struct qmp *qmp_open_agent(const char *addr, int timeout_ms, struct err *e);
 
-/* Timeout for every later wait (replies, reads), in ms. */
+/* Timeout for every later wait (replies, reads), in ms; <= 0: default. */
 void qmp_set_timeout(struct qmp *q, int timeout_ms);
 
-/* Called for every line sent ("->") and received ("<-"). */
-typedef void (*qmp_trace_fn)(void *opaque, const char *dir,
-    const char *line);
+/*
+ * While cancelled(opaque) returns non-zero, every wait ends with ERR_INTR
+ * ("interrupted while waiting for the reply to 'stop'").  It is asked at
+ * least every 200 ms and whenever a signal interrupts poll(); e.g. a
+ * sig_caught() wrapper, removed (NULL) before cleanup that needs QMP.  A
+ * reply that arrives after its command was given up on is skipped.
+ */
+void qmp_set_cancel(struct qmp *q, int (*cancelled)(void *opaque),
+    void *opaque);
+
+/* Install the trace hook (NULL: none). */
 void qmp_set_trace(struct qmp *q, qmp_trace_fn fn, void *opaque);
 
 /* QEMU's version from the greeting (0.0.0 for an agent). */
@@ -64,7 +99,11 @@ const json_t *qmp_greeting(const struct qmp *q);
 json_t *qmp_execute(struct qmp *q, const char *cmd, json_t *args,
     struct err *e);
 
-/* Same, passing fd to QEMU with SCM_RIGHTS in the same sendmsg (getfd). */
+/*
+ * Same, passing fd (borrowed: still the caller's to close) to QEMU with
+ * SCM_RIGHTS in the same sendmsg as the command (getfd, add-fd).  UNIX
+ * sockets only.
+ */
 json_t *qmp_execute_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
     struct err *e);
 
@@ -83,10 +122,18 @@ struct qmp_event *qmp_wait_event(struct qmp *q, const char *name,
 struct qmp_event *qmp_pop_event(struct qmp *q);
 
 /*
- * Read whatever the socket holds now without blocking, queueing events.
- * 0, or -1 with e filled on disconnect.  For callers that poll(qmp_fd()).
+ * Read whatever the socket holds now without blocking, queueing events
+ * (late replies are dropped).  0, or -1 with e filled on disconnect.  For
+ * callers that poll(qmp_fd()): every call leaves the messages it has read
+ * in the queue, so poll() only needs to show new bytes.
  */
 int qmp_pump(struct qmp *q, struct err *e);
+
+/*
+ * 1 while the connection can carry commands; 0 once QEMU closed it or sent
+ * something that broke the framing (every call then fails with ERR_QEMU).
+ */
+int qmp_usable(const struct qmp *q);
 
 /* The socket, for poll(); do not read or write it. */
 int qmp_fd(const struct qmp *q);
