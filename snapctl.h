@@ -82,4 +82,23 @@ int trace_enabled(void);
 int cmd_qmp(int argc, char **argv, struct err *e);	/* cmd_qmp.c */
 int cmd_shell(int argc, char **argv, struct err *e);	/* shell.c */
 
+/*
+ * cmd_qmp.c, for every command that talks to QEMU: connect to
+ * options.socket (a missing socket or a refused connection is retried for
+ * SNAPCTL_CONNECT_TIMEOUT seconds, default 2), replies bounded by
+ * options.timeout_ms, the trace hook on when trace_enabled().  NULL with e
+ * filled (ERR_QEMU; ERR_USAGE for a bad SNAPCTL_CONNECT_TIMEOUT).
+ */
+struct qmp;
+struct qmp *cmd_qmp_connect(struct err *e);
+
+/*
+ * QMP arguments from command-line words: none (*out = NULL), one JSON
+ * object, or KEY=VALUE pairs whose values are JSON when they parse and
+ * strings otherwise, dotted keys nesting (a.b=1 gives {"a":{"b":1}}).
+ * *out is a new reference.  -1 with e filled (ERR_USAGE) on a bad word or
+ * keys that conflict (a=1 a.b=2).
+ */
+int cmd_qmp_args(int argc, char *const argv[], json_t **out, struct err *e);
+
 #endif
