@@ -1,0 +1,566 @@
+/*
+ * store.c - the checkpoint store (store.h): name rules, the per-store
+ * flock, staging directories renamed into place once their manifest is
+ * written, manifests, the parent lookup, and the recovery note.  Paths are
+ * resolved against the store's directory fd with O_NOFOLLOW where it
+ * matters, so a symlink planted in the store is never written through.
+ */
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "store.h"
+#include "util.h"
+
+#define PARTIAL_TAG ".partial-"
+
+struct store {
+	char *path;
+	int dirfd;
+	int lockfd;
+};
+
+int
+store_name_check(const char *name, struct err *e)
+{
+	const unsigned char *p;
+	size_t len;
+
+	if (name == NULL || *name == '\0')
+		return err_set(e, ERR_USAGE, "invalid checkpoint name '': "
+		    "empty");
+	len = strlen(name);
+	if (len > STORE_NAME_MAX)
+		return err_set(e, ERR_USAGE, "invalid checkpoint name '%.32s"
+		    "...': longer than %d bytes", name, STORE_NAME_MAX);
+	if (name[0] == '.')
+		return err_set(e, ERR_USAGE, "invalid checkpoint name '%s': "
+		    "starts with '.'", name);
+	for (p = (const unsigned char *)name; *p != '\0'; p++) {
+		if (*p == '/')
+			return err_set(e, ERR_USAGE, "invalid checkpoint name "
+			    "'%s': contains '/'", name);
+		if (*p <= 0x20 || *p >= 0x7f)
+			return err_set(e, ERR_USAGE, "invalid checkpoint name "
+			    "'%s': only printable ASCII without spaces is "
+			    "allowed", name);
+	}
+	return 0;
+}
+
+void
+store_default_name(double t, char out[32])
+{
+	struct tm tm;
+	time_t secs = (time_t)t;
+
+	gmtime_r(&secs, &tm);
+	strftime(out, 32, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+struct store *
+store_open(const char *dir, int create, struct err *e)
+{
+	struct store *s = NULL;
+	struct stat st;
+	int fd = -1;
+
+	if (dir == NULL || *dir == '\0') {
+		err_set(e, ERR_USAGE, "no checkpoint store given");
+		goto fail;
+	}
+	if (lstat(dir, &st) < 0) {
+		if (errno != ENOENT || !create) {
+			err_sys(e, ERR_FAIL, "cannot open store '%s'", dir);
+			goto fail;
+		}
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+			err_sys(e, ERR_FAIL, "cannot create store '%s'", dir);
+			goto fail;
+		}
+		if (lstat(dir, &st) < 0) {
+			err_sys(e, ERR_FAIL, "cannot open store '%s'", dir);
+			goto fail;
+		}
+	}
+	if (S_ISLNK(st.st_mode)) {
+		err_set(e, ERR_FAIL, "store '%s' is a symbolic link: refused",
+		    dir);
+		goto fail;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		err_set(e, ERR_FAIL, "store '%s' is not a directory", dir);
+		goto fail;
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		err_sys(e, ERR_FAIL, "cannot open store '%s'", dir);
+		goto fail;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->path = xstrdup(dir);
+	s->dirfd = fd;
+	s->lockfd = -1;
+	return s;
+fail:
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+const char *
+store_path(const struct store *s)
+{
+	return s->path;
+}
+
+int
+store_lock(struct store *s, struct err *e)
+{
+	int fd;
+
+	if (s->lockfd >= 0)
+		return 0;
+	fd = openat(s->dirfd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW |
+	    O_CLOEXEC, 0600);
+	if (fd < 0)
+		return err_sys(e, ERR_FAIL, "cannot open '%s/.lock'", s->path);
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EINTR)
+			continue;
+		if (errno == EWOULDBLOCK)
+			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
+			    "snapctl", s->path);
+		else
+			err_sys(e, ERR_FAIL, "cannot lock '%s/.lock'",
+			    s->path);
+		close(fd);
+		return -1;
+	}
+	s->lockfd = fd;
+	return 0;
+}
+
+/* PID of a staging name ".NAME.partial-PID", or 0 if it is not one. */
+static pid_t
+partial_pid(const char *ent)
+{
+	const char *tag;
+	const char *why;
+	uint64_t pid;
+
+	if (ent[0] != '.')
+		return 0;
+	tag = strstr(ent, PARTIAL_TAG);
+	if (tag == NULL)
+		return 0;
+	/* The last occurrence: the name itself may contain the tag. */
+	while (strstr(tag + 1, PARTIAL_TAG) != NULL)
+		tag = strstr(tag + 1, PARTIAL_TAG);
+	if (parse_u64(tag + strlen(PARTIAL_TAG), 1, INT32_MAX, &pid,
+	    &why) < 0)
+		return 0;
+	return (pid_t)pid;
+}
+
+/* Unlink everything in the directory open as dfd; depth limits recursion. */
+static int
+empty_dir(int dfd, int depth)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int fd, rc = 0, saved = 0;
+
+	fd = dup(dfd);
+	if (fd < 0)
+		return -1;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			int sub;
+
+			if (depth <= 0) {
+				rc = -1;
+				saved = ENOTEMPTY;
+				continue;
+			}
+			sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY |
+			    O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				if (empty_dir(sub, depth - 1) < 0 && !saved) {
+					rc = -1;
+					saved = errno;
+				}
+				close(sub);
+			}
+			if (unlinkat(dfd, de->d_name, AT_REMOVEDIR) < 0 &&
+			    !saved) {
+				rc = -1;
+				saved = errno;
+			}
+		} else if (unlinkat(dfd, de->d_name, 0) < 0 && !saved) {
+			rc = -1;
+			saved = errno;
+		}
+	}
+	closedir(d);
+	if (rc < 0)
+		errno = saved;
+	return rc;
+}
+
+static int
+remove_at(int parent, const char *name)
+{
+	int fd, rc;
+
+	fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	rc = empty_dir(fd, 1);
+	close(fd);
+	if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		return -1;
+	return rc;
+}
+
+int
+store_clean_stale(struct store *s)
+{
+	struct dirent *de;
+	DIR *d;
+	pid_t pid;
+	int fd, n = 0;
+
+	fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return 0;
+	}
+	while ((de = readdir(d)) != NULL) {
+		pid = partial_pid(de->d_name);
+		if (pid == 0 || pid == getpid())
+			continue;
+		/* EPERM: alive but someone else's. */
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		if (remove_at(s->dirfd, de->d_name) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+int
+store_exists(const struct store *s, const char *name)
+{
+	struct stat st;
+
+	return fstatat(s->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+char *
+store_stage_new(struct store *s, const char *name, struct err *e)
+{
+	char *base = NULL, *path = NULL;
+
+	if (store_name_check(name, e) < 0)
+		return NULL;
+	if (store_exists(s, name)) {
+		err_set(e, ERR_FAIL, "checkpoint '%s' already exists in '%s'",
+		    name, s->path);
+		return NULL;
+	}
+	base = xasprintf(".%s%s%ld", name, PARTIAL_TAG, (long)getpid());
+	/* Ours from an earlier attempt in this process: start afresh. */
+	remove_at(s->dirfd, base);
+	if (mkdirat(s->dirfd, base, 0700) < 0) {
+		err_sys(e, ERR_FAIL, "cannot create '%s/%s'", s->path, base);
+		goto out;
+	}
+	path = xasprintf("%s/%s", s->path, base);
+out:
+	free(base);
+	return path;
+}
+
+/* Write j to path atomically (0600). */
+static int
+write_json_atomic(const char *path, const json_t *j, struct err *e)
+{
+	struct atomic_file f = ATOMIC_FILE_INIT;
+	char *text = NULL;
+	int rc = -1;
+
+	text = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	if (text == NULL) {
+		err_set(e, ERR_FAIL, "cannot encode '%s'", path);
+		goto out;
+	}
+	if (atomic_file_open(&f, path, 0600, e) < 0)
+		goto out;
+	if (write_full(f.fd, text, strlen(text)) < 0 ||
+	    write_full(f.fd, "\n", 1) < 0) {
+		err_sys(e, ERR_FAIL, "cannot write '%s'", f.tmp);
+		goto out;
+	}
+	if (atomic_file_commit(&f, 0, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	atomic_file_release(&f);
+	free(text);
+	return rc;
+}
+
+int
+store_stage_commit(struct store *s, const char *stage, const char *name,
+    const json_t *manifest, struct err *e)
+{
+	char *mpath = NULL;
+	const char *base;
+	int rc = -1;
+
+	mpath = xasprintf("%s/%s", stage, STORE_MANIFEST);
+	if (write_json_atomic(mpath, manifest, e) < 0)
+		goto out;
+	base = strrchr(stage, '/');
+	base = base != NULL ? base + 1 : stage;
+	if (renameat2(s->dirfd, base, s->dirfd, name, RENAME_NOREPLACE) < 0) {
+		if (errno == EEXIST)
+			err_set(e, ERR_FAIL, "checkpoint '%s' already exists in "
+			    "'%s'", name, s->path);
+		else
+			err_sys(e, ERR_FAIL, "cannot rename '%s' to '%s/%s'",
+			    stage, s->path, name);
+		goto out;
+	}
+	if (fsync(s->dirfd) < 0) {
+		err_sys(e, ERR_FAIL, "cannot fsync directory '%s'", s->path);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(mpath);
+	return rc;
+}
+
+int
+store_stage_remove(const char *stage)
+{
+	char *dir;
+	const char *base;
+	int pfd, rc;
+
+	if (stage == NULL)
+		return 0;
+	dir = path_dirname(stage);
+	base = strrchr(stage, '/');
+	base = base != NULL ? base + 1 : stage;
+	pfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(dir);
+	if (pfd < 0)
+		return -1;
+	rc = remove_at(pfd, base);
+	close(pfd);
+	return rc;
+}
+
+/* Read a JSON object from name inside dirfd (no symlinks). */
+static json_t *
+read_json_at(int dirfd, const char *name, const char *shown, struct err *e)
+{
+	json_error_t jerr;
+	json_t *j = NULL;
+	FILE *f = NULL;
+	int fd;
+
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		err_sys(e, ERR_FAIL, "cannot open '%s'", shown);
+		return NULL;
+	}
+	f = fdopen(fd, "r");
+	if (f == NULL) {
+		err_sys(e, ERR_FAIL, "cannot open '%s'", shown);
+		close(fd);
+		return NULL;
+	}
+	j = json_loadf(f, 0, &jerr);
+	fclose(f);
+	if (j == NULL) {
+		err_set(e, ERR_FAIL, "'%s': invalid JSON at line %d: %s",
+		    shown, jerr.line, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		json_decref(j);
+		err_set(e, ERR_FAIL, "'%s': not a JSON object", shown);
+		return NULL;
+	}
+	return j;
+}
+
+json_t *
+store_manifest_read(const struct store *s, const char *name, struct err *e)
+{
+	char *rel = NULL, *shown = NULL;
+	json_t *m = NULL;
+
+	if (store_name_check(name, e) < 0)
+		return NULL;
+	rel = xasprintf("%s/%s", name, STORE_MANIFEST);
+	shown = xasprintf("%s/%s", s->path, rel);
+	if (!store_exists(s, name)) {
+		err_set(e, ERR_FAIL, "no checkpoint '%s' in '%s'", name,
+		    s->path);
+		goto out;
+	}
+	m = read_json_at(s->dirfd, rel, shown, e);
+	if (m != NULL && !json_is_integer(json_object_get(m,
+	    "snapctl_manifest"))) {
+		err_set(e, ERR_FAIL, "'%s' is not a snapctl manifest", shown);
+		json_decref(m);
+		m = NULL;
+	}
+out:
+	free(rel);
+	free(shown);
+	return m;
+}
+
+/* NULL matches JSON null or a missing member. */
+static int
+str_matches(const json_t *v, const char *want)
+{
+	if (want == NULL)
+		return v == NULL || json_is_null(v);
+	return json_is_string(v) && strcmp(json_string_value(v), want) == 0;
+}
+
+char *
+store_find_parent(const struct store *s, const char *uuid,
+    const char *vmname)
+{
+	struct dirent *de;
+	char *best = NULL, *best_created = NULL;
+	const char *created;
+	json_t *m, *vm;
+	DIR *d;
+	int fd, better;
+
+	fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return NULL;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' ||
+		    store_name_check(de->d_name, NULL) < 0)
+			continue;
+		m = store_manifest_read(s, de->d_name, NULL);
+		if (m == NULL)
+			continue;
+		vm = json_object_get(m, "vm");
+		created = json_string_value(json_object_get(m, "created"));
+		if (created != NULL && json_is_object(vm) &&
+		    str_matches(json_object_get(vm, "uuid"), uuid) &&
+		    str_matches(json_object_get(vm, "name"), vmname)) {
+			better = best == NULL ||
+			    strcmp(created, best_created) > 0 ||
+			    (strcmp(created, best_created) == 0 &&
+			    strcmp(de->d_name, best) > 0);
+			if (better) {
+				free(best);
+				free(best_created);
+				best = xstrdup(de->d_name);
+				best_created = xstrdup(created);
+			}
+		}
+		json_decref(m);
+	}
+	closedir(d);
+	free(best_created);
+	return best;
+}
+
+int
+store_note_write(const struct store *s, const json_t *note, struct err *e)
+{
+	char *path = xasprintf("%s/%s", s->path, STORE_RECOVER_NOTE);
+	int rc;
+
+	rc = write_json_atomic(path, note, e);
+	free(path);
+	return rc;
+}
+
+json_t *
+store_note_read(const struct store *s, struct err *e)
+{
+	struct stat st;
+	char *shown;
+	json_t *j;
+
+	if (fstatat(s->dirfd, STORE_RECOVER_NOTE, &st,
+	    AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+		return NULL;
+	shown = xasprintf("%s/%s", s->path, STORE_RECOVER_NOTE);
+	j = read_json_at(s->dirfd, STORE_RECOVER_NOTE, shown, e);
+	free(shown);
+	return j;
+}
+
+int
+store_note_remove(const struct store *s, struct err *e)
+{
+	if (unlinkat(s->dirfd, STORE_RECOVER_NOTE, 0) < 0 && errno != ENOENT)
+		return err_sys(e, ERR_FAIL, "cannot remove '%s/%s'", s->path,
+		    STORE_RECOVER_NOTE);
+	if (fsync(s->dirfd) < 0)
+		return err_sys(e, ERR_FAIL, "cannot fsync directory '%s'",
+		    s->path);
+	return 0;
+}
+
+void
+store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->lockfd >= 0)
+		close(s->lockfd);
+	if (s->dirfd >= 0)
+		close(s->dirfd);
+	free(s->path);
+	free(s);
+}

@@ -1,0 +1,119 @@
+/*
+ * store.h - the checkpoint store: a directory of checkpoints, one
+ * subdirectory STORE/NAME each (memory.img, manifest.json), a lock so one
+ * snapctl writes at a time, staging directories that become a checkpoint
+ * only once complete, and the recovery note a killed checkpoint leaves.
+ *
+ * Layout:
+ *   STORE/.lock                 flock()ed by whoever writes the store
+ *   STORE/.recover.json         what to put back if a checkpoint dies
+ *   STORE/.NAME.partial-PID/    a checkpoint being made (0700)
+ *   STORE/NAME/manifest.json    a finished checkpoint (written last)
+ * Never prints, never exits.
+ */
+#ifndef SNAPCTL_STORE_H
+#define SNAPCTL_STORE_H
+
+#include <jansson.h>
+
+#include "err.h"
+
+#define STORE_NAME_MAX 128
+#define STORE_MANIFEST "manifest.json"
+#define STORE_MANIFEST_VERSION 1
+#define STORE_RECOVER_NOTE ".recover.json"
+
+struct store;
+
+/*
+ * Check a checkpoint name: non-empty, at most STORE_NAME_MAX bytes,
+ * printable ASCII without whitespace, no '/', no leading '.'.  0, or -1
+ * with e filled (ERR_USAGE: "invalid checkpoint name 'x': ...").
+ */
+int store_name_check(const char *name, struct err *e);
+
+/* The default name for time t (seconds since the epoch): 20261123T081500Z. */
+void store_default_name(double t, char out[32]);
+
+/*
+ * Open the store at dir.  With create, a missing directory is made 0700
+ * (its parent must exist).  A symlink, or anything but a directory, is
+ * refused (ERR_FAIL), and so is a store that does not exist without create.
+ * NULL with e filled.
+ */
+struct store *store_open(const char *dir, int create, struct err *e);
+
+/* The store's path as given (borrowed). */
+const char *store_path(const struct store *s);
+
+/*
+ * Take the store's lock without waiting (flock on STORE/.lock).  Another
+ * holder: ERR_LOCKED ("store '/x' is locked by another snapctl").  The
+ * lock goes with store_close() or the process.
+ */
+int store_lock(struct store *s, struct err *e);
+
+/*
+ * Remove staging directories STORE/.NAME.partial-PID whose PID is not a
+ * live process (a killed snapctl's).  Needs the lock.  Returns how many
+ * were removed; failures to remove are skipped.
+ */
+int store_clean_stale(struct store *s);
+
+/* 1 if STORE/name exists (as anything), else 0. */
+int store_exists(const struct store *s, const char *name);
+
+/*
+ * Create the staging directory STORE/.NAME.partial-PID (0700) for a new
+ * checkpoint.  Fails if STORE/NAME already exists (ERR_FAIL "checkpoint
+ * 'x' already exists in '/store'").  Returns its path (caller frees), or
+ * NULL with e filled.
+ */
+char *store_stage_new(struct store *s, const char *name, struct err *e);
+
+/*
+ * Finish a checkpoint: write manifest (borrowed) as STAGE/manifest.json
+ * (temporary name, fsync, rename, fsync), rename STAGE to STORE/NAME
+ * without replacing anything, fsync the store.  0, or -1 with e filled;
+ * on failure the stage is left for the caller to remove.
+ */
+int store_stage_commit(struct store *s, const char *stage, const char *name,
+    const json_t *manifest, struct err *e);
+
+/*
+ * Remove a staging directory and the files in it (one level of
+ * subdirectories at most; nothing is followed).  NULL is fine.  0, or -1
+ * with errno set if something could not be removed.
+ */
+int store_stage_remove(const char *stage);
+
+/*
+ * Read STORE/NAME/manifest.json.  New reference, or NULL with e filled
+ * (ERR_FAIL: no such checkpoint, unreadable, not a snapctl manifest).
+ */
+json_t *store_manifest_read(const struct store *s, const char *name,
+    struct err *e);
+
+/*
+ * The newest checkpoint (greatest "created", then name) of the VM with this
+ * uuid and name (either may be NULL: matched as JSON null), or NULL if
+ * there is none.  Unreadable entries are skipped.  Caller frees.
+ */
+char *store_find_parent(const struct store *s, const char *uuid,
+    const char *vmname);
+
+/*
+ * The recovery note.  write: atomically (temporary, fsync, rename, fsync),
+ * note borrowed.  read: new reference; NULL with e untouched when there is
+ * none, NULL with e filled when it cannot be read.  remove: 0 also when
+ * absent.
+ */
+int store_note_write(const struct store *s, const json_t *note,
+    struct err *e);
+json_t *store_note_read(const struct store *s, struct err *e);
+int store_note_remove(const struct store *s, struct err *e);
+
+/* Release the lock and free; NULL is fine. */
+void store_close(struct store *s);
+
+#endif
