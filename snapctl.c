@@ -36,6 +36,35 @@ const struct cmd_entry cmd_table[] = {
 	  "commands or shows a command's arguments.  Without a terminal it\n"
 	  "reads one command per line and exits 1 if any failed.",
 	  0, 0, CMD_NEEDS_SOCKET, cmd_shell },
+	{ "checkpoint", "[--pause | --disk-only [--quiesce --agent SOCKET]] "
+	  "[--downtime MS] [--bandwidth RATE] [--timeout SEC "
+	  "[--on-timeout stop|abort]] [--exclude DEVICE]... "
+	  "[--overlay-dir DIR] [--level N] [--threads N] [NAME]",
+	  "take a consistent live checkpoint of memory and disks",
+	  "  --pause              keep the guest stopped during the capture\n"
+	  "  --disk-only          cut the disks only, no memory\n"
+	  "  --quiesce            with --disk-only: freeze filesystems\n"
+	  "  --agent SOCKET       the guest agent socket for --quiesce\n"
+	  "  --downtime MS        QEMU's downtime-limit for the switchover\n"
+	  "  --bandwidth RATE     max-bandwidth, bytes/s, K/M/G suffixes\n"
+	  "                       (default 64G: unlimited)\n"
+	  "  --timeout SEC        past it, stop the guest to finish "
+	  "(\"forced\")\n"
+	  "  --on-timeout abort   ... or give up instead (exit 7)\n"
+	  "  --exclude DEVICE     leave this disk alone (repeatable)\n"
+	  "  --overlay-dir DIR    new overlays here, not beside the images\n"
+	  "  --level N, --threads N  zstd level and threads for the image\n"
+	  "NAME defaults to the UTC time (20261123T081500Z).  The checkpoint\n"
+	  "goes to STORE/NAME; each disk's new overlay is\n"
+	  "<image-stem>.NAME.qcow2 beside its image.",
+	  0, 1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE, cmd_checkpoint },
+	{ "recover", "[--agent SOCKET]",
+	  "resume a guest an interrupted checkpoint left stopped",
+	  "Cancels a pending migration, thaws filesystems (--agent), puts\n"
+	  "back the migration settings recorded in STORE/.recover.json\n"
+	  "(with -d), resumes the guest.  -s may be left out when -d is\n"
+	  "given: the recovery note names the socket.",
+	  0, 0, 0, cmd_recover },
 	{ NULL, NULL, NULL, NULL, 0, 0, 0, NULL },
 };
 

@@ -1,0 +1,297 @@
+/*
+ * cmd_ckpt.c - the "checkpoint" and "recover" commands: option parsing,
+ * the progress line, and printing the manifest or a short summary.  The
+ * work is checkpoint.c's.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "checkpoint.h"
+#include "sig.h"
+#include "snapctl.h"
+#include "util.h"
+
+#define MAX_EXCLUDE 64
+
+enum {
+	OPT_PAUSE = 256, OPT_DISK_ONLY, OPT_QUIESCE, OPT_AGENT, OPT_DOWNTIME,
+	OPT_BANDWIDTH, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_EXCLUDE,
+	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_JSON,
+};
+
+struct progress_line {
+	int drawn;
+};
+
+static void
+draw_progress(void *opaque, const struct ckpt_progress *p)
+{
+	struct progress_line *pl = opaque;
+	char rec[32], rate[32], dirty[32], rem[32], eta[32];
+
+	format_bytes(p->received, rec);
+	format_bytes(p->rate, rate);
+	format_bytes(p->dirty_rate, dirty);
+	format_bytes(p->remaining, rem);
+	if (p->eta_s >= 0 && p->eta_s < 360000)
+		snprintf(eta, sizeof(eta), "%.0f s", p->eta_s);
+	else
+		snprintf(eta, sizeof(eta), "?");
+	if (strcmp(p->phase, "live") == 0)
+		fprintf(stderr, "\r\033[Ksnapctl: %5.1f s  %s received (%s/s)  "
+		    "pass %d  dirty %s/s  remaining %s  ETA %s%s",
+		    p->elapsed_s, rec, rate, p->pass, dirty, rem, eta,
+		    p->forced ? "  (guest stopped: --timeout)" : "");
+	else
+		fprintf(stderr, "\r\033[Ksnapctl: %5.1f s  %s received  %s",
+		    p->elapsed_s, rec, p->phase);
+	fflush(stderr);
+	pl->drawn = 1;
+}
+
+static int
+parse_ms(const char *opt, const char *val, uint64_t max, int64_t *out,
+    struct err *e)
+{
+	uint64_t v;
+
+	if (opt_u64(opt, val, 0, max, &v, e) < 0)
+		return -1;
+	*out = (int64_t)v;
+	return 0;
+}
+
+static void
+print_summary(const json_t *m)
+{
+	const json_t *mem = json_object_get(m, "memory");
+	const json_t *t = json_object_get(m, "timings");
+	const json_t *d;
+	const char *parent = json_string_value(json_object_get(m, "parent"));
+	char a[32], b[32];
+	size_t i;
+
+	printf("checkpoint '%s' (%s%s%s%s)\n",
+	    json_string_value(json_object_get(m, "name")),
+	    json_string_value(json_object_get(m, "mode")),
+	    json_is_true(json_object_get(m, "forced")) ?
+	    ", forced by --timeout" : "",
+	    parent ? ", parent " : "", parent ? parent : "");
+	if (json_is_object(mem)) {
+		format_bytes((uint64_t)json_integer_value(json_object_get(mem,
+		    "bytes_on_disk")), a);
+		format_bytes((uint64_t)json_integer_value(json_object_get(mem,
+		    "ram_bytes")), b);
+		printf("memory: %s on disk for %s of RAM (%lld pages, %lld "
+		    "zero)\n", a, b,
+		    (long long)json_integer_value(json_object_get(mem,
+		    "pages")),
+		    (long long)json_integer_value(json_object_get(mem,
+		    "zero_pages")));
+	}
+	printf("guest paused %.1f ms; total %.1f s; %lld passes\n",
+	    json_number_value(json_object_get(t, "paused_ms")),
+	    json_number_value(json_object_get(t, "total_s")),
+	    (long long)json_integer_value(json_object_get(t, "passes")));
+	json_array_foreach(json_object_get(m, "disks"), i, d)
+		printf("disk %s: checkpoint in '%s', the guest now writes to "
+		    "'%s'\n", json_string_value(json_object_get(d, "device")),
+		    json_string_value(json_object_get(d, "file")),
+		    json_string_value(json_object_get(d, "overlay")));
+}
+
+int
+cmd_checkpoint(int argc, char **argv, struct err *e)
+{
+	static const struct option longopts[] = {
+		{ "pause", no_argument, NULL, OPT_PAUSE },
+		{ "disk-only", no_argument, NULL, OPT_DISK_ONLY },
+		{ "quiesce", no_argument, NULL, OPT_QUIESCE },
+		{ "agent", required_argument, NULL, OPT_AGENT },
+		{ "downtime", required_argument, NULL, OPT_DOWNTIME },
+		{ "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "on-timeout", required_argument, NULL, OPT_ON_TIMEOUT },
+		{ "exclude", required_argument, NULL, OPT_EXCLUDE },
+		{ "overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
+		{ "level", required_argument, NULL, OPT_LEVEL },
+		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ckpt_opts o = CKPT_OPTS_INIT;
+	struct progress_line pl = { 0 };
+	const char *exclude[MAX_EXCLUDE], *why, *hold;
+	json_t *m = NULL;
+	uint64_t v;
+	int64_t ms;
+	int ch, argi = 1, rc = -1;
+
+	while ((ch = cmd_getopt(argc, argv, "", longopts, &argi, e)) != -1) {
+		switch (ch) {
+		case OPT_PAUSE:
+			o.pause = 1;
+			break;
+		case OPT_DISK_ONLY:
+			o.disk_only = 1;
+			break;
+		case OPT_QUIESCE:
+			o.quiesce = 1;
+			break;
+		case OPT_AGENT:
+			o.agent = optarg;
+			break;
+		case OPT_DOWNTIME:
+			if (parse_ms("--downtime", optarg, 2000000, &ms, e) < 0)
+				return -1;
+			o.downtime_ms = ms;
+			break;
+		case OPT_BANDWIDTH:
+			if (parse_size(optarg, &v, &why) < 0 || v == 0)
+				return err_set(e, ERR_USAGE, "invalid "
+				    "--bandwidth '%s': %s", optarg,
+				    v == 0 ? "must not be 0" : why);
+			if (v > INT64_MAX)
+				return err_set(e, ERR_USAGE, "invalid "
+				    "--bandwidth '%s': too large", optarg);
+			o.bandwidth = v;
+			break;
+		case OPT_TIMEOUT:
+			if (opt_u64("--timeout", optarg, 1, 86400 * 7, &v,
+			    e) < 0)
+				return -1;
+			o.timeout_s = (int)v;
+			break;
+		case OPT_ON_TIMEOUT:
+			if (strcmp(optarg, "stop") == 0)
+				o.on_timeout = CKPT_TIMEOUT_STOP;
+			else if (strcmp(optarg, "abort") == 0)
+				o.on_timeout = CKPT_TIMEOUT_ABORT;
+			else
+				return err_set(e, ERR_USAGE, "invalid "
+				    "--on-timeout '%s': stop or abort",
+				    optarg);
+			break;
+		case OPT_EXCLUDE:
+			if (o.nexclude == MAX_EXCLUDE)
+				return err_set(e, ERR_USAGE, "too many "
+				    "--exclude options");
+			exclude[o.nexclude++] = optarg;
+			break;
+		case OPT_OVERLAY_DIR:
+			o.overlay_dir = optarg;
+			break;
+		case OPT_LEVEL:
+			if (opt_u64("--level", optarg, 1, 19, &v, e) < 0)
+				return -1;
+			o.level = (int)v;
+			break;
+		case OPT_THREADS:
+			if (opt_u64("--threads", optarg, 1, 64, &v, e) < 0)
+				return -1;
+			o.threads = (int)v;
+			break;
+		case OPT_JSON:
+			options.json = 1;
+			break;
+		default:
+			return -1;
+		}
+	}
+	if (cmd_check_args(cmd_find("checkpoint"), argc - argi, e) < 0)
+		return -1;
+	if (o.agent != NULL && !o.quiesce)
+		return err_set(e, ERR_USAGE, "--agent is for --quiesce");
+	if (o.pause && o.disk_only && o.quiesce)
+		return err_set(e, ERR_USAGE, "--pause and --quiesce exclude "
+		    "each other: a stopped guest cannot answer its agent");
+	o.exclude = exclude;
+	o.name = argi < argc ? argv[argi] : NULL;
+	o.socket = options.socket;
+	o.store = options.dir;
+	o.qmp_timeout_ms = options.timeout_ms;
+	if (trace_enabled())
+		o.trace = trace_qmp;
+	if (progress_enabled()) {
+		o.progress = draw_progress;
+		o.progress_opaque = &pl;
+	}
+	/* Test only: see checkpoint.h. */
+	hold = getenv("SNAPCTL_TEST_HOLD_SWITCHOVER_MS");
+	if (hold != NULL && *hold != '\0') {
+		if (opt_u64("SNAPCTL_TEST_HOLD_SWITCHOVER_MS", hold, 0, 600000,
+		    &v, e) < 0)
+			return -1;
+		o.hold_switchover_ms = (int)v;
+	}
+
+	sig_catch();
+	rc = ckpt_run(&o, &m, e);
+	sig_release();
+	if (pl.drawn)
+		fputs("\r\033[K", stderr);
+	if (rc < 0)
+		return -1;
+	if (options.json)
+		print_json(m);
+	else
+		print_summary(m);
+	json_decref(m);
+	return 0;
+}
+
+int
+cmd_recover(int argc, char **argv, struct err *e)
+{
+	static const struct option longopts[] = {
+		{ "agent", required_argument, NULL, OPT_AGENT },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ckpt_recover_opts o = CKPT_RECOVER_OPTS_INIT;
+	const json_t *a;
+	json_t *rep = NULL;
+	size_t i;
+	int ch, argi = 1;
+
+	while ((ch = cmd_getopt(argc, argv, "", longopts, &argi, e)) != -1) {
+		switch (ch) {
+		case OPT_AGENT:
+			o.agent = optarg;
+			break;
+		case OPT_JSON:
+			options.json = 1;
+			break;
+		default:
+			return -1;
+		}
+	}
+	if (cmd_check_args(cmd_find("recover"), argc - argi, e) < 0)
+		return -1;
+	if (options.socket == NULL && options.dir == NULL)
+		return err_set(e, ERR_USAGE, "recover: give the VM's QMP "
+		    "socket (-s) or the store (-d) whose recovery note names "
+		    "it");
+	o.socket = options.socket;
+	o.store = options.dir;
+	o.qmp_timeout_ms = options.timeout_ms;
+	if (trace_enabled())
+		o.trace = trace_qmp;
+	if (ckpt_recover(&o, &rep, e) < 0)
+		return -1;
+	if (options.json) {
+		print_json(rep);
+	} else {
+		json_array_foreach(json_object_get(rep, "actions"), i, a)
+			printf("%s\n", json_string_value(a));
+		printf("guest is %s\n", json_string_value(json_object_get(rep,
+		    "status")));
+	}
+	json_decref(rep);
+	return 0;
+}
