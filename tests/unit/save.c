@@ -1,0 +1,1127 @@
+/*
+ * tests/unit/save.c - the compact image: a model-based round trip through
+ * writer and reader (evictions, merges, redirtied and rezeroed pages),
+ * compaction, corruption of every region, crash safety and a full disk.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "save.h"
+#include "util.h"
+
+#define PAGE 4096u
+
+static int ntest, nfail;
+
+static void __attribute__((format(printf, 2, 3)))
+check(int cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	ntest++;
+	printf("%sok %d - ", cond ? "" : "not ", ntest);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	if (!cond)
+		nfail++;
+}
+
+static void __attribute__((format(printf, 1, 2)))
+note(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
+static uint64_t
+rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+/* Page contents from a seed: text-like, random or one fill byte. */
+static void
+fill(uint8_t *p, uint64_t seed)
+{
+	static const char *const words[] = {
+		"guest ", "kernel ", "page ", "dirty ", "inode ", "0x7f3a",
+		"\n", "struct ", "return ", "NULL ",
+	};
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull | 1;
+	size_t n = 0, len;
+	const char *w;
+
+	switch (seed % 5) {
+	case 0:
+		for (n = 0; n < PAGE; n += 8) {
+			uint64_t v = rnd(&s);
+			memcpy(p + n, &v, 8);
+		}
+		break;
+	case 1:
+		memset(p, (int)(seed % 255) + 1, PAGE);
+		break;
+	default:
+		while (n < PAGE) {
+			w = words[rnd(&s) % ARRAY_SIZE(words)];
+			len = strlen(w);
+			if (len > PAGE - n)
+				len = PAGE - n;
+			memcpy(p + n, w, len);
+			n += len;
+		}
+	}
+}
+
+static char *tmpdir;
+
+static char *
+tpath(const char *name)
+{
+	return xasprintf("%s/%s", tmpdir, name);
+}
+
+/* Names in tmpdir (not "." or ".."). */
+static int
+dir_count(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..")
+		    != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void
+rm_rf_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char *p;
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' && (de->d_name[1] == '\0' ||
+		    (de->d_name[1] == '.' && de->d_name[2] == '\0')))
+			continue;
+		p = xasprintf("%s/%s", dir, de->d_name);
+		unlink(p);
+		free(p);
+	}
+	closedir(d);
+}
+
+/*
+ * The model: per page its state and the seed of its contents; pages are
+ * regenerated from seeds when compared.
+ */
+struct model {
+	struct stream_block *blocks;
+	size_t nblocks;
+	uint64_t *first;	/* first page of each block */
+	uint64_t npages;
+	uint8_t *state;		/* enum img_page_state */
+	uint64_t *seed;
+};
+
+static void
+model_init(struct model *m, const uint64_t *lens, const char *const *names,
+    size_t n)
+{
+	size_t i;
+
+	memset(m, 0, sizeof(*m));
+	m->blocks = xcalloc(n, sizeof(*m->blocks));
+	m->first = xcalloc(n + 1, sizeof(*m->first));
+	m->nblocks = n;
+	for (i = 0; i < n; i++) {
+		snprintf(m->blocks[i].name, sizeof(m->blocks[i].name), "%s",
+		    names[i]);
+		m->blocks[i].used_length = lens[i];
+		if (i == 1) {
+			m->blocks[i].has_mr_addr = 1;
+			m->blocks[i].mr_addr = 0xfd000000;
+		}
+		m->first[i] = m->npages;
+		m->npages += lens[i] / PAGE;
+	}
+	m->first[n] = m->npages;
+	m->state = xcalloc(m->npages, 1);
+	m->seed = xcalloc(m->npages, sizeof(*m->seed));
+}
+
+static void
+model_free(struct model *m)
+{
+	free(m->blocks);
+	free(m->first);
+	free(m->state);
+	free(m->seed);
+}
+
+static uint32_t
+model_block(const struct model *m, uint64_t pg)
+{
+	uint32_t b = 0;
+
+	while (pg >= m->first[b + 1])
+		b++;
+	return b;
+}
+
+/* Send page pg: zero (maybe as an all-zero data page) or new contents. */
+static int
+model_send(struct model *m, struct img_writer *w, uint64_t pg, uint64_t *rs,
+    struct err *e)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	uint8_t buf[PAGE];
+	uint32_t b = model_block(m, pg);
+	uint64_t off = (pg - m->first[b]) * PAGE, r = rnd(rs);
+
+	if (r % 10 < 3) {
+		m->state[pg] = IMG_PAGE_ZERO;
+		if (r % 20 == 1) {
+			memset(buf, 0, PAGE);
+			return sink->page(w, b, off, buf, e);
+		}
+		return sink->page(w, b, off, NULL, e);
+	}
+	m->state[pg] = IMG_PAGE_DATA;
+	m->seed[pg] = rnd(rs);
+	fill(buf, m->seed[pg]);
+	return sink->page(w, b, off, buf, e);
+}
+
+static const uint8_t config_bytes[] = {
+	0x07, 0, 0, 0, 0, 13, 'c', 'o', 'n', 'f', 'i', 'g', 'u', 'r', 'a', 't',
+	'i', 'o', 'n', 0, 0, 0, 0, 0, 0, 0, 0, 10, 'p', 'c', '-', 'q', '3', '5',
+	'-', '7', '.', '2',
+};
+
+static int
+send_head(struct img_writer *w, const struct model *m, struct err *e)
+{
+	const struct stream_sink *sink = img_writer_sink();
+
+	if (sink->config(w, config_bytes, sizeof(config_bytes), "pc-q35-7.2",
+	    e) < 0)
+		return -1;
+	if (sink->blocks(w, m->blocks, m->nblocks, 2, e) < 0)
+		return -1;
+	return sink->section(w, 1, e);
+}
+
+static uint8_t tail_bytes[3000];
+
+static int
+send_end(struct img_writer *w, int switchover, struct err *e)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	size_t i;
+
+	for (i = 0; i < sizeof(tail_bytes); i++)
+		tail_bytes[i] = (uint8_t)(i * 7 + i / 100);
+	if (switchover && sink->switchover(w, e) < 0)
+		return -1;
+	if (sink->section(w, 3, e) < 0)
+		return -1;
+	return sink->tail(w, tail_bytes, sizeof(tail_bytes), e);
+}
+
+/* Feed the model's passes to a new writer at path; commit. */
+static int
+model_run(struct model *m, const char *path, const struct img_opts *o,
+    uint64_t seed, struct img_stats *st, struct err *e)
+{
+	struct img_writer *w;
+	uint64_t rs = seed | 1, pg, i;
+	int rc = -1, pass;
+
+	if ((w = img_writer_new(path, o, e)) == NULL)
+		return -1;
+	if (send_head(w, m, e) < 0)
+		goto out;
+	/* Pass 1: every page but a few, in order. */
+	for (pg = 0; pg < m->npages; pg++)
+		if (rnd(&rs) % 20 != 0 && model_send(m, w, pg, &rs, e) < 0)
+			goto out;
+	/* Passes 2, 3: a random half, in order (QEMU's dirty bitmap walk). */
+	for (pass = 0; pass < 2; pass++) {
+		if (img_writer_sink()->section(w, 2, e) < 0)
+			goto out;
+		for (pg = 0; pg < m->npages; pg++)
+			if (rnd(&rs) % 2 == 0 &&
+			    model_send(m, w, pg, &rs, e) < 0)
+				goto out;
+	}
+	/* Then random redirties, in random order, some of them twice. */
+	for (i = 0; i < m->npages; i++) {
+		pg = rnd(&rs) % m->npages;
+		if (model_send(m, w, pg, &rs, e) < 0)
+			goto out;
+	}
+	if (send_end(w, 1, e) < 0)
+		goto out;
+	if (img_writer_commit(w, st, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	img_writer_free(w);
+	return rc;
+}
+
+struct walk {
+	const struct model *m;
+	uint64_t next;		/* next present page expected */
+	int bad;
+};
+
+static int
+walk_fn(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
+    struct err *e)
+{
+	struct walk *wk = opaque;
+	const struct model *m = wk->m;
+	uint8_t want[PAGE];
+	uint64_t pg = m->first[block] + offset / PAGE;
+
+	while (wk->next < m->npages && m->state[wk->next] == IMG_PAGE_ABSENT)
+		wk->next++;
+	if (pg != wk->next) {
+		if (!wk->bad)
+			note("foreach: page %llu, expected %llu",
+			    (unsigned long long)pg,
+			    (unsigned long long)wk->next);
+		wk->bad = 1;
+		return 0;
+	}
+	wk->next++;
+	if ((data == NULL) != (m->state[pg] == IMG_PAGE_ZERO)) {
+		wk->bad = 1;
+		return 0;
+	}
+	if (data != NULL) {
+		fill(want, m->seed[pg]);
+		if (memcmp(want, data, PAGE) != 0)
+			wk->bad = 1;
+	}
+	return 0;
+}
+
+static void
+model_check(struct model *m, const char *path, const char *what)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	const struct img_meta *mt;
+	enum img_page_state state;
+	uint8_t got[PAGE], want[PAGE], *tail = NULL, *rbuf, *wbuf;
+	uint64_t pg, npresent = 0, nzero = 0, rs = 7, off, len;
+	uint32_t b;
+	size_t i, tlen = 0;
+	int bad = 0;
+	struct walk wk;
+
+	r = img_open(path, &e);
+	check(r != NULL, "%s: image opens (%s)", what, e.msg);
+	if (r == NULL)
+		return;
+	mt = img_meta(r);
+	check(mt->version == 1 && mt->flags == IMG_F_SWITCHOVER_START &&
+	    strcmp(mt->machine, "pc-q35-7.2") == 0 && mt->ram_section_id == 2,
+	    "%s: version, flags, machine, section id", what);
+	check(mt->config_len == sizeof(config_bytes) &&
+	    memcmp(mt->config, config_bytes, sizeof(config_bytes)) == 0,
+	    "%s: configuration section round-trips", what);
+	bad = mt->nblocks != m->nblocks;
+	for (i = 0; !bad && i < m->nblocks; i++)
+		bad = strcmp(mt->blocks[i].name, m->blocks[i].name) != 0 ||
+		    mt->blocks[i].used_length != m->blocks[i].used_length ||
+		    mt->blocks[i].has_mr_addr != m->blocks[i].has_mr_addr ||
+		    mt->blocks[i].mr_addr != m->blocks[i].mr_addr;
+	check(!bad, "%s: block table round-trips", what);
+	for (pg = 0; pg < m->npages; pg++) {
+		npresent += m->state[pg] != IMG_PAGE_ABSENT;
+		nzero += m->state[pg] == IMG_PAGE_ZERO;
+	}
+	check(mt->pages == npresent && mt->zero_pages == nzero,
+	    "%s: %llu pages, %llu zero, as the model", what,
+	    (unsigned long long)mt->pages, (unsigned long long)mt->zero_pages);
+
+	bad = 0;
+	for (pg = 0; pg < m->npages && !bad; pg++) {
+		b = model_block(m, pg);
+		memset(got, 0xee, PAGE);
+		if (img_read_page(r, b, (pg - m->first[b]) * PAGE, got, &state,
+		    &e) < 0) {
+			note("page %llu: %s", (unsigned long long)pg, e.msg);
+			bad = 1;
+			break;
+		}
+		if (state != m->state[pg]) {
+			note("page %llu: state %d, model %d",
+			    (unsigned long long)pg, state, m->state[pg]);
+			bad = 1;
+		}
+		if (m->state[pg] == IMG_PAGE_DATA)
+			fill(want, m->seed[pg]);
+		else
+			memset(want, 0, PAGE);
+		if (memcmp(got, want, PAGE) != 0) {
+			note("page %llu: contents differ",
+			    (unsigned long long)pg);
+			bad = 1;
+		}
+	}
+	check(!bad, "%s: every page's state and contents equal the model's "
+	    "newest", what);
+
+	wk.m = m;
+	wk.next = 0;
+	wk.bad = 0;
+	check(img_foreach_page(r, walk_fn, &wk, &e) == 0 && !wk.bad,
+	    "%s: foreach visits exactly the present pages in order", what);
+	while (wk.next < m->npages && m->state[wk.next] == IMG_PAGE_ABSENT)
+		wk.next++;
+	check(wk.next == m->npages, "%s: foreach reaches the end", what);
+
+	/* Random byte ranges across page and chunk boundaries. */
+	bad = 0;
+	rbuf = xmalloc(3 * 262144);
+	wbuf = xmalloc(3 * 262144);
+	for (i = 0; i < 40 && !bad; i++) {
+		b = (uint32_t)(rnd(&rs) % m->nblocks);
+		off = rnd(&rs) % m->blocks[b].used_length;
+		len = rnd(&rs) % (3 * 262144);
+		if (len > m->blocks[b].used_length - off)
+			len = m->blocks[b].used_length - off;
+		for (pg = 0; pg < len; ) {
+			uint64_t a = off + pg, p = m->first[b] + a / PAGE;
+			uint64_t n = PAGE - a % PAGE;
+
+			if (n > len - pg)
+				n = len - pg;
+			if (m->state[p] == IMG_PAGE_DATA)
+				fill(want, m->seed[p]);
+			else
+				memset(want, 0, PAGE);
+			memcpy(wbuf + pg, want + a % PAGE, n);
+			pg += n;
+		}
+		if (img_read_at(r, b, off, (size_t)len, rbuf, &e) < 0 ||
+		    memcmp(rbuf, wbuf, (size_t)len) != 0)
+			bad = 1;
+	}
+	free(rbuf);
+	free(wbuf);
+	check(!bad, "%s: img_read_at returns the model's bytes", what);
+	check(img_read_at(r, 0, m->blocks[0].used_length - 10, 11, got, &e)
+	    < 0, "%s: img_read_at refuses a range past the block", what);
+	err_clear(&e);
+
+	check(img_read_tail(r, &tail, &tlen, &e) == 0 &&
+	    tlen == sizeof(tail_bytes) && memcmp(tail, tail_bytes, tlen) == 0,
+	    "%s: device tail round-trips", what);
+	free(tail);
+	check(img_verify(r, &e) == 0, "%s: verify passes (%s)", what, e.msg);
+	img_close(r);
+}
+
+static const uint64_t mlens[] = {
+	9 * 262144 + 3 * PAGE,	/* odd: a short last chunk */
+	262144,
+	2 * PAGE,
+	5 * 262144 + 63 * PAGE,
+};
+static const char *const mnames[] = { "pc.ram", "vga.vram", "tiny", "odd" };
+
+static void
+test_model(void)
+{
+	static const struct {
+		size_t cache;
+		int threads;
+	} cfg[] = {
+		{ 4 * 262144, 2 },
+		{ 1, 1 },		/* one slot: evict on every chunk */
+		{ 4 * 262144, 4 },
+		{ 0, 0 },		/* defaults: everything fits */
+	};
+	struct img_opts o = IMG_OPTS_INIT;
+	struct img_stats st;
+	struct err e = ERR_INIT;
+	struct model m;
+	char *path, what[64];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cfg); i++) {
+		model_init(&m, mlens, mnames, ARRAY_SIZE(mlens));
+		o.cache_bytes = cfg[i].cache;
+		o.threads = cfg[i].threads;
+		path = tpath("model.img");
+		snprintf(what, sizeof(what), "model %zu (cache %zu, %d thr)",
+		    i, cfg[i].cache, cfg[i].threads);
+		err_clear(&e);
+		check(model_run(&m, path, &o, 1000 + i, &st, &e) == 0,
+		    "%s: written and committed (%s)", what, e.msg);
+		check(dir_count(tmpdir) == 1, "%s: only the image is left",
+		    what);
+		model_check(&m, path, what);
+		unlink(path);
+		free(path);
+		model_free(&m);
+	}
+}
+
+/* An image of one block of n pages, each sent passes times. */
+static int
+make_image(const char *path, uint64_t npages, int passes, uint64_t zero_mod,
+    const struct img_opts *o, struct img_stats *st, struct err *e)
+{
+	struct stream_block blk;
+	struct img_writer *w;
+	struct model m;
+	uint8_t buf[PAGE];
+	uint64_t pg;
+	int rc = -1, p;
+
+	memset(&blk, 0, sizeof(blk));
+	snprintf(blk.name, sizeof(blk.name), "pc.ram");
+	blk.used_length = npages * PAGE;
+	m.blocks = &blk;
+	m.nblocks = 1;
+	if ((w = img_writer_new(path, o, e)) == NULL)
+		return -1;
+	if (send_head(w, &m, e) < 0)
+		goto out;
+	for (p = passes - 1; p >= 0; p--) {
+		for (pg = 0; pg < npages; pg++) {
+			fill(buf, pg * 5 + 2 + (uint64_t)p * 1000003 * 5);
+			if (zero_mod && pg % zero_mod == 0)
+				memset(buf, 0, PAGE);
+			if (img_writer_sink()->page(w, 0, pg * PAGE, buf, e)
+			    < 0)
+				goto out;
+		}
+	}
+	if (send_end(w, 0, e) < 0 || img_writer_commit(w, st, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	img_writer_free(w);
+	return rc;
+}
+
+static void
+test_compaction(void)
+{
+	struct img_opts o = IMG_OPTS_INIT;
+	struct img_stats s1, s3;
+	struct err e = ERR_INIT;
+	char *p1 = tpath("once.img"), *p3 = tpath("thrice.img");
+	struct stat st1, st3;
+
+	o.cache_bytes = 8 * 262144;
+	o.threads = 2;
+	check(make_image(p1, 4096, 1, 3, &o, &s1, &e) == 0,
+	    "compaction: 16 MiB sent once (%s)", e.msg);
+	check(make_image(p3, 4096, 3, 3, &o, &s3, &e) == 0,
+	    "compaction: 16 MiB sent three times (%s)", e.msg);
+	if (stat(p1, &st1) < 0 || stat(p3, &st3) < 0) {
+		check(0, "compaction: images exist");
+		goto out;
+	}
+	note("once: %lld bytes, thrice: %lld bytes, data %llu, "
+	    "recompressions %llu", (long long)st1.st_size,
+	    (long long)st3.st_size, (unsigned long long)s3.data_bytes,
+	    (unsigned long long)s3.recompressions);
+	check(st3.st_size <= st1.st_size + st1.st_size / 100,
+	    "compaction: three passes cost no more than one");
+	check(s3.file_bytes == (uint64_t)st3.st_size && s3.pages == 4096 &&
+	    s3.zero_pages == 4096 / 3 + 1, "compaction: stats are right");
+	check(s3.recompressions >= 4096 / 64 * 2,
+	    "compaction: earlier passes were compressed too (%llu)",
+	    (unsigned long long)s3.recompressions);
+	check((uint64_t)st3.st_blocks * 512 <= s3.data_bytes + 64 * 1024 +
+	    4096 / 64 * 32 + 8192,
+	    "compaction: allocated %llu bytes, near the %llu live bytes",
+	    (unsigned long long)st3.st_blocks * 512,
+	    (unsigned long long)s3.data_bytes);
+out:
+	unlink(p1);
+	unlink(p3);
+	free(p1);
+	free(p3);
+}
+
+/* The scratch file stays near the live size: look at it through /proc. */
+static void
+test_scratch_bounded(void)
+{
+	struct img_opts o = IMG_OPTS_INIT;
+	struct img_stats st;
+	struct err e = ERR_INIT;
+	struct img_writer *w;
+	struct stream_block blk;
+	struct model m;
+	uint8_t buf[PAGE];
+	char *path = tpath("scratch.img"), link[512], *fp;
+	uint64_t pg, scratch_alloc = 0;
+	struct stat sst;
+	DIR *d;
+	struct dirent *de;
+	int p;
+	ssize_t n;
+
+	memset(&blk, 0, sizeof(blk));
+	snprintf(blk.name, sizeof(blk.name), "pc.ram");
+	blk.used_length = 2048 * PAGE;
+	m.blocks = &blk;
+	m.nblocks = 1;
+	o.cache_bytes = 2 * 262144;
+	o.threads = 2;
+	w = img_writer_new(path, &o, &e);
+	check(w != NULL && send_head(w, &m, &e) == 0, "scratch: writer");
+	if (w == NULL)
+		goto out;
+	for (p = 0; p < 6; p++)
+		for (pg = 0; pg < 2048; pg++) {
+			fill(buf, pg * 5 + 2 + (uint64_t)p * 5 * 77777);
+			img_writer_sink()->page(w, 0, pg * PAGE, buf, &e);
+		}
+	img_writer_stats(w, &st);
+	d = opendir("/proc/self/fd");
+	while (d != NULL && (de = readdir(d)) != NULL) {
+		fp = xasprintf("/proc/self/fd/%s", de->d_name);
+		n = readlink(fp, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = '\0';
+			if (strncmp(link, tmpdir, strlen(tmpdir)) == 0 &&
+			    strstr(link, "(deleted)") != NULL &&
+			    stat(fp, &sst) == 0)
+				scratch_alloc = (uint64_t)sst.st_blocks * 512;
+		}
+		free(fp);
+	}
+	if (d != NULL)
+		closedir(d);
+	note("scratch: %llu allocated, %llu live compressed",
+	    (unsigned long long)scratch_alloc,
+	    (unsigned long long)st.data_bytes);
+	check(scratch_alloc > 0 && scratch_alloc < st.data_bytes * 2 +
+	    (2 + 10) * 262144 + 32 * 4096,
+	    "scratch: six passes keep scratch near the live size");
+	check(send_end(w, 0, &e) == 0 && img_writer_commit(w, &st, &e) == 0,
+	    "scratch: commit (%s)", e.msg);
+	img_writer_free(w);
+out:
+	unlink(path);
+	free(path);
+}
+
+/* The reader over memory. */
+struct mem {
+	uint8_t *p;
+	size_t len;
+};
+
+static ssize_t
+mem_pread(void *opaque, void *buf, size_t len, uint64_t off)
+{
+	struct mem *m = opaque;
+
+	if (off >= m->len)
+		return 0;
+	if (len > m->len - off)
+		len = (size_t)(m->len - off);
+	memcpy(buf, m->p + off, len);
+	return (ssize_t)len;
+}
+
+static struct img_reader *
+open_mem(struct mem *m, struct err *e)
+{
+	struct img_io io = { mem_pread, 0, NULL };
+
+	io.size = m->len;
+	io.opaque = m;
+	return img_open_io(&io, e);
+}
+
+static uint8_t *
+slurp(const char *path, size_t *len)
+{
+	struct stat st;
+	uint8_t *p;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return NULL;
+	p = xmalloc((size_t)st.st_size);
+	if (read_full(fd, p, (size_t)st.st_size) != st.st_size) {
+		free(p);
+		p = NULL;
+	}
+	*len = (size_t)st.st_size;
+	close(fd);
+	return p;
+}
+
+static void
+test_corruption(void)
+{
+	struct img_opts o = IMG_OPTS_INIT;
+	struct img_stats st;
+	struct err e = ERR_INIT;
+	char *path = tpath("base.img");
+	uint8_t *img, page[PAGE], hdr[128];
+	size_t len, off, cut, i;
+	struct mem m;
+	struct img_reader *r;
+	uint64_t data_off, tail_off, index_off;
+	enum img_page_state state;
+	int opened_bad = 0, verify_bad = 0, crashy = 0, named = 0, pagefail = 0;
+	int tried = 0, harmless = 0;
+	uint8_t *expect, *got;
+	int n;
+
+	o.threads = 2;
+	check(make_image(path, 200, 2, 4, &o, &st, &e) == 0,
+	    "corruption: base image (%s)", e.msg);
+	img = slurp(path, &len);
+	if (img == NULL) {
+		check(0, "corruption: base image read");
+		goto out;
+	}
+	m.p = img;
+	m.len = len;
+	r = open_mem(&m, &e);
+	check(r != NULL && img_verify(r, &e) == 0,
+	    "corruption: the base image verifies from memory (%s)", e.msg);
+	img_close(r);
+	data_off = get_le64(img + 56);
+	tail_off = get_le64(img + 72);
+	index_off = get_le64(img + 88);
+
+	/* Every bit of the header, and bytes of metadata and index. */
+	for (off = 0; off < len; off++) {
+		if (off >= data_off && off < index_off)
+			continue;
+		if (off >= 128 && off % 3 != 0)
+			continue;
+		for (i = 0; i < (off < 128 ? 8 : 1); i++) {
+			img[off] ^= (uint8_t)(1u << (off < 128 ? i : off % 8));
+			err_clear(&e);
+			r = open_mem(&m, &e);
+			if (r != NULL) {
+				opened_bad++;
+				note("opened with a flip at %zu", off);
+				img_close(r);
+			} else if (e.msg[0] == '\0') {
+				crashy++;
+			}
+			img[off] ^= (uint8_t)(1u << (off < 128 ? i : off % 8));
+		}
+	}
+	check(opened_bad == 0 && crashy == 0,
+	    "corruption: every flip in header, metadata, index is refused at "
+	    "open with a message");
+
+	/*
+	 * Frames: open succeeds, and verify names the chunk, or the flip hit
+	 * a bit zstd ignores and every page still reads as before.
+	 */
+	opened_bad = 0;
+	expect = xmalloc(200 * PAGE);
+	got = xmalloc(200 * PAGE);
+	r = open_mem(&m, &e);
+	for (i = 0; r != NULL && i < 200; i++)
+		img_read_page(r, 0, i * PAGE, expect + i * PAGE, &state, &e);
+	img_close(r);
+	for (off = data_off; off < tail_off; off += 37) {
+		tried++;
+		img[off] ^= 0x10;
+		err_clear(&e);
+		r = open_mem(&m, &e);
+		if (r == NULL) {
+			opened_bad++;
+		} else if (img_verify(r, &e) == 0) {
+			for (i = 0; i < 200; i++)
+				if (img_read_page(r, 0, i * PAGE,
+				    got + i * PAGE, &state, &e) < 0)
+					break;
+			if (i == 200 && memcmp(got, expect, 200 * PAGE) == 0)
+				harmless++;
+			else
+				verify_bad++;
+		} else {
+			if (strncmp(e.msg, "chunk ", 6) == 0 &&
+			    strstr(e.msg, "(block 'pc.ram' offset 0x") != NULL)
+				named++;
+			else
+				note("verify says: %s", e.msg);
+			err_clear(&e);
+			n = 0;
+			for (i = 1; i < 200; i += 64) {
+				if (img_read_page(r, 0, i * PAGE, page, &state,
+				    &e) < 0)
+					n++;
+				err_clear(&e);
+			}
+			pagefail += n > 0;
+		}
+		img_close(r);
+		img[off] ^= 0x10;
+	}
+	free(expect);
+	free(got);
+	check(opened_bad == 0 && verify_bad == 0,
+	    "corruption: flips in frames open, and verify catches all that "
+	    "change a page");
+	check(named + harmless == tried, "corruption: verify names the "
+	    "chunk (%d of %d; %d flips of bits zstd ignores)", named, tried,
+	    harmless);
+	check(pagefail == named, "corruption: reading a damaged chunk fails");
+	img[data_off + 40] ^= 1;
+	r = open_mem(&m, &e);
+	if (r != NULL && img_verify(r, &e) < 0)
+		note("example: %s", e.msg);
+	img_close(r);
+	img[data_off + 40] ^= 1;
+	err_clear(&e);
+
+	/* The tail. */
+	verify_bad = 0;
+	for (off = tail_off; off < index_off; off++) {
+		img[off] ^= 0x04;
+		r = open_mem(&m, &e);
+		if (r == NULL || img_verify(r, &e) == 0 ||
+		    strstr(e.msg, "device state") == NULL)
+			verify_bad++;
+		err_clear(&e);
+		img_close(r);
+		img[off] ^= 0x04;
+	}
+	check(verify_bad == 0, "corruption: every flip in the tail fails "
+	    "verify as 'device state'");
+
+	/* Truncation at every length. */
+	opened_bad = 0;
+	for (cut = 0; cut < len; cut++) {
+		m.len = cut;
+		r = open_mem(&m, &e);
+		if (r != NULL)
+			opened_bad++;
+		img_close(r);
+		err_clear(&e);
+	}
+	m.len = len;
+	check(opened_bad == 0, "corruption: truncation at each of %zu lengths "
+	    "is refused", len);
+	/* Appended bytes, too. */
+	{
+		uint8_t *big = xmalloc(len + 1);
+		struct mem mb = { big, len + 1 };
+
+		memcpy(big, img, len);
+		big[len] = 0;
+		r = open_mem(&mb, &e);
+		check(r == NULL && strstr(e.msg, "truncated or extended"),
+		    "corruption: an extended image is refused (%s)", e.msg);
+		err_clear(&e);
+		free(big);
+	}
+
+	/* Valid header CRC over lying offsets. */
+	memcpy(hdr, img, 128);
+	for (i = 32; i < 104; i += 8) {
+		uint64_t v = get_le64(img + i);
+		uint64_t lies[] = { v + 1, v - 1, 0, ~0ull, v + 4096, v << 1 };
+		size_t k;
+
+		for (k = 0; k < ARRAY_SIZE(lies); k++) {
+			put_le64(img + i, lies[k]);
+			put_le32(img + 124, crc32c(0, img, 124));
+			r = open_mem(&m, &e);
+			if (r != NULL) {
+				opened_bad++;
+				img_close(r);
+			}
+			err_clear(&e);
+			memcpy(img, hdr, 128);
+		}
+	}
+	check(opened_bad == 0, "corruption: lying offsets with a good header "
+	    "CRC are refused");
+	free(img);
+out:
+	unlink(path);
+	free(path);
+}
+
+static void
+test_garbage(void)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	uint8_t buf[65536];
+	uint64_t s = 99;
+	struct mem m = { buf, 0 };
+	char *p = tpath("empty.img");
+	size_t i;
+	int fd;
+
+	r = open_mem(&m, &e);
+	check(r == NULL && strstr(e.msg, "not a snapctl image"),
+	    "garbage: zero-length input: %s", e.msg);
+	err_clear(&e);
+	for (i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)rnd(&s);
+	m.len = sizeof(buf);
+	r = open_mem(&m, &e);
+	check(r == NULL && strstr(e.msg, "not a snapctl image"),
+	    "garbage: random bytes: %s", e.msg);
+	err_clear(&e);
+	/* Only the magic right. */
+	put_le32(buf, 0x184D2A53);
+	put_le32(buf + 4, 120);
+	memcpy(buf + 8, "SNAPIMG", 8);
+	r = open_mem(&m, &e);
+	check(r == NULL && e.msg[0] != '\0', "garbage: right magic, random "
+	    "rest: %s", e.msg);
+	err_clear(&e);
+	fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	close(fd);
+	r = img_open(p, &e);
+	check(r == NULL && strstr(e.msg, "not a snapctl image") &&
+	    strstr(e.msg, p), "garbage: img_open of an empty file: %s", e.msg);
+	err_clear(&e);
+	unlink(p);
+	r = img_open(p, &e);
+	check(r == NULL && e.sys_errno == ENOENT,
+	    "garbage: a missing file: %s", e.msg);
+	free(p);
+}
+
+static void
+test_crash_safety(void)
+{
+	struct img_opts o = IMG_OPTS_INIT;
+	struct err e = ERR_INIT;
+	struct img_writer *w;
+	struct model m;
+	char *path = tpath("crash.img");
+	struct stat st;
+	uint64_t rs = 5, pg;
+	int fd, bad = 0;
+
+	model_init(&m, mlens, mnames, ARRAY_SIZE(mlens));
+	o.cache_bytes = 262144;
+	w = img_writer_new(path, &o, &e);
+	check(w != NULL, "crash: writer starts (%s)", e.msg);
+	if (w == NULL)
+		goto out;
+	send_head(w, &m, &e);
+	for (pg = 0; pg < m.npages; pg++) {
+		model_send(&m, w, pg, &rs, &e);
+		if (pg % 500 == 0 && lstat(path, &st) == 0)
+			bad = 1;
+	}
+	check(!bad && lstat(path, &st) < 0,
+	    "crash: the final name does not exist before commit");
+	check(dir_count(tmpdir) == 1, "crash: one temporary file meanwhile "
+	    "(the scratch is unlinked)");
+	img_writer_free(w);
+	check(dir_count(tmpdir) == 0, "crash: free without commit leaves "
+	    "nothing");
+
+	/* A commit that fails (no device state) leaves nothing either. */
+	w = img_writer_new(path, &o, &e);
+	send_head(w, &m, &e);
+	for (pg = 0; pg < m.npages; pg++)
+		model_send(&m, w, pg, &rs, &e);
+	check(img_writer_commit(w, NULL, &e) < 0 &&
+	    strstr(e.msg, "device state") != NULL,
+	    "crash: commit without a device state fails: %s", e.msg);
+	err_clear(&e);
+	img_writer_free(w);
+	check(dir_count(tmpdir) == 0, "crash: ... and leaves nothing");
+
+	/* Sink errors: a page outside its block. */
+	w = img_writer_new(path, &o, &e);
+	send_head(w, &m, &e);
+	check(img_writer_sink()->page(w, 2, 2 * PAGE, NULL, &e) < 0 &&
+	    strstr(e.msg, "outside RAM block 'tiny'"),
+	    "crash: a page past its block is refused: %s", e.msg);
+	err_clear(&e);
+	check(img_writer_sink()->page(w, 9, 0, NULL, &e) < 0,
+	    "crash: a page of an unknown block is refused: %s", e.msg);
+	err_clear(&e);
+	img_writer_free(w);
+
+	/* An existing path is refused and kept. */
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	close(fd);
+	w = img_writer_new(path, &o, &e);
+	check(w == NULL && e.kind == ERR_FAIL && strstr(e.msg, "exists"),
+	    "crash: an existing path is refused: %s", e.msg);
+	err_clear(&e);
+	check(dir_count(tmpdir) == 1 && lstat(path, &st) == 0 &&
+	    st.st_size == 0, "crash: ... and left as it was");
+	unlink(path);
+	/* Commit refuses to replace a path created meanwhile. */
+	w = img_writer_new(path, &o, &e);
+	send_head(w, &m, &e);
+	send_end(w, 0, &e);
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	close(fd);
+	check(img_writer_commit(w, NULL, &e) < 0 && strstr(e.msg, "exists"),
+	    "crash: commit does not replace a file created meanwhile: %s",
+	    e.msg);
+	err_clear(&e);
+	img_writer_free(w);
+	check(dir_count(tmpdir) == 1, "crash: ... and removes its temporary "
+	    "file");
+	unlink(path);
+	img_writer_free(NULL);
+out:
+	model_free(&m);
+	free(path);
+}
+
+/* Fill a writer with random pages until it fails; 0 if it did. */
+static int
+fill_until_error(const char *path, uint64_t npages, struct err *e)
+{
+	struct img_opts o = IMG_OPTS_INIT;
+	struct stream_block blk;
+	struct img_writer *w;
+	struct model m;
+	uint8_t buf[PAGE];
+	uint64_t pg;
+	int rc = -1;
+
+	memset(&blk, 0, sizeof(blk));
+	snprintf(blk.name, sizeof(blk.name), "pc.ram");
+	blk.used_length = npages * PAGE;
+	m.blocks = &blk;
+	m.nblocks = 1;
+	o.cache_bytes = 4 * 262144;
+	o.threads = 2;
+	if ((w = img_writer_new(path, &o, e)) == NULL)
+		return 0;
+	if (send_head(w, &m, e) < 0)
+		goto fail;
+	for (pg = 0; pg < npages; pg++) {
+		fill(buf, pg * 5);	/* random pages */
+		if (img_writer_sink()->page(w, 0, pg * PAGE, buf, e) < 0)
+			goto fail;
+	}
+	if (send_end(w, 0, e) < 0 || img_writer_commit(w, NULL, e) < 0)
+		goto fail;
+	goto out;
+fail:
+	rc = 0;
+out:
+	img_writer_free(w);
+	return rc;
+}
+
+static void
+test_nospc(void)
+{
+	struct err e = ERR_INIT;
+	char *mnt = tpath("tiny"), *path;
+	struct rlimit old, lim;
+
+	mkdir(mnt, 0700);
+	path = xasprintf("%s/full.img", mnt);
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") == 0) {
+		check(fill_until_error(path, 2048, &e) == 0 &&
+		    e.kind == ERR_NOSPC, "nospc: a full file system is "
+		    "ERR_NOSPC: %s", e.msg);
+		check(dir_count(mnt) == 0, "nospc: nothing left behind");
+		umount(mnt);
+	} else {
+		printf("ok %d - nospc: full tmpfs # SKIP cannot mount (%s)\n",
+		    ++ntest, strerror(errno));
+	}
+	err_clear(&e);
+	/* File size limit: EFBIG instead of a signal. */
+	signal(SIGXFSZ, SIG_IGN);
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = 512 * 1024;
+	setrlimit(RLIMIT_FSIZE, &lim);
+	check(fill_until_error(path, 2048, &e) == 0 && e.sys_errno == EFBIG,
+	    "nospc: a file size limit fails cleanly: %s", e.msg);
+	setrlimit(RLIMIT_FSIZE, &old);
+	check(dir_count(mnt) == 0, "nospc: nothing left behind");
+	rmdir(mnt);
+	free(mnt);
+	free(path);
+}
+
+int
+main(void)
+{
+	char tmpl[] = "/tmp/unit-save.XXXXXX";
+	const char *base = getenv("TMPDIR");
+	char *t;
+
+	t = xasprintf("%s/unit-save.XXXXXX", base ? base : "/tmp");
+	tmpdir = mkdtemp(t);
+	if (tmpdir == NULL)
+		tmpdir = mkdtemp(tmpl);
+	if (tmpdir == NULL) {
+		printf("not ok 1 - cannot create a temporary directory\n");
+		return 1;
+	}
+	check(crc32c(0, "123456789", 9) == 0xe3069283u,
+	    "crc32c check value, as the man page says");
+	test_model();
+	test_compaction();
+	test_scratch_bounded();
+	test_corruption();
+	test_garbage();
+	test_crash_safety();
+	test_nospc();
+	rm_rf_files(tmpdir);
+	rmdir(tmpdir);
+	if (tmpdir != tmpl)
+		free(t);
+	printf("1..%d\n", ntest);
+	return nfail ? 1 : 0;
+}
