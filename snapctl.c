@@ -36,6 +36,26 @@ const struct cmd_entry cmd_table[] = {
 	  "commands or shows a command's arguments.  Without a terminal it\n"
 	  "reads one command per line and exits 1 if any failed.",
 	  0, 0, CMD_NEEDS_SOCKET, cmd_shell },
+	{ "compact", "[-l LEVEL] [-T THREADS] RAW IMAGE",
+	  "import a raw QEMU migration stream into a compact image",
+	  "  -l, --level N     zstd level (1-19, default 1)\n"
+	  "  -T, --threads N   compression threads (default: online CPUs)\n"
+	  "RAW is a file or - for standard input.",
+	  2, 2, 0, cmd_compact },
+	{ "export", "IMAGE OUT",
+	  "regenerate a QEMU migration stream from an image",
+	  "OUT is a file or - for standard output (not a terminal).",
+	  2, 2, 0, cmd_export },
+	{ "verify", "IMAGE",
+	  "check every checksum and structure of an image",
+	  NULL, 1, 1, 0, cmd_image_verify },
+	{ "read", "IMAGE BLOCK OFFSET LENGTH",
+	  "write raw guest bytes of a RAM block range to stdout",
+	  "OFFSET and LENGTH are bytes (decimal, or hex with 0x).",
+	  4, 4, 0, cmd_read },
+	{ "info", "IMAGE",
+	  "show machine type, blocks, pages and sizes of an image",
+	  NULL, 1, 1, 0, cmd_image_info },
 	{ "checkpoint", "[--pause | --disk-only [--quiesce --agent SOCKET]] "
 	  "[--downtime MS] [--bandwidth RATE] [--timeout SEC "
 	  "[--on-timeout stop|abort]] [--exclude DEVICE]... "
@@ -90,7 +110,8 @@ print_usage(FILE *f)
 	    "  -V, --version      print the version\n"
 	    "\nCommands:\n", f);
 	for (c = cmd_table; c->name != NULL; c++)
-		fprintf(f, "  %-9s %s\n", c->name, c->summary);
+		fprintf(f, "  %-10s %s\n", c->name, c->summary);
+	fprintf(f, "  %-10s %s\n", "help", "show help for a command");
 	fputs("\nRun 'snapctl help COMMAND' for a command's options.\n"
 	    "Exit status: 0 ok, 1 failed, 2 usage, 3 QEMU unreachable, "
 	    "4 mismatch,\n5 store locked, 6 no space, 7 timeout, "

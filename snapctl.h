@@ -100,6 +100,11 @@ struct qmp *cmd_qmp_connect(struct err *e);
  * keys that conflict (a=1 a.b=2).
  */
 int cmd_qmp_args(int argc, char *const argv[], json_t **out, struct err *e);
+int cmd_compact(int argc, char **argv, struct err *e);	/* cmd_image.c */
+int cmd_export(int argc, char **argv, struct err *e);
+int cmd_image_verify(int argc, char **argv, struct err *e);
+int cmd_read(int argc, char **argv, struct err *e);
+int cmd_image_info(int argc, char **argv, struct err *e);
 int cmd_checkpoint(int argc, char **argv, struct err *e);	/* cmd_ckpt.c */
 int cmd_recover(int argc, char **argv, struct err *e);
 

@@ -1,0 +1,481 @@
+/*
+ * cmd_image.c - the commands that work on a memory image file: compact (raw
+ * stream in), export (stream out), verify, read (random access) and info.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "save.h"
+#include "sig.h"
+#include "snapctl.h"
+#include "stream.h"
+#include "util.h"
+
+#define READ_CHUNK (4u << 20)
+
+/* A number in decimal or 0x-hex, whole. */
+static int
+parse_offset(const char *what, const char *s, uint64_t *out, struct err *e)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X') && s[2] != '\0')
+		v = strtoull(s + 2, &end, 16);
+	else if (s[0] >= '0' && s[0] <= '9')
+		v = strtoull(s, &end, 10);
+	else
+		end = (char *)s;
+	if (end == s || *end != '\0' || errno == ERANGE || s[0] == '-')
+		return err_set(e, ERR_USAGE, "invalid %s '%s'", what, s);
+	*out = v;
+	return 0;
+}
+
+static void
+progress_line(const char *what, uint64_t bytes, uint64_t start_ms, int final)
+{
+	char b[32];
+	double secs = (double)(now_mono_ms() - start_ms) / 1000.0;
+
+	format_bytes(bytes, b);
+	fprintf(stderr, "\r%s %s in %.1f s (%.0f MiB/s)%s", what, b, secs,
+	    secs > 0 ? (double)bytes / 1048576.0 / secs : 0.0,
+	    final ? "\n" : "   ");
+}
+
+int
+cmd_compact(int argc, char **argv, struct err *e)
+{
+	static const struct option longopts[] = {
+		{ "level", required_argument, NULL, 'l' },
+		{ "threads", required_argument, NULL, 'T' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct img_opts o = IMG_OPTS_INIT;
+	struct img_writer *w = NULL;
+	struct stream_parser *p = NULL;
+	struct img_stats st;
+	uint8_t *buf = NULL;
+	uint64_t v, total = 0, start, last = 0;
+	const char *raw, *image;
+	int ch, argi, fd = -1, rc = -1, progress;
+	ssize_t n;
+
+	while ((ch = cmd_getopt(argc, argv, "l:T:", longopts, &argi, e)) !=
+	    -1) {
+		switch (ch) {
+		case 'l':
+			if (opt_u64("--level", optarg, 1, 19, &v, e) < 0)
+				return -1;
+			o.level = (int)v;
+			break;
+		case 'T':
+			if (opt_u64("--threads", optarg, 1, 256, &v, e) < 0)
+				return -1;
+			o.threads = (int)v;
+			break;
+		default:
+			return -1;
+		}
+	}
+	if (cmd_check_args(cmd_find("compact"), argc - argi, e) < 0)
+		return -1;
+	raw = argv[argi];
+	image = argv[argi + 1];
+
+	if (strcmp(raw, "-") == 0) {
+		if (isatty(STDIN_FILENO))
+			return err_set(e, ERR_USAGE, "compact: refusing to "
+			    "read a migration stream from a terminal");
+		fd = STDIN_FILENO;
+	} else {
+		fd = open(raw, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return err_sys(e, ERR_FAIL, "cannot open '%s'", raw);
+	}
+
+	sig_catch();
+	w = img_writer_new(image, &o, e);
+	if (w == NULL)
+		goto out;
+	p = stream_parser_new(img_writer_sink(), w);
+	buf = xmalloc(READ_CHUNK);
+	progress = progress_enabled();
+	start = now_mono_ms();
+	for (;;) {
+		if (sig_caught()) {
+			err_set(e, ERR_INTR, "compact: interrupted by signal "
+			    "%d; no image written", sig_caught());
+			goto out;
+		}
+		n = read(fd, buf, READ_CHUNK);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err_sys(e, ERR_FAIL, "cannot read '%s'", raw);
+			goto out;
+		}
+		if (n == 0)
+			break;
+		if (stream_parser_feed(p, buf, (size_t)n, e) < 0)
+			goto out;
+		total += (uint64_t)n;
+		if (progress && now_mono_ms() - last >= 200) {
+			last = now_mono_ms();
+			progress_line("compact: read", total, start, 0);
+		}
+	}
+	if (stream_parser_finish(p, e) < 0)
+		goto out;
+	if (sig_caught()) {
+		err_set(e, ERR_INTR, "compact: interrupted by signal %d; no "
+		    "image written", sig_caught());
+		goto out;
+	}
+	if (img_writer_commit(w, &st, e) < 0)
+		goto out;
+	if (progress)
+		progress_line("compact: read", total, start, 1);
+	if (options.json) {
+		json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f}",
+		    "image", image,
+		    "stream_bytes", (json_int_t)total,
+		    "ram_bytes", (json_int_t)st.ram_bytes,
+		    "pages", (json_int_t)st.pages,
+		    "zero_pages", (json_int_t)st.zero_pages,
+		    "file_bytes", (json_int_t)st.file_bytes,
+		    "seconds", (double)(now_mono_ms() - start) / 1000.0);
+		print_json(j);
+		json_decref(j);
+	} else {
+		char a[32], b[32];
+
+		format_bytes(total, a);
+		format_bytes(st.file_bytes, b);
+		printf("%s: %s stream -> %s image, %llu pages "
+		    "(%llu zero)\n", image, a, b,
+		    (unsigned long long)st.pages,
+		    (unsigned long long)st.zero_pages);
+	}
+	rc = 0;
+out:
+	sig_release();
+	stream_parser_free(p);
+	img_writer_free(w);
+	free(buf);
+	if (fd > STDIN_FILENO)
+		close(fd);
+	return rc;
+}
+
+struct export_out {
+	int fd;
+	const char *name;
+};
+
+static int
+export_write(void *opaque, const void *data, size_t len, struct err *e)
+{
+	struct export_out *o = opaque;
+
+	if (sig_caught())
+		return err_set(e, ERR_INTR, "export: interrupted by signal %d",
+		    sig_caught());
+	if (write_full(o->fd, data, len) < 0)
+		return err_sys(e, ERR_FAIL, "cannot write '%s'", o->name);
+	return 0;
+}
+
+static int
+export_page(void *opaque, uint32_t block, uint64_t offset,
+    const uint8_t *data, struct err *e)
+{
+	return stream_writer_page(opaque, block, offset, data, e);
+}
+
+/*
+ * Write the stream regenerated from r to fd: what export does, and what
+ * restore will feed QEMU.
+ */
+static int
+export_stream(struct img_reader *r, int fd, const char *name, uint64_t *bytes,
+    struct err *e)
+{
+	const struct img_meta *m = img_meta(r);
+	struct export_out out = { fd, name };
+	struct stream_writer *w;
+	uint8_t *tail = NULL;
+	size_t tail_len = 0;
+	int rc = -1;
+
+	w = stream_writer_new(export_write, &out);
+	if (img_read_tail(r, &tail, &tail_len, e) < 0)
+		goto out;
+	if (stream_writer_begin(w, m->config, m->config_len, m->blocks,
+	    m->nblocks, m->ram_section_id, e) < 0)
+		goto out;
+	if (img_foreach_page(r, export_page, w, e) < 0)
+		goto out;
+	if (stream_writer_finish(w, (m->flags & IMG_F_SWITCHOVER_START) != 0,
+	    tail, tail_len, e) < 0)
+		goto out;
+	*bytes = stream_writer_bytes(w);
+	rc = 0;
+out:
+	free(tail);
+	stream_writer_free(w);
+	return rc;
+}
+
+int
+cmd_export(int argc, char **argv, struct err *e)
+{
+	struct atomic_file af = ATOMIC_FILE_INIT;
+	struct img_reader *r = NULL;
+	const char *image, *out;
+	uint64_t bytes = 0;
+	struct stat sb;
+	int argi, fd = -1, rc = -1;
+
+	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
+		return -1;
+	if (cmd_check_args(cmd_find("export"), argc - argi, e) < 0)
+		return -1;
+	image = argv[argi];
+	out = argv[argi + 1];
+
+	r = img_open(image, e);
+	if (r == NULL)
+		return -1;
+	sig_catch();
+	if (strcmp(out, "-") == 0) {
+		if (isatty(STDOUT_FILENO)) {
+			err_set(e, ERR_USAGE, "export: refusing to write a "
+			    "migration stream to a terminal");
+			goto out;
+		}
+		fd = STDOUT_FILENO;
+	} else if (stat(out, &sb) == 0 && (S_ISFIFO(sb.st_mode) ||
+	    S_ISCHR(sb.st_mode) || S_ISSOCK(sb.st_mode))) {
+		fd = open(out, O_WRONLY | O_CLOEXEC);
+		if (fd < 0) {
+			err_sys(e, ERR_FAIL, "cannot open '%s'", out);
+			goto out;
+		}
+	} else {
+		if (atomic_file_open(&af, out, 0600, e) < 0)
+			goto out;
+		fd = af.fd;
+	}
+	if (export_stream(r, fd, out, &bytes, e) < 0)
+		goto out;
+	if (af.tmp != NULL && atomic_file_commit(&af, 1, e) < 0)
+		goto out;
+	verbose("export: wrote %llu bytes to '%s'", (unsigned long long)bytes,
+	    out);
+	rc = 0;
+out:
+	sig_release();
+	if (af.tmp == NULL && fd > STDOUT_FILENO)
+		close(fd);
+	atomic_file_release(&af);
+	img_close(r);
+	return rc;
+}
+
+int
+cmd_image_verify(int argc, char **argv, struct err *e)
+{
+	struct img_reader *r;
+	int argi, rc;
+
+	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
+		return -1;
+	if (cmd_check_args(cmd_find("verify"), argc - argi, e) < 0)
+		return -1;
+	r = img_open(argv[argi], e);
+	if (r == NULL)
+		return -1;
+	rc = img_verify(r, e);
+	if (rc == 0) {
+		if (options.json) {
+			json_t *j = json_pack("{s:s, s:b}", "image",
+			    argv[argi], "ok", 1);
+			print_json(j);
+			json_decref(j);
+		} else {
+			printf("%s: ok\n", argv[argi]);
+		}
+	} else {
+		err_prefix(e, "'%s': ", argv[argi]);
+	}
+	img_close(r);
+	return rc;
+}
+
+/* BLOCK is a block name, or its index in the block table. */
+static int
+find_block(const struct img_meta *m, const char *s, uint32_t *out,
+    struct err *e)
+{
+	uint64_t idx;
+	const char *why;
+	size_t i;
+
+	for (i = 0; i < m->nblocks; i++) {
+		if (strcmp(m->blocks[i].name, s) == 0) {
+			*out = (uint32_t)i;
+			return 0;
+		}
+	}
+	if (parse_u64(s, 0, m->nblocks ? m->nblocks - 1 : 0, &idx, &why) == 0 &&
+	    m->nblocks > 0) {
+		*out = (uint32_t)idx;
+		return 0;
+	}
+	return err_set(e, ERR_FAIL, "no RAM block '%s' in the image", s);
+}
+
+int
+cmd_read(int argc, char **argv, struct err *e)
+{
+	struct img_reader *r = NULL;
+	const struct img_meta *m;
+	uint64_t off, len, size;
+	uint8_t *buf = NULL;
+	uint32_t block = 0;
+	size_t n;
+	int argi, rc = -1;
+
+	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
+		return -1;
+	if (cmd_check_args(cmd_find("read"), argc - argi, e) < 0)
+		return -1;
+	if (parse_offset("OFFSET", argv[argi + 2], &off, e) < 0 ||
+	    parse_offset("LENGTH", argv[argi + 3], &len, e) < 0)
+		return -1;
+	if (isatty(STDOUT_FILENO))
+		return err_set(e, ERR_USAGE, "read: refusing to write guest "
+		    "memory to a terminal");
+	r = img_open(argv[argi], e);
+	if (r == NULL)
+		return -1;
+	m = img_meta(r);
+	if (find_block(m, argv[argi + 1], &block, e) < 0)
+		goto out;
+	size = m->blocks[block].used_length;
+	if (off > size || len > size - off) {
+		err_set(e, ERR_FAIL, "range 0x%llx+0x%llx is outside block "
+		    "'%s' (0x%llx bytes)", (unsigned long long)off,
+		    (unsigned long long)len, m->blocks[block].name,
+		    (unsigned long long)size);
+		goto out;
+	}
+	buf = xmalloc(READ_CHUNK);
+	while (len > 0) {
+		n = len < READ_CHUNK ? (size_t)len : READ_CHUNK;
+		if (img_read_at(r, block, off, n, buf, e) < 0)
+			goto out;
+		if (fwrite(buf, 1, n, stdout) != n) {
+			err_sys(e, ERR_FAIL, "cannot write to standard output");
+			goto out;
+		}
+		off += n;
+		len -= n;
+	}
+	rc = 0;
+out:
+	free(buf);
+	img_close(r);
+	return rc;
+}
+
+static uint64_t
+allocated_bytes(const char *path)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) < 0)
+		return 0;
+	return (uint64_t)sb.st_blocks * 512u;
+}
+
+int
+cmd_image_info(int argc, char **argv, struct err *e)
+{
+	struct img_reader *r;
+	const struct img_meta *m;
+	json_t *j, *blocks;
+	uint64_t alloc;
+	double ratio;
+	size_t i;
+	int argi;
+
+	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
+		return -1;
+	if (cmd_check_args(cmd_find("info"), argc - argi, e) < 0)
+		return -1;
+	r = img_open(argv[argi], e);
+	if (r == NULL)
+		return -1;
+	m = img_meta(r);
+	alloc = allocated_bytes(argv[argi]);
+	ratio = m->file_bytes ? (double)m->ram_bytes / (double)m->file_bytes :
+	    0.0;
+	if (options.json) {
+		blocks = json_array();
+		for (i = 0; i < m->nblocks; i++)
+			json_array_append_new(blocks, json_pack("{s:s, s:I}",
+			    "name", m->blocks[i].name,
+			    "bytes", (json_int_t)m->blocks[i].used_length));
+		j = json_pack("{s:s, s:i, s:s, s:o, s:I, s:I, s:I, s:I, s:I, "
+		    "s:I, s:I, s:f, s:b, s:b}",
+		    "image", argv[argi],
+		    "format_version", (int)m->version,
+		    "machine", m->machine,
+		    "blocks", blocks,
+		    "ram_bytes", (json_int_t)m->ram_bytes,
+		    "pages", (json_int_t)m->pages,
+		    "zero_pages", (json_int_t)m->zero_pages,
+		    "data_bytes", (json_int_t)m->data_bytes,
+		    "tail_bytes", (json_int_t)m->tail_bytes,
+		    "file_bytes", (json_int_t)m->file_bytes,
+		    "allocated_bytes", (json_int_t)alloc,
+		    "ratio", ratio,
+		    "switchover_start",
+		    (m->flags & IMG_F_SWITCHOVER_START) != 0,
+		    "background", (m->flags & IMG_F_NO_END) != 0);
+		print_json(j);
+		json_decref(j);
+	} else {
+		char a[32], b[32], c[32];
+
+		printf("image:      %s (format %u)\n", argv[argi], m->version);
+		printf("machine:    %s\n", m->machine);
+		format_bytes(m->ram_bytes, a);
+		printf("ram:        %s in %zu blocks\n", a, m->nblocks);
+		for (i = 0; i < m->nblocks; i++) {
+			format_bytes(m->blocks[i].used_length, a);
+			printf("  %-32s %10s\n", m->blocks[i].name, a);
+		}
+		printf("pages:      %llu (%llu zero)\n",
+		    (unsigned long long)m->pages,
+		    (unsigned long long)m->zero_pages);
+		format_bytes(m->data_bytes, a);
+		format_bytes(m->file_bytes, b);
+		format_bytes(alloc, c);
+		printf("compressed: %s of pages, file %s, allocated %s\n", a,
+		    b, c);
+		printf("ratio:      %.1f:1\n", ratio);
+	}
+	img_close(r);
+	return 0;
+}
