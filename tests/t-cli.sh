@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# t-cli.sh - the command line itself: help, version, usage errors and their
+# exit codes, --help and the man page agreeing with the command table.
+. "$(dirname "$0")/lib.sh"
+
+expect_code 0 "--version exits 0" "$SNAPCTL" --version
+expect_match "--version prints the version" '^snapctl [0-9]+\.[0-9]+\.[0-9]+$' "$TESTDIR/stdout"
+expect_code 0 "--help exits 0" "$SNAPCTL" --help
+cp "$TESTDIR/stdout" "$TESTDIR/help"
+expect_match "--help shows the usage line" '^usage: snapctl ' "$TESTDIR/help"
+
+expect_code 2 "no command is a usage error" "$SNAPCTL"
+expect_match "it says so in one line" '^snapctl: no command given$' "$TESTDIR/stderr"
+expect_code 2 "an unknown command is a usage error" "$SNAPCTL" frobnicate
+expect_match "it names the command" "unknown command 'frobnicate'" "$TESTDIR/stderr"
+expect_code 2 "an unknown global option is a usage error" "$SNAPCTL" --frobnicate help
+expect_code 2 "a global option without its value" "$SNAPCTL" -s
+expect_code 2 "a bad --qmp-timeout" "$SNAPCTL" --qmp-timeout 0 help
+expect_match "the bad value is quoted with the reason" "invalid --qmp-timeout '0': too small" "$TESTDIR/stderr"
+expect_code 2 "qmp without a socket is a usage error" env -u SNAPCTL_SOCKET "$SNAPCTL" qmp query-status
+expect_match "it says how to give one" 'use -s or SNAPCTL_SOCKET' "$TESTDIR/stderr"
+expect_code 2 "help for an unknown command" "$SNAPCTL" help frobnicate
+
+# Every command in --help has a help page whose usage line is the man
+# page's synopsis for it, and the man page documents exactly these commands.
+cmds=$(sed -n '/^Commands:/,/^$/p' "$TESTDIR/help" | awk 'NF && !/^Commands:/ { print $1 }')
+[ -n "$cmds" ] && ok "--help lists commands" || not_ok "--help lists commands"
+man_cmds=$(grep -E '^\.It Cm [a-z]+' "$TOP/man/snapctl.1" | awk '{ print $3 }' | sort -u)
+expect_eq "the man page documents exactly the commands of --help" \
+	"$(echo "$cmds" | sort -u | tr '\n' ' ')" "$(echo "$man_cmds" | tr '\n' ' ')"
+for c in $cmds; do
+	if "$SNAPCTL" help "$c" >"$TESTDIR/h" 2>&1 && grep -q "^usage: snapctl $c" "$TESTDIR/h"; then
+		ok "help $c prints its usage"
+	else
+		not_ok "help $c prints its usage" "$(cat "$TESTDIR/h")"
+	fi
+	# Every option of the usage line appears in the man page's entry.
+	usage=$(sed -n "s/^usage: snapctl $c //p" "$TESTDIR/h")
+	item=$(awk -v c="$c" '/^\.It Cm / { on = ($3 == c) } on' "$TOP/man/snapctl.1")
+	miss=
+	for f in $(echo " $usage" | grep -oE '[ [|]-[a-zA-Z]\b' | tr -d ' [|' | sort -u); do
+		echo "$item" | grep -qE -- "Fl ${f#-}( |$)" || miss="$miss $f"
+	done
+	for f in $(echo "$usage" | grep -oE -- '--[a-z][a-z-]*' | sort -u); do
+		echo "$item" | grep -qE -- "Fl Fl ${f#--}( |$)" || miss="$miss $f"
+	done
+	expect_eq "man page entry of $c has the options of its usage" "" "$miss"
+done
+	expect_eq "man page synopsis of $c has the options of its usage" "" "$miss"
+done
+
+if command -v mandoc >/dev/null; then
+	expect_code 0 "man pages pass mandoc -Tlint" mandoc -Tlint -Wwarning "$TOP/man/snapctl.1" "$TOP/man/snapctl-image.5"
+else
+	skip "man pages pass mandoc -Tlint" "mandoc not installed"
+fi
+if MANWIDTH=80 man -l "$TOP/man/snapctl.1" >"$TESTDIR/man.txt" 2>"$TESTDIR/man.err"; then
+	ok "man -l renders snapctl.1"
+else
+	not_ok "man -l renders snapctl.1" "$(cat "$TESTDIR/man.err")"
+fi
+
+# Standard output that cannot be written is an error, not silence.
+if [ -w /dev/full ]; then
+	expect_code 1 "a full stdout fails the command" sh -c "'$SNAPCTL' --help >/dev/full"
+	expect_match "and says why" 'cannot write to standard output' "$TESTDIR/stderr"
+fi
+
+# Subcommand usage errors.
+expect_code 2 "compact with one argument" "$SNAPCTL" compact only-one
+expect_code 2 "compact with a bad --level" "$SNAPCTL" compact --level 99 a b
+expect_match "the bad level is reported as such" "invalid --level '99': too large" "$TESTDIR/stderr"
+expect_code 2 "an unknown command option" "$SNAPCTL" compact --frob a b
+expect_code 2 "read with a bad offset" "$SNAPCTL" read img pc.ram zz 10
+
+done_testing
