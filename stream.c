@@ -75,6 +75,7 @@ static const char *const mig_cmd_names[MIG_CMD_MAX] = {
 #define CFG_MAX			65536u	/* refuse larger configuration sections */
 #define MACHINE_MAX		255u
 #define BLOCKS_MAX		4096u	/* refuse longer MEM_SIZE lists */
+#define ESC_MAX			(4 * 255 + 1)	/* an escaped cstr8 */
 /* Footer ids before EOF must be below this (see tail_is_complete()). */
 #define TAIL_SID_LIMIT		(1u << 24)
 
@@ -135,6 +136,7 @@ struct stream_parser {
 	struct buf config;	/* raw configuration section */
 	char machine[MACHINE_MAX + 1];
 	char sub_name[256];
+	size_t sub_len;
 	uint32_t caps_left;
 	int ignore_shared;
 
@@ -156,6 +158,47 @@ struct stream_parser {
 
 	struct buf tail;
 };
+
+/*
+ * s[0..n) for a message: printable ASCII as is, anything else as \xNN, so
+ * that a message stays one line whatever the stream holds.
+ */
+static const char *
+esc(char out[ESC_MAX], const void *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const uint8_t *b = s;
+	size_t i, o = 0;
+
+	if (n > 255)
+		n = 255;
+	for (i = 0; i < n; i++) {
+		if (b[i] >= 0x20 && b[i] < 0x7f && b[i] != '\\') {
+			out[o++] = (char)b[i];
+			continue;
+		}
+		out[o++] = '\\';
+		out[o++] = 'x';
+		out[o++] = hex[b[i] >> 4];
+		out[o++] = hex[b[i] & 0xf];
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* The same for a NUL-terminated name. */
+static const char *
+esc_str(char out[ESC_MAX], const char *s)
+{
+	return esc(out, s, strnlen(s, 255));
+}
+
+/* Exactly the n bytes of q are str. */
+static int
+is_name(const uint8_t *q, size_t n, const char *str)
+{
+	return n == strlen(str) && memcmp(q, str, n) == 0;
+}
 
 static int __attribute__((format(printf, 2, 3)))
 perr(struct stream_parser *p, const char *fmt, ...)
@@ -290,31 +333,37 @@ cfg_end(struct stream_parser *p)
 }
 
 static int
-cfg_subsection(struct stream_parser *p, const char *name)
+cfg_subsection(struct stream_parser *p)
 {
-	if (strcmp(name, CFG_SUB_PREFIX "target-page-bits") == 0)
+	const uint8_t *name = (const uint8_t *)p->sub_name;
+	size_t n = p->sub_len;
+	char e[ESC_MAX];
+
+	if (is_name(name, n, CFG_SUB_PREFIX "target-page-bits"))
 		go(p, PS_SUB_PAGE_BITS, 4);
-	else if (strcmp(name, CFG_SUB_PREFIX "capabilities") == 0)
+	else if (is_name(name, n, CFG_SUB_PREFIX "capabilities"))
 		go(p, PS_SUB_CAP_COUNT, 4);
-	else if (strcmp(name, CFG_SUB_PREFIX "uuid") == 0)
+	else if (is_name(name, n, CFG_SUB_PREFIX "uuid"))
 		go(p, PS_SUB_UUID, 16);
 	else
 		return perr(p, "unknown configuration subsection '%s' at "
-		    "offset %" PRIu64, name, p->rec_off);
+		    "offset %" PRIu64, esc(e, name, n), p->rec_off);
 	return 0;
 }
 
 static int
-cfg_capability(struct stream_parser *p, const char *name)
+cfg_capability(struct stream_parser *p, const uint8_t *name, size_t n)
 {
-	if (strcmp(name, "x-ignore-shared") == 0) {
+	char e[ESC_MAX];
+
+	if (is_name(name, n, "x-ignore-shared")) {
 		p->ignore_shared = 1;
-	} else if (strcmp(name, "mapped-ram") == 0) {
+	} else if (is_name(name, n, "mapped-ram")) {
 		return perr(p, "capability 'mapped-ram' at offset %" PRIu64
 		    ": mapped-ram streams cannot be captured", p->rec_off);
 	} else {
 		return perr(p, "unknown capability '%s' in the configuration "
-		    "section at offset %" PRIu64, name, p->rec_off);
+		    "section at offset %" PRIu64, esc(e, name, n), p->rec_off);
 	}
 	return 0;
 }
@@ -402,18 +451,17 @@ command(struct stream_parser *p, unsigned cmd, unsigned len)
 static int
 section_idstr(struct stream_parser *p, const uint8_t *q, size_t n)
 {
-	char idstr[256];
+	char e[ESC_MAX];
 
-	memcpy(idstr, q, n);
-	idstr[n] = '\0';
 	if (p->sec_type == VM_SECTION_FULL)
 		return perr(p, "device section '%s' (FULL) at offset %" PRIu64
 		    " before the ram START section: early-setup device state "
-		    "(e.g. virtio-mem) cannot be captured", idstr, p->sec_off);
-	if (n != strlen(RAM_IDSTR) || memcmp(idstr, RAM_IDSTR, n) != 0)
-		return perr(p, "unsupported iterable section '%s' (START) at "
-		    "offset %" PRIu64 ": only 'ram' can be captured", idstr,
+		    "(e.g. virtio-mem) cannot be captured", esc(e, q, n),
 		    p->sec_off);
+	if (!is_name(q, n, RAM_IDSTR))
+		return perr(p, "unsupported iterable section '%s' (START) at "
+		    "offset %" PRIu64 ": only 'ram' can be captured",
+		    esc(e, q, n), p->sec_off);
 	if (p->seen_ram_start)
 		return perr(p, "second ram START section at offset %" PRIu64,
 		    p->sec_off);
@@ -473,8 +521,13 @@ static int
 mem_size_entry_name(struct stream_parser *p, const uint8_t *q, size_t n)
 {
 	struct stream_block *b;
+	char e[ESC_MAX];
 	size_t i;
 
+	if (memchr(q, '\0', n) != NULL)
+		return perr(p, "ram block name '%s' in the MEM_SIZE record at "
+		    "offset %" PRIu64 " contains a NUL byte", esc(e, q, n),
+		    p->rec_off);
 	if (p->nblocks >= BLOCKS_MAX)
 		return perr(p, "more than %u ram blocks in the MEM_SIZE record "
 		    "at offset %" PRIu64, BLOCKS_MAX, p->rec_off);
@@ -490,8 +543,8 @@ mem_size_entry_name(struct stream_parser *p, const uint8_t *q, size_t n)
 	for (i = 0; i < p->nblocks; i++)
 		if (strcmp(p->blocks[i].name, b->name) == 0)
 			return perr(p, "ram block '%s' listed twice in the "
-			    "MEM_SIZE record at offset %" PRIu64, b->name,
-			    p->rec_off);
+			    "MEM_SIZE record at offset %" PRIu64,
+			    esc_str(e, b->name), p->rec_off);
 	go(p, PS_MS_LEN, p->ignore_shared ? 16 : 8);
 	return 0;
 }
@@ -500,6 +553,7 @@ static int
 mem_size_entry_len(struct stream_parser *p, const uint8_t *q)
 {
 	struct stream_block *b = &p->blocks[p->nblocks];
+	char e[ESC_MAX];
 
 	b->used_length = get_be64(q);
 	if (p->ignore_shared) {
@@ -509,12 +563,13 @@ mem_size_entry_len(struct stream_parser *p, const uint8_t *q)
 	if (b->used_length == 0 || b->used_length % STREAM_PAGE_SIZE != 0)
 		return perr(p, "ram block '%s' in the MEM_SIZE record at offset "
 		    "%" PRIu64 " has used_length 0x%" PRIx64 ", not a non-zero "
-		    "multiple of 4096", b->name, p->rec_off, b->used_length);
+		    "multiple of 4096", esc_str(e, b->name), p->rec_off,
+		    b->used_length);
 	if (b->used_length > p->mem_left)
 		return perr(p, "ram block lengths in the MEM_SIZE record at "
 		    "offset %" PRIu64 " exceed its total (block '%s', 0x%" PRIx64
-		    " bytes, 0x%" PRIx64 " left)", p->rec_off, b->name,
-		    b->used_length, p->mem_left);
+		    " bytes, 0x%" PRIx64 " left)", p->rec_off,
+		    esc_str(e, b->name), b->used_length, p->mem_left);
 	p->mem_left -= b->used_length;
 	p->nblocks++;
 	if (p->mem_left > 0) {
@@ -565,11 +620,12 @@ page_body(struct stream_parser *p)
 {
 	const struct stream_block *b = &p->blocks[p->cur_block];
 	uint64_t addr = p->word & ~RAM_FLAGS_MASK;
+	char e[ESC_MAX];
 
 	if (addr >= b->used_length)
 		return perr(p, "page offset 0x%" PRIx64 " beyond ram block '%s' "
 		    "(used_length 0x%" PRIx64 ") at offset %" PRIu64, addr,
-		    b->name, b->used_length, p->rec_off);
+		    esc_str(e, b->name), b->used_length, p->rec_off);
 	if ((p->word & RAM_FLAG_PAGE) != 0)
 		go(p, PS_RAM_DATA, STREAM_PAGE_SIZE);
 	else
@@ -631,6 +687,7 @@ ram_word(struct stream_parser *p, uint64_t word)
 static int
 ram_block_name(struct stream_parser *p, const uint8_t *q, size_t n)
 {
+	char e[ESC_MAX];
 	size_t i;
 
 	if (p->cur_block >= 0) {
@@ -646,8 +703,8 @@ ram_block_name(struct stream_parser *p, const uint8_t *q, size_t n)
 			return page_body(p);
 		}
 	}
-	return perr(p, "unknown ram block '%.*s' in the page record at offset "
-	    "%" PRIu64, (int)n, (const char *)q, p->rec_off);
+	return perr(p, "unknown ram block '%s' in the page record at offset "
+	    "%" PRIu64, esc(e, q, n), p->rec_off);
 }
 
 static int
@@ -770,6 +827,10 @@ step(struct stream_parser *p, const uint8_t **in, size_t *avail)
 		go(p, PS_CFG_NAME, v);
 		return cfg_add(p, q, 4);
 	case PS_CFG_NAME:
+		if (memchr(q, '\0', p->need) != NULL)
+			return perr(p, "machine type name in the configuration "
+			    "section at offset %" PRIu64 " contains a NUL byte",
+			    p->rec_off);
 		memcpy(p->machine, q, p->need);
 		p->machine[p->need] = '\0';
 		if (cfg_add(p, q, p->need) < 0)
@@ -789,7 +850,7 @@ step(struct stream_parser *p, const uint8_t **in, size_t *avail)
 		return 0;
 	case PS_SUB_NAME:
 		memcpy(p->sub_name, q, p->need);
-		p->sub_name[p->need] = '\0';
+		p->sub_len = p->need;
 		if (cfg_add(p, q, p->need) < 0)
 			return -1;
 		go(p, PS_SUB_VERSION, 4);
@@ -798,11 +859,14 @@ step(struct stream_parser *p, const uint8_t **in, size_t *avail)
 		if (cfg_add(p, q, 4) < 0)
 			return -1;
 		v = get_be32(q);
-		if (v != 1)
+		if (v != 1) {
+			char e[ESC_MAX];
+
 			return perr(p, "configuration subsection '%s' has version "
 			    "%" PRIu32 " at offset %" PRIu64 ", expected 1",
-			    p->sub_name, v, p->rec_off);
-		return cfg_subsection(p, p->sub_name);
+			    esc(e, p->sub_name, p->sub_len), v, p->rec_off);
+		}
+		return cfg_subsection(p);
 	case PS_SUB_PAGE_BITS:
 		if (cfg_add(p, q, 4) < 0)
 			return -1;
@@ -823,21 +887,15 @@ step(struct stream_parser *p, const uint8_t **in, size_t *avail)
 		if (cfg_add(p, q, 1) < 0)
 			return -1;
 		if (q[0] == 0)
-			return cfg_capability(p, "");
+			return cfg_capability(p, q, 0);
 		go(p, PS_SUB_CAP_NAME, q[0]);
 		return 0;
-	case PS_SUB_CAP_NAME: {
-		char name[256];
-
-		if (cfg_add(p, q, p->need) < 0)
-			return -1;
-		memcpy(name, q, p->need);
-		name[p->need] = '\0';
-		if (cfg_capability(p, name) < 0)
+	case PS_SUB_CAP_NAME:
+		if (cfg_add(p, q, p->need) < 0 ||
+		    cfg_capability(p, q, p->need) < 0)
 			return -1;
 		go(p, --p->caps_left ? PS_SUB_CAP_LEN : PS_CFG_NEXT, 1);
 		return 0;
-	}
 	case PS_SUB_UUID:
 		go(p, PS_CFG_NEXT, 1);
 		return cfg_add(p, q, 16);
@@ -1234,6 +1292,7 @@ stream_writer_begin(struct stream_writer *w, const uint8_t *config,
     uint32_t ram_section_id, struct err *e)
 {
 	uint64_t total = 0;
+	char en[ESC_MAX];
 	size_t i, n;
 
 	if (w_check(w, 0, e) < 0)
@@ -1255,10 +1314,15 @@ stream_writer_begin(struct stream_writer *w, const uint8_t *config,
 		    b->used_length % STREAM_PAGE_SIZE != 0)
 			return err_set(e, ERR_FAIL, "ram block '%s' has "
 			    "used_length 0x%" PRIx64 ", not a non-zero multiple "
-			    "of 4096", b->name, b->used_length);
+			    "of 4096", esc_str(en, b->name), b->used_length);
 		if (!b->has_mr_addr != !blocks[0].has_mr_addr)
 			return err_set(e, ERR_FAIL, "ram block '%s': either all "
-			    "blocks or none have an mr_addr", b->name);
+			    "blocks or none have an mr_addr",
+			    esc_str(en, b->name));
+		for (n = 0; n < i; n++)
+			if (strcmp(blocks[n].name, b->name) == 0)
+				return err_set(e, ERR_FAIL, "ram block '%s' is "
+				    "listed twice", esc_str(en, b->name));
 		if (b->used_length > UINT64_MAX - total)
 			return err_set(e, ERR_FAIL, "ram block lengths overflow");
 		total += b->used_length;
@@ -1307,6 +1371,7 @@ stream_writer_page(struct stream_writer *w, uint32_t block, uint64_t offset,
     const uint8_t *data, struct err *e)
 {
 	uint64_t word;
+	char en[ESC_MAX];
 	int cont;
 
 	if (w_check(w, 1, e) < 0)
@@ -1318,7 +1383,7 @@ stream_writer_page(struct stream_writer *w, uint32_t block, uint64_t offset,
 	    offset >= w->blocks[block].used_length)
 		return err_set(e, ERR_FAIL, "page offset 0x%" PRIx64 " is not "
 		    "a page of ram block '%s' (used_length 0x%" PRIx64 ")",
-		    offset, w->blocks[block].name,
+		    offset, esc_str(en, w->blocks[block].name),
 		    w->blocks[block].used_length);
 	/* PART header + record (word, name, page) + closing EOS/footer. */
 	if (w_room(w, 5 + 8 + 1 + 255 + STREAM_PAGE_SIZE + 13, e) < 0)

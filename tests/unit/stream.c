@@ -1417,6 +1417,30 @@ test_refusals(void)
 	    "MEM_SIZE block list", at);
 	expect_msg(&s, want, "page before MEM_SIZE");
 
+	/* Names with odd bytes: messages stay one line; NUL is refused. */
+	sy_prologue(&s);
+	sy_section(&s, 2);
+	at = s.b.len;
+	sy_zero(&s, "pc.ram\n\x01\\", 0, 0);
+	snprintf(want, sizeof(want), "unknown ram block 'pc.ram\\x0a\\x01"
+	    "\\x5c' in the page record at offset %zu", at);
+	expect_msg(&s, want, "control bytes in a name are escaped");
+	buf_reset(&s.b);
+	sy_header(&s, "pc-q35-7.2");
+	sy_start(&s, "ram", 0, 4);
+	buf_add_be64(&s.b, 0x1000 | 4);
+	at = s.b.len;
+	buf_add(&s.b, "\x08pc.ram\0x", 9);
+	buf_add_be64(&s.b, 0x1000);
+	snprintf(want, sizeof(want), "ram block name 'pc.ram\\x00x' in the "
+	    "MEM_SIZE record at offset %zu contains a NUL byte", at);
+	expect_msg(&s, want, "NUL in a block name");
+	buf_reset(&s.b);
+	sy_header(&s, "pc-q35-7.2");
+	s.b.data[15] = 0;
+	expect_msg(&s, "machine type name in the configuration section at "
+	    "offset 8 contains a NUL byte", "NUL in the machine type");
+
 	/* Sections and footers. */
 	sy_prologue(&s);
 	at = s.b.len;
@@ -1726,6 +1750,11 @@ test_writer_bytes(void)
 	check(stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) < 0,
 	    "a block length not a page multiple refused: %s", e.msg);
 	b[1].used_length = 0x1000;
+	memcpy(b[1].name, "pc.ram", 7);
+	err_clear(&e);
+	check(stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) < 0,
+	    "a block listed twice refused: %s", e.msg);
+	memcpy(b[1].name, "pc.bios", 8);
 	err_clear(&e);
 	check(stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) == 0 &&
 	    stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) < 0,
