@@ -9,9 +9,11 @@
  *                               parse IN, keep the newest copy of every
  *                               page, write OUT with the stream writer
  *                               (each page once, in block/offset order)
- *   streamtool bench [--mib N] [--chunk BYTES] [--rounds N]
+ *   streamtool bench [--mib N] [--chunk BYTES] [--rounds N] [--touch]
  *                               parser throughput on a synthetic stream of
- *                               N MiB of PAGE records (default 1024)
+ *                               N MiB of PAGE records (default 1024); the
+ *                               sink reads one byte of each page, or with
+ *                               --touch sums every word of it
  *
  * FILE or IN may be "-" for stdin.  Exit 0, or 1 with a message on stderr.
  */
@@ -364,6 +366,23 @@ on_page_light(void *opaque, uint32_t block, uint64_t offset,
 }
 
 static int
+on_page_touch(void *opaque, uint32_t block, uint64_t offset,
+    const uint8_t *data, struct err *e)
+{
+	uint64_t *sum = opaque, v, s = 0;
+	size_t i;
+
+	if (data == NULL)
+		return 0;
+	for (i = 0; i < PAGE; i += 8) {
+		memcpy(&v, data + i, 8);
+		s += v;
+	}
+	*sum += s;
+	return 0;
+}
+
+static int
 write_buf(void *opaque, const void *p, size_t len, struct err *e)
 {
 	buf_add(opaque, p, len);
@@ -371,7 +390,8 @@ write_buf(void *opaque, const void *p, size_t len, struct err *e)
 }
 
 static int
-cmd_bench(uint64_t mib, size_t chunk, unsigned rounds, struct err *e)
+cmd_bench(uint64_t mib, size_t chunk, unsigned rounds, int touch,
+    struct err *e)
 {
 	static const uint8_t config[] = {
 		0x07, 0, 0, 0, 10, 'p', 'c', '-', 'q', '3', '5', '-', '7',
@@ -408,7 +428,7 @@ cmd_bench(uint64_t mib, size_t chunk, unsigned rounds, struct err *e)
 	}
 	if (stream_writer_finish(w, 0, tail, sizeof(tail), e) < 0)
 		goto out;
-	sink.page = on_page_light;
+	sink.page = touch ? on_page_touch : on_page_light;
 	for (k = 0; k < rounds; k++) {
 		p = stream_parser_new(&sink, &sum);
 		t0 = now_mono_ns();
@@ -425,9 +445,10 @@ cmd_bench(uint64_t mib, size_t chunk, unsigned rounds, struct err *e)
 		stream_parser_free(p);
 		p = NULL;
 	}
-	printf("bench stream=%zu bytes chunk=%zu rounds=%u best=%.3f ms "
-	    "throughput=%.0f MB/s (sum %" PRIx64 ")\n", s.len, chunk, rounds,
-	    best / 1e6, s.len / (best / 1e9) / 1e6, sum);
+	printf("bench stream=%zu bytes chunk=%zu rounds=%u sink=%s best=%.3f "
+	    "ms throughput=%.0f MB/s (sum %" PRIx64 ")\n", s.len, chunk,
+	    rounds, touch ? "touch" : "light", best / 1e6,
+	    s.len / (best / 1e9) / 1e6, sum);
 	rc = 0;
 out:
 	stream_parser_free(p);
@@ -442,7 +463,8 @@ usage(void)
 	fprintf(stderr, "usage: streamtool dump FILE\n"
 	    "       streamtool digest FILE\n"
 	    "       streamtool regen [--switchover keep|drop|add] IN OUT\n"
-	    "       streamtool bench [--mib N] [--chunk BYTES] [--rounds N]\n");
+	    "       streamtool bench [--mib N] [--chunk BYTES] [--rounds N] "
+	    "[--touch]\n");
 	exit(2);
 }
 
@@ -485,9 +507,15 @@ main(int argc, char **argv)
 		rc = cmd_regen(argv[i], argv[i + 1], sw, &e);
 	} else if (strcmp(argv[1], "bench") == 0) {
 		uint64_t mib = 1024, chunk = 1 << 20, rounds = 3;
+		int touch = 0;
 
-		for (i = 2; i + 1 < argc; i += 2) {
-			if (strcmp(argv[i], "--mib") == 0)
+		for (i = 2; i < argc; i += 2) {
+			if (strcmp(argv[i], "--touch") == 0) {
+				touch = 1;
+				i--;
+			} else if (i + 1 == argc) {
+				usage();
+			} else if (strcmp(argv[i], "--mib") == 0)
 				mib = num(argv[i + 1], 1, 1 << 16);
 			else if (strcmp(argv[i], "--chunk") == 0)
 				chunk = num(argv[i + 1], 1, 1 << 30);
@@ -496,9 +524,8 @@ main(int argc, char **argv)
 			else
 				usage();
 		}
-		if (i != argc)
-			usage();
-		rc = cmd_bench(mib, (size_t)chunk, (unsigned)rounds, &e);
+		rc = cmd_bench(mib, (size_t)chunk, (unsigned)rounds, touch,
+		    &e);
 	} else {
 		usage();
 	}
