@@ -1,0 +1,107 @@
+# tests/lib/ckpt.sh - helpers the checkpoint tests share (source after
+# tests/lib.sh; needs build/helper-jsonq from "make helpers").
+#
+#   ck_init                  check the helpers exist; 1 (and a not_ok) if not
+#   jq_get FILE PATH         build/helper-jsonq FILE PATH ("-" for stdin)
+#   ck_settings VM           print query-migrate-capabilities and
+#                            -parameters (two lines) from VM's 2nd monitor
+#   ck_status VM             print VM's runstate ("running", ...)
+#   ck_mig_status VM         print the status of query-migrate
+#   ck_wait_mig VM REGEX [TIMEOUT]  wait until that status matches REGEX
+#   ck_leftovers STORE       print what a failed checkpoint must not leave:
+#                            staging dirs, the recovery note, temporary files
+#   ck_active_file VM DEV    print the file name of DEV's active image
+#   ck_guest_back VM STORE BEFORE DESC
+#                            the checks after every failure: VM running,
+#                            settings equal BEFORE (ck_settings output), no
+#                            leftovers in STORE
+#   ck_one_line DESC FILE    FILE holds exactly one "snapctl: " line
+
+JSONQ=$TOP/build/helper-jsonq
+
+ck_init() {
+	if [ ! -x "$JSONQ" ]; then
+		not_ok "build/helper-jsonq exists (run make helpers)"
+		return 1
+	fi
+	return 0
+}
+
+jq_get() { "$JSONQ" "$@"; }
+
+ck_settings() {
+	vm_qmp_raw "$1" '{"execute":"query-migrate-capabilities"}' \
+		'{"execute":"query-migrate-parameters"}'
+}
+
+ck_status() {
+	vm_qmp_raw "$1" '{"execute":"query-status"}' | "$JSONQ" - return.status
+}
+
+ck_mig_status() {
+	vm_qmp_raw "$1" '{"execute":"query-migrate"}' | "$JSONQ" - return.status 2>/dev/null ||
+		echo none
+}
+
+ck_wait_mig() {
+	local vm=$1 re=$2 tmo=${3:-60} end s
+	end=$(($(date +%s) + tmo))
+	while :; do
+		s=$(ck_mig_status "$vm")
+		[[ $s =~ $re ]] && return 0
+		if [ "$(date +%s)" -ge "$end" ]; then
+			echo "ck_wait_mig: $vm: status '$s', not /$re/ after $tmo s" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+ck_leftovers() {
+	local f
+	[ -d "$1" ] || return 0
+	for f in "$1"/.*partial-* "$1"/.recover.json "$1"/*/*.tmp-* "$1"/.snapctl-scratch-*; do
+		[ -e "$f" ] && echo "$f"
+	done
+	return 0
+}
+
+ck_active_file() {
+	local out i n dev qdev
+	out=$(vm_qmp_raw "$1" '{"execute":"query-block"}') || return 1
+	n=$(jq_get -n - return <<<"$out")
+	for ((i = 0; i < n; i++)); do
+		dev=$(jq_get - "return.$i.device" <<<"$out")
+		qdev=$(jq_get - "return.$i.qdev" <<<"$out" 2>/dev/null)
+		if [ "$dev" = "$2" ] || [[ $qdev == "/machine/peripheral/$2/"* ]]; then
+			jq_get - "return.$i.inserted.image.filename" <<<"$out"
+			return 0
+		fi
+	done
+	return 1
+}
+
+ck_guest_back() {
+	local vm=$1 store=$2 before=$3 d=$4 st after left
+	st=$(ck_status "$vm")
+	expect_eq "$d: the guest runs" running "$st"
+	after=$(ck_settings "$vm")
+	if [ "$after" = "$before" ]; then
+		ok "$d: migration capabilities and parameters as before"
+	else
+		not_ok "$d: migration capabilities and parameters as before" \
+			"$(diff <(tr ',' '\n' <<<"$before") <(tr ',' '\n' <<<"$after") | head -n 6)"
+	fi
+	left=$(ck_leftovers "$store")
+	expect_eq "$d: nothing left in the store" "" "$left"
+}
+
+ck_one_line() {
+	local n
+	n=$(wc -l <"$2")
+	if [ "$n" = 1 ] && grep -q '^snapctl: ' "$2"; then
+		ok "$1"
+	else
+		not_ok "$1" "$n lines:" "$(head -n 5 "$2")"
+	fi
+}

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# t-checkpoint-faults: snapctl checkpoint when things go wrong, on QEMU 7.2
+# and 10.0 (one churning guest each, two disks: d0 beside the store, d1 a
+# raw image on a small tmpfs).  After every failure the guest must run,
+# the migration capabilities and parameters must be as before, no
+# checkpoint, staging directory, recovery note or overlay may be left, and
+# snapctl must say what happened in one line with the right exit code:
+#   SIGINT in the live phase (8); SIGTERM while held at pre-switchover (8);
+#   a full filesystem for the store (6); a transaction that fails half-way
+#   (d1's filesystem full: d0's overlay was already created) and one into a
+#   read-only --overlay-dir (1); the same for --disk-only --quiesce, which
+#   must thaw; --timeout with --on-timeout abort (7) and with stop (0,
+#   "forced"); QEMU killed mid-capture (3).
+# Needs root for the tmpfs mounts; without it those cases are skipped.
+. "$(dirname "$0")/lib.sh"
+. "$TOP/tests/lib/ckpt.sh"
+ck_init || done_testing
+
+if ! vm_guest 2>"$TESTDIR/guest.err"; then
+	not_ok "test guest builds" "$(tail -n 5 "$TESTDIR/guest.err")"
+	done_testing
+fi
+
+CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.rate=0"
+SLOW=2M		# --bandwidth that keeps the live phase going for a minute
+
+mounts=()
+umount_all() {
+	local m
+	for m in "${mounts[@]}"; do
+		umount -l "$m" 2>/dev/null
+	done
+}
+at_exit umount_all
+# tmpfs_at DIR SIZE [ro]: 0 if mounted
+tmpfs_at() {
+	mkdir -p "$1"
+	mount -t tmpfs -o "size=$2,mode=0755${3:+,$3}" tmpfs "$1" 2>/dev/null || return 1
+	mounts+=("$1")
+}
+
+versions=()
+declare -A small_ok
+for ver in 7.2 10.0; do
+	if ! vm_have_qemu "$ver"; then
+		skip "QEMU $ver" "not installed (tests/deps.sh)"
+		continue
+	fi
+	name=f${ver//./}
+	dir=$TESTDIR/$name
+	mkdir -p "$dir"
+	qemu-img create -q -f qcow2 "$dir/d0.qcow2" 64M
+	disks=(--disk "$dir/d0.qcow2")
+	small_ok[$ver]=0
+	if tmpfs_at "$dir/small" 4M; then
+		# Preallocated, so the full filesystem never stops its writes.
+		fallocate -l 1M "$dir/small/d1.raw" && small_ok[$ver]=1
+		disks+=(--disk "$dir/small/d1.raw,format=raw")
+	fi
+	if vm_start "$name" --qemu "$ver" --agent "${disks[@]}" --append "$CHURN" \
+		2>"$TESTDIR/$name.err"; then
+		versions+=("$ver")
+	else
+		not_ok "QEMU $ver: guest starts" "$(tail -n 5 "$TESTDIR/$name.err")"
+	fi
+done
+[ "$(id -u)" = 0 ] || skip "tmpfs cases" "not root"
+
+# no_overlays DESC NAME: no file of checkpoint NAME beside any disk.
+no_overlays() {
+	local left
+	left=$(find "$dir" -name "*.$2.qcow2" 2>/dev/null)
+	expect_eq "$1: no overlay left" "" "$left"
+}
+
+# bg_checkpoint NAME ARGS...: start snapctl in the background; $pid
+bg_checkpoint() {
+	local n=$1
+	shift
+	"$SNAPCTL" "${S[@]}" checkpoint "$@" "$n" >"$dir/$n.out" 2>"$dir/$n.err" &
+	pid=$!
+}
+
+# finish DESC CODE NAME: wait for $pid, check its exit code and output
+finish() {
+	local d=$1 want=$2 n=$3 rc
+	wait "$pid"
+	rc=$?
+	if [ "$rc" = "$want" ]; then
+		ok "$d: exit $want"
+	else
+		not_ok "$d: exit $want" "got $rc" "$(head -n 5 "$dir/$n.err")"
+	fi
+	ck_one_line "$d: one line on stderr" "$dir/$n.err"
+	expect_eq "$d: nothing on stdout" "" "$(cat "$dir/$n.out")"
+}
+
+for ver in "${versions[@]}"; do
+	name=f${ver//./}
+	dir=$TESTDIR/$name
+	store=$dir/store
+	qmp=$(vm_path "$name" qmp)
+	S=(-s "$qmp" -d "$store")
+	if ! vm_wait_ready "$name" 150 >/dev/null; then
+		not_ok "QEMU $ver: churn READY"
+		continue
+	fi
+	ok "QEMU $ver: churn READY"
+	before=$(ck_settings "$name")
+
+	# ---- SIGINT in the live phase ----------------------------------------
+	d="QEMU $ver SIGINT live"
+	bg_checkpoint i1 --bandwidth "$SLOW"
+	if ck_wait_mig "$name" '^active$' 30; then
+		sleep 1
+		kill -INT "$pid"
+		finish "$d" 8 i1
+		expect_match "$d: says so" '^snapctl: interrupted by SIGINT$' "$dir/i1.err"
+	else
+		kill -KILL "$pid"
+		not_ok "$d: the migration starts" "$(cat "$dir/i1.err")"
+	fi
+	ck_guest_back "$name" "$store" "$before" "$d"
+	check "$d: no checkpoint" test ! -e "$store/i1"
+	no_overlays "$d" i1
+
+	# ---- SIGTERM while held at pre-switchover ------------------------------
+	d="QEMU $ver SIGTERM at switchover"
+	SNAPCTL_TEST_HOLD_SWITCHOVER_MS=60000 bg_checkpoint t1
+	if ck_wait_mig "$name" '^pre-switchover$' 60; then
+		expect_eq "$d: the guest is stopped there" finish-migrate "$(ck_status "$name")"
+		kill -TERM "$pid"
+		finish "$d" 8 t1
+		expect_match "$d: says so" '^snapctl: interrupted by SIGTERM$' "$dir/t1.err"
+	else
+		kill -KILL "$pid"
+		not_ok "$d: reaches pre-switchover" "$(cat "$dir/t1.err")"
+	fi
+	ck_guest_back "$name" "$store" "$before" "$d"
+	check "$d: no checkpoint" test ! -e "$store/t1"
+	no_overlays "$d" t1
+
+	# ---- the store's filesystem fills up -----------------------------------
+	d="QEMU $ver full store"
+	if tmpfs_at "$dir/full" 16M; then
+		expect_code 6 "$d: exit 6" "$SNAPCTL" -s "$qmp" -d "$dir/full/store" checkpoint n1
+		cp "$TESTDIR/stderr" "$dir/n1.err"
+		ck_one_line "$d: one line on stderr" "$dir/n1.err"
+		expect_match "$d: says the device is full" 'No space left on device' "$dir/n1.err"
+		ck_guest_back "$name" "$dir/full/store" "$before" "$d"
+		check "$d: no checkpoint" test ! -e "$dir/full/store/n1"
+		expect_eq "$d: the store holds only its lock" ".lock" "$(ls -A "$dir/full/store")"
+		expect_eq "$d: the filesystem is empty again" 0 "$(du -s "$dir/full" | cut -f1)"
+		no_overlays "$d" n1
+	else
+		skip "$d" "cannot mount a tmpfs"
+	fi
+
+	# ---- the transaction fails half-way --------------------------------------
+	d="QEMU $ver transaction fails on the 2nd disk"
+	if [ "${small_ok[$ver]}" = 1 ]; then
+		dd if=/dev/zero of="$dir/small/filler" bs=64k 2>/dev/null
+		expect_code 1 "$d: exit 1" "$SNAPCTL" "${S[@]}" checkpoint x1
+		cp "$TESTDIR/stderr" "$dir/x1.err"
+		rm -f "$dir/small/filler"
+		ck_one_line "$d: one line on stderr" "$dir/x1.err"
+		expect_match "$d: QEMU's reason" "transaction: .*No space left on device" "$dir/x1.err"
+		ck_guest_back "$name" "$store" "$before" "$d"
+		no_overlays "$d" x1
+		check "$d: no checkpoint" test ! -e "$store/x1"
+		expect_eq "$d: the VM still writes to d0.qcow2" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
+	else
+		skip "$d" "no second disk on a tmpfs"
+	fi
+
+	# ---- ... and into a read-only --overlay-dir ------------------------------
+	d="QEMU $ver read-only --overlay-dir"
+	if tmpfs_at "$dir/ro" 1M ro; then
+		expect_code 1 "$d: exit 1" "$SNAPCTL" "${S[@]}" checkpoint --overlay-dir "$dir/ro" x2
+		cp "$TESTDIR/stderr" "$dir/x2.err"
+		ck_one_line "$d: one line on stderr" "$dir/x2.err"
+		expect_match "$d: names the transaction" 'transaction.*Read-only file system' "$dir/x2.err"
+		ck_guest_back "$name" "$store" "$before" "$d"
+		no_overlays "$d" x2
+		check "$d: no checkpoint" test ! -e "$store/x2"
+
+		d="QEMU $ver --disk-only --quiesce, snapshot fails"
+		if vm_wait_agent "$name" 60 2>/dev/null; then
+			SNAPCTL_TRACE=1 expect_code 1 "$d: exit 1" "$SNAPCTL" "${S[@]}" checkpoint \
+				--disk-only --quiesce --agent "$(vm_path "$name" qga)" --overlay-dir "$dir/ro" x3
+			tr=$TESTDIR/stderr
+			fr=$(grep -n '^-> .*"guest-fsfreeze-freeze"' "$tr" | head -n1 | cut -d: -f1)
+			th=$(grep -n '^-> .*"guest-fsfreeze-thaw"' "$tr" | head -n1 | cut -d: -f1)
+			if [ -n "$fr" ] && [ -n "$th" ] && [ "$fr" -lt "$th" ] &&
+				sed -n "$((th + 1))p" "$tr" | grep -q '^<- {"return"'; then
+				ok "$d: the agent froze and thawed"
+			else
+				not_ok "$d: the agent froze and thawed" "$(grep fsfreeze "$tr" | cut -c1-100)"
+			fi
+			expect_match "$d: one error line" '^snapctl: .*transaction' <(grep -v '^[<-]' "$tr")
+			st=$(vm_qga "$name" '{"execute":"guest-fsfreeze-status"}' | jq_get - return)
+			expect_eq "$d: the agent says thawed" thawed "$st"
+			ck_guest_back "$name" "$store" "$before" "$d"
+			no_overlays "$d" x3
+		else
+			not_ok "$d: the guest agent answers"
+		fi
+	else
+		skip "$d" "cannot mount a read-only tmpfs"
+	fi
+
+	# ---- --timeout ----------------------------------------------------------
+	d="QEMU $ver --timeout abort"
+	expect_code 7 "$d: exit 7" "$SNAPCTL" "${S[@]}" checkpoint --bandwidth "$SLOW" \
+		--timeout 2 --on-timeout abort o1
+	cp "$TESTDIR/stderr" "$dir/o1.err"
+	ck_one_line "$d: one line on stderr" "$dir/o1.err"
+	expect_match "$d: says so" 'did not converge within 2 s' "$dir/o1.err"
+	ck_guest_back "$name" "$store" "$before" "$d"
+	no_overlays "$d" o1
+	check "$d: no checkpoint" test ! -e "$store/o1"
+
+	d="QEMU $ver --timeout stop"
+	expect_code 0 "$d: exit 0" "$SNAPCTL" "${S[@]}" --json checkpoint --bandwidth 4M --timeout 2 o2
+	cp "$TESTDIR/stdout" "$dir/o2.json"
+	expect_eq "$d: forced" true "$(jq_get "$dir/o2.json" forced)"
+	expect_eq "$d: mode live" live "$(jq_get "$dir/o2.json" mode)"
+	ck_guest_back "$name" "$store" "$before" "$d"
+	check "$d: a checkpoint" test -f "$store/o2/manifest.json"
+	check "$d: its image verifies" "$SNAPCTL" verify "$store/o2/memory.img"
+
+	# ---- QEMU dies ------------------------------------------------------------
+	d="QEMU $ver killed mid-capture"
+	bg_checkpoint q1 --bandwidth "$SLOW"
+	if ck_wait_mig "$name" '^active$' 30; then
+		sleep 1
+		vm_kill "$name" KILL
+		finish "$d" 3 q1
+		expect_eq "$d: nothing left in the store" "" "$(ck_leftovers "$store")"
+		check "$d: no checkpoint" test ! -e "$store/q1"
+		no_overlays "$d" q1
+	else
+		kill -KILL "$pid"
+		not_ok "$d: the migration starts" "$(cat "$dir/q1.err")"
+	fi
+	left=$(pgrep -f "checkpoint.*$store" || true)
+	expect_eq "$d: snapctl is gone" "" "$left"
+done
+
+vm_stop_all
+done_testing

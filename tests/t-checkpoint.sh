@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# t-checkpoint: snapctl checkpoint and recover against real QEMU 7.2 and
+# 10.0, one churning test guest each (booted once, side by side): live
+# checkpoints while the guest rewrites its memory as fast as it can and
+# writes records to its disk; the manifest, the image, the overlays and the
+# VM's settings afterwards; a chained second checkpoint; --pause;
+# --disk-only --quiesce through the agent; a locked store; recover after a
+# SIGKILL at pre-switchover; and a restore of a checkpoint into a fresh
+# QEMU (exported memory + the frozen disk), where churn must carry on and
+# verify its memory and disk: memory and disks describe the same instant.
+# Failures are t-checkpoint-faults.sh's.
+. "$(dirname "$0")/lib.sh"
+. "$TOP/tests/lib/ckpt.sh"
+ck_init || done_testing
+
+if ! vm_guest 2>"$TESTDIR/guest.err"; then
+	not_ok "test guest builds" "$(tail -n 5 "$TESTDIR/guest.err")"
+	done_testing
+fi
+
+CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.rate=0"
+MANIFEST_KEYS="created disks forced memory mode name parent quiesced snapctl snapctl_manifest timings vm"
+DISK_KEYS="backing device file format mtime_ns node overlay overlay_node qdev size"
+
+versions=()
+for ver in 7.2 10.0; do
+	if ! vm_have_qemu "$ver"; then
+		skip "QEMU $ver" "not installed (tests/deps.sh)"
+		continue
+	fi
+	name=g${ver//./}
+	mkdir -p "$TESTDIR/$name"
+	qemu-img create -q -f qcow2 "$TESTDIR/$name/d0.qcow2" 64M
+	if vm_start "$name" --qemu "$ver" --agent --disk "$TESTDIR/$name/d0.qcow2" \
+		--append "$CHURN" 2>"$TESTDIR/$name.err"; then
+		versions+=("$ver")
+	else
+		not_ok "QEMU $ver: guest starts" "$(tail -n 5 "$TESTDIR/$name.err")"
+	fi
+done
+
+have_export=0
+"$SNAPCTL" help export >/dev/null 2>&1 && have_export=1
+
+# manifest_checks V DESC FILE: the manifest is complete and consistent.
+manifest_checks() {
+	local ver=$1 d=$2 m=$3 keys v
+	if ! jq_get -v "$m" 2>/dev/null; then
+		not_ok "$d: manifest is valid JSON" "$(head -c 300 "$m")"
+		return
+	fi
+	keys=$(jq_get -k "$m" . | tr '\n' ' ')
+	expect_eq "$d: manifest has every key" "$MANIFEST_KEYS " "$keys"
+	expect_eq "$d: manifest version 1" 1 "$(jq_get "$m" snapctl_manifest)"
+	expect_match "$d: created is UTC ISO 8601" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$' \
+		<(jq_get "$m" created)
+	v=$(jq_get "$m" vm.qemu)
+	expect_match "$d: vm.qemu is $ver.x ($v)" "^${ver//./\\.}\\.[0-9]+$" <(echo "$v")
+	expect_eq "$d: vm.machine" "$(vm_machine "$name")" "$(jq_get "$m" vm.machine)"
+	expect_eq "$d: vm.name" "$name" "$(jq_get "$m" vm.name)"
+	expect_match "$d: vm.uuid" '^[0-9a-f-]{36}$' <(jq_get "$m" vm.uuid)
+	keys=$(jq_get -k "$m" disks.0 | tr '\n' ' ')
+	expect_eq "$d: disk entry has every key" "$DISK_KEYS " "$keys"
+	keys=$(jq_get -k "$m" timings | tr '\n' ' ')
+	expect_match "$d: timings total_s, paused_ms, passes" \
+		'^(.* )?passes paused_ms (.* )?total_s $' <(echo "$keys")
+	expect_eq "$d: one disk" 1 "$(jq_get -n "$m" disks)"
+	expect_eq "$d: disk device vd0" vd0 "$(jq_get "$m" disks.0.device)"
+	expect_eq "$d: disk format qcow2" qcow2 "$(jq_get "$m" disks.0.format)"
+}
+
+for ver in "${versions[@]}"; do
+	name=g${ver//./}
+	dir=$TESTDIR/$name
+	store=$dir/store
+	S=(-s "$(vm_path "$name" qmp)" -d "$store")
+	if ! line=$(vm_wait_ready "$name" 150); then
+		not_ok "QEMU $ver: churn READY"
+		continue
+	fi
+	run=${line##*run=}
+	run=${run%% *}
+	ok "QEMU $ver: churn READY (run $run)"
+	vm_wait_serial "$name" '^CHURN DISKVERIFY ok seq=[1-9]' 60 >/dev/null
+	before=$(ck_settings "$name")
+
+	# ---- a live checkpoint ----------------------------------------------
+	expect_code 0 "QEMU $ver: live checkpoint c1" "$SNAPCTL" "${S[@]}" checkpoint c1
+	cp "$TESTDIR/stdout" "$dir/c1.out"
+	expect_eq "QEMU $ver: guest runs after c1" running "$(ck_status "$name")"
+	expect_match "QEMU $ver: summary names c1" "^checkpoint 'c1' \(live\)" "$dir/c1.out"
+	m=$store/c1/manifest.json
+	manifest_checks "$ver" "QEMU $ver c1" "$m"
+	expect_eq "QEMU $ver c1: mode live" live "$(jq_get "$m" mode)"
+	expect_eq "QEMU $ver c1: not forced" false "$(jq_get "$m" forced)"
+	expect_eq "QEMU $ver c1: no parent" null "$(jq_get "$m" parent)"
+	expect_eq "QEMU $ver c1: memory.path" memory.img "$(jq_get "$m" memory.path)"
+	ram=$(jq_get "$m" memory.ram_bytes)
+	ondisk=$(jq_get "$m" memory.bytes_on_disk)
+	size=$(stat -c %s "$store/c1/memory.img")
+	expect_eq "QEMU $ver c1: bytes_on_disk is the image's size" "$size" "$ondisk"
+	if [ "$ram" -gt $((250 << 20)) ] && [ "$ondisk" -lt $((ram / 2)) ]; then
+		ok "QEMU $ver c1: image $ondisk bytes for $ram bytes of RAM"
+	else
+		not_ok "QEMU $ver c1: image much smaller than RAM" "ram $ram, image $ondisk"
+	fi
+	pages=$(jq_get "$m" memory.pages)
+	expect_eq "QEMU $ver c1: every page of RAM was sent" $((ram / 4096)) "$pages"
+	paused=$(jq_get "$m" timings.paused_ms)
+	echo "# QEMU $ver c1: paused ${paused} ms, total $(jq_get "$m" timings.total_s) s, passes $(jq_get "$m" timings.passes), image $ondisk bytes"
+	if [ "${paused%.*}" -gt 0 ] && [ "${paused%.*}" -lt 5000 ]; then
+		ok "QEMU $ver c1: paused_ms is plausible ($paused)"
+	else
+		not_ok "QEMU $ver c1: paused_ms is plausible" "$paused"
+	fi
+	check "QEMU $ver c1: snapctl verify memory.img" "$SNAPCTL" verify "$store/c1/memory.img"
+	expect_eq "QEMU $ver c1: checkpoint dir is 0700" 700 "$(stat -c %a "$store/c1")"
+	expect_eq "QEMU $ver c1: memory.img is 0600" 600 "$(stat -c %a "$store/c1/memory.img")"
+	expect_eq "QEMU $ver c1: manifest is 0600" 600 "$(stat -c %a "$m")"
+	expect_eq "QEMU $ver c1: store is 0700" 700 "$(stat -c %a "$store")"
+	expect_eq "QEMU $ver c1: disks.0.file is the old image" "$dir/d0.qcow2" "$(jq_get "$m" disks.0.file)"
+	expect_eq "QEMU $ver c1: overlay beside it as d0.c1.qcow2" "$dir/d0.c1.qcow2" "$(jq_get "$m" disks.0.overlay)"
+	check "QEMU $ver c1: the overlay exists" test -f "$dir/d0.c1.qcow2"
+	expect_eq "QEMU $ver c1: the VM writes to the overlay" "$dir/d0.c1.qcow2" "$(ck_active_file "$name" vd0)"
+	expect_eq "QEMU $ver c1: size of the frozen image" "$(stat -c %s "$dir/d0.qcow2")" "$(jq_get "$m" disks.0.size)"
+	after=$(ck_settings "$name")
+	expect_eq "QEMU $ver c1: capabilities and parameters as before" "$before" "$after"
+	expect_eq "QEMU $ver c1: no staging dir or note left" "" "$(ck_leftovers "$store")"
+
+	# ---- a second one chains on the first (and --json prints it) --------
+	expect_code 0 "QEMU $ver: checkpoint c2 --json" "$SNAPCTL" "${S[@]}" --json checkpoint c2
+	m2=$store/c2/manifest.json
+	cp "$TESTDIR/stdout" "$dir/c2.json"
+	if cmp -s <(jq_get "$dir/c2.json" .) <(jq_get "$m2" .); then
+		ok "QEMU $ver c2: --json prints the manifest"
+	else
+		not_ok "QEMU $ver c2: --json prints the manifest" "$(head -c 200 "$dir/c2.json")"
+	fi
+	manifest_checks "$ver" "QEMU $ver c2" "$m2"
+	expect_eq "QEMU $ver c2: parent is c1" c1 "$(jq_get "$m2" parent)"
+	expect_eq "QEMU $ver c2: its disk is c1's overlay" "$(jq_get "$m" disks.0.overlay)" "$(jq_get "$m2" disks.0.file)"
+	expect_eq "QEMU $ver c2: new overlay d0.c2.qcow2" "$dir/d0.c2.qcow2" "$(jq_get "$m2" disks.0.overlay)"
+	expect_eq "QEMU $ver c2: the VM writes to it" "$dir/d0.c2.qcow2" "$(ck_active_file "$name" vd0)"
+	expect_eq "QEMU $ver c2: settings as before" "$before" "$(ck_settings "$name")"
+	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.c2.qcow2" | jq_get - backing-filename)
+	expect_eq "QEMU $ver c2: the overlay's backing file is c1's overlay" "$dir/d0.c1.qcow2" "$back"
+	check "QEMU $ver c2: snapctl verify" "$SNAPCTL" verify "$store/c2/memory.img"
+
+	# ---- the guest noticed nothing --------------------------------------
+	from=$(vm_serial_lines "$name")
+	check "QEMU $ver: churn verifies memory after the checkpoints" \
+		vm_wait_serial "$name" '^CHURN VERIFY ok' 60 "$from"
+	check "QEMU $ver: churn verifies its disk after the checkpoints" \
+		vm_wait_serial "$name" '^CHURN DISKVERIFY ok' 60 "$from"
+	expect_code 1 "QEMU $ver: no FAIL line from churn" grep -q FAIL "$(vm_path "$name" serial)"
+
+	# ---- --pause ----------------------------------------------------------
+	expect_code 0 "QEMU $ver: checkpoint --pause" "$SNAPCTL" "${S[@]}" checkpoint --pause c3
+	expect_eq "QEMU $ver c3: mode pause" pause "$(jq_get "$store/c3/manifest.json" mode)"
+	expect_eq "QEMU $ver c3: guest runs" running "$(ck_status "$name")"
+	expect_eq "QEMU $ver c3: parent c2" c2 "$(jq_get "$store/c3/manifest.json" parent)"
+	expect_eq "QEMU $ver c3: settings as before" "$before" "$(ck_settings "$name")"
+
+	# ---- --disk-only --quiesce ------------------------------------------
+	if vm_wait_agent "$name" 60 2>/dev/null; then
+		SNAPCTL_TRACE=1 expect_code 0 "QEMU $ver: checkpoint --disk-only --quiesce" \
+			"$SNAPCTL" "${S[@]}" checkpoint --disk-only --quiesce --agent "$(vm_path "$name" qga)" d1
+		tr=$TESTDIR/stderr
+		fr=$(grep -n '^-> .*"guest-fsfreeze-freeze"' "$tr" | head -n1 | cut -d: -f1)
+		tx=$(grep -n '^-> .*"transaction"' "$tr" | head -n1 | cut -d: -f1)
+		th=$(grep -n '^-> .*"guest-fsfreeze-thaw"' "$tr" | head -n1 | cut -d: -f1)
+		if [ -n "$fr" ] && [ -n "$tx" ] && [ -n "$th" ] && [ "$fr" -lt "$tx" ] && [ "$tx" -lt "$th" ] &&
+			sed -n "$((fr + 1))p;$((th + 1))p" "$tr" | grep -c '^<- {"return"' | grep -q 2; then
+			ok "QEMU $ver d1: the agent froze, then the disks were cut, then it thawed"
+		else
+			not_ok "QEMU $ver d1: freeze, transaction, thaw in order" "$(grep -E 'fsfreeze|transaction' "$tr" | cut -c1-120)"
+		fi
+		st=$(vm_qga "$name" '{"execute":"guest-fsfreeze-status"}' | jq_get - return)
+		expect_eq "QEMU $ver d1: the agent says thawed" thawed "$st"
+		md=$store/d1/manifest.json
+		expect_eq "QEMU $ver d1: mode disk-only" disk-only "$(jq_get "$md" mode)"
+		expect_eq "QEMU $ver d1: quiesced" true "$(jq_get "$md" quiesced)"
+		expect_eq "QEMU $ver d1: no memory" null "$(jq_get "$md" memory)"
+		expect_eq "QEMU $ver d1: no memory.img" "" "$(ls "$store/d1" | grep -v manifest.json)"
+		expect_eq "QEMU $ver d1: overlay d0.d1.qcow2" "$dir/d0.d1.qcow2" "$(ck_active_file "$name" vd0)"
+		expect_eq "QEMU $ver d1: guest runs" running "$(ck_status "$name")"
+		expect_eq "QEMU $ver d1: settings as before" "$before" "$(ck_settings "$name")"
+	else
+		not_ok "QEMU $ver: the guest agent answers"
+	fi
+
+	# ---- a locked store -------------------------------------------------
+	# The holder is the sleep itself, so killing it drops the lock.
+	( exec 9>"$store/.lock"; flock -n 9 && exec sleep 30 ) &
+	holder=$!
+	sleep 0.3
+	t0=$(date +%s%N)
+	expect_code 5 "QEMU $ver: checkpoint into a locked store exits 5" "$SNAPCTL" "${S[@]}" checkpoint l1
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	kill "$holder" 2>/dev/null
+	wait "$holder" 2>/dev/null
+	expect_match "QEMU $ver: ... saying it is locked" "^snapctl: store '.*' is locked by another snapctl$" "$TESTDIR/stderr"
+	if [ "$ms" -lt 3000 ]; then ok "QEMU $ver: ... at once (${ms} ms)"; else not_ok "QEMU $ver: ... at once" "${ms} ms"; fi
+	check "QEMU $ver: ... and left nothing" test ! -e "$store/l1"
+	expect_eq "QEMU $ver: ... the guest was not touched" "$before" "$(ck_settings "$name")"
+
+	# ---- recover after a SIGKILL at pre-switchover ------------------------
+	SNAPCTL_TEST_HOLD_SWITCHOVER_MS=60000 "$SNAPCTL" "${S[@]}" checkpoint k1 \
+		>"$dir/k1.out" 2>"$dir/k1.err" &
+	pid=$!
+	if ck_wait_mig "$name" '^pre-switchover$' 60; then
+		kill -KILL "$pid"
+		wait "$pid" 2>/dev/null
+		st=$(ck_status "$name")
+		expect_eq "QEMU $ver: snapctl killed at pre-switchover leaves the guest stopped" finish-migrate "$st"
+		check "QEMU $ver: ... and its recovery note" test -f "$store/.recover.json"
+		expect_code 0 "QEMU $ver: snapctl recover" "$SNAPCTL" -d "$store" recover
+		cp "$TESTDIR/stdout" "$dir/recover.out"
+		expect_match "QEMU $ver: recover cancelled the migration" '^cancelled the migration' "$dir/recover.out"
+		expect_match "QEMU $ver: recover says the guest runs" '^guest is running$' "$dir/recover.out"
+		expect_eq "QEMU $ver: after recover the guest runs" running "$(ck_status "$name")"
+		expect_eq "QEMU $ver: after recover the settings are as before" "$before" "$(ck_settings "$name")"
+		pbs=$(ck_settings "$name" | head -n1 | grep -o '"state": [a-z]*, "capability": "pause-before-switchover"\|"capability": "pause-before-switchover", "state": [a-z]*')
+		expect_match "QEMU $ver: pause-before-switchover is off" 'false' <(echo "$pbs")
+		expect_eq "QEMU $ver: after recover nothing is left in the store" "" "$(ck_leftovers "$store")"
+		check "QEMU $ver: no checkpoint k1" test ! -e "$store/k1"
+		check "QEMU $ver: no overlay for k1" test ! -e "$dir/d0.k1.qcow2"
+		expect_code 0 "QEMU $ver: recover again: nothing to do, exit 0" "$SNAPCTL" -s "$(vm_path "$name" qmp)" recover
+		expect_code 0 "QEMU $ver: the store works after recover" "$SNAPCTL" "${S[@]}" checkpoint c4
+		expect_eq "QEMU $ver c4: parent d1" d1 "$(jq_get "$store/c4/manifest.json" parent)"
+	else
+		kill -KILL "$pid" 2>/dev/null
+		not_ok "QEMU $ver: snapctl reaches pre-switchover" "$(cat "$dir/k1.err")"
+	fi
+
+	# ---- restore c2: memory and disk of the same instant -----------------
+	if [ $have_export -eq 0 ]; then
+		skip "QEMU $ver: restore c2" "snapctl export is not there yet"
+		continue
+	fi
+	m2=$store/c2/manifest.json
+	rname=r${ver//./}
+	if ! "$SNAPCTL" export "$store/c2/memory.img" "$dir/c2.stream" 2>"$dir/export.err"; then
+		not_ok "QEMU $ver: snapctl export c2" "$(cat "$dir/export.err")"
+		continue
+	fi
+	vm_qemu_img "$ver" create -q -f qcow2 -b "$(jq_get "$m2" disks.0.file)" -F qcow2 "$dir/restore.qcow2"
+	if ! vm_start "$rname" --qemu "$ver" --machine "$(jq_get "$m2" vm.machine)" --agent \
+		--disk "$dir/restore.qcow2" --append "$CHURN" --incoming 2>"$dir/r.err"; then
+		not_ok "QEMU $ver: start a QEMU to restore c2 into" "$(cat "$dir/r.err")"
+		continue
+	fi
+	last=$(grep -a '^CHURN TICK' "$(vm_path "$name" serial)" | tail -n1 | tr -d '\r')
+	check "QEMU $ver: c2's memory loads into a fresh QEMU" vm_load_raw "$rname" "$dir/c2.stream"
+	check "QEMU $ver: cont" vm_qmp_raw "$rname" '{"execute":"cont"}'
+	tick=$(vm_wait_serial "$rname" '^CHURN TICK' 60)
+	rrun=${tick##*run=}
+	expect_eq "QEMU $ver: the restored guest is the same churn run" "$run" "$rrun"
+	check "QEMU $ver: restored churn verifies its memory" vm_wait_serial "$rname" '^CHURN VERIFY ok' 60
+	check "QEMU $ver: restored churn verifies its disk against its memory" \
+		vm_wait_serial "$rname" '^CHURN DISKVERIFY ok' 60
+	if grep -q FAIL "$(vm_path "$rname" serial)"; then
+		not_ok "QEMU $ver: no FAIL line in the restored guest" "$(grep -a FAIL "$(vm_path "$rname" serial)" | head -n 3)"
+	else
+		ok "QEMU $ver: no FAIL line in the restored guest (source was at: ${last%% uptime*})"
+	fi
+	vm_kill "$rname" KILL
+done
+
+vm_stop_all
+done_testing
