@@ -1196,6 +1196,24 @@ migration_error(struct ckpt *c, struct err *e)
 	return rc;
 }
 
+/* max-bandwidth to "unlimited" for the rest of this migration. */
+static int
+unthrottle(struct ckpt *c, struct err *e)
+{
+	if (c->o->bandwidth >= CKPT_DEFAULT_BANDWIDTH)
+		return 0;
+	if (json_object_get(c->params_restore, "max-bandwidth") == NULL) {
+		json_object_set_new(c->params_restore, "max-bandwidth",
+		    json_integer((json_int_t)c->o->bandwidth));
+		/* So that recover puts it back too. */
+		if (write_note(c, e) < 0)
+			return -1;
+	}
+	c->params_applied = 1;
+	return qdo(c->q, "migrate-set-parameters", json_pack("{s:I}",
+	    "max-bandwidth", (json_int_t)CKPT_DEFAULT_BANDWIDTH), e);
+}
+
 static int
 capture(struct ckpt *c, struct err *e)
 {
@@ -1237,7 +1255,8 @@ capture(struct ckpt *c, struct err *e)
 				return err_set(e, ERR_TIMEOUT, "the migration "
 				    "did not converge within %d s",
 				    c->o->timeout_s);
-			/* Stopped, the guest dirties nothing: it converges. */
+			/* Stopped, the guest dirties nothing: it converges,
+			 * and as the guest waits now, at full speed. */
 			c->forced = 1;
 			if (!c->stopped_by_us && c->was_running &&
 			    !c->at_switchover) {
@@ -1245,6 +1264,8 @@ capture(struct ckpt *c, struct err *e)
 					return -1;
 				c->stopped_by_us = 1;
 			}
+			if (unthrottle(c, e) < 0)
+				return -1;
 		}
 		report_progress(c, c->completed ? "saving" :
 		    c->at_switchover ? "switchover" : "live", !c->completed);

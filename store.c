@@ -318,7 +318,9 @@ write_json_atomic(const char *path, const json_t *j, struct err *e)
 	char *text = NULL;
 	int rc = -1;
 
-	text = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	/* 9 digits: 250.736, not 250.73599999999999. */
+	text = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII |
+	    JSON_REAL_PRECISION(9));
 	if (text == NULL) {
 		err_set(e, ERR_FAIL, "cannot encode '%s'", path);
 		goto out;
