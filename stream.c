@@ -1,10 +1,8 @@
 /*
- * stream.c - QEMU's precopy migration stream (7.2 and 10.0).  The parser is
- * a push state machine: it walks header, configuration, commands and the
- * "ram" sections record by record, hands pages to the sink straight from the
- * caller's buffer when they are whole in it, and keeps the device-state tail
- * verbatim.  The writer rebuilds a stream in QEMU's own shape.
- * Format: ../shared/docs/qemu-migration-stream.md.
+ * stream.c - QEMU 7.2/10.0 precopy migration streams: a push parser that
+ * walks header, configuration, commands and "ram" sections field by field
+ * and keeps the device-state tail verbatim, and a writer that rebuilds a
+ * stream in QEMU's own shape.  Format: ../shared/docs/qemu-migration-stream.md.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -72,7 +70,7 @@ static const char *const mig_cmd_names[MIG_CMD_MAX] = {
 };
 
 #define CFG_SUB_PREFIX		"configuration/"
-#define CFG_MAX			65536u	/* refuse larger configuration sections */
+#define CFG_MAX			65536u	/* refuse larger configurations */
 #define MACHINE_MAX		255u
 #define BLOCKS_MAX		4096u	/* refuse longer MEM_SIZE lists */
 #define ESC_MAX			(4 * 255 + 1)	/* an escaped cstr8 */
@@ -217,8 +215,8 @@ static int
 sink_failed(struct stream_parser *p, const char *what)
 {
 	if (!err_isset(&p->err))
-		err_set(&p->err, ERR_FAIL, "%s callback failed at offset %" PRIu64,
-		    what, p->rec_off);
+		err_set(&p->err, ERR_FAIL, "%s callback failed at offset %"
+		    PRIu64, what, p->rec_off);
 	return -1;
 }
 
@@ -396,8 +394,8 @@ top_record(struct stream_parser *p, uint8_t type)
 	case VM_EOF:
 		if (p->seen_ram_start)
 			break;	/* a tail without device sections */
-		return perr(p, "EOF (0x00) at offset %" PRIu64 " before the ram "
-		    "START section: the stream carries no RAM", p->rec_off);
+		return perr(p, "EOF (0x00) at offset %" PRIu64 " before the "
+		    "ram START section: the stream carries no RAM", p->rec_off);
 	case VM_COMMAND:
 		go(p, PS_CMD, 4);
 		return 0;
@@ -428,8 +426,9 @@ command(struct stream_parser *p, unsigned cmd, unsigned len)
 {
 	if (cmd == MIG_CMD_SWITCHOVER_START) {
 		if (len != 0)
-			return perr(p, "migration command 11 (SWITCHOVER_START) "
-			    "at offset %" PRIu64 " has length %u, expected 0",
+			return perr(p, "migration command 11 "
+			    "(SWITCHOVER_START) at offset %" PRIu64 " has "
+			    "length %u, expected 0",
 			    p->rec_off, len);
 		p->stats.saw_switchover = 1;
 		if (p->sink.switchover != NULL &&
@@ -439,8 +438,8 @@ command(struct stream_parser *p, unsigned cmd, unsigned len)
 		return 0;
 	}
 	if (cmd == MIG_CMD_INVALID || cmd >= MIG_CMD_MAX)
-		return perr(p, "unknown migration command %u at offset %" PRIu64,
-		    cmd, p->rec_off);
+		return perr(p, "unknown migration command %u at offset %"
+		    PRIu64, cmd, p->rec_off);
 	return perr(p, "unsupported migration command %u (%s) at offset %"
 	    PRIu64 ": %s", cmd, mig_cmd_names[cmd], p->rec_off,
 	    cmd == MIG_CMD_ENABLE_COLO ? "COLO streams cannot be captured" :
@@ -561,14 +560,14 @@ mem_size_entry_len(struct stream_parser *p, const uint8_t *q)
 		b->mr_addr = get_be64(q + 8);
 	}
 	if (b->used_length == 0 || b->used_length % STREAM_PAGE_SIZE != 0)
-		return perr(p, "ram block '%s' in the MEM_SIZE record at offset "
-		    "%" PRIu64 " has used_length 0x%" PRIx64 ", not a non-zero "
-		    "multiple of 4096", esc_str(e, b->name), p->rec_off,
-		    b->used_length);
+		return perr(p, "ram block '%s' in the MEM_SIZE record at "
+		    "offset %" PRIu64 " has used_length 0x%" PRIx64 ", not a "
+		    "non-zero multiple of 4096", esc_str(e, b->name),
+		    p->rec_off, b->used_length);
 	if (b->used_length > p->mem_left)
 		return perr(p, "ram block lengths in the MEM_SIZE record at "
-		    "offset %" PRIu64 " exceed its total (block '%s', 0x%" PRIx64
-		    " bytes, 0x%" PRIx64 " left)", p->rec_off,
+		    "offset %" PRIu64 " exceed its total (block '%s', 0x%"
+		    PRIx64 " bytes, 0x%" PRIx64 " left)", p->rec_off,
 		    esc_str(e, b->name), b->used_length, p->mem_left);
 	p->mem_left -= b->used_length;
 	p->nblocks++;
@@ -607,8 +606,8 @@ ram_flags_refused(struct stream_parser *p, unsigned flags)
 		why = "RDMA streams cannot be captured";
 		break;
 	default:
-		return perr(p, "unknown combination of ram flags 0x%x at offset "
-		    "%" PRIu64, flags, p->rec_off);
+		return perr(p, "unknown combination of ram flags 0x%x at "
+		    "offset %" PRIu64, flags, p->rec_off);
 	}
 	return perr(p, "unsupported ram record %s (flags 0x%x) at offset %"
 	    PRIu64 ": %s", what, flags, p->rec_off, why);
@@ -623,8 +622,8 @@ page_body(struct stream_parser *p)
 	char e[ESC_MAX];
 
 	if (addr >= b->used_length)
-		return perr(p, "page offset 0x%" PRIx64 " beyond ram block '%s' "
-		    "(used_length 0x%" PRIx64 ") at offset %" PRIu64, addr,
+		return perr(p, "page offset 0x%" PRIx64 " beyond ram block "
+		    "'%s' (used_length 0x%" PRIx64 ") at offset %" PRIu64, addr,
 		    esc_str(e, b->name), b->used_length, p->rec_off);
 	if ((p->word & RAM_FLAG_PAGE) != 0)
 		go(p, PS_RAM_DATA, STREAM_PAGE_SIZE);
@@ -821,8 +820,9 @@ step(struct stream_parser *p, const uint8_t **in, size_t *avail)
 	case PS_CFG_LEN:
 		v = get_be32(q);
 		if (v == 0 || v > MACHINE_MAX)
-			return perr(p, "configuration section at offset %" PRIu64
-			    " has a machine type name of %" PRIu32 " bytes",
+			return perr(p, "configuration section at offset %"
+			    PRIu64 " has a machine type name of %" PRIu32
+			    " bytes",
 			    p->rec_off, v);
 		go(p, PS_CFG_NAME, v);
 		return cfg_add(p, q, 4);
@@ -862,8 +862,9 @@ step(struct stream_parser *p, const uint8_t **in, size_t *avail)
 		if (v != 1) {
 			char e[ESC_MAX];
 
-			return perr(p, "configuration subsection '%s' has version "
-			    "%" PRIu32 " at offset %" PRIu64 ", expected 1",
+			return perr(p, "configuration subsection '%s' has "
+			    "version %" PRIu32 " at offset %" PRIu64 ", "
+			    "expected 1",
 			    esc(e, p->sub_name, p->sub_len), v, p->rec_off);
 		}
 		return cfg_subsection(p);
@@ -932,8 +933,8 @@ step(struct stream_parser *p, const uint8_t **in, size_t *avail)
 		return ram_word(p, get_be64(q));
 	case PS_RAM_NAMELEN:
 		if (q[0] == 0)
-			return perr(p, "unknown ram block '' in the page record "
-			    "at offset %" PRIu64, p->rec_off);
+			return perr(p, "unknown ram block '' in the page "
+			    "record at offset %" PRIu64, p->rec_off);
 		go(p, PS_RAM_NAME, q[0]);
 		return 0;
 	case PS_RAM_NAME:
@@ -967,9 +968,9 @@ static int
 tail_add(struct stream_parser *p, const uint8_t *in, size_t len)
 {
 	if (len > STREAM_TAIL_MAX - p->tail.len)
-		return perr(p, "device-state tail larger than %u bytes at offset "
-		    "%" PRIu64, STREAM_TAIL_MAX, p->off + (STREAM_TAIL_MAX -
-		    p->tail.len));
+		return perr(p, "device-state tail larger than %u bytes at "
+		    "offset %" PRIu64, STREAM_TAIL_MAX,
+		    p->off + (STREAM_TAIL_MAX - p->tail.len));
 	buf_add(&p->tail, in, len);
 	p->off += len;
 	return 0;
@@ -1194,7 +1195,8 @@ w_flush(struct stream_writer *w, struct err *e)
 	if (w->write(w->opaque, w->buf, w->len, e) < 0) {
 		w->failed = 1;
 		if (!err_isset(e))
-			err_set(e, ERR_FAIL, "cannot write the migration stream");
+			err_set(e, ERR_FAIL, "cannot write the migration "
+			    "stream");
 		return -1;
 	}
 	w->bytes += w->len;
@@ -1281,8 +1283,8 @@ w_check(struct stream_writer *w, int want_begun, struct err *e)
 	if (w->finished)
 		return err_set(e, ERR_FAIL, "the stream writer has finished");
 	if (want_begun != w->begun)
-		return err_set(e, ERR_FAIL, want_begun ? "the stream writer has "
-		    "not begun" : "the stream writer has already begun");
+		return err_set(e, ERR_FAIL, want_begun ? "the stream writer "
+		    "has not begun" : "the stream writer has already begun");
 	return 0;
 }
 
@@ -1298,8 +1300,8 @@ stream_writer_begin(struct stream_writer *w, const uint8_t *config,
 	if (w_check(w, 0, e) < 0)
 		return -1;
 	if (config_len < 5 || config[0] != VM_CONFIGURATION)
-		return err_set(e, ERR_FAIL, "the configuration section does not "
-		    "start with 0x07");
+		return err_set(e, ERR_FAIL, "the configuration section does "
+		    "not start with 0x07");
 	if (nblocks == 0 || nblocks > BLOCKS_MAX)
 		return err_set(e, ERR_FAIL, "%zu ram blocks: need 1 to %u",
 		    nblocks, BLOCKS_MAX);
@@ -1308,23 +1310,25 @@ stream_writer_begin(struct stream_writer *w, const uint8_t *config,
 
 		n = strnlen(b->name, sizeof(b->name));
 		if (n == 0 || n > STREAM_BLOCK_NAME_MAX)
-			return err_set(e, ERR_FAIL, "ram block %zu has no valid "
-			    "name", i);
+			return err_set(e, ERR_FAIL, "ram block %zu has no "
+			    "valid name", i);
 		if (b->used_length == 0 ||
 		    b->used_length % STREAM_PAGE_SIZE != 0)
 			return err_set(e, ERR_FAIL, "ram block '%s' has "
-			    "used_length 0x%" PRIx64 ", not a non-zero multiple "
-			    "of 4096", esc_str(en, b->name), b->used_length);
+			    "used_length 0x%" PRIx64 ", not a non-zero "
+			    "multiple of 4096", esc_str(en, b->name),
+			    b->used_length);
 		if (!b->has_mr_addr != !blocks[0].has_mr_addr)
-			return err_set(e, ERR_FAIL, "ram block '%s': either all "
-			    "blocks or none have an mr_addr",
+			return err_set(e, ERR_FAIL, "ram block '%s': either "
+			    "all blocks or none have an mr_addr",
 			    esc_str(en, b->name));
 		for (n = 0; n < i; n++)
 			if (strcmp(blocks[n].name, b->name) == 0)
 				return err_set(e, ERR_FAIL, "ram block '%s' is "
 				    "listed twice", esc_str(en, b->name));
 		if (b->used_length > UINT64_MAX - total)
-			return err_set(e, ERR_FAIL, "ram block lengths overflow");
+			return err_set(e, ERR_FAIL, "ram block lengths "
+			    "overflow");
 		total += b->used_length;
 	}
 	w->blocks = xreallocarray(NULL, nblocks, sizeof(*blocks));

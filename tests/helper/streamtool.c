@@ -407,7 +407,8 @@ cmd_bench(uint64_t mib, size_t chunk, unsigned rounds, int touch,
 	struct stream_parser *p = NULL;
 	struct buf s = BUF_INIT;
 	uint8_t page[PAGE];
-	uint64_t pg, sum = 0, t0, ns, best = UINT64_MAX, seed = 88172645463325252ull;
+	uint64_t pg, sum = 0, t0, ns, best = UINT64_MAX;
+	uint64_t seed = 88172645463325252ull;
 	size_t i, off, n;
 	unsigned k;
 	int rc = -1;

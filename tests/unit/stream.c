@@ -1,8 +1,8 @@
 /*
  * Unit tests of stream.c: the parser against real QEMU 7.2 and 10.0 streams
- * (the .zst files in tests/data/streams/) and hand-built ones, checked against a small
- * independent reference walker; refusals, truncation, bit flips, chunking;
- * and the writer, byte for byte and by round trip.
+ * (tests/data/streams/, zstd-compressed) and hand-built ones, checked
+ * against a small independent reference walker; refusals, truncation, bit
+ * flips, chunking; and the writer, byte for byte and by round trip.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -241,7 +241,8 @@ ref_walk(const uint8_t *d, size_t len, struct ref *r)
 			p += 5;
 			r->saw_end |= t == 3;
 		} else {
-			snprintf(r->why, sizeof(r->why), "type %u at %zu", t, p);
+			snprintf(r->why, sizeof(r->why), "type %u at %zu", t,
+			    p);
 			return;
 		}
 		r->sections++;
@@ -282,7 +283,8 @@ ref_walk(const uint8_t *d, size_t len, struct ref *r)
 			r->covered[last][addr / PAGE] = 1;
 			if ((fl & ~0x20u) == 2) {
 				if (d[p] != 0) {
-					snprintf(r->why, sizeof(r->why), "fill");
+					snprintf(r->why, sizeof(r->why),
+					    "fill");
 					return;
 				}
 				r->zeros++;
@@ -854,7 +856,7 @@ test_postcopy(void)
 	rec_init(&r);
 	err_clear(&e);
 	check(parse(d, len, 1, &r, &st, &e) < 0 &&
-	    strstr(e.msg, "command 1 (OPEN_RETURN_PATH) at offset 23") != NULL &&
+	    strstr(e.msg, "command 1 (OPEN_RETURN_PATH) at offset 23") &&
 	    st.bytes <= 28, "postcopy stream refused fed byte by byte, "
 	    "stops reading at the command");
 	rec_release(&r);
@@ -876,7 +878,7 @@ test_postcopy(void)
 	free(d);
 }
 
-/* ---- hand-built streams --------------------------------------------------- */
+/* ---- hand-built streams ------------------------------------------------ */
 
 /* A small stream: 3 blocks, a few pages, PARTs, END, a tiny tail. */
 struct synth {
@@ -1261,8 +1263,8 @@ test_refusals(void)
 		buf_add_be16(&s.b, (uint16_t)c);
 		buf_add_be16(&s.b, 0);
 		if (c == 0 || c == 12)
-			snprintf(want, sizeof(want), "unknown migration command "
-			    "%u at offset %zu", c, at);
+			snprintf(want, sizeof(want), "unknown migration "
+			    "command %u at offset %zu", c, at);
 		else
 			snprintf(want, sizeof(want), "unsupported migration "
 			    "command %u (%s) at offset %zu: %s", c, cmds[c], at,
@@ -1495,8 +1497,8 @@ test_refusals(void)
 			uint8_t b;
 			const char *msg;
 		} top[] = {
-			{ 0x05, "subsection byte 0x05 at offset %zu outside the "
-			    "configuration section" },
+			{ 0x05, "subsection byte 0x05 at offset %zu outside "
+			    "the configuration section" },
 			{ 0x06, "VMDESCRIPTION (0x06) at offset %zu before the "
 			    "device-state tail" },
 			{ 0x07, "second configuration section at offset %zu" },
@@ -1659,7 +1661,7 @@ test_lifecycle(void)
 	buf_release(&s.b);
 }
 
-/* ---- the writer ----------------------------------------------------------- */
+/* ---- the writer -------------------------------------------------------- */
 
 static void
 test_writer_bytes(void)
@@ -1670,7 +1672,8 @@ test_writer_bytes(void)
 	};
 	static const uint8_t tail[] = { 0x04, 1, 2, 3, 0x7e, 0, 0, 0, 9, 0 };
 	struct stream_block b[2] = {
-		{ "pc.ram", 0x4000, 1, 0 }, { "pc.bios", 0x1000, 1, 0xfffc0000 },
+		{ "pc.ram", 0x4000, 1, 0 },
+		{ "pc.bios", 0x1000, 1, 0xfffc0000 },
 	};
 	struct membuf out = { BUF_INIT, -1 };
 	struct synth s = { BUF_INIT, 7 };
@@ -1756,8 +1759,9 @@ test_writer_bytes(void)
 	    "a block listed twice refused: %s", e.msg);
 	memcpy(b[1].name, "pc.bios", 8);
 	err_clear(&e);
-	check(stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) == 0 &&
-	    stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) < 0,
+	rc = stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e);
+	check(rc == 0 && stream_writer_begin(w, config, sizeof(config), b, 2,
+	    7, &e) < 0,
 	    "begin twice refused: %s", e.msg);
 	err_clear(&e);
 	check(stream_writer_page(w, 2, 0, NULL, &e) < 0, "block index out of "
@@ -1827,7 +1831,7 @@ test_writer_parts(void)
 	buf_release(&out.b);
 }
 
-/* ---- throughput ------------------------------------------------------------ */
+/* ---- throughput -------------------------------------------------------- */
 
 static int
 s_page_touch(void *o, uint32_t block, uint64_t offset, const uint8_t *data,
