@@ -1583,10 +1583,10 @@ img_meta(const struct img_reader *r)
 	return &r->meta;
 }
 
-/* Check and decode one frame of exactly want bytes into out. */
+/* Read a frame of size bytes at off into zbuf and check its header. */
 static int
-decode_frame(struct img_reader *r, uint64_t off, size_t size, uint8_t *zbuf,
-    uint8_t *out, size_t want, struct err *e)
+frame_check(struct img_reader *r, uint64_t off, size_t size, uint8_t *zbuf,
+    size_t want, struct err *e)
 {
 	unsigned long long csize;
 	size_t n;
@@ -1609,6 +1609,16 @@ decode_frame(struct img_reader *r, uint64_t off, size_t size, uint8_t *zbuf,
 	if (n != size)
 		return err_set(e, ERR_FAIL, "frame is %zu bytes, index says "
 		    "%zu", n, size);
+	return 0;
+}
+
+/* Decode a frame checked by frame_check() into out (want bytes). */
+static int
+frame_decode(struct img_reader *r, const uint8_t *zbuf, size_t size,
+    uint8_t *out, size_t want, struct err *e)
+{
+	size_t n;
+
 	n = ZSTD_decompressDCtx(r->dctx, out, want, zbuf, size);
 	if (ZSTD_isError(n))
 		return err_set(e, ERR_FAIL, "zstd: %s", ZSTD_getErrorName(n));
@@ -1624,12 +1634,14 @@ load_chunk(struct img_reader *r, uint64_t ci, struct err *e)
 {
 	struct rentry *x = &r->idx[ci];
 	uint64_t data = x->present & ~x->zero;
+	size_t want;
 
 	if (r->cached == ci || data == 0)
 		return 0;
 	r->cached = UINT64_MAX;
-	if (decode_frame(r, x->off, x->size, r->zbuf, r->cbuf,
-	    (size_t)popcount64(data) * PAGE, e) < 0) {
+	want = (size_t)popcount64(data) * PAGE;
+	if (frame_check(r, x->off, x->size, r->zbuf, want, e) < 0 ||
+	    frame_decode(r, r->zbuf, x->size, r->cbuf, want, e) < 0) {
 		err_prefix(e, "chunk %llu (block '%s' offset 0x%llx): ",
 		    (unsigned long long)ci, r->blocks[x->block].name,
 		    (unsigned long long)((ci - r->bfirst[x->block]) *
@@ -1770,10 +1782,15 @@ img_read_tail(struct img_reader *r, uint8_t **out, size_t *len,
 
 	*out = NULL;
 	*len = 0;
+	/* The frame is bounded by the file; check it before allocating
+	 * what it claims to decode to. */
 	z = xmalloc((size_t)r->tail_size);
+	if (frame_check(r, r->tail_off, (size_t)r->tail_size, z, tlen, e) < 0) {
+		err_prefix(e, "device state: ");
+		goto out;
+	}
 	t = xmalloc(tlen);
-	if (decode_frame(r, r->tail_off, (size_t)r->tail_size, z, t, tlen,
-	    e) < 0) {
+	if (frame_decode(r, z, (size_t)r->tail_size, t, tlen, e) < 0) {
 		err_prefix(e, "device state: ");
 		goto out;
 	}

@@ -1,0 +1,434 @@
+/*
+ * imgtool - test helper for the image writer and reader (save.c).
+ *
+ *   imgtool synth [--ram-mib N] [--passes N] [--seed N] [--threads N]
+ *                 [--cache-mib N] [--level N] [--final-ram FILE] IMAGE
+ *       Feed the writer directly (no stream parser) with synthstream's
+ *       page mix: every page of pc.ram sent --passes times, ~30% zero,
+ *       ~20% random, ~50% text-like; print ingest time, throughput, CPU
+ *       time and peak RSS, one "key value" per line.
+ *   imgtool seeds DIR
+ *       Write small images, valid and damaged, as fuzz seeds.
+ *   imgtool dump IMAGE
+ *       Print what the header, metadata and index say.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "save.h"
+#include "util.h"
+
+#define PAGE 4096u
+#define POOL_PAGES 16384u
+
+static uint64_t
+xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static uint64_t
+mix(uint64_t a, uint64_t b)
+{
+	uint64_t s = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull);
+
+	s ^= s >> 31;
+	s *= 0xbf58476d1ce4e5b9ull;
+	s ^= s >> 29;
+	return s ? s : 1;
+}
+
+static void
+fill_text(uint8_t *p, uint64_t seed)
+{
+	static const char *const words[] = {
+		"the ", "guest ", "kernel ", "page ", "cache ", "memory ",
+		"dirty ", "buffer ", "inode ", "block ", "socket ", "thread ",
+		"0x7f3a", "ffff", "\n", "\t", "struct ", "{ ", "} ", "= ",
+		"return ", "NULL", "error ", "status ", "json ", "value ",
+	};
+	size_t n = 0, w, len;
+	uint64_t s = seed, v;
+
+	while (n < PAGE) {
+		w = xorshift(&s) % ARRAY_SIZE(words);
+		len = strlen(words[w]);
+		if (len > PAGE - n)
+			len = PAGE - n;
+		memcpy(p + n, words[w], len);
+		n += len;
+		if ((xorshift(&s) & 15) == 0 && n + 8 <= PAGE) {
+			v = xorshift(&s);
+			memcpy(p + n, &v, 8);
+			n += 8;
+		}
+	}
+}
+
+static const uint8_t config[] = "\x07\x00\x00\x00\x0apc-q35-7.2";
+
+static double
+cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static int
+synth(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "ram-mib", required_argument, NULL, 'r' },
+		{ "passes", required_argument, NULL, 'p' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "cache-mib", required_argument, NULL, 'c' },
+		{ "level", required_argument, NULL, 'l' },
+		{ "final-ram", required_argument, NULL, 'f' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct stream_sink *sink = img_writer_sink();
+	uint64_t ram_mib = 1024, passes = 3, seed = 1, threads = 0, cache = 0;
+	uint64_t level = 0, npages, pass, i, r, sel, rs, bytes = 0;
+	struct img_opts o = IMG_OPTS_INIT;
+	struct stream_block blocks[3];
+	struct img_writer *w = NULL;
+	struct img_stats st;
+	struct err e = ERR_INIT;
+	struct rusage ru;
+	uint8_t *pool, *page, tail[41];
+	const char *final_path = NULL, *why;
+	double t0, t1, c0, c1;
+	int ch, final_fd = -1;
+
+	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		uint64_t *dst = ch == 'r' ? &ram_mib : ch == 'p' ? &passes :
+		    ch == 's' ? &seed : ch == 't' ? &threads :
+		    ch == 'c' ? &cache : ch == 'l' ? &level : NULL;
+		if (ch == 'f') {
+			final_path = optarg;
+			continue;
+		}
+		if (dst == NULL || parse_u64(optarg, 0, 1u << 30, dst,
+		    &why) < 0) {
+			fprintf(stderr, "imgtool synth: bad option\n");
+			return 2;
+		}
+	}
+	if (optind + 1 != argc) {
+		fprintf(stderr, "usage: imgtool synth [options] IMAGE\n");
+		return 2;
+	}
+	if (final_path != NULL && (final_fd = open(final_path, O_WRONLY |
+	    O_CREAT | O_TRUNC, 0600)) < 0) {
+		perror(final_path);
+		return 1;
+	}
+	o.threads = (int)threads;
+	o.cache_bytes = (size_t)cache << 20;
+	o.level = (int)level;
+	memset(blocks, 0, sizeof(blocks));
+	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
+	blocks[0].used_length = ram_mib << 20;
+	snprintf(blocks[1].name, sizeof(blocks[1].name),
+	    "0000:00:01.0/vga.vram");
+	blocks[1].used_length = 16u << 20;
+	snprintf(blocks[2].name, sizeof(blocks[2].name), "pc.bios");
+	blocks[2].used_length = 256u << 10;
+	npages = blocks[0].used_length / PAGE;
+	pool = xmalloc((size_t)POOL_PAGES * PAGE);
+	for (i = 0; i < POOL_PAGES; i++)
+		fill_text(pool + i * PAGE, mix(seed, i));
+	page = xmalloc(PAGE);
+
+	t0 = (double)now_mono_ns() / 1e9;
+	c0 = cpu_seconds();
+	if ((w = img_writer_new(argv[optind], &o, &e)) == NULL)
+		goto fail;
+	if (sink->config(w, config, sizeof(config) - 1, "pc-q35-7.2", &e) < 0 ||
+	    sink->blocks(w, blocks, 3, 2, &e) < 0)
+		goto fail;
+	for (pass = 0; pass < passes; pass++) {
+		rs = mix(seed, 1000 + pass);
+		if (sink->section(w, pass ? 2 : 1, &e) < 0)
+			goto fail;
+		for (i = 0; i < npages; i++) {
+			r = mix(i, pass + seed) % 100;
+			bytes += PAGE;
+			if (r < 30) {
+				if (sink->page(w, 0, i * PAGE, NULL, &e) < 0)
+					goto fail;
+				if (pass + 1 == passes && final_fd >= 0) {
+					memset(page, 0, PAGE);
+					if (write_full(final_fd, page, PAGE) < 0)
+						goto fail_final;
+				}
+				continue;
+			}
+			if (r < 50) {
+				uint64_t *q = (uint64_t *)page;
+				size_t k;
+
+				for (k = 0; k < PAGE / 8; k++)
+					q[k] = xorshift(&rs);
+			} else {
+				sel = mix(i * 31 + pass, seed) % POOL_PAGES;
+				memcpy(page, pool + sel * PAGE, PAGE);
+				memcpy(page, &i, sizeof(i));
+				memcpy(page + 8, &pass, sizeof(pass));
+			}
+			if (sink->page(w, 0, i * PAGE, page, &e) < 0)
+				goto fail;
+			if (pass + 1 == passes && final_fd >= 0 &&
+			    write_full(final_fd, page, PAGE) < 0)
+				goto fail_final;
+		}
+		if (pass == 0) {
+			for (i = 0; i < blocks[1].used_length / PAGE; i++)
+				if (sink->page(w, 1, i * PAGE, NULL, &e) < 0)
+					goto fail;
+			fill_text(page, seed);
+			for (i = 0; i < blocks[2].used_length / PAGE; i++)
+				if (sink->page(w, 2, i * PAGE, page, &e) < 0)
+					goto fail;
+		}
+	}
+	memset(tail, 0, sizeof(tail));
+	tail[0] = 0x04;
+	if (sink->section(w, 3, &e) < 0 ||
+	    sink->tail(w, tail, sizeof(tail), &e) < 0)
+		goto fail;
+	if (img_writer_commit(w, &st, &e) < 0)
+		goto fail;
+	t1 = (double)now_mono_ns() / 1e9;
+	c1 = cpu_seconds();
+	img_writer_free(w);
+	getrusage(RUSAGE_SELF, &ru);
+	printf("page_bytes %llu\n", (unsigned long long)bytes);
+	printf("seconds %.2f\n", t1 - t0);
+	printf("cpu_seconds %.2f\n", c1 - c0);
+	printf("gb_per_s %.2f\n", (double)bytes / 1e9 / (t1 - t0));
+	printf("peak_rss_mib %.1f\n", ru.ru_maxrss / 1024.0);
+	printf("generator_pool_mib %u\n", POOL_PAGES * PAGE >> 20);
+	printf("image_bytes %llu\n", (unsigned long long)st.file_bytes);
+	printf("data_bytes %llu\n", (unsigned long long)st.data_bytes);
+	printf("pages %llu\nzero_pages %llu\nrecompressions %llu\n",
+	    (unsigned long long)st.pages, (unsigned long long)st.zero_pages,
+	    (unsigned long long)st.recompressions);
+	free(pool);
+	free(page);
+	if (final_fd >= 0 && close(final_fd) < 0)
+		goto fail_final;
+	return 0;
+fail_final:
+	perror(final_path);
+	img_writer_free(w);
+	return 1;
+fail:
+	fprintf(stderr, "imgtool synth: %s\n", e.msg);
+	img_writer_free(w);
+	return 1;
+}
+
+/* One small image: blocks of the given page counts, a mix of pages. */
+static int
+seed_image(const char *path, const uint64_t *npages, size_t nblocks,
+    int passes, int switchover, int end, uint64_t seed, struct err *e)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	struct stream_block blocks[4];
+	struct img_opts o = IMG_OPTS_INIT;
+	struct img_writer *w;
+	uint8_t page[PAGE], tail[200];
+	uint64_t i, r, s = seed | 1;
+	size_t b;
+	int p, rc = -1;
+
+	memset(blocks, 0, sizeof(blocks));
+	for (b = 0; b < nblocks; b++) {
+		snprintf(blocks[b].name, sizeof(blocks[b].name), "%s",
+		    b == 0 ? "pc.ram" : b == 1 ? "vga.vram" : "pc.bios");
+		blocks[b].used_length = npages[b] * PAGE;
+	}
+	if (nblocks > 1) {
+		blocks[1].has_mr_addr = 1;
+		blocks[1].mr_addr = 0xfd000000;
+	}
+	o.threads = 1;
+	unlink(path);
+	if ((w = img_writer_new(path, &o, e)) == NULL)
+		return -1;
+	if (sink->config(w, config, sizeof(config) - 1, "pc-q35-7.2", e) < 0 ||
+	    sink->blocks(w, blocks, nblocks, 2, e) < 0)
+		goto out;
+	for (p = 0; p < passes; p++)
+		for (b = 0; b < nblocks; b++)
+			for (i = 0; i < npages[b]; i++) {
+				r = xorshift(&s) % 10;
+				if (r == 0)
+					continue;	/* absent */
+				if (r < 4) {
+					if (sink->page(w, (uint32_t)b, i * PAGE,
+					    NULL, e) < 0)
+						goto out;
+					continue;
+				}
+				if (r < 6)
+					memset(page, (int)r, PAGE);
+				else
+					fill_text(page, xorshift(&s));
+				if (sink->page(w, (uint32_t)b, i * PAGE, page,
+				    e) < 0)
+					goto out;
+			}
+	for (i = 0; i < sizeof(tail); i++)
+		tail[i] = (uint8_t)(i % 7);
+	if ((switchover && sink->switchover(w, e) < 0) ||
+	    (end && sink->section(w, 3, e) < 0) ||
+	    sink->tail(w, tail, sizeof(tail), e) < 0 ||
+	    img_writer_commit(w, NULL, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	img_writer_free(w);
+	return rc;
+}
+
+static int
+damage(const char *src, const char *dst, uint64_t off, uint8_t x,
+    uint64_t cut)
+{
+	uint8_t *buf = NULL;
+	struct stat st;
+	int fd = -1, rc = -1;
+
+	if ((fd = open(src, O_RDONLY)) < 0 || fstat(fd, &st) < 0)
+		goto out;
+	buf = xmalloc((size_t)st.st_size);
+	if (read_full(fd, buf, (size_t)st.st_size) != st.st_size)
+		goto out;
+	close(fd);
+	if (off < (uint64_t)st.st_size)
+		buf[off] ^= x;
+	if (cut == 0 || cut > (uint64_t)st.st_size)
+		cut = (uint64_t)st.st_size;
+	if ((fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0 ||
+	    write_full(fd, buf, (size_t)cut) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return rc;
+}
+
+static int
+seeds(const char *dir)
+{
+	static const uint64_t one[] = { 64 };
+	static const uint64_t three[] = { 130, 3, 17 };
+	static const uint64_t odd[] = { 65, 1 };
+	struct err e = ERR_INIT;
+	char *p[4], *d;
+	int i, rc = 1;
+	uint64_t data_off;
+	uint8_t h[128];
+	int fd;
+
+	for (i = 0; i < 4; i++)
+		p[i] = xasprintf("%s/%s", dir, i == 0 ? "one-chunk" :
+		    i == 1 ? "three-blocks" : i == 2 ? "odd-switchover" :
+		    "no-end-passes");
+	if (seed_image(p[0], one, 1, 1, 0, 1, 1, &e) < 0 ||
+	    seed_image(p[1], three, 3, 1, 0, 1, 2, &e) < 0 ||
+	    seed_image(p[2], odd, 2, 2, 1, 1, 3, &e) < 0 ||
+	    seed_image(p[3], one, 1, 3, 0, 0, 4, &e) < 0) {
+		fprintf(stderr, "imgtool seeds: %s\n", e.msg);
+		goto out;
+	}
+	/* Damaged copies of the three-block image. */
+	if ((fd = open(p[1], O_RDONLY)) < 0 || read_full(fd, h, 128) != 128) {
+		perror(p[1]);
+		goto out;
+	}
+	close(fd);
+	data_off = get_le64(h + 56);
+	d = xasprintf("%s/bad-frame", dir);
+	damage(p[1], d, data_off + 100, 0x20, 0);
+	free(d);
+	d = xasprintf("%s/bad-header", dir);
+	damage(p[1], d, 40, 0x01, 0);
+	free(d);
+	d = xasprintf("%s/bad-index", dir);
+	damage(p[1], d, get_le64(h + 88) + 30, 0x80, 0);
+	free(d);
+	d = xasprintf("%s/cut", dir);
+	damage(p[1], d, 0, 0, get_le64(h + 72) + 3);
+	free(d);
+	rc = 0;
+out:
+	for (i = 0; i < 4; i++)
+		free(p[i]);
+	return rc;
+}
+
+static int
+dump(const char *path)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	const struct img_meta *m;
+	size_t i;
+
+	if ((r = img_open(path, &e)) == NULL) {
+		fprintf(stderr, "imgtool dump: %s\n", e.msg);
+		return 1;
+	}
+	m = img_meta(r);
+	printf("version %u\nflags 0x%x\nmachine %s\nconfig_len %zu\n"
+	    "ram_section_id %u\n", m->version, m->flags, m->machine,
+	    m->config_len, m->ram_section_id);
+	for (i = 0; i < m->nblocks; i++)
+		printf("block %zu %s %llu%s\n", i, m->blocks[i].name,
+		    (unsigned long long)m->blocks[i].used_length,
+		    m->blocks[i].has_mr_addr ? " mr_addr" : "");
+	printf("ram_bytes %llu\npages %llu\nzero_pages %llu\nchunks %llu\n"
+	    "data_bytes %llu\ntail_bytes %llu\nfile_bytes %llu\n",
+	    (unsigned long long)m->ram_bytes, (unsigned long long)m->pages,
+	    (unsigned long long)m->zero_pages, (unsigned long long)m->chunks,
+	    (unsigned long long)m->data_bytes,
+	    (unsigned long long)m->tail_bytes,
+	    (unsigned long long)m->file_bytes);
+	img_close(r);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "synth") == 0)
+		return synth(argc - 1, argv + 1);
+	if (argc == 3 && strcmp(argv[1], "seeds") == 0)
+		return seeds(argv[2]);
+	if (argc == 3 && strcmp(argv[1], "dump") == 0)
+		return dump(argv[2]);
+	fprintf(stderr, "usage: imgtool synth [options] IMAGE | seeds DIR | "
+	    "dump IMAGE\n");
+	return 2;
+}
