@@ -552,6 +552,7 @@ execute(struct qmp *q, const char *cmd, json_t *args, int fd, struct err *e)
 	json_t *req = NULL, *msg = NULL, *ret = NULL;
 	const json_t *id;
 	uint64_t deadline;
+	enum msg_kind kind;
 	int64_t myid = 0;
 	int skipped = 0, rc;
 
@@ -598,15 +599,14 @@ execute(struct qmp *q, const char *cmd, json_t *args, int fd, struct err *e)
 		}
 		if (rc < 0)
 			break;
-		switch (classify(msg)) {
-		case MSG_EVENT:
+		kind = classify(msg);
+		if (kind == MSG_EVENT) {
 			queue_event(q, event_from_msg(msg));
 			continue;
-		case MSG_OTHER:
+		}
+		if (kind == MSG_OTHER) {
 			err_set(e, ERR_QEMU, "unexpected message from QEMU "
 			    "while %s", what);
-			goto out;
-		case MSG_REPLY:
 			break;
 		}
 		/* A late reply to a command we gave up on has an old id.

@@ -1028,7 +1028,9 @@ script(struct shell *sh, struct err *e)
 	ssize_t n;
 	int rc = 0;
 
-	while (!sh->done && (n = getline(&line, &cap, stdin)) >= 0) {
+	/* A reader that went away (| head) ends the script: main says so. */
+	while (!sh->done && !ferror(stdout) &&
+	    (n = getline(&line, &cap, stdin)) >= 0) {
 		if (n > 0 && line[n - 1] == '\n')
 			line[n - 1] = '\0';
 		shell_line(sh, line);

@@ -76,6 +76,13 @@ pipe_tests() {
 	expect_eq "[$v] ... nothing after it ran" "{}" "$(cat "$TESTDIR/stdout")"
 
 	expect_code 2 "[$v] shell takes no arguments" "$SNAPCTL" -s "$s" shell now
+
+	# A reader that goes away stops the script; it is not silent.
+	local rcs
+	yes query-name | head -n 20000 | "$SNAPCTL" -s "$s" shell 2>"$TESTDIR/stderr" | head -n 1 >/dev/null
+	rcs=("${PIPESTATUS[@]}")
+	expect_eq "[$v] a closed stdout ends the script with exit 1" 1 "${rcs[2]}"
+	expect_match "[$v] ... and says so" '^snapctl: cannot write to standard output: Broken pipe$' "$TESTDIR/stderr"
 }
 
 # ---- a terminal ------------------------------------------------------------
