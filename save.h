@@ -10,6 +10,11 @@
  *
  * The reader decodes any page by decoding only its chunk.  Never prints,
  * never exits.
+ *
+ * Threads: a writer belongs to one thread at a time (its sink callbacks
+ * run on the parser's thread); inside, it runs opts.threads compression
+ * threads of its own, joined by img_writer_free().  A reader is not
+ * thread-safe (it caches the last decoded chunk): use one per thread.
  */
 #ifndef SNAPCTL_SAVE_H
 #define SNAPCTL_SAVE_H
@@ -68,7 +73,10 @@ int img_writer_commit(struct img_writer *w, struct img_stats *st,
 /* Counters so far (pages, zero pages, data bytes written). */
 void img_writer_stats(const struct img_writer *w, struct img_stats *st);
 
-/* Free; if not committed, removes every temporary file.  NULL is fine. */
+/*
+ * Free; if not committed, removes every temporary file.  NULL is fine, and
+ * so is any state: after a failed callback or commit, or half-way.
+ */
 void img_writer_free(struct img_writer *w);
 
 /*
@@ -127,7 +135,8 @@ int img_read_at(struct img_reader *r, uint32_t block, uint64_t offset,
 
 /*
  * Call fn for every present page in (block, offset) order, decoding each
- * chunk once; data is NULL for zero pages.  fn returns 0 or -1 to stop.
+ * chunk once; data is NULL for zero pages, else borrowed until fn returns.
+ * fn returns 0 or -1 to stop; it must not use r.
  */
 typedef int (*img_page_fn)(void *opaque, uint32_t block, uint64_t offset,
     const uint8_t *data, struct err *e);
