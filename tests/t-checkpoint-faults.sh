@@ -229,6 +229,21 @@ for ver in "${versions[@]}"; do
 	check "$d: a checkpoint" test -f "$store/o2/manifest.json"
 	check "$d: its image verifies" "$SNAPCTL" verify "$store/o2/memory.img"
 
+	# ---- --exclude -------------------------------------------------------------
+	d="QEMU $ver --exclude vd1"
+	if [ "${small_ok[$ver]}" = 1 ]; then
+		expect_code 2 "$d: an unknown device is a usage error" "$SNAPCTL" "${S[@]}" checkpoint --exclude vd9 e0
+		vd1=$(ck_active_file "$name" vd1)
+		expect_code 0 "$d: exit 0" "$SNAPCTL" "${S[@]}" checkpoint --exclude vd1 e1
+		expect_eq "$d: one disk in the manifest" 1 "$(jq_get -n "$store/e1/manifest.json" disks)"
+		expect_eq "$d: ... vd0" vd0 "$(jq_get "$store/e1/manifest.json" disks.0.device)"
+		expect_eq "$d: vd1 was left alone" "$vd1" "$(ck_active_file "$name" vd1)"
+		expect_eq "$d: vd0 to its overlay" "$dir/d0.e1.qcow2" "$(ck_active_file "$name" vd0)"
+		ck_guest_back "$name" "$store" "$before" "$d"
+	else
+		skip "$d" "no second disk"
+	fi
+
 	# ---- QEMU dies ------------------------------------------------------------
 	d="QEMU $ver killed mid-capture"
 	bg_checkpoint q1 --bandwidth "$SLOW"

@@ -22,6 +22,31 @@ CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.rate=0"
 MANIFEST_KEYS="created disks forced memory mode name parent quiesced snapctl snapctl_manifest timings vm"
 DISK_KEYS="backing device file format mtime_ns node overlay overlay_node qdev size"
 
+# ---- the command line, no VM needed ------------------------------------
+N=(-s "$TESTDIR/nodir/qmp.sock" -d "$TESTDIR/cli-store")
+for bad in a/b .hidden "a b" "$(printf 'x%.0s' {1..129})" ""; do
+	expect_code 2 "checkpoint name '${bad:0:12}' is refused (exit 2)" "$SNAPCTL" "${N[@]}" checkpoint "$bad"
+done
+expect_match "... saying why" "^snapctl: invalid checkpoint name '' *: empty" "$TESTDIR/stderr"
+check "... before the store is created" test ! -e "$TESTDIR/cli-store"
+expect_code 2 "--quiesce without --disk-only is a usage error" "$SNAPCTL" "${N[@]}" checkpoint --quiesce --agent x
+expect_code 2 "--on-timeout takes stop or abort" "$SNAPCTL" "${N[@]}" checkpoint --on-timeout later
+expect_code 2 "--bandwidth 0 is refused" "$SNAPCTL" "${N[@]}" checkpoint --bandwidth 0
+expect_code 2 "--level 99 is refused" "$SNAPCTL" "${N[@]}" checkpoint --level 99
+expect_match "... as too large" "^snapctl: invalid --level '99': too large" "$TESTDIR/stderr"
+expect_code 2 "checkpoint needs a store" "$SNAPCTL" -s "$TESTDIR/x" checkpoint
+expect_code 2 "recover needs -s or -d" "$SNAPCTL" recover
+mkdir -p "$TESTDIR/real-store"
+ln -s "$TESTDIR/real-store" "$TESTDIR/link-store"
+expect_code 1 "a symlinked store is refused" "$SNAPCTL" -s "$TESTDIR/x" -d "$TESTDIR/link-store" checkpoint c
+expect_match "... saying so" "is a symbolic link" "$TESTDIR/stderr"
+check "... and nothing is written through it" test -z "$(ls -A "$TESTDIR/real-store")"
+: >"$TESTDIR/file-store"
+expect_code 1 "a store that is a file is refused" "$SNAPCTL" -s "$TESTDIR/x" -d "$TESTDIR/file-store" checkpoint c
+expect_code 3 "no QEMU: exit 3" "$SNAPCTL" "${N[@]}" checkpoint c
+expect_eq "... and the new store holds only its lock" ".lock" "$(ls -A "$TESTDIR/cli-store")"
+expect_eq "... created 0700" 700 "$(stat -c %a "$TESTDIR/cli-store")"
+
 versions=()
 for ver in 7.2 10.0; do
 	if ! vm_have_qemu "$ver"; then
@@ -84,9 +109,18 @@ for ver in "${versions[@]}"; do
 	vm_wait_serial "$name" '^CHURN DISKVERIFY ok seq=[1-9]' 60 >/dev/null
 	before=$(ck_settings "$name")
 
+	# A killed snapctl's staging dir goes; a live process's stays.
+	mkdir -m 700 "$store"
+	deadpid=$(sh -c 'echo $$')
+	mkdir "$store/.old.partial-$deadpid" "$store/.live.partial-$$"
+	: >"$store/.old.partial-$deadpid/memory.img"
+
 	# ---- a live checkpoint ----------------------------------------------
 	expect_code 0 "QEMU $ver: live checkpoint c1" "$SNAPCTL" "${S[@]}" checkpoint c1
 	cp "$TESTDIR/stdout" "$dir/c1.out"
+	check "QEMU $ver: a dead snapctl's staging dir was removed" test ! -e "$store/.old.partial-$deadpid"
+	check "QEMU $ver: a live process's was not" test -d "$store/.live.partial-$$"
+	rmdir "$store/.live.partial-$$"
 	expect_eq "QEMU $ver: guest runs after c1" running "$(ck_status "$name")"
 	expect_match "QEMU $ver: summary names c1" "^checkpoint 'c1' \(live\)" "$dir/c1.out"
 	m=$store/c1/manifest.json
@@ -128,7 +162,8 @@ for ver in "${versions[@]}"; do
 	expect_eq "QEMU $ver c1: no staging dir or note left" "" "$(ck_leftovers "$store")"
 
 	# ---- a second one chains on the first (and --json prints it) --------
-	expect_code 0 "QEMU $ver: checkpoint c2 --json" "$SNAPCTL" "${S[@]}" --json checkpoint c2
+	expect_code 0 "QEMU $ver: checkpoint c2 --json --downtime 400" "$SNAPCTL" "${S[@]}" --json \
+		checkpoint --downtime 400 c2
 	m2=$store/c2/manifest.json
 	cp "$TESTDIR/stdout" "$dir/c2.json"
 	if cmp -s <(jq_get "$dir/c2.json" .) <(jq_get "$m2" .); then
@@ -214,6 +249,10 @@ for ver in "${versions[@]}"; do
 		st=$(ck_status "$name")
 		expect_eq "QEMU $ver: snapctl killed at pre-switchover leaves the guest stopped" finish-migrate "$st"
 		check "QEMU $ver: ... and its recovery note" test -f "$store/.recover.json"
+		expect_code 9 "QEMU $ver: a checkpoint now says to recover first (exit 9)" \
+			"$SNAPCTL" "${S[@]}" checkpoint k2
+		expect_match "QEMU $ver: ... naming the command" "run 'snapctl -d .* recover' first" "$TESTDIR/stderr"
+		expect_eq "QEMU $ver: ... and changes nothing" finish-migrate "$(ck_status "$name")"
 		expect_code 0 "QEMU $ver: snapctl recover" "$SNAPCTL" -d "$store" recover
 		cp "$TESTDIR/stdout" "$dir/recover.out"
 		expect_match "QEMU $ver: recover cancelled the migration" '^cancelled the migration' "$dir/recover.out"

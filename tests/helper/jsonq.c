@@ -118,7 +118,8 @@ main(int argc, char **argv)
 	} else if (json_is_string(v)) {
 		printf("%s\n", json_string_value(v));
 	} else {
-		s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY |
+		    JSON_REAL_PRECISION(9));
 		printf("%s\n", s);
 		free(s);
 	}
