@@ -1686,9 +1686,10 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		goto out;
 	note = store_note_read(c->store, e);
 	if (note != NULL) {
-		err_set(e, ERR_FAIL, "store '%s' holds the recovery note of an "
-		    "interrupted checkpoint ('%s' of pid %lld): run 'snapctl "
-		    "-d %s recover' first", store_path(c->store),
+		/* The guest may still be stopped, its settings changed. */
+		err_set(e, ERR_ATTENTION, "store '%s' holds the recovery note "
+		    "of an interrupted checkpoint ('%s' of pid %lld): run "
+		    "'snapctl -d %s recover' first", store_path(c->store),
 		    jstr(note, "name") ? jstr(note, "name") : "?",
 		    (long long)json_integer_value(json_object_get(note,
 		    "pid")), store_path(c->store));

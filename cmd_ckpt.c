@@ -36,7 +36,11 @@ draw_progress(void *opaque, const struct ckpt_progress *p)
 
 	format_bytes(p->received, rec);
 	format_bytes(p->rate, rate);
-	format_bytes(p->dirty_rate, dirty);
+	/* QEMU knows the dirty rate from the second pass on. */
+	if (p->dirty_rate == 0 && p->pass < 2)
+		snprintf(dirty, sizeof(dirty), "?");
+	else
+		format_bytes(p->dirty_rate, dirty);
 	format_bytes(p->remaining, rem);
 	if (p->eta_s >= 0 && p->eta_s < 360000)
 		snprintf(eta, sizeof(eta), "%.0f s", p->eta_s);
