@@ -92,7 +92,7 @@ fuzz: deps
 bench: deps all
 	@bash bench/run.sh
 
-demo: deps all
+demo: deps all helpers
 	@bash tests/demo.sh
 
 lint:
