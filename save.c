@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -800,6 +801,7 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 {
 	struct img_writer *w = xcalloc(1, sizeof(*w));
 	struct img_opts def = IMG_OPTS_INIT;
+	sigset_t all, old;
 	struct stat st;
 	long ncpu;
 	uint32_t i;
@@ -879,15 +881,21 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 	pthread_cond_init(&w->cv_work, NULL);
 	pthread_cond_init(&w->cv_done, NULL);
 	w->sync_ok = 1;
+	/* Workers block every signal, so SIGINT interrupts the caller's
+	 * read() rather than a worker's write. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	for (k = 0; k < w->nworkers; k++) {
 		errno = pthread_create(&w->workers[k].thread, NULL,
 		    worker_main, &w->workers[k]);
-		if (errno != 0) {
-			err_sys(e, ERR_FAIL, "cannot start a compression "
-			    "thread");
-			goto fail;
-		}
+		if (errno != 0)
+			break;
 		w->started++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (k < w->nworkers) {
+		err_sys(e, ERR_FAIL, "cannot start a compression thread");
+		goto fail;
 	}
 	return w;
 fail:
