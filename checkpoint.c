@@ -1171,6 +1171,10 @@ do_switchover(struct ckpt *c, struct err *e)
 		hold(c->o->hold_switchover_ms);
 	if (interrupted(e))
 		return -1;
+	if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
+		err_take(e, &c->r.err, NULL);
+		return -1;
+	}
 	if (cut_disks(c, e) < 0)
 		return -1;
 	return qdo(c->q, "migrate-continue", json_pack("{s:s}", "state",
@@ -1228,6 +1232,15 @@ capture(struct ckpt *c, struct err *e)
 	for (;;) {
 		if (drain_events(c, e) < 0)
 			return -1;
+		/* Failures first: never cut the disks for a lost cause. */
+		if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
+			err_take(e, &c->r.err, NULL);
+			return -1;
+		}
+		if (interrupted(e))
+			return -1;
+		if (c->failed || (c->cancelled && !c->we_cancelled))
+			return migration_error(c, e);
 		if (c->at_switchover && !c->switchover_done) {
 			if (do_switchover(c, e) < 0)
 				return -1;
@@ -1237,17 +1250,9 @@ capture(struct ckpt *c, struct err *e)
 			if (resume_guest(c, e) < 0)
 				return -1;
 		}
-		if (c->failed || (c->cancelled && !c->we_cancelled))
-			return migration_error(c, e);
-		if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-			err_take(e, &c->r.err, NULL);
-			return -1;
-		}
 		if (c->completed &&
 		    __atomic_load_n(&c->r.finished, __ATOMIC_ACQUIRE))
 			break;
-		if (interrupted(e))
-			return -1;
 		now = now_mono_ms();
 		if (deadline != 0 && now >= deadline && !c->completed &&
 		    !c->forced) {

@@ -244,6 +244,23 @@ for ver in "${versions[@]}"; do
 		skip "$d" "no second disk"
 	fi
 
+	# ---- the store fills up only at the commit, after the disks were cut -----
+	# The live phase fits in 96M, the commit (scratch + image) does not.
+	d="QEMU $ver store full after the cut"
+	if tmpfs_at "$dir/full2" 96M; then
+		act=$(ck_active_file "$name" vd0)
+		want="${act%.qcow2}.n2.qcow2"
+		expect_code 6 "$d: exit 6" "$SNAPCTL" -s "$qmp" -d "$dir/full2/store" checkpoint n2
+		cp "$TESTDIR/stderr" "$dir/n2.err"
+		ck_one_line "$d: one line on stderr" "$dir/n2.err"
+		expect_match "$d: names the overlay kept" "No space left on device; the disks were cut: the guest now writes to '${want//./\\.}'.* \(kept\)$" "$dir/n2.err"
+		expect_eq "$d: the VM writes to that overlay" "$want" "$(ck_active_file "$name" vd0)"
+		ck_guest_back "$name" "$dir/full2/store" "$before" "$d"
+		expect_eq "$d: the store holds only its lock" ".lock" "$(ls -A "$dir/full2/store")"
+	else
+		skip "$d" "cannot mount a tmpfs"
+	fi
+
 	# ---- QEMU dies ------------------------------------------------------------
 	d="QEMU $ver killed mid-capture"
 	bg_checkpoint q1 --bandwidth "$SLOW"

@@ -148,6 +148,17 @@ for ver in "${versions[@]}"; do
 		not_ok "QEMU $ver c1: paused_ms is plausible" "$paused"
 	fi
 	check "QEMU $ver c1: snapctl verify memory.img" "$SNAPCTL" verify "$store/c1/memory.img"
+	# The issue's bound: image <= 1.10 x zstd -1 of the final memory.
+	if command -v zstd >/dev/null && "$SNAPCTL" help read >/dev/null 2>&1; then
+		z=$("$SNAPCTL" read "$store/c1/memory.img" pc.ram 0 $((256 << 20)) | zstd -1 -c | wc -c)
+		if [ "$z" -gt $((16 << 20)) ] && [ "$ondisk" -le $((z * 110 / 100)) ]; then
+			ok "QEMU $ver c1: image $ondisk <= 1.10 x zstd -1 of its RAM ($z)"
+		else
+			not_ok "QEMU $ver c1: image <= 1.10 x zstd -1 of its RAM" "image $ondisk, zstd -1 $z"
+		fi
+	else
+		skip "QEMU $ver c1: image vs zstd -1" "no zstd or snapctl read"
+	fi
 	expect_eq "QEMU $ver c1: checkpoint dir is 0700" 700 "$(stat -c %a "$store/c1")"
 	expect_eq "QEMU $ver c1: memory.img is 0600" 600 "$(stat -c %a "$store/c1/memory.img")"
 	expect_eq "QEMU $ver c1: manifest is 0600" 600 "$(stat -c %a "$m")"
