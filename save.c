@@ -1419,7 +1419,9 @@ parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
 		    (unsigned long long)r->nchunks);
 		goto out;
 	}
-	buf = xmalloc(IO_BUF);
+	/* The index's size is checked against the file: small for small
+	 * files, as a fuzzer's are. */
+	buf = xmalloc(r->index_size < IO_BUF ? (size_t)r->index_size : IO_BUF);
 	if (rd(r, buf, 8, r->index_off, "index", e) < 0)
 		goto out;
 	if (get_le32(buf) != SKIP_INDEX ||
