@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "export.h"
 #include "save.h"
 #include "sig.h"
 #include "snapctl.h"
@@ -176,65 +177,6 @@ out:
 	return rc;
 }
 
-struct export_out {
-	int fd;
-	const char *name;
-};
-
-static int
-export_write(void *opaque, const void *data, size_t len, struct err *e)
-{
-	struct export_out *o = opaque;
-
-	if (sig_caught())
-		return err_set(e, ERR_INTR, "export: interrupted by signal %d",
-		    sig_caught());
-	if (write_full(o->fd, data, len) < 0)
-		return err_sys(e, ERR_FAIL, "cannot write '%s'", o->name);
-	return 0;
-}
-
-static int
-export_page(void *opaque, uint32_t block, uint64_t offset,
-    const uint8_t *data, struct err *e)
-{
-	return stream_writer_page(opaque, block, offset, data, e);
-}
-
-/*
- * Write the stream regenerated from r to fd: what export does, and what
- * restore will feed QEMU.
- */
-static int
-export_stream(struct img_reader *r, int fd, const char *name, uint64_t *bytes,
-    struct err *e)
-{
-	const struct img_meta *m = img_meta(r);
-	struct export_out out = { fd, name };
-	struct stream_writer *w;
-	uint8_t *tail = NULL;
-	size_t tail_len = 0;
-	int rc = -1;
-
-	w = stream_writer_new(export_write, &out);
-	if (img_read_tail(r, &tail, &tail_len, e) < 0)
-		goto out;
-	if (stream_writer_begin(w, m->config, m->config_len, m->blocks,
-	    m->nblocks, m->ram_section_id, e) < 0)
-		goto out;
-	if (img_foreach_page(r, export_page, w, e) < 0)
-		goto out;
-	if (stream_writer_finish(w, (m->flags & IMG_F_SWITCHOVER_START) != 0,
-	    tail, tail_len, e) < 0)
-		goto out;
-	*bytes = stream_writer_bytes(w);
-	rc = 0;
-out:
-	free(tail);
-	stream_writer_free(w);
-	return rc;
-}
-
 int
 cmd_export(int argc, char **argv, struct err *e)
 {
@@ -275,8 +217,10 @@ cmd_export(int argc, char **argv, struct err *e)
 			goto out;
 		fd = af.fd;
 	}
-	if (export_stream(r, fd, out, &bytes, e) < 0)
+	if (img_export(r, fd, out, &bytes, e) < 0) {
+		err_prefix(e, "export: ");
 		goto out;
+	}
 	if (af.tmp != NULL && atomic_file_commit(&af, 1, e) < 0)
 		goto out;
 	verbose("export: wrote %llu bytes to '%s'", (unsigned long long)bytes,

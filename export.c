@@ -1,0 +1,68 @@
+/*
+ * export.c - a memory image back into a migration stream: the header,
+ * configuration and block list, every present page once in (block, offset)
+ * order, END, and the device tail verbatim.
+ */
+#include <stdlib.h>
+
+#include "export.h"
+#include "sig.h"
+#include "stream.h"
+#include "util.h"
+
+#include "banned.h"
+
+struct export_out {
+	int fd;
+	const char *what;
+};
+
+static int
+export_write(void *opaque, const void *data, size_t len, struct err *e)
+{
+	struct export_out *o = opaque;
+
+	if (sig_caught())
+		return err_set(e, ERR_INTR, "interrupted by signal %d",
+		    sig_caught());
+	if (write_full(o->fd, data, len) < 0)
+		return err_sys(e, ERR_FAIL, "cannot write '%s'", o->what);
+	return 0;
+}
+
+static int
+export_page(void *opaque, uint32_t block, uint64_t offset,
+    const uint8_t *data, struct err *e)
+{
+	return stream_writer_page(opaque, block, offset, data, e);
+}
+
+int
+img_export(struct img_reader *r, int fd, const char *what, uint64_t *bytes,
+    struct err *e)
+{
+	const struct img_meta *m = img_meta(r);
+	struct export_out out = { fd, what };
+	struct stream_writer *w;
+	uint8_t *tail = NULL;
+	size_t tail_len = 0;
+	int rc = -1;
+
+	w = stream_writer_new(export_write, &out);
+	if (img_read_tail(r, &tail, &tail_len, e) < 0)
+		goto out;
+	if (stream_writer_begin(w, m->config, m->config_len, m->blocks,
+	    m->nblocks, m->ram_section_id, e) < 0)
+		goto out;
+	if (img_foreach_page(r, export_page, w, e) < 0)
+		goto out;
+	if (stream_writer_finish(w, (m->flags & IMG_F_SWITCHOVER_START) != 0,
+	    tail, tail_len, e) < 0)
+		goto out;
+	*bytes = stream_writer_bytes(w);
+	rc = 0;
+out:
+	free(tail);
+	stream_writer_free(w);
+	return rc;
+}
