@@ -15,8 +15,8 @@
 
 #define CONNECT_TIMEOUT_DEFAULT_MS 2000
 
-static int
-connect_timeout(int *ms, struct err *e)
+int
+cmd_connect_timeout(int *ms, struct err *e)
 {
 	const char *env = getenv("SNAPCTL_CONNECT_TIMEOUT");
 	const char *why;
@@ -37,7 +37,7 @@ cmd_qmp_connect(struct err *e)
 {
 	struct qmp_config cfg = QMP_CONFIG_INIT;
 
-	if (connect_timeout(&cfg.connect_ms, e) < 0)
+	if (cmd_connect_timeout(&cfg.connect_ms, e) < 0)
 		return NULL;
 	cfg.timeout_ms = options.timeout_ms;
 	if (trace_enabled())

@@ -85,6 +85,23 @@ const struct cmd_entry cmd_table[] = {
 	  "(with -d), resumes the guest.  -s may be left out when -d is\n"
 	  "given: the recovery note names the socket.",
 	  0, 0, 0, cmd_recover },
+	{ "restore", "[--paused] [--dry-run] [--overlay-dir DIR] "
+	  "[--timeout SEC] NAME [--exec [--exec-log FILE] -- QEMU ARGS...]",
+	  "load a checkpoint into a QEMU waiting with -incoming defer",
+	  "  --paused             leave the guest paused after the load\n"
+	  "  --dry-run            run every check, change nothing\n"
+	  "  --overlay-dir DIR    new overlays here, not beside the disks\n"
+	  "  --timeout SEC        give up loading after SEC (default 600)\n"
+	  "  --exec -- QEMU ARGS  start QEMU with ARGS plus -incoming defer,\n"
+	  "                       -S and a QMP monitor on -s SOCKET; it is\n"
+	  "                       left running (killed if the restore fails)\n"
+	  "  --exec-log FILE      QEMU's output (default SOCKET.log)\n"
+	  "Checks the memory image, the disk files and the VM (machine type,\n"
+	  "RAM blocks, disks opened on the checkpoint's files: see 'snapctl\n"
+	  "info NAME') before touching QEMU; then puts a fresh overlay\n"
+	  "<disk-stem>.restore-TIME.qcow2 on every disk, so the checkpoint\n"
+	  "can be restored again, loads the memory and resumes the guest.",
+	  1, -1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE, cmd_restore },
 	{ NULL, NULL, NULL, NULL, 0, 0, 0, NULL },
 };
 
@@ -219,7 +236,8 @@ opt_u64(const char *name, const char *val, uint64_t min, uint64_t max,
 void
 print_json(json_t *j)
 {
-	size_t flags = options.json ? JSON_COMPACT : JSON_INDENT(2);
+	size_t flags = (options.json ? JSON_COMPACT : JSON_INDENT(2)) |
+	    JSON_REAL_PRECISION(12);
 
 	json_dumpf(j, stdout, flags | JSON_ENCODE_ANY);
 	fputc('\n', stdout);

@@ -92,6 +92,9 @@ int cmd_shell(int argc, char **argv, struct err *e);	/* shell.c */
 struct qmp;
 struct qmp *cmd_qmp_connect(struct err *e);
 
+/* SNAPCTL_CONNECT_TIMEOUT in ms (default 2000); ERR_USAGE when bad. */
+int cmd_connect_timeout(int *ms, struct err *e);
+
 /*
  * QMP arguments from command-line words: none (*out = NULL), one JSON
  * object, or KEY=VALUE pairs whose values are JSON when they parse and
@@ -107,5 +110,6 @@ int cmd_read(int argc, char **argv, struct err *e);
 int cmd_image_info(int argc, char **argv, struct err *e);
 int cmd_checkpoint(int argc, char **argv, struct err *e);	/* cmd_ckpt.c */
 int cmd_recover(int argc, char **argv, struct err *e);
+int cmd_restore(int argc, char **argv, struct err *e);	/* cmd_restore.c */
 
 #endif

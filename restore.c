@@ -1,0 +1,1020 @@
+/*
+ * restore.c - a checkpoint back into a QEMU started with -incoming defer:
+ * checks (offline, then read-only QMP queries), overlays, the stream over a
+ * file descriptor, resume.  Also starting that QEMU for --exec.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "diskfile.h"
+#include "export.h"
+#include "restore.h"
+#include "save.h"
+#include "sig.h"
+#include "store.h"
+#include "stream.h"
+#include "util.h"
+
+#include "banned.h"
+
+#define RESTORE_FDNAME "snapctl-restore"
+#define POLL_MS 20
+
+/* A disk of the waiting VM, from query-block. */
+struct vm_disk {
+	char *id;		/* device name, else the qdev id */
+	char *device;		/* "" for -blockdev + -device */
+	char *node;		/* the active layer's node name */
+	char *file;
+	char *format;
+	int ro;
+	int used;		/* matched by a checkpoint disk */
+};
+
+/* A checkpoint disk and where it goes. */
+struct rs_disk {
+	const json_t *m;	/* the manifest entry (borrowed) */
+	const char *device;
+	const char *file;
+	struct vm_disk *vm;
+	char *overlay;
+	int created;		/* overlay file made by this run */
+};
+
+struct rs {
+	const struct restore_opts *o;
+	json_t *manifest;
+	struct img_reader *img;
+	char *img_path;
+	struct qmp *q;
+	struct vm_disk *vd;
+	size_t nvd;
+	struct rs_disk *disks;
+	size_t ndisks;
+	char machine[256];
+	char qemu[32];
+	pid_t pid;		/* QEMU started by --exec, or 0 */
+	char *exec_log;
+	int touched;		/* QEMU was changed */
+	int guest_ran;
+	uint64_t stream_bytes;
+	uint64_t t0, t_checked, t_loaded;
+};
+
+static const char *
+jstr(const json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+static int
+cancelled(void *opaque)
+{
+	return sig_caught() != 0;
+}
+
+static int
+interrupted(struct err *e)
+{
+	if (sig_caught() == 0)
+		return 0;
+	err_set(e, ERR_INTR, "interrupted by signal %d", sig_caught());
+	return 1;
+}
+
+/* Run a QMP command; on failure e gets "CMD: " + QEMU's reason. */
+static json_t *
+qcmd(struct rs *s, const char *cmd, json_t *args, struct err *e)
+{
+	struct err le = ERR_INIT;
+	json_t *r;
+
+	r = qmp_execute(s->q, cmd, args, &le);
+	if (r == NULL && e != NULL && !err_isset(e)) {
+		*e = le;
+		err_prefix(e, "%s: ", cmd);
+	}
+	return r;
+}
+
+static int
+qdo(struct rs *s, const char *cmd, json_t *args, struct err *e)
+{
+	json_t *r = qcmd(s, cmd, args, e);
+
+	if (r == NULL)
+		return -1;
+	json_decref(r);
+	return 0;
+}
+
+/* ---- offline checks ----------------------------------------------------- */
+
+static int
+load_checkpoint(struct rs *s, struct err *e)
+{
+	const struct restore_opts *o = s->o;
+	struct store *st = NULL;
+	const json_t *mem, *d;
+	const char *path;
+	size_t i;
+	int rc = -1;
+
+	if (store_name_check(o->name, e) < 0)
+		return -1;
+	st = store_open(o->store, 0, e);
+	if (st == NULL)
+		return -1;
+	s->manifest = store_manifest_read(st, o->name, e);
+	if (s->manifest == NULL)
+		goto out;
+	mem = json_object_get(s->manifest, "memory");
+	if (!json_is_object(mem)) {
+		err_set(e, ERR_FAIL, "checkpoint '%s' is disk-only: it holds "
+		    "no memory to restore (boot a VM on its disk files, see "
+		    "snapctl info %s)", o->name, o->name);
+		goto out;
+	}
+	path = jstr(mem, "path");
+	if (path == NULL || *path == '\0' || strchr(path, '/') != NULL ||
+	    path[0] == '.') {
+		err_set(e, ERR_FAIL, "checkpoint '%s': its manifest names no "
+		    "valid memory image", o->name);
+		goto out;
+	}
+	s->img_path = xasprintf("%s/%s/%s", store_path(st), o->name, path);
+	s->img = img_open(s->img_path, e);
+	if (s->img == NULL || img_verify(s->img, e) < 0) {
+		err_prefix(e, "checkpoint '%s': memory image: ", o->name);
+		goto out;
+	}
+	s->ndisks = json_array_size(json_object_get(s->manifest, "disks"));
+	s->disks = xcalloc(s->ndisks ? s->ndisks : 1, sizeof(*s->disks));
+	json_array_foreach(json_object_get(s->manifest, "disks"), i, d) {
+		s->disks[i].m = d;
+		s->disks[i].device = jstr(d, "device");
+		s->disks[i].file = jstr(d, "file");
+		if (s->disks[i].device == NULL || s->disks[i].file == NULL) {
+			err_set(e, ERR_FAIL, "checkpoint '%s': disk %zu of its "
+			    "manifest has no device or file", o->name, i);
+			goto out;
+		}
+		if (diskfile_check(d, e) < 0) {
+			err_prefix(e, "checkpoint '%s': ", o->name);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	store_close(st);
+	return rc;
+}
+
+/* ---- starting QEMU (--exec) --------------------------------------------- */
+
+/* QEMU's option syntax doubles commas inside a value. */
+static char *
+qemu_opt_escape(const char *s)
+{
+	struct buf b = BUF_INIT;
+	char *out;
+
+	for (; *s != '\0'; s++) {
+		if (*s == ',')
+			buf_addc(&b, ',');
+		buf_addc(&b, (uint8_t)*s);
+	}
+	out = xstrndup(b.data != NULL ? (const char *)b.data : "", b.len);
+	buf_release(&b);
+	return out;
+}
+
+/* The last non-empty line of QEMU's log, for an error message. */
+static void
+log_tail(const char *path, char *out, size_t len)
+{
+	char buf[4096], *p, *end;
+	ssize_t n;
+	off_t size;
+	int fd;
+
+	out[0] = '\0';
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	n = size < 0 ? -1 : pread_full(fd, buf, sizeof(buf) - 1,
+	    size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1 : 0);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	end = buf + n;
+	while (end > buf && (end[-1] == '\n' || end[-1] == '\r'))
+		*--end = '\0';
+	p = strrchr(buf, '\n');
+	p = p != NULL ? p + 1 : buf;
+	for (end = p; *end != '\0'; end++)
+		if ((unsigned char)*end < 0x20)
+			*end = ' ';
+	n = (ssize_t)strlen(p);
+	if ((size_t)n >= len)
+		n = (ssize_t)len - 1;
+	memcpy(out, p, (size_t)n);
+	out[n] = '\0';
+}
+
+/* Stop the QEMU we started: TERM, then KILL after 3 s. */
+static void
+kill_exec(struct rs *s)
+{
+	struct stat st;
+	int i, status;
+
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, SIGTERM);
+	for (i = 0; i < 150; i++) {
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid)
+			goto reaped;
+		usleep(20000);
+	}
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, &status, 0);
+reaped:
+	s->pid = 0;
+	if (lstat(s->o->socket, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(s->o->socket);
+}
+
+/* 0 if the child still runs; else fill e with how it ended. */
+static int
+exec_alive(struct rs *s, struct err *e)
+{
+	char tail[512];
+	int status;
+
+	if (waitpid(s->pid, &status, WNOHANG) != s->pid)
+		return 0;
+	s->pid = 0;
+	log_tail(s->exec_log, tail, sizeof(tail));
+	if (WIFEXITED(status))
+		err_set(e, ERR_QEMU, "QEMU exited with status %d%s%s (log: "
+		    "'%s')", WEXITSTATUS(status), *tail ? ": " : "", tail,
+		    s->exec_log);
+	else
+		err_set(e, ERR_QEMU, "QEMU was killed by signal %d%s%s (log: "
+		    "'%s')", WTERMSIG(status), *tail ? ": " : "", tail,
+		    s->exec_log);
+	return -1;
+}
+
+static int
+start_qemu(struct rs *s, struct err *e)
+{
+	const struct restore_opts *o = s->o;
+	char *const *a;
+	char **argv = NULL, *qmp_arg = NULL, *esc;
+	size_t n = 0, i;
+	int logfd = -1, nullfd = -1, rc = -1;
+	pid_t pid;
+	sigset_t all;
+
+	for (a = o->exec_argv; *a != NULL; a++) {
+		if (strcmp(*a, "-incoming") == 0 ||
+		    strcmp(*a, "--incoming") == 0)
+			return err_set(e, ERR_USAGE, "--exec: leave -incoming "
+			    "out of QEMU's arguments, snapctl adds "
+			    "'-incoming defer'");
+		n++;
+	}
+	if (n == 0)
+		return err_set(e, ERR_USAGE, "--exec needs a QEMU command "
+		    "line after --");
+	if (strncmp(o->socket, "tcp:", 4) == 0)
+		return err_set(e, ERR_USAGE, "--exec needs -s to be a UNIX "
+		    "socket path for the QMP monitor snapctl adds");
+	s->exec_log = o->exec_log != NULL ? xstrdup(o->exec_log) :
+	    xasprintf("%s.log", o->socket);
+	logfd = open(s->exec_log, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+	    O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		err_sys(e, ERR_FAIL, "cannot create QEMU's log '%s'",
+		    s->exec_log);
+		goto out;
+	}
+	nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (nullfd < 0) {
+		err_sys(e, ERR_FAIL, "cannot open /dev/null");
+		goto out;
+	}
+	esc = qemu_opt_escape(o->socket);
+	qmp_arg = xasprintf("unix:%s,server=on,wait=off", esc);
+	free(esc);
+	argv = xcalloc(n + 7, sizeof(*argv));
+	for (i = 0; i < n; i++)
+		argv[i] = o->exec_argv[i];
+	argv[n++] = (char *)"-incoming";
+	argv[n++] = (char *)"defer";
+	argv[n++] = (char *)"-S";
+	argv[n++] = (char *)"-qmp";
+	argv[n++] = qmp_arg;
+	argv[n] = NULL;
+
+	pid = fork();
+	if (pid < 0) {
+		err_sys(e, ERR_FAIL, "cannot fork");
+		goto out;
+	}
+	if (pid == 0) {
+		/* The child: its own session, default signals, no tty. */
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		setsid();
+		if (dup2(nullfd, STDIN_FILENO) < 0 ||
+		    dup2(logfd, STDOUT_FILENO) < 0 ||
+		    dup2(logfd, STDERR_FILENO) < 0)
+			_exit(126);
+		execvp(argv[0], argv);
+		dprintf(STDERR_FILENO, "snapctl: cannot run '%s': %s\n",
+		    argv[0], strerror(errno));
+		_exit(127);
+	}
+	s->pid = pid;
+	rc = 0;
+out:
+	free(argv);
+	free(qmp_arg);
+	if (logfd >= 0)
+		close(logfd);
+	if (nullfd >= 0)
+		close(nullfd);
+	return rc;
+}
+
+/* ---- the VM ------------------------------------------------------------- */
+
+static int
+connect_qemu(struct rs *s, struct err *e)
+{
+	struct qmp_config cfg = QMP_CONFIG_INIT;
+	struct err le = ERR_INIT;
+	uint64_t end;
+
+	cfg.timeout_ms = s->o->qmp_timeout_ms > 0 ? s->o->qmp_timeout_ms :
+	    QMP_DEFAULT_TIMEOUT_MS;
+	cfg.trace = s->o->trace;
+	cfg.trace_opaque = s->o->trace_opaque;
+	cfg.cancelled = cancelled;
+	if (s->pid <= 0) {
+		cfg.connect_ms = s->o->connect_ms;
+		s->q = qmp_open_with(s->o->socket, &cfg, e);
+		return s->q != NULL ? 0 : -1;
+	}
+	/* Our QEMU: wait for its socket while it lives. */
+	cfg.connect_ms = 0;
+	end = now_mono_ms() + RESTORE_EXEC_CONNECT_S * 1000;
+	for (;;) {
+		err_clear(&le);
+		s->q = qmp_open_with(s->o->socket, &cfg, &le);
+		if (s->q != NULL)
+			return 0;
+		if (exec_alive(s, e) < 0 || interrupted(e))
+			return -1;
+		if (now_mono_ms() >= end) {
+			*e = le;
+			err_prefix(e, "QEMU started but its QMP socket did not "
+			    "answer within %d s: ", RESTORE_EXEC_CONNECT_S);
+			return -1;
+		}
+		usleep(50000);
+	}
+}
+
+static int
+check_waiting(struct rs *s, struct err *e)
+{
+	json_t *r;
+	const char *st;
+	int rc = -1;
+
+	r = qcmd(s, "query-status", NULL, e);
+	if (r == NULL)
+		return -1;
+	st = jstr(r, "status");
+	if (st == NULL || strcmp(st, "inmigrate") != 0) {
+		err_set(e, ERR_MISMATCH, "the QEMU at '%s' is not waiting for "
+		    "a checkpoint (it is %s): start it with -incoming defer",
+		    s->o->socket, st ? st : "in an unknown state");
+		goto out;
+	}
+	json_decref(r);
+	r = qcmd(s, "query-migrate", NULL, e);
+	if (r == NULL)
+		return -1;
+	st = jstr(r, "status");
+	if (st != NULL && strcmp(st, "none") != 0) {
+		err_set(e, ERR_MISMATCH, "the QEMU at '%s' already has an "
+		    "incoming migration (%s)", s->o->socket, st);
+		goto out;
+	}
+	rc = 0;
+out:
+	json_decref(r);
+	return rc;
+}
+
+static int
+check_machine(struct rs *s, struct err *e)
+{
+	const struct img_meta *m = img_meta(s->img);
+	json_t *r;
+	const char *t;
+	size_t n;
+	int major, minor, micro;
+
+	qmp_version(s->q, &major, &minor, &micro);
+	snprintf(s->qemu, sizeof(s->qemu), "%d.%d.%d", major, minor, micro);
+	r = qcmd(s, "qom-get", json_pack("{s:s, s:s}", "path", "/machine",
+	    "property", "type"), e);
+	if (r == NULL)
+		return -1;
+	t = json_string_value(r);
+	n = t != NULL ? strlen(t) : 0;
+	if (n > 8 && strcmp(t + n - 8, "-machine") == 0)
+		n -= 8;
+	snprintf(s->machine, sizeof(s->machine), "%.*s", (int)n,
+	    t != NULL ? t : "");
+	json_decref(r);
+	if (m->machine[0] != '\0' && strcmp(m->machine, s->machine) != 0)
+		return err_set(e, ERR_MISMATCH, "wrong machine type: "
+		    "checkpoint '%s' is of a '%s' machine, the QEMU at '%s' "
+		    "runs '%s' (start it with -machine %s)", s->o->name,
+		    m->machine, s->o->socket, s->machine, m->machine);
+	return 0;
+}
+
+/* Parse a 0x number of "info ramblock". */
+static int
+hex_field(const char *tok, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (strncmp(tok, "0x", 2) != 0 || tok[2] == '\0')
+		return -1;
+	errno = 0;
+	v = strtoull(tok + 2, &end, 16);
+	if (*end != '\0' || errno != 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/*
+ * RAM blocks: every block of the image must exist in the VM with a length
+ * QEMU accepts (the same, or within a resizable block's maximum).  QMP has
+ * no query for them; HMP's "info ramblock" prints name, page size, offset,
+ * used and total lengths, the same in 7.2 and 10.0.
+ */
+static int
+check_ram(struct rs *s, struct err *e)
+{
+	const struct img_meta *m = img_meta(s->img);
+	json_t *r;
+	char *text, *line, *save = NULL, *tok[8], *save2;
+	struct { char name[STREAM_BLOCK_NAME_MAX + 1]; uint64_t used, total; }
+	    *vb = NULL;
+	size_t nvb = 0, i, j;
+	int k, rc = -1;
+	char a[32], b[32];
+
+	r = qcmd(s, "human-monitor-command", json_pack("{s:s}",
+	    "command-line", "info ramblock"), e);
+	if (r == NULL)
+		return -1;
+	text = xstrdup(json_string_value(r) ? json_string_value(r) : "");
+	json_decref(r);
+	for (line = strtok_r(text, "\r\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\r\n", &save)) {
+		for (k = 0; k < 8; k++) {
+			tok[k] = strtok_r(k == 0 ? line : NULL, " \t", &save2);
+			if (tok[k] == NULL)
+				break;
+		}
+		if (k < 6 || strcmp(tok[0], "Block") == 0)
+			continue;
+		vb = xreallocarray(vb, nvb + 1, sizeof(*vb));
+		snprintf(vb[nvb].name, sizeof(vb[nvb].name), "%s", tok[0]);
+		if (hex_field(tok[4], &vb[nvb].used) < 0 ||
+		    hex_field(tok[5], &vb[nvb].total) < 0)
+			continue;
+		nvb++;
+	}
+	if (nvb == 0) {
+		err_set(e, ERR_QEMU, "cannot read the VM's RAM blocks from "
+		    "'info ramblock'");
+		goto out;
+	}
+	for (i = 0; i < m->nblocks; i++) {
+		const struct stream_block *sb = &m->blocks[i];
+
+		for (j = 0; j < nvb; j++)
+			if (strcmp(vb[j].name, sb->name) == 0)
+				break;
+		if (j == nvb) {
+			err_set(e, ERR_MISMATCH, "the VM has no RAM block '%s' "
+			    "that checkpoint '%s' holds: start QEMU with the "
+			    "checkpoint's devices", sb->name, s->o->name);
+			goto out;
+		}
+		if (sb->used_length == vb[j].used)
+			continue;
+		if (vb[j].used != vb[j].total && sb->used_length <=
+		    vb[j].total)
+			continue;	/* resizable: QEMU resizes it */
+		format_bytes(sb->used_length, a);
+		format_bytes(vb[j].used, b);
+		if (strcmp(sb->name, "pc.ram") == 0)
+			err_set(e, ERR_MISMATCH, "wrong RAM size: checkpoint "
+			    "'%s' has %s of RAM, the VM %s (start it with -m "
+			    "%lluM)", s->o->name, a, b,
+			    (unsigned long long)(sb->used_length >> 20));
+		else
+			err_set(e, ERR_MISMATCH, "RAM block '%s' is %s in "
+			    "checkpoint '%s' and %s in the VM", sb->name, a,
+			    s->o->name, b);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(vb);
+	free(text);
+	return rc;
+}
+
+/* "vd0" from "/machine/peripheral/vd0/virtio-backend"; else the path. */
+static char *
+qdev_id(const char *qdev)
+{
+	static const char pfx[] = "/machine/peripheral/";
+	const char *p, *slash;
+
+	if (qdev == NULL)
+		return NULL;
+	if (strncmp(qdev, pfx, sizeof(pfx) - 1) != 0)
+		return xstrdup(qdev);
+	p = qdev + sizeof(pfx) - 1;
+	slash = strchr(p, '/');
+	return slash != NULL ? xstrndup(p, (size_t)(slash - p)) : xstrdup(p);
+}
+
+static int
+list_vm_disks(struct rs *s, struct err *e)
+{
+	json_t *r, *dev, *ins, *img;
+	const char *device, *qdev, *node, *file, *fmt;
+	size_t i;
+
+	r = qcmd(s, "query-block", NULL, e);
+	if (r == NULL)
+		return -1;
+	json_array_foreach(r, i, dev) {
+		struct vm_disk *d;
+
+		ins = json_object_get(dev, "inserted");
+		if (!json_is_object(ins))
+			continue;
+		device = jstr(dev, "device");
+		qdev = jstr(dev, "qdev");
+		node = jstr(ins, "node-name");
+		img = json_object_get(ins, "image");
+		file = jstr(img, "filename");
+		if (file == NULL)
+			file = jstr(ins, "file");
+		fmt = jstr(img, "format");
+		if (fmt == NULL)
+			fmt = jstr(ins, "drv");
+		s->vd = xreallocarray(s->vd, s->nvd + 1, sizeof(*s->vd));
+		d = &s->vd[s->nvd++];
+		memset(d, 0, sizeof(*d));
+		d->device = xstrdup(device != NULL ? device : "");
+		d->id = *d->device != '\0' ? xstrdup(d->device) :
+		    qdev != NULL ? qdev_id(qdev) :
+		    xstrdup(node != NULL ? node : "?");
+		d->node = node != NULL ? xstrdup(node) : NULL;
+		d->file = file != NULL ? xstrdup(file) : NULL;
+		d->format = fmt != NULL ? xstrdup(fmt) : NULL;
+		d->ro = json_is_true(json_object_get(ins, "ro"));
+	}
+	json_decref(r);
+	return 0;
+}
+
+static int
+check_disks(struct rs *s, struct err *e)
+{
+	size_t i, j;
+
+	if (list_vm_disks(s, e) < 0)
+		return -1;
+	for (i = 0; i < s->ndisks; i++) {
+		struct rs_disk *d = &s->disks[i];
+		const char *node = jstr(d->m, "node");
+		const char *fmt = jstr(d->m, "format");
+		struct vm_disk *v = NULL;
+
+		for (j = 0; j < s->nvd && v == NULL; j++)
+			if (strcmp(s->vd[j].id, d->device) == 0 ||
+			    strcmp(s->vd[j].device, d->device) == 0)
+				v = &s->vd[j];
+		for (j = 0; j < s->nvd && v == NULL && node != NULL; j++)
+			if (s->vd[j].node && strcmp(s->vd[j].node, node) == 0)
+				v = &s->vd[j];
+		if (v == NULL)
+			return err_set(e, ERR_MISMATCH, "wrong disks: the VM "
+			    "has no disk '%s' (start it with '%s' as that "
+			    "disk; see snapctl info %s)", d->device, d->file,
+			    s->o->name);
+		if (v->used)
+			return err_set(e, ERR_MISMATCH, "wrong disks: the VM's "
+			    "disk '%s' matches two disks of the checkpoint",
+			    v->id);
+		v->used = 1;
+		d->vm = v;
+		if (v->file == NULL || !diskfile_same(v->file, d->file))
+			return err_set(e, ERR_MISMATCH, "wrong disk: the VM "
+			    "opened '%s' as disk '%s', but checkpoint '%s' "
+			    "holds that disk's state in '%s'",
+			    v->file ? v->file : "?", d->device, s->o->name,
+			    d->file);
+		if (fmt != NULL && v->format != NULL &&
+		    strcmp(fmt, v->format) != 0)
+			return err_set(e, ERR_MISMATCH, "wrong disk: the VM "
+			    "opened '%s' as %s, the checkpoint recorded %s",
+			    d->file, v->format, fmt);
+		if (v->ro)
+			return err_set(e, ERR_MISMATCH, "disk '%s' is "
+			    "read-only in the VM: the restored guest could "
+			    "not write it", d->device);
+	}
+	return 0;
+}
+
+/* ---- changing QEMU ------------------------------------------------------ */
+
+/* "/dir/d0.restore-20261123T101500Z.qcow2", a name nobody has yet. */
+static char *
+overlay_path(const struct rs *s, const char *file, const char *stamp)
+{
+	const char *base = strrchr(file, '/'), *dot;
+	char *dir, *stem, *p;
+	struct stat st;
+	int i;
+
+	base = base != NULL ? base + 1 : file;
+	dot = strrchr(base, '.');
+	stem = dot != NULL && dot != base ? xstrndup(base,
+	    (size_t)(dot - base)) : xstrdup(base);
+	dir = s->o->overlay_dir != NULL ? xstrdup(s->o->overlay_dir) :
+	    path_dirname(file);
+	p = xasprintf("%s/%s.restore-%s.qcow2", dir, stem, stamp);
+	for (i = 2; lstat(p, &st) == 0 || errno != ENOENT; i++) {
+		free(p);
+		if (i > 99) {
+			p = NULL;
+			break;
+		}
+		p = xasprintf("%s/%s.restore-%s-%d.qcow2", dir, stem, stamp,
+		    i);
+	}
+	free(stem);
+	free(dir);
+	return p;
+}
+
+static int
+add_overlays(struct rs *s, struct err *e)
+{
+	json_t *actions = json_array();
+	char stamp[32], node[64];
+	size_t i;
+	int rc = -1;
+
+	if (s->ndisks == 0) {
+		json_decref(actions);
+		return 0;
+	}
+	store_default_name(now_real(), stamp);
+	for (i = 0; i < s->ndisks; i++) {
+		struct rs_disk *d = &s->disks[i];
+		struct vm_disk *v = d->vm;
+
+		d->overlay = overlay_path(s, d->file, stamp);
+		if (d->overlay == NULL) {
+			err_set(e, ERR_FAIL, "cannot find a free name for the "
+			    "overlay of disk '%s'", d->device);
+			goto out;
+		}
+		snprintf(node, sizeof(node), "snapctl-restore-%zu", i);
+		json_array_append_new(actions, json_pack("{s:s, s:{s:s, s:s, "
+		    "s:s, s:s, s:s}}", "type", "blockdev-snapshot-sync",
+		    "data", *v->device != '\0' ? "device" : "node-name",
+		    *v->device != '\0' ? v->device : v->node,
+		    "snapshot-file", d->overlay, "snapshot-node-name", node,
+		    "format", "qcow2", "mode", "absolute-paths"));
+	}
+	s->touched = 1;
+	for (i = 0; i < s->ndisks; i++)
+		s->disks[i].created = 1;	/* QEMU may make them all */
+	rc = qdo(s, "transaction", json_pack("{s:O}", "actions", actions), e);
+out:
+	json_decref(actions);
+	return rc;
+}
+
+static void
+remove_overlays(struct rs *s)
+{
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < s->ndisks; i++) {
+		struct rs_disk *d = &s->disks[i];
+
+		if (d->created && d->overlay != NULL &&
+		    lstat(d->overlay, &st) == 0 && S_ISREG(st.st_mode))
+			unlink(d->overlay);
+		d->created = 0;
+	}
+}
+
+/* Why the load failed, from query-migrate (QEMU 10 keeps running). */
+static void
+load_error(struct rs *s, struct err *e, const char *what)
+{
+	struct err le = ERR_INIT;
+	json_t *r = NULL;
+	const char *desc = NULL;
+
+	if (s->pid > 0 && exec_alive(s, e) < 0) {
+		err_prefix(e, "%s: ", what);
+		return;
+	}
+	if (qmp_usable(s->q))
+		r = qmp_execute(s->q, "query-migrate", NULL, &le);
+	desc = jstr(r, "error-desc");
+	if (desc != NULL)
+		err_set(e, ERR_FAIL, "%s: QEMU refused the checkpoint: %s",
+		    what, desc);
+	else if (!qmp_usable(s->q))
+		err_set(e, ERR_QEMU, "%s: QEMU exited while loading the "
+		    "checkpoint (see its output)", what);
+	json_decref(r);
+}
+
+/* Feed the stream; then wait until QEMU has loaded it. */
+static int
+load(struct rs *s, struct err *e)
+{
+	struct err le = ERR_INIT;
+	json_t *args, *r;
+	const char *st;
+	uint64_t deadline;
+	int sv[2] = { -1, -1 }, sndbuf = 4 << 20, major, minor, micro;
+	int rc = -1, timeout_s;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return err_sys(e, ERR_FAIL, "socketpair");
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	r = qmp_execute_fd(s->q, "getfd", json_pack("{s:s}", "fdname",
+	    RESTORE_FDNAME), sv[1], &le);
+	if (r == NULL) {
+		*e = le;
+		err_prefix(e, "getfd: ");
+		goto out;
+	}
+	json_decref(r);
+	close(sv[1]);
+	sv[1] = -1;
+	args = json_pack("{s:s}", "uri", "fd:" RESTORE_FDNAME);
+	/* QEMU 9.1 on can stay up after a failed load and say why. */
+	qmp_version(s->q, &major, &minor, &micro);
+	if (major > 9 || (major == 9 && minor >= 1))
+		json_object_set_new(args, "exit-on-error", json_false());
+	if (qdo(s, "migrate-incoming", args, e) < 0)
+		goto out;
+	if (img_export(s->img, sv[0], "the stream to QEMU", &s->stream_bytes,
+	    e) < 0) {
+		if (e->kind != ERR_INTR && e->sys_errno == EPIPE) {
+			err_clear(e);
+			load_error(s, e, "restore");
+		}
+		goto out;
+	}
+	close(sv[0]);
+	sv[0] = -1;
+
+	timeout_s = s->o->timeout_s > 0 ? s->o->timeout_s :
+	    RESTORE_DEFAULT_TIMEOUT_S;
+	deadline = now_mono_ms() + (uint64_t)timeout_s * 1000;
+	for (;;) {
+		if (interrupted(e))
+			goto out;
+		err_clear(&le);
+		r = qmp_execute(s->q, "query-migrate", NULL, &le);
+		if (r == NULL) {
+			load_error(s, e, "restore");
+			if (!err_isset(e))
+				*e = le;
+			goto out;
+		}
+		st = jstr(r, "status");
+		if (st != NULL && strcmp(st, "completed") == 0) {
+			json_decref(r);
+			break;
+		}
+		if (st != NULL && (strcmp(st, "failed") == 0 ||
+		    strcmp(st, "cancelled") == 0)) {
+			err_set(e, ERR_FAIL, "restore: QEMU refused the "
+			    "checkpoint: %s", jstr(r, "error-desc") ?
+			    jstr(r, "error-desc") : st);
+			json_decref(r);
+			goto out;
+		}
+		json_decref(r);
+		if (now_mono_ms() >= deadline) {
+			err_set(e, ERR_TIMEOUT, "restore: QEMU did not finish "
+			    "loading within %d s", timeout_s);
+			goto out;
+		}
+		usleep(POLL_MS * 1000);
+	}
+	/* Completed: QEMU leaves "inmigrate" for paused (-S) or running. */
+	for (;;) {
+		r = qcmd(s, "query-status", NULL, e);
+		if (r == NULL)
+			goto out;
+		st = jstr(r, "status");
+		if (st != NULL && strcmp(st, "inmigrate") != 0) {
+			s->guest_ran = json_is_true(json_object_get(r,
+			    "running"));
+			json_decref(r);
+			break;
+		}
+		json_decref(r);
+		if (interrupted(e))
+			goto out;
+		if (now_mono_ms() >= deadline) {
+			err_set(e, ERR_TIMEOUT, "restore: QEMU did not leave "
+			    "the incoming state within %d s", timeout_s);
+			goto out;
+		}
+		usleep(POLL_MS * 1000);
+	}
+	rc = 0;
+out:
+	if (sv[0] >= 0)
+		close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	return rc;
+}
+
+static int
+resume(struct rs *s, struct err *e)
+{
+	if (s->o->paused) {
+		/* Without -S QEMU starts the guest itself after the load. */
+		if (s->guest_ran && qdo(s, "stop", NULL, e) < 0)
+			return -1;
+		return 0;
+	}
+	if (!s->guest_ran && qdo(s, "cont", NULL, e) < 0)
+		return -1;
+	s->guest_ran = 1;
+	return 0;
+}
+
+/* ---- the report --------------------------------------------------------- */
+
+static json_t *
+report(struct rs *s)
+{
+	const struct img_meta *m = img_meta(s->img);
+	json_t *disks = json_array();
+	size_t i;
+	uint64_t t1 = now_mono_ms();
+	const char *status = s->o->dry_run ? "checked" : s->o->paused ?
+	    "paused" : "running";
+
+	for (i = 0; i < s->ndisks; i++)
+		json_array_append_new(disks, json_pack("{s:s, s:s, s:s?}",
+		    "device", s->disks[i].device, "file", s->disks[i].file,
+		    "overlay", s->disks[i].overlay));
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:o, "
+	    "s:{s:I, s:I}, s:{s:f, s:f, s:f}}",
+	    "name", s->o->name, "socket", s->o->socket, "qemu", s->qemu,
+	    "machine", s->machine,
+	    "pid", s->pid > 0 ? json_integer(s->pid) : json_null(),
+	    "status", status, "disks", disks,
+	    "memory", "stream_bytes", (json_int_t)s->stream_bytes,
+	    "pages", (json_int_t)m->pages,
+	    "timings",
+	    "check_s", (double)(s->t_checked - s->t0) / 1000.0,
+	    "load_s", s->t_loaded ? (double)(s->t_loaded - s->t_checked) /
+	    1000.0 : 0.0,
+	    "total_s", (double)(t1 - s->t0) / 1000.0);
+}
+
+/* ---- the whole restore -------------------------------------------------- */
+
+static void
+rs_free(struct rs *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->nvd; i++) {
+		free(s->vd[i].id);
+		free(s->vd[i].device);
+		free(s->vd[i].node);
+		free(s->vd[i].file);
+		free(s->vd[i].format);
+	}
+	free(s->vd);
+	for (i = 0; i < s->ndisks; i++)
+		free(s->disks[i].overlay);
+	free(s->disks);
+	qmp_close(s->q);
+	img_close(s->img);
+	free(s->img_path);
+	free(s->exec_log);
+	json_decref(s->manifest);
+}
+
+int
+restore_run(const struct restore_opts *o, json_t **out, struct err *e)
+{
+	struct rs s;
+	int rc = -1;
+
+	memset(&s, 0, sizeof(s));
+	s.o = o;
+	s.t0 = now_mono_ms();
+	*out = NULL;
+	if (o->exec_argv != NULL && o->dry_run)
+		return err_set(e, ERR_USAGE, "--dry-run and --exec exclude "
+		    "each other");
+
+	/* Before QEMU: the checkpoint itself. */
+	if (load_checkpoint(&s, e) < 0 || interrupted(e))
+		goto out;
+	if (o->exec_argv != NULL && start_qemu(&s, e) < 0)
+		goto out;
+	if (connect_qemu(&s, e) < 0)
+		goto out;
+	/* Read-only questions; QEMU is not touched until they pass. */
+	if (check_waiting(&s, e) < 0 || check_machine(&s, e) < 0 ||
+	    check_ram(&s, e) < 0 || check_disks(&s, e) < 0)
+		goto out;
+	s.t_checked = now_mono_ms();
+	if (o->dry_run) {
+		*out = report(&s);
+		rc = 0;
+		goto out;
+	}
+	if (interrupted(e) || add_overlays(&s, e) < 0)
+		goto out;
+	if (load(&s, e) < 0)
+		goto out;
+	s.t_loaded = now_mono_ms();
+	if (resume(&s, e) < 0)
+		goto out;
+	*out = report(&s);
+	rc = 0;
+out:
+	if (rc < 0) {
+		if (s.touched && !s.guest_ran)
+			remove_overlays(&s);
+		if (s.pid > 0) {
+			qmp_close(s.q);
+			s.q = NULL;
+			kill_exec(&s);
+		}
+	}
+	rs_free(&s);
+	return rc;
+}

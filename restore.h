@@ -1,0 +1,71 @@
+/*
+ * restore.h - put a QEMU that waits with -incoming defer back at a
+ * checkpoint's instant.  Everything that can be checked is checked before
+ * QEMU is touched: the memory image's every checksum, each disk file
+ * against the manifest (present, format, backing, unchanged), and the VM
+ * against the checkpoint (waiting for a migration, machine type, RAM
+ * blocks and sizes, each disk opened on the file that holds the
+ * checkpoint's disk state).  Then a fresh overlay goes on every disk in one
+ * transaction, so the checkpoint's files are never written and it can be
+ * restored again; the regenerated stream goes to QEMU over a file
+ * descriptor; the guest is resumed.  Optionally snapctl starts that QEMU
+ * itself.  Never prints.
+ */
+#ifndef SNAPCTL_RESTORE_H
+#define SNAPCTL_RESTORE_H
+
+#include <jansson.h>
+
+#include "err.h"
+#include "qmp.h"
+
+#define RESTORE_DEFAULT_TIMEOUT_S 600
+#define RESTORE_EXEC_CONNECT_S 30	/* for a QEMU started with --exec */
+
+struct restore_opts {
+	const char *socket;	/* QMP address of the waiting QEMU */
+	const char *store;
+	const char *name;
+	int paused;		/* leave the guest paused after the load */
+	int dry_run;		/* every check, and nothing else */
+	const char *overlay_dir;	/* NULL: beside each disk file */
+	/*
+	 * Non-NULL: start QEMU as exec_argv[0] with exec_argv[1..] plus
+	 * "-incoming defer -S -qmp unix:SOCKET,server=on,wait=off" (socket
+	 * must be a path), in a session of its own, stdin from /dev/null,
+	 * stdout and stderr to exec_log (NULL: SOCKET.log, created 0600).
+	 * It is left running on success and killed on failure.
+	 */
+	char *const *exec_argv;
+	const char *exec_log;
+	int timeout_s;		/* the load; 0: RESTORE_DEFAULT_TIMEOUT_S */
+	int connect_ms;		/* retry a missing socket this long */
+	int qmp_timeout_ms;	/* 0: qmp.h's default */
+	qmp_trace_fn trace;	/* may be NULL */
+	void *trace_opaque;
+};
+#define RESTORE_OPTS_INIT { NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, 0, \
+	0, 0, NULL, NULL }
+
+/*
+ * Restore checkpoint o->name of store o->store into the QEMU at o->socket.
+ * On success returns 0 and *report (new reference) says what was done:
+ * {name, socket, qemu, machine, pid (with exec_argv, else null), status
+ * ("running", "paused", or "checked" for a dry run), disks: [{device,
+ * file, overlay}], memory: {stream_bytes, pages}, timings: {check_s,
+ * load_s, total_s}}.
+ *
+ * On failure -1 with e filled.  Refusals come before QEMU is touched:
+ * ERR_USAGE (bad name or options), ERR_FAIL (no such checkpoint, a
+ * disk-only one, a damaged memory image), ERR_MISMATCH (a disk file that
+ * changed, or a VM that is not waiting, has another machine type, other
+ * RAM blocks or sizes, lacks a disk or opened another file for it),
+ * ERR_QEMU (cannot reach QEMU).  Later failures (QEMU refuses the
+ * transaction or the stream, dies, or a signal: ERR_INTR) remove the
+ * overlays snapctl made, as the guest never ran on them; with exec_argv
+ * the QEMU snapctl started is killed.
+ */
+int restore_run(const struct restore_opts *o, json_t **report,
+    struct err *e);
+
+#endif
