@@ -4,8 +4,37 @@ set -u
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SNAPCTL=${SNAPCTL:-$TOP/snapctl}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/snapctl
-BENCHDIR=${BENCHDIR:-$(mktemp -d "${TMPDIR:-/var/tmp}/snapctl-bench.XXXXXX")}
+# Scratch: BENCHDIR if given (kept), else a new directory under BENCH_TMP
+# (default /var/tmp: disk, not a tmpfs /tmp), removed by bench_cleanup.
+if [ -n "${BENCHDIR:-}" ]; then
+	mkdir -p "$BENCHDIR" || exit 1
+	_bench_own_dir=0
+else
+	BENCHDIR=$(mktemp -d "${BENCH_TMP:-/var/tmp}/snapctl-bench.XXXXXX") || exit 1
+	_bench_own_dir=1
+fi
 export SNAPCTL TOP CACHE BENCHDIR
+
+# bench_cleanup: remove the scratch directory if this script made it (run
+# it from the EXIT trap, after stopping the VMs).
+bench_cleanup() {
+	[ "$_bench_own_dir" = 1 ] && rm -rf "$BENCHDIR"
+	return 0
+}
+
+# die MESSAGE: a benchmark that cannot measure fails loudly.
+die() {
+	echo "$(basename "$0"): $*" >&2
+	exit 1
+}
+
+# need_space MIB: fail unless BENCHDIR's filesystem has MIB MiB free.
+need_space() {
+	local avail
+	avail=$(df -Pk "$BENCHDIR" | awk 'NR == 2 { print int($4 / 1024) }')
+	[ "${avail:-0}" -ge "$1" ] ||
+		die "needs $1 MiB free in $BENCHDIR, has ${avail:-?} (set BENCH_TMP)"
+}
 
 # measure OUTVAR CMD...: runs CMD with GNU time; sets OUTVAR_s (seconds)
 # and OUTVAR_rss (peak RSS in KiB) of the measured command.
@@ -21,7 +50,15 @@ measure() {
 apparent() { stat -c %s "$1"; }
 allocated() { echo $(($(stat -c %b "$1") * $(stat -c %B "$1"))); }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "?" }'; }
+# median NUMBER...: the median (mean of the middle two for an even count).
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+		END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2];
+		      else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# secs_since T0: seconds from wall-clock T0 (date +%s.%N) to now, 2 decimals.
+secs_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
 
 # table_row COL... / table_print TITLE: collect rows, print aligned.
 _rows=()
