@@ -457,6 +457,150 @@ out:
 	return m;
 }
 
+struct listed {
+	const char *created;
+	const char *name;
+	json_t *m;
+};
+
+static int
+listed_cmp(const void *a, const void *b)
+{
+	const struct listed *x = a, *y = b;
+	int c = strcmp(x->created, y->created);
+
+	return c != 0 ? c : strcmp(x->name, y->name);
+}
+
+json_t *
+store_list(const struct store *s, json_t **bad, struct err *e)
+{
+	struct err le = ERR_INIT;
+	struct listed *v = NULL;
+	struct dirent *de;
+	struct stat st;
+	size_t n = 0, cap = 0, i;
+	json_t *out = NULL, *m;
+	DIR *d = NULL;
+	int fd;
+
+	if (bad != NULL)
+		*bad = json_array();
+	fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		err_sys(e, ERR_FAIL, "cannot read store '%s'", s->path);
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL)
+			break;
+		if (de->d_name[0] == '.' ||
+		    store_name_check(de->d_name, NULL) < 0 ||
+		    fstatat(s->dirfd, de->d_name, &st,
+		    AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		err_clear(&le);
+		m = store_manifest_read(s, de->d_name, &le);
+		if (m == NULL) {
+			if (bad != NULL)
+				json_array_append_new(*bad, json_pack("{s:s, "
+				    "s:s}", "name", de->d_name, "error",
+				    le.msg));
+			continue;
+		}
+		/* The directory's name is the checkpoint's. */
+		json_object_set_new(m, "name", json_string(de->d_name));
+		if (!json_is_string(json_object_get(m, "created")))
+			json_object_set_new(m, "created", json_string(""));
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = xreallocarray(v, cap, sizeof(*v));
+		}
+		v[n].m = m;
+		v[n].name = json_string_value(json_object_get(m, "name"));
+		v[n].created = json_string_value(json_object_get(m,
+		    "created"));
+		n++;
+	}
+	if (errno != 0) {
+		err_sys(e, ERR_FAIL, "cannot read store '%s'", s->path);
+		goto out;
+	}
+	if (n > 0)
+		qsort(v, n, sizeof(*v), listed_cmp);
+	out = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append(out, v[i].m);
+out:
+	if (d != NULL)
+		closedir(d);
+	for (i = 0; i < n; i++)
+		json_decref(v[i].m);
+	free(v);
+	if (out == NULL && bad != NULL) {
+		json_decref(*bad);
+		*bad = NULL;
+	}
+	return out;
+}
+
+int
+store_remove_checkpoint(struct store *s, const char *name, struct err *e)
+{
+	struct stat st;
+	int fd = -1, rc = -1;
+
+	if (store_name_check(name, e) < 0)
+		return -1;
+	if (fstatat(s->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return err_set(e, ERR_FAIL, "no checkpoint '%s' in "
+			    "'%s'", name, s->path);
+		return err_sys(e, ERR_FAIL, "cannot stat '%s/%s'", s->path,
+		    name);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return err_set(e, ERR_FAIL, "'%s/%s' is not a checkpoint "
+		    "directory: refused", s->path, name);
+	fd = openat(s->dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (fd < 0) {
+		err_sys(e, ERR_FAIL, "cannot open '%s/%s'", s->path, name);
+		goto out;
+	}
+	/* The manifest first, durably: what is left is no checkpoint. */
+	if (unlinkat(fd, STORE_MANIFEST, 0) < 0 && errno != ENOENT) {
+		err_sys(e, ERR_FAIL, "cannot remove '%s/%s/%s'", s->path,
+		    name, STORE_MANIFEST);
+		goto out;
+	}
+	if (fsync(fd) < 0) {
+		err_sys(e, ERR_FAIL, "cannot fsync directory '%s/%s'",
+		    s->path, name);
+		goto out;
+	}
+	if (empty_dir(fd, 1) < 0) {
+		err_sys(e, ERR_FAIL, "cannot empty '%s/%s'", s->path, name);
+		goto out;
+	}
+	if (unlinkat(s->dirfd, name, AT_REMOVEDIR) < 0) {
+		err_sys(e, ERR_FAIL, "cannot remove '%s/%s'", s->path, name);
+		goto out;
+	}
+	if (fsync(s->dirfd) < 0) {
+		err_sys(e, ERR_FAIL, "cannot fsync directory '%s'", s->path);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
 /* NULL matches JSON null or a missing member. */
 static int
 str_matches(const json_t *v, const char *want)

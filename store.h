@@ -95,6 +95,29 @@ json_t *store_manifest_read(const struct store *s, const char *name,
     struct err *e);
 
 /*
+ * Every checkpoint of the store: the manifests of the directories
+ * STORE/NAME (names as store_name_check() allows; staging directories and
+ * other files are not looked at), oldest first by "created", then name.
+ * New reference (an empty array for an empty store), or NULL with e filled
+ * when the store cannot be read.  Each manifest's "name" is its
+ * directory's.  With bad non-NULL, *bad is a new array of {"name", "error"}
+ * (a one-line message) for the directories whose manifest could not be
+ * read; they are left out of the result.
+ */
+json_t *store_list(const struct store *s, json_t **bad, struct err *e);
+
+/*
+ * Delete checkpoint NAME: unlink its manifest and fsync its directory
+ * first, so that a crash midway never leaves anything that looks like a
+ * checkpoint; then the rest of its files (memory.img), the directory, and
+ * an fsync of the store.  The caller holds the lock; disk files are none of
+ * this function's business.  A symlink at STORE/NAME is refused.  0, or -1
+ * with e filled (ERR_FAIL: no such checkpoint, or what failed).
+ */
+int store_remove_checkpoint(struct store *s, const char *name,
+    struct err *e);
+
+/*
  * The newest checkpoint (greatest "created", then name) of the VM with this
  * uuid and name (either may be NULL: matched as JSON null), or NULL if
  * there is none.  Unreadable entries are skipped.  Caller frees.
