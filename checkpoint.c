@@ -1492,6 +1492,23 @@ disk_only(struct ckpt *c, struct err *e)
 
 /* ---- the manifest ------------------------------------------------------- */
 
+/* The parent's name if d's file is the overlay it made for d, else NULL. */
+static const char *
+made_by(const struct disk *d, const json_t *parent)
+{
+	const json_t *pd;
+	size_t i;
+
+	json_array_foreach(json_object_get(parent, "disks"), i, pd) {
+		if (d->file != NULL && jstr(pd, "overlay") != NULL &&
+		    jstr(pd, "device") != NULL &&
+		    strcmp(jstr(pd, "overlay"), d->file) == 0 &&
+		    strcmp(jstr(pd, "device"), d->device) == 0)
+			return jstr(parent, "name");
+	}
+	return NULL;
+}
+
 static json_t *
 build_manifest(struct ckpt *c, const char *parent)
 {
@@ -1530,6 +1547,10 @@ build_manifest(struct ckpt *c, const char *parent)
 		}
 		json_object_set_new(dj, "qdev", d->qdev ?
 		    json_string(d->qdev) : json_null());
+		/* Survives the parent's deletion: delete --disks needs it. */
+		json_object_set_new(dj, "file_made_by", made_by(d,
+		    c->parent_m) ? json_string(made_by(d, c->parent_m)) :
+		    json_null());
 		json_array_append_new(disks, dj);
 	}
 	if (c->stop_ts != 0 && c->resume_ts >= c->stop_ts)
