@@ -46,16 +46,50 @@ const struct cmd_entry cmd_table[] = {
 	  "regenerate a QEMU migration stream from an image",
 	  "OUT is a file or - for standard output (not a terminal).",
 	  2, 2, 0, cmd_export },
-	{ "verify", "IMAGE",
-	  "check every checksum and structure of an image",
-	  NULL, 1, 1, 0, cmd_image_verify },
+	{ "verify", "NAME|IMAGE",
+	  "check a checkpoint (memory image, disk files) or an image",
+	  "NAME is checkpoint STORE/NAME: every checksum of its memory\n"
+	  "image, and each disk file present, of the recorded format and\n"
+	  "backing, unchanged in size and mtime (else exit 4).  An argument\n"
+	  "with a '/', or one that is no checkpoint of the store (-d), is\n"
+	  "an image file: every checksum and structure of it.",
+	  1, 1, 0, cmd_verify },
 	{ "read", "IMAGE BLOCK OFFSET LENGTH",
 	  "write raw guest bytes of a RAM block range to stdout",
 	  "OFFSET and LENGTH are bytes (decimal, or hex with 0x).",
 	  4, 4, 0, cmd_read },
-	{ "info", "IMAGE",
-	  "show machine type, blocks, pages and sizes of an image",
-	  NULL, 1, 1, 0, cmd_image_info },
+	{ "info", "NAME|IMAGE",
+	  "show a checkpoint and how to restore it, or an image",
+	  "NAME is checkpoint STORE/NAME: its manifest, readably, and the\n"
+	  "QEMU options to start a restore target (--json: the manifest as\n"
+	  "written).  An argument with a '/', or one that is no checkpoint\n"
+	  "of the store (-d), is an image file: machine type, RAM blocks,\n"
+	  "pages and sizes.",
+	  1, 1, 0, cmd_info },
+	{ "list", "",
+	  "list the checkpoints of the store, oldest first",
+	  "One line each: name, created, parent, memory image size, disks.\n"
+	  "--json: [{name, created, parent, vm, mode, memory_bytes,\n"
+	  "disks: [DEVICE...]}].  Unreadable manifests are skipped with a\n"
+	  "warning.",
+	  0, 0, CMD_NEEDS_STORE, cmd_list },
+	{ "delete", "[--disks] NAME...",
+	  "delete checkpoints, and with --disks the disk files they free",
+	  "  --disks   also remove disk files snapctl made that nothing\n"
+	  "            needs any more: not the disk of a remaining\n"
+	  "            checkpoint, not backing a file that stays, not open\n"
+	  "            by any process, not used by the VM at -s\n"
+	  "Takes the store's lock (exit 5 when busy).  Every removed and\n"
+	  "kept disk file is reported with the reason.",
+	  1, -1, CMD_NEEDS_STORE, cmd_delete },
+	{ "prune", "--keep N [--dry-run] [--disks]",
+	  "delete all but the newest N checkpoints of each VM",
+	  "  --keep N    checkpoints to keep per VM (0 deletes them all)\n"
+	  "  --dry-run   say what would be deleted, change nothing\n"
+	  "  --disks     as for delete\n"
+	  "A VM is the uuid and name its manifests record; newest is by\n"
+	  "created, then name.",
+	  0, 0, CMD_NEEDS_STORE, cmd_prune },
 	{ "checkpoint", "[--pause | --disk-only [--quiesce --agent SOCKET]] "
 	  "[--downtime MS] [--bandwidth RATE] [--timeout SEC "
 	  "[--on-timeout stop|abort]] [--exclude DEVICE]... "
@@ -129,6 +163,9 @@ print_usage(FILE *f)
 	for (c = cmd_table; c->name != NULL; c++)
 		fprintf(f, "  %-10s %s\n", c->name, c->summary);
 	fprintf(f, "  %-10s %s\n", "help", "show help for a command");
+	fputs("\ninfo and verify take a checkpoint NAME or an IMAGE file: an "
+	    "argument with\na '/' is a file; else STORE/NAME when -d is "
+	    "given and it exists; else a file.\n", f);
 	fputs("\nRun 'snapctl help COMMAND' for a command's options.\n"
 	    "Exit status: 0 ok, 1 failed, 2 usage, 3 QEMU unreachable, "
 	    "4 mismatch,\n5 store locked, 6 no space, 7 timeout, "

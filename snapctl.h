@@ -81,6 +81,11 @@ int trace_enabled(void);
 /* Commands, one file per family. */
 int cmd_qmp(int argc, char **argv, struct err *e);	/* cmd_qmp.c */
 int cmd_shell(int argc, char **argv, struct err *e);	/* shell.c */
+int cmd_list(int argc, char **argv, struct err *e);	/* cmd_store.c */
+int cmd_info(int argc, char **argv, struct err *e);
+int cmd_verify(int argc, char **argv, struct err *e);
+int cmd_delete(int argc, char **argv, struct err *e);
+int cmd_prune(int argc, char **argv, struct err *e);
 
 /*
  * cmd_qmp.c, for every command that talks to QEMU: connect to
