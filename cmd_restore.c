@@ -99,18 +99,36 @@ cmd_restore(int argc, char **argv, struct err *e)
 	}
 	if (cmd_check_args(cmd_find("restore"), argc - argi, e) < 0)
 		return -1;
-	if (!exec && argc - argi > 1)
+	o.name = argv[argi++];
+	/* After NAME: --exec [--exec-log FILE] -- QEMU ARGS... */
+	while (argi < argc && strcmp(argv[argi], "--") != 0) {
+		if (strcmp(argv[argi], "--exec") == 0) {
+			exec = 1;
+		} else if (strcmp(argv[argi], "--exec-log") == 0 &&
+		    argi + 1 < argc) {
+			o.exec_log = argv[++argi];
+		} else if (strncmp(argv[argi], "--exec-log=", 11) == 0) {
+			o.exec_log = argv[argi] + 11;
+		} else {
+			return err_set(e, ERR_USAGE, "restore: unexpected "
+			    "argument '%s' (a QEMU command line goes after "
+			    "--exec --)", argv[argi]);
+		}
+		argi++;
+	}
+	if (argi < argc)
+		argi++;		/* the "--" */
+	if (!exec && argi < argc)
 		return err_set(e, ERR_USAGE, "restore: unexpected argument "
 		    "'%s' (a QEMU command line goes after --exec --)",
-		    argv[argi + 1]);
-	if (exec && argc - argi < 2)
+		    argv[argi]);
+	if (exec && argi == argc)
 		return err_set(e, ERR_USAGE, "restore: --exec needs a QEMU "
 		    "command line: restore NAME --exec -- qemu-system-x86_64 "
 		    "ARGS...");
 	if (o.exec_log != NULL && !exec)
 		return err_set(e, ERR_USAGE, "--exec-log is for --exec");
-	o.name = argv[argi];
-	o.exec_argv = exec ? argv + argi + 1 : NULL;
+	o.exec_argv = exec ? argv + argi : NULL;
 	o.socket = options.socket;
 	o.store = options.dir;
 	o.qmp_timeout_ms = options.timeout_ms;

@@ -63,6 +63,7 @@ struct rs {
 	char machine[256];
 	char qemu[32];
 	pid_t pid;		/* QEMU started by --exec, or 0 */
+	int started;		/* --exec started one (it may have exited) */
 	char *exec_log;
 	int touched;		/* QEMU was changed */
 	int guest_ran;
@@ -237,7 +238,6 @@ log_tail(const char *path, char *out, size_t len)
 static void
 kill_exec(struct rs *s)
 {
-	struct stat st;
 	int i, status;
 
 	if (s->pid <= 0)
@@ -252,8 +252,6 @@ kill_exec(struct rs *s)
 	waitpid(s->pid, &status, 0);
 reaped:
 	s->pid = 0;
-	if (lstat(s->o->socket, &st) == 0 && S_ISSOCK(st.st_mode))
-		unlink(s->o->socket);
 }
 
 /* 0 if the child still runs; else fill e with how it ended. */
@@ -354,6 +352,7 @@ start_qemu(struct rs *s, struct err *e)
 		_exit(127);
 	}
 	s->pid = pid;
+	s->started = 1;
 	rc = 0;
 out:
 	free(argv);
@@ -762,28 +761,45 @@ remove_overlays(struct rs *s)
 	}
 }
 
-/* Why the load failed, from query-migrate (QEMU 10 keeps running). */
+/*
+ * Why the load failed: QEMU 9.1 on stays up and query-migrate says why;
+ * QEMU 7.2 exits, and when snapctl started it, its log's last line says.
+ */
 static void
 load_error(struct rs *s, struct err *e, const char *what)
 {
 	struct err le = ERR_INIT;
-	json_t *r = NULL;
-	const char *desc = NULL;
+	json_t *r;
+	const char *desc;
+	int i;
 
-	if (s->pid > 0 && exec_alive(s, e) < 0) {
-		err_prefix(e, "%s: ", what);
-		return;
+	for (i = 0; i < 50; i++) {
+		if (s->pid > 0 && exec_alive(s, e) < 0) {
+			err_prefix(e, "%s: ", what);
+			return;
+		}
+		if (qmp_usable(s->q)) {
+			err_clear(&le);
+			r = qmp_execute(s->q, "query-migrate", NULL, &le);
+			desc = jstr(r, "error-desc");
+			if (desc != NULL) {
+				err_set(e, ERR_FAIL, "%s: QEMU refused the "
+				    "checkpoint: %s", what, desc);
+				json_decref(r);
+				return;
+			}
+			json_decref(r);
+		} else if (s->pid <= 0) {
+			break;
+		}
+		usleep(20000);
 	}
-	if (qmp_usable(s->q))
-		r = qmp_execute(s->q, "query-migrate", NULL, &le);
-	desc = jstr(r, "error-desc");
-	if (desc != NULL)
-		err_set(e, ERR_FAIL, "%s: QEMU refused the checkpoint: %s",
-		    what, desc);
-	else if (!qmp_usable(s->q))
+	if (!qmp_usable(s->q))
 		err_set(e, ERR_QEMU, "%s: QEMU exited while loading the "
 		    "checkpoint (see its output)", what);
-	json_decref(r);
+	else
+		err_set(e, ERR_FAIL, "%s: QEMU stopped reading the "
+		    "checkpoint's stream", what);
 }
 
 /* Feed the stream; then wait until QEMU has loaded it. */
@@ -969,6 +985,7 @@ int
 restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 {
 	struct rs s;
+	struct stat st;
 	int rc = -1;
 
 	memset(&s, 0, sizeof(s));
@@ -1009,10 +1026,12 @@ out:
 	if (rc < 0) {
 		if (s.touched && !s.guest_ran)
 			remove_overlays(&s);
-		if (s.pid > 0) {
+		if (s.started) {
 			qmp_close(s.q);
 			s.q = NULL;
 			kill_exec(&s);
+			if (lstat(o->socket, &st) == 0 && S_ISSOCK(st.st_mode))
+				unlink(o->socket);
 		}
 	}
 	rs_free(&s);

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# t-restore: snapctl restore against real QEMU 7.2 and 10.0.  A churning
+# guest (memory rewritten all the time, ordered records on its disk) is
+# checkpointed and killed; fresh QEMUs started with -incoming defer on the
+# checkpoint's disk files get it back: the guest carries on (same run, no
+# reboot, counters past the checkpoint's), verifies every page it owns and
+# that its disk holds what its memory says it wrote; twice, and with
+# --paused and --exec.  A 7.2 checkpoint goes into 10.0 with the 7.2
+# machine type.  Refusals come before QEMU is touched: unknown name, wrong
+# machine type, wrong RAM size, wrong disk, a disk file changed since the
+# checkpoint, a damaged memory image, a QEMU that is not waiting.  A stream
+# QEMU refuses leaves no overlay and no QEMU behind.
+. "$(dirname "$0")/lib.sh"
+. "$TOP/tests/lib/ckpt.sh"
+ck_init || done_testing
+
+if ! vm_guest 2>"$TESTDIR/guest.err"; then
+	not_ok "test guest builds" "$(tail -n 5 "$TESTDIR/guest.err")"
+	done_testing
+fi
+
+CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.diskrate=50 churn.tick=200"
+
+# ---- the command line, no VM needed ------------------------------------
+N=(-s "$TESTDIR/nodir/qmp.sock" -d "$TESTDIR/none")
+expect_code 2 "restore needs a name" "$SNAPCTL" "${N[@]}" restore
+expect_code 2 "restore needs a store" "$SNAPCTL" -s "$TESTDIR/x" restore c1
+expect_code 2 "restore needs a socket" "$SNAPCTL" -d "$TESTDIR/x" restore c1
+expect_code 2 "an extra argument without --exec is refused" "$SNAPCTL" "${N[@]}" restore c1 qemu
+expect_match "... saying where a QEMU command line goes" "after --exec --" "$TESTDIR/stderr"
+expect_code 2 "--exec without a command line is refused" "$SNAPCTL" "${N[@]}" restore c1 --exec
+expect_code 2 "--exec-log without --exec is refused" "$SNAPCTL" "${N[@]}" restore --exec-log x c1
+expect_code 2 "--timeout 0 is refused" "$SNAPCTL" "${N[@]}" restore --timeout 0 c1
+expect_code 2 "a bad name is refused" "$SNAPCTL" "${N[@]}" restore ../c1
+expect_code 1 "a store that does not exist: exit 1" "$SNAPCTL" "${N[@]}" restore c1
+ck_one_line "... one line" "$TESTDIR/stderr"
+
+# last_tick VM: the newest complete TICK line of VM's serial console.
+last_tick() { grep -a '^CHURN TICK' "$(vm_path "$1" serial)" | tail -n 1 | tr -d '\r'; }
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
+
+# untouched VM DESC DIR: a refused restore left the waiting QEMU and the
+# disk directory alone.
+untouched() {
+	expect_eq "$2: QEMU still waits" inmigrate "$(ck_status "$1")"
+	expect_eq "$2: no overlay was made" "" "$(cd "$3" && ls -- *.restore-* 2>/dev/null)"
+}
+
+# carries_on VM DESC RUN COUNTER: the restored guest is the checkpointed
+# run carrying on, not a reboot, and verifies its memory and its disk.
+carries_on() {
+	local vm=$1 d=$2 run=$3 counter=$4 tick
+	tick=$(vm_wait_serial "$vm" '^CHURN TICK' 60)
+	expect_eq "$d: the same churn run" "$run" "$(field run "$tick")"
+	if [ -n "$tick" ] && [ "$(field counter "$tick")" -ge "$counter" ]; then
+		ok "$d: its counter carries on ($(field counter "$tick") >= $counter)"
+	else
+		not_ok "$d: its counter carries on" "first tick: '$tick', checkpoint at $counter"
+	fi
+	check "$d: not a reboot (no READY line)" sh -c "! grep -aq '^CHURN READY' '$(vm_path "$vm" serial)'"
+	check "$d: the guest verifies its whole memory" vm_wait_serial "$vm" '^CHURN VERIFY ok' 60
+	check "$d: its disk records agree with its memory" vm_wait_serial "$vm" '^CHURN DISKVERIFY ok' 60
+	if grep -aq FAIL "$(vm_path "$vm" serial)"; then
+		not_ok "$d: no FAIL line" "$(grep -a FAIL "$(vm_path "$vm" serial)" | head -n 3)"
+	else
+		ok "$d: no FAIL line"
+	fi
+}
+
+for ver in 7.2 10.0; do
+	if ! vm_have_qemu "$ver"; then
+		skip "QEMU $ver" "not installed (tests/deps.sh)"
+		continue
+	fi
+	v=${ver//./}
+	dir=$TESTDIR/q$v
+	store=$dir/store
+	mkdir -p "$dir"
+	qemu-img create -q -f qcow2 "$dir/d0.qcow2" 64M
+	if ! vm_start "src$v" --qemu "$ver" --agent --disk "$dir/d0.qcow2" \
+		--append "$CHURN" 2>"$dir/src.err" || ! vm_wait_ready "src$v" 120 >"$dir/ready"; then
+		not_ok "QEMU $ver: guest starts" "$(tail -n 5 "$dir/src.err")"
+		continue
+	fi
+	run=$(field run "$(tr -d '\r' <"$dir/ready")")
+	vm_wait_serial "src$v" '^CHURN DISKVERIFY' 30 >/dev/null
+	sleep 1
+	# QEMU 7.2 under TCG loses pages it redirties across live passes (its
+	# own raw stream fails the guest's check too): capture it paused.
+	mode=""
+	[ "$ver" = 7.2 ] && mode=--pause
+	# A lower bound of the counter at the checkpoint's instant.
+	at=$(field counter "$(last_tick "src$v")")
+	at=${at:-0}
+	if ! "$SNAPCTL" -s "$(vm_path "src$v" qmp)" -d "$store" checkpoint $mode c1 >/dev/null 2>"$dir/c1.err"; then
+		not_ok "QEMU $ver: checkpoint c1" "$(cat "$dir/c1.err")"
+		continue
+	fi
+	m=$store/c1/manifest.json
+	file=$(jq_get "$m" disks.0.file)
+	expect_eq "QEMU $ver: c1's disk state is in d0.qcow2" "$dir/d0.qcow2" "$file"
+	machine=$(jq_get "$m" vm.machine)
+	vm_kill "src$v" KILL
+	stamp=$(stat -c '%s %Y' "$file")
+
+	# ---- refusals, each before QEMU is touched ---------------------------
+	R=(-d "$store")
+	vm_start "t$v" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
+	expect_code 1 "QEMU $ver: unknown checkpoint: exit 1" "$SNAPCTL" -s "$(vm_path "t$v" qmp)" "${R[@]}" restore c9
+	expect_match "QEMU $ver: ... naming it" "^snapctl: .*'c9'" "$TESTDIR/stderr"
+	untouched "t$v" "QEMU $ver: unknown checkpoint" "$dir"
+	vm_kill "t$v" KILL
+
+	other=pc-q35-7.1
+	[ "$ver" = 10.0 ] && other=pc-q35-9.2
+	vm_start "t$v" --qemu "$ver" --machine "$other" --agent --disk "$file" --append "$CHURN" --incoming
+	expect_code 4 "QEMU $ver: wrong machine type: exit 4" "$SNAPCTL" -s "$(vm_path "t$v" qmp)" "${R[@]}" restore c1
+	expect_match "QEMU $ver: ... saying which" "^snapctl: wrong machine type: .*'$machine'.*'$other' \(start it with -machine $machine\)$" "$TESTDIR/stderr"
+	untouched "t$v" "QEMU $ver: wrong machine type" "$dir"
+	vm_kill "t$v" KILL
+
+	vm_start "t$v" --qemu "$ver" --mem 384 --agent --disk "$file" --append "$CHURN" --incoming
+	expect_code 4 "QEMU $ver: wrong RAM size: exit 4" "$SNAPCTL" -s "$(vm_path "t$v" qmp)" "${R[@]}" restore c1
+	expect_match "QEMU $ver: ... with the size to use" "^snapctl: wrong RAM size: .* 256.0 MiB of RAM, the VM 384.0 MiB \(start it with -m 256M\)$" "$TESTDIR/stderr"
+	untouched "t$v" "QEMU $ver: wrong RAM size" "$dir"
+	vm_kill "t$v" KILL
+
+	qemu-img create -q -f qcow2 "$dir/other.qcow2" 64M
+	vm_start "t$v" --qemu "$ver" --agent --disk "$dir/other.qcow2" --append "$CHURN" --incoming
+	expect_code 4 "QEMU $ver: wrong disk: exit 4" "$SNAPCTL" -s "$(vm_path "t$v" qmp)" "${R[@]}" restore c1
+	expect_match "QEMU $ver: ... naming both files" "^snapctl: wrong disk: the VM opened '$dir/other.qcow2' as disk 'vd0', but checkpoint 'c1' holds that disk's state in '$file'$" "$TESTDIR/stderr"
+	untouched "t$v" "QEMU $ver: wrong disk" "$dir"
+	vm_kill "t$v" KILL
+
+	vm_start "t$v" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
+	tq=$(vm_path "t$v" qmp)
+	mt=$(stat -c %y "$file")
+	touch "$file"
+	expect_code 4 "QEMU $ver: a disk file changed since the checkpoint: exit 4" "$SNAPCTL" -s "$tq" "${R[@]}" restore c1
+	expect_match "QEMU $ver: ... saying which" "^snapctl: checkpoint 'c1': disk 'vd0': '$file' changed since the checkpoint" "$TESTDIR/stderr"
+	touch -d "$mt" "$file"
+	untouched "t$v" "QEMU $ver: changed disk" "$dir"
+
+	cp -a "$store" "$dir/bad"
+	img=$dir/bad/c1/memory.img
+	size=$(stat -c %s "$img")
+	printf '\xff\x00\xff\x00' | dd of="$img" bs=1 seek=$((size / 2)) conv=notrunc status=none
+	expect_code 1 "QEMU $ver: a damaged memory image: exit 1" "$SNAPCTL" -s "$tq" -d "$dir/bad" restore c1
+	expect_match "QEMU $ver: ... naming the chunk" "^snapctl: checkpoint 'c1': memory image: .*chunk [0-9]+" "$TESTDIR/stderr"
+	ck_one_line "QEMU $ver: ... in one line" "$TESTDIR/stderr"
+	untouched "t$v" "QEMU $ver: damaged image" "$dir"
+
+	check "QEMU $ver: --dry-run passes on the right VM" "$SNAPCTL" -s "$tq" "${R[@]}" restore --dry-run c1
+	expect_match "QEMU $ver: ... and says nothing changed" "fits the QEMU .*nothing was changed" "$TESTDIR/stdout"
+	untouched "t$v" "QEMU $ver: --dry-run" "$dir"
+
+	# ---- restore, twice --------------------------------------------------
+	if "$SNAPCTL" -s "$tq" "${R[@]}" --json restore c1 >"$dir/r1.json" 2>"$dir/r1.err"; then
+		ok "QEMU $ver: restore c1"
+		ov=$(jq_get "$dir/r1.json" disks.0.overlay)
+		check "QEMU $ver: the new overlay exists" test -f "$ov"
+		expect_eq "QEMU $ver: the guest writes to it" "$ov" "$(ck_active_file "t$v" vd0)"
+		expect_eq "QEMU $ver: the guest runs" running "$(ck_status "t$v")"
+		expect_eq "QEMU $ver: --json status" running "$(jq_get "$dir/r1.json" status)"
+		carries_on "t$v" "QEMU $ver: restored c1" "$run" "$at"
+	else
+		not_ok "QEMU $ver: restore c1" "$(cat "$dir/r1.err")"
+	fi
+	vm_kill "t$v" KILL
+	expect_eq "QEMU $ver: the checkpoint's disk file was never written" "$stamp" "$(stat -c '%s %Y' "$file")"
+
+	vm_start "u$v" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
+	if "$SNAPCTL" -s "$(vm_path "u$v" qmp)" "${R[@]}" restore --paused c1 >"$dir/r2.out" 2>"$dir/r2.err"; then
+		ok "QEMU $ver: restore c1 a second time, --paused"
+		expect_eq "QEMU $ver: the guest waits, paused" paused "$(ck_status "u$v")"
+		vm_qmp_raw "u$v" '{"execute":"cont"}' >/dev/null
+		carries_on "u$v" "QEMU $ver: restored c1 again" "$run" "$at"
+	else
+		not_ok "QEMU $ver: restore c1 a second time" "$(cat "$dir/r2.err")"
+	fi
+	vm_kill "u$v" KILL
+
+	# ---- --exec: snapctl starts QEMU --------------------------------------
+	# The command line of the waiting QEMU t, without what snapctl adds,
+	# and with its files renamed to x.
+	mapfile -t args <"$(vm_path "t$v" args)"
+	# The first line is the binary, maybe "env VAR=... /path/qemu".
+	read -r -a binv <<<"${args[0]}"
+	args=("${binv[@]}" "${args[@]:1}")
+	xargs_=()
+	skip_next=0
+	for a in "${args[@]}"; do
+		if [ $skip_next -eq 1 ]; then skip_next=0; continue; fi
+		case $a in
+		-incoming) skip_next=1; continue ;;
+		-S) continue ;;
+		"unix:$TESTDIR/t$v.qmp,server=on,wait=off") unset 'xargs_[${#xargs_[@]}-1]'; continue ;;
+		esac
+		xargs_+=("${a//$TESTDIR\/t$v./$TESTDIR/x$v.}")
+	done
+	_vm_names+=("x$v")
+	xq=$TESTDIR/x$v.qmp
+	if "$SNAPCTL" -s "$xq" "${R[@]}" restore c1 --exec -- "${xargs_[@]}" >"$dir/r3.out" 2>"$dir/r3.err"; then
+		ok "QEMU $ver: restore --exec starts QEMU and restores c1"
+		expect_eq "QEMU $ver: its guest runs" running "$(vm_qmp_raw "x$v" '{"execute":"query-status"}' | jq_get - return.status)"
+		check "QEMU $ver: snapctl can talk to it on -s" "$SNAPCTL" -s "$xq" qmp query-name
+		check "QEMU $ver: QEMU's output went to SOCKET.log" test -f "$xq.log"
+		carries_on "x$v" "QEMU $ver: restored by --exec" "$run" "$at"
+	else
+		not_ok "QEMU $ver: restore --exec" "$(cat "$dir/r3.err")"
+	fi
+	vm_kill "x$v" KILL
+
+	# A stream QEMU refuses (its VM lacks the agent's virtio-serial, whose
+	# state the stream carries): no overlay is left, the QEMU is killed.
+	noagent=()
+	skip_next=0
+	for a in "${xargs_[@]}"; do
+		case $a in
+		*qga*|*vser0*) unset 'noagent[${#noagent[@]}-1]'; continue ;;
+		esac
+		noagent+=("$a")
+	done
+	rm -f "$xq" "$TESTDIR/x$v.pid"
+	before=$(cd "$dir" && ls -- *.qcow2 | sort)
+	"$SNAPCTL" -s "$xq" "${R[@]}" restore c1 --exec -- "${noagent[@]}" >/dev/null 2>"$dir/r4.err"
+	rc=$?
+	if [ $rc -eq 1 ] || [ $rc -eq 3 ]; then
+		ok "QEMU $ver: a refused stream fails the restore (exit $rc: $(head -c 300 "$dir/r4.err"))"
+	else
+		not_ok "QEMU $ver: a refused stream fails the restore" "exit $rc" "$(cat "$dir/r4.err")"
+	fi
+	expect_match "QEMU $ver: ... saying QEMU refused or exited" "^snapctl: restore: QEMU (refused the checkpoint|exited)" "$dir/r4.err"
+	ck_one_line "QEMU $ver: ... in one line" "$dir/r4.err"
+	expect_eq "QEMU $ver: ... and leaves no overlay" "$before" "$(cd "$dir" && ls -- *.qcow2 | sort)"
+	sleep 0.5
+	pid=$(cat "$TESTDIR/x$v.pid" 2>/dev/null)
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		not_ok "QEMU $ver: ... and no QEMU" "pid $pid still runs"
+	else
+		ok "QEMU $ver: ... and no QEMU"
+	fi
+	check "QEMU $ver: ... nor its socket" test ! -e "$xq"
+
+	# ---- QEMU that is not waiting ----------------------------------------
+	vm_start "w$v" --qemu "$ver" --no-kernel
+	expect_code 4 "QEMU $ver: a running VM is refused: exit 4" "$SNAPCTL" -s "$(vm_path "w$v" qmp)" "${R[@]}" restore c1
+	expect_match "QEMU $ver: ... saying to start it with -incoming defer" "not waiting for a checkpoint \(it is running\): start it with -incoming defer" "$TESTDIR/stderr"
+	vm_kill "w$v" KILL
+
+	# ---- 7.2 into 10.0 with the 7.2 machine type --------------------------
+	if [ "$ver" = 7.2 ] && vm_have_qemu 10.0; then
+		vm_start "y$v" --qemu 10.0 --machine "$machine" --agent --disk "$file" --append "$CHURN" --incoming
+		if "$SNAPCTL" -s "$(vm_path "y$v" qmp)" "${R[@]}" restore c1 >/dev/null 2>"$dir/r5.err"; then
+			ok "QEMU 7.2 c1 restores into QEMU 10.0 -machine $machine"
+			carries_on "y$v" "QEMU 7.2 c1 on 10.0" "$run" "$at"
+		else
+			not_ok "QEMU 7.2 c1 restores into QEMU 10.0" "$(cat "$dir/r5.err")"
+		fi
+		vm_kill "y$v" KILL
+	fi
+done
+
+vm_stop_all
+done_testing
