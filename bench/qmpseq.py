@@ -2,7 +2,8 @@
 """bench/qmpseq.py - QEMU's own tools, scripted as tightly as a person would
 script them on one QMP connection (python3 standard library only), as the
 baselines the benchmarks put snapctl beside.  Each prints one JSON object
-with host wall-clock times (time.time(), the clock QMP event timestamps use).
+with host wall-clock times (time.time(), the clock QMP event timestamps use)
+as integer microseconds (*_us) and durations in seconds (*_s).
 
   qmpseq.py save SOCKET URI BANDWIDTH DOWNTIME_MS OVERLAY_PREFIX
       The plain live checkpoint: migrate-set-parameters max-bandwidth and
@@ -68,6 +69,11 @@ class QMP:
             r = self._read()
             if "event" in r:
                 self.events.append(r)
+
+
+def us(t):
+    """Wall-clock seconds as integer microseconds (exact in any JSON tool)."""
+    return int(round(t * 1e6))
 
 
 def evtime(ev):
@@ -149,8 +155,9 @@ def save(sock, uri, bw, downtime, prefix):
                "downtime-limit": params["downtime-limit"]})
         if not had_events:
             set_events_cap(q, False)
-    print(json.dumps({"t0": t0, "completed": t_done, "cut": t_cut,
-                      "cont": t_cont, "total_s": t_cont - t0,
+    print(json.dumps({"t0_us": us(t0), "completed_us": us(t_done),
+                      "cut_us": us(t_cut), "cont_us": us(t_cont),
+                      "total_s": round(t_cont - t0, 6),
                       "qemu_downtime_ms": mig.get("downtime"),
                       "disks": len(nodes)}))
 
@@ -167,8 +174,10 @@ def load(sock, uri):
     st = q.cmd("query-status")
     if st.get("status") != "running":
         raise RuntimeError("status %s after cont" % st.get("status"))
-    print(json.dumps({"t0": t0, "completed": t_done, "resume": evtime(ev),
-                      "total_s": evtime(ev) - t0}))
+    print(json.dumps({"t0_us": us(t0), "completed_us": us(t_done),
+                      "resume_us": us(evtime(ev)),
+                      "load_s": round(t_done - t0, 6),
+                      "total_s": round(evtime(ev) - t0, 6)}))
 
 
 def main(argv):
