@@ -14,6 +14,9 @@ else
 	_bench_own_dir=1
 fi
 export SNAPCTL TOP CACHE BENCHDIR
+# A signal ends the script through its EXIT trap (VMs stopped, scratch gone).
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 # bench_cleanup: remove the scratch directory if this script made it (run
 # it from the EXIT trap, after stopping the VMs).
@@ -63,9 +66,24 @@ secs_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a
 # table_row COL... / table_print TITLE: collect rows, print aligned.
 _rows=()
 table_row() { local IFS=$'\t'; _rows+=("$*"); }
+# A table with an empty, "n/a" or "?" cell is a measurement that silently
+# failed: table_print prints it anyway, says which, and returns 1.
 table_print() {
+	local r c bad=0
 	echo
 	echo "## $1"
 	printf '%s\n' "${_rows[@]}" | column -t -s $'\t'
+	for r in "${_rows[@]}"; do
+		local IFS=$'\t' cells
+		read -r -a cells <<<"$r"
+		[ "${#cells[@]}" -eq "$(awk -F'\t' '{ print NF }' <<<"${_rows[0]}")" ] || bad=1
+		for c in "${cells[@]}"; do
+			case $c in '' | n/a | '?') bad=1 ;; esac
+		done
+	done
 	_rows=()
+	if [ $bad = 1 ]; then
+		echo "$(basename "$0"): the table has missing values" >&2
+		return 1
+	fi
 }
