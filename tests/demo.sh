@@ -4,10 +4,6 @@
 # disk), take a live checkpoint while it works, kill the VM, restore the
 # checkpoint into a fresh QEMU, and watch the guest carry on from where it
 # was, with the numbers.
-#
-# The restore here is done by hand, with the pieces snapctl has today:
-# `snapctl export` regenerates the migration stream, a new overlay goes on
-# the checkpoint's frozen disk, and QEMU loads the stream.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 SNAPCTL=$TOP/snapctl
@@ -40,13 +36,11 @@ echo "disk overlay now active: $(q disks.0.overlay)"
 say "killing the VM"
 vm_kill demo KILL
 
-say "restoring demo1 into a fresh QEMU"
+say "restoring demo1 into a fresh QEMU (-incoming defer, its disk opened on the checkpoint's file)"
+"$SNAPCTL" -d "$DEMO/store" info demo1
+vm_start back --qemu "$QV" --disk "$(q disks.0.file)" --incoming --append "$CHURN" || exit 1
 r0=$(date +%s.%N)
-vm_qemu_img "$QV" create -q -f qcow2 -b "$(q disks.0.file)" -F "$(q disks.0.format)" "$DEMO/restore.qcow2"
-vm_start back --qemu "$QV" --disk "$DEMO/restore.qcow2" --incoming --append "$CHURN" || exit 1
-"$SNAPCTL" export "$DEMO/store/demo1/memory.img" "$DEMO/demo1.stream" || exit 1
-vm_load_raw back "$DEMO/demo1.stream" 300 || exit 1
-vm_qmp_raw back '{"execute":"cont"}' >/dev/null
+"$SNAPCTL" -s "$(vm_path back qmp)" -d "$DEMO/store" restore demo1 || exit 1
 r1=$(date +%s.%N)
 vm_wait_serial back 'CHURN VERIFY (ok|FAIL)' 60
 vm_wait_serial back 'CHURN DISKVERIFY (ok|FAIL)' 60
