@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blockinfo.h"
 #include "diskfile.h"
 #include "export.h"
 #include "restore.h"
@@ -29,23 +30,12 @@
 #define RESTORE_FDNAME "snapctl-restore"
 #define POLL_MS 20
 
-/* A disk of the waiting VM, from query-block. */
-struct vm_disk {
-	char *id;		/* device name, else the qdev id */
-	char *device;		/* "" for -blockdev + -device */
-	char *node;		/* the active layer's node name */
-	char *file;
-	char *format;
-	int ro;
-	int used;		/* matched by a checkpoint disk */
-};
-
 /* A checkpoint disk and where it goes. */
 struct rs_disk {
 	const json_t *m;	/* the manifest entry (borrowed) */
 	const char *device;
 	const char *file;
-	struct vm_disk *vm;
+	struct blockinfo *vm;
 	char *overlay;
 	int created;		/* overlay file made by this run */
 };
@@ -56,8 +46,9 @@ struct rs {
 	struct img_reader *img;
 	char *img_path;
 	struct qmp *q;
-	struct vm_disk *vd;
+	struct blockinfo *vd;	/* the VM's disks */
 	size_t nvd;
+	unsigned char *vd_used;	/* matched by a checkpoint disk */
 	struct rs_disk *disks;
 	size_t ndisks;
 	char machine[256];
@@ -565,76 +556,19 @@ out:
 	return rc;
 }
 
-/* "vd0" from "/machine/peripheral/vd0/virtio-backend"; else the path. */
-static char *
-qdev_id(const char *qdev)
-{
-	static const char pfx[] = "/machine/peripheral/";
-	const char *p, *slash;
-
-	if (qdev == NULL)
-		return NULL;
-	if (strncmp(qdev, pfx, sizeof(pfx) - 1) != 0)
-		return xstrdup(qdev);
-	p = qdev + sizeof(pfx) - 1;
-	slash = strchr(p, '/');
-	return slash != NULL ? xstrndup(p, (size_t)(slash - p)) : xstrdup(p);
-}
-
-static int
-list_vm_disks(struct rs *s, struct err *e)
-{
-	json_t *r, *dev, *ins, *img;
-	const char *device, *qdev, *node, *file, *fmt;
-	size_t i;
-
-	r = qcmd(s, "query-block", NULL, e);
-	if (r == NULL)
-		return -1;
-	json_array_foreach(r, i, dev) {
-		struct vm_disk *d;
-
-		ins = json_object_get(dev, "inserted");
-		if (!json_is_object(ins))
-			continue;
-		device = jstr(dev, "device");
-		qdev = jstr(dev, "qdev");
-		node = jstr(ins, "node-name");
-		img = json_object_get(ins, "image");
-		file = jstr(img, "filename");
-		if (file == NULL)
-			file = jstr(ins, "file");
-		fmt = jstr(img, "format");
-		if (fmt == NULL)
-			fmt = jstr(ins, "drv");
-		s->vd = xreallocarray(s->vd, s->nvd + 1, sizeof(*s->vd));
-		d = &s->vd[s->nvd++];
-		memset(d, 0, sizeof(*d));
-		d->device = xstrdup(device != NULL ? device : "");
-		d->id = *d->device != '\0' ? xstrdup(d->device) :
-		    qdev != NULL ? qdev_id(qdev) :
-		    xstrdup(node != NULL ? node : "?");
-		d->node = node != NULL ? xstrdup(node) : NULL;
-		d->file = file != NULL ? xstrdup(file) : NULL;
-		d->format = fmt != NULL ? xstrdup(fmt) : NULL;
-		d->ro = json_is_true(json_object_get(ins, "ro"));
-	}
-	json_decref(r);
-	return 0;
-}
-
 static int
 check_disks(struct rs *s, struct err *e)
 {
 	size_t i, j;
 
-	if (list_vm_disks(s, e) < 0)
+	if (blockinfo_query(s->q, &s->vd, &s->nvd, e) < 0)
 		return -1;
+	s->vd_used = xcalloc(s->nvd ? s->nvd : 1, 1);
 	for (i = 0; i < s->ndisks; i++) {
 		struct rs_disk *d = &s->disks[i];
 		const char *node = jstr(d->m, "node");
 		const char *fmt = jstr(d->m, "format");
-		struct vm_disk *v = NULL;
+		struct blockinfo *v = NULL;
 
 		for (j = 0; j < s->nvd && v == NULL; j++)
 			if (strcmp(s->vd[j].id, d->device) == 0 ||
@@ -648,11 +582,11 @@ check_disks(struct rs *s, struct err *e)
 			    "has no disk '%s' (start it with '%s' as that "
 			    "disk; see snapctl info %s)", d->device, d->file,
 			    s->o->name);
-		if (v->used)
+		if (s->vd_used[v - s->vd])
 			return err_set(e, ERR_MISMATCH, "wrong disks: the VM's "
 			    "disk '%s' matches two disks of the checkpoint",
 			    v->id);
-		v->used = 1;
+		s->vd_used[v - s->vd] = 1;
 		d->vm = v;
 		if (v->file == NULL || !diskfile_same(v->file, d->file))
 			return err_set(e, ERR_MISMATCH, "wrong disk: the VM "
@@ -720,7 +654,7 @@ add_overlays(struct rs *s, struct err *e)
 	store_default_name(now_real(), stamp);
 	for (i = 0; i < s->ndisks; i++) {
 		struct rs_disk *d = &s->disks[i];
-		struct vm_disk *v = d->vm;
+		struct blockinfo *v = d->vm;
 
 		d->overlay = overlay_path(s, d->file, stamp);
 		if (d->overlay == NULL) {
@@ -963,14 +897,8 @@ rs_free(struct rs *s)
 {
 	size_t i;
 
-	for (i = 0; i < s->nvd; i++) {
-		free(s->vd[i].id);
-		free(s->vd[i].device);
-		free(s->vd[i].node);
-		free(s->vd[i].file);
-		free(s->vd[i].format);
-	}
-	free(s->vd);
+	blockinfo_free(s->vd, s->nvd);
+	free(s->vd_used);
 	for (i = 0; i < s->ndisks; i++)
 		free(s->disks[i].overlay);
 	free(s->disks);
