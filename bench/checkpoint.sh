@@ -133,7 +133,7 @@ table_row "median" "snapctl checkpoint" "$sp" "$(median "${S_D[@]}")" "$(median 
 qb=$(median "${Q_B[@]}") qz=$(median "${Q_Z[@]}")
 table_row "median" "QEMU migrate+transaction+cont" "$qp" "$(median "${Q_D[@]}")" "$(median "${Q_T[@]}")" \
 	"$(mib "$qb")" "$(mib "$qz")" "$(ratio "$qb" "$qz")"
-table_print "Checkpoint on QEMU $QV, 256 MiB churning guest with a disk ($CHURN), $RUNS runs, max-bandwidth $(mib "$BW") MiB/s and downtime-limit $DT ms for both; QEMU downtime is QEMU's own count: snapctl's includes the disk cut at pre-switchover, the scripted one ends at "completed", before the transaction and cont (targets: snapctl pause <= scripted pause + 20 ms; image <= 1.10 x zstd -1 of final RAM)"
+table_print "Checkpoint on QEMU $QV, 256 MiB churning guest with a disk ($CHURN), $RUNS runs, max-bandwidth $(mib "$BW") MiB/s and downtime-limit $DT ms for both; QEMU downtime is QEMU's own count: snapctl's includes the disk cut at pre-switchover, the scripted one ends at 'completed', before the transaction and cont (targets: snapctl pause <= scripted pause + 20 ms; image <= 1.10 x zstd -1 of final RAM)"
 st=$?
 awk -v s="$sp" -v q="$qp" 'BEGIN { printf "pause target: snapctl median %s ms <= QEMU median %s ms + 20: %s\n", s, q, (s <= q + 20) ? "met" : "MISSED" }'
 awk -v r="$(ratio "$sb" "$sz")" 'BEGIN { printf "size target: image / zstd -1 of its final RAM (median) %s <= 1.10: %s\n", r, (r <= 1.10) ? "met" : "MISSED" }'

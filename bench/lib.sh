@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh - shared helpers for the benchmarks: timing with peak RSS,
 # allocated bytes, and printing one aligned table.
 set -u
