@@ -248,7 +248,7 @@ cmd_image_verify(int argc, char **argv, struct err *e)
 	r = img_open(argv[argi], e);
 	if (r == NULL)
 		return -1;
-	rc = img_verify(r, e);
+	rc = img_verify_parallel(r, argv[argi], 0, e);
 	if (rc == 0) {
 		if (options.json) {
 			json_t *j = json_pack("{s:s, s:b}", "image",

@@ -460,7 +460,7 @@ verify_checkpoint(struct store *s, const char *name, const json_t *m,
 			err_prefix(e, "%s: ", name);
 			goto out;
 		}
-		if (img_verify(r, e) < 0) {
+		if (img_verify_parallel(r, path, 0, e) < 0) {
 			err_prefix(e, "%s: '%s': ", name, path);
 			goto out;
 		}

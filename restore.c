@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,7 @@
 #include "banned.h"
 
 #define RESTORE_FDNAME "snapctl-restore"
-#define POLL_MS 20
+#define POLL_MS 5
 
 /* A checkpoint disk and where it goes. */
 struct rs_disk {
@@ -60,6 +61,10 @@ struct rs {
 	int guest_ran;
 	uint64_t stream_bytes;
 	uint64_t t0, t_checked, t_loaded;
+	pthread_t verify_thread;
+	int verifying;
+	int verify_rc;
+	struct err verify_err;
 };
 
 static const char *
@@ -145,7 +150,7 @@ load_checkpoint(struct rs *s, struct err *e)
 	}
 	s->img_path = xasprintf("%s/%s/%s", store_path(st), o->name, path);
 	s->img = img_open(s->img_path, e);
-	if (s->img == NULL || img_verify(s->img, e) < 0) {
+	if (s->img == NULL) {
 		err_prefix(e, "checkpoint '%s': memory image: ", o->name);
 		goto out;
 	}
@@ -169,6 +174,54 @@ load_checkpoint(struct rs *s, struct err *e)
 out:
 	store_close(st);
 	return rc;
+}
+
+/*
+ * Every frame of the memory image is decoded and checked by a thread of
+ * its own (itself spreading the work over the CPUs) while QEMU is started
+ * and asked its questions; it is joined before QEMU is touched.
+ */
+static void *
+verify_main(void *arg)
+{
+	struct rs *s = arg;
+
+	s->verify_rc = img_verify_parallel(s->img, s->img_path, 0,
+	    &s->verify_err);
+	return NULL;
+}
+
+static int
+verify_start(struct rs *s, struct err *e)
+{
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	errno = pthread_create(&s->verify_thread, NULL, verify_main, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (errno != 0)
+		return err_sys(e, ERR_FAIL, "cannot start a thread");
+	s->verifying = 1;
+	return 0;
+}
+
+/* Join the check; its failure is the one reported: the image is bad. */
+static int
+verify_join(struct rs *s, struct err *e)
+{
+	if (!s->verifying)
+		return 0;
+	pthread_join(s->verify_thread, NULL);
+	s->verifying = 0;
+	if (s->verify_rc == 0)
+		return 0;
+	if (e != NULL) {
+		err_clear(e);
+		*e = s->verify_err;
+		err_prefix(e, "checkpoint '%s': memory image: ", s->o->name);
+	}
+	return -1;
 }
 
 /* ---- starting QEMU (--exec) --------------------------------------------- */
@@ -925,7 +978,8 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		    "each other");
 
 	/* Before QEMU: the checkpoint itself. */
-	if (load_checkpoint(&s, e) < 0 || interrupted(e))
+	if (load_checkpoint(&s, e) < 0 || interrupted(e) ||
+	    verify_start(&s, e) < 0)
 		goto out;
 	if (o->exec_argv != NULL && start_qemu(&s, e) < 0)
 		goto out;
@@ -934,6 +988,8 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 	/* Read-only questions; QEMU is not touched until they pass. */
 	if (check_waiting(&s, e) < 0 || check_machine(&s, e) < 0 ||
 	    check_ram(&s, e) < 0 || check_disks(&s, e) < 0)
+		goto out;
+	if (verify_join(&s, e) < 0)
 		goto out;
 	s.t_checked = now_mono_ms();
 	if (o->dry_run) {
@@ -951,6 +1007,8 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 	*out = report(&s);
 	rc = 0;
 out:
+	if (s.verifying && verify_join(&s, e) < 0 && !s.touched)
+		rc = -1;	/* a bad image outranks the VM's mismatch */
 	if (rc < 0) {
 		if (s.touched && !s.guest_ran)
 			remove_overlays(&s);

@@ -1814,22 +1814,111 @@ out:
 	return rc;
 }
 
+/* Decode and check chunks [first, end). */
+static int
+verify_chunks(struct img_reader *r, uint64_t first, uint64_t end,
+    struct err *e)
+{
+	uint64_t ci;
+
+	for (ci = first; ci < end; ci++) {
+		r->cached = UINT64_MAX;
+		if (load_chunk(r, ci, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int
 img_verify(struct img_reader *r, struct err *e)
 {
 	uint8_t *tail = NULL;
 	size_t len;
-	uint64_t ci;
 
-	for (ci = 0; ci < r->nchunks; ci++) {
-		r->cached = UINT64_MAX;
-		if (load_chunk(r, ci, e) < 0)
-			return -1;
-	}
+	if (verify_chunks(r, 0, r->nchunks, e) < 0)
+		return -1;
 	if (img_read_tail(r, &tail, &len, e) < 0)
 		return -1;
 	free(tail);
 	return 0;
+}
+
+/* One thread of img_verify_parallel(): a reader of its own, a range. */
+struct verify_part {
+	struct img_reader *r;
+	uint64_t first, end;
+	struct err err;
+	int rc;
+	pthread_t thread;
+};
+
+static void *
+verify_main(void *arg)
+{
+	struct verify_part *v = arg;
+
+	v->rc = verify_chunks(v->r, v->first, v->end, &v->err);
+	return NULL;
+}
+
+int
+img_verify_parallel(struct img_reader *r, const char *path, int nthreads,
+    struct err *e)
+{
+	struct verify_part *v;
+	sigset_t all, old;
+	uint8_t *tail = NULL;
+	size_t len;
+	long cpus;
+	int k, started = 0, rc = -1;
+
+	if (nthreads <= 0) {
+		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		nthreads = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
+	}
+	if (nthreads < 2 || r->nchunks < 2 * (uint64_t)nthreads)
+		return img_verify(r, e);
+	v = xcalloc((size_t)nthreads, sizeof(*v));
+	for (k = 0; k < nthreads; k++) {
+		v[k].first = r->nchunks * (uint64_t)k / (uint64_t)nthreads;
+		v[k].end = r->nchunks * (uint64_t)(k + 1) / (uint64_t)nthreads;
+		v[k].r = k == 0 ? r : img_open(path, e);
+		if (v[k].r == NULL)
+			goto out;
+	}
+	/* Threads block every signal: the caller's waits see SIGINT. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (k = 1; k < nthreads; k++) {
+		if (pthread_create(&v[k].thread, NULL, verify_main, &v[k]) != 0)
+			break;
+		started = k;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	/* This thread takes the first range (and any a thread did not). */
+	verify_main(&v[0]);
+	for (k = started + 1; k < nthreads; k++)
+		verify_main(&v[k]);
+	for (k = 1; k <= started; k++)
+		pthread_join(v[k].thread, NULL);
+	/* The first bad chunk in file order is the one named. */
+	for (k = 0; k < nthreads; k++) {
+		if (v[k].rc < 0) {
+			if (e != NULL)
+				*e = v[k].err;
+			goto out;
+		}
+	}
+	if (img_read_tail(r, &tail, &len, e) < 0)
+		goto out;
+	free(tail);
+	rc = 0;
+out:
+	for (k = 1; k < nthreads; k++)
+		if (v[k].r != r)
+			img_close(v[k].r);
+	free(v);
+	return rc;
 }
 
 void

@@ -891,6 +891,96 @@ out:
 	free(path);
 }
 
+/* Write len bytes to path; 0 or -1. */
+static int
+spit(const char *path, const uint8_t *p, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	int rc;
+
+	if (fd < 0)
+		return -1;
+	rc = write_full(fd, p, len);
+	close(fd);
+	return rc;
+}
+
+/* verify's answer for the image bytes p, with nthreads (0: serial). */
+static int
+verify_bytes(const uint8_t *p, size_t len, int nthreads, char *msg,
+    size_t msglen)
+{
+	char *path = tpath("par.img");
+	struct img_reader *r;
+	struct err e = ERR_INIT;
+	int rc = -1;
+
+	if (spit(path, p, len) < 0) {
+		snprintf(msg, msglen, "cannot write %s", path);
+		free(path);
+		return -2;
+	}
+	r = img_open(path, &e);
+	if (r != NULL)
+		rc = nthreads == 0 ? img_verify(r, &e) :
+		    img_verify_parallel(r, path, nthreads, &e);
+	snprintf(msg, msglen, "%s", e.msg);
+	img_close(r);
+	free(path);
+	return rc;
+}
+
+static void
+test_verify_parallel(void)
+{
+	struct img_opts o = IMG_OPTS_INIT;
+	struct img_stats st;
+	struct err e = ERR_INIT;
+	char *path = tpath("pbase.img");
+	char serial[ERR_MSG_MAX], par[ERR_MSG_MAX];
+	uint8_t *img;
+	size_t len;
+	uint64_t data_off, tail_off;
+	int k;
+
+	o.threads = 2;
+	check(make_image(path, 1000, 1, 5, &o, &st, &e) == 0,
+	    "verify_parallel: base image of 16 chunks (%s)", e.msg);
+	img = slurp(path, &len);
+	if (img == NULL) {
+		check(0, "verify_parallel: base image read");
+		goto out;
+	}
+	data_off = get_le64(img + 56);
+	tail_off = get_le64(img + 72);
+	for (k = 2; k <= 5; k++)
+		check(verify_bytes(img, len, k, par, sizeof(par)) == 0,
+		    "verify_parallel: %d threads pass a good image (%s)", k,
+		    par);
+
+	/* The last frame damaged: both name the same chunk. */
+	img[tail_off - 20] ^= 0x40;
+	check(verify_bytes(img, len, 0, serial, sizeof(serial)) == -1 &&
+	    verify_bytes(img, len, 3, par, sizeof(par)) == -1 &&
+	    strcmp(serial, par) == 0 && strncmp(par, "chunk ", 6) == 0,
+	    "verify_parallel: a bad last frame, the same message as serial "
+	    "('%s' / '%s')", serial, par);
+	/* And the first one too: the first in file order is named. */
+	img[data_off + 20] ^= 0x40;
+	verify_bytes(img, len, 0, serial, sizeof(serial));
+	check(verify_bytes(img, len, 4, par, sizeof(par)) == -1 &&
+	    strcmp(serial, par) == 0 && strncmp(par, "chunk 0 ", 8) == 0,
+	    "verify_parallel: two bad frames, the first is named ('%s' / "
+	    "'%s')", serial, par);
+	free(img);
+out:
+	unlink(path);
+	free(path);
+	path = tpath("par.img");
+	unlink(path);
+	free(path);
+}
+
 static void
 test_garbage(void)
 {
@@ -1115,6 +1205,7 @@ main(void)
 	test_compaction();
 	test_scratch_bounded();
 	test_corruption();
+	test_verify_parallel();
 	test_garbage();
 	test_crash_safety();
 	test_nospc();
