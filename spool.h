@@ -1,0 +1,56 @@
+/*
+ * spool.h - a first-in first-out byte queue between a producer that should
+ * not wait (the thread draining QEMU's migration socket while the guest is
+ * stopped) and a consumer that may be slower (the parser and compressor).
+ * Bytes are kept in memory up to one bound; while overflow is allowed they
+ * go on, in order, to an unlinked file in a directory, up to a second
+ * bound; past the bounds the producer waits, as on a pipe.  One producer
+ * thread and one consumer thread.  Never prints.
+ */
+#ifndef SNAPCTL_SPOOL_H
+#define SNAPCTL_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+struct spool;
+
+/*
+ * A spool keeping up to mem_max bytes in memory and up to file_max more in
+ * an unlinked file (0600) created in dir when first needed.  Overflow
+ * starts forbidden.  Never fails (allocation aborts).
+ */
+struct spool *spool_new(const char *dir, size_t mem_max, uint64_t file_max);
+
+/* Allow (1) or forbid (0) overflow into the file from now on. */
+void spool_overflow(struct spool *s, int allow);
+
+/*
+ * Append len bytes.  Waits only while the bounds are reached.  0, or -1
+ * with e filled: the overflow file cannot be created or written (ERR_NOSPC
+ * when the disk is full), or spool_abort() was called (ERR_FAIL).
+ */
+int spool_put(struct spool *s, const void *p, size_t len, struct err *e);
+
+/* The producer is done: spool_get() returns 0 once all is read. */
+void spool_end(struct spool *s);
+
+/*
+ * Take up to max bytes, oldest first, waiting for some.  Returns how many,
+ * 0 at the end (after spool_end() or spool_abort()), or -1 with e filled
+ * when the overflow file cannot be read.
+ */
+ssize_t spool_get(struct spool *s, void *buf, size_t max, struct err *e);
+
+/* Stop both sides: waiting calls return (put -1, get 0). */
+void spool_abort(struct spool *s);
+
+/* The most bytes that were ever in the file at once (for tests). */
+uint64_t spool_file_peak(struct spool *s);
+
+void spool_free(struct spool *s);
+
+#endif

@@ -1,0 +1,162 @@
+/*
+ * tests/unit/spool.c - the spool between the migration socket and the
+ * parser: order kept through memory and the overflow file, the memory
+ * bound kept (producer waits) with overflow forbidden, the file used and
+ * given back with it allowed, abort, and a file that cannot be made.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "spool.h"
+#include "util.h"
+
+static int ntest, nfail;
+
+static void __attribute__((format(printf, 2, 3)))
+check(int cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	ntest++;
+	printf("%sok %d - ", cond ? "" : "not ", ntest);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	if (!cond)
+		nfail++;
+}
+
+/* The byte at stream position i. */
+static uint8_t
+pattern(uint64_t i)
+{
+	return (uint8_t)((i * 2654435761u) >> 13);
+}
+
+struct producer {
+	struct spool *s;
+	uint64_t total;
+	int allow_after;	/* allow overflow after this many puts, -1 never */
+	int rc;
+	struct err err;
+};
+
+static void *
+produce(void *arg)
+{
+	struct producer *p = arg;
+	uint8_t buf[70000];
+	uint64_t pos = 0, seed = 7;
+	size_t len, i;
+	int puts = 0;
+
+	while (pos < p->total) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		len = 1 + (size_t)((seed >> 33) % sizeof(buf));
+		if (len > p->total - pos)
+			len = (size_t)(p->total - pos);
+		for (i = 0; i < len; i++)
+			buf[i] = pattern(pos + i);
+		if (puts++ == p->allow_after)
+			spool_overflow(p->s, 1);
+		if (spool_put(p->s, buf, len, &p->err) < 0) {
+			p->rc = -1;
+			break;
+		}
+		pos += len;
+	}
+	spool_end(p->s);
+	return NULL;
+}
+
+/* Run a producer against a slow consumer; 1 if every byte came in order. */
+static int
+run(struct spool *s, uint64_t total, int allow_after, int slow,
+    uint64_t *got_out)
+{
+	struct producer p = { s, total, allow_after, 0, ERR_INIT };
+	pthread_t t;
+	uint8_t buf[50000];
+	uint64_t got = 0;
+	ssize_t n, i;
+	int ordered = 1, reads = 0;
+	struct err e = ERR_INIT;
+
+	pthread_create(&t, NULL, produce, &p);
+	while ((n = spool_get(s, buf, sizeof(buf), &e)) > 0) {
+		for (i = 0; i < n; i++)
+			if (buf[i] != pattern(got + (uint64_t)i))
+				ordered = 0;
+		got += (uint64_t)n;
+		if (slow && ++reads % 8 == 0)
+			usleep(1000);
+	}
+	pthread_join(t, NULL);
+	*got_out = got;
+	return ordered && n == 0 && p.rc == 0;
+}
+
+int
+main(void)
+{
+	char dir[] = "/tmp/unit-spool.XXXXXX";
+	struct spool *s;
+	uint64_t got;
+	struct err e = ERR_INIT;
+
+	if (mkdtemp(dir) == NULL) {
+		printf("not ok 1 - cannot create a temporary directory\n");
+		return 1;
+	}
+
+	s = spool_new(dir, 256 << 10, 64 << 20);
+	check(run(s, 20 << 20, -1, 1, &got) && got == 20u << 20,
+	    "overflow forbidden: 20 MiB through a 256 KiB spool, in order");
+	check(spool_file_peak(s) == 0, "... and no file was used");
+	spool_free(s);
+
+	s = spool_new(dir, 256 << 10, 64 << 20);
+	check(run(s, 20 << 20, 40, 1, &got) && got == 20u << 20,
+	    "overflow allowed midway: 20 MiB in order through memory and file");
+	check(spool_file_peak(s) > 256 << 10,
+	    "... and the file took what memory could not (peak %llu)",
+	    (unsigned long long)spool_file_peak(s));
+	spool_free(s);
+
+	s = spool_new(dir, 64 << 10, 1 << 20);
+	check(run(s, 30 << 20, 0, 1, &got) && got == 30u << 20,
+	    "a 1 MiB file bound: 30 MiB still in order (the producer waits)");
+	check(spool_file_peak(s) <= 1 << 20, "... the file never held more "
+	    "than 1 MiB (peak %llu)", (unsigned long long)spool_file_peak(s));
+	spool_free(s);
+
+	s = spool_new(dir, 1 << 20, 1 << 20);
+	spool_put(s, "abc", 3, &e);
+	spool_abort(s);
+	check(spool_put(s, "d", 1, &e) < 0, "put after abort fails");
+	{
+		uint8_t b[4];
+
+		check(spool_get(s, b, sizeof(b), &e) == 0,
+		    "get after abort ends");
+	}
+	spool_free(s);
+
+	s = spool_new("/nonexistent/dir", 16, 1 << 20);
+	spool_overflow(s, 1);
+	err_clear(&e);
+	spool_put(s, "0123456789abcdef", 16, &e);
+	check(spool_put(s, "x", 1, &e) < 0 && strstr(e.msg, "spool") != NULL,
+	    "no directory for the file: put fails saying why (%s)", e.msg);
+	spool_free(s);
+
+	check(rmdir(dir) == 0, "the unlinked file left nothing behind");
+	printf("1..%d\n", ntest);
+	return nfail ? 1 : 0;
+}
