@@ -10,6 +10,9 @@
  *   -> [events: pre-switchover -> transaction -> migrate-continue]
  *   -> completed -> cont -> receiver EOF -> restore caps/params
  *   -> image commit -> manifest -> rename stage into place -> drop note.
+ * A background checkpoint (background-snapshot) instead: stop -> transaction
+ *   -> migrate -> [first RAM page: QEMU's setup is over] -> cont if QEMU
+ *   left the guest paused -> completed -> the same end.
  */
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -47,6 +50,7 @@
 #define CANCEL_NUDGE_MS 3000		/* then migrate-continue if held */
 #define RESUME_EVENT_MS 2000
 #define CONT_RETRY_MS 10000		/* finish-migrate -> postmigrate */
+#define BG_RECHECK_MS 100		/* see bg_resume() */
 
 /* ---- the receiver thread ---------------------------------------------- */
 
@@ -108,7 +112,9 @@ rs_page(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
 {
 	struct receiver *r = opaque;
 
-	__atomic_add_fetch(&r->pages, 1, __ATOMIC_RELAXED);
+	/* The first page ends a background setup: see bg_resume(). */
+	if (__atomic_add_fetch(&r->pages, 1, __ATOMIC_RELAXED) == 1)
+		wake_main(r);
 	if (img_writer_sink()->page == NULL)
 		return 0;
 	return img_writer_sink()->page(r->writer, block, offset, data, e);
@@ -266,6 +272,7 @@ struct ckpt {
 	char *machine;
 	char runstate[32];
 	int was_running;
+	int bg;			/* background-snapshot (a running guest) */
 	struct disk *disks;
 	size_t ndisks;
 
@@ -294,6 +301,8 @@ struct ckpt {
 	int switchover_done;
 	int disks_cut;
 	int resumed;
+	int bg_resumed;		/* after QEMU's background setup */
+	uint64_t bg_recheck;	/* monotonic ms of the runstate recheck */
 	int forced;
 	int passes;
 	char mig_status[32];
@@ -643,14 +652,22 @@ static const char *const caps_off[] = {
 	"block", "release-ram", NULL,
 };
 
+/* background-snapshot excludes pause-before-switchover, and vice versa. */
 static int
-cap_wanted(const char *name, int *state)
+cap_wanted(const char *name, int bg, int *state)
 {
 	size_t i;
 
-	if (strcmp(name, "events") == 0 ||
-	    strcmp(name, "pause-before-switchover") == 0) {
+	if (strcmp(name, "events") == 0) {
 		*state = 1;
+		return 1;
+	}
+	if (strcmp(name, "pause-before-switchover") == 0) {
+		*state = !bg;
+		return 1;
+	}
+	if (strcmp(name, "background-snapshot") == 0) {
+		*state = bg;
 		return 1;
 	}
 	for (i = 0; caps_off[i] != NULL; i++)
@@ -689,7 +706,7 @@ plan_changes(struct ckpt *c, const json_t *caps, const json_t *params,
 	json_array_foreach(caps, i, cap) {
 		const char *name = jstr(cap, "capability");
 
-		if (name == NULL || !cap_wanted(name, &want))
+		if (name == NULL || !cap_wanted(name, c->bg, &want))
 			continue;
 		have = json_is_true(json_object_get(cap, "state"));
 		if (have == want)
@@ -769,6 +786,9 @@ discover(struct ckpt *c, struct err *e)
 	snprintf(c->runstate, sizeof(c->runstate), "%s",
 	    jstr(r, "status") ? jstr(r, "status") : "?");
 	c->was_running = json_is_true(json_object_get(r, "running"));
+	/* Stopped, it is a --pause capture: 7.2 would start it after its
+	 * background setup. */
+	c->bg = c->o->background && c->was_running;
 	json_decref(r);
 	if ((r = qcmd(c->q, "query-migrate", NULL, e)) == NULL)
 		goto out;
@@ -831,7 +851,7 @@ write_note(struct ckpt *c, struct err *e)
 	    "capabilities", c->caps_restore,
 	    "parameters", c->params_restore,
 	    "agent", c->o->quiesce ? c->o->agent : NULL,
-	    "pause_before_switchover_set", 1);
+	    "pause_before_switchover_set", !c->bg);
 	if (note == NULL)
 		return err_set(e, ERR_FAIL, "cannot build the recovery note");
 	rc = store_note_write(c->store, note, e);
@@ -1037,11 +1057,6 @@ start_migration(struct ckpt *c, struct err *e)
 	if (receiver_start(&c->r, e) < 0)
 		return -1;
 
-	if (c->o->pause && c->was_running) {
-		if (qdo(c->q, "stop", NULL, e) < 0)
-			return -1;
-		c->stopped_by_us = 1;
-	}
 	{
 		struct err le = ERR_INIT;
 		json_t *r = qmp_execute_fd(c->q, "getfd", json_pack("{s:s}",
@@ -1057,6 +1072,26 @@ start_migration(struct ckpt *c, struct err *e)
 	/* QEMU has its own copy now; ours would keep the stream open. */
 	close(c->sv[1]);
 	c->sv[1] = -1;
+	if ((c->o->pause || c->bg) && c->was_running) {
+		if (qdo(c->q, "stop", NULL, e) < 0)
+			return -1;
+		c->stopped_by_us = 1;
+	}
+	/*
+	 * Background: the image will be memory as QEMU finds it when its
+	 * migration thread stops the guest for the setup; we stopped it
+	 * first, so that is now, and the disks are cut at this instant.
+	 */
+	if (c->bg) {
+		if (c->stop_mono == 0)
+			c->stop_mono = now_mono_ms();
+		if (c->o->hold_switchover_ms > 0)
+			hold(c->o->hold_switchover_ms);
+		if (interrupted(e))
+			return -1;
+		if (cut_disks(c, e) < 0)
+			return -1;
+	}
 	rc = qdo(c->q, "migrate", json_pack("{s:s}", "uri",
 	    "fd:" CKPT_MIG_FDNAME), e);
 	if (rc < 0)
@@ -1160,6 +1195,55 @@ resume_guest(struct ckpt *c, struct err *e)
 	return 0;
 }
 
+/*
+ * Background: let the guest run again once QEMU's setup is over.  QEMU's
+ * bg_migration_thread stops the guest, saves the device state into a
+ * buffer, write-protects RAM and schedules the bottom half that resumes the
+ * guest, all under the BQL; RAM page sections are sent only after that.  So
+ * the first page record the receiver sees says the snapshot instant is
+ * fixed (QEMU's buffering only delays it).  7.2's bottom half starts the
+ * guest whatever its state was; 10.0's restores the old runstate, paused
+ * since we stopped it, so cont if query-status says it is not running.
+ * The bottom half is scheduled before that first page and in practice runs
+ * before our cont; if it ran after, on 10.0 it would set the runstate back
+ * to paused: BG_RECHECK_MS later the capture loop looks once more and
+ * conts again (see bg_recheck()).
+ */
+static int
+bg_resume(struct ckpt *c, struct err *e)
+{
+	json_t *r;
+	int running;
+
+	c->bg_resumed = 1;
+	c->bg_recheck = now_mono_ms() + BG_RECHECK_MS;
+	if ((r = qcmd(c->q, "query-status", NULL, e)) == NULL)
+		return -1;
+	running = json_is_true(json_object_get(r, "running"));
+	json_decref(r);
+	if (!running)
+		return resume_guest(c, e);
+	c->resumed = 1;
+	c->stopped_by_us = 0;
+	return 0;
+}
+
+static int
+bg_recheck(struct ckpt *c, struct err *e)
+{
+	json_t *r;
+	const char *st;
+	int paused;
+
+	c->bg_recheck = 0;
+	if ((r = qcmd(c->q, "query-status", NULL, e)) == NULL)
+		return -1;
+	st = jstr(r, "status");
+	paused = st != NULL && strcmp(st, "paused") == 0;
+	json_decref(r);
+	return paused ? resume_guest(c, e) : 0;
+}
+
 /* At pre-switchover: the guest is stopped; cut the disks, continue. */
 static int
 do_switchover(struct ckpt *c, struct err *e)
@@ -1246,12 +1330,25 @@ capture(struct ckpt *c, struct err *e)
 				return -1;
 			continue;
 		}
-		if (c->completed && !c->resumed && c->was_running) {
+		if (c->bg && !c->bg_resumed && !c->forced &&
+		    __atomic_load_n(&c->r.pages, __ATOMIC_RELAXED) > 0) {
+			if (bg_resume(c, e) < 0)
+				return -1;
+			continue;
+		}
+		if (c->bg_recheck != 0 && !c->forced &&
+		    now_mono_ms() >= c->bg_recheck) {
+			if (bg_recheck(c, e) < 0)
+				return -1;
+		}
+		if (c->completed && c->was_running &&
+		    (!c->resumed || c->stopped_by_us)) {
 			if (resume_guest(c, e) < 0)
 				return -1;
 		}
 		if (c->completed &&
-		    __atomic_load_n(&c->r.finished, __ATOMIC_ACQUIRE))
+		    __atomic_load_n(&c->r.finished, __ATOMIC_ACQUIRE) &&
+		    (c->bg_recheck == 0 || c->forced))
 			break;
 		now = now_mono_ms();
 		if (deadline != 0 && now >= deadline && !c->completed &&
@@ -1273,7 +1370,8 @@ capture(struct ckpt *c, struct err *e)
 				return -1;
 		}
 		report_progress(c, c->completed ? "saving" :
-		    c->at_switchover ? "switchover" : "live", !c->completed);
+		    c->at_switchover ? "switchover" : c->bg ? "background" :
+		    "live", !c->completed);
 
 		pfd[0].fd = qmp_fd(c->q);
 		pfd[0].events = POLLIN;
@@ -1565,8 +1663,8 @@ build_manifest(struct ckpt *c, const char *parent)
 	    "parent", parent,
 	    "vm", "name", c->vm_name, "uuid", c->uuid,
 	    "qemu", c->qemu_version, "machine", c->machine,
-	    "mode", c->o->disk_only ? "disk-only" : c->o->pause ? "pause" :
-	    "live",
+	    "mode", c->o->disk_only ? "disk-only" : c->bg ? "background" :
+	    c->o->pause || c->o->background ? "pause" : "live",
 	    "forced", c->forced,
 	    "quiesced", c->o->quiesce,
 	    "memory", mem,
@@ -1665,6 +1763,9 @@ check_opts(const struct ckpt_opts *o, struct err *e)
 		    "a guest stopped at switchover cannot answer its agent");
 	if (o->quiesce && o->agent == NULL)
 		return err_set(e, ERR_USAGE, "--quiesce needs --agent SOCKET");
+	if (o->background && (o->pause || o->disk_only))
+		return err_set(e, ERR_USAGE, "--mode background excludes %s",
+		    o->pause ? "--pause" : "--disk-only");
 	if (o->disk_only && o->timeout_s > 0)
 		return err_set(e, ERR_USAGE, "--timeout has no use with "
 		    "--disk-only");

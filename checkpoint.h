@@ -4,8 +4,9 @@
  * to QEMU and compacted into a memory image, every writable disk cut by one
  * QMP transaction of blockdev-snapshot-sync while QEMU holds the guest at
  * pre-switchover, so memory and disks describe the same instant; then the
- * guest runs again.  Also the recovery of a guest a killed snapctl left
- * paused.  Never prints, never exits: progress goes through a callback.
+ * guest runs again.  Or, in background mode, QEMU's background-snapshot:
+ * memory as at the start, the disks cut at that instant.  Also the
+ * recovery of a guest a killed snapctl left paused.  Never prints, never exits: progress goes through a callback.
  */
 #ifndef SNAPCTL_CHECKPOINT_H
 #define SNAPCTL_CHECKPOINT_H
@@ -28,7 +29,8 @@ enum ckpt_on_timeout {
 
 /* A progress report, about every half second during the capture. */
 struct ckpt_progress {
-	const char *phase;	/* "live", "switchover", "saving" */
+	const char *phase;	/* "live", "background", "switchover",
+				 * "saving" */
 	double elapsed_s;
 	uint64_t received;	/* stream bytes read from QEMU */
 	uint64_t rate;		/* of those, bytes/s lately */
@@ -47,6 +49,13 @@ struct ckpt_opts {
 	const char *name;	/* NULL: the UTC time, 20261123T081500Z */
 	int disk_only;		/* disks only, no memory */
 	int pause;		/* guest stopped for the whole capture */
+	/*
+	 * QEMU's background-snapshot: the image is memory at the start, the
+	 * disks are cut at that instant (guest stopped just for that); each
+	 * page is sent about once.  A guest not running is captured as with
+	 * pause.  Excludes pause and disk_only (ERR_USAGE).
+	 */
+	int background;
 	int quiesce;		/* disk-only: fsfreeze through the agent */
 	const char *agent;	/* guest agent socket (quiesce) */
 	const char *overlay_dir;	/* NULL: beside each active image */
@@ -70,7 +79,7 @@ struct ckpt_opts {
 	qmp_trace_fn trace;	/* may be NULL */
 	void *trace_opaque;
 };
-#define CKPT_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, 0, \
+#define CKPT_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0, \
 	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, NULL, NULL, NULL, NULL }
 
 /*

@@ -21,7 +21,7 @@
 enum {
 	OPT_PAUSE = 256, OPT_DISK_ONLY, OPT_QUIESCE, OPT_AGENT, OPT_DOWNTIME,
 	OPT_BANDWIDTH, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_EXCLUDE,
-	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_JSON,
+	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_JSON, OPT_MODE,
 };
 
 struct progress_line {
@@ -113,6 +113,7 @@ int
 cmd_checkpoint(int argc, char **argv, struct err *e)
 {
 	static const struct option longopts[] = {
+		{ "mode", required_argument, NULL, OPT_MODE },
 		{ "pause", no_argument, NULL, OPT_PAUSE },
 		{ "disk-only", no_argument, NULL, OPT_DISK_ONLY },
 		{ "quiesce", no_argument, NULL, OPT_QUIESCE },
@@ -138,6 +139,15 @@ cmd_checkpoint(int argc, char **argv, struct err *e)
 
 	while ((ch = cmd_getopt(argc, argv, "", longopts, &argi, e)) != -1) {
 		switch (ch) {
+		case OPT_MODE:
+			if (strcmp(optarg, "live") == 0)
+				o.background = 0;
+			else if (strcmp(optarg, "background") == 0)
+				o.background = 1;
+			else
+				return err_set(e, ERR_USAGE, "invalid --mode "
+				    "'%s': live or background", optarg);
+			break;
 		case OPT_PAUSE:
 			o.pause = 1;
 			break;
@@ -211,6 +221,9 @@ cmd_checkpoint(int argc, char **argv, struct err *e)
 		return -1;
 	if (o.agent != NULL && !o.quiesce)
 		return err_set(e, ERR_USAGE, "--agent is for --quiesce");
+	if (o.background && (o.pause || o.disk_only))
+		return err_set(e, ERR_USAGE, "--mode background excludes %s",
+		    o.pause ? "--pause" : "--disk-only");
 	if (o.pause && o.disk_only && o.quiesce)
 		return err_set(e, ERR_USAGE, "--pause and --quiesce exclude "
 		    "each other: a stopped guest cannot answer its agent");

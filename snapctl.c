@@ -90,11 +90,15 @@ const struct cmd_entry cmd_table[] = {
 	  "A VM is the uuid and name its manifests record; newest is by\n"
 	  "created, then name.",
 	  0, 0, CMD_NEEDS_STORE, cmd_prune },
-	{ "checkpoint", "[--pause | --disk-only [--quiesce --agent SOCKET]] "
+	{ "checkpoint", "[--mode live|background | --pause | --disk-only "
+	  "[--quiesce --agent SOCKET]] "
 	  "[--downtime MS] [--bandwidth RATE] [--timeout SEC "
 	  "[--on-timeout stop|abort]] [--exclude DEVICE]... "
 	  "[--overlay-dir DIR] [--level N] [--threads N] [NAME]",
 	  "take a consistent live checkpoint of memory and disks",
+	  "  --mode background    memory as at the start (QEMU's background\n"
+	  "                       snapshot), disks cut at that instant; a\n"
+	  "                       stopped guest is captured as with --pause\n"
 	  "  --pause              keep the guest stopped during the capture\n"
 	  "  --disk-only          cut the disks only, no memory\n"
 	  "  --quiesce            with --disk-only: freeze filesystems\n"
