@@ -34,6 +34,7 @@
 #include "checkpoint.h"
 #include "save.h"
 #include "sig.h"
+#include "spool.h"
 #include "store.h"
 #include "stream.h"
 #include "util.h"
@@ -43,6 +44,8 @@
 #endif
 
 #define RECV_CHUNK (1u << 20)
+#define SPOOL_MEM (32u << 20)		/* stream bytes buffered in memory */
+#define SPOOL_SLACK (64ull << 20)	/* file spool: RAM size + this */
 #define SOCK_BUF (8 << 20)		/* both ends of the socketpair */
 #define LOOP_SLICE_MS 100
 #define PROGRESS_MS 500
@@ -59,13 +62,16 @@ struct receiver {
 	int wake;		/* eventfd the main thread polls */
 	struct stream_parser *parser;
 	struct img_writer *writer;
-	pthread_t thread;
+	struct spool *spool;	/* reader -> feeder */
+	pthread_t thread;	/* the reader: socket to spool */
+	pthread_t feeder;	/* spool to parser and image */
 	int started;
+	pthread_mutex_t err_mu;	/* both threads may fail */
 	/* Written by the thread; read by the main thread once the flag
 	 * that guards it is seen (release/acquire) or after the join. */
 	struct err err;
 	int feed_failed;	/* parse or image error: abort */
-	int finished;		/* EOF seen, parser finished, thread ends */
+	int finished;		/* EOF seen, parser finished, threads end */
 	int complete;		/* the whole stream arrived and was parsed */
 	uint64_t bytes;		/* stream bytes read */
 	uint64_t pages;		/* page records */
@@ -154,15 +160,30 @@ static const struct stream_sink receiver_sink = {
 	rs_config, rs_blocks, rs_page, rs_section, rs_switchover, rs_tail,
 };
 
+/* Record the first failure of either thread, and tell the main one. */
+static void
+receiver_fail(struct receiver *r, const struct err *x)
+{
+	pthread_mutex_lock(&r->err_mu);
+	if (!err_isset(&r->err))
+		r->err = *x;
+	pthread_mutex_unlock(&r->err_mu);
+	__atomic_store_n(&r->feed_failed, 1, __ATOMIC_RELEASE);
+	wake_main(r);
+}
+
 /*
- * Read the stream to EOF.  After a parse or image error keep reading and
- * discarding, so QEMU never blocks on a full socket while the main thread
- * cancels the migration.
+ * The reader: drain the socket into the spool, so that QEMU sends as fast
+ * as it can, above all while the guest waits at switchover (the main
+ * thread then lets the spool overflow to a file).  After a failure keep
+ * reading and discarding, so QEMU never blocks on a full socket while the
+ * main thread cancels the migration.
  */
 static void *
 receiver_main(void *arg)
 {
 	struct receiver *r = arg;
+	struct err le = ERR_INIT;
 	uint8_t *buf = xmalloc(RECV_CHUNK);
 	int failed = 0;
 	ssize_t n;
@@ -173,29 +194,58 @@ receiver_main(void *arg)
 			if (errno == EINTR)
 				continue;
 			if (!failed) {
-				err_sys(&r->err, ERR_FAIL, "cannot read the "
+				err_sys(&le, ERR_FAIL, "cannot read the "
 				    "migration stream");
-				failed = 1;
-				__atomic_store_n(&r->feed_failed, 1,
-				    __ATOMIC_RELEASE);
+				receiver_fail(r, &le);
 			}
 			break;
 		}
 		if (n == 0)
 			break;
 		__atomic_add_fetch(&r->bytes, (uint64_t)n, __ATOMIC_RELAXED);
-		if (failed)
-			continue;
-		if (stream_parser_feed(r->parser, buf, (size_t)n,
-		    &r->err) < 0) {
+		if (failed || __atomic_load_n(&r->feed_failed,
+		    __ATOMIC_ACQUIRE)) {
 			failed = 1;
-			__atomic_store_n(&r->feed_failed, 1, __ATOMIC_RELEASE);
-			wake_main(r);
+			continue;
 		}
+		if (spool_put(r->spool, buf, (size_t)n, &le) < 0) {
+			failed = 1;
+			if (!__atomic_load_n(&r->feed_failed,
+			    __ATOMIC_ACQUIRE))
+				receiver_fail(r, &le);
+			spool_abort(r->spool);
+		}
+	}
+	spool_end(r->spool);
+	free(buf);
+	return NULL;
+}
+
+/* The feeder: the spool into the parser, which fills the image. */
+static void *
+feeder_main(void *arg)
+{
+	struct receiver *r = arg;
+	struct err le = ERR_INIT;
+	uint8_t *buf = xmalloc(RECV_CHUNK);
+	int failed = 0;
+	ssize_t n;
+
+	while ((n = spool_get(r->spool, buf, RECV_CHUNK, &le)) > 0) {
+		if (stream_parser_feed(r->parser, buf, (size_t)n, &le) < 0) {
+			n = -1;
+			break;
+		}
+	}
+	if (n < 0) {
+		failed = 1;
+		receiver_fail(r, &le);
+		spool_abort(r->spool);
 	}
 	/* A truncated stream is not a reason to abort by itself: QEMU says
 	 * why it stopped sending (cancelled, failed, gone). */
-	if (!failed && stream_parser_finish(r->parser, &r->err) == 0)
+	if (!failed && !__atomic_load_n(&r->feed_failed, __ATOMIC_ACQUIRE) &&
+	    stream_parser_finish(r->parser, &le) == 0)
 		r->complete = 1;
 	free(buf);
 	__atomic_store_n(&r->finished, 1, __ATOMIC_RELEASE);
@@ -203,24 +253,34 @@ receiver_main(void *arg)
 	return NULL;
 }
 
-/* Start the thread with the catchable signals blocked in it, so they go
- * to the main thread. */
+/* Start both threads with the catchable signals blocked in them, so they
+ * go to the main thread. */
 static int
-receiver_start(struct receiver *r, struct err *e)
+receiver_start(struct receiver *r, const char *spool_dir, uint64_t ram_bytes,
+    struct err *e)
 {
 	sigset_t all, old;
 	int rc;
 
+	r->spool = spool_new(spool_dir, SPOOL_MEM, ram_bytes + SPOOL_SLACK);
+	pthread_mutex_init(&r->err_mu, NULL);
 	sigemptyset(&all);
 	sigaddset(&all, SIGINT);
 	sigaddset(&all, SIGTERM);
 	sigaddset(&all, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&r->thread, NULL, receiver_main, r);
+	rc = pthread_create(&r->feeder, NULL, feeder_main, r);
+	if (rc == 0) {
+		rc = pthread_create(&r->thread, NULL, receiver_main, r);
+		if (rc != 0) {
+			spool_abort(r->spool);
+			pthread_join(r->feeder, NULL);
+		}
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0)
 		return err_errno(e, ERR_FAIL, rc, "cannot start the receiver "
-		    "thread");
+		    "threads");
 	r->started = 1;
 	return 0;
 }
@@ -230,9 +290,13 @@ receiver_stop(struct receiver *r)
 {
 	if (!r->started)
 		return;
+	/* Given up: the feeder need not parse what is left. */
+	if (!__atomic_load_n(&r->finished, __ATOMIC_ACQUIRE))
+		spool_abort(r->spool);
 	/* EOF for our reads even if QEMU still holds its end. */
 	shutdown(r->fd, SHUT_RDWR);
 	pthread_join(r->thread, NULL);
+	pthread_join(r->feeder, NULL);
 	r->started = 0;
 }
 
@@ -1022,6 +1086,19 @@ set_bufsize(int fd, int opt_force, int opt)
 		setsockopt(fd, SOL_SOCKET, opt, &v, sizeof(v));
 }
 
+/* The guest's RAM (base + hotplugged), 1 GiB when QEMU will not say. */
+static uint64_t
+guest_ram_bytes(struct ckpt *c)
+{
+	json_t *r = qmp_execute(c->q, "query-memory-size-summary", NULL, NULL);
+	uint64_t b = (uint64_t)json_integer_value(json_object_get(r,
+	    "base-memory")) + (uint64_t)json_integer_value(json_object_get(r,
+	    "plugged-memory"));
+
+	json_decref(r);
+	return b != 0 ? b : 1ull << 30;
+}
+
 static int
 start_migration(struct ckpt *c, struct err *e)
 {
@@ -1054,8 +1131,11 @@ start_migration(struct ckpt *c, struct err *e)
 	c->r.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->r.wake < 0)
 		return err_sys(e, ERR_FAIL, "eventfd");
-	if (receiver_start(&c->r, e) < 0)
+	if (receiver_start(&c->r, c->stage, guest_ram_bytes(c), e) < 0)
 		return -1;
+	/* A stopped guest waits for us: let nothing slow QEMU down. */
+	if (c->o->pause)
+		spool_overflow(c->r.spool, 1);
 
 	{
 		struct err le = ERR_INIT;
@@ -1261,6 +1341,9 @@ do_switchover(struct ckpt *c, struct err *e)
 	}
 	if (cut_disks(c, e) < 0)
 		return -1;
+	/* QEMU sends the last pass while the guest waits: take it at once,
+	 * to a file if the parser is behind. */
+	spool_overflow(c->r.spool, 1);
 	return qdo(c->q, "migrate-continue", json_pack("{s:s}", "state",
 	    "pre-switchover"), e);
 }
@@ -1360,6 +1443,8 @@ capture(struct ckpt *c, struct err *e)
 			/* Stopped, the guest dirties nothing: it converges,
 			 * and as the guest waits now, at full speed. */
 			c->forced = 1;
+			if (c->r.spool != NULL)
+				spool_overflow(c->r.spool, 1);
 			if (!c->stopped_by_us && c->was_running &&
 			    !c->at_switchover) {
 				if (qdo(c->q, "stop", NULL, e) < 0)
@@ -1718,6 +1803,9 @@ ckpt_release(struct ckpt *c)
 
 	stream_parser_free(c->r.parser);
 	img_writer_free(c->r.writer);
+	spool_free(c->r.spool);
+	if (c->r.spool != NULL)
+		pthread_mutex_destroy(&c->r.err_mu);
 	if (c->r.wake >= 0)
 		close(c->r.wake);
 	if (c->sv[0] >= 0)
