@@ -31,6 +31,7 @@
 
 #include <jansson.h>
 
+#include "blockinfo.h"
 #include "checkpoint.h"
 #include "save.h"
 #include "sig.h"
@@ -453,22 +454,6 @@ jstr(const json_t *obj, const char *key)
 
 /* ---- discovery ---------------------------------------------------------- */
 
-/* "vd0" from "/machine/peripheral/vd0/virtio-backend"; else the path. */
-static char *
-qdev_id(const char *qdev)
-{
-	static const char pfx[] = "/machine/peripheral/";
-	const char *p, *slash;
-
-	if (qdev == NULL)
-		return NULL;
-	if (strncmp(qdev, pfx, sizeof(pfx) - 1) != 0)
-		return xstrdup(qdev);
-	p = qdev + sizeof(pfx) - 1;
-	slash = strchr(p, '/');
-	return slash != NULL ? xstrndup(p, (size_t)(slash - p)) : xstrdup(p);
-}
-
 static int
 excluded(const struct ckpt_opts *o, const char *device, const char *qdev,
     const char *node)
@@ -571,11 +556,11 @@ overlay_node_name(const char *name, size_t i)
 }
 
 static int
-collect_disks(struct ckpt *c, const json_t *blocks, struct err *e)
+collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
+    struct err *e)
 {
 	const struct ckpt_opts *o = c->o;
 	char *overlay_dir = NULL;
-	const json_t *dev, *ins, *img;
 	struct stat st;
 	size_t i, k;
 	int rc = -1;
@@ -588,43 +573,20 @@ collect_disks(struct ckpt *c, const json_t *blocks, struct err *e)
 			goto out;
 		}
 	}
-	if (!json_is_array(blocks)) {
-		err_set(e, ERR_QEMU, "query-block: unexpected reply");
-		goto out;
-	}
-	json_array_foreach(blocks, i, dev) {
-		const char *device = jstr(dev, "device"), *qdev, *node;
-		const char *file, *fmt, *bk;
+	for (i = 0; i < nbi; i++) {
+		const struct blockinfo *b = &bi[i];
+		const char *device = b->device, *qdev = b->qdev;
+		const char *node = b->node, *file = b->file;
+		const char *fmt = b->format, *bk = b->backing;
 		struct disk *d;
 		char *id, *stem, *dir;
 
-		ins = json_object_get(dev, "inserted");
-		if (!json_is_object(ins))
-			continue;	/* empty drive */
-		if (json_is_true(json_object_get(ins, "ro")))
+		if (b->ro)
 			continue;
-		qdev = jstr(dev, "qdev");
-		node = jstr(ins, "node-name");
-		id = device != NULL && *device != '\0' ? xstrdup(device) :
-		    qdev_id(qdev);
-		if (id == NULL)
-			id = xstrdup(node != NULL ? node : "?");
-		if (excluded(o, id, qdev, node) ||
-		    (device != NULL && *device != '\0' &&
-		    excluded(o, device, NULL, NULL))) {
-			free(id);
+		if (excluded(o, b->id, qdev, node) ||
+		    (*device != '\0' && excluded(o, device, NULL, NULL)))
 			continue;
-		}
-		img = json_object_get(ins, "image");
-		file = jstr(img, "filename");
-		if (file == NULL)
-			file = jstr(ins, "file");
-		fmt = jstr(img, "format");
-		if (fmt == NULL)
-			fmt = jstr(ins, "drv");
-		bk = jstr(img, "full-backing-filename");
-		if (bk == NULL)
-			bk = jstr(img, "backing-filename");
+		id = xstrdup(b->id);
 		c->disks = xreallocarray(c->disks, c->ndisks + 1,
 		    sizeof(*c->disks));
 		d = &c->disks[c->ndisks++];
@@ -681,21 +643,19 @@ collect_disks(struct ckpt *c, const json_t *blocks, struct err *e)
 			}
 	}
 	for (i = 0; i < o->nexclude; i++) {
+		const char *x = o->exclude[i];
 		int found = 0;
 
-		json_array_foreach(blocks, k, dev) {
-			char *id = qdev_id(jstr(dev, "qdev"));
-			const char *dn = jstr(dev, "device");
-			const char *nn = jstr(json_object_get(dev,
-			    "inserted"), "node-name");
+		for (k = 0; k < nbi; k++) {
+			char *qid = blockinfo_qdev_id(bi[k].qdev);
 
-			if ((dn != NULL && strcmp(dn, o->exclude[i]) == 0) ||
-			    (id != NULL && strcmp(id, o->exclude[i]) == 0) ||
-			    (nn != NULL && strcmp(nn, o->exclude[i]) == 0) ||
-			    (jstr(dev, "qdev") != NULL && strcmp(jstr(dev,
-			    "qdev"), o->exclude[i]) == 0))
+			if (strcmp(bi[k].id, x) == 0 ||
+			    strcmp(bi[k].device, x) == 0 ||
+			    (qid != NULL && strcmp(qid, x) == 0) ||
+			    (bi[k].node != NULL && strcmp(bi[k].node, x) == 0) ||
+			    (bi[k].qdev != NULL && strcmp(bi[k].qdev, x) == 0))
 				found = 1;
-			free(id);
+			free(qid);
 		}
 		if (!found) {
 			err_set(e, ERR_USAGE, "--exclude '%s': no such block "
@@ -815,7 +775,9 @@ migration_busy(const char *status)
 static int
 discover(struct ckpt *c, struct err *e)
 {
-	json_t *r = NULL, *caps = NULL, *params = NULL, *blocks = NULL;
+	json_t *r = NULL, *caps = NULL, *params = NULL;
+	struct blockinfo *bi = NULL;
+	size_t nbi = 0;
 	const char *s;
 	int maj, min, mic, rc = -1;
 
@@ -867,9 +829,8 @@ discover(struct ckpt *c, struct err *e)
 	c->parent = store_find_parent(c->store, c->uuid, c->vm_name);
 	if (c->parent != NULL)
 		c->parent_m = store_manifest_read(c->store, c->parent, NULL);
-	if ((blocks = qcmd(c->q, "query-block", NULL, e)) == NULL)
-		goto out;
-	if (collect_disks(c, blocks, e) < 0)
+	if (blockinfo_query(c->q, &bi, &nbi, e) < 0 ||
+	    collect_disks(c, bi, nbi, e) < 0)
 		goto out;
 	if (c->o->disk_only && c->ndisks == 0) {
 		err_set(e, ERR_FAIL, "no writable disk to snapshot");
@@ -890,7 +851,7 @@ out:
 	json_decref(r);
 	json_decref(caps);
 	json_decref(params);
-	json_decref(blocks);
+	blockinfo_free(bi, nbi);
 	return rc;
 }
 
