@@ -13,11 +13,6 @@
 . "$TOP/tests/lib/ckpt.sh"
 ck_init || done_testing
 
-if ! vm_guest 2>"$TESTDIR/guest.err"; then
-	not_ok "test guest builds" "$(tail -n 5 "$TESTDIR/guest.err")"
-	done_testing
-fi
-
 CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.rate=0"
 MANIFEST_KEYS="created disks forced memory mode name parent quiesced snapctl snapctl_manifest timings vm"
 DISK_KEYS="backing device file file_made_by format mtime_ns node overlay overlay_node qdev size"

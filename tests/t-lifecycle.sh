@@ -46,11 +46,6 @@ expect_code 1 "verify of nothing exits 1" "$SNAPCTL" -d "$E" verify nosuch
 ck_one_line "... in one line" "$TESTDIR/stderr"
 expect_code 1 "verify of nothing without a store exits 1" "$SNAPCTL" verify nosuch
 
-if ! vm_guest 2>"$TESTDIR/guest.err"; then
-	not_ok "test guest builds" "$(tail -n 5 "$TESTDIR/guest.err")"
-	done_testing
-fi
-
 versions=()
 for ver in 7.2 10.0; do
 	if ! vm_have_qemu "$ver"; then

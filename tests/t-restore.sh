@@ -14,11 +14,6 @@
 . "$TOP/tests/lib/ckpt.sh"
 ck_init || done_testing
 
-if ! vm_guest 2>"$TESTDIR/guest.err"; then
-	not_ok "test guest builds" "$(tail -n 5 "$TESTDIR/guest.err")"
-	done_testing
-fi
-
 CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.diskrate=50 churn.tick=200"
 
 # ---- the command line, no VM needed ------------------------------------

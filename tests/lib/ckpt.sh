@@ -1,7 +1,8 @@
 # tests/lib/ckpt.sh - helpers the checkpoint tests share (source after
 # tests/lib.sh; needs build/helper-jsonq from "make helpers").
 #
-#   ck_init                  check the helpers exist; 1 (and a not_ok) if not
+#   ck_init                  check the helpers exist and the test guest
+#                            builds; 1 (and a not_ok) if not
 #   jq_get FILE PATH         build/helper-jsonq FILE PATH ("-" for stdin)
 #   ck_settings VM           print query-migrate-capabilities and
 #                            -parameters (two lines) from VM's 2nd monitor
@@ -22,6 +23,10 @@ JSONQ=$TOP/build/helper-jsonq
 ck_init() {
 	if [ ! -x "$JSONQ" ]; then
 		not_ok "build/helper-jsonq exists (run make helpers)"
+		return 1
+	fi
+	if ! vm_guest 2>"$TESTDIR/guest.err"; then
+		not_ok "test guest builds" "$(tail -n 5 "$TESTDIR/guest.err")"
 		return 1
 	fi
 	return 0

@@ -27,40 +27,12 @@
 
 #include "qmp.h"
 #include "util.h"
+#include "tap.h"
 
 #define PEER_WAIT_MS 10000	/* no peer step waits longer than this */
 
-static int ntest, nfail;
 static char tmpdir[64];
 static int nsock;
-
-static void __attribute__((format(printf, 2, 3)))
-check(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	ntest++;
-	printf("%sok %d - ", cond ? "" : "not ", ntest);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	if (!cond)
-		nfail++;
-}
-
-static void __attribute__((format(printf, 1, 2)))
-note(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("#   ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-}
 
 /* ---- the fake peer ----------------------------------------------------- */
 
@@ -1365,6 +1337,6 @@ main(void)
 	t_event_flood();
 
 	rmdir(tmpdir);
-	printf("# %d tests, %d failed\n", ntest, nfail);
-	return nfail ? 1 : 0;
+	printf("# %d tests, %d failed\n", tap_n, tap_failed);
+	return tap_failed ? 1 : 0;
 }

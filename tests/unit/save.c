@@ -18,38 +18,10 @@
 
 #include "save.h"
 #include "util.h"
+#include "tap.h"
 
 #define PAGE 4096u
 
-static int ntest, nfail;
-
-static void __attribute__((format(printf, 2, 3)))
-check(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	ntest++;
-	printf("%sok %d - ", cond ? "" : "not ", ntest);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	if (!cond)
-		nfail++;
-}
-
-static void __attribute__((format(printf, 1, 2)))
-note(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("# ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-}
 
 static uint64_t
 rnd(uint64_t *s)
@@ -1166,7 +1138,7 @@ test_nospc(void)
 		umount(mnt);
 	} else {
 		printf("ok %d - nospc: full tmpfs # SKIP cannot mount (%s)\n",
-		    ++ntest, strerror(errno));
+		    ++tap_n, strerror(errno));
 	}
 	err_clear(&e);
 	/* File size limit: EFBIG instead of a signal. */
@@ -1213,6 +1185,6 @@ main(void)
 	rmdir(tmpdir);
 	if (tmpdir != tmpl)
 		free(t);
-	printf("1..%d\n", ntest);
-	return nfail ? 1 : 0;
+	printf("1..%d\n", tap_n);
+	return tap_failed ? 1 : 0;
 }

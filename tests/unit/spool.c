@@ -13,24 +13,8 @@
 
 #include "spool.h"
 #include "util.h"
+#include "tap.h"
 
-static int ntest, nfail;
-
-static void __attribute__((format(printf, 2, 3)))
-check(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	ntest++;
-	printf("%sok %d - ", cond ? "" : "not ", ntest);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	if (!cond)
-		nfail++;
-}
 
 /* The byte at stream position i. */
 static uint8_t
@@ -157,6 +141,6 @@ main(void)
 	spool_free(s);
 
 	check(rmdir(dir) == 0, "the unlinked file left nothing behind");
-	printf("1..%d\n", ntest);
-	return nfail ? 1 : 0;
+	printf("1..%d\n", tap_n);
+	return tap_failed ? 1 : 0;
 }

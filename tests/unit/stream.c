@@ -13,40 +13,10 @@
 
 #include "stream.h"
 #include "util.h"
+#include "tap.h"
 
 #define PAGE STREAM_PAGE_SIZE
 
-static int n_tests;
-static int n_failed;
-
-static int __attribute__((format(printf, 2, 3)))
-check(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	n_tests++;
-	if (!cond)
-		n_failed++;
-	printf("%s %d - ", cond ? "ok" : "not ok", n_tests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	return cond;
-}
-
-static void __attribute__((format(printf, 1, 2)))
-diag(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("# ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -104,7 +74,7 @@ load_zst(const char *name, size_t *len)
 	    dir != NULL ? dir : "tests/data/streams", name);
 	f = fopen(path, "rb");
 	if (f == NULL) {
-		diag("cannot open %s", path);
+		note("cannot open %s", path);
 		return NULL;
 	}
 	fseek(f, 0, SEEK_END);
@@ -119,7 +89,7 @@ load_zst(const char *name, size_t *len)
 	fclose(f);
 	n = ZSTD_getFrameContentSize(z, (size_t)zlen);
 	if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN) {
-		diag("%s: no content size in the zstd frame", path);
+		note("%s: no content size in the zstd frame", path);
 		free(z);
 		return NULL;
 	}
@@ -127,7 +97,7 @@ load_zst(const char *name, size_t *len)
 	*len = ZSTD_decompress(out, n, z, (size_t)zlen);
 	free(z);
 	if (ZSTD_isError(*len) || *len != n) {
-		diag("%s: cannot decompress", path);
+		note("%s: cannot decompress", path);
 		free(out);
 		return NULL;
 	}
@@ -588,7 +558,7 @@ test_truncations(const char *name, const uint8_t *d, size_t len,
 		if (parse(d, c, (long)(c / 2 + 1), &r, NULL, &e) == 0 ||
 		    strstr(e.msg, want) == NULL || r.tails != 0) {
 			if (bad++ < 5)
-				diag("cut at %zu: %s", c, e.msg);
+				note("cut at %zu: %s", c, e.msg);
 		}
 		rec_release(&r);
 	}
@@ -630,7 +600,7 @@ test_bitflips(const char *name, const uint8_t *d, size_t len,
 		if (parse(m, len, i % 2 ? -70000 : 0, &r, NULL, &e) < 0) {
 			errors++;
 			if (e.msg[0] == '\0' || strchr(e.msg, '\n') != NULL)
-				diag("flip %d: bad message '%s'", i, e.msg);
+				note("flip %d: bad message '%s'", i, e.msg);
 		}
 		rec_release(&r);
 	}
@@ -736,7 +706,7 @@ test_fixture(const struct fixture *f)
 	r.keep = 1;
 	rc = parse(d, len, 0, &r, &st, &e);
 	check(rc == 0, "%s: parses (%s)", f->name, e.msg);
-	diag("%s: %zu bytes, machine %s, %zu blocks, %" PRIu64 " page + %"
+	note("%s: %zu bytes, machine %s, %zu blocks, %" PRIu64 " page + %"
 	    PRIu64 " zero records, %" PRIu32 " sections, tail %zu bytes",
 	    f->name, len, r.machine, r.nblocks, st.page_records,
 	    st.zero_records, st.sections, r.tail.len);
@@ -1097,7 +1067,7 @@ test_redirty(void)
 		    (c > 0 && strstr(e.msg, want) == NULL) ||
 		    (c == 0 && strcmp(e.msg, "empty migration stream") != 0)) {
 			if (rc++ < 3)
-				diag("cut at %zu: %s", c, e.msg);
+				note("cut at %zu: %s", c, e.msg);
 		}
 		rec_release(&r1);
 	}
@@ -1130,7 +1100,7 @@ expect_msg(struct synth *s, const char *want, const char *what)
 
 	if (!check(strcmp(m, want) == 0 && (accepted || e.kind == ERR_FAIL),
 	    "%s: %s", what, m))
-		diag("expected: %s", want);
+		note("expected: %s", want);
 }
 
 /* Header, config and the START with MEM_SIZE + EOS + footer. */
@@ -1898,6 +1868,6 @@ main(void)
 	test_writer_bytes();
 	test_writer_parts();
 	test_throughput();
-	printf("# %d tests, %d failed\n", n_tests, n_failed);
-	return n_failed != 0;
+	printf("# %d tests, %d failed\n", tap_n, tap_failed);
+	return tap_failed != 0;
 }
