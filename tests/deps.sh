@@ -29,10 +29,12 @@ DEBIAN_SOURCES=/etc/apt/sources.list.d/debian.sources
 # the guest (busybox-static cpio gzip qemu-guest-agent; xz-utils and zstd
 # for compressed kernel modules), mandoc (make lint), clang and
 # libclang-rt-14-dev (libFuzzer); bench/: time (/usr/bin/time) and
-# bsdextrautils (column); the shell tests: tmux (a real terminal).
+# bsdextrautils (column), python3 (bench/qmpseq.py: the scripted QMP
+# sequence); the shell tests: tmux (a real terminal).
 PKGS=(gcc make pkg-config libc6-dev libjansson-dev libzstd-dev libreadline-dev
 	qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils zstd
-	qemu-guest-agent mandoc clang libclang-rt-14-dev time bsdextrautils tmux)
+	qemu-guest-agent mandoc clang libclang-rt-14-dev time bsdextrautils tmux
+	python3)
 
 # The QEMU 10.0 packages to unpack (gui and modules-* so that every module
 # the binary probes exists in its own module folder).
