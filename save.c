@@ -48,7 +48,7 @@
 #define SCRATCH_ALIGN	4096u	/* frames start on blocks: holes free them */
 #define IO_BUF		(1u << 20)
 
-#define DEFAULT_CACHE	(64u << 20)
+#define DEFAULT_CACHE	(192u << 20)
 #define MAX_THREADS	64
 
 static uint64_t

@@ -35,7 +35,7 @@
 struct img_opts {
 	int level;		/* zstd level; 0 means the default (1) */
 	int threads;		/* compression threads; 0 means online CPUs */
-	size_t cache_bytes;	/* chunk cache; 0 means the default (64 MiB) */
+	size_t cache_bytes;	/* chunk cache; 0 means the default (192 MiB) */
 };
 #define IMG_OPTS_INIT { 0, 0, 0 }
 
