@@ -45,6 +45,7 @@
 #endif
 
 #define RECV_CHUNK (1u << 20)
+#define CKPT_CACHE_BYTES (64u << 20)	/* the image writer's chunk cache */
 #define SPOOL_MEM (32u << 20)		/* stream bytes buffered in memory */
 #define SPOOL_SLACK (64ull << 20)	/* file spool: RAM size + this */
 #define SOCK_BUF (8 << 20)		/* both ends of the socketpair */
@@ -1071,6 +1072,10 @@ start_migration(struct ckpt *c, struct err *e)
 	path = xasprintf("%s/memory.img", c->stage);
 	io.level = c->o->level;
 	io.threads = c->o->threads;
+	/* Smaller than compact's default: the image then reaches the store
+	 * during the live phase, so a store that cannot hold it fails the
+	 * checkpoint before the disks are cut, not after. */
+	io.cache_bytes = CKPT_CACHE_BYTES;
 	/* The writer's threads must not take our signals either. */
 	sigemptyset(&all);
 	sigaddset(&all, SIGINT);
