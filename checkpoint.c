@@ -396,31 +396,6 @@ err_take(struct err *dst, const struct err *src, const char *ctx)
 		err_prefix(dst, "%s: ", ctx);
 }
 
-/* Run a QMP command; on failure e gets "CMD: " + the reason. */
-static json_t *
-qcmd(struct qmp *q, const char *cmd, json_t *args, struct err *e)
-{
-	struct err le = ERR_INIT;
-	json_t *r;
-
-	r = qmp_execute(q, cmd, args, &le);
-	if (r == NULL)
-		err_take(e, &le, cmd);
-	return r;
-}
-
-/* The same, for commands whose reply does not matter. */
-static int
-qdo(struct qmp *q, const char *cmd, json_t *args, struct err *e)
-{
-	json_t *r = qcmd(q, cmd, args, e);
-
-	if (r == NULL)
-		return -1;
-	json_decref(r);
-	return 0;
-}
-
 static const char *
 sig_name(int sig)
 {
@@ -786,12 +761,12 @@ discover(struct ckpt *c, struct err *e)
 	snprintf(c->qemu_version, sizeof(c->qemu_version), "%d.%d.%d", maj,
 	    min, mic);
 
-	if ((r = qcmd(c->q, "query-name", NULL, e)) == NULL)
+	if ((r = qmp_call(c->q, "query-name", NULL, e)) == NULL)
 		goto out;
 	if ((s = jstr(r, "name")) != NULL)
 		c->vm_name = xstrdup(s);
 	json_decref(r);
-	if ((r = qcmd(c->q, "query-uuid", NULL, e)) == NULL)
+	if ((r = qmp_call(c->q, "query-uuid", NULL, e)) == NULL)
 		goto out;
 	if ((s = jstr(r, "UUID")) != NULL)
 		c->uuid = xstrdup(s);
@@ -808,7 +783,7 @@ discover(struct ckpt *c, struct err *e)
 		c->machine = xstrndup(t, n);
 	}
 	json_decref(r);
-	if ((r = qcmd(c->q, "query-status", NULL, e)) == NULL)
+	if ((r = qmp_call(c->q, "query-status", NULL, e)) == NULL)
 		goto out;
 	snprintf(c->runstate, sizeof(c->runstate), "%s",
 	    jstr(r, "status") ? jstr(r, "status") : "?");
@@ -817,7 +792,7 @@ discover(struct ckpt *c, struct err *e)
 	 * background setup. */
 	c->bg = c->o->background && c->was_running;
 	json_decref(r);
-	if ((r = qcmd(c->q, "query-migrate", NULL, e)) == NULL)
+	if ((r = qmp_call(c->q, "query-migrate", NULL, e)) == NULL)
 		goto out;
 	s = jstr(r, "status");
 	if (migration_busy(s)) {
@@ -838,10 +813,10 @@ discover(struct ckpt *c, struct err *e)
 		goto out;
 	}
 	if (!c->o->disk_only) {
-		if ((caps = qcmd(c->q, "query-migrate-capabilities", NULL,
+		if ((caps = qmp_call(c->q, "query-migrate-capabilities", NULL,
 		    e)) == NULL)
 			goto out;
-		if ((params = qcmd(c->q, "query-migrate-parameters", NULL,
+		if ((params = qmp_call(c->q, "query-migrate-parameters", NULL,
 		    e)) == NULL)
 			goto out;
 	}
@@ -1025,14 +1000,14 @@ static int
 apply_changes(struct ckpt *c, struct err *e)
 {
 	if (json_array_size(c->caps_set) > 0) {
-		if (qdo(c->q, "migrate-set-capabilities", json_pack("{s:O}",
+		if (qmp_do(c->q, "migrate-set-capabilities", json_pack("{s:O}",
 		    "capabilities", c->caps_set), e) < 0)
 			return -1;
 		c->caps_applied = 1;
 	}
 	if (json_object_size(c->params_set) > 0) {
 		c->params_applied = 1;	/* partly applied is possible */
-		if (qdo(c->q, "migrate-set-parameters",
+		if (qmp_do(c->q, "migrate-set-parameters",
 		    json_incref(c->params_set), e) < 0)
 			return -1;
 	}
@@ -1119,7 +1094,7 @@ start_migration(struct ckpt *c, struct err *e)
 	close(c->sv[1]);
 	c->sv[1] = -1;
 	if ((c->o->pause || c->bg) && c->was_running) {
-		if (qdo(c->q, "stop", NULL, e) < 0)
+		if (qmp_do(c->q, "stop", NULL, e) < 0)
 			return -1;
 		c->stopped_by_us = 1;
 	}
@@ -1138,7 +1113,7 @@ start_migration(struct ckpt *c, struct err *e)
 		if (cut_disks(c, e) < 0)
 			return -1;
 	}
-	rc = qdo(c->q, "migrate", json_pack("{s:s}", "uri",
+	rc = qmp_do(c->q, "migrate", json_pack("{s:s}", "uri",
 	    "fd:" CKPT_MIG_FDNAME), e);
 	if (rc < 0)
 		return -1;
@@ -1263,7 +1238,7 @@ bg_resume(struct ckpt *c, struct err *e)
 
 	c->bg_resumed = 1;
 	c->bg_recheck = now_mono_ms() + BG_RECHECK_MS;
-	if ((r = qcmd(c->q, "query-status", NULL, e)) == NULL)
+	if ((r = qmp_call(c->q, "query-status", NULL, e)) == NULL)
 		return -1;
 	running = json_is_true(json_object_get(r, "running"));
 	json_decref(r);
@@ -1282,7 +1257,7 @@ bg_recheck(struct ckpt *c, struct err *e)
 	int paused;
 
 	c->bg_recheck = 0;
-	if ((r = qcmd(c->q, "query-status", NULL, e)) == NULL)
+	if ((r = qmp_call(c->q, "query-status", NULL, e)) == NULL)
 		return -1;
 	st = jstr(r, "status");
 	paused = st != NULL && strcmp(st, "paused") == 0;
@@ -1291,6 +1266,31 @@ bg_recheck(struct ckpt *c, struct err *e)
 }
 
 /* At pre-switchover: the guest is stopped; cut the disks, continue. */
+/*
+ * Before the disks are cut, the image takes in what QEMU sent so far (the
+ * spool is emptied; the parser keeps up in the live phase, so this is
+ * short): a store that fills up fails the checkpoint here, while it can
+ * still be undone, rather than after the cut.
+ */
+static int
+catch_up(struct ckpt *c, struct err *e)
+{
+	while (spool_pending(c->r.spool) > 0) {
+		if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
+			err_take(e, &c->r.err, NULL);
+			return -1;
+		}
+		if (interrupted(e))
+			return -1;
+		usleep(1000);
+	}
+	if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
+		err_take(e, &c->r.err, NULL);
+		return -1;
+	}
+	return 0;
+}
+
 static int
 do_switchover(struct ckpt *c, struct err *e)
 {
@@ -1305,12 +1305,14 @@ do_switchover(struct ckpt *c, struct err *e)
 		err_take(e, &c->r.err, NULL);
 		return -1;
 	}
+	if (catch_up(c, e) < 0)
+		return -1;
 	if (cut_disks(c, e) < 0)
 		return -1;
 	/* QEMU sends the last pass while the guest waits: take it at once,
 	 * to a file if the parser is behind. */
 	spool_overflow(c->r.spool, 1);
-	return qdo(c->q, "migrate-continue", json_pack("{s:s}", "state",
+	return qmp_do(c->q, "migrate-continue", json_pack("{s:s}", "state",
 	    "pre-switchover"), e);
 }
 
@@ -1347,7 +1349,7 @@ unthrottle(struct ckpt *c, struct err *e)
 			return -1;
 	}
 	c->params_applied = 1;
-	return qdo(c->q, "migrate-set-parameters", json_pack("{s:I}",
+	return qmp_do(c->q, "migrate-set-parameters", json_pack("{s:I}",
 	    "max-bandwidth", (json_int_t)CKPT_DEFAULT_BANDWIDTH), e);
 }
 
@@ -1413,7 +1415,7 @@ capture(struct ckpt *c, struct err *e)
 				spool_overflow(c->r.spool, 1);
 			if (!c->stopped_by_us && c->was_running &&
 			    !c->at_switchover) {
-				if (qdo(c->q, "stop", NULL, e) < 0)
+				if (qmp_do(c->q, "stop", NULL, e) < 0)
 					return -1;
 				c->stopped_by_us = 1;
 			}
@@ -1575,7 +1577,7 @@ settle(struct ckpt *c, struct err *e)
 		json_decref(r);
 	}
 	if (c->caps_applied) {
-		if (qdo(c->q, "migrate-set-capabilities", json_pack("{s:O}",
+		if (qmp_do(c->q, "migrate-set-capabilities", json_pack("{s:O}",
 		    "capabilities", c->caps_restore), &le) < 0) {
 			attention(c, e, "the migration capabilities could not "
 			    "be restored", le.msg);
@@ -1584,7 +1586,7 @@ settle(struct ckpt *c, struct err *e)
 			c->caps_applied = 0;
 	}
 	if (c->params_applied) {
-		if (qdo(c->q, "migrate-set-parameters",
+		if (qmp_do(c->q, "migrate-set-parameters",
 		    json_incref(c->params_restore), &le) < 0) {
 			attention(c, e, "the migration parameters could not "
 			    "be restored", le.msg);
@@ -1625,7 +1627,7 @@ disk_only(struct ckpt *c, struct err *e)
 	if (interrupted(e))
 		return -1;
 	if (c->o->pause && c->was_running) {
-		if (qdo(c->q, "stop", NULL, e) < 0)
+		if (qmp_do(c->q, "stop", NULL, e) < 0)
 			return -1;
 		c->stopped_by_us = 1;
 		c->stop_mono = now_mono_ms();
@@ -2029,8 +2031,8 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	if (note != NULL) {
 		/* The note must be about this VM. */
 		const json_t *vm = json_object_get(note, "vm");
-		json_t *n = qcmd(q, "query-name", NULL, e);
-		json_t *u = n ? qcmd(q, "query-uuid", NULL, e) : NULL;
+		json_t *n = qmp_call(q, "query-name", NULL, e);
+		json_t *u = n ? qmp_call(q, "query-uuid", NULL, e) : NULL;
 		int same = n != NULL && u != NULL &&
 		    json_equal(json_object_get(vm, "uuid") ?
 		    json_object_get(vm, "uuid") : json_null(),
@@ -2053,7 +2055,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	}
 
 	/* 1. Whatever migration is pending goes. */
-	if ((r = qcmd(q, "query-migrate", NULL, e)) == NULL)
+	if ((r = qmp_call(q, "query-migrate", NULL, e)) == NULL)
 		goto out;
 	if (migration_busy(jstr(r, "status"))) {
 		struct ckpt c;
@@ -2075,13 +2077,13 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 			err_take(e, &le, "guest agent");
 			goto out;
 		}
-		r = qcmd(agent, "guest-fsfreeze-status", NULL, e);
+		r = qmp_call(agent, "guest-fsfreeze-status", NULL, e);
 		if (r == NULL)
 			goto out;
 		if (json_is_string(r) && strcmp(json_string_value(r),
 		    "frozen") == 0) {
 			json_decref(r);
-			if ((r = qcmd(agent, "guest-fsfreeze-thaw", NULL,
+			if ((r = qmp_call(agent, "guest-fsfreeze-thaw", NULL,
 			    e)) == NULL)
 				goto out;
 			json_array_append_new(done,
@@ -2097,14 +2099,14 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 		const json_t *params = json_object_get(note, "parameters");
 
 		if (json_array_size(caps) > 0) {
-			if (qdo(q, "migrate-set-capabilities",
+			if (qmp_do(q, "migrate-set-capabilities",
 			    json_pack("{s:O}", "capabilities", caps), e) < 0)
 				goto out;
 			json_array_append_new(done, json_string("restored the "
 			    "migration capabilities"));
 		}
 		if (json_object_size(params) > 0) {
-			if (qdo(q, "migrate-set-parameters",
+			if (qmp_do(q, "migrate-set-parameters",
 			    json_deep_copy(params), e) < 0)
 				goto out;
 			json_array_append_new(done, json_string("restored the "
@@ -2114,7 +2116,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 		const json_t *cap;
 		size_t i;
 
-		if ((r = qcmd(q, "query-migrate-capabilities", NULL,
+		if ((r = qmp_call(q, "query-migrate-capabilities", NULL,
 		    e)) == NULL)
 			goto out;
 		json_array_foreach(r, i, cap)
@@ -2122,7 +2124,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 			    jstr(cap, "capability") : "",
 			    "pause-before-switchover") == 0 &&
 			    json_is_true(json_object_get(cap, "state"))) {
-				if (qdo(q, "migrate-set-capabilities",
+				if (qmp_do(q, "migrate-set-capabilities",
 				    json_pack("{s:[{s:s, s:b}]}",
 				    "capabilities", "capability",
 				    "pause-before-switchover", "state", 0),
@@ -2136,14 +2138,14 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	}
 
 	/* 4. Resume. */
-	if ((r = qcmd(q, "query-status", NULL, e)) == NULL)
+	if ((r = qmp_call(q, "query-status", NULL, e)) == NULL)
 		goto out;
 	st = jstr(r, "status");
 	running = json_is_true(json_object_get(r, "running"));
 	if (!running && was_running != 0 && st != NULL &&
 	    (strcmp(st, "paused") == 0 || strcmp(st, "postmigrate") == 0 ||
 	    strcmp(st, "finish-migrate") == 0)) {
-		if (qdo(q, "cont", NULL, &le) < 0) {
+		if (qmp_do(q, "cont", NULL, &le) < 0) {
 			err_set(e, ERR_ATTENTION, "cannot resume the guest "
 			    "(%s): %s", st, le.msg);
 			goto out;
@@ -2153,7 +2155,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 		running = 1;
 	}
 	json_decref(r);
-	if ((r = qcmd(q, "query-status", NULL, e)) == NULL)
+	if ((r = qmp_call(q, "query-status", NULL, e)) == NULL)
 		goto out;
 	json_object_set(rep, "status", json_object_get(r, "status"));
 	running = json_is_true(json_object_get(r, "running"));

@@ -643,6 +643,31 @@ qmp_execute(struct qmp *q, const char *cmd, json_t *args, struct err *e)
 }
 
 json_t *
+qmp_call(struct qmp *q, const char *cmd, json_t *args, struct err *e)
+{
+	struct err le = ERR_INIT;
+	json_t *r;
+
+	r = qmp_execute(q, cmd, args, &le);
+	if (r == NULL && e != NULL && !err_isset(e)) {
+		*e = le;
+		err_prefix(e, "%s: ", cmd);
+	}
+	return r;
+}
+
+int
+qmp_do(struct qmp *q, const char *cmd, json_t *args, struct err *e)
+{
+	json_t *r = qmp_call(q, cmd, args, e);
+
+	if (r == NULL)
+		return -1;
+	json_decref(r);
+	return 0;
+}
+
+json_t *
 qmp_execute_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
     struct err *e)
 {

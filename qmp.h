@@ -100,6 +100,16 @@ json_t *qmp_execute(struct qmp *q, const char *cmd, json_t *args,
     struct err *e);
 
 /*
+ * qmp_execute() for callers that run many commands: a failure's message is
+ * "CMD: " + the reason, and e keeps an error already set (the first one
+ * wins).  qmp_do() is the same for commands whose reply does not matter:
+ * 0 or -1.
+ */
+json_t *qmp_call(struct qmp *q, const char *cmd, json_t *args,
+    struct err *e);
+int qmp_do(struct qmp *q, const char *cmd, json_t *args, struct err *e);
+
+/*
  * Same, passing fd (borrowed: still the caller's to close) to QEMU with
  * SCM_RIGHTS in the same sendmsg as the command (getfd, add-fd).  UNIX
  * sockets only.

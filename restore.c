@@ -88,32 +88,6 @@ interrupted(struct err *e)
 	return 1;
 }
 
-/* Run a QMP command; on failure e gets "CMD: " + QEMU's reason. */
-static json_t *
-qcmd(struct rs *s, const char *cmd, json_t *args, struct err *e)
-{
-	struct err le = ERR_INIT;
-	json_t *r;
-
-	r = qmp_execute(s->q, cmd, args, &le);
-	if (r == NULL && e != NULL && !err_isset(e)) {
-		*e = le;
-		err_prefix(e, "%s: ", cmd);
-	}
-	return r;
-}
-
-static int
-qdo(struct rs *s, const char *cmd, json_t *args, struct err *e)
-{
-	json_t *r = qcmd(s, cmd, args, e);
-
-	if (r == NULL)
-		return -1;
-	json_decref(r);
-	return 0;
-}
-
 /* ---- offline checks ----------------------------------------------------- */
 
 static int
@@ -454,7 +428,7 @@ check_waiting(struct rs *s, struct err *e)
 	const char *st;
 	int rc = -1;
 
-	r = qcmd(s, "query-status", NULL, e);
+	r = qmp_call(s->q, "query-status", NULL, e);
 	if (r == NULL)
 		return -1;
 	st = jstr(r, "status");
@@ -465,7 +439,7 @@ check_waiting(struct rs *s, struct err *e)
 		goto out;
 	}
 	json_decref(r);
-	r = qcmd(s, "query-migrate", NULL, e);
+	r = qmp_call(s->q, "query-migrate", NULL, e);
 	if (r == NULL)
 		return -1;
 	st = jstr(r, "status");
@@ -491,7 +465,7 @@ check_machine(struct rs *s, struct err *e)
 
 	qmp_version(s->q, &major, &minor, &micro);
 	snprintf(s->qemu, sizeof(s->qemu), "%d.%d.%d", major, minor, micro);
-	r = qcmd(s, "qom-get", json_pack("{s:s, s:s}", "path", "/machine",
+	r = qmp_call(s->q, "qom-get", json_pack("{s:s, s:s}", "path", "/machine",
 	    "property", "type"), e);
 	if (r == NULL)
 		return -1;
@@ -545,7 +519,7 @@ check_ram(struct rs *s, struct err *e)
 	int k, rc = -1;
 	char a[32], b[32];
 
-	r = qcmd(s, "human-monitor-command", json_pack("{s:s}",
+	r = qmp_call(s->q, "human-monitor-command", json_pack("{s:s}",
 	    "command-line", "info ramblock"), e);
 	if (r == NULL)
 		return -1;
@@ -726,7 +700,7 @@ add_overlays(struct rs *s, struct err *e)
 	s->touched = 1;
 	for (i = 0; i < s->ndisks; i++)
 		s->disks[i].created = 1;	/* QEMU may make them all */
-	rc = qdo(s, "transaction", json_pack("{s:O}", "actions", actions), e);
+	rc = qmp_do(s->q, "transaction", json_pack("{s:O}", "actions", actions), e);
 out:
 	json_decref(actions);
 	return rc;
@@ -818,7 +792,7 @@ load(struct rs *s, struct err *e)
 	qmp_version(s->q, &major, &minor, &micro);
 	if (major > 9 || (major == 9 && minor >= 1))
 		json_object_set_new(args, "exit-on-error", json_false());
-	if (qdo(s, "migrate-incoming", args, e) < 0)
+	if (qmp_do(s->q, "migrate-incoming", args, e) < 0)
 		goto out;
 	if (img_export(s->img, sv[0], "the stream to QEMU", &s->stream_bytes,
 	    e) < 0) {
@@ -868,7 +842,7 @@ load(struct rs *s, struct err *e)
 	}
 	/* Completed: QEMU leaves "inmigrate" for paused (-S) or running. */
 	for (;;) {
-		r = qcmd(s, "query-status", NULL, e);
+		r = qmp_call(s->q, "query-status", NULL, e);
 		if (r == NULL)
 			goto out;
 		st = jstr(r, "status");
@@ -902,11 +876,11 @@ resume(struct rs *s, struct err *e)
 {
 	if (s->o->paused) {
 		/* Without -S QEMU starts the guest itself after the load. */
-		if (s->guest_ran && qdo(s, "stop", NULL, e) < 0)
+		if (s->guest_ran && qmp_do(s->q, "stop", NULL, e) < 0)
 			return -1;
 		return 0;
 	}
-	if (!s->guest_ran && qdo(s, "cont", NULL, e) < 0)
+	if (!s->guest_ran && qmp_do(s->q, "cont", NULL, e) < 0)
 		return -1;
 	s->guest_ran = 1;
 	return 0;

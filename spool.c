@@ -228,6 +228,17 @@ spool_get(struct spool *s, void *buf, size_t max, struct err *e)
 }
 
 uint64_t
+spool_pending(struct spool *s)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&s->mu);
+	v = s->mem_bytes + (s->w_off - s->r_off);
+	pthread_mutex_unlock(&s->mu);
+	return v;
+}
+
+uint64_t
 spool_file_peak(struct spool *s)
 {
 	uint64_t v;

@@ -48,6 +48,9 @@ ssize_t spool_get(struct spool *s, void *buf, size_t max, struct err *e);
 /* Stop both sides: waiting calls return (put -1, get 0). */
 void spool_abort(struct spool *s);
 
+/* Bytes put and not yet taken (memory and file). */
+uint64_t spool_pending(struct spool *s);
+
 /* The most bytes that were ever in the file at once (for tests). */
 uint64_t spool_file_peak(struct spool *s);
 

@@ -122,6 +122,8 @@ main(void)
 
 	s = spool_new(dir, 1 << 20, 1 << 20);
 	spool_put(s, "abc", 3, &e);
+	check(spool_pending(s) == 3, "pending counts what was put (%llu)",
+	    (unsigned long long)spool_pending(s));
 	spool_abort(s);
 	check(spool_put(s, "d", 1, &e) < 0, "put after abort fails");
 	{
