@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 
 #include <errno.h>
@@ -1267,14 +1268,21 @@ bg_recheck(struct ckpt *c, struct err *e)
 
 /* At pre-switchover: the guest is stopped; cut the disks, continue. */
 /*
- * Before the disks are cut, the image takes in what QEMU sent so far (the
- * spool is emptied; the parser keeps up in the live phase, so this is
- * short): a store that fills up fails the checkpoint here, while it can
- * still be undone, rather than after the cut.
+ * Before the disks are cut, on a store short of room (less free than the
+ * chunk cache and the spool could still write, twice over), the image
+ * first takes in what QEMU sent so far, so that a store that fills up
+ * fails the checkpoint here, while it can still be undone, rather than
+ * after the cut.  A store with room does not wait: the pause stays short.
  */
 static int
 catch_up(struct ckpt *c, struct err *e)
 {
+	struct statvfs sv;
+	uint64_t need = 2 * (CKPT_CACHE_BYTES + spool_pending(c->r.spool));
+
+	if (statvfs(c->stage, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize > need)
+		return 0;
 	while (spool_pending(c->r.spool) > 0) {
 		if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
 			err_take(e, &c->r.err, NULL);
