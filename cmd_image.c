@@ -381,7 +381,7 @@ cmd_image_info(int argc, char **argv, struct err *e)
 			    "name", m->blocks[i].name,
 			    "bytes", (json_int_t)m->blocks[i].used_length));
 		j = json_pack("{s:s, s:i, s:s, s:o, s:I, s:I, s:I, s:I, s:I, "
-		    "s:I, s:I, s:f, s:b, s:b}",
+		    "s:I, s:I, s:f, s:b, s:b, s:b}",
 		    "image", argv[argi],
 		    "format_version", (int)m->version,
 		    "machine", m->machine,
@@ -396,7 +396,8 @@ cmd_image_info(int argc, char **argv, struct err *e)
 		    "ratio", ratio,
 		    "switchover_start",
 		    (m->flags & IMG_F_SWITCHOVER_START) != 0,
-		    "background", (m->flags & IMG_F_NO_END) != 0);
+		    "background", (m->flags & IMG_F_NO_END) != 0,
+		    "frame_crcs", (m->flags & IMG_F_FRAME_CRCS) != 0);
 		print_json(j);
 		json_decref(j);
 	} else {

@@ -30,7 +30,8 @@
 #define ZSTD_MAGIC	0xFD2FB528u
 #define IMG_MAGIC	"SNAPIMG"	/* 8 bytes with its NUL */
 #define IMG_VERSION	1u
-#define IMG_F_ALL	(IMG_F_SWITCHOVER_START | IMG_F_NO_END)
+#define IMG_F_ALL	(IMG_F_SWITCHOVER_START | IMG_F_NO_END | \
+			    IMG_F_FRAME_CRCS)
 
 #define META_FIXED	64u
 #define BLOCK_FIXED	24u
@@ -47,6 +48,10 @@
 #define TAIL_FRAME_MAX	ZSTD_COMPRESSBOUND(STREAM_TAIL_MAX)
 #define SCRATCH_ALIGN	4096u	/* frames start on blocks: holes free them */
 #define IO_BUF		(1u << 20)
+#define CHECK_BUF	(1u << 19)	/* img_check_frames()'s reads: 2 frames */
+#define CHECK_SHARE	(4u << 20)	/* data bytes worth a thread there */
+_Static_assert(CHECK_BUF >= FRAME_MAX, "a frame fits img_check_frames()'s "
+    "buffer");
 
 #define DEFAULT_CACHE	(192u << 20)
 #define MAX_THREADS	64
@@ -91,6 +96,7 @@ struct wchunk {
 	uint64_t vmask;		/* data pages of the newest version */
 	uint64_t foff;		/* newest finished frame in the scratch log */
 	uint32_t fsize;
+	uint32_t fcrc;		/* its CRC-32C */
 	uint32_t fgen;		/* its generation (0: no frame) */
 	uint32_t gen;		/* generation of the newest version */
 	int32_t slot;		/* cache slot, or -1 */
@@ -113,6 +119,7 @@ struct job {
 	uint64_t off;		/* result: where in the scratch log */
 	uint64_t alloc;		/* bytes reserved there */
 	size_t size;		/* compressed size */
+	uint32_t crc;		/* of the compressed bytes */
 	struct err err;
 };
 
@@ -148,6 +155,7 @@ struct img_writer {
 	int switchover, saw_end;
 	uint32_t sections;
 	uint64_t tail_off, tail_size, tail_len;
+	uint32_t tail_crc;
 
 	/* per chunk */
 	struct wchunk *chunks;
@@ -247,6 +255,7 @@ job_run(struct worker *wk, struct job *j)
 		    (unsigned long long)j->chunk, ZSTD_getErrorName(j->size));
 		return;
 	}
+	j->crc = crc32c(0, wk->out, j->size);
 	scratch_append(wk->w, wk->out, j->size, &j->off, &j->alloc, &j->err);
 }
 
@@ -321,6 +330,7 @@ reap_list(struct img_writer *w, struct job *j)
 			}
 			c->foff = j->off;
 			c->fsize = (uint32_t)j->size;
+			c->fcrc = j->crc;
 			c->fgen = j->gen;
 			w->live_bytes += j->size;
 		} else {
@@ -387,7 +397,8 @@ job_submit(struct img_writer *w, struct job *j)
  */
 static int
 scratch_decode(struct img_writer *w, uint64_t ci, uint64_t off,
-    uint32_t size, unsigned npages, uint8_t *out, struct err *e)
+    uint32_t size, uint32_t crc, unsigned npages, uint8_t *out,
+    struct err *e)
 {
 	size_t want = (size_t)npages * PAGE, n;
 	ssize_t got;
@@ -399,6 +410,9 @@ scratch_decode(struct img_writer *w, uint64_t ci, uint64_t off,
 	if ((size_t)got != size)
 		return err_set(e, ERR_FAIL, "scratch file beside '%s' is "
 		    "truncated", w->out.path);
+	if (crc32c(0, w->zbuf, size) != crc)
+		return err_set(e, ERR_FAIL, "chunk %llu in the scratch file: "
+		    "CRC-32C mismatch", (unsigned long long)ci);
 	n = ZSTD_decompressDCtx(w->dctx, out, want, w->zbuf, size);
 	if (ZSTD_isError(n))
 		return err_set(e, ERR_FAIL, "chunk %llu in the scratch file: "
@@ -431,8 +445,8 @@ merge(struct img_writer *w, uint64_t ci, uint8_t *buf, uint64_t mask,
 		return err_set(e, ERR_FAIL, "chunk %llu: internal error: "
 		    "pages to merge are in no version",
 		    (unsigned long long)ci);
-	if (scratch_decode(w, ci, c->foff, c->fsize, popcount64(c->vmask),
-	    w->dbuf, e) < 0)
+	if (scratch_decode(w, ci, c->foff, c->fsize, c->fcrc,
+	    popcount64(c->vmask), w->dbuf, e) < 0)
 		return -1;
 	for (m = mask; m != 0; m &= m - 1) {
 		i = (unsigned)__builtin_ctzll(m);
@@ -499,6 +513,7 @@ evict(struct img_writer *w, int32_t s, struct err *e)
 		}
 		c->foff = 0;
 		c->fsize = 0;
+		c->fcrc = 0;
 		c->fgen = c->gen;
 		c->vmask = 0;
 		c->job = NULL;
@@ -737,6 +752,7 @@ sink_tail(void *opaque, const uint8_t *data, size_t len, struct err *e)
 	}
 	w->tail_size = n;
 	w->tail_len = len;
+	w->tail_crc = crc32c(0, out, n);
 	w->have_tail = 1;
 	rc = 0;
 out:
@@ -1096,6 +1112,7 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 		if (c->fsize != 0) {
 			put_le64(ib + ilen, pos);
 			put_le32(ib + ilen + 8, c->fsize);
+			put_le32(ib + ilen + 12, c->fcrc);
 			pos += c->fsize;
 		}
 		put_le64(ib + ilen + 16, c->present);
@@ -1108,7 +1125,8 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 	put_skippable(hdr, SKIP_HDR, HDR_SIZE);
 	memcpy(hdr + 8, IMG_MAGIC, 8);
 	put_le32(hdr + 16, IMG_VERSION);
-	put_le32(hdr + 20, (w->switchover ? IMG_F_SWITCHOVER_START : 0) |
+	put_le32(hdr + 20, IMG_F_FRAME_CRCS |
+	    (w->switchover ? IMG_F_SWITCHOVER_START : 0) |
 	    (w->saw_end ? 0 : IMG_F_NO_END));
 	put_le32(hdr + 24, PAGE);
 	put_le32(hdr + 28, CHUNK_PAGES);
@@ -1123,6 +1141,7 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 	put_le64(hdr + 96, end - index_off);
 	put_le32(hdr + 104, crc32c(0, meta.data, meta.len));
 	put_le32(hdr + 108, icrc);
+	put_le32(hdr + 112, w->tail_crc);
 	put_le32(hdr + 124, crc32c(0, hdr, 124));
 	if (pwrite_full(w->out.fd, hdr, sizeof(hdr), 0) < 0) {
 		err_sys(e, ERR_FAIL, "cannot write '%s'", w->out.tmp);
@@ -1211,6 +1230,7 @@ struct rentry {
 	uint64_t zero;
 	uint32_t size;
 	uint32_t block;
+	uint32_t crc;		/* of the frame, with IMG_F_FRAME_CRCS */
 };
 
 struct img_reader {
@@ -1224,6 +1244,7 @@ struct img_reader {
 	uint64_t nchunks;
 	uint64_t data_off, data_size, tail_off, tail_size;
 	uint64_t index_off, index_size;
+	uint32_t tail_crc;		/* with IMG_F_FRAME_CRCS */
 	ZSTD_DCtx *dctx;
 	uint8_t *zbuf;			/* FRAME_MAX */
 	uint8_t *cbuf;			/* decoded chunk, data pages packed */
@@ -1269,7 +1290,8 @@ check_header(struct img_reader *r, const uint8_t *h, uint32_t *meta_crc,
 		    r->meta.flags);
 	if (get_le32(h + 24) != PAGE || get_le32(h + 28) != CHUNK_PAGES)
 		return err_set(e, ERR_FAIL, "unsupported page or chunk size");
-	for (i = 112; i < 124; i++)
+	/* Bytes 112-115 hold the tail's CRC with frame CRCs. */
+	for (i = r->meta.flags & IMG_F_FRAME_CRCS ? 116 : 112; i < 124; i++)
 		if (h[i] != 0)
 			return err_set(e, ERR_FAIL, "reserved header bytes "
 			    "are not zero");
@@ -1302,6 +1324,7 @@ check_header(struct img_reader *r, const uint8_t *h, uint32_t *meta_crc,
 	r->tail_size = tsize;
 	r->index_off = ioff;
 	r->index_size = isize;
+	r->tail_crc = get_le32(h + 112);
 	r->meta.file_bytes = fsize;
 	r->meta.data_bytes = dsize;
 	*meta_crc = get_le32(h + 104);
@@ -1453,9 +1476,13 @@ parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
 			x->present = get_le64(p + 16);
 			x->zero = get_le64(p + 24);
 			x->block = b;
+			x->crc = get_le32(p + 12);
 			data = x->present & ~x->zero;
-			if (get_le32(p + 12) != 0 || (x->present & ~valid) ||
-			    (x->zero & ~x->present)) {
+			/* Without frame CRCs the field is reserved; with
+			 * them, 0 for a chunk without a frame. */
+			if ((x->crc != 0 && (data == 0 ||
+			    !(r->meta.flags & IMG_F_FRAME_CRCS))) ||
+			    (x->present & ~valid) || (x->zero & ~x->present)) {
 				err_set(e, ERR_FAIL, "index entry %llu is bad",
 				    (unsigned long long)ci);
 				goto out;
@@ -1593,16 +1620,20 @@ img_meta(const struct img_reader *r)
 	return &r->meta;
 }
 
-/* Read a frame of size bytes at off into zbuf and check its header. */
+/*
+ * Check size bytes of a frame at zbuf without decoding it: its CRC (with
+ * frame CRCs), then that its zstd header declares want bytes, a checksum
+ * and no dictionary, and that its blocks end exactly at size.
+ */
 static int
-frame_check(struct img_reader *r, uint64_t off, size_t size, uint8_t *zbuf,
-    size_t want, struct err *e)
+frame_sane(const struct img_reader *r, const uint8_t *zbuf, size_t size,
+    size_t want, uint32_t crc, struct err *e)
 {
 	unsigned long long csize;
 	size_t n;
 
-	if (rd(r, zbuf, size, off, "frame", e) < 0)
-		return -1;
+	if ((r->meta.flags & IMG_F_FRAME_CRCS) && crc32c(0, zbuf, size) != crc)
+		return err_set(e, ERR_FAIL, "frame CRC-32C mismatch");
 	if (size < 6 || get_le32(zbuf) != ZSTD_MAGIC)
 		return err_set(e, ERR_FAIL, "not a zstd frame");
 	/* Frame header descriptor: checksum bit 2, dictionary id bits 0-1. */
@@ -1620,6 +1651,26 @@ frame_check(struct img_reader *r, uint64_t off, size_t size, uint8_t *zbuf,
 		return err_set(e, ERR_FAIL, "frame is %zu bytes, index says "
 		    "%zu", n, size);
 	return 0;
+}
+
+/* Read a frame of size bytes at off into zbuf and check it (frame_sane). */
+static int
+frame_check(struct img_reader *r, uint64_t off, size_t size, uint8_t *zbuf,
+    size_t want, uint32_t crc, struct err *e)
+{
+	if (rd(r, zbuf, size, off, "frame", e) < 0)
+		return -1;
+	return frame_sane(r, zbuf, size, want, crc, e);
+}
+
+static void
+chunk_prefix(const struct img_reader *r, uint64_t ci, struct err *e)
+{
+	const struct rentry *x = &r->idx[ci];
+
+	err_prefix(e, "chunk %llu (block '%s' offset 0x%llx): ",
+	    (unsigned long long)ci, r->blocks[x->block].name,
+	    (unsigned long long)((ci - r->bfirst[x->block]) * CHUNK_BYTES));
 }
 
 /* Decode a frame checked by frame_check() into out (want bytes). */
@@ -1650,12 +1701,9 @@ load_chunk(struct img_reader *r, uint64_t ci, struct err *e)
 		return 0;
 	r->cached = UINT64_MAX;
 	want = (size_t)popcount64(data) * PAGE;
-	if (frame_check(r, x->off, x->size, r->zbuf, want, e) < 0 ||
+	if (frame_check(r, x->off, x->size, r->zbuf, want, x->crc, e) < 0 ||
 	    frame_decode(r, r->zbuf, x->size, r->cbuf, want, e) < 0) {
-		err_prefix(e, "chunk %llu (block '%s' offset 0x%llx): ",
-		    (unsigned long long)ci, r->blocks[x->block].name,
-		    (unsigned long long)((ci - r->bfirst[x->block]) *
-		    CHUNK_BYTES));
+		chunk_prefix(r, ci, e);
 		return -1;
 	}
 	r->cached = ci;
@@ -1795,7 +1843,8 @@ img_read_tail(struct img_reader *r, uint8_t **out, size_t *len,
 	/* The frame is bounded by the file; check it before allocating
 	 * what it claims to decode to. */
 	z = xmalloc((size_t)r->tail_size);
-	if (frame_check(r, r->tail_off, (size_t)r->tail_size, z, tlen, e) < 0) {
+	if (frame_check(r, r->tail_off, (size_t)r->tail_size, z, tlen,
+	    r->tail_crc, e) < 0) {
 		err_prefix(e, "device state: ");
 		goto out;
 	}
@@ -1917,6 +1966,150 @@ out:
 	for (k = 1; k < nthreads; k++)
 		if (v[k].r != r)
 			img_close(v[k].r);
+	free(v);
+	return rc;
+}
+
+/*
+ * img_check_frames() on chunks [first, end): each frame's CRC and header,
+ * read in large sequential reads; a frame that runs past the end of the
+ * buffer moves to its front before the next read.  Only reads r.
+ */
+static int
+check_chunks(struct img_reader *r, uint64_t first, uint64_t end,
+    struct err *e)
+{
+	const struct rentry *x;
+	uint8_t *buf = NULL;
+	uint64_t ci, bpos = 0, have = 0, stop = 0, keep, n;
+	int rc = -1;
+
+	for (ci = end; ci > first && stop == 0; ci--)
+		if (r->idx[ci - 1].size != 0)
+			stop = r->idx[ci - 1].off + r->idx[ci - 1].size;
+	if (stop == 0)
+		return 0;
+	buf = xmalloc(CHECK_BUF);
+	for (ci = first; ci < end; ci++) {
+		x = &r->idx[ci];
+		if (x->size == 0)
+			continue;
+		/* Frames are back to back: x starts where the last ended. */
+		if (have == 0 || x->off + x->size > bpos + have) {
+			keep = have == 0 ? 0 : bpos + have - x->off;
+			memmove(buf, buf + (have - keep), (size_t)keep);
+			bpos = x->off;
+			n = stop - bpos - keep;
+			if (n > CHECK_BUF - keep)
+				n = CHECK_BUF - keep;
+			if (rd(r, buf + keep, (size_t)n, bpos + keep, "frame",
+			    e) < 0) {
+				chunk_prefix(r, ci, e);
+				goto out;
+			}
+			have = keep + n;
+		}
+		if (frame_sane(r, buf + (x->off - bpos), x->size,
+		    (size_t)popcount64(x->present & ~x->zero) * PAGE, x->crc,
+		    e) < 0) {
+			chunk_prefix(r, ci, e);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(buf);
+	return rc;
+}
+
+/* One share of img_check_frames(), on a thread of its own. */
+struct check_part {
+	struct img_reader *r;
+	uint64_t first, end;
+	struct err err;
+	int rc;
+	pthread_t thread;
+};
+
+static void *
+check_main(void *arg)
+{
+	struct check_part *v = arg;
+
+	v->rc = check_chunks(v->r, v->first, v->end, &v->err);
+	return NULL;
+}
+
+int
+img_check_frames(struct img_reader *r, const char *path, int nthreads,
+    struct err *e)
+{
+	struct check_part *v = NULL;
+	const struct rentry *x;
+	sigset_t all, old;
+	uint8_t *z = NULL;
+	uint64_t ci, share;
+	long cpus;
+	int k, started = 0, rc = -1;
+
+	if (!(r->meta.flags & IMG_F_FRAME_CRCS))
+		return path != NULL ? img_verify_parallel(r, path, nthreads,
+		    e) : img_verify(r, e);
+	if (nthreads <= 0) {
+		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		nthreads = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
+	}
+	/* Threads share r's descriptor (pread); other I/O stays here. */
+	if (r->fd < 0 || r->data_size / CHECK_SHARE < 2)
+		nthreads = 1;
+	else if ((uint64_t)nthreads > r->data_size / CHECK_SHARE)
+		nthreads = (int)(r->data_size / CHECK_SHARE);
+	v = xcalloc((size_t)nthreads, sizeof(*v));
+	/* Shares of equal data bytes, cut at chunks. */
+	share = r->data_size / (uint64_t)nthreads;
+	for (k = 0; k < nthreads; k++)
+		v[k].r = r;
+	v[nthreads - 1].end = r->nchunks;
+	for (ci = 0, k = 1; ci < r->nchunks && k < nthreads; ci++) {
+		x = &r->idx[ci];
+		while (k < nthreads && x->size != 0 &&
+		    x->off - r->data_off >= share * (uint64_t)k) {
+			v[k - 1].end = v[k].first = ci;
+			k++;
+		}
+	}
+	for (; k < nthreads; k++)
+		v[k - 1].end = v[k].first = r->nchunks;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (k = 1; k < nthreads; k++) {
+		if (pthread_create(&v[k].thread, NULL, check_main, &v[k]) != 0)
+			break;
+		started = k;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	check_main(&v[0]);
+	for (k = started + 1; k < nthreads; k++)
+		check_main(&v[k]);
+	for (k = 1; k <= started; k++)
+		pthread_join(v[k].thread, NULL);
+	for (k = 0; k < nthreads; k++) {
+		if (v[k].rc < 0) {
+			if (e != NULL)
+				*e = v[k].err;
+			goto out;
+		}
+	}
+	z = xmalloc((size_t)r->tail_size);
+	if (frame_check(r, r->tail_off, (size_t)r->tail_size, z,
+	    (size_t)r->meta.tail_bytes, r->tail_crc, e) < 0) {
+		err_prefix(e, "device state: ");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(z);
 	free(v);
 	return rc;
 }

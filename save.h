@@ -31,6 +31,7 @@
 /* Image-wide flags (header). */
 #define IMG_F_SWITCHOVER_START	0x1u	/* source sent COMMAND 11 */
 #define IMG_F_NO_END		0x2u	/* source sent no ram END (background) */
+#define IMG_F_FRAME_CRCS	0x4u	/* index and header hold frame CRCs */
 
 struct img_opts {
 	int level;		/* zstd level; 0 means the default (1) */
@@ -115,7 +116,8 @@ struct img_reader;
 /*
  * Open and check header, metadata and index (checksums, bounds, that frames
  * lie inside the file and do not overlap).  Frames are checked lazily, as
- * they are read, or all at once by img_verify().  NULL with e filled
+ * they are read (their CRC too, with IMG_F_FRAME_CRCS), or all at once by
+ * img_verify() or img_check_frames().  NULL with e filled
  * (ERR_FAIL, "'x': not a snapctl image" / "index checksum mismatch").
  */
 struct img_reader *img_open(const char *path, struct err *e);
@@ -161,6 +163,21 @@ int img_verify(struct img_reader *r, struct err *e);
  * first bad chunk in file order.
  */
 int img_verify_parallel(struct img_reader *r, const char *path, int nthreads,
+    struct err *e);
+
+/*
+ * The quick check before an image is trusted, at the speed of reading the
+ * file: with frame CRCs (IMG_F_FRAME_CRCS, every image the writer makes),
+ * the CRC-32C and zstd frame header of every frame and of the tail, read
+ * in large sequential reads and not decoded, on nthreads threads (<= 0:
+ * the online CPUs, at most 8) that share r's file when r comes from
+ * img_open() (else on this thread alone).  What img_open() checked was
+ * checked already.  Without frame CRCs, img_verify_parallel() on path, or
+ * img_verify() when path is NULL.  0, or -1 with e naming the first bad
+ * part as img_verify() does.  img_verify() is still the stronger check: it
+ * also decodes.
+ */
+int img_check_frames(struct img_reader *r, const char *path, int nthreads,
     struct err *e);
 
 void img_close(struct img_reader *r);

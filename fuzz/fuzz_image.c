@@ -8,7 +8,9 @@
  *
  * Every region of the format is under a CRC, which a fuzzer rarely gets
  * right; so each input is tried as it is and again with the CRCs of its
- * header, metadata and index recomputed, to reach the checks behind them.
+ * header, metadata and index (and with flag 0x4, of its frames and tail)
+ * recomputed, to reach the checks behind them.  img_check_frames() must
+ * pass whatever img_verify() passes.
  *
  * Seeds: fuzz/corpus/image/, small images written by the writer
  * (build/helper-imgtool seeds DIR), some of them damaged.
@@ -72,10 +74,26 @@ fail_if(int cond)
 static void
 fix_crcs(uint8_t *p, size_t n)
 {
-	uint64_t off, len;
+	uint64_t off, len, ioff, ilen, k, foff, fsize;
 
 	if (n < 128)
 		return;
+	ioff = get_le64(p + 88);
+	ilen = get_le64(p + 96);
+	if ((get_le32(p + 20) & IMG_F_FRAME_CRCS) && ioff <= n &&
+	    ilen <= n - ioff) {
+		for (k = ioff + 8; k + 32 <= ioff + ilen; k += 32) {
+			foff = get_le64(p + k);
+			fsize = get_le32(p + k + 8);
+			if (fsize != 0 && foff <= n && fsize <= n - foff)
+				put_le32(p + k + 12, crc32c(0, p + foff,
+				    (size_t)fsize));
+		}
+		off = get_le64(p + 72);
+		len = get_le64(p + 80);
+		if (off <= n && len <= n - off)
+			put_le32(p + 112, crc32c(0, p + off, (size_t)len));
+	}
 	off = get_le64(p + 40);
 	len = get_le64(p + 48);
 	if (off <= n && len <= n - off)
@@ -113,6 +131,9 @@ one(const uint8_t *data, size_t size)
 	meta = img_meta(r);
 	verified = img_verify(r, &e) == 0;
 	fail_if(!verified && e.msg[0] == '\0');
+	err_clear(&e);
+	if (img_check_frames(r, NULL, 1, &e) < 0)
+		fail_if(verified || e.msg[0] == '\0');
 	err_clear(&e);
 	for (b = 0; b < meta->nblocks && b < 8; b++) {
 		len = meta->blocks[b].used_length;

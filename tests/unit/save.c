@@ -331,7 +331,8 @@ model_check(struct model *m, const char *path, const char *what)
 	if (r == NULL)
 		return;
 	mt = img_meta(r);
-	check(mt->version == 1 && mt->flags == IMG_F_SWITCHOVER_START &&
+	check(mt->version == 1 &&
+	    mt->flags == (IMG_F_SWITCHOVER_START | IMG_F_FRAME_CRCS) &&
 	    strcmp(mt->machine, "pc-q35-7.2") == 0 && mt->ram_section_id == 2,
 	    "%s: version, flags, machine, section id", what);
 	check(mt->config_len == sizeof(config_bytes) &&
@@ -428,6 +429,8 @@ model_check(struct model *m, const char *path, const char *what)
 	    "%s: device tail round-trips", what);
 	free(tail);
 	check(img_verify(r, &e) == 0, "%s: verify passes (%s)", what, e.msg);
+	check(img_check_frames(r, path, 2, &e) == 0,
+	    "%s: the frame check passes (%s)", what, e.msg);
 	img_close(r);
 }
 
@@ -685,7 +688,8 @@ test_corruption(void)
 	uint64_t data_off, tail_off, index_off;
 	enum img_page_state state;
 	int opened_bad = 0, verify_bad = 0, crashy = 0, named = 0, pagefail = 0;
-	int tried = 0, harmless = 0;
+	int tried = 0, harmless = 0, quick = 0;
+	char vmsg[ERR_MSG_MAX];
 	uint8_t *expect, *got;
 	int n;
 
@@ -764,6 +768,13 @@ test_corruption(void)
 				named++;
 			else
 				note("verify says: %s", e.msg);
+			snprintf(vmsg, sizeof(vmsg), "%s", e.msg);
+			err_clear(&e);
+			if (img_check_frames(r, NULL, 1, &e) < 0 &&
+			    strcmp(e.msg, vmsg) == 0)
+				quick++;
+			else
+				note("check_frames says: %s", e.msg);
 			err_clear(&e);
 			n = 0;
 			for (i = 1; i < 200; i += 64) {
@@ -782,9 +793,12 @@ test_corruption(void)
 	check(opened_bad == 0 && verify_bad == 0,
 	    "corruption: flips in frames open, and verify catches all that "
 	    "change a page");
-	check(named + harmless == tried, "corruption: verify names the "
-	    "chunk (%d of %d; %d flips of bits zstd ignores)", named, tried,
-	    harmless);
+	check(named == tried && harmless == 0, "corruption: verify names the "
+	    "chunk for every flip, the CRC catches those zstd ignores (%d of "
+	    "%d; %d missed)", named, tried, harmless);
+	check(quick == named, "corruption: the frame check catches them too, "
+	    "with the same message, without decoding (%d of %d)", quick,
+	    named);
 	check(pagefail == named, "corruption: reading a damaged chunk fails");
 	img[data_off + 40] ^= 1;
 	r = open_mem(&m, &e);
@@ -803,11 +817,15 @@ test_corruption(void)
 		    strstr(e.msg, "device state") == NULL)
 			verify_bad++;
 		err_clear(&e);
+		if (r != NULL && (img_check_frames(r, NULL, 1, &e) == 0 ||
+		    strncmp(e.msg, "device state: ", 14) != 0))
+			verify_bad++;
+		err_clear(&e);
 		img_close(r);
 		img[off] ^= 0x04;
 	}
 	check(verify_bad == 0, "corruption: every flip in the tail fails "
-	    "verify as 'device state'");
+	    "verify and the frame check as 'device state'");
 
 	/* Truncation at every length. */
 	opened_bad = 0;
@@ -946,6 +964,274 @@ test_verify_parallel(void)
 	    "'%s')", serial, par);
 	free(img);
 out:
+	unlink(path);
+	free(path);
+	path = tpath("par.img");
+	unlink(path);
+	free(path);
+}
+
+/* The CRCs over index and header again, after an edit. */
+static void
+fix_crcs(uint8_t *img)
+{
+	uint64_t ioff = get_le64(img + 88), isize = get_le64(img + 96);
+
+	put_le32(img + 108, crc32c(0, img + ioff, (size_t)isize));
+	put_le32(img + 124, crc32c(0, img, 124));
+}
+
+/* Rewrite a writer's image as one without frame CRCs (before the flag). */
+static void
+drop_frame_crcs(uint8_t *img)
+{
+	uint64_t ioff = get_le64(img + 88), isize = get_le64(img + 96), k;
+
+	put_le32(img + 20, get_le32(img + 20) & ~IMG_F_FRAME_CRCS);
+	put_le32(img + 112, 0);
+	for (k = ioff + 8; k < ioff + isize; k += 32)
+		put_le32(img + k + 12, 0);
+	fix_crcs(img);
+}
+
+/* The message of img_check_frames() on the bytes p (path), and its rc. */
+static int
+check_bytes(const uint8_t *p, size_t len, int nthreads, char *msg,
+    size_t msglen)
+{
+	char *path = tpath("chk.img");
+	struct img_reader *r;
+	struct err e = ERR_INIT;
+	int rc = -1;
+
+	msg[0] = '\0';
+	if (spit(path, p, len) < 0) {
+		free(path);
+		return -2;
+	}
+	r = img_open(path, &e);
+	if (r != NULL)
+		rc = img_check_frames(r, path, nthreads, &e);
+	snprintf(msg, msglen, "%s", e.msg);
+	img_close(r);
+	unlink(path);
+	free(path);
+	return rc;
+}
+
+/* An image of 3500 random pages (14 MiB of frames): room for threads. */
+static int
+make_random_image(const char *path, struct err *e)
+{
+	struct img_opts o = IMG_OPTS_INIT;
+	struct stream_block blk[2];
+	struct img_writer *w;
+	struct model m;
+	uint8_t buf[PAGE];
+	uint64_t pg, s = 77;
+	size_t k;
+	int rc = -1;
+
+	memset(blk, 0, sizeof(blk));
+	snprintf(blk[0].name, sizeof(blk[0].name), "pc.ram");
+	blk[0].used_length = 3500 * PAGE;
+	snprintf(blk[1].name, sizeof(blk[1].name), "vga.vram");
+	blk[1].used_length = 3 * 262144;
+	m.blocks = blk;
+	m.nblocks = 2;
+	o.threads = 2;
+	if ((w = img_writer_new(path, &o, e)) == NULL)
+		return -1;
+	if (send_head(w, &m, e) < 0)
+		goto out;
+	for (pg = 0; pg < 3500; pg++) {
+		for (k = 0; k < PAGE; k += 8) {
+			uint64_t v = rnd(&s);
+			memcpy(buf + k, &v, 8);
+		}
+		if (img_writer_sink()->page(w, 0, pg * PAGE, buf, e) < 0)
+			goto out;
+	}
+	/* vga.vram: chunk 0 zero pages only, chunk 1 one data page, chunk 2
+	 * never sent: two chunks without a frame. */
+	memset(buf, 0, PAGE);
+	if (img_writer_sink()->page(w, 1, 0, buf, e) < 0 ||
+	    img_writer_sink()->page(w, 1, PAGE, NULL, e) < 0)
+		goto out;
+	fill(buf, 3);
+	if (img_writer_sink()->page(w, 1, 262144 + 5 * PAGE, buf, e) < 0)
+		goto out;
+	if (send_end(w, 0, e) < 0 || img_writer_commit(w, NULL, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	img_writer_free(w);
+	return rc;
+}
+
+static void
+test_frame_crcs(void)
+{
+	struct err e = ERR_INIT;
+	char *path = tpath("crc.img"), vmsg[ERR_MSG_MAX], cmsg[ERR_MSG_MAX];
+	uint8_t *img = NULL, *old = NULL;
+	uint64_t ioff, isize, doff, toff, tsize, k, off, ci, nframes = 0;
+	uint64_t last = 0;
+	uint32_t size;
+	struct img_reader *r;
+	struct mem m;
+	size_t len;
+	int bad = 0, nt;
+
+	check(make_random_image(path, &e) == 0, "frame crcs: an image of "
+	    "14 MiB of frames (%s)", e.msg);
+	img = slurp(path, &len);
+	if (img == NULL) {
+		check(0, "frame crcs: image read");
+		goto out;
+	}
+	doff = get_le64(img + 56);
+	toff = get_le64(img + 72);
+	tsize = get_le64(img + 80);
+	ioff = get_le64(img + 88);
+	isize = get_le64(img + 96);
+
+	/* What the man page says, checked from the bytes. */
+	check(get_le32(img + 20) == IMG_F_FRAME_CRCS, "frame crcs: the writer "
+	    "sets flag 0x4 (flags 0x%x)", get_le32(img + 20));
+	check(get_le32(img + 112) == crc32c(0, img + toff, (size_t)tsize) &&
+	    get_le64(img + 116) == 0,
+	    "frame crcs: header bytes 112-115 are the tail frame's CRC, "
+	    "116-123 zero");
+	for (k = ioff + 8; k < ioff + isize; k += 32) {
+		off = get_le64(img + k);
+		size = get_le32(img + k + 8);
+		if (size == 0) {
+			bad |= get_le32(img + k + 12) != 0;
+			continue;
+		}
+		nframes++;
+		last = (k - ioff - 8) / 32;
+		bad |= get_le32(img + k + 12) != crc32c(0, img + off, size);
+	}
+	check(!bad && nframes > 3 && (isize - 8) / 32 - nframes == 2,
+	    "frame crcs: each index entry holds its frame's CRC, 0 for the "
+	    "%llu chunks without one", (unsigned long long)((isize - 8) / 32 -
+	    nframes));
+
+	for (nt = 0; nt <= 4; nt++)
+		check(check_bytes(img, len, nt, cmsg, sizeof(cmsg)) == 0,
+		    "frame crcs: %d threads pass a good image (%s)", nt, cmsg);
+
+	/* Damage, in the last frame and then the first, with threads. */
+	img[toff - 100] ^= 0x01;
+	verify_bytes(img, len, 0, vmsg, sizeof(vmsg));
+	for (nt = 1; nt <= 3; nt++)
+		check(check_bytes(img, len, nt, cmsg, sizeof(cmsg)) == -1 &&
+		    strcmp(cmsg, vmsg) == 0 && strstr(cmsg, "CRC-32C") &&
+		    strtoull(cmsg + 6, NULL, 10) == last,
+		    "frame crcs: a flip in the last frame, %d threads: '%s'",
+		    nt, cmsg);
+	img[doff + 4000] ^= 0x80;
+	verify_bytes(img, len, 0, vmsg, sizeof(vmsg));
+	check(check_bytes(img, len, 3, cmsg, sizeof(cmsg)) == -1 &&
+	    strcmp(cmsg, vmsg) == 0 && strncmp(cmsg, "chunk 0 (block 'pc.ram' "
+	    "offset 0x0): frame CRC-32C mismatch", 53) == 0,
+	    "frame crcs: two bad frames, the first in file order is named, "
+	    "as verify does ('%s')", cmsg);
+	img[doff + 4000] ^= 0x80;
+	img[toff - 100] ^= 0x01;
+	img[toff + tsize / 2] ^= 0x08;
+	check(check_bytes(img, len, 2, cmsg, sizeof(cmsg)) == -1 &&
+	    strcmp(cmsg, "device state: frame CRC-32C mismatch") == 0,
+	    "frame crcs: a flip in the tail: '%s'", cmsg);
+	img[toff + tsize / 2] ^= 0x08;
+
+	/* A wrong CRC in an index that is otherwise consistent. */
+	m.p = img;
+	m.len = len;
+	ci = 3;
+	put_le32(img + ioff + 8 + ci * 32 + 12,
+	    get_le32(img + ioff + 8 + ci * 32 + 12) ^ 1);
+	fix_crcs(img);
+	r = open_mem(&m, &e);
+	check(r != NULL, "frame crcs: a wrong frame CRC opens (%s)", e.msg);
+	if (r != NULL) {
+		uint8_t page[PAGE];
+		enum img_page_state st;
+
+		check(img_read_page(r, 0, ci * 262144 + PAGE, page, &st, &e)
+		    < 0 && strcmp(e.msg, "chunk 3 (block 'pc.ram' offset "
+		    "0xc0000): frame CRC-32C mismatch") == 0,
+		    "frame crcs: reading the chunk checks its CRC: %s", e.msg);
+		err_clear(&e);
+		check(img_read_page(r, 0, 2 * 262144, page, &st, &e) == 0,
+		    "frame crcs: other chunks still read (%s)", e.msg);
+		img_close(r);
+	}
+	put_le32(img + ioff + 8 + ci * 32 + 12,
+	    get_le32(img + ioff + 8 + ci * 32 + 12) ^ 1);
+	/* A CRC on a chunk without a frame; reserved header bytes. */
+	k = ioff + 8 + (isize - 8) - 32 + 12;	/* the last, never sent */
+	put_le32(img + k, 1);
+	fix_crcs(img);
+	r = open_mem(&m, &e);
+	check(r == NULL && strstr(e.msg, "index entry"), "frame crcs: a CRC "
+	    "for a chunk without a frame is refused: %s", e.msg);
+	img_close(r);
+	err_clear(&e);
+	put_le32(img + k, 0);
+	img[120] = 1;
+	fix_crcs(img);
+	r = open_mem(&m, &e);
+	check(r == NULL && strstr(e.msg, "reserved header bytes"),
+	    "frame crcs: bytes 116-123 stay reserved: %s", e.msg);
+	img_close(r);
+	err_clear(&e);
+	img[120] = 0;
+	fix_crcs(img);
+
+	/* The same image as one written before frame CRCs. */
+	old = xmalloc(len);
+	memcpy(old, img, len);
+	drop_frame_crcs(old);
+	m.p = old;
+	r = open_mem(&m, &e);
+	check(r != NULL && !(img_meta(r)->flags & IMG_F_FRAME_CRCS) &&
+	    img_verify(r, &e) == 0, "frame crcs: an image without them opens "
+	    "and verifies (%s)", e.msg);
+	img_close(r);
+	check(check_bytes(old, len, 2, cmsg, sizeof(cmsg)) == 0 &&
+	    verify_bytes(old, len, 2, vmsg, sizeof(vmsg)) == 0,
+	    "frame crcs: ... and passes the frame check (a full decode) and "
+	    "verify_parallel (%s)", cmsg);
+	old[doff + 5000] ^= 0x10;
+	verify_bytes(old, len, 0, vmsg, sizeof(vmsg));
+	check(check_bytes(old, len, 2, cmsg, sizeof(cmsg)) == -1 &&
+	    strcmp(cmsg, vmsg) == 0 && strncmp(cmsg, "chunk 0 ", 8) == 0,
+	    "frame crcs: without them, a bad frame is still named: '%s'",
+	    cmsg);
+	old[doff + 5000] ^= 0x10;
+	put_le32(old + 112, 1);
+	fix_crcs(old);
+	r = open_mem(&m, &e);
+	check(r == NULL && strstr(e.msg, "reserved header bytes"),
+	    "frame crcs: without the flag, bytes 112-115 are reserved: %s",
+	    e.msg);
+	img_close(r);
+	err_clear(&e);
+	put_le32(old + 112, 0);
+	put_le32(old + ioff + 8 + 12, get_le32(img + ioff + 8 + 12));
+	fix_crcs(old);
+	r = open_mem(&m, &e);
+	check(r == NULL && strstr(e.msg, "index entry 0 is bad"),
+	    "frame crcs: without the flag, an entry's CRC field is reserved: "
+	    "%s", e.msg);
+	img_close(r);
+	err_clear(&e);
+out:
+	free(img);
+	free(old);
 	unlink(path);
 	free(path);
 	path = tpath("par.img");
@@ -1178,6 +1464,7 @@ main(void)
 	test_scratch_bounded();
 	test_corruption();
 	test_verify_parallel();
+	test_frame_crcs();
 	test_garbage();
 	test_crash_safety();
 	test_nospc();
