@@ -15,13 +15,14 @@
 
 enum {
 	OPT_PAUSED = 256, OPT_DRY_RUN, OPT_OVERLAY_DIR, OPT_TIMEOUT, OPT_EXEC,
-	OPT_EXEC_LOG, OPT_JSON,
+	OPT_EXEC_LOG, OPT_JSON, OPT_LAZY,
 };
 
 static void
 print_summary(const json_t *r)
 {
 	const json_t *d, *t = json_object_get(r, "timings");
+	const json_t *m = json_object_get(r, "memory");
 	const char *status = json_string_value(json_object_get(r, "status"));
 	size_t i;
 
@@ -48,6 +49,13 @@ print_summary(const json_t *r)
 	    json_number_value(json_object_get(t, "check_s")),
 	    json_number_value(json_object_get(t, "load_s")),
 	    json_number_value(json_object_get(t, "total_s")));
+	if (json_object_get(t, "memory_s") != NULL)
+		printf("lazy: the guest could run after the load; all its "
+		    "memory was in after %.2f s (%" JSON_INTEGER_FORMAT
+		    " pages sent on its %" JSON_INTEGER_FORMAT " requests)\n",
+		    json_number_value(json_object_get(t, "memory_s")),
+		    json_integer_value(json_object_get(m, "pages_on_request")),
+		    json_integer_value(json_object_get(m, "requests")));
 }
 
 int
@@ -55,6 +63,7 @@ cmd_restore(int argc, char **argv, struct err *e)
 {
 	static const struct option longopts[] = {
 		{ "paused", no_argument, NULL, OPT_PAUSED },
+		{ "lazy", no_argument, NULL, OPT_LAZY },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 		{ "overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
@@ -72,6 +81,9 @@ cmd_restore(int argc, char **argv, struct err *e)
 		switch (ch) {
 		case OPT_PAUSED:
 			o.paused = 1;
+			break;
+		case OPT_LAZY:
+			o.lazy = 1;
 			break;
 		case OPT_DRY_RUN:
 			o.dry_run = 1;

@@ -19,6 +19,7 @@
 #include "blockinfo.h"
 #include "diskfile.h"
 #include "export.h"
+#include "lazy.h"
 #include "restore.h"
 #include "save.h"
 #include "sig.h"
@@ -60,7 +61,10 @@ struct rs {
 	int touched;		/* QEMU was changed */
 	int guest_ran;
 	uint64_t stream_bytes;
-	uint64_t t0, t_checked, t_loaded;
+	struct lazy *lazy;	/* the lazy restore's sender, while it runs */
+	int lazy_fd;
+	uint64_t lazy_requests, lazy_pages_on_request;
+	uint64_t t0, t_checked, t_loaded, t_complete;
 	pthread_t verify_thread;
 	int verifying;
 	int verify_rc;
@@ -513,8 +517,8 @@ check_ram(struct rs *s, struct err *e)
 	const struct img_meta *m = img_meta(s->img);
 	json_t *r;
 	char *text, *line, *save = NULL, *tok[8], *save2;
-	struct { char name[STREAM_BLOCK_NAME_MAX + 1]; uint64_t used, total; }
-	    *vb = NULL;
+	struct { char name[STREAM_BLOCK_NAME_MAX + 1]; uint64_t used, total;
+	    int small; } *vb = NULL;
 	size_t nvb = 0, i, j;
 	int k, rc = -1;
 	char a[32], b[32];
@@ -536,6 +540,9 @@ check_ram(struct rs *s, struct err *e)
 			continue;
 		vb = xreallocarray(vb, nvb + 1, sizeof(*vb));
 		snprintf(vb[nvb].name, sizeof(vb[nvb].name), "%s", tok[0]);
+		/* The page size is two words: "4 KiB", "2 MiB". */
+		vb[nvb].small = strcmp(tok[1], "4") == 0 &&
+		    strcmp(tok[2], "KiB") == 0;
 		if (hex_field(tok[4], &vb[nvb].used) < 0 ||
 		    hex_field(tok[5], &vb[nvb].total) < 0)
 			continue;
@@ -556,6 +563,12 @@ check_ram(struct rs *s, struct err *e)
 			err_set(e, ERR_MISMATCH, "the VM has no RAM block '%s' "
 			    "that checkpoint '%s' holds: start QEMU with the "
 			    "checkpoint's devices", sb->name, s->o->name);
+			goto out;
+		}
+		if (s->o->lazy && !vb[j].small) {
+			err_set(e, ERR_MISMATCH, "RAM block '%s' of the VM has "
+			    "pages larger than 4 KiB, which a lazy restore "
+			    "cannot place: restore without --lazy", sb->name);
 			goto out;
 		}
 		if (sb->used_length == vb[j].used)
@@ -763,16 +776,19 @@ load_error(struct rs *s, struct err *e, const char *what)
 		    "checkpoint's stream", what);
 }
 
-/* Feed the stream; then wait until QEMU has loaded it. */
+/*
+ * A socket for the stream, handed to QEMU, and migrate-incoming on it.
+ * Without --paused, "cont" right away: QEMU then starts the guest itself
+ * the moment it has loaded it (autostart), a round trip sooner.
+ */
 static int
-load(struct rs *s, struct err *e)
+incoming(struct rs *s, int sv[2], struct err *e)
 {
 	struct err le = ERR_INIT;
 	json_t *args, *r;
-	const char *st;
-	uint64_t deadline;
-	int sv[2] = { -1, -1 }, sndbuf = 4 << 20, major, minor, micro;
-	int rc = -1, timeout_s;
+	/* A lazy restore keeps the socket short: a page QEMU asks for
+	 * queues behind at most this much bulk. */
+	int sndbuf = s->o->lazy ? 256 << 10 : 4 << 20, major, minor, micro;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return err_sys(e, ERR_FAIL, "socketpair");
@@ -782,7 +798,7 @@ load(struct rs *s, struct err *e)
 	if (r == NULL) {
 		*e = le;
 		err_prefix(e, "getfd: ");
-		goto out;
+		return -1;
 	}
 	json_decref(r);
 	close(sv[1]);
@@ -793,37 +809,90 @@ load(struct rs *s, struct err *e)
 	if (major > 9 || (major == 9 && minor >= 1))
 		json_object_set_new(args, "exit-on-error", json_false());
 	if (qmp_do(s->q, "migrate-incoming", args, e) < 0)
-		goto out;
-	if (img_export(s->img, sv[0], "the stream to QEMU", &s->stream_bytes,
-	    e) < 0) {
-		if (e->kind != ERR_INTR && e->sys_errno == EPIPE) {
-			err_clear(e);
-			load_error(s, e, "restore");
-		}
-		goto out;
-	}
-	close(sv[0]);
-	sv[0] = -1;
+		return -1;
+	if (!s->o->paused && qmp_do(s->q, "cont", NULL, e) < 0)
+		return -1;
+	return 0;
+}
 
-	timeout_s = s->o->timeout_s > 0 ? s->o->timeout_s :
-	    RESTORE_DEFAULT_TIMEOUT_S;
-	deadline = now_mono_ms() + (uint64_t)timeout_s * 1000;
+/*
+ * postcopy-ram on the waiting QEMU, first of all changes: a QEMU without
+ * userfaultfd refuses it, and nothing else has changed yet.
+ */
+static int
+lazy_prepare(struct rs *s, struct err *e)
+{
+	if (qmp_do(s->q, "migrate-set-capabilities", json_pack("{s:[{s:s, "
+	    "s:b}]}", "capabilities", "capability", "postcopy-ram", "state",
+	    1), e) < 0) {
+		err_prefix(e, "restore --lazy: ");
+		return -1;
+	}
+	return 0;
+}
+
+/* A failed lazy sender: QEMU's reason when it closed the stream. */
+static void
+lazy_error(struct rs *s, struct err *le, struct err *e)
+{
+	if (le->kind != ERR_INTR && le->sys_errno == EPIPE)
+		load_error(s, e, "restore");
+	else
+		*e = *le;
+}
+
+/*
+ * Wait until QEMU has what the guest needs to run: the whole stream
+ * (eager) or the device state (lazy).  Then it leaves "inmigrate" for
+ * running (autostart) or paused; RESUME says the first at once.
+ */
+static int
+wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
+{
+	struct err le = ERR_INIT;
+	struct qmp_event *ev;
+	json_t *r;
+	const char *st;
+	int rc = -1;
+
 	for (;;) {
 		if (interrupted(e))
 			goto out;
 		err_clear(&le);
-		r = qmp_execute(s->q, "query-migrate", NULL, &le);
+		ev = qmp_wait_event(s->q, "RESUME", NULL, POLL_MS, &le);
+		if (ev != NULL) {
+			qmp_event_free(ev);
+			s->guest_ran = 1;
+			break;
+		}
+		if (le.kind != ERR_TIMEOUT) {
+			load_error(s, e, "restore");
+			goto out;
+		}
+		err_clear(&le);
+		if (s->lazy != NULL && lazy_poll(s->lazy, &le) < 0) {
+			lazy_error(s, &le, e);
+			goto out;
+		}
+		r = qmp_execute(s->q, "query-status", NULL, &le);
 		if (r == NULL) {
 			load_error(s, e, "restore");
-			if (!err_isset(e))
-				*e = le;
 			goto out;
 		}
 		st = jstr(r, "status");
-		if (st != NULL && strcmp(st, "completed") == 0) {
+		if (st != NULL && strcmp(st, "inmigrate") != 0) {
+			s->guest_ran = json_is_true(json_object_get(r,
+			    "running"));
 			json_decref(r);
 			break;
 		}
+		json_decref(r);
+		r = qmp_execute(s->q, "query-migrate", NULL, &le);
+		if (r == NULL) {
+			load_error(s, e, "restore");
+			goto out;
+		}
+		st = jstr(r, "status");
 		if (st != NULL && (strcmp(st, "failed") == 0 ||
 		    strcmp(st, "cancelled") == 0)) {
 			err_set(e, ERR_FAIL, "restore: QEMU refused the "
@@ -838,36 +907,124 @@ load(struct rs *s, struct err *e)
 			    "loading within %d s", timeout_s);
 			goto out;
 		}
-		usleep(POLL_MS * 1000);
 	}
-	/* Completed: QEMU leaves "inmigrate" for paused (-S) or running. */
-	for (;;) {
-		r = qmp_call(s->q, "query-status", NULL, e);
-		if (r == NULL)
+	rc = 0;
+out:
+	return rc;
+}
+
+/*
+ * Feed the stream: all of it, or (lazy) start the threads that do.  Then
+ * wait until the guest can run.
+ */
+static int
+load(struct rs *s, struct err *e)
+{
+	uint64_t deadline;
+	int sv[2] = { -1, -1 };
+	int rc = -1, timeout_s;
+
+	if (incoming(s, sv, e) < 0)
+		goto out;
+	if (s->o->lazy) {
+		s->lazy = lazy_start(s->img, sv[0], e);
+		if (s->lazy == NULL)
 			goto out;
-		st = jstr(r, "status");
-		if (st != NULL && strcmp(st, "inmigrate") != 0) {
-			s->guest_ran = json_is_true(json_object_get(r,
-			    "running"));
-			json_decref(r);
-			break;
+		s->lazy_fd = sv[0];	/* closed after lazy_free() */
+		sv[0] = -1;
+	} else {
+		if (img_export(s->img, sv[0], "the stream to QEMU",
+		    &s->stream_bytes, e) < 0) {
+			if (e->kind != ERR_INTR && e->sys_errno == EPIPE) {
+				err_clear(e);
+				load_error(s, e, "restore");
+			}
+			goto out;
 		}
-		json_decref(r);
-		if (interrupted(e))
-			goto out;
-		if (now_mono_ms() >= deadline) {
-			err_set(e, ERR_TIMEOUT, "restore: QEMU did not leave "
-			    "the incoming state within %d s", timeout_s);
-			goto out;
-		}
-		usleep(POLL_MS * 1000);
+		close(sv[0]);
+		sv[0] = -1;
 	}
+	timeout_s = s->o->timeout_s > 0 ? s->o->timeout_s :
+	    RESTORE_DEFAULT_TIMEOUT_S;
+	deadline = now_mono_ms() + (uint64_t)timeout_s * 1000;
+	if (wait_loaded(s, deadline, timeout_s, e) < 0)
+		goto out;
 	rc = 0;
 out:
 	if (sv[0] >= 0)
 		close(sv[0]);
 	if (sv[1] >= 0)
 		close(sv[1]);
+	return rc;
+}
+
+/*
+ * A lazy restore after the guest runs: every page must reach QEMU, or
+ * the guest stalls on the first one missing.  So a signal no longer
+ * stops snapctl here; the pages go on until QEMU says it has them all.
+ */
+static int
+lazy_complete(struct rs *s, struct err *e)
+{
+	struct err le = ERR_INIT;
+	struct lazy_stats st;
+	json_t *r;
+	const char *status;
+	uint64_t deadline;
+	int timeout_s, sent = 0, rc = -1;
+
+	timeout_s = s->o->timeout_s > 0 ? s->o->timeout_s :
+	    RESTORE_DEFAULT_TIMEOUT_S;
+	deadline = now_mono_ms() + (uint64_t)timeout_s * 1000;
+	qmp_set_cancel(s->q, NULL, NULL);
+	for (;;) {
+		if (!sent) {
+			err_clear(&le);
+			switch (lazy_poll(s->lazy, &le)) {
+			case -1:
+				lazy_error(s, &le, e);
+				goto out;
+			case 1:
+				sent = 1;
+				break;
+			}
+		}
+		if (sent) {
+			r = qmp_call(s->q, "query-migrate", NULL, e);
+			if (r == NULL)
+				goto out;
+			status = jstr(r, "status");
+			if (status != NULL && strcmp(status, "completed") == 0) {
+				json_decref(r);
+				break;
+			}
+			if (status != NULL && strcmp(status, "failed") == 0) {
+				err_set(e, ERR_FAIL, "restore: the guest runs "
+				    "but QEMU failed to take in its memory: "
+				    "%s", jstr(r, "error-desc") ?
+				    jstr(r, "error-desc") : status);
+				json_decref(r);
+				goto out;
+			}
+			json_decref(r);
+		}
+		if (now_mono_ms() >= deadline) {
+			err_set(e, ERR_TIMEOUT, "restore: QEMU did not take in "
+			    "the guest's memory within %d s", timeout_s);
+			goto out;
+		}
+		usleep(POLL_MS * 1000);
+	}
+	rc = 0;
+out:
+	lazy_stats(s->lazy, &st);
+	s->stream_bytes = st.stream_bytes;
+	s->lazy_requests = st.requests;
+	s->lazy_pages_on_request = st.pages_on_request;
+	lazy_free(s->lazy);
+	s->lazy = NULL;
+	close(s->lazy_fd);
+	s->lazy_fd = -1;
 	return rc;
 }
 
@@ -898,16 +1055,19 @@ report(struct rs *s)
 	const char *status = s->o->dry_run ? "checked" : s->o->paused ?
 	    "paused" : "running";
 
+	json_t *rep, *mem, *tim;
+
 	for (i = 0; i < s->ndisks; i++)
 		json_array_append_new(disks, json_pack("{s:s, s:s, s:s?}",
 		    "device", s->disks[i].device, "file", s->disks[i].file,
 		    "overlay", s->disks[i].overlay));
-	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:o, "
+	rep = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:o, "
 	    "s:{s:I, s:I}, s:{s:f, s:f, s:f}}",
 	    "name", s->o->name, "socket", s->o->socket, "qemu", s->qemu,
 	    "machine", s->machine,
 	    "pid", s->pid > 0 ? json_integer(s->pid) : json_null(),
-	    "status", status, "disks", disks,
+	    "status", status, "mode", s->o->lazy ? "lazy" : "eager",
+	    "disks", disks,
 	    "memory", "stream_bytes", (json_int_t)s->stream_bytes,
 	    "pages", (json_int_t)m->pages,
 	    "timings",
@@ -915,6 +1075,19 @@ report(struct rs *s)
 	    "load_s", s->t_loaded ? (double)(s->t_loaded - s->t_checked) /
 	    1000.0 : 0.0,
 	    "total_s", (double)(t1 - s->t0) / 1000.0);
+	if (s->o->lazy && s->t_complete) {
+		/* The guest ran after load_s; its memory was all in after
+		 * memory_s.  The requests are the pages it asked for. */
+		mem = json_object_get(rep, "memory");
+		tim = json_object_get(rep, "timings");
+		json_object_set_new(mem, "requests",
+		    json_integer((json_int_t)s->lazy_requests));
+		json_object_set_new(mem, "pages_on_request",
+		    json_integer((json_int_t)s->lazy_pages_on_request));
+		json_object_set_new(tim, "memory_s", json_real((double)
+		    (s->t_complete - s->t_checked) / 1000.0));
+	}
+	return rep;
 }
 
 /* ---- the whole restore -------------------------------------------------- */
@@ -924,6 +1097,9 @@ rs_free(struct rs *s)
 {
 	size_t i;
 
+	lazy_free(s->lazy);
+	if (s->lazy_fd >= 0)
+		close(s->lazy_fd);
 	blockinfo_free(s->vd, s->nvd);
 	free(s->vd_used);
 	for (i = 0; i < s->ndisks; i++)
@@ -945,6 +1121,7 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 
 	memset(&s, 0, sizeof(s));
 	s.o = o;
+	s.lazy_fd = -1;
 	s.t0 = now_mono_ms();
 	*out = NULL;
 	if (o->exec_argv != NULL && o->dry_run)
@@ -971,13 +1148,17 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		rc = 0;
 		goto out;
 	}
-	if (interrupted(e) || add_overlays(&s, e) < 0)
+	if (interrupted(e) || (o->lazy && lazy_prepare(&s, e) < 0) ||
+	    add_overlays(&s, e) < 0)
 		goto out;
 	if (load(&s, e) < 0)
 		goto out;
 	s.t_loaded = now_mono_ms();
 	if (resume(&s, e) < 0)
 		goto out;
+	if (o->lazy && lazy_complete(&s, e) < 0)
+		goto out;
+	s.t_complete = now_mono_ms();
 	*out = report(&s);
 	rc = 0;
 out:

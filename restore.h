@@ -27,6 +27,13 @@ struct restore_opts {
 	const char *store;
 	const char *name;
 	int paused;		/* leave the guest paused after the load */
+	/*
+	 * Lazy: postcopy.  The guest runs once its device state is in; its
+	 * pages follow, those it touches first.  Needs postcopy-ram (Linux
+	 * userfaultfd) and 4 KiB pages in the VM; the call returns once
+	 * QEMU has every page.
+	 */
+	int lazy;
 	int dry_run;		/* every check, and nothing else */
 	const char *overlay_dir;	/* NULL: beside each disk file */
 	/*
@@ -44,8 +51,8 @@ struct restore_opts {
 	qmp_trace_fn trace;	/* may be NULL */
 	void *trace_opaque;
 };
-#define RESTORE_OPTS_INIT { NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, 0, \
-	0, 0, NULL, NULL }
+#define RESTORE_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, \
+	0, 0, 0, NULL, NULL }
 
 /*
  * Restore checkpoint o->name of store o->store into the QEMU at o->socket.

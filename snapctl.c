@@ -123,10 +123,13 @@ const struct cmd_entry cmd_table[] = {
 	  "(with -d), resumes the guest.  -s may be left out when -d is\n"
 	  "given: the recovery note names the socket.",
 	  0, 0, 0, cmd_recover },
-	{ "restore", "[--paused] [--dry-run] [--overlay-dir DIR] "
+	{ "restore", "[--paused] [--lazy] [--dry-run] [--overlay-dir DIR] "
 	  "[--timeout SEC] NAME [--exec [--exec-log FILE] -- QEMU ARGS...]",
 	  "load a checkpoint into a QEMU waiting with -incoming defer",
 	  "  --paused             leave the guest paused after the load\n"
+	  "  --lazy               postcopy: the guest runs once its devices\n"
+	  "                       are in, its pages follow (those it touches\n"
+	  "                       first); snapctl returns when all are in\n"
 	  "  --dry-run            run every check, change nothing\n"
 	  "  --overlay-dir DIR    new overlays here, not beside the disks\n"
 	  "  --timeout SEC        give up loading after SEC (default 600)\n"

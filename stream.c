@@ -1028,16 +1028,19 @@ eof_after_footer(const uint8_t *t, size_t eof)
 	    get_be32(t + eof - 4) < TAIL_SID_LIMIT;
 }
 
+/* As tail_is_complete(); *eof receives the offset of the EOF byte. */
 static int
-tail_is_complete(const uint8_t *t, size_t len)
+tail_find_eof(const uint8_t *t, size_t len, size_t *eof)
 {
 	size_t i;
 	uint32_t n;
 
 	if (len == 0)
 		return 0;
-	if (t[len - 1] == VM_EOF && eof_after_footer(t, len - 1))
+	if (t[len - 1] == VM_EOF && eof_after_footer(t, len - 1)) {
+		*eof = len - 1;
 		return 1;
+	}
 	if (len < 8 || t[len - 1] != '}')
 		return 0;
 	/* i: the 0x06 byte; t[i - 1] is EOF, t[i + 5] the '{'. */
@@ -1046,9 +1049,32 @@ tail_is_complete(const uint8_t *t, size_t len)
 			continue;
 		n = get_be32(t + i + 1);
 		if ((uint64_t)i + 5 + n == len && t[i + 5] == '{' &&
-		    eof_after_footer(t, i - 1))
+		    eof_after_footer(t, i - 1)) {
+			*eof = i - 1;
 			return 1;
+		}
 	}
+	return 0;
+}
+
+static int
+tail_is_complete(const uint8_t *t, size_t len)
+{
+	size_t eof;
+
+	return tail_find_eof(t, len, &eof);
+}
+
+int
+stream_tail_devices(const uint8_t *tail, size_t len, size_t *devices_len,
+    struct err *e)
+{
+	size_t eof;
+
+	if (!tail_find_eof(tail, len, &eof))
+		return err_set(e, ERR_FAIL, "the device-state tail does not "
+		    "end with EOF and an optional VMDESCRIPTION");
+	*devices_len = eof;
 	return 0;
 }
 
@@ -1156,6 +1182,8 @@ struct stream_writer {
 	int in_part;
 	uint32_t part_records;
 	int64_t last_block;	/* block of the last page record, -1: none */
+	int postcopy;		/* stream_writer_set_postcopy() was called */
+	int packaged;		/* the postcopy device package was sent */
 };
 
 struct stream_writer *
@@ -1275,6 +1303,15 @@ w_section_end(struct stream_writer *w)
 	w_be32(w, w->sid);
 }
 
+/* A COMMAND header; len bytes of payload follow. */
+static void
+w_command(struct stream_writer *w, enum mig_cmd cmd, uint16_t len)
+{
+	w_u8(w, VM_COMMAND);
+	w_be16(w, cmd);
+	w_be16(w, len);
+}
+
 static int
 w_check(struct stream_writer *w, int want_begun, struct err *e)
 {
@@ -1346,6 +1383,15 @@ stream_writer_begin(struct stream_writer *w, const uint8_t *config,
 	w_be32(w, VM_FILE_VERSION);
 	if (w_big(w, config, config_len, e) < 0)
 		return -1;
+	if (w->postcopy) {
+		/* As QEMU's migration_thread() with postcopy-ram on. */
+		if (w_room(w, 5 + 5 + 16, e) < 0)
+			return -1;
+		w_command(w, MIG_CMD_OPEN_RETURN_PATH, 0);
+		w_command(w, MIG_CMD_POSTCOPY_ADVISE, 16);
+		w_be64(w, STREAM_PAGE_SIZE);	/* host page-size summary */
+		w_be64(w, STREAM_PAGE_SIZE);	/* target page size */
+	}
 	if (w_room(w, 1 + 4 + 1 + 3 + 4 + 4 + 8, e) < 0)
 		return -1;
 	w_u8(w, VM_SECTION_START);
@@ -1432,15 +1478,103 @@ stream_writer_finish(struct stream_writer *w, int switchover_start,
 		w_section_end(w);
 		w->in_part = 0;
 	}
-	if (switchover_start) {
-		w_u8(w, VM_COMMAND);
-		w_be16(w, MIG_CMD_SWITCHOVER_START);
-		w_be16(w, 0);
-	}
+	if (switchover_start)
+		w_command(w, MIG_CMD_SWITCHOVER_START, 0);
 	w_u8(w, VM_SECTION_END);
 	w_be32(w, w->sid);
 	w_section_end(w);
 	if (w_big(w, tail, tail_len, e) < 0 || w_flush(w, e) < 0)
+		return -1;
+	w->finished = 1;
+	return 0;
+}
+
+/* ---- the writer, postcopy ---------------------------------------------- */
+
+void
+stream_writer_set_postcopy(struct stream_writer *w)
+{
+	w->postcopy = 1;
+}
+
+int
+stream_writer_package(struct stream_writer *w, const uint8_t *devices,
+    size_t len, struct err *e)
+{
+	if (w_check(w, 1, e) < 0)
+		return -1;
+	if (!w->postcopy || w->packaged)
+		return err_set(e, ERR_FAIL, "the stream writer %s",
+		    w->postcopy ? "has sent its package already" :
+		    "is not in postcopy mode");
+	if (len > STREAM_PACKAGE_MAX - 10)
+		return err_set(e, ERR_FAIL, "the device state is %zu bytes, "
+		    "more than a postcopy package holds (%u)", len,
+		    STREAM_PACKAGE_MAX - 10);
+	if (w_room(w, 13 + 5 + 3 + 255 + 16 + 5 + 4 + 5, e) < 0)
+		return -1;
+	if (w->in_part) {
+		w_section_end(w);
+		w->in_part = 0;
+	}
+	/*
+	 * One POSTCOPY_RAM_DISCARD first, of a page ADVISE emptied already,
+	 * as QEMU's source always sends some.  A LISTEN straight after
+	 * ADVISE takes a path (loadvm_postcopy_handle_listen() calling
+	 * postcopy_ram_prepare_discard()) that sets the state back from
+	 * LISTENING to DISCARD, in 7.2 and 10.0: the listen thread then
+	 * loads pages as precopy would, writing guest memory, and hangs on
+	 * its own userfault.
+	 */
+	w_command(w, MIG_CMD_POSTCOPY_RAM_DISCARD, (uint16_t)(3 +
+	    w->name_len[0] + 16));
+	w_u8(w, 0);			/* version */
+	w_u8(w, w->name_len[0]);
+	w_bytes(w, w->blocks[0].name, w->name_len[0]);
+	w_u8(w, 0);
+	w_be64(w, 0);			/* start */
+	w_be64(w, STREAM_PAGE_SIZE);	/* length */
+	/* As QEMU's postcopy_start(): LISTEN, the devices, RUN. */
+	w_command(w, MIG_CMD_PACKAGED, 4);
+	w_be32(w, (uint32_t)(5 + len + 5));
+	w_command(w, MIG_CMD_POSTCOPY_LISTEN, 0);
+	if (w_big(w, devices, len, e) < 0 || w_room(w, 5, e) < 0)
+		return -1;
+	w_command(w, MIG_CMD_POSTCOPY_RUN, 0);
+	w->packaged = 1;
+	/* The destination's postcopy page state starts anew. */
+	w->last_block = -1;
+	return w_flush(w, e);
+}
+
+int
+stream_writer_flush(struct stream_writer *w, struct err *e)
+{
+	if (w_check(w, 1, e) < 0)
+		return -1;
+	return w_flush(w, e);
+}
+
+int
+stream_writer_finish_postcopy(struct stream_writer *w, struct err *e)
+{
+	if (w_check(w, 1, e) < 0)
+		return -1;
+	if (!w->packaged)
+		return err_set(e, ERR_FAIL, "the stream writer has sent no "
+		    "postcopy package");
+	if (w_room(w, 13 + 5 + 13 + 1, e) < 0)
+		return -1;
+	if (w->in_part) {
+		w_section_end(w);
+		w->in_part = 0;
+	}
+	/* As qemu_savevm_state_complete_postcopy(). */
+	w_u8(w, VM_SECTION_END);
+	w_be32(w, w->sid);
+	w_section_end(w);
+	w_u8(w, VM_EOF);
+	if (w_flush(w, e) < 0)
 		return -1;
 	w->finished = 1;
 	return 0;

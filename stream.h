@@ -127,6 +127,42 @@ int stream_writer_finish(struct stream_writer *w, int switchover_start,
     const uint8_t *tail, size_t tail_len, struct err *e);
 /* Bytes handed to write() so far. */
 uint64_t stream_writer_bytes(const struct stream_writer *w);
+
+/*
+ * Postcopy, for a lazy restore (QEMU's postcopy_start() in the source's
+ * place; the destination needs postcopy-ram on, and the fd must carry
+ * the return path back):
+ *
+ *   stream_writer_set_postcopy     before begin: begin then also sends
+ *                                  OPEN_RETURN_PATH and POSTCOPY_ADVISE
+ *                                  (4 KiB host and target pages)
+ *   stream_writer_package          the device sections (a tail without
+ *                                  its EOF and VMDESCRIPTION, see
+ *                                  stream_tail_devices) in one PACKAGED
+ *                                  command with LISTEN before and RUN
+ *                                  after them; flushes.  Once QEMU has
+ *                                  read it, the guest may run
+ *   stream_writer_page             then every page exactly once, zero
+ *                                  pages too (data NULL): QEMU places
+ *                                  each with userfaultfd, and a page never
+ *                                  sent would stall the guest for ever
+ *   stream_writer_flush            hand what is buffered to write()
+ *   stream_writer_finish_postcopy  END with EOS, then EOF; flushes
+ */
+#define STREAM_PACKAGE_MAX	(1u << 24)	/* QEMU's limit on PACKAGED */
+void stream_writer_set_postcopy(struct stream_writer *w);
+int stream_writer_package(struct stream_writer *w, const uint8_t *devices,
+    size_t len, struct err *e);
+int stream_writer_flush(struct stream_writer *w, struct err *e);
+int stream_writer_finish_postcopy(struct stream_writer *w, struct err *e);
+
+/*
+ * The device sections of a device-state tail (as the parser hands it to
+ * sink->tail): *devices_len is the tail's length without its final EOF
+ * byte and VMDESCRIPTION.  0, or -1 with e filled (not a complete tail).
+ */
+int stream_tail_devices(const uint8_t *tail, size_t len, size_t *devices_len,
+    struct err *e);
 void stream_writer_free(struct stream_writer *w);
 
 #endif
