@@ -859,7 +859,7 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 	int rc = -1;
 
 	for (;;) {
-		if (interrupted(e))
+		if (s->lazy == NULL && interrupted(e))
 			goto out;
 		err_clear(&le);
 		ev = qmp_wait_event(s->q, "RESUME", NULL, POLL_MS, &le);
@@ -935,6 +935,12 @@ load(struct rs *s, struct err *e)
 			goto out;
 		s->lazy_fd = sv[0];	/* closed after lazy_free() */
 		sv[0] = -1;
+		/*
+		 * From here QEMU may start the guest on its own at any time
+		 * (autostart), on memory that only snapctl can complete: a
+		 * signal no longer stops the restore.
+		 */
+		qmp_set_cancel(s->q, NULL, NULL);
 	} else {
 		if (img_export(s->img, sv[0], "the stream to QEMU",
 		    &s->stream_bytes, e) < 0) {
@@ -962,7 +968,7 @@ out:
 }
 
 /*
- * A lazy restore after the guest runs: every page must reach QEMU, or
+ * A lazy restore after the guest can run: every page must reach QEMU, or
  * the guest stalls on the first one missing.  So a signal no longer
  * stops snapctl here; the pages go on until QEMU says it has them all.
  */
@@ -979,7 +985,6 @@ lazy_complete(struct rs *s, struct err *e)
 	timeout_s = s->o->timeout_s > 0 ? s->o->timeout_s :
 	    RESTORE_DEFAULT_TIMEOUT_S;
 	deadline = now_mono_ms() + (uint64_t)timeout_s * 1000;
-	qmp_set_cancel(s->q, NULL, NULL);
 	for (;;) {
 		if (!sent) {
 			err_clear(&le);

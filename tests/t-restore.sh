@@ -175,6 +175,49 @@ for ver in 7.2 10.0; do
 	fi
 	vm_kill "u$v" KILL
 
+	# ---- --lazy: postcopy ------------------------------------------------
+	vm_start "l$v" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
+	lq=$(vm_path "l$v" qmp)
+	if "$SNAPCTL" -s "$lq" "${R[@]}" --json restore --lazy c1 >"$dir/rl.json" 2>"$dir/rl.err"; then
+		ok "QEMU $ver: restore --lazy c1"
+		expect_eq "QEMU $ver: --json mode" lazy "$(jq_get "$dir/rl.json" mode)"
+		expect_eq "QEMU $ver: the guest runs" running "$(ck_status "l$v")"
+		expect_eq "QEMU $ver: QEMU has all the memory when snapctl returns" completed "$(ck_mig_status "l$v")"
+		ls_=$(jq_get "$dir/rl.json" timings.load_s) ms_=$(jq_get "$dir/rl.json" timings.memory_s)
+		if awk -v l="$ls_" -v m="$ms_" 'BEGIN { exit !(l > 0 && m >= l) }'; then
+			ok "QEMU $ver: the guest could run ($ls_ s) before its memory was all in ($ms_ s)"
+		else
+			not_ok "QEMU $ver: load_s and memory_s" "load_s '$ls_', memory_s '$ms_'"
+		fi
+		check "QEMU $ver: it reports QEMU's page requests" jq_get "$dir/rl.json" memory.requests
+		expect_eq "QEMU $ver: the guest writes to the new overlay" "$(jq_get "$dir/rl.json" disks.0.overlay)" "$(ck_active_file "l$v" vd0)"
+		carries_on "l$v" "QEMU $ver: lazily restored c1" "$run" "$at"
+	else
+		not_ok "QEMU $ver: restore --lazy c1" "$(cat "$dir/rl.err")"
+	fi
+	vm_kill "l$v" KILL
+
+	# SIGINT once QEMU loads a lazy restore (here: once the guest runs):
+	# snapctl sends the rest of the memory anyway (exit 0, a warning), as
+	# a page never sent would stall the guest.
+	vm_start "m$v" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
+	vm_watch_events "m$v" "$dir/m.events"
+	"$SNAPCTL" -s "$(vm_path "m$v" qmp)" "${R[@]}" restore --lazy c1 >/dev/null 2>"$dir/rm.err" &
+	spid=$!
+	vm_wait_event "$dir/m.events" '"event": *"RESUME"' 60 >/dev/null
+	signalled=0
+	kill -INT "$spid" 2>/dev/null && signalled=1
+	wait "$spid"
+	expect_eq "QEMU $ver: SIGINT once the guest runs: the lazy restore completes (exit 0)" 0 "$?"
+	if [ $signalled = 0 ]; then
+		skip "QEMU $ver: ... with a warning" "the restore finished before SIGINT"
+	else
+		expect_match "QEMU $ver: ... with a warning" "^snapctl: warning: signal 2 came during the lazy restore" "$dir/rm.err"
+	fi
+	expect_eq "QEMU $ver: ... QEMU has all the memory" completed "$(ck_mig_status "m$v")"
+	carries_on "m$v" "QEMU $ver: lazily restored despite SIGINT" "$run" "$at"
+	vm_kill "m$v" KILL
+
 	# ---- --exec: snapctl starts QEMU --------------------------------------
 	# The command line of the waiting QEMU t, without what snapctl adds,
 	# and with its files renamed to x.
