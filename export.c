@@ -1,7 +1,8 @@
 /*
  * export.c - a memory image back into a migration stream: the header,
  * configuration and block list, every present page once in (block, offset)
- * order, END, and the device tail verbatim.
+ * order, END, and the device tail verbatim.  Frames are decoded ahead on
+ * a few threads; the records are written on the caller's.
  */
 #include <stdlib.h>
 
@@ -41,6 +42,13 @@ int
 img_export(struct img_reader *r, int fd, const char *what, uint64_t *bytes,
     struct err *e)
 {
+	return img_export_parallel(r, fd, what, 0, bytes, e);
+}
+
+int
+img_export_parallel(struct img_reader *r, int fd, const char *what,
+    int nthreads, uint64_t *bytes, struct err *e)
+{
 	const struct img_meta *m = img_meta(r);
 	struct export_out out = { fd, what };
 	struct stream_writer *w;
@@ -54,7 +62,7 @@ img_export(struct img_reader *r, int fd, const char *what, uint64_t *bytes,
 	if (stream_writer_begin(w, m->config, m->config_len, m->blocks,
 	    m->nblocks, m->ram_section_id, e) < 0)
 		goto out;
-	if (img_foreach_page(r, export_page, w, e) < 0)
+	if (img_foreach_page_parallel(r, nthreads, export_page, w, e) < 0)
 		goto out;
 	if (stream_writer_finish(w, (m->flags & IMG_F_SWITCHOVER_START) != 0,
 	    tail, tail_len, e) < 0)

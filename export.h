@@ -16,9 +16,19 @@
  * what names the destination in messages ("cannot write 'what': ...").
  * Stops with ERR_INTR once sig_caught() says a signal came.  On success
  * *bytes is the stream's length.  0, or -1 with e filled (ERR_FAIL for a
- * bad chunk or a failed write, with sys_errno set for the latter).
+ * bad chunk or a failed write, with sys_errno set for the latter).  Frames
+ * are decoded ahead on up to 4 threads; the writes are the caller's.
  */
 int img_export(struct img_reader *r, int fd, const char *what,
     uint64_t *bytes, struct err *e);
+
+/*
+ * The same with nthreads threads decoding, the caller one of them (see
+ * img_foreach_page_parallel(): <= 0 the CPUs we may run on, at most 4; 1,
+ * the caller alone); img_export() is this with 0.  The stream is the same
+ * byte for byte whatever nthreads is.
+ */
+int img_export_parallel(struct img_reader *r, int fd, const char *what,
+    int nthreads, uint64_t *bytes, struct err *e);
 
 #endif

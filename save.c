@@ -50,6 +50,9 @@
 #define IO_BUF		(1u << 20)
 #define CHECK_BUF	(1u << 19)	/* img_check_frames()'s reads: 2 frames */
 #define CHECK_SHARE	(4u << 20)	/* data bytes worth a thread there */
+#define AHEAD_THREADS	4	/* img_foreach_page_parallel()'s default max */
+#define AHEAD_SLOTS	4u	/* ... and its decoded chunks per thread */
+#define AHEAD_MAX	16	/* ... and its most threads */
 _Static_assert(CHECK_BUF >= FRAME_MAX, "a frame fits img_check_frames()'s "
     "buffer");
 
@@ -1252,8 +1255,8 @@ struct img_reader {
 };
 
 static int
-rd(struct img_reader *r, void *buf, size_t len, uint64_t off, const char *what,
-    struct err *e)
+rd(const struct img_reader *r, void *buf, size_t len, uint64_t off,
+    const char *what, struct err *e)
 {
 	ssize_t n;
 
@@ -1655,8 +1658,8 @@ frame_sane(const struct img_reader *r, const uint8_t *zbuf, size_t size,
 
 /* Read a frame of size bytes at off into zbuf and check it (frame_sane). */
 static int
-frame_check(struct img_reader *r, uint64_t off, size_t size, uint8_t *zbuf,
-    size_t want, uint32_t crc, struct err *e)
+frame_check(const struct img_reader *r, uint64_t off, size_t size,
+    uint8_t *zbuf, size_t want, uint32_t crc, struct err *e)
 {
 	if (rd(r, zbuf, size, off, "frame", e) < 0)
 		return -1;
@@ -1675,12 +1678,12 @@ chunk_prefix(const struct img_reader *r, uint64_t ci, struct err *e)
 
 /* Decode a frame checked by frame_check() into out (want bytes). */
 static int
-frame_decode(struct img_reader *r, const uint8_t *zbuf, size_t size,
+frame_decode(ZSTD_DCtx *dctx, const uint8_t *zbuf, size_t size,
     uint8_t *out, size_t want, struct err *e)
 {
 	size_t n;
 
-	n = ZSTD_decompressDCtx(r->dctx, out, want, zbuf, size);
+	n = ZSTD_decompressDCtx(dctx, out, want, zbuf, size);
 	if (ZSTD_isError(n))
 		return err_set(e, ERR_FAIL, "zstd: %s", ZSTD_getErrorName(n));
 	if (n != want)
@@ -1689,23 +1692,37 @@ frame_decode(struct img_reader *r, const uint8_t *zbuf, size_t size,
 	return 0;
 }
 
+/*
+ * Read, check and decode chunk ci's frame into out with dctx and zbuf
+ * (FRAME_MAX).  Only reads r: threads with a dctx and zbuf each may share
+ * it (with a thread-safe io).
+ */
+static int
+chunk_decode(const struct img_reader *r, ZSTD_DCtx *dctx, uint8_t *zbuf,
+    uint64_t ci, uint8_t *out, struct err *e)
+{
+	const struct rentry *x = &r->idx[ci];
+	size_t want = (size_t)popcount64(x->present & ~x->zero) * PAGE;
+
+	if (frame_check(r, x->off, x->size, zbuf, want, x->crc, e) < 0 ||
+	    frame_decode(dctx, zbuf, x->size, out, want, e) < 0) {
+		chunk_prefix(r, ci, e);
+		return -1;
+	}
+	return 0;
+}
+
 /* Decode chunk ci's frame into r->cbuf (no-op when it is there). */
 static int
 load_chunk(struct img_reader *r, uint64_t ci, struct err *e)
 {
 	struct rentry *x = &r->idx[ci];
-	uint64_t data = x->present & ~x->zero;
-	size_t want;
 
-	if (r->cached == ci || data == 0)
+	if (r->cached == ci || (x->present & ~x->zero) == 0)
 		return 0;
 	r->cached = UINT64_MAX;
-	want = (size_t)popcount64(data) * PAGE;
-	if (frame_check(r, x->off, x->size, r->zbuf, want, x->crc, e) < 0 ||
-	    frame_decode(r, r->zbuf, x->size, r->cbuf, want, e) < 0) {
-		chunk_prefix(r, ci, e);
+	if (chunk_decode(r, r->dctx, r->zbuf, ci, r->cbuf, e) < 0)
 		return -1;
-	}
 	r->cached = ci;
 	return 0;
 }
@@ -1799,35 +1816,277 @@ img_read_at(struct img_reader *r, uint32_t block, uint64_t offset,
 	return 0;
 }
 
+/* Call fn for the present pages of chunk ci of block b; data: its frame's. */
+static int
+chunk_emit(const struct img_reader *r, uint32_t b, uint64_t ci,
+    const uint8_t *data, img_page_fn fn, void *opaque, struct err *e)
+{
+	const struct rentry *x = &r->idx[ci];
+	uint64_t m, base, dmask = x->present & ~x->zero;
+	unsigned i, rank;
+
+	base = (ci - r->bfirst[b]) * CHUNK_BYTES;
+	for (m = x->present; m != 0; m &= m - 1) {
+		i = (unsigned)__builtin_ctzll(m);
+		rank = popcount64(dmask & ((1ull << i) - 1));
+		if (fn(opaque, b, base + (uint64_t)i * PAGE, (x->zero >> i) & 1 ?
+		    NULL : data + (size_t)rank * PAGE, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int
 img_foreach_page(struct img_reader *r, img_page_fn fn, void *opaque,
     struct err *e)
 {
-	struct rentry *x;
-	uint64_t ci, m, base, dmask;
+	uint64_t ci;
 	uint32_t b;
-	unsigned i, rank;
 
 	for (b = 0; b < r->meta.nblocks; b++) {
 		for (ci = r->bfirst[b]; ci < r->bfirst[b + 1]; ci++) {
-			x = &r->idx[ci];
-			if (x->present == 0)
+			if (r->idx[ci].present == 0)
 				continue;
-			if (load_chunk(r, ci, e) < 0)
+			if (load_chunk(r, ci, e) < 0 ||
+			    chunk_emit(r, b, ci, r->cbuf, fn, opaque, e) < 0)
 				return -1;
-			dmask = x->present & ~x->zero;
-			base = (ci - r->bfirst[b]) * CHUNK_BYTES;
-			for (m = x->present; m != 0; m &= m - 1) {
-				i = (unsigned)__builtin_ctzll(m);
-				rank = popcount64(dmask & ((1ull << i) - 1));
-				if (fn(opaque, b, base + (uint64_t)i * PAGE,
-				    (x->zero >> i) & 1 ? NULL :
-				    r->cbuf + (size_t)rank * PAGE, e) < 0)
-					return -1;
-			}
 		}
 	}
 	return 0;
+}
+
+/*
+ * img_foreach_page_parallel(): the s-th chunk with a frame (in index
+ * order) is decoded into slot s % nslots of a ring.  Whoever decodes
+ * claims the next such chunk once the caller is done with the one nslots
+ * before it.  The caller decodes too, rather than wait, while its next
+ * slot is not full; so it sleeps only when a worker has that very chunk in
+ * hand, and the workers sleep only on a full ring until half of it is
+ * free: few wake-ups, which cost most in a VM.
+ */
+struct ahead_slot {
+	uint8_t *buf;		/* CHUNK_BYTES */
+	uint64_t seq;		/* the framed chunk it holds, when full */
+	int full;
+	int rc;
+	struct err err;
+};
+
+struct ahead;
+
+struct ahead_worker {
+	struct ahead *a;
+	pthread_t thread;
+	ZSTD_DCtx *dctx;
+	uint8_t *zbuf;		/* FRAME_MAX */
+};
+
+struct ahead {
+	const struct img_reader *r;
+	struct ahead_slot *slots;
+	uint32_t nslots;
+	pthread_mutex_t mu;
+	pthread_cond_t cv_full;	/* the caller waits for its slot */
+	pthread_cond_t cv_free;	/* workers wait for room in the ring */
+	uint64_t cursor;	/* next chunk to look at for a frame */
+	uint64_t claimed;	/* framed chunks claimed */
+	uint64_t consumed;	/* framed chunks the caller is done with */
+	int caller_waits;
+	int idle;		/* workers waiting on cv_free */
+	int stop;
+};
+
+/*
+ * With mu held: claim the next framed chunk, its index in *ci and its
+ * number in *seq.  1, 0 when the ring is full, -1 when none is left.
+ */
+static int
+ahead_claim(struct ahead *a, uint64_t *ci, uint64_t *seq)
+{
+	const struct img_reader *r = a->r;
+
+	while (a->cursor < r->nchunks && r->idx[a->cursor].size == 0)
+		a->cursor++;
+	if (a->stop || a->cursor >= r->nchunks)
+		return -1;
+	if (a->claimed >= a->consumed + a->nslots)
+		return 0;
+	*ci = a->cursor++;
+	*seq = a->claimed++;
+	return 1;
+}
+
+/* Decode a claimed chunk into its slot, mu dropped meanwhile. */
+static void
+ahead_fill(struct ahead *a, ZSTD_DCtx *dctx, uint8_t *zbuf, uint64_t ci,
+    uint64_t seq)
+{
+	/* The slot's last chunk, seq - nslots, was consumed. */
+	struct ahead_slot *sl = &a->slots[seq % a->nslots];
+	struct err err = ERR_INIT;
+	int rc;
+
+	pthread_mutex_unlock(&a->mu);
+	rc = chunk_decode(a->r, dctx, zbuf, ci, sl->buf, &err);
+	pthread_mutex_lock(&a->mu);
+	sl->seq = seq;
+	sl->rc = rc;
+	sl->err = err;
+	sl->full = 1;
+}
+
+static void *
+ahead_main(void *arg)
+{
+	struct ahead_worker *wk = arg;
+	struct ahead *a = wk->a;
+	uint64_t ci, seq;
+	int got;
+
+	pthread_mutex_lock(&a->mu);
+	while ((got = ahead_claim(a, &ci, &seq)) >= 0) {
+		if (got == 0) {
+			a->idle++;
+			pthread_cond_wait(&a->cv_free, &a->mu);
+			a->idle--;
+			continue;
+		}
+		ahead_fill(a, wk->dctx, wk->zbuf, ci, seq);
+		if (a->caller_waits)
+			pthread_cond_signal(&a->cv_full);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+/* The caller: wait for (or help with) framed chunk seq's slot. */
+static struct ahead_slot *
+ahead_get(struct ahead *a, struct img_reader *r, uint64_t seq)
+{
+	struct ahead_slot *sl = &a->slots[seq % a->nslots];
+	uint64_t ci, s;
+
+	pthread_mutex_lock(&a->mu);
+	while (!sl->full || sl->seq != seq) {
+		if (ahead_claim(a, &ci, &s) > 0) {
+			ahead_fill(a, r->dctx, r->zbuf, ci, s);
+			continue;
+		}
+		a->caller_waits = 1;
+		pthread_cond_wait(&a->cv_full, &a->mu);
+		a->caller_waits = 0;
+	}
+	pthread_mutex_unlock(&a->mu);
+	return sl;
+}
+
+/* The caller is done with slot sl, framed chunk number seq. */
+static void
+ahead_put(struct ahead *a, struct ahead_slot *sl, uint64_t seq)
+{
+	pthread_mutex_lock(&a->mu);
+	sl->full = 0;
+	a->consumed = seq + 1;
+	if (a->idle > 0 && a->consumed + a->nslots - a->claimed >=
+	    (a->nslots + 1) / 2)
+		pthread_cond_broadcast(&a->cv_free);
+	pthread_mutex_unlock(&a->mu);
+}
+
+int
+img_foreach_page_parallel(struct img_reader *r, int nthreads, img_page_fn fn,
+    void *opaque, struct err *e)
+{
+	struct ahead a;
+	struct ahead_worker *wk = NULL;
+	struct ahead_slot *sl;
+	sigset_t all, old;
+	uint64_t ci, seq = 0;
+	uint32_t b, k;
+	int nworkers, started = 0, i, rc = -1;
+
+	if (nthreads <= 0)
+		nthreads = cpus_usable() < AHEAD_THREADS ? cpus_usable() :
+		    AHEAD_THREADS;
+	if (nthreads > AHEAD_MAX)
+		nthreads = AHEAD_MAX;
+	/* Workers share r's descriptor (pread); other I/O stays here. */
+	if (nthreads < 2 || r->fd < 0 || r->meta.chunks < 2)
+		return img_foreach_page(r, fn, opaque, e);
+	nworkers = nthreads - 1;	/* and the caller */
+	memset(&a, 0, sizeof(a));
+	a.r = r;
+	a.nslots = AHEAD_SLOTS * (uint32_t)nthreads;
+	a.slots = xcalloc(a.nslots, sizeof(*a.slots));
+	for (k = 0; k < a.nslots; k++)
+		a.slots[k].buf = xmalloc(CHUNK_BYTES);
+	wk = xcalloc((size_t)nworkers, sizeof(*wk));
+	for (i = 0; i < nworkers; i++) {
+		wk[i].a = &a;
+		wk[i].zbuf = xmalloc(FRAME_MAX);
+		if ((wk[i].dctx = ZSTD_createDCtx()) == NULL) {
+			err_set(e, ERR_FAIL, "zstd: cannot create a context");
+			goto out;
+		}
+	}
+	r->cached = UINT64_MAX;		/* the caller decodes with r's */
+	pthread_mutex_init(&a.mu, NULL);
+	pthread_cond_init(&a.cv_full, NULL);
+	pthread_cond_init(&a.cv_free, NULL);
+	/* Workers block every signal: the caller's writes see SIGINT. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (i = 0; i < nworkers; i++) {
+		if (pthread_create(&wk[i].thread, NULL, ahead_main, &wk[i])
+		    != 0)
+			break;
+		started++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	/* Without workers the caller decodes alone, through the ring. */
+	for (b = 0; b < r->meta.nblocks; b++) {
+		for (ci = r->bfirst[b]; ci < r->bfirst[b + 1]; ci++) {
+			if (r->idx[ci].present == 0)
+				continue;
+			if (r->idx[ci].size == 0) {
+				if (chunk_emit(r, b, ci, NULL, fn, opaque, e)
+				    < 0)
+					goto stop;
+				continue;
+			}
+			sl = ahead_get(&a, r, seq);
+			if (sl->rc < 0) {
+				if (e != NULL)
+					*e = sl->err;
+				goto stop;
+			}
+			if (chunk_emit(r, b, ci, sl->buf, fn, opaque, e) < 0)
+				goto stop;
+			ahead_put(&a, sl, seq++);
+		}
+	}
+	rc = 0;
+stop:
+	pthread_mutex_lock(&a.mu);
+	a.stop = 1;
+	pthread_cond_broadcast(&a.cv_free);
+	pthread_mutex_unlock(&a.mu);
+	for (i = 0; i < started; i++)
+		pthread_join(wk[i].thread, NULL);
+	pthread_mutex_destroy(&a.mu);
+	pthread_cond_destroy(&a.cv_full);
+	pthread_cond_destroy(&a.cv_free);
+out:
+	for (i = 0; i < nworkers; i++) {
+		ZSTD_freeDCtx(wk[i].dctx);
+		free(wk[i].zbuf);
+	}
+	free(wk);
+	for (k = 0; k < a.nslots; k++)
+		free(a.slots[k].buf);
+	free(a.slots);
+	return rc;
 }
 
 int
@@ -1849,7 +2108,7 @@ img_read_tail(struct img_reader *r, uint8_t **out, size_t *len,
 		goto out;
 	}
 	t = xmalloc(tlen);
-	if (frame_decode(r, z, (size_t)r->tail_size, t, tlen, e) < 0) {
+	if (frame_decode(r->dctx, z, (size_t)r->tail_size, t, tlen, e) < 0) {
 		err_prefix(e, "device state: ");
 		goto out;
 	}
@@ -2049,16 +2308,13 @@ img_check_frames(struct img_reader *r, const char *path, int nthreads,
 	sigset_t all, old;
 	uint8_t *z = NULL;
 	uint64_t ci, share;
-	long cpus;
 	int k, started = 0, rc = -1;
 
 	if (!(r->meta.flags & IMG_F_FRAME_CRCS))
 		return path != NULL ? img_verify_parallel(r, path, nthreads,
 		    e) : img_verify(r, e);
-	if (nthreads <= 0) {
-		cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		nthreads = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
-	}
+	if (nthreads <= 0)
+		nthreads = cpus_usable() < 8 ? cpus_usable() : 8;
 	/* Threads share r's descriptor (pread); other I/O stays here. */
 	if (r->fd < 0 || r->data_size / CHECK_SHARE < 2)
 		nthreads = 1;

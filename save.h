@@ -145,6 +145,18 @@ typedef int (*img_page_fn)(void *opaque, uint32_t block, uint64_t offset,
 int img_foreach_page(struct img_reader *r, img_page_fn fn, void *opaque,
     struct err *e);
 
+/*
+ * The same, with the frames decoded ahead by nthreads threads, the caller
+ * one of them (<= 0: the CPUs this process may run on, at most 4), into a
+ * ring of 4 chunks (1 MiB) per thread.  fn runs on the calling thread with
+ * the same arguments in the same order, and the error is the same (fn's,
+ * or the first bad chunk in order).  The other threads share r's file and
+ * block all signals; r from img_open_io(), or one thread, means plain
+ * img_foreach_page().
+ */
+int img_foreach_page_parallel(struct img_reader *r, int nthreads,
+    img_page_fn fn, void *opaque, struct err *e);
+
 /* The device tail, decompressed, into *out (caller frees with free()). */
 int img_read_tail(struct img_reader *r, uint8_t **out, size_t *len,
     struct err *e);
@@ -170,12 +182,12 @@ int img_verify_parallel(struct img_reader *r, const char *path, int nthreads,
  * file: with frame CRCs (IMG_F_FRAME_CRCS, every image the writer makes),
  * the CRC-32C and zstd frame header of every frame and of the tail, read
  * in large sequential reads and not decoded, on nthreads threads (<= 0:
- * the online CPUs, at most 8) that share r's file when r comes from
- * img_open() (else on this thread alone).  What img_open() checked was
- * checked already.  Without frame CRCs, img_verify_parallel() on path, or
- * img_verify() when path is NULL.  0, or -1 with e naming the first bad
- * part as img_verify() does.  img_verify() is still the stronger check: it
- * also decodes.
+ * the CPUs this process may run on, at most 8) that share r's file when r
+ * comes from img_open() (else on this thread alone).  What img_open()
+ * checked was checked already.  Without frame CRCs, img_verify_parallel()
+ * on path, or img_verify() when path is NULL.  0, or -1 with e naming the
+ * first bad part as img_verify() does.  img_verify() is still the stronger
+ * check: it also decodes.
  */
 int img_check_frames(struct img_reader *r, const char *path, int nthreads,
     struct err *e);

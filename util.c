@@ -1,10 +1,11 @@
 /*
- * util.c - allocation, byte buffers, parsing, clocks, full I/O, CRC-32C.
+ * util.c - allocation, byte buffers, parsing, clocks, full I/O, CRC-32C, CPUs.
  * See util.h for the contracts.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -348,6 +349,18 @@ parse_size(const char *s, uint64_t *out, const char **why)
 	}
 	*why = "invalid";
 	return -1;
+}
+
+int
+cpus_usable(void)
+{
+	cpu_set_t set;
+	long n;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)(n < 4096 ? n : 4096) : 1;
 }
 
 uint64_t

@@ -2,7 +2,7 @@
  * util.h - small helpers every room of the house uses: allocation that dies
  * on out-of-memory (the one exit allowed in the core), a growable byte
  * buffer, checked number parsing, clocks, full reads and writes, fsync of a
- * directory, CRC-32C.
+ * directory, CRC-32C, the CPUs we may use.
  */
 #ifndef SNAPCTL_UTIL_H
 #define SNAPCTL_UTIL_H
@@ -73,6 +73,9 @@ int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out,
  * "0" is allowed.  Same failure contract as parse_u64().
  */
 int parse_size(const char *s, uint64_t *out, const char **why);
+
+/* The CPUs this process may run on (its affinity mask), at least 1. */
+int cpus_usable(void);
 
 /* Clocks. */
 uint64_t now_mono_ns(void);

@@ -389,6 +389,13 @@ model_check(struct model *m, const char *path, const char *what)
 	while (wk.next < m->npages && m->state[wk.next] == IMG_PAGE_ABSENT)
 		wk.next++;
 	check(wk.next == m->npages, "%s: foreach reaches the end", what);
+	for (i = 2; i <= 4; i++) {
+		wk.next = 0;
+		wk.bad = 0;
+		check(img_foreach_page_parallel(r, (int)i, walk_fn, &wk, &e) ==
+		    0 && !wk.bad, "%s: foreach on %zu threads visits exactly "
+		    "the present pages in order (%s)", what, i, e.msg);
+	}
 
 	/* Random byte ranges across page and chunk boundaries. */
 	bad = 0;
@@ -1239,6 +1246,118 @@ out:
 	free(path);
 }
 
+/* What img_foreach_page*() hand fn, folded into a CRC; stop after n. */
+struct trace {
+	uint32_t crc;
+	uint64_t calls, stop_after;
+};
+
+static int
+trace_fn(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
+    struct err *e)
+{
+	struct trace *t = opaque;
+	uint8_t key[13];
+
+	put_le32(key, block);
+	put_le64(key + 4, offset);
+	key[12] = data == NULL;
+	t->crc = crc32c(t->crc, key, sizeof(key));
+	if (data != NULL)
+		t->crc = crc32c(t->crc, data, PAGE);
+	if (++t->calls == t->stop_after)
+		return err_set(e, ERR_INTR, "stop here");
+	return 0;
+}
+
+/* A foreach over the image at path: its rc, message and trace. */
+static int
+trace_path(const char *path, int nthreads, struct trace *t, char *msg,
+    size_t msglen)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r = img_open(path, &e);
+	int rc = -2;
+
+	t->crc = 0;
+	t->calls = 0;
+	if (r != NULL)
+		rc = nthreads == 0 ? img_foreach_page(r, trace_fn, t, &e) :
+		    img_foreach_page_parallel(r, nthreads, trace_fn, t, &e);
+	snprintf(msg, msglen, "%s", e.msg);
+	img_close(r);
+	return rc;
+}
+
+static void
+test_foreach_parallel(void)
+{
+	struct err e = ERR_INIT;
+	char *path = tpath("ahead.img"), m0[ERR_MSG_MAX], m1[ERR_MSG_MAX];
+	struct trace t0 = { 0, 0, 0 }, t1 = { 0, 0, 0 };
+	uint64_t doff, toff;
+	uint8_t *img = NULL;
+	size_t len;
+	int nt, rc0, rc1, bad = 0;
+
+	check(make_random_image(path, &e) == 0, "foreach parallel: an image "
+	    "of 58 chunks (%s)", e.msg);
+	rc0 = trace_path(path, 0, &t0, m0, sizeof(m0));
+	for (nt = 1; nt <= 5; nt++) {
+		rc1 = trace_path(path, nt, &t1, m1, sizeof(m1));
+		if (rc0 != 0 || rc1 != 0 || t1.crc != t0.crc ||
+		    t1.calls != t0.calls) {
+			note("%d threads: rc %d, %llu calls (serial %d, %llu)",
+			    nt, rc1, (unsigned long long)t1.calls, rc0,
+			    (unsigned long long)t0.calls);
+			bad = 1;
+		}
+	}
+	check(!bad, "foreach parallel: 1 to 5 threads hand fn what the "
+	    "serial walk does (%llu pages)", (unsigned long long)t0.calls);
+
+	/* fn stops the walk: its error, nothing after. */
+	t0.stop_after = t1.stop_after = 2000;
+	rc0 = trace_path(path, 0, &t0, m0, sizeof(m0));
+	rc1 = trace_path(path, 3, &t1, m1, sizeof(m1));
+	check(rc0 == -1 && rc1 == -1 && t1.calls == 2000 &&
+	    t1.crc == t0.crc && strcmp(m1, "stop here") == 0,
+	    "foreach parallel: fn's error stops it at once (%s)", m1);
+	t0.stop_after = t1.stop_after = 0;
+
+	/* A bad frame: the pages before it, then the same message. */
+	img = slurp(path, &len);
+	if (img == NULL) {
+		check(0, "foreach parallel: image read");
+		goto out;
+	}
+	doff = get_le64(img + 56);
+	toff = get_le64(img + 72);
+	img[doff + (toff - doff) / 2] ^= 0x20;
+	img[toff - 10] ^= 0x20;
+	unlink(path);
+	spit(path, img, len);
+	rc0 = trace_path(path, 0, &t0, m0, sizeof(m0));
+	bad = 0;
+	for (nt = 2; nt <= 4; nt++) {
+		rc1 = trace_path(path, nt, &t1, m1, sizeof(m1));
+		if (rc1 != -1 || t1.calls != t0.calls || t1.crc != t0.crc ||
+		    strcmp(m1, m0) != 0) {
+			note("%d threads: %s after %llu calls", nt, m1,
+			    (unsigned long long)t1.calls);
+			bad = 1;
+		}
+	}
+	check(rc0 == -1 && !bad && strncmp(m0, "chunk ", 6) == 0,
+	    "foreach parallel: two bad frames, the pages before the first "
+	    "and its message, as serial: '%s' after %llu pages", m0,
+	    (unsigned long long)t0.calls);
+out:
+	free(img);
+	unlink(path);
+	free(path);
+}
+
 static void
 test_garbage(void)
 {
@@ -1465,6 +1584,7 @@ main(void)
 	test_corruption();
 	test_verify_parallel();
 	test_frame_crcs();
+	test_foreach_parallel();
 	test_garbage();
 	test_crash_safety();
 	test_nospc();
