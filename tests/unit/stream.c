@@ -1633,6 +1633,101 @@ test_lifecycle(void)
 
 /* ---- the writer -------------------------------------------------------- */
 
+/* The postcopy writer (restore --lazy) and stream_tail_devices(). */
+static void
+test_writer_postcopy(void)
+{
+	static const uint8_t config[] = {
+		0x07, 0, 0, 0, 10, 'p', 'c', '-', 'q', '3', '5', '-', '7', '.',
+		'2',
+	};
+	/* One FULL section's worth, EOF, and a VMDESCRIPTION. */
+	static const uint8_t tail[] = { 0x04, 1, 2, 3, 0x7e, 0, 0, 0, 9, 0,
+		0x06, 0, 0, 0, 2, '{', '}' };
+	struct stream_block b[1] = { { "pc.ram", 0x2000, 0, 0 } };
+	struct membuf out = { BUF_INIT, -1 };
+	struct synth s = { BUF_INIT, 7 };
+	struct stream_writer *w;
+	struct err e = ERR_INIT;
+	uint8_t page[PAGE];
+	size_t dev = 0;
+	int rc;
+
+	rc = stream_tail_devices(tail, sizeof(tail), &dev, &e);
+	check(rc == 0 && dev == 9, "the device sections of a tail end before "
+	    "its EOF and VMDESCRIPTION (%zu bytes)", dev);
+	check(stream_tail_devices(tail, 10, &dev, &e) == 0 && dev == 9,
+	    "... and of a tail without VMDESCRIPTION");
+	err_clear(&e);
+	check(stream_tail_devices(tail, 8, &dev, &e) < 0 &&
+	    strstr(e.msg, "does not end with EOF") != NULL,
+	    "a tail cut short is refused: %s", e.msg);
+
+	memset(page, 0xcd, sizeof(page));
+	w = stream_writer_new(mem_write, &out);
+	stream_writer_set_postcopy(w);
+	rc = stream_writer_begin(w, config, sizeof(config), b, 1, 7, &e);
+	rc |= stream_writer_package(w, tail, dev, &e);
+	check(rc == 0 && out.b.len > 0, "the package is flushed at once");
+	rc |= stream_writer_page(w, 0, 0x1000, page, &e);
+	rc |= stream_writer_page(w, 0, 0, NULL, &e);
+	rc |= stream_writer_finish_postcopy(w, &e);
+
+	/* What QEMU's postcopy source sends, minus its PINGs. */
+	buf_add(&s.b, "QEVM\0\0\0\3", 8);
+	buf_add(&s.b, config, sizeof(config));
+	buf_add(&s.b, "\x08\x00\x01\x00\x00", 5);	/* OPEN_RETURN_PATH */
+	buf_add(&s.b, "\x08\x00\x03\x00\x10", 5);	/* POSTCOPY_ADVISE */
+	buf_add_be64(&s.b, 4096);
+	buf_add_be64(&s.b, 4096);
+	sy_start(&s, "ram", 0, 4);
+	buf_add_be64(&s.b, 0x2000 | 4);
+	sy_cstr(&s, "pc.ram");
+	buf_add_be64(&s.b, 0x2000);
+	sy_end_section(&s);
+	buf_add(&s.b, "\x08\x00\x06\x00\x19", 5);	/* RAM_DISCARD */
+	buf_addc(&s.b, 0);
+	sy_cstr(&s, "pc.ram");
+	buf_addc(&s.b, 0);
+	buf_add_be64(&s.b, 0);
+	buf_add_be64(&s.b, 4096);
+	buf_add(&s.b, "\x08\x00\x07\x00\x04", 5);	/* PACKAGED */
+	buf_add_be32(&s.b, 5 + 9 + 5);
+	buf_add(&s.b, "\x08\x00\x04\x00\x00", 5);	/* LISTEN */
+	buf_add(&s.b, tail, 9);
+	buf_add(&s.b, "\x08\x00\x05\x00\x00", 5);	/* RUN */
+	sy_section(&s, 2);
+	buf_add_be64(&s.b, 0x1000 | 8);
+	sy_cstr(&s, "pc.ram");
+	buf_add(&s.b, page, PAGE);
+	buf_add_be64(&s.b, 0 | 2 | 0x20);
+	buf_addc(&s.b, 0);
+	sy_end_section(&s);
+	sy_section(&s, 3);
+	sy_end_section(&s);
+	buf_addc(&s.b, 0);				/* EOF */
+	check(rc == 0 && out.b.len == s.b.len &&
+	    memcmp(out.b.data, s.b.data, s.b.len) == 0,
+	    "postcopy writer output is QEMU's shape byte for byte (%zu "
+	    "bytes): return path, ADVISE, START, one DISCARD, PACKAGED "
+	    "(LISTEN, devices, RUN), PART, END, EOF", s.b.len);
+	stream_writer_free(w);
+	buf_release(&out.b);
+	buf_release(&s.b);
+
+	w = stream_writer_new(mem_write, &out);
+	rc = stream_writer_begin(w, config, sizeof(config), b, 1, 7, &e);
+	err_clear(&e);
+	check(rc == 0 && stream_writer_package(w, tail, dev, &e) < 0 &&
+	    strstr(e.msg, "not in postcopy mode") != NULL,
+	    "a package without postcopy mode is refused: %s", e.msg);
+	err_clear(&e);
+	check(stream_writer_finish_postcopy(w, &e) < 0,
+	    "a postcopy end without a package is refused: %s", e.msg);
+	stream_writer_free(w);
+	buf_release(&out.b);
+}
+
 static void
 test_writer_bytes(void)
 {
@@ -1866,6 +1961,7 @@ main(void)
 	test_tail_limit();
 	test_lifecycle();
 	test_writer_bytes();
+	test_writer_postcopy();
 	test_writer_parts();
 	test_throughput();
 	printf("# %d tests, %d failed\n", tap_n, tap_failed);
