@@ -592,6 +592,20 @@ check_ram(struct rs *s, struct err *e)
 			    s->o->name, b);
 		goto out;
 	}
+	/* Postcopy empties every RAM block; one the stream does not fill
+	 * would stall the guest the first time it touched it. */
+	for (j = 0; s->o->lazy && j < nvb; j++) {
+		for (i = 0; i < m->nblocks; i++)
+			if (strcmp(vb[j].name, m->blocks[i].name) == 0)
+				break;
+		if (i == m->nblocks) {
+			err_set(e, ERR_MISMATCH, "the VM has a RAM block '%s' "
+			    "that checkpoint '%s' does not hold, which a lazy "
+			    "restore cannot fill: start QEMU with the "
+			    "checkpoint's devices", vb[j].name, s->o->name);
+			goto out;
+		}
+	}
 	rc = 0;
 out:
 	free(vb);
