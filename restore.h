@@ -58,19 +58,22 @@ struct restore_opts {
  * Restore checkpoint o->name of store o->store into the QEMU at o->socket.
  * On success returns 0 and *report (new reference) says what was done:
  * {name, socket, qemu, machine, pid (with exec_argv, else null), status
- * ("running", "paused", or "checked" for a dry run), disks: [{device,
- * file, overlay}], memory: {stream_bytes, pages}, timings: {check_s,
- * load_s, total_s}}.
+ * ("running", "paused", or "checked" for a dry run), mode ("eager" or
+ * "lazy"), disks: [{device, file, overlay}], memory: {stream_bytes, pages,
+ * lazy: requests, pages_on_request}, timings: {check_s, load_s (until the
+ * guest can run), total_s, lazy: memory_s (until QEMU had every page)}}.
  *
  * On failure -1 with e filled.  Refusals come before QEMU is touched:
  * ERR_USAGE (bad name or options), ERR_FAIL (no such checkpoint, a
  * disk-only one, a damaged memory image), ERR_MISMATCH (a disk file that
  * changed, or a VM that is not waiting, has another machine type, other
- * RAM blocks or sizes, lacks a disk or opened another file for it),
- * ERR_QEMU (cannot reach QEMU).  Later failures (QEMU refuses the
- * transaction or the stream, dies, or a signal: ERR_INTR) remove the
- * overlays snapctl made, as the guest never ran on them; with exec_argv
- * the QEMU snapctl started is killed.
+ * RAM blocks or sizes, lacks a disk or opened another file for it; lazy:
+ * a RAM block the checkpoint lacks, pages over 4 KiB), ERR_QEMU (cannot
+ * reach QEMU).  Later failures (QEMU refuses the transaction or the
+ * stream, dies, or a signal: ERR_INTR) remove the overlays snapctl made,
+ * as the guest never ran on them; with exec_argv the QEMU snapctl started
+ * is killed.  A lazy restore is not stopped by a signal once QEMU loads
+ * it; if it fails after that, the guest may have run (overlays stay).
  */
 int restore_run(const struct restore_opts *o, json_t **report,
     struct err *e);
