@@ -61,6 +61,8 @@ median() {
 		END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2];
 		      else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+# least NUMBER...: the smallest.
+least() { printf '%s\n' "$@" | sort -g | head -n 1; }
 # secs_since T0: seconds from wall-clock T0 (date +%s.%N) to now, 2 decimals.
 secs_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
 

@@ -21,7 +21,10 @@
 # Python process for QEMU is already running; its QMP connection is inside)
 # to QEMU's RESUME event timestamp on a third monitor.  Each restored guest
 # must go on printing CHURN TICK lines of the same run.  Knobs: BENCH_QEMU
-# (10.0), BENCH_CHURN, BENCH_RUNS (3).
+# (10.0), BENCH_CHURN, BENCH_RUNS (7).  Runs on the 2-core CI machine are
+# bimodal (QEMU's own load of its raw file took 0.08 s in some runs and
+# 0.6 s in others, the machine otherwise quiet), so the verdicts use the
+# medians of several runs, and the best run is printed too.
 . "$(dirname "$0")/lib.sh"
 TESTDIR=$BENCHDIR	# vm.sh keeps its files in BENCHDIR
 . "$TOP/tests/lib/vm.sh"
@@ -30,7 +33,7 @@ trap 'vm_stop_all; bench_cleanup' EXIT
 QV=${BENCH_QEMU:-10.0}
 vm_have_qemu "$QV" || QV=7.2
 CHURN=${BENCH_CHURN:-churn.hot=25 churn.rate=20000 churn.verify=0 churn.disk=/dev/vda churn.diskrate=50}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-7}
 JSONQ=$TOP/build/helper-jsonq
 QMPSEQ=$TOP/bench/qmpseq.py
 [ -x "$JSONQ" ] && [ -x "$TOP/build/helper-streamdigest" ] || die "build the helpers first (make helpers)"
@@ -174,9 +177,12 @@ bench_table() {
 	table_row "median" "snapctl restore (image $(mib "$img_bytes") MiB)" "$sm" "$(median "${S_C[@]}")" "$(median "${S_L[@]}")" "$sm"
 	table_row "median" "snapctl restore --lazy" "$lm" "$(median "${L_C[@]}")" "$(median "${L_L[@]}")" "$(median "${L_M[@]}")"
 	table_row "median" "QEMU raw load (file $(mib "$raw_bytes") MiB)" "$qm" "-" "$(median "${Q_L[@]}")" "$qm"
+	table_row "best" "snapctl restore" "$(least "${S_T[@]}")" "$(least "${S_C[@]}")" "$(least "${S_L[@]}")" "$(least "${S_T[@]}")"
+	table_row "best" "snapctl restore --lazy" "$(least "${L_T[@]}")" "$(least "${L_C[@]}")" "$(least "${L_L[@]}")" "$(least "${L_M[@]}")"
+	table_row "best" "QEMU raw load" "$(least "${Q_T[@]}")" "-" "$(least "${Q_L[@]}")" "$(least "${Q_T[@]}")"
 	table_row "ratio" "snapctl / QEMU" "$(ratio "$sm" "$qm")" "-" "$(ratio "$(median "${S_L[@]}")" "$(median "${Q_L[@]}")")" "-"
 	table_row "ratio" "snapctl --lazy / QEMU" "$(ratio "$lm" "$qm")" "-" "-" "$(ratio "$(median "${L_M[@]}")" "$qm")"
-	table_print "Restore to a running guest on QEMU $QV, $1, 256 MiB churning guest with a disk, same stopped instant, $RUNS runs; loading s: snapctl's timings.load_s (overlays, stream, until the guest can run), QEMU's from its start to the MIGRATION completed event; start to all memory in: --lazy returns once QEMU has every page; - = does not apply (target: snapctl restore no slower than QEMU's raw load, ratio <= 1.0)"
+	table_print "Restore to a running guest on QEMU $QV, $1, 256 MiB churning guest with a disk, same stopped instant, $RUNS runs (verdict on the medians); loading s: snapctl's timings.load_s (overlays, stream, until the guest can run), QEMU's from its start to the MIGRATION completed event; start to all memory in: --lazy returns once QEMU has every page; - = does not apply (target: snapctl restore no slower than QEMU's raw load, ratio <= 1.0)"
 	r=$(ratio "$sm" "$qm") rl=$(ratio "$lm" "$qm")
 	VERDICT=$(awk -v r="$r" 'BEGIN { print (r <= 1.0) ? "met" : "MISSED" }')
 	echo "restore target ($1): snapctl restore / QEMU (median) $r <= 1.0: $VERDICT"
