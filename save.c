@@ -2151,34 +2151,74 @@ img_verify(struct img_reader *r, struct err *e)
 	return 0;
 }
 
-/* One thread of img_verify_parallel(): a reader of its own, a range. */
-struct verify_part {
+/*
+ * One share of a check over chunks [first, end): img_verify_parallel()'s
+ * (a reader of its own) or img_check_frames()'s (r shared).
+ */
+struct chunk_part {
 	struct img_reader *r;
 	uint64_t first, end;
+	int (*check)(struct img_reader *r, uint64_t first, uint64_t end,
+	    struct err *e);
 	struct err err;
 	int rc;
 	pthread_t thread;
 };
 
 static void *
-verify_main(void *arg)
+chunk_part_main(void *arg)
 {
-	struct verify_part *v = arg;
+	struct chunk_part *v = arg;
 
-	v->rc = verify_chunks(v->r, v->first, v->end, &v->err);
+	v->rc = v->check(v->r, v->first, v->end, &v->err);
 	return NULL;
+}
+
+/*
+ * Run the n shares: the first on this thread, the others on threads of
+ * their own (on this one too when a thread cannot start).  The threads
+ * block every signal, so the caller's waits see SIGINT.  0, or -1 with e
+ * from the first failed share in order: the first bad chunk in the file.
+ */
+static int
+chunk_parts_run(struct chunk_part *v, int n, struct err *e)
+{
+	sigset_t all, old;
+	int k, started = 0;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (k = 1; k < n; k++) {
+		if (pthread_create(&v[k].thread, NULL, chunk_part_main,
+		    &v[k]) != 0)
+			break;
+		started = k;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	chunk_part_main(&v[0]);
+	for (k = started + 1; k < n; k++)
+		chunk_part_main(&v[k]);
+	for (k = 1; k <= started; k++)
+		pthread_join(v[k].thread, NULL);
+	for (k = 0; k < n; k++) {
+		if (v[k].rc < 0) {
+			if (e != NULL)
+				*e = v[k].err;
+			return -1;
+		}
+	}
+	return 0;
 }
 
 int
 img_verify_parallel(struct img_reader *r, const char *path, int nthreads,
     struct err *e)
 {
-	struct verify_part *v;
-	sigset_t all, old;
+	struct chunk_part *v;
 	uint8_t *tail = NULL;
 	size_t len;
 	long cpus;
-	int k, started = 0, rc = -1;
+	int k, rc = -1;
 
 	if (nthreads <= 0) {
 		cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -2190,33 +2230,13 @@ img_verify_parallel(struct img_reader *r, const char *path, int nthreads,
 	for (k = 0; k < nthreads; k++) {
 		v[k].first = r->nchunks * (uint64_t)k / (uint64_t)nthreads;
 		v[k].end = r->nchunks * (uint64_t)(k + 1) / (uint64_t)nthreads;
+		v[k].check = verify_chunks;
 		v[k].r = k == 0 ? r : img_open(path, e);
 		if (v[k].r == NULL)
 			goto out;
 	}
-	/* Threads block every signal: the caller's waits see SIGINT. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	for (k = 1; k < nthreads; k++) {
-		if (pthread_create(&v[k].thread, NULL, verify_main, &v[k]) != 0)
-			break;
-		started = k;
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	/* This thread takes the first range (and any a thread did not). */
-	verify_main(&v[0]);
-	for (k = started + 1; k < nthreads; k++)
-		verify_main(&v[k]);
-	for (k = 1; k <= started; k++)
-		pthread_join(v[k].thread, NULL);
-	/* The first bad chunk in file order is the one named. */
-	for (k = 0; k < nthreads; k++) {
-		if (v[k].rc < 0) {
-			if (e != NULL)
-				*e = v[k].err;
-			goto out;
-		}
-	}
+	if (chunk_parts_run(v, nthreads, e) < 0)
+		goto out;
 	if (img_read_tail(r, &tail, &len, e) < 0)
 		goto out;
 	free(tail);
@@ -2281,34 +2301,15 @@ out:
 	return rc;
 }
 
-/* One share of img_check_frames(), on a thread of its own. */
-struct check_part {
-	struct img_reader *r;
-	uint64_t first, end;
-	struct err err;
-	int rc;
-	pthread_t thread;
-};
-
-static void *
-check_main(void *arg)
-{
-	struct check_part *v = arg;
-
-	v->rc = check_chunks(v->r, v->first, v->end, &v->err);
-	return NULL;
-}
-
 int
 img_check_frames(struct img_reader *r, const char *path, int nthreads,
     struct err *e)
 {
-	struct check_part *v = NULL;
+	struct chunk_part *v = NULL;
 	const struct rentry *x;
-	sigset_t all, old;
 	uint8_t *z = NULL;
 	uint64_t ci, share;
-	int k, started = 0, rc = -1;
+	int k, rc = -1;
 
 	if (!(r->meta.flags & IMG_F_FRAME_CRCS))
 		return path != NULL ? img_verify_parallel(r, path, nthreads,
@@ -2323,8 +2324,10 @@ img_check_frames(struct img_reader *r, const char *path, int nthreads,
 	v = xcalloc((size_t)nthreads, sizeof(*v));
 	/* Shares of equal data bytes, cut at chunks. */
 	share = r->data_size / (uint64_t)nthreads;
-	for (k = 0; k < nthreads; k++)
+	for (k = 0; k < nthreads; k++) {
 		v[k].r = r;
+		v[k].check = check_chunks;
+	}
 	v[nthreads - 1].end = r->nchunks;
 	for (ci = 0, k = 1; ci < r->nchunks && k < nthreads; ci++) {
 		x = &r->idx[ci];
@@ -2337,26 +2340,8 @@ img_check_frames(struct img_reader *r, const char *path, int nthreads,
 	for (; k < nthreads; k++)
 		v[k - 1].end = v[k].first = r->nchunks;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	for (k = 1; k < nthreads; k++) {
-		if (pthread_create(&v[k].thread, NULL, check_main, &v[k]) != 0)
-			break;
-		started = k;
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	check_main(&v[0]);
-	for (k = started + 1; k < nthreads; k++)
-		check_main(&v[k]);
-	for (k = 1; k <= started; k++)
-		pthread_join(v[k].thread, NULL);
-	for (k = 0; k < nthreads; k++) {
-		if (v[k].rc < 0) {
-			if (e != NULL)
-				*e = v[k].err;
-			goto out;
-		}
-	}
+	if (chunk_parts_run(v, nthreads, e) < 0)
+		goto out;
 	z = xmalloc((size_t)r->tail_size);
 	if (frame_check(r, r->tail_off, (size_t)r->tail_size, z,
 	    (size_t)r->meta.tail_bytes, r->tail_crc, e) < 0) {
