@@ -20,14 +20,6 @@
 #define CHUNK_PAGES		64u
 #define QUEUE_MAX		4096u	/* requests waiting; more are dropped */
 
-/* Return-path messages (enum mig_rp_message_type, migration.c). */
-enum rp_msg {
-	RP_SHUT = 1,		/* be32 error */
-	RP_PONG = 2,		/* be32 ping value */
-	RP_REQ_PAGES_ID = 3,	/* be64 start, be32 len, u8 n, name[n] */
-	RP_REQ_PAGES = 4,	/* be64 start, be32 len: the last block */
-};
-
 struct lazy_req {
 	uint32_t block;
 	uint64_t chunk;		/* chunk of the block */
@@ -217,13 +209,12 @@ queue_request(struct lazy *l, uint32_t b, uint64_t start, uint64_t len)
 }
 
 static int
-find_block(const struct lazy *l, const uint8_t *name, size_t n, uint32_t *b)
+find_block(const struct lazy *l, const char *name, uint32_t *b)
 {
 	uint32_t i;
 
 	for (i = 0; i < l->m->nblocks; i++)
-		if (strnlen(l->m->blocks[i].name, sizeof(l->m->blocks[i].name))
-		    == n && memcmp(l->m->blocks[i].name, name, n) == 0) {
+		if (strcmp(l->m->blocks[i].name, name) == 0) {
 			*b = i;
 			return 0;
 		}
@@ -235,41 +226,39 @@ static int
 rp_message(struct lazy *l, uint16_t type, const uint8_t *p, uint16_t len,
     struct err *e)
 {
+	struct stream_rp_msg m;
 	uint32_t b;
 
+	if (stream_rp_parse(type, p, len, &m, e) < 0)
+		return -1;
 	switch (type) {
-	case RP_SHUT:
-		if (len != 4)
-			break;
+	case STREAM_RP_SHUT:
 		pthread_mutex_lock(&l->mu);
 		l->st.shut = 1;
-		l->st.shut_error = get_be32(p);
+		l->st.shut_error = m.value;
 		pthread_mutex_unlock(&l->mu);
 		return 0;
-	case RP_REQ_PAGES_ID:
-		if (len < 13 || len != 13 + p[12] || p[12] == 0)
-			break;
-		if (find_block(l, p + 13, p[12], &b) < 0)
+	case STREAM_RP_REQ_PAGES_ID:
+		if (find_block(l, m.block, &b) < 0)
 			return err_set(e, ERR_FAIL, "QEMU asked for pages of a "
 			    "RAM block the checkpoint does not have");
 		pthread_mutex_lock(&l->mu);
 		l->rp_block = b;
 		l->rp_have_block = 1;
-		queue_request(l, b, get_be64(p), get_be32(p + 8));
+		queue_request(l, b, m.start, m.len);
 		pthread_mutex_unlock(&l->mu);
 		return 0;
-	case RP_REQ_PAGES:
-		if (len != 12 || !l->rp_have_block)
-			break;
+	case STREAM_RP_REQ_PAGES:
+		if (!l->rp_have_block)
+			return err_set(e, ERR_FAIL, "QEMU asked for pages "
+			    "before naming their RAM block");
 		pthread_mutex_lock(&l->mu);
-		queue_request(l, l->rp_block, get_be64(p), get_be32(p + 8));
+		queue_request(l, l->rp_block, m.start, m.len);
 		pthread_mutex_unlock(&l->mu);
 		return 0;
 	default:
 		return 0;	/* PONG and what postcopy recovery uses */
 	}
-	return err_set(e, ERR_FAIL, "malformed return-path message %u "
-	    "(%u bytes) from QEMU", type, len);
 }
 
 static void *
@@ -277,13 +266,13 @@ reader_main(void *arg)
 {
 	struct lazy *l = arg;
 	struct err e = ERR_INIT;
-	uint8_t hdr[4], body[65535];
+	uint8_t hdr[STREAM_RP_HEADER], body[65535];
 	ssize_t n;
 	uint16_t len;
 
 	for (;;) {
-		n = read_full(l->fd, hdr, sizeof(hdr));
-		if (n != (ssize_t)sizeof(hdr))
+		n = read_full(l->fd, hdr, STREAM_RP_HEADER);
+		if (n != STREAM_RP_HEADER)
 			break;	/* QEMU closed it (or lazy_free() did) */
 		len = get_be16(hdr + 2);
 		if (read_full(l->fd, body, len) != (ssize_t)len)

@@ -1579,3 +1579,39 @@ stream_writer_finish_postcopy(struct stream_writer *w, struct err *e)
 	w->finished = 1;
 	return 0;
 }
+
+/* ---- the return path --------------------------------------------------- */
+
+int
+stream_rp_parse(uint16_t type, const uint8_t *p, size_t len,
+    struct stream_rp_msg *m, struct err *e)
+{
+	memset(m, 0, sizeof(*m));
+	m->type = type;
+	switch (type) {
+	case STREAM_RP_SHUT:
+	case STREAM_RP_PONG:
+		if (len != 4)
+			break;
+		m->value = get_be32(p);
+		return 0;
+	case STREAM_RP_REQ_PAGES_ID:
+		/* QEMU's migrate_send_rp_message_req_pages(). */
+		if (len < 13 || p[12] == 0 || len != 13 + (size_t)p[12] ||
+		    memchr(p + 13, 0, p[12]) != NULL)
+			break;
+		memcpy(m->block, p + 13, p[12]);
+		m->block[p[12]] = 0;
+		/* FALLTHROUGH */
+	case STREAM_RP_REQ_PAGES:
+		if (type == STREAM_RP_REQ_PAGES && len != 12)
+			break;
+		m->start = get_be64(p);
+		m->len = get_be32(p + 8);
+		return 0;
+	default:
+		return 0;
+	}
+	return err_set(e, ERR_FAIL, "malformed return-path message %u (%zu "
+	    "bytes)", type, len);
+}

@@ -157,6 +157,36 @@ int stream_writer_flush(struct stream_writer *w, struct err *e);
 int stream_writer_finish_postcopy(struct stream_writer *w, struct err *e);
 
 /*
+ * The return path, from QEMU's destination back to its source (a lazy
+ * restore reads it): messages of be16 type, be16 length, then that many
+ * bytes of payload (enum mig_rp_message_type, migration.c).
+ */
+enum stream_rp_type {
+	STREAM_RP_SHUT = 1,		/* be32 error: no more messages */
+	STREAM_RP_PONG = 2,		/* be32: the PING's value */
+	STREAM_RP_REQ_PAGES_ID = 3,	/* be64 start, be32 len, cstr8 block */
+	STREAM_RP_REQ_PAGES = 4,	/* be64 start, be32 len: last block */
+};
+#define STREAM_RP_HEADER	4
+
+struct stream_rp_msg {
+	uint16_t type;
+	uint32_t value;		/* SHUT, PONG */
+	uint64_t start;		/* REQ_PAGES(_ID): byte offset in the block */
+	uint32_t len;		/* bytes asked for */
+	char block[STREAM_BLOCK_NAME_MAX + 1];	/* REQ_PAGES_ID, else "" */
+};
+
+/*
+ * Parse the payload (len bytes) of a return-path message of this type
+ * into *m.  Types this does not know parse to their type alone.  0, or -1
+ * with e filled for a known type with a malformed payload ("malformed
+ * return-path message 3 (12 bytes)").
+ */
+int stream_rp_parse(uint16_t type, const uint8_t *payload, size_t len,
+    struct stream_rp_msg *m, struct err *e);
+
+/*
  * The device sections of a device-state tail (as the parser hands it to
  * sink->tail): *devices_len is the tail's length without its final EOF
  * byte and VMDESCRIPTION.  0, or -1 with e filled (not a complete tail).

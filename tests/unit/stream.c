@@ -1633,6 +1633,38 @@ test_lifecycle(void)
 
 /* ---- the writer -------------------------------------------------------- */
 
+/* The return path, as QEMU 7.2 and 10.0 send it to a lazy restore. */
+static void
+test_return_path(void)
+{
+	static const uint8_t req_id[] = { 0, 0, 0, 0, 0, 0x0c, 0, 0,
+		0, 0, 0x10, 0, 6, 'p', 'c', '.', 'r', 'a', 'm' };
+	static const uint8_t shut[] = { 0, 0, 0, 1 };
+	struct stream_rp_msg m;
+	struct err e = ERR_INIT;
+
+	check(stream_rp_parse(STREAM_RP_REQ_PAGES_ID, req_id, sizeof(req_id),
+	    &m, &e) == 0 && m.start == 0xc0000 && m.len == 4096 &&
+	    strcmp(m.block, "pc.ram") == 0,
+	    "REQ_PAGES_ID: offset, length and block");
+	check(stream_rp_parse(STREAM_RP_REQ_PAGES, req_id, 12, &m, &e) == 0 &&
+	    m.start == 0xc0000 && m.len == 4096 && m.block[0] == 0,
+	    "REQ_PAGES: offset and length, no block");
+	check(stream_rp_parse(STREAM_RP_SHUT, shut, 4, &m, &e) == 0 &&
+	    m.value == 1, "SHUT carries its error value");
+	check(stream_rp_parse(99, shut, 2, &m, &e) == 0 && m.type == 99,
+	    "an unknown type parses to its type alone");
+	err_clear(&e);
+	check(stream_rp_parse(STREAM_RP_REQ_PAGES_ID, req_id, sizeof(req_id) -
+	    1, &m, &e) < 0 && strcmp(e.msg, "malformed return-path message "
+	    "3 (18 bytes)") == 0, "a block name cut short is refused: %s",
+	    e.msg);
+	err_clear(&e);
+	check(stream_rp_parse(STREAM_RP_REQ_PAGES, req_id, 13, &m, &e) < 0 &&
+	    stream_rp_parse(STREAM_RP_SHUT, shut, 3, &m, &e) < 0,
+	    "wrong lengths are refused: %s", e.msg);
+}
+
 /* The postcopy writer (restore --lazy) and stream_tail_devices(). */
 static void
 test_writer_postcopy(void)
@@ -1962,6 +1994,7 @@ main(void)
 	test_lifecycle();
 	test_writer_bytes();
 	test_writer_postcopy();
+	test_return_path();
 	test_writer_parts();
 	test_throughput();
 	printf("# %d tests, %d failed\n", tap_n, tap_failed);
