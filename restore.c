@@ -848,6 +848,18 @@ lazy_prepare(struct rs *s, struct err *e)
 	return 0;
 }
 
+/*
+ * A migration status that ends the load without the guest's memory:
+ * postcopy-paused is 10.0's answer to a stream that broke in postcopy.
+ */
+static int
+mig_failed(const char *status)
+{
+	return status != NULL && (strcmp(status, "failed") == 0 ||
+	    strcmp(status, "cancelled") == 0 ||
+	    strcmp(status, "postcopy-paused") == 0);
+}
+
 /* A failed lazy sender: QEMU's reason when it closed the stream. */
 static void
 lazy_error(struct rs *s, struct err *le, struct err *e)
@@ -910,8 +922,7 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 			goto out;
 		}
 		st = jstr(r, "status");
-		if (st != NULL && (strcmp(st, "failed") == 0 ||
-		    strcmp(st, "cancelled") == 0)) {
+		if (mig_failed(st)) {
 			err_set(e, ERR_FAIL, "restore: QEMU refused the "
 			    "checkpoint: %s", jstr(r, "error-desc") ?
 			    jstr(r, "error-desc") : st);
@@ -1011,25 +1022,30 @@ lazy_complete(struct rs *s, struct err *e)
 				break;
 			}
 		}
-		if (sent) {
-			r = qmp_call(s->q, "query-migrate", NULL, e);
-			if (r == NULL)
-				goto out;
-			status = jstr(r, "status");
-			if (status != NULL && strcmp(status, "completed") == 0) {
-				json_decref(r);
-				break;
+		r = qmp_call(s->q, "query-migrate", NULL, e);
+		if (r == NULL) {
+			if (!qmp_usable(s->q)) {
+				err_clear(e);
+				err_set(e, ERR_QEMU, "restore: QEMU went away "
+				    "after the guest ran, before it had all the "
+				    "guest's memory");
 			}
-			if (status != NULL && strcmp(status, "failed") == 0) {
-				err_set(e, ERR_FAIL, "restore: the guest runs "
-				    "but QEMU failed to take in its memory: "
-				    "%s", jstr(r, "error-desc") ?
-				    jstr(r, "error-desc") : status);
-				json_decref(r);
-				goto out;
-			}
-			json_decref(r);
+			goto out;
 		}
+		status = jstr(r, "status");
+		if (sent && status != NULL && strcmp(status, "completed") == 0) {
+			json_decref(r);
+			break;
+		}
+		if (mig_failed(status)) {
+			err_set(e, ERR_FAIL, "restore: the guest ran but QEMU "
+			    "failed to take in its memory (%s): %s", status,
+			    jstr(r, "error-desc") ? jstr(r, "error-desc") :
+			    "restore the checkpoint again");
+			json_decref(r);
+			goto out;
+		}
+		json_decref(r);
 		if (now_mono_ms() >= deadline) {
 			err_set(e, ERR_TIMEOUT, "restore: QEMU did not take in "
 			    "the guest's memory within %d s", timeout_s);

@@ -228,6 +228,25 @@ for ver in 7.2 10.0; do
 	carries_on "m$v" "QEMU $ver: lazily restored despite SIGINT" "$run" "$at"
 	vm_kill "m$v" KILL
 
+	# QEMU killed once the guest runs: snapctl says so and exits 3 (it
+	# does not wait for its timeout).
+	vm_start "k$v" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
+	vm_watch_events "k$v" "$dir/k.events"
+	"$SNAPCTL" -s "$(vm_path "k$v" qmp)" "${R[@]}" restore --lazy --timeout 60 c1 >/dev/null 2>"$dir/rk.err" &
+	spid=$!
+	vm_wait_event "$dir/k.events" '"event": *"RESUME"' 60 >/dev/null
+	kill -KILL "$(vm_pid "k$v")"
+	wait "$spid"
+	rc=$?
+	if [ $rc = 0 ]; then
+		skip "QEMU $ver: QEMU killed during a lazy restore" "the restore finished first"
+	else
+		expect_eq "QEMU $ver: QEMU killed during a lazy restore: exit 3" 3 "$rc"
+		expect_match "QEMU $ver: ... saying QEMU went away" "^snapctl: restore: QEMU (went away|exited)" "$dir/rk.err"
+		ck_one_line "QEMU $ver: ... in one line" "$dir/rk.err"
+	fi
+	vm_kill "k$v" KILL
+
 	# ---- --exec: snapctl starts QEMU --------------------------------------
 	# The command line of the waiting QEMU t, without what snapctl adds,
 	# and with its files renamed to x.
