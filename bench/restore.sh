@@ -90,42 +90,42 @@ run_qemu() {
 	table_row "$i" "QEMU migrate-incoming from its raw file + cont" "${Q_T[-1]}" "-" "${Q_L[-1]}" "${Q_T[-1]}"
 }
 
-run_snapctl() {
-	local i=$1 vm=s$1 j=$BENCHDIR/s$1.json t0 t
+# timed_restore VM JSON [--lazy]: a fresh target VM, then snapctl restore
+# timed.  Sets T0 (start), T1 (snapctl returned), TR (QEMU's RESUME).
+timed_restore() {
+	local vm=$1 j=$2
+	shift 2
 	start_target "$vm" "$DISKFILE"
 	drop_cache
-	t0=$(date +%s.%N)
-	"$SNAPCTL" -q --json -s "$(vm_path "$vm" qmp)" -d "$BENCHDIR/store" restore ck >"$j" ||
-		die "snapctl restore failed"
-	t=$(resume_ts "$BENCHDIR/$vm.events") || die "$vm: no RESUME event"
-	[ "$("$JSONQ" "$j" status)" = running ] || die "snapctl restore: status $("$JSONQ" "$j" status)"
+	T0=$(date +%s.%N)
+	"$SNAPCTL" -q --json -s "$(vm_path "$vm" qmp)" -d "$BENCHDIR/store" restore "$@" ck >"$j" ||
+		die "snapctl restore $* failed"
+	T1=$(date +%s.%N)
+	TR=$(resume_ts "$BENCHDIR/$vm.events") || die "$vm: no RESUME event"
+	[ "$("$JSONQ" "$j" status)" = running ] || die "snapctl restore $*: status $("$JSONQ" "$j" status)"
 	check_alive "$vm" 0
 	vm_kill "$vm"
-	S_T+=("$(awk -v a="$t0" -v b="$t" 'BEGIN { printf "%.3f", b - a }')")
-	S_L+=("$("$JSONQ" "$j" timings.load_s | awk '{ printf "%.3f", $1 }')")
-	S_C+=("$("$JSONQ" "$j" timings.check_s | awk '{ printf "%.3f", $1 }')")
-	table_row "$i" "snapctl restore" "${S_T[-1]}" "${S_C[-1]}" "${S_L[-1]}" "${S_T[-1]}"
+}
+
+since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+field3() { "$JSONQ" "$1" "$2" | awk '{ printf "%.3f", $1 }'; }
+
+run_snapctl() {
+	local j=$BENCHDIR/s$1.json
+	timed_restore "s$1" "$j"
+	S_T+=("$(since "$T0" "$TR")") S_L+=("$(field3 "$j" timings.load_s)") S_C+=("$(field3 "$j" timings.check_s)")
+	table_row "$1" "snapctl restore" "${S_T[-1]}" "${S_C[-1]}" "${S_L[-1]}" "${S_T[-1]}"
 }
 
 # run_lazy I: the same with --lazy; also the wall clock until snapctl
 # returns (QEMU has all the memory).
 run_lazy() {
-	local i=$1 vm=l$1 j=$BENCHDIR/l$1.json t0 t t1
-	start_target "$vm" "$DISKFILE"
-	drop_cache
-	t0=$(date +%s.%N)
-	"$SNAPCTL" -q --json -s "$(vm_path "$vm" qmp)" -d "$BENCHDIR/store" restore --lazy ck >"$j" ||
-		die "snapctl restore --lazy failed"
-	t1=$(date +%s.%N)
-	t=$(resume_ts "$BENCHDIR/$vm.events") || die "$vm: no RESUME event"
+	local j=$BENCHDIR/l$1.json
+	timed_restore "l$1" "$j" --lazy
 	[ "$("$JSONQ" "$j" mode)" = lazy ] || die "snapctl restore --lazy: mode $("$JSONQ" "$j" mode)"
-	check_alive "$vm" 0
-	vm_kill "$vm"
-	L_T+=("$(awk -v a="$t0" -v b="$t" 'BEGIN { printf "%.3f", b - a }')")
-	L_M+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')")
-	L_L+=("$("$JSONQ" "$j" timings.load_s | awk '{ printf "%.3f", $1 }')")
-	L_C+=("$("$JSONQ" "$j" timings.check_s | awk '{ printf "%.3f", $1 }')")
-	table_row "$i" "snapctl restore --lazy" "${L_T[-1]}" "${L_C[-1]}" "${L_L[-1]}" "${L_M[-1]}"
+	L_T+=("$(since "$T0" "$TR")") L_M+=("$(since "$T0" "$T1")")
+	L_L+=("$(field3 "$j" timings.load_s)") L_C+=("$(field3 "$j" timings.check_s)")
+	table_row "$1" "snapctl restore --lazy" "${L_T[-1]}" "${L_C[-1]}" "${L_L[-1]}" "${L_M[-1]}"
 }
 
 echo "restore bench: booting the guest on QEMU $QV ..." >&2
