@@ -278,6 +278,18 @@ for ver in 7.2 10.0; do
 	fi
 	vm_kill "x$v" KILL
 
+	# --lazy with --exec, as the CI example in the README does it.
+	rm -f "$xq" "$TESTDIR/x$v.pid" "$TESTDIR/x$v.serial"
+	if "$SNAPCTL" -s "$xq" "${R[@]}" --json restore --lazy c1 --exec -- "${xargs_[@]}" >"$dir/r6.json" 2>"$dir/r6.err"; then
+		ok "QEMU $ver: restore --lazy --exec starts QEMU and restores c1"
+		expect_eq "QEMU $ver: ... lazily" lazy "$(jq_get "$dir/r6.json" mode)"
+		expect_eq "QEMU $ver: ... and QEMU has all the memory" completed "$(ck_mig_status "x$v")"
+		carries_on "x$v" "QEMU $ver: restored by --lazy --exec" "$run" "$at"
+	else
+		not_ok "QEMU $ver: restore --lazy --exec" "$(cat "$dir/r6.err")"
+	fi
+	vm_kill "x$v" KILL
+
 	# A stream QEMU refuses (its VM lacks the agent's virtio-serial, whose
 	# state the stream carries): no overlay is left, the QEMU is killed.
 	noagent=()
