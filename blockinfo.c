@@ -17,12 +17,6 @@ dup_or_null(const char *s)
 	return s != NULL ? xstrdup(s) : NULL;
 }
 
-static const char *
-jstr(const json_t *o, const char *key)
-{
-	return json_string_value(json_object_get(o, key));
-}
-
 char *
 blockinfo_qdev_id(const char *qdev)
 {
@@ -66,19 +60,19 @@ blockinfo_query(struct qmp *q, struct blockinfo **out, size_t *n,
 		ins = json_object_get(dev, "inserted");
 		if (!json_is_object(ins))
 			continue;
-		device = jstr(dev, "device");
-		qdev = jstr(dev, "qdev");
-		node = jstr(ins, "node-name");
+		device = json_str(dev, "device");
+		qdev = json_str(dev, "qdev");
+		node = json_str(ins, "node-name");
 		img = json_object_get(ins, "image");
-		file = jstr(img, "filename");
+		file = json_str(img, "filename");
 		if (file == NULL)
-			file = jstr(ins, "file");
-		fmt = jstr(img, "format");
+			file = json_str(ins, "file");
+		fmt = json_str(img, "format");
 		if (fmt == NULL)
-			fmt = jstr(ins, "drv");
-		bk = jstr(img, "full-backing-filename");
+			fmt = json_str(ins, "drv");
+		bk = json_str(img, "full-backing-filename");
 		if (bk == NULL)
-			bk = jstr(img, "backing-filename");
+			bk = json_str(img, "backing-filename");
 		v = xreallocarray(v, nv + 1, sizeof(*v));
 		b = &v[nv++];
 		b->device = xstrdup(device != NULL ? device : "");

@@ -387,48 +387,6 @@ struct ckpt {
 	uint64_t last_bytes;
 };
 
-static void
-err_take(struct err *dst, const struct err *src, const char *ctx)
-{
-	if (dst == NULL || err_isset(dst) || !err_isset(src))
-		return;
-	*dst = *src;
-	if (ctx != NULL)
-		err_prefix(dst, "%s: ", ctx);
-}
-
-static const char *
-sig_name(int sig)
-{
-	switch (sig) {
-	case SIGINT:
-		return "SIGINT";
-	case SIGTERM:
-		return "SIGTERM";
-	case SIGHUP:
-		return "SIGHUP";
-	default:
-		return "a signal";
-	}
-}
-
-static int
-interrupted(struct err *e)
-{
-	int sig = sig_caught();
-
-	if (sig == 0)
-		return 0;
-	err_set(e, ERR_INTR, "interrupted by %s", sig_name(sig));
-	return 1;
-}
-
-static const char *
-jstr(const json_t *obj, const char *key)
-{
-	return json_string_value(json_object_get(obj, key));
-}
-
 /* ---- discovery ---------------------------------------------------------- */
 
 static int
@@ -474,14 +432,14 @@ overlay_stem(const char *file, const char *device, const json_t *parent)
 	char *suffix, *stem = NULL;
 	size_t i, bl, sl;
 
-	pname = jstr(parent, "name");
+	pname = json_str(parent, "name");
 	base = strrchr(file, '/');
 	base = base != NULL ? base + 1 : file;
 	json_array_foreach(json_object_get(parent, "disks"), i, pd) {
-		ov = jstr(pd, "overlay");
+		ov = json_str(pd, "overlay");
 		if (pname == NULL || ov == NULL || strcmp(ov, file) != 0 ||
-		    jstr(pd, "device") == NULL ||
-		    strcmp(jstr(pd, "device"), device) != 0)
+		    json_str(pd, "device") == NULL ||
+		    strcmp(json_str(pd, "device"), device) != 0)
 			continue;
 		suffix = xasprintf(".%s.qcow2", pname);
 		bl = strlen(base);
@@ -696,7 +654,7 @@ plan_changes(struct ckpt *c, const json_t *caps, const json_t *params,
 	c->params_restore = json_object();
 	if (c->o->disk_only)
 		return 0;
-	tls = jstr(params, "tls-creds");
+	tls = json_str(params, "tls-creds");
 	if (tls != NULL && *tls != '\0')
 		return err_set(e, ERR_FAIL, "migration TLS is configured "
 		    "(tls-creds '%s'): snapctl cannot read an encrypted "
@@ -705,7 +663,7 @@ plan_changes(struct ckpt *c, const json_t *caps, const json_t *params,
 		return err_set(e, ERR_QEMU, "query-migrate-capabilities: "
 		    "unexpected reply");
 	json_array_foreach(caps, i, cap) {
-		const char *name = jstr(cap, "capability");
+		const char *name = json_str(cap, "capability");
 
 		if (name == NULL || !cap_wanted(name, c->bg, &want))
 			continue;
@@ -764,12 +722,12 @@ discover(struct ckpt *c, struct err *e)
 
 	if ((r = qmp_call(c->q, "query-name", NULL, e)) == NULL)
 		goto out;
-	if ((s = jstr(r, "name")) != NULL)
+	if ((s = json_str(r, "name")) != NULL)
 		c->vm_name = xstrdup(s);
 	json_decref(r);
 	if ((r = qmp_call(c->q, "query-uuid", NULL, e)) == NULL)
 		goto out;
-	if ((s = jstr(r, "UUID")) != NULL)
+	if ((s = json_str(r, "UUID")) != NULL)
 		c->uuid = xstrdup(s);
 	json_decref(r);
 	/* Not fatal: the stream's configuration section names it too. */
@@ -787,7 +745,7 @@ discover(struct ckpt *c, struct err *e)
 	if ((r = qmp_call(c->q, "query-status", NULL, e)) == NULL)
 		goto out;
 	snprintf(c->runstate, sizeof(c->runstate), "%s",
-	    jstr(r, "status") ? jstr(r, "status") : "?");
+	    json_str(r, "status") ? json_str(r, "status") : "?");
 	c->was_running = json_is_true(json_object_get(r, "running"));
 	/* Stopped, it is a --pause capture: 7.2 would start it after its
 	 * background setup. */
@@ -795,7 +753,7 @@ discover(struct ckpt *c, struct err *e)
 	json_decref(r);
 	if ((r = qmp_call(c->q, "query-migrate", NULL, e)) == NULL)
 		goto out;
-	s = jstr(r, "status");
+	s = json_str(r, "status");
 	if (migration_busy(s)) {
 		err_set(e, ERR_FAIL, "a migration is already in progress "
 		    "(status '%s')", s);
@@ -871,7 +829,7 @@ handle_event(struct ckpt *c, const struct qmp_event *ev)
 	const char *s;
 
 	if (strcmp(ev->name, "MIGRATION") == 0) {
-		s = jstr(ev->data, "status");
+		s = json_str(ev->data, "status");
 		if (s == NULL)
 			return;
 		snprintf(c->mig_status, sizeof(c->mig_status), "%s", s);
@@ -977,7 +935,7 @@ cut_disks(struct ckpt *c, struct err *e)
 		 * timeout or disconnect the overlays may be in use. */
 		if (le.qmp_class[0] != '\0')
 			remove_new_overlays(c);
-		err_take(e, &le, "cannot cut the disks: transaction");
+		err_propagate(e, &le, "cannot cut the disks: transaction");
 		return -1;
 	}
 	json_decref(r);
@@ -1085,7 +1043,7 @@ start_migration(struct ckpt *c, struct err *e)
 		    "fdname", CKPT_MIG_FDNAME), c->sv[1], &le);
 
 		if (r == NULL) {
-			err_take(e, &le, "getfd");
+			err_propagate(e, &le, "getfd");
 			return -1;
 		}
 		json_decref(r);
@@ -1109,7 +1067,7 @@ start_migration(struct ckpt *c, struct err *e)
 			c->stop_mono = now_mono_ms();
 		if (c->o->hold_switchover_ms > 0)
 			hold(c->o->hold_switchover_ms);
-		if (interrupted(e))
+		if (sig_interrupted(e))
 			return -1;
 		if (cut_disks(c, e) < 0)
 			return -1;
@@ -1194,17 +1152,17 @@ resume_guest(struct ckpt *c, struct err *e)
 		}
 		if (le.qmp_class[0] == '\0' ||
 		    now_mono_ms() - start > CONT_RETRY_MS) {
-			err_take(e, &le, "cont");
+			err_propagate(e, &le, "cont");
 			return -1;
 		}
 		r = qmp_execute(c->q, "query-status", NULL, NULL);
-		finishing = r != NULL && jstr(r, "status") != NULL &&
-		    strcmp(jstr(r, "status"), "finish-migrate") == 0;
+		finishing = r != NULL && json_str(r, "status") != NULL &&
+		    strcmp(json_str(r, "status"), "finish-migrate") == 0;
 		json_decref(r);
 		/* It may have left finish-migrate since cont failed: once
 		 * more then. */
 		if (!finishing && !again--) {
-			err_take(e, &le, "cont");
+			err_propagate(e, &le, "cont");
 			return -1;
 		}
 		if (finishing)
@@ -1260,7 +1218,7 @@ bg_recheck(struct ckpt *c, struct err *e)
 	c->bg_recheck = 0;
 	if ((r = qmp_call(c->q, "query-status", NULL, e)) == NULL)
 		return -1;
-	st = jstr(r, "status");
+	st = json_str(r, "status");
 	paused = st != NULL && strcmp(st, "paused") == 0;
 	json_decref(r);
 	return paused ? resume_guest(c, e) : 0;
@@ -1285,15 +1243,15 @@ catch_up(struct ckpt *c, struct err *e)
 		return 0;
 	while (spool_pending(c->r.spool) > 0) {
 		if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-			err_take(e, &c->r.err, NULL);
+			err_propagate(e, &c->r.err, NULL);
 			return -1;
 		}
-		if (interrupted(e))
+		if (sig_interrupted(e))
 			return -1;
 		usleep(1000);
 	}
 	if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-		err_take(e, &c->r.err, NULL);
+		err_propagate(e, &c->r.err, NULL);
 		return -1;
 	}
 	return 0;
@@ -1307,10 +1265,10 @@ do_switchover(struct ckpt *c, struct err *e)
 		c->stop_mono = now_mono_ms();
 	if (c->o->hold_switchover_ms > 0)
 		hold(c->o->hold_switchover_ms);
-	if (interrupted(e))
+	if (sig_interrupted(e))
 		return -1;
 	if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-		err_take(e, &c->r.err, NULL);
+		err_propagate(e, &c->r.err, NULL);
 		return -1;
 	}
 	if (catch_up(c, e) < 0)
@@ -1332,7 +1290,7 @@ migration_error(struct ckpt *c, struct err *e)
 	int rc;
 
 	r = qmp_execute(c->q, "query-migrate", NULL, NULL);
-	desc = jstr(r, "error-desc");
+	desc = json_str(r, "error-desc");
 	if (c->failed)
 		rc = err_set(e, ERR_FAIL, "the migration failed%s%s",
 		    desc ? ": " : "", desc ? desc : "");
@@ -1377,10 +1335,10 @@ capture(struct ckpt *c, struct err *e)
 			return -1;
 		/* Failures first: never cut the disks for a lost cause. */
 		if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-			err_take(e, &c->r.err, NULL);
+			err_propagate(e, &c->r.err, NULL);
 			return -1;
 		}
-		if (interrupted(e))
+		if (sig_interrupted(e))
 			return -1;
 		if (c->failed || (c->cancelled && !c->we_cancelled))
 			return migration_error(c, e);
@@ -1500,7 +1458,7 @@ cancel_migration(struct ckpt *c)
 		if (c->mig_done)
 			return;
 		r = qmp_execute(c->q, "query-migrate", NULL, NULL);
-		s = jstr(r, "status");
+		s = json_str(r, "status");
 		if (s == NULL || !migration_busy(s)) {
 			json_decref(r);
 			c->mig_done = 1;
@@ -1533,7 +1491,7 @@ thaw(struct ckpt *c, struct err *e)
 		return 0;
 	r = qmp_execute(c->agent, "guest-fsfreeze-thaw", NULL, &le);
 	if (r == NULL) {
-		err_take(e, &le, "guest-fsfreeze-thaw");
+		err_propagate(e, &le, "guest-fsfreeze-thaw");
 		return -1;
 	}
 	json_decref(r);
@@ -1573,7 +1531,7 @@ settle(struct ckpt *c, struct err *e)
 	}
 	if (c->was_running || c->stopped_by_us) {
 		r = qmp_execute(c->q, "query-status", NULL, NULL);
-		st = jstr(r, "status");
+		st = json_str(r, "status");
 		if (st != NULL && (strcmp(st, "paused") == 0 ||
 		    strcmp(st, "postmigrate") == 0 ||
 		    strcmp(st, "finish-migrate") == 0) &&
@@ -1616,7 +1574,7 @@ disk_only(struct ckpt *c, struct err *e)
 		c->agent = qmp_open_agent(c->o->agent, c->o->qmp_timeout_ms,
 		    &le);
 		if (c->agent == NULL) {
-			err_take(e, &le, "guest agent");
+			err_propagate(e, &le, "guest agent");
 			return -1;
 		}
 		if (c->o->trace != NULL)
@@ -1627,12 +1585,12 @@ disk_only(struct ckpt *c, struct err *e)
 		c->frozen = 1;
 		r = qmp_execute(c->agent, "guest-fsfreeze-freeze", NULL, &le);
 		if (r == NULL) {
-			err_take(e, &le, "guest-fsfreeze-freeze");
+			err_propagate(e, &le, "guest-fsfreeze-freeze");
 			return -1;
 		}
 		json_decref(r);
 	}
-	if (interrupted(e))
+	if (sig_interrupted(e))
 		return -1;
 	if (c->o->pause && c->was_running) {
 		if (qmp_do(c->q, "stop", NULL, e) < 0)
@@ -1659,11 +1617,11 @@ made_by(const struct disk *d, const json_t *parent)
 	size_t i;
 
 	json_array_foreach(json_object_get(parent, "disks"), i, pd) {
-		if (d->file != NULL && jstr(pd, "overlay") != NULL &&
-		    jstr(pd, "device") != NULL &&
-		    strcmp(jstr(pd, "overlay"), d->file) == 0 &&
-		    strcmp(jstr(pd, "device"), d->device) == 0)
-			return jstr(parent, "name");
+		if (d->file != NULL && json_str(pd, "overlay") != NULL &&
+		    json_str(pd, "device") != NULL &&
+		    strcmp(json_str(pd, "overlay"), d->file) == 0 &&
+		    strcmp(json_str(pd, "device"), d->device) == 0)
+			return json_str(parent, "name");
 	}
 	return NULL;
 }
@@ -1881,7 +1839,7 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		err_set(e, ERR_ATTENTION, "store '%s' holds the recovery note "
 		    "of an interrupted checkpoint ('%s' of pid %lld): run "
 		    "'snapctl -d %s recover' first", store_path(c->store),
-		    jstr(note, "name") ? jstr(note, "name") : "?",
+		    json_str(note, "name") ? json_str(note, "name") : "?",
 		    (long long)json_integer_value(json_object_get(note,
 		    "pid")), store_path(c->store));
 		goto out;
@@ -1897,7 +1855,7 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 
 	c->q = qmp_open(o->socket, o->qmp_timeout_ms, &le);
 	if (c->q == NULL) {
-		err_take(e, &le, NULL);
+		err_propagate(e, &le, NULL);
 		goto out;
 	}
 	if (o->trace != NULL)
@@ -1910,7 +1868,7 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		goto out;
 
 	/* From here on, every path goes through settle(). */
-	if (interrupted(e))
+	if (sig_interrupted(e))
 		goto settle;
 	if (apply_changes(c, e) < 0)
 		goto settle;
@@ -1943,7 +1901,7 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		}
 		receiver_stop(&c->r);
 		if (!c->r.complete) {
-			err_take(e, &c->r.err, "the migration stream");
+			err_propagate(e, &c->r.err, "the migration stream");
 			if (!err_isset(e))
 				err_set(e, ERR_FAIL, "the migration stream "
 				    "ended early");
@@ -2017,9 +1975,9 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	}
 	if (note != NULL) {
 		if (sock == NULL)
-			sock = jstr(note, "socket");
+			sock = json_str(note, "socket");
 		if (agent_path == NULL)
-			agent_path = jstr(note, "agent");
+			agent_path = json_str(note, "agent");
 		if (json_is_boolean(json_object_get(note, "was_running")))
 			was_running = json_is_true(json_object_get(note,
 			    "was_running"));
@@ -2031,7 +1989,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	}
 	q = qmp_open(sock, o->qmp_timeout_ms, &le);
 	if (q == NULL) {
-		err_take(e, &le, NULL);
+		err_propagate(e, &le, NULL);
 		goto out;
 	}
 	if (o->trace != NULL)
@@ -2065,7 +2023,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	/* 1. Whatever migration is pending goes. */
 	if ((r = qmp_call(q, "query-migrate", NULL, e)) == NULL)
 		goto out;
-	if (migration_busy(jstr(r, "status"))) {
+	if (migration_busy(json_str(r, "status"))) {
 		struct ckpt c;
 
 		memset(&c, 0, sizeof(c));
@@ -2073,7 +2031,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 		c.mig_started = 1;
 		cancel_migration(&c);
 		json_array_append_new(done, json_sprintf("cancelled the "
-		    "migration (was '%s')", jstr(r, "status")));
+		    "migration (was '%s')", json_str(r, "status")));
 	}
 	json_decref(r);
 	r = NULL;
@@ -2082,7 +2040,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	if (agent_path != NULL) {
 		agent = qmp_open_agent(agent_path, o->qmp_timeout_ms, &le);
 		if (agent == NULL) {
-			err_take(e, &le, "guest agent");
+			err_propagate(e, &le, "guest agent");
 			goto out;
 		}
 		r = qmp_call(agent, "guest-fsfreeze-status", NULL, e);
@@ -2128,8 +2086,8 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 		    e)) == NULL)
 			goto out;
 		json_array_foreach(r, i, cap)
-			if (strcmp(jstr(cap, "capability") ?
-			    jstr(cap, "capability") : "",
+			if (strcmp(json_str(cap, "capability") ?
+			    json_str(cap, "capability") : "",
 			    "pause-before-switchover") == 0 &&
 			    json_is_true(json_object_get(cap, "state"))) {
 				if (qmp_do(q, "migrate-set-capabilities",
@@ -2148,7 +2106,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	/* 4. Resume. */
 	if ((r = qmp_call(q, "query-status", NULL, e)) == NULL)
 		goto out;
-	st = jstr(r, "status");
+	st = json_str(r, "status");
 	running = json_is_true(json_object_get(r, "running"));
 	if (!running && was_running != 0 && st != NULL &&
 	    (strcmp(st, "paused") == 0 || strcmp(st, "postmigrate") == 0 ||
@@ -2169,7 +2127,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	running = json_is_true(json_object_get(r, "running"));
 	if (!running && was_running != 0) {
 		err_set(e, ERR_ATTENTION, "the guest is still not running "
-		    "(status '%s')", jstr(r, "status") ? jstr(r, "status") :
+		    "(status '%s')", json_str(r, "status") ? json_str(r, "status") :
 		    "?");
 		goto out;
 	}

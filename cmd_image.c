@@ -113,8 +113,8 @@ cmd_compact(int argc, char **argv, struct err *e)
 	start = now_mono_ms();
 	for (;;) {
 		if (sig_caught()) {
-			err_set(e, ERR_INTR, "compact: interrupted by signal "
-			    "%d; no image written", sig_caught());
+			err_set(e, ERR_INTR, "compact: interrupted by %s; "
+			    "no image written", sig_name(sig_caught()));
 			goto out;
 		}
 		n = read(fd, buf, READ_CHUNK);
@@ -137,8 +137,8 @@ cmd_compact(int argc, char **argv, struct err *e)
 	if (stream_parser_finish(p, e) < 0)
 		goto out;
 	if (sig_caught()) {
-		err_set(e, ERR_INTR, "compact: interrupted by signal %d; no "
-		    "image written", sig_caught());
+		err_set(e, ERR_INTR, "compact: interrupted by %s; no "
+		    "image written", sig_name(sig_caught()));
 		goto out;
 	}
 	if (img_writer_commit(w, &st, e) < 0)

@@ -152,8 +152,9 @@ cmd_restore(int argc, char **argv, struct err *e)
 	sig_catch();
 	rc = restore_run(&o, &rep, e);
 	if (rc == 0 && o.lazy && sig_caught())
-		warnx_("signal %d came during the lazy restore; it finished "
-		    "sending the guest's memory first", sig_caught());
+		warnx_("%s came during the lazy restore; it finished "
+		    "sending the guest's memory first",
+		    sig_name(sig_caught()));
 	sig_release();
 	if (rc < 0)
 		return -1;

@@ -26,12 +26,6 @@ enum {
 	OPT_JSON = 256, OPT_DISKS, OPT_DRY_RUN, OPT_KEEP,
 };
 
-static const char *
-jstr(const json_t *obj, const char *key)
-{
-	return json_string_value(json_object_get(obj, key));
-}
-
 /*
  * Options anywhere among the arguments ("delete c1 --disks"), as git's
  * parse-options: positional words go to pos[] in order, "--" ends the
@@ -103,7 +97,7 @@ warn_bad(const json_t *bad)
 	size_t i;
 
 	json_array_foreach(bad, i, b)
-		warnx_("skipped '%s': %s", jstr(b, "name"), jstr(b, "error"));
+		warnx_("skipped '%s': %s", json_str(b, "name"), json_str(b, "error"));
 }
 
 /* ---- list ---------------------------------------------------------------- */
@@ -117,15 +111,15 @@ list_entry(const json_t *m)
 	size_t i;
 
 	json_array_foreach(json_object_get(m, "disks"), i, d)
-		if (jstr(d, "device") != NULL)
+		if (json_str(d, "device") != NULL)
 			json_array_append_new(disks,
-			    json_string(jstr(d, "device")));
+			    json_string(json_str(d, "device")));
 	return json_pack("{s:s?, s:s?, s:s?, s:O?, s:s?, s:O?, s:o}",
-	    "name", jstr(m, "name"),
-	    "created", jstr(m, "created"),
-	    "parent", jstr(m, "parent"),
+	    "name", json_str(m, "name"),
+	    "created", json_str(m, "created"),
+	    "parent", json_str(m, "parent"),
 	    "vm", json_object_get(m, "vm"),
-	    "mode", jstr(m, "mode"),
+	    "mode", json_str(m, "mode"),
 	    "memory_bytes", json_object_get(mem, "bytes_on_disk"),
 	    "disks", disks);
 }
@@ -165,11 +159,11 @@ cmd_list(int argc, char **argv, struct err *e)
 		goto out;
 	}
 	json_array_foreach(all, i, m) {
-		if ((int)strlen(jstr(m, "name")) > w)
-			w = (int)strlen(jstr(m, "name"));
-		if (jstr(m, "parent") != NULL &&
-		    (int)strlen(jstr(m, "parent")) > wp)
-			wp = (int)strlen(jstr(m, "parent"));
+		if ((int)strlen(json_str(m, "name")) > w)
+			w = (int)strlen(json_str(m, "name"));
+		if (json_str(m, "parent") != NULL &&
+		    (int)strlen(json_str(m, "parent")) > wp)
+			wp = (int)strlen(json_str(m, "parent"));
 	}
 	json_array_foreach(all, i, m) {
 		const json_t *b = json_object_get(json_object_get(m,
@@ -179,14 +173,14 @@ cmd_list(int argc, char **argv, struct err *e)
 			bytes_short((uint64_t)json_integer_value(b), mem);
 		else
 			snprintf(mem, sizeof(mem), "-");
-		printf("%-*s  %-20s  %-*s  %9s  ", w, jstr(m, "name"),
-		    jstr(m, "created"), wp, jstr(m, "parent") ?
-		    jstr(m, "parent") : "-", mem);
+		printf("%-*s  %-20s  %-*s  %9s  ", w, json_str(m, "name"),
+		    json_str(m, "created"), wp, json_str(m, "parent") ?
+		    json_str(m, "parent") : "-", mem);
 		if (json_array_size(json_object_get(m, "disks")) == 0)
 			fputs("-", stdout);
 		json_array_foreach(json_object_get(m, "disks"), j, d)
-			printf("%s%s", j ? "," : "", jstr(d, "device") ?
-			    jstr(d, "device") : "?");
+			printf("%s%s", j ? "," : "", json_str(d, "device") ?
+			    json_str(d, "device") : "?");
 		fputc('\n', stdout);
 	}
 	rc = 0;
@@ -288,17 +282,17 @@ info_text(const json_t *m)
 	char a[32], b[32], c[32];
 	size_t i;
 
-	printf("checkpoint: %s\n", jstr(m, "name"));
-	printf("created:    %s\n", jstr(m, "created") ? jstr(m, "created") :
+	printf("checkpoint: %s\n", json_str(m, "name"));
+	printf("created:    %s\n", json_str(m, "created") ? json_str(m, "created") :
 	    "?");
-	printf("parent:     %s\n", jstr(m, "parent") ? jstr(m, "parent") :
+	printf("parent:     %s\n", json_str(m, "parent") ? json_str(m, "parent") :
 	    "none");
 	printf("vm:         %s (uuid %s, QEMU %s, machine %s)\n",
-	    jstr(vm, "name") ? jstr(vm, "name") : "unnamed",
-	    jstr(vm, "uuid") ? jstr(vm, "uuid") : "none",
-	    jstr(vm, "qemu") ? jstr(vm, "qemu") : "?",
-	    jstr(vm, "machine") ? jstr(vm, "machine") : "?");
-	printf("mode:       %s%s%s\n", jstr(m, "mode") ? jstr(m, "mode") : "?",
+	    json_str(vm, "name") ? json_str(vm, "name") : "unnamed",
+	    json_str(vm, "uuid") ? json_str(vm, "uuid") : "none",
+	    json_str(vm, "qemu") ? json_str(vm, "qemu") : "?",
+	    json_str(vm, "machine") ? json_str(vm, "machine") : "?");
+	printf("mode:       %s%s%s\n", json_str(m, "mode") ? json_str(m, "mode") : "?",
 	    json_is_true(json_object_get(m, "forced")) ?
 	    ", forced by --timeout" : "",
 	    json_is_true(json_object_get(m, "quiesced")) ?
@@ -312,7 +306,7 @@ info_text(const json_t *m)
 		    "stream_bytes")), c);
 		printf("memory:     %s on disk (%s) for %s of RAM; %lld pages, "
 		    "%lld zero; %s of stream received\n", a,
-		    jstr(mem, "path") ? jstr(mem, "path") : "?", b,
+		    json_str(mem, "path") ? json_str(mem, "path") : "?", b,
 		    (long long)json_integer_value(json_object_get(mem,
 		    "pages")),
 		    (long long)json_integer_value(json_object_get(mem,
@@ -331,24 +325,24 @@ info_text(const json_t *m)
 	    json_object_get(t, "total_s")), (long long)json_integer_value(
 	    json_object_get(t, "passes")));
 	json_array_foreach(json_object_get(m, "disks"), i, d) {
-		printf("disk %s:\n", jstr(d, "device") ? jstr(d, "device") :
+		printf("disk %s:\n", json_str(d, "device") ? json_str(d, "device") :
 		    "?");
 		printf("  state in: %s (%s, backing %s)\n",
-		    jstr(d, "file") ? jstr(d, "file") : "?",
-		    jstr(d, "format") ? jstr(d, "format") : "?",
-		    jstr(d, "backing") ? jstr(d, "backing") : "none");
-		printf("  VM moved to: %s\n", jstr(d, "overlay") ?
-		    jstr(d, "overlay") : "?");
+		    json_str(d, "file") ? json_str(d, "file") : "?",
+		    json_str(d, "format") ? json_str(d, "format") : "?",
+		    json_str(d, "backing") ? json_str(d, "backing") : "none");
+		printf("  VM moved to: %s\n", json_str(d, "overlay") ?
+		    json_str(d, "overlay") : "?");
 	}
 
-	machine = jstr(vm, "machine");
+	machine = json_str(vm, "machine");
 	printf("\nTo start a QEMU to restore into, give it:\n");
 	json_array_foreach(json_object_get(m, "disks"), i, d) {
-		file = jstr(d, "file");
+		file = json_str(d, "file");
 		if (file == NULL)
 			continue;
-		node = jstr(d, "node") ? jstr(d, "node") : jstr(d, "device");
-		fmt = jstr(d, "format") ? jstr(d, "format") : "raw";
+		node = json_str(d, "node") ? json_str(d, "node") : json_str(d, "device");
+		fmt = json_str(d, "format") ? json_str(d, "format") : "raw";
 		if (node == NULL)
 			continue;
 		{
@@ -368,9 +362,9 @@ info_text(const json_t *m)
 	printf("and keep the VM's -machine %s, its -m and its devices",
 	    machine ? machine : "(as recorded)");
 	json_array_foreach(json_object_get(m, "disks"), i, d) {
-		node = jstr(d, "node") ? jstr(d, "node") : jstr(d, "device");
+		node = json_str(d, "node") ? json_str(d, "node") : json_str(d, "device");
 		printf("%s%s on drive=%s", i ? ", " : " (disk ",
-		    jstr(d, "device") ? jstr(d, "device") : "?",
+		    json_str(d, "device") ? json_str(d, "device") : "?",
 		    node ? node : "?");
 	}
 	printf("%s.\n", json_array_size(json_object_get(m, "disks")) ?
@@ -443,11 +437,11 @@ verify_checkpoint(struct store *s, const char *name, const json_t *m,
 			goto out;
 		}
 		json_array_append_new(disks, json_pack("{s:s?, s:s?, s:b}",
-		    "device", jstr(d, "device"), "file", jstr(d, "file"),
+		    "device", json_str(d, "device"), "file", json_str(d, "file"),
 		    "ok", 1));
 	}
 	if (json_is_object(mem)) {
-		mpath = jstr(mem, "path");
+		mpath = json_str(mem, "path");
 		if (mpath == NULL || strchr(mpath, '/') != NULL ||
 		    mpath[0] == '.') {
 			err_set(e, ERR_FAIL, "%s: the manifest names no usable "
@@ -557,11 +551,11 @@ delete_run(struct store *s, const json_t *all, const json_t *bad,
 	if (o->disks) {
 		/* A manifest we cannot read may name any file. */
 		json_array_foreach(bad, i, b) {
-			if (in_names(gone, jstr(b, "name")))
+			if (in_names(gone, json_str(b, "name")))
 				continue;
 			err_set(e, ERR_FAIL, "--disks needs every manifest of "
 			    "the store, and %s; delete or repair checkpoint "
-			    "'%s' first", jstr(b, "error"), jstr(b, "name"));
+			    "'%s' first", json_str(b, "error"), json_str(b, "name"));
 			goto out;
 		}
 		if (options.socket != NULL) {
@@ -617,11 +611,11 @@ print_deleted(const json_t *r, int dry_run)
 	json_array_foreach(json_object_get(r, "disks"), i, d) {
 		if (json_is_true(json_object_get(d, "removed"))) {
 			printf("%s '%s'\n", dry_run ? "would remove" :
-			    "removed", jstr(d, "file"));
+			    "removed", json_str(d, "file"));
 			continue;
 		}
 		printf("%s '%s': ", dry_run ? "would keep" : "kept",
-		    jstr(d, "file"));
+		    json_str(d, "file"));
 		json_array_foreach(json_object_get(d, "reasons"), j, why)
 			printf("%s%s", j ? "; " : "", json_string_value(why));
 		fputc('\n', stdout);
@@ -666,9 +660,9 @@ cmd_delete(int argc, char **argv, struct err *e)
 	for (i = 0; i < a.npos; i++) {
 		found = 0;
 		json_array_foreach(all, j, m)
-			found |= strcmp(jstr(m, "name"), a.pos[i]) == 0;
+			found |= strcmp(json_str(m, "name"), a.pos[i]) == 0;
 		json_array_foreach(bad, j, b)
-			found |= strcmp(jstr(b, "name"), a.pos[i]) == 0;
+			found |= strcmp(json_str(b, "name"), a.pos[i]) == 0;
 		if (!found) {
 			err_set(e, ERR_FAIL, "no checkpoint '%s' in '%s'",
 			    a.pos[i], options.dir);
@@ -699,8 +693,8 @@ same_vm(const json_t *a, const json_t *b)
 	size_t k;
 
 	for (k = 0; k < ARRAY_SIZE(keys); k++) {
-		x = jstr(json_object_get(a, "vm"), keys[k]);
-		y = jstr(json_object_get(b, "vm"), keys[k]);
+		x = json_str(json_object_get(a, "vm"), keys[k]);
+		y = json_str(json_object_get(b, "vm"), keys[k]);
 		if ((x == NULL) != (y == NULL) || (x != NULL &&
 		    strcmp(x, y) != 0))
 			return 0;
@@ -770,7 +764,7 @@ cmd_prune(int argc, char **argv, struct err *e)
 			newer += same_vm(m, m2);
 		}
 		json_array_append_new(newer >= keep ? gone : kept,
-		    json_string(jstr(m, "name")));
+		    json_string(json_str(m, "name")));
 	}
 	rc = delete_run(s, all, bad, gone, &o, &r, e);
 	if (r != NULL) {

@@ -49,12 +49,6 @@ struct gc {
 	size_t ncand;
 };
 
-static const char *
-jstr(const json_t *obj, const char *key)
-{
-	return json_string_value(json_object_get(obj, key));
-}
-
 /* A name QEMU opens as a plain file: no "proto:" or "json:" prefix. */
 static int
 plain_file(const char *p)
@@ -201,23 +195,23 @@ collect(struct gc *g, const struct diskgc_opts *o)
 	json_array_foreach(o->all, i, m)
 		json_array_foreach(json_object_get(m, "disks"), j, d)
 			for (k = 0; k < ARRAY_SIZE(keys); k++)
-				add_chain(g, jstr(d, keys[k]));
+				add_chain(g, json_str(d, keys[k]));
 	json_array_foreach(o->vm_files, i, d)
 		add_chain(g, json_string_value(d));
 
 	json_array_foreach(o->all, i, m) {
 		json_array_foreach(json_object_get(m, "disks"), j, d) {
-			if ((n = lookup(g, jstr(d, "overlay"))) >= 0)
+			if ((n = lookup(g, json_str(d, "overlay"))) >= 0)
 				g->v[n].made = 1;
-			if (jstr(d, "file_made_by") != NULL &&
-			    (n = lookup(g, jstr(d, "file"))) >= 0)
+			if (json_str(d, "file_made_by") != NULL &&
+			    (n = lookup(g, json_str(d, "file"))) >= 0)
 				g->v[n].made = 1;
 		}
-		if (!in_list(o->gone, jstr(m, "name")))
+		if (!in_list(o->gone, json_str(m, "name")))
 			continue;
 		json_array_foreach(json_object_get(m, "disks"), j, d) {
 			for (k = 0; k < 2; k++) {
-				n = lookup(g, jstr(d, keys[k]));
+				n = lookup(g, json_str(d, keys[k]));
 				if (n < 0 || g->v[n].candidate)
 					continue;
 				g->v[n].candidate = 1;
@@ -303,19 +297,19 @@ pin_static(struct gc *g, const struct diskgc_opts *o)
 			add_reason(nd, "not a regular file");
 	}
 	json_array_foreach(o->all, i, m) {
-		name = jstr(m, "name");
+		name = json_str(m, "name");
 		if (in_list(o->gone, name))
 			continue;
 		json_array_foreach(json_object_get(m, "disks"), j, d) {
-			if ((n = lookup(g, jstr(d, "file"))) >= 0 &&
+			if ((n = lookup(g, json_str(d, "file"))) >= 0 &&
 			    g->v[n].candidate)
 				add_reason(&g->v[n], "the disk of checkpoint "
 				    "'%s'", name);
-			if ((n = lookup(g, jstr(d, "overlay"))) >= 0 &&
+			if ((n = lookup(g, json_str(d, "overlay"))) >= 0 &&
 			    g->v[n].candidate)
 				add_reason(&g->v[n], "the overlay of "
 				    "checkpoint '%s'", name);
-			if ((n = lookup(g, jstr(d, "backing"))) >= 0 &&
+			if ((n = lookup(g, json_str(d, "backing"))) >= 0 &&
 			    g->v[n].candidate)
 				add_reason(&g->v[n], "a backing file of "
 				    "checkpoint '%s'", name);
@@ -500,9 +494,9 @@ diskgc_vm_files(struct qmp *q, struct err *e)
 		    "image");
 		for (depth = 0; json_is_object(img) && depth < CHAIN_MAX;
 		    depth++) {
-			if (jstr(img, "filename") != NULL)
+			if (json_str(img, "filename") != NULL)
 				json_array_append_new(out,
-				    json_string(jstr(img, "filename")));
+				    json_string(json_str(img, "filename")));
 			img = json_object_get(img, "backing-image");
 		}
 	}

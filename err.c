@@ -79,6 +79,19 @@ err_prefix(struct err *e, const char *fmt, ...)
 	snprintf(e->msg + len, sizeof(e->msg) - len, "%s", old);
 }
 
+int
+err_propagate(struct err *dst, const struct err *src, const char *ctx)
+{
+	if (!err_isset(src))
+		return 0;
+	if (dst == NULL || err_isset(dst))
+		return -1;
+	*dst = *src;
+	if (ctx != NULL)
+		err_prefix(dst, "%s: ", ctx);
+	return -1;
+}
+
 void
 err_clear(struct err *e)
 {

@@ -59,6 +59,15 @@ int err_errno(struct err *e, enum err_kind kind, int errnum, const char *fmt,
 void err_prefix(struct err *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * Carry a failure recorded in src (a local struct err of a callee or a
+ * thread) into dst, prefixed with "ctx: " when ctx is not NULL.  Like
+ * err_set(), the first error wins: nothing happens when dst is NULL,
+ * already holds an error, or src holds none.  Returns -1 when src holds an
+ * error, 0 otherwise, so "return err_propagate(e, &le, NULL)" works.
+ */
+int err_propagate(struct err *dst, const struct err *src, const char *ctx);
+
 /* Forget a recorded error (to retry, or to report a later one instead). */
 void err_clear(struct err *e);
 

@@ -23,9 +23,8 @@ export_write(void *opaque, const void *data, size_t len, struct err *e)
 {
 	struct export_out *o = opaque;
 
-	if (sig_caught())
-		return err_set(e, ERR_INTR, "interrupted by signal %d",
-		    sig_caught());
+	if (sig_interrupted(e))
+		return -1;
 	if (write_full(o->fd, data, len) < 0)
 		return err_sys(e, ERR_FAIL, "cannot write '%s'", o->what);
 	return 0;

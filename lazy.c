@@ -311,17 +311,11 @@ lazy_start(struct img_reader *r, int fd, struct err *e)
 		total += l->m->blocks[i].used_length / PAGE;
 	}
 	l->sent = xcalloc(total / 8 + 1, 1);
-	errno = pthread_create(&l->reader, NULL, reader_main, l);
-	if (errno != 0) {
-		err_sys(e, ERR_FAIL, "cannot start a thread");
+	if (thread_start(&l->reader, reader_main, l, "page requests", e) < 0)
 		goto fail;
-	}
 	l->have_reader = 1;
-	errno = pthread_create(&l->sender, NULL, sender_main, l);
-	if (errno != 0) {
-		err_sys(e, ERR_FAIL, "cannot start a thread");
+	if (thread_start(&l->sender, sender_main, l, "sending pages", e) < 0)
 		goto fail;
-	}
 	l->have_sender = 1;
 	return l;
 fail:

@@ -71,25 +71,10 @@ struct rs {
 	struct err verify_err;
 };
 
-static const char *
-jstr(const json_t *o, const char *key)
-{
-	return json_string_value(json_object_get(o, key));
-}
-
 static int
 cancelled(void *opaque)
 {
 	return sig_caught() != 0;
-}
-
-static int
-interrupted(struct err *e)
-{
-	if (sig_caught() == 0)
-		return 0;
-	err_set(e, ERR_INTR, "interrupted by signal %d", sig_caught());
-	return 1;
 }
 
 /* ---- offline checks ----------------------------------------------------- */
@@ -119,7 +104,7 @@ load_checkpoint(struct rs *s, struct err *e)
 		    "snapctl info %s)", o->name, o->name);
 		goto out;
 	}
-	path = jstr(mem, "path");
+	path = json_str(mem, "path");
 	if (path == NULL || *path == '\0' || strchr(path, '/') != NULL ||
 	    path[0] == '.') {
 		err_set(e, ERR_FAIL, "checkpoint '%s': its manifest names no "
@@ -136,8 +121,8 @@ load_checkpoint(struct rs *s, struct err *e)
 	s->disks = xcalloc(s->ndisks ? s->ndisks : 1, sizeof(*s->disks));
 	json_array_foreach(json_object_get(s->manifest, "disks"), i, d) {
 		s->disks[i].m = d;
-		s->disks[i].device = jstr(d, "device");
-		s->disks[i].file = jstr(d, "file");
+		s->disks[i].device = json_str(d, "device");
+		s->disks[i].file = json_str(d, "file");
 		if (s->disks[i].device == NULL || s->disks[i].file == NULL) {
 			err_set(e, ERR_FAIL, "checkpoint '%s': disk %zu of its "
 			    "manifest has no device or file", o->name, i);
@@ -175,14 +160,9 @@ verify_main(void *arg)
 static int
 verify_start(struct rs *s, struct err *e)
 {
-	sigset_t all, old;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	errno = pthread_create(&s->verify_thread, NULL, verify_main, s);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (errno != 0)
-		return err_sys(e, ERR_FAIL, "cannot start a thread");
+	if (thread_start(&s->verify_thread, verify_main, s, "the image check",
+	    e) < 0)
+		return -1;
 	s->verifying = 1;
 	return 0;
 }
@@ -416,7 +396,7 @@ connect_qemu(struct rs *s, struct err *e)
 		s->q = qmp_open_with(s->o->socket, &cfg, &le);
 		if (s->q != NULL)
 			return 0;
-		if (exec_alive(s, e) < 0 || interrupted(e))
+		if (exec_alive(s, e) < 0 || sig_interrupted(e))
 			return -1;
 		if (now_mono_ms() >= end) {
 			*e = le;
@@ -438,7 +418,7 @@ check_waiting(struct rs *s, struct err *e)
 	r = qmp_call(s->q, "query-status", NULL, e);
 	if (r == NULL)
 		return -1;
-	st = jstr(r, "status");
+	st = json_str(r, "status");
 	if (st == NULL || strcmp(st, "inmigrate") != 0) {
 		err_set(e, ERR_MISMATCH, "the QEMU at '%s' is not waiting for "
 		    "a checkpoint (it is %s): start it with -incoming defer",
@@ -449,7 +429,7 @@ check_waiting(struct rs *s, struct err *e)
 	r = qmp_call(s->q, "query-migrate", NULL, e);
 	if (r == NULL)
 		return -1;
-	st = jstr(r, "status");
+	st = json_str(r, "status");
 	if (st != NULL && strcmp(st, "none") != 0) {
 		err_set(e, ERR_MISMATCH, "the QEMU at '%s' already has an "
 		    "incoming migration (%s)", s->o->socket, st);
@@ -623,8 +603,8 @@ check_disks(struct rs *s, struct err *e)
 	s->vd_used = xcalloc(s->nvd ? s->nvd : 1, 1);
 	for (i = 0; i < s->ndisks; i++) {
 		struct rs_disk *d = &s->disks[i];
-		const char *node = jstr(d->m, "node");
-		const char *fmt = jstr(d->m, "format");
+		const char *node = json_str(d->m, "node");
+		const char *fmt = json_str(d->m, "format");
 		struct blockinfo *v = NULL;
 
 		for (j = 0; j < s->nvd && v == NULL; j++)
@@ -772,7 +752,7 @@ load_error(struct rs *s, struct err *e, const char *what)
 		if (qmp_usable(s->q)) {
 			err_clear(&le);
 			r = qmp_execute(s->q, "query-migrate", NULL, &le);
-			desc = jstr(r, "error-desc");
+			desc = json_str(r, "error-desc");
 			if (desc != NULL) {
 				err_set(e, ERR_FAIL, "%s: QEMU refused the "
 				    "checkpoint: %s", what, desc);
@@ -885,7 +865,7 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 	int rc = -1;
 
 	for (;;) {
-		if (s->lazy == NULL && interrupted(e))
+		if (s->lazy == NULL && sig_interrupted(e))
 			goto out;
 		err_clear(&le);
 		ev = qmp_wait_event(s->q, "RESUME", NULL, POLL_MS, &le);
@@ -908,7 +888,7 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 			load_error(s, e, "restore");
 			goto out;
 		}
-		st = jstr(r, "status");
+		st = json_str(r, "status");
 		if (st != NULL && strcmp(st, "inmigrate") != 0) {
 			s->guest_ran = json_is_true(json_object_get(r,
 			    "running"));
@@ -921,11 +901,11 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 			load_error(s, e, "restore");
 			goto out;
 		}
-		st = jstr(r, "status");
+		st = json_str(r, "status");
 		if (mig_failed(st)) {
 			err_set(e, ERR_FAIL, "restore: QEMU refused the "
-			    "checkpoint: %s", jstr(r, "error-desc") ?
-			    jstr(r, "error-desc") : st);
+			    "checkpoint: %s", json_str(r, "error-desc") ?
+			    json_str(r, "error-desc") : st);
 			json_decref(r);
 			goto out;
 		}
@@ -1032,7 +1012,7 @@ lazy_complete(struct rs *s, struct err *e)
 			}
 			goto out;
 		}
-		status = jstr(r, "status");
+		status = json_str(r, "status");
 		if (sent && status != NULL && strcmp(status, "completed") == 0) {
 			json_decref(r);
 			break;
@@ -1040,7 +1020,7 @@ lazy_complete(struct rs *s, struct err *e)
 		if (mig_failed(status)) {
 			err_set(e, ERR_FAIL, "restore: the guest ran but QEMU "
 			    "failed to take in its memory (%s): %s", status,
-			    jstr(r, "error-desc") ? jstr(r, "error-desc") :
+			    json_str(r, "error-desc") ? json_str(r, "error-desc") :
 			    "restore the checkpoint again");
 			json_decref(r);
 			goto out;
@@ -1167,7 +1147,7 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		    "each other");
 
 	/* Before QEMU: the checkpoint itself. */
-	if (load_checkpoint(&s, e) < 0 || interrupted(e) ||
+	if (load_checkpoint(&s, e) < 0 || sig_interrupted(e) ||
 	    verify_start(&s, e) < 0)
 		goto out;
 	if (o->exec_argv != NULL && start_qemu(&s, e) < 0)
@@ -1186,7 +1166,7 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		rc = 0;
 		goto out;
 	}
-	if (interrupted(e) || (o->lazy && lazy_prepare(&s, e) < 0) ||
+	if (sig_interrupted(e) || (o->lazy && lazy_prepare(&s, e) < 0) ||
 	    add_overlays(&s, e) < 0)
 		goto out;
 	if (load(&s, e) < 0)

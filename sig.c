@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include "err.h"
 #include "sig.h"
 
 static volatile sig_atomic_t caught;
@@ -49,4 +50,30 @@ void
 sig_release(void)
 {
 	set_handler(SIG_DFL);
+}
+
+const char *
+sig_name(int sig)
+{
+	switch (sig) {
+	case SIGINT:
+		return "SIGINT";
+	case SIGTERM:
+		return "SIGTERM";
+	case SIGHUP:
+		return "SIGHUP";
+	default:
+		return "a signal";
+	}
+}
+
+int
+sig_interrupted(struct err *e)
+{
+	int sig = sig_caught();
+
+	if (sig == 0)
+		return 0;
+	err_set(e, ERR_INTR, "interrupted by %s", sig_name(sig));
+	return 1;
 }

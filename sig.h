@@ -16,6 +16,17 @@ void sig_catch(void);
 /* The signal caught since sig_catch(), or 0. Async-signal-safe. */
 int sig_caught(void);
 
+/* "SIGINT", "SIGTERM", "SIGHUP", or "a signal": how messages name one. */
+const char *sig_name(int sig);
+
+/*
+ * When a signal was caught, record "interrupted by SIGINT" (ERR_INTR) in e
+ * (which may be NULL) and return 1; else 0.  Every command says an
+ * interruption this one way.
+ */
+struct err;
+int sig_interrupted(struct err *e);
+
 /* Put the default handlers back. */
 void sig_release(void);
 

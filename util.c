@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -767,4 +768,27 @@ atomic_file_release(struct atomic_file *f)
 	free(f->path);
 	f->tmp = NULL;
 	f->path = NULL;
+}
+
+int
+thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *what,
+    struct err *e)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return err_errno(e, ERR_FAIL, rc, "cannot start a thread for %s",
+		    what);
+	return 0;
+}
+
+const char *
+json_str(const json_t *obj, const char *key)
+{
+	return json_string_value(json_object_get(obj, key));
 }

@@ -7,9 +7,12 @@
 #ifndef SNAPCTL_UTIL_H
 #define SNAPCTL_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include <jansson.h>
 
 #include "err.h"
 
@@ -132,6 +135,17 @@ char *path_dirname(const char *path);
  */
 uint32_t crc32c(uint32_t crc, const void *data, size_t len);
 uint32_t crc32c_table(uint32_t crc, const void *data, size_t len);
+
+/*
+ * Start a thread with every signal blocked in it, so SIGINT/SIGTERM/SIGHUP
+ * reach only the thread that polls sig_caught().  -1 with e filled
+ * (ERR_FAIL, "cannot start a thread for WHAT: ...") on failure.
+ */
+int thread_start(pthread_t *t, void *(*fn)(void *), void *arg,
+    const char *what, struct err *e);
+
+/* The string value of obj[key] (borrowed), or NULL if absent or not one. */
+const char *json_str(const json_t *obj, const char *key);
 
 /* Human-readable byte count: "1.5 GiB" into out[32]. */
 void format_bytes(uint64_t n, char out[32]);

@@ -222,7 +222,7 @@ for ver in 7.2 10.0; do
 	if [ $signalled = 0 ]; then
 		skip "QEMU $ver: ... with a warning" "the restore finished before SIGINT"
 	else
-		expect_match "QEMU $ver: ... with a warning" "^snapctl: warning: signal 2 came during the lazy restore" "$dir/rm.err"
+		expect_match "QEMU $ver: ... with a warning" "^snapctl: warning: SIGINT came during the lazy restore" "$dir/rm.err"
 	fi
 	expect_eq "QEMU $ver: ... QEMU has all the memory" completed "$(ck_mig_status "m$v")"
 	carries_on "m$v" "QEMU $ver: lazily restored despite SIGINT" "$run" "$at"
