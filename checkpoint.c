@@ -34,6 +34,7 @@
 
 #include "blockinfo.h"
 #include "checkpoint.h"
+#include "manifest.h"
 #include "save.h"
 #include "sig.h"
 #include "spool.h"
@@ -1609,101 +1610,59 @@ disk_only(struct ckpt *c, struct err *e)
 
 /* ---- the manifest ------------------------------------------------------- */
 
-/* The parent's name if d's file is the overlay it made for d, else NULL. */
-static const char *
-made_by(const struct disk *d, const json_t *parent)
-{
-	const json_t *pd;
-	size_t i;
-
-	json_array_foreach(json_object_get(parent, "disks"), i, pd) {
-		if (d->file != NULL && json_str(pd, "overlay") != NULL &&
-		    json_str(pd, "device") != NULL &&
-		    strcmp(json_str(pd, "overlay"), d->file) == 0 &&
-		    strcmp(json_str(pd, "device"), d->device) == 0)
-			return json_str(parent, "name");
-	}
-	return NULL;
-}
-
 static json_t *
 build_manifest(struct ckpt *c, const char *parent)
 {
-	json_t *m, *disks, *mem = json_null();
-	struct stat st;
+	struct manifest_input in;
+	struct manifest_disk *disks;
+	json_t *m;
 	size_t i;
-	double paused_ms = 0;
 
-	if (!c->o->disk_only)
-		mem = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}",
-		    "path", "memory.img",
-		    "bytes_on_disk", (json_int_t)c->img.file_bytes,
-		    "ram_bytes", (json_int_t)c->img.ram_bytes,
-		    "pages", (json_int_t)c->img.pages,
-		    "zero_pages", (json_int_t)c->img.zero_pages,
-		    "stream_bytes", (json_int_t)__atomic_load_n(&c->r.bytes,
-		    __ATOMIC_RELAXED));
-	disks = json_array();
+	memset(&in, 0, sizeof(in));
+	disks = xcalloc(c->ndisks ? c->ndisks : 1, sizeof(*disks));
 	for (i = 0; i < c->ndisks; i++) {
-		struct disk *d = &c->disks[i];
-		json_t *dj;
+		const struct disk *d = &c->disks[i];
 
-		dj = json_pack("{s:s, s:s?, s:s?, s:s?, s:s, s:s, s:s?}",
-		    "device", d->device, "node", d->node, "file", d->file,
-		    "format", d->format, "overlay", d->overlay,
-		    "overlay_node", d->overlay_node, "backing", d->backing);
-		if (d->file != NULL && stat(d->file, &st) == 0) {
-			json_object_set_new(dj, "size",
-			    json_integer((json_int_t)st.st_size));
-			json_object_set_new(dj, "mtime_ns", json_integer(
-			    (json_int_t)st.st_mtim.tv_sec * 1000000000 +
-			    st.st_mtim.tv_nsec));
-		} else {
-			json_object_set_new(dj, "size", json_null());
-			json_object_set_new(dj, "mtime_ns", json_null());
-		}
-		json_object_set_new(dj, "qdev", d->qdev ?
-		    json_string(d->qdev) : json_null());
-		/* Survives the parent's deletion: delete --disks needs it. */
-		json_object_set_new(dj, "file_made_by", made_by(d,
-		    c->parent_m) ? json_string(made_by(d, c->parent_m)) :
-		    json_null());
-		json_array_append_new(disks, dj);
+		disks[i].device = d->device;
+		disks[i].qdev = d->qdev;
+		disks[i].node = d->node;
+		disks[i].file = d->file;
+		disks[i].format = d->format;
+		disks[i].backing = d->backing;
+		disks[i].overlay = d->overlay;
+		disks[i].overlay_node = d->overlay_node;
 	}
+	in.name = c->name;
+	in.created = c->created;
+	in.parent = parent;
+	in.parent_m = c->parent_m;
+	in.vm_name = c->vm_name;
+	in.vm_uuid = c->uuid;
+	in.qemu = c->qemu_version;
+	in.machine = c->machine;
+	in.mode = c->o->disk_only ? "disk-only" : c->bg ? "background" :
+	    c->o->pause || c->o->background ? "pause" : "live";
+	in.forced = c->forced;
+	in.quiesced = c->o->quiesce;
+	in.memory = !c->o->disk_only;
+	in.mem_file_bytes = c->img.file_bytes;
+	in.ram_bytes = c->img.ram_bytes;
+	in.pages = c->img.pages;
+	in.zero_pages = c->img.zero_pages;
+	in.stream_bytes = __atomic_load_n(&c->r.bytes, __ATOMIC_RELAXED);
+	in.disks = disks;
+	in.ndisks = c->ndisks;
+	in.total_s = (double)(now_mono_ms() - c->t0) / 1000.0;
 	if (c->stop_ts != 0 && c->resume_ts >= c->stop_ts)
-		paused_ms = (c->resume_ts - c->stop_ts) * 1000.0;
+		in.paused_ms = (c->resume_ts - c->stop_ts) * 1000.0;
 	else if (c->stop_mono != 0 && c->resume_mono >= c->stop_mono)
-		paused_ms = (double)(c->resume_mono - c->stop_mono);
-	m = json_pack("{s:i, s:s, s:s, s:s?, s:{s:s?, s:s?, s:s, s:s?}, s:s, "
-	    "s:b, s:b, s:o, s:o, s:{s:f, s:f, s:i}, s:s}",
-	    "snapctl_manifest", STORE_MANIFEST_VERSION,
-	    "name", c->name,
-	    "created", c->created,
-	    "parent", parent,
-	    "vm", "name", c->vm_name, "uuid", c->uuid,
-	    "qemu", c->qemu_version, "machine", c->machine,
-	    "mode", c->o->disk_only ? "disk-only" : c->bg ? "background" :
-	    c->o->pause || c->o->background ? "pause" : "live",
-	    "forced", c->forced,
-	    "quiesced", c->o->quiesce,
-	    "memory", mem,
-	    "disks", disks,
-	    "timings",
-	    "total_s", (double)(now_mono_ms() - c->t0) / 1000.0,
-	    "paused_ms", paused_ms,
-	    "passes", c->passes,
-	    "snapctl", SNAPCTL_VERSION);
-	if (m == NULL)
-		return NULL;
-	/* Rounded to what the clocks can tell. */
-	json_object_set_new(json_object_get(m, "timings"), "paused_ms",
-	    json_real((double)(int64_t)(paused_ms * 1000.0 + 0.5) / 1000.0));
-	if (c->qemu_downtime >= 0 && !c->o->disk_only)
-		json_object_set_new(json_object_get(m, "timings"),
-		    "qemu_downtime_ms", json_integer(c->qemu_downtime));
-	if (c->o->quiesce)
-		json_object_set_new(json_object_get(m, "timings"),
-		    "frozen_ms", json_integer((json_int_t)c->freeze_ms));
+		in.paused_ms = (double)(c->resume_mono - c->stop_mono);
+	in.passes = c->passes;
+	in.qemu_downtime_ms = c->o->disk_only ? -1 : c->qemu_downtime;
+	in.frozen = c->o->quiesce;
+	in.frozen_ms = c->freeze_ms;
+	m = manifest_build(&in);
+	free(disks);
 	return m;
 }
 

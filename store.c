@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "manifest.h"
 #include "store.h"
 #include "util.h"
 
@@ -349,7 +350,7 @@ store_stage_commit(struct store *s, const char *stage, const char *name,
 	const char *base;
 	int rc = -1;
 
-	mpath = xasprintf("%s/%s", stage, STORE_MANIFEST);
+	mpath = xasprintf("%s/%s", stage, MANIFEST_FILE);
 	if (write_json_atomic(mpath, manifest, e) < 0)
 		goto out;
 	base = strrchr(stage, '/');
@@ -437,7 +438,7 @@ store_manifest_read(const struct store *s, const char *name, struct err *e)
 
 	if (store_name_check(name, e) < 0)
 		return NULL;
-	rel = xasprintf("%s/%s", name, STORE_MANIFEST);
+	rel = xasprintf("%s/%s", name, MANIFEST_FILE);
 	shown = xasprintf("%s/%s", s->path, rel);
 	if (!store_exists(s, name)) {
 		err_set(e, ERR_FAIL, "no checkpoint '%s' in '%s'", name,
@@ -445,9 +446,7 @@ store_manifest_read(const struct store *s, const char *name, struct err *e)
 		goto out;
 	}
 	m = read_json_at(s->dirfd, rel, shown, e);
-	if (m != NULL && !json_is_integer(json_object_get(m,
-	    "snapctl_manifest"))) {
-		err_set(e, ERR_FAIL, "'%s' is not a snapctl manifest", shown);
+	if (m != NULL && manifest_check(m, shown, e) < 0) {
 		json_decref(m);
 		m = NULL;
 	}
@@ -512,17 +511,16 @@ store_list(const struct store *s, json_t **bad, struct err *e)
 			continue;
 		}
 		/* The directory's name is the checkpoint's. */
-		json_object_set_new(m, "name", json_string(de->d_name));
-		if (!json_is_string(json_object_get(m, "created")))
-			json_object_set_new(m, "created", json_string(""));
+		json_object_set_new(m, MF_NAME, json_string(de->d_name));
+		if (!json_is_string(json_object_get(m, MF_CREATED)))
+			json_object_set_new(m, MF_CREATED, json_string(""));
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
 			v = xreallocarray(v, cap, sizeof(*v));
 		}
 		v[n].m = m;
-		v[n].name = json_string_value(json_object_get(m, "name"));
-		v[n].created = json_string_value(json_object_get(m,
-		    "created"));
+		v[n].name = json_str(m, MF_NAME);
+		v[n].created = json_str(m, MF_CREATED);
 		n++;
 	}
 	if (errno != 0) {
@@ -572,9 +570,9 @@ store_remove_checkpoint(struct store *s, const char *name, struct err *e)
 		goto out;
 	}
 	/* The manifest first, durably: what is left is no checkpoint. */
-	if (unlinkat(fd, STORE_MANIFEST, 0) < 0 && errno != ENOENT) {
+	if (unlinkat(fd, MANIFEST_FILE, 0) < 0 && errno != ENOENT) {
 		err_sys(e, ERR_FAIL, "cannot remove '%s/%s/%s'", s->path,
-		    name, STORE_MANIFEST);
+		    name, MANIFEST_FILE);
 		goto out;
 	}
 	if (fsync(fd) < 0) {
@@ -601,15 +599,6 @@ out:
 	return rc;
 }
 
-/* NULL matches JSON null or a missing member. */
-static int
-str_matches(const json_t *v, const char *want)
-{
-	if (want == NULL)
-		return v == NULL || json_is_null(v);
-	return json_is_string(v) && strcmp(json_string_value(v), want) == 0;
-}
-
 char *
 store_find_parent(const struct store *s, const char *uuid,
     const char *vmname)
@@ -617,7 +606,7 @@ store_find_parent(const struct store *s, const char *uuid,
 	struct dirent *de;
 	char *best = NULL, *best_created = NULL;
 	const char *created;
-	json_t *m, *vm;
+	json_t *m;
 	DIR *d;
 	int fd, better;
 
@@ -636,11 +625,8 @@ store_find_parent(const struct store *s, const char *uuid,
 		m = store_manifest_read(s, de->d_name, NULL);
 		if (m == NULL)
 			continue;
-		vm = json_object_get(m, "vm");
-		created = json_string_value(json_object_get(m, "created"));
-		if (created != NULL && json_is_object(vm) &&
-		    str_matches(json_object_get(vm, "uuid"), uuid) &&
-		    str_matches(json_object_get(vm, "name"), vmname)) {
+		created = json_str(m, MF_CREATED);
+		if (created != NULL && manifest_vm_is(m, uuid, vmname)) {
 			better = best == NULL ||
 			    strcmp(created, best_created) > 0 ||
 			    (strcmp(created, best_created) == 0 &&

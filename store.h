@@ -19,8 +19,6 @@
 #include "err.h"
 
 #define STORE_NAME_MAX 128
-#define STORE_MANIFEST "manifest.json"
-#define STORE_MANIFEST_VERSION 1
 #define STORE_RECOVER_NOTE ".recover.json"
 
 struct store;
@@ -88,8 +86,9 @@ int store_stage_commit(struct store *s, const char *stage, const char *name,
 int store_stage_remove(const char *stage);
 
 /*
- * Read STORE/NAME/manifest.json.  New reference, or NULL with e filled
- * (ERR_FAIL: no such checkpoint, unreadable, not a snapctl manifest).
+ * Read STORE/NAME/manifest.json and check it (manifest_check()).  New
+ * reference, or NULL with e filled (ERR_FAIL: no such checkpoint,
+ * unreadable, not a snapctl manifest, a version this snapctl cannot read).
  */
 json_t *store_manifest_read(const struct store *s, const char *name,
     struct err *e);
@@ -119,7 +118,7 @@ int store_remove_checkpoint(struct store *s, const char *name,
 
 /*
  * The newest checkpoint (greatest "created", then name) of the VM with this
- * uuid and name (either may be NULL: matched as JSON null), or NULL if
+ * uuid and name (either may be NULL; manifest_vm_is() decides), or NULL if
  * there is none.  Unreadable entries are skipped.  Caller frees.
  */
 char *store_find_parent(const struct store *s, const char *uuid,

@@ -1,0 +1,189 @@
+/*
+ * manifest.c - reading, checking and building a checkpoint's manifest.
+ * The key names live in manifest.h; the store reads and writes the file.
+ */
+#include <sys/stat.h>
+
+#include <string.h>
+
+#include "manifest.h"
+#include "util.h"
+
+#ifndef SNAPCTL_VERSION
+#define SNAPCTL_VERSION "0.0.0"
+#endif
+
+int
+manifest_check(const json_t *m, const char *shown, struct err *e)
+{
+	const json_t *v = json_object_get(m, MF_VERSION);
+	const json_t *mem;
+
+	if (!json_is_object(m) || !json_is_integer(v))
+		return err_set(e, ERR_FAIL, "'%s' is not a snapctl manifest",
+		    shown);
+	if (json_integer_value(v) < 1 ||
+	    json_integer_value(v) > MANIFEST_VERSION)
+		return err_set(e, ERR_FAIL, "'%s': manifest version %lld is "
+		    "not supported", shown, (long long)json_integer_value(v));
+	mem = json_object_get(m, MF_MEMORY);
+	if ((json_object_get(m, MF_VM) != NULL &&
+	    !json_is_object(json_object_get(m, MF_VM))) ||
+	    (json_object_get(m, MF_DISKS) != NULL &&
+	    !json_is_array(json_object_get(m, MF_DISKS))) ||
+	    (mem != NULL && !json_is_object(mem) && !json_is_null(mem)))
+		return err_set(e, ERR_FAIL, "'%s' is not a snapctl manifest",
+		    shown);
+	return 0;
+}
+
+void
+manifest_get(const json_t *m, struct manifest *out)
+{
+	const json_t *vm = json_object_get(m, MF_VM);
+	const json_t *mem = json_object_get(m, MF_MEMORY);
+
+	out->name = json_str(m, MF_NAME);
+	out->created = json_str(m, MF_CREATED);
+	out->parent = json_str(m, MF_PARENT);
+	out->mode = json_str(m, MF_MODE);
+	out->vm_name = json_str(vm, MF_VM_NAME);
+	out->vm_uuid = json_str(vm, MF_VM_UUID);
+	out->qemu = json_str(vm, MF_VM_QEMU);
+	out->machine = json_str(vm, MF_VM_MACHINE);
+	out->memory = json_is_object(mem) ? mem : NULL;
+	out->memory_path = json_str(out->memory, MF_MEM_PATH);
+	out->disks = json_is_array(json_object_get(m, MF_DISKS)) ?
+	    json_object_get(m, MF_DISKS) : NULL;
+}
+
+static int
+str_eq(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+int
+manifest_vm_is(const json_t *m, const char *uuid, const char *name)
+{
+	const json_t *vm = json_object_get(m, MF_VM);
+
+	return str_eq(json_str(vm, MF_VM_UUID), uuid) &&
+	    str_eq(json_str(vm, MF_VM_NAME), name);
+}
+
+int
+manifest_same_vm(const json_t *a, const json_t *b)
+{
+	const json_t *vm = json_object_get(a, MF_VM);
+
+	return manifest_vm_is(b, json_str(vm, MF_VM_UUID),
+	    json_str(vm, MF_VM_NAME));
+}
+
+/* The parent's name if d's file is the overlay it made for d, else NULL. */
+static const char *
+made_by(const struct manifest_disk *d, const json_t *parent)
+{
+	const json_t *pd;
+	size_t i;
+
+	json_array_foreach(json_object_get(parent, MF_DISKS), i, pd) {
+		if (d->file != NULL && json_str(pd, MF_DISK_OVERLAY) != NULL &&
+		    json_str(pd, MF_DISK_DEVICE) != NULL &&
+		    strcmp(json_str(pd, MF_DISK_OVERLAY), d->file) == 0 &&
+		    strcmp(json_str(pd, MF_DISK_DEVICE), d->device) == 0)
+			return json_str(parent, MF_NAME);
+	}
+	return NULL;
+}
+
+static json_t *
+build_disk(const struct manifest_disk *d, const json_t *parent_m)
+{
+	struct stat st;
+	const char *by;
+	json_t *dj;
+
+	dj = json_pack("{s:s, s:s?, s:s?, s:s?, s:s, s:s, s:s?}",
+	    MF_DISK_DEVICE, d->device, "node", d->node, MF_DISK_FILE, d->file,
+	    "format", d->format, MF_DISK_OVERLAY, d->overlay,
+	    "overlay_node", d->overlay_node, "backing", d->backing);
+	if (dj == NULL)
+		return NULL;
+	if (d->file != NULL && stat(d->file, &st) == 0) {
+		json_object_set_new(dj, "size",
+		    json_integer((json_int_t)st.st_size));
+		json_object_set_new(dj, "mtime_ns", json_integer(
+		    (json_int_t)st.st_mtim.tv_sec * 1000000000 +
+		    st.st_mtim.tv_nsec));
+	} else {
+		json_object_set_new(dj, "size", json_null());
+		json_object_set_new(dj, "mtime_ns", json_null());
+	}
+	json_object_set_new(dj, "qdev", d->qdev ? json_string(d->qdev) :
+	    json_null());
+	/* Survives the parent's deletion: delete --disks needs it. */
+	by = made_by(d, parent_m);
+	json_object_set_new(dj, "file_made_by", by ? json_string(by) :
+	    json_null());
+	return dj;
+}
+
+json_t *
+manifest_build(const struct manifest_input *in)
+{
+	json_t *m, *disks, *dj, *mem = json_null(), *t;
+	size_t i;
+
+	if (in->memory)
+		mem = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}",
+		    MF_MEM_PATH, MANIFEST_MEMORY_FILE,
+		    MF_MEM_BYTES, (json_int_t)in->mem_file_bytes,
+		    MF_MEM_RAM, (json_int_t)in->ram_bytes,
+		    MF_MEM_PAGES, (json_int_t)in->pages,
+		    MF_MEM_ZERO, (json_int_t)in->zero_pages,
+		    MF_MEM_STREAM, (json_int_t)in->stream_bytes);
+	disks = json_array();
+	for (i = 0; i < in->ndisks; i++) {
+		if ((dj = build_disk(&in->disks[i], in->parent_m)) == NULL) {
+			json_decref(mem);
+			json_decref(disks);
+			return NULL;
+		}
+		json_array_append_new(disks, dj);
+	}
+	m = json_pack("{s:i, s:s, s:s, s:s?, s:{s:s?, s:s?, s:s, s:s?}, s:s, "
+	    "s:b, s:b, s:o, s:o, s:{s:f, s:f, s:i}, s:s}",
+	    MF_VERSION, MANIFEST_VERSION,
+	    MF_NAME, in->name,
+	    MF_CREATED, in->created,
+	    MF_PARENT, in->parent,
+	    MF_VM, MF_VM_NAME, in->vm_name, MF_VM_UUID, in->vm_uuid,
+	    MF_VM_QEMU, in->qemu, MF_VM_MACHINE, in->machine,
+	    MF_MODE, in->mode,
+	    MF_FORCED, in->forced,
+	    MF_QUIESCED, in->quiesced,
+	    MF_MEMORY, mem,
+	    MF_DISKS, disks,
+	    MF_TIMINGS,
+	    "total_s", in->total_s,
+	    "paused_ms", in->paused_ms,
+	    "passes", in->passes,
+	    MF_SNAPCTL, SNAPCTL_VERSION);
+	if (m == NULL)
+		return NULL;
+	t = json_object_get(m, MF_TIMINGS);
+	/* Rounded to what the clocks can tell. */
+	json_object_set_new(t, "paused_ms", json_real((double)(int64_t)
+	    (in->paused_ms * 1000.0 + 0.5) / 1000.0));
+	if (in->qemu_downtime_ms >= 0)
+		json_object_set_new(t, "qemu_downtime_ms",
+		    json_integer(in->qemu_downtime_ms));
+	if (in->frozen)
+		json_object_set_new(t, "frozen_ms",
+		    json_integer((json_int_t)in->frozen_ms));
+	return m;
+}

@@ -1,0 +1,135 @@
+/*
+ * manifest.h - a checkpoint's manifest (STORE/NAME/manifest.json): its key
+ * names, checking one that was read, typed access to the fields the
+ * commands read, whether two checkpoints are of the same VM, and building
+ * the manifest a checkpoint writes.  Never prints, never exits.
+ */
+#ifndef SNAPCTL_MANIFEST_H
+#define SNAPCTL_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "err.h"
+
+#define MANIFEST_FILE "manifest.json"
+#define MANIFEST_VERSION 1
+#define MANIFEST_MEMORY_FILE "memory.img"
+
+/* The keys, named once. */
+#define MF_VERSION "snapctl_manifest"	/* integer, MANIFEST_VERSION */
+#define MF_NAME "name"
+#define MF_CREATED "created"		/* UTC, 20261123T081500Z */
+#define MF_PARENT "parent"		/* string or null */
+#define MF_VM "vm"			/* {name, uuid, qemu, machine} */
+#define MF_VM_NAME "name"
+#define MF_VM_UUID "uuid"
+#define MF_VM_QEMU "qemu"
+#define MF_VM_MACHINE "machine"
+#define MF_MODE "mode"
+#define MF_FORCED "forced"
+#define MF_QUIESCED "quiesced"
+#define MF_MEMORY "memory"		/* object, or null (disk-only) */
+#define MF_MEM_PATH "path"
+#define MF_MEM_BYTES "bytes_on_disk"
+#define MF_MEM_RAM "ram_bytes"
+#define MF_MEM_PAGES "pages"
+#define MF_MEM_ZERO "zero_pages"
+#define MF_MEM_STREAM "stream_bytes"
+#define MF_DISKS "disks"		/* array of objects */
+#define MF_DISK_DEVICE "device"
+#define MF_DISK_FILE "file"
+#define MF_DISK_OVERLAY "overlay"
+#define MF_TIMINGS "timings"
+#define MF_SNAPCTL "snapctl"		/* the version that wrote it */
+
+/*
+ * Check that m (borrowed) is a manifest this snapctl reads: an object whose
+ * MF_VERSION is an integer from 1 to MANIFEST_VERSION, "vm" an object,
+ * "disks" an array and "memory" an object or null where present.  shown
+ * names it in the message.  0, or -1 with e filled (ERR_FAIL: "'x' is not
+ * a snapctl manifest", "'x': manifest version 2 is not supported", ...).
+ */
+int manifest_check(const json_t *m, const char *shown, struct err *e);
+
+/*
+ * Typed access to a manifest that passed manifest_check().  Every pointer
+ * is borrowed from the manifest (NULL when absent or of another type) and
+ * lives as long as it.
+ */
+struct manifest {
+	const char *name;
+	const char *created;
+	const char *parent;
+	const char *mode;
+	const char *vm_name;
+	const char *vm_uuid;
+	const char *qemu;
+	const char *machine;
+	const json_t *memory;	/* NULL: no memory image (disk-only) */
+	const char *memory_path;	/* relative to STORE/NAME */
+	const json_t *disks;	/* an array, or NULL (json_array_foreach
+				 * takes NULL as empty) */
+};
+void manifest_get(const json_t *m, struct manifest *out);
+
+/*
+ * 1 if manifest m records the VM with this uuid and name, else 0.  A NULL
+ * uuid or name matches a member that is absent, null or no string.  The
+ * one rule for "same VM": a checkpoint's parent, prune's groups.
+ */
+int manifest_vm_is(const json_t *m, const char *uuid, const char *name);
+
+/* 1 if manifests a and b record the same VM (manifest_vm_is()), else 0. */
+int manifest_same_vm(const json_t *a, const json_t *b);
+
+/* What a checkpoint knows of one disk, for manifest_build(). */
+struct manifest_disk {
+	const char *device;	/* device name or qdev id; required */
+	const char *qdev;
+	const char *node;
+	const char *file;	/* the checkpoint's state of the disk */
+	const char *format;
+	const char *backing;
+	const char *overlay;	/* required */
+	const char *overlay_node;	/* required */
+};
+
+/* What a checkpoint knows, for manifest_build().  Strings are borrowed. */
+struct manifest_input {
+	const char *name;	/* required */
+	const char *created;	/* required */
+	const char *parent;	/* may be NULL */
+	const json_t *parent_m;	/* the parent's manifest, borrowed, or NULL */
+	const char *vm_name;
+	const char *vm_uuid;
+	const char *qemu;	/* required */
+	const char *machine;
+	const char *mode;	/* "live", "pause", "background", "disk-only" */
+	int forced;
+	int quiesced;
+	int memory;		/* 0: no memory image ("memory": null) */
+	uint64_t mem_file_bytes, ram_bytes, pages, zero_pages, stream_bytes;
+	const struct manifest_disk *disks;
+	size_t ndisks;
+	double total_s;
+	double paused_ms;	/* rounded to the microsecond */
+	int passes;
+	int64_t qemu_downtime_ms;	/* < 0: not recorded */
+	int frozen;		/* record frozen_ms */
+	uint64_t frozen_ms;
+};
+
+/*
+ * The manifest for in, MF_VERSION MANIFEST_VERSION: each disk with the
+ * size and mtime_ns its file has now (null when it cannot be looked at),
+ * and "file_made_by", the parent's name when the disk's file is the
+ * overlay the parent made for that device (so delete --disks still knows
+ * after the parent is gone).  New reference, or NULL when a required
+ * string is missing.
+ */
+json_t *manifest_build(const struct manifest_input *in);
+
+#endif
