@@ -21,7 +21,7 @@
 enum {
 	OPT_PAUSE = 256, OPT_DISK_ONLY, OPT_QUIESCE, OPT_AGENT, OPT_DOWNTIME,
 	OPT_BANDWIDTH, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_EXCLUDE,
-	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_JSON, OPT_MODE,
+	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_MODE,
 };
 
 struct progress_line {
@@ -56,18 +56,6 @@ draw_progress(void *opaque, const struct ckpt_progress *p)
 		    p->elapsed_s, rec, p->phase);
 	fflush(stderr);
 	pl->drawn = 1;
-}
-
-static int
-parse_ms(const char *opt, const char *val, uint64_t max, int64_t *out,
-    struct err *e)
-{
-	uint64_t v;
-
-	if (opt_u64(opt, val, 0, max, &v, e) < 0)
-		return -1;
-	*out = (int64_t)v;
-	return 0;
 }
 
 static void
@@ -109,116 +97,109 @@ print_summary(const json_t *m)
 		    json_string_value(json_object_get(d, "overlay")));
 }
 
-int
-cmd_checkpoint(int argc, char **argv, struct err *e)
+static const struct option checkpoint_opts[] = {
+	{ "mode", required_argument, NULL, OPT_MODE },
+	{ "pause", no_argument, NULL, OPT_PAUSE },
+	{ "disk-only", no_argument, NULL, OPT_DISK_ONLY },
+	{ "quiesce", no_argument, NULL, OPT_QUIESCE },
+	{ "agent", required_argument, NULL, OPT_AGENT },
+	{ "downtime", required_argument, NULL, OPT_DOWNTIME },
+	{ "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "on-timeout", required_argument, NULL, OPT_ON_TIMEOUT },
+	{ "exclude", required_argument, NULL, OPT_EXCLUDE },
+	{ "overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
+	{ "level", required_argument, NULL, OPT_LEVEL },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* One option of checkpoint into o. */
+static int
+checkpoint_opt(struct ckpt_opts *o, const char **exclude,
+    const struct cmd_opt *opt, struct err *e)
 {
-	static const struct option longopts[] = {
-		{ "mode", required_argument, NULL, OPT_MODE },
-		{ "pause", no_argument, NULL, OPT_PAUSE },
-		{ "disk-only", no_argument, NULL, OPT_DISK_ONLY },
-		{ "quiesce", no_argument, NULL, OPT_QUIESCE },
-		{ "agent", required_argument, NULL, OPT_AGENT },
-		{ "downtime", required_argument, NULL, OPT_DOWNTIME },
-		{ "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
-		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-		{ "on-timeout", required_argument, NULL, OPT_ON_TIMEOUT },
-		{ "exclude", required_argument, NULL, OPT_EXCLUDE },
-		{ "overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
-		{ "level", required_argument, NULL, OPT_LEVEL },
-		{ "threads", required_argument, NULL, OPT_THREADS },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ NULL, 0, NULL, 0 },
-	};
+	const char *arg = opt->arg, *why;
+	uint64_t v;
+	int ms;
+
+	switch (opt->id) {
+	case OPT_MODE:
+		if (strcmp(arg, "live") == 0)
+			o->background = 0;
+		else if (strcmp(arg, "background") == 0)
+			o->background = 1;
+		else
+			return err_set(e, ERR_USAGE, "invalid --mode '%s': "
+			    "live or background", arg);
+		break;
+	case OPT_PAUSE:
+		o->pause = 1;
+		break;
+	case OPT_DISK_ONLY:
+		o->disk_only = 1;
+		break;
+	case OPT_QUIESCE:
+		o->quiesce = 1;
+		break;
+	case OPT_AGENT:
+		o->agent = arg;
+		break;
+	case OPT_DOWNTIME:
+		if (opt_int("--downtime", arg, 0, 2000000, &ms, e) < 0)
+			return -1;
+		o->downtime_ms = ms;
+		break;
+	case OPT_BANDWIDTH:
+		if (parse_size(arg, &v, &why) < 0 || v == 0)
+			return err_set(e, ERR_USAGE, "invalid --bandwidth "
+			    "'%s': %s", arg, v == 0 ? "must not be 0" : why);
+		if (v > INT64_MAX)
+			return err_set(e, ERR_USAGE, "invalid --bandwidth "
+			    "'%s': too large", arg);
+		o->bandwidth = v;
+		break;
+	case OPT_TIMEOUT:
+		return opt_int("--timeout", arg, 1, 86400 * 7, &o->timeout_s,
+		    e);
+	case OPT_ON_TIMEOUT:
+		if (strcmp(arg, "stop") == 0)
+			o->on_timeout = CKPT_TIMEOUT_STOP;
+		else if (strcmp(arg, "abort") == 0)
+			o->on_timeout = CKPT_TIMEOUT_ABORT;
+		else
+			return err_set(e, ERR_USAGE, "invalid --on-timeout "
+			    "'%s': stop or abort", arg);
+		break;
+	case OPT_EXCLUDE:
+		if (o->nexclude == MAX_EXCLUDE)
+			return err_set(e, ERR_USAGE, "too many --exclude "
+			    "options");
+		exclude[o->nexclude++] = arg;
+		break;
+	case OPT_OVERLAY_DIR:
+		o->overlay_dir = arg;
+		break;
+	case OPT_LEVEL:
+		return opt_int("--level", arg, 1, 19, &o->level, e);
+	case OPT_THREADS:
+		return opt_int("--threads", arg, 1, 64, &o->threads, e);
+	}
+	return 0;
+}
+
+static int
+cmd_checkpoint(const struct cmd_args *a, struct err *e)
+{
 	struct ckpt_opts o = CKPT_OPTS_INIT;
 	struct progress_line pl = { 0 };
-	const char *exclude[MAX_EXCLUDE], *why, *hold;
+	const char *exclude[MAX_EXCLUDE], *hold;
 	json_t *m = NULL;
-	uint64_t v;
-	int64_t ms;
-	int ch, argi = 1, rc = -1;
+	int i, rc = -1;
 
-	while ((ch = cmd_getopt(argc, argv, "", longopts, &argi, e)) != -1) {
-		switch (ch) {
-		case OPT_MODE:
-			if (strcmp(optarg, "live") == 0)
-				o.background = 0;
-			else if (strcmp(optarg, "background") == 0)
-				o.background = 1;
-			else
-				return err_set(e, ERR_USAGE, "invalid --mode "
-				    "'%s': live or background", optarg);
-			break;
-		case OPT_PAUSE:
-			o.pause = 1;
-			break;
-		case OPT_DISK_ONLY:
-			o.disk_only = 1;
-			break;
-		case OPT_QUIESCE:
-			o.quiesce = 1;
-			break;
-		case OPT_AGENT:
-			o.agent = optarg;
-			break;
-		case OPT_DOWNTIME:
-			if (parse_ms("--downtime", optarg, 2000000, &ms, e) < 0)
-				return -1;
-			o.downtime_ms = ms;
-			break;
-		case OPT_BANDWIDTH:
-			if (parse_size(optarg, &v, &why) < 0 || v == 0)
-				return err_set(e, ERR_USAGE, "invalid "
-				    "--bandwidth '%s': %s", optarg,
-				    v == 0 ? "must not be 0" : why);
-			if (v > INT64_MAX)
-				return err_set(e, ERR_USAGE, "invalid "
-				    "--bandwidth '%s': too large", optarg);
-			o.bandwidth = v;
-			break;
-		case OPT_TIMEOUT:
-			if (opt_u64("--timeout", optarg, 1, 86400 * 7, &v,
-			    e) < 0)
-				return -1;
-			o.timeout_s = (int)v;
-			break;
-		case OPT_ON_TIMEOUT:
-			if (strcmp(optarg, "stop") == 0)
-				o.on_timeout = CKPT_TIMEOUT_STOP;
-			else if (strcmp(optarg, "abort") == 0)
-				o.on_timeout = CKPT_TIMEOUT_ABORT;
-			else
-				return err_set(e, ERR_USAGE, "invalid "
-				    "--on-timeout '%s': stop or abort",
-				    optarg);
-			break;
-		case OPT_EXCLUDE:
-			if (o.nexclude == MAX_EXCLUDE)
-				return err_set(e, ERR_USAGE, "too many "
-				    "--exclude options");
-			exclude[o.nexclude++] = optarg;
-			break;
-		case OPT_OVERLAY_DIR:
-			o.overlay_dir = optarg;
-			break;
-		case OPT_LEVEL:
-			if (opt_u64("--level", optarg, 1, 19, &v, e) < 0)
-				return -1;
-			o.level = (int)v;
-			break;
-		case OPT_THREADS:
-			if (opt_u64("--threads", optarg, 1, 64, &v, e) < 0)
-				return -1;
-			o.threads = (int)v;
-			break;
-		case OPT_JSON:
-			options.json = 1;
-			break;
-		default:
+	for (i = 0; i < a->nopts; i++)
+		if (checkpoint_opt(&o, exclude, &a->opts[i], e) < 0)
 			return -1;
-		}
-	}
-	if (cmd_check_args(cmd_find("checkpoint"), argc - argi, e) < 0)
-		return -1;
 	if (o.agent != NULL && !o.quiesce)
 		return err_set(e, ERR_USAGE, "--agent is for --quiesce");
 	if (o.background && (o.pause || o.disk_only))
@@ -228,7 +209,7 @@ cmd_checkpoint(int argc, char **argv, struct err *e)
 		return err_set(e, ERR_USAGE, "--pause and --quiesce exclude "
 		    "each other: a stopped guest cannot answer its agent");
 	o.exclude = exclude;
-	o.name = argi < argc ? argv[argi] : NULL;
+	o.name = a->argc > 0 ? a->argv[0] : NULL;
 	o.socket = options.socket;
 	o.store = options.dir;
 	o.qmp_timeout_ms = options.timeout_ms;
@@ -240,12 +221,10 @@ cmd_checkpoint(int argc, char **argv, struct err *e)
 	}
 	/* Test only: see checkpoint.h. */
 	hold = getenv("SNAPCTL_TEST_HOLD_SWITCHOVER_MS");
-	if (hold != NULL && *hold != '\0') {
-		if (opt_u64("SNAPCTL_TEST_HOLD_SWITCHOVER_MS", hold, 0, 600000,
-		    &v, e) < 0)
-			return -1;
-		o.hold_switchover_ms = (int)v;
-	}
+	if (hold != NULL && *hold != '\0' && opt_int(
+	    "SNAPCTL_TEST_HOLD_SWITCHOVER_MS", hold, 0, 600000,
+	    &o.hold_switchover_ms, e) < 0)
+		return -1;
 
 	sig_catch();
 	rc = ckpt_run(&o, &m, e);
@@ -254,42 +233,36 @@ cmd_checkpoint(int argc, char **argv, struct err *e)
 		fputs("\r\033[K", stderr);
 	if (rc < 0)
 		return -1;
-	if (options.json)
-		print_json(m);
-	else
-		print_summary(m);
+	print_result(m, print_summary);
 	json_decref(m);
 	return 0;
 }
 
-int
-cmd_recover(int argc, char **argv, struct err *e)
-{
-	static const struct option longopts[] = {
-		{ "agent", required_argument, NULL, OPT_AGENT },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct ckpt_recover_opts o = CKPT_RECOVER_OPTS_INIT;
-	const json_t *a;
-	json_t *rep = NULL;
-	size_t i;
-	int ch, argi = 1;
+static const struct option recover_opts[] = {
+	{ "agent", required_argument, NULL, OPT_AGENT },
+	{ NULL, 0, NULL, 0 },
+};
 
-	while ((ch = cmd_getopt(argc, argv, "", longopts, &argi, e)) != -1) {
-		switch (ch) {
-		case OPT_AGENT:
-			o.agent = optarg;
-			break;
-		case OPT_JSON:
-			options.json = 1;
-			break;
-		default:
-			return -1;
-		}
-	}
-	if (cmd_check_args(cmd_find("recover"), argc - argi, e) < 0)
-		return -1;
+static void
+print_recovered(const json_t *rep)
+{
+	const json_t *a;
+	size_t i;
+
+	json_array_foreach(json_object_get(rep, "actions"), i, a)
+		printf("%s\n", json_string_value(a));
+	printf("guest is %s\n", json_str(rep, "status"));
+}
+
+static int
+cmd_recover(const struct cmd_args *a, struct err *e)
+{
+	struct ckpt_recover_opts o = CKPT_RECOVER_OPTS_INIT;
+	json_t *rep = NULL;
+	int i;
+
+	for (i = 0; i < a->nopts; i++)
+		o.agent = a->opts[i].arg;	/* --agent, the only one */
 	if (options.socket == NULL && options.dir == NULL)
 		return err_set(e, ERR_USAGE, "recover: give the VM's QMP "
 		    "socket (-s) or the store (-d) whose recovery note names "
@@ -301,14 +274,47 @@ cmd_recover(int argc, char **argv, struct err *e)
 		o.trace = trace_qmp;
 	if (ckpt_recover(&o, &rep, e) < 0)
 		return -1;
-	if (options.json) {
-		print_json(rep);
-	} else {
-		json_array_foreach(json_object_get(rep, "actions"), i, a)
-			printf("%s\n", json_string_value(a));
-		printf("guest is %s\n", json_string_value(json_object_get(rep,
-		    "status")));
-	}
+	print_result(rep, print_recovered);
 	json_decref(rep);
 	return 0;
 }
+
+const struct cmd_entry cmd_checkpoint_entry = {
+	"checkpoint", "[--mode live|background | --pause | --disk-only "
+	"[--quiesce --agent SOCKET]] "
+	"[--downtime MS] [--bandwidth RATE] [--timeout SEC "
+	"[--on-timeout stop|abort]] [--exclude DEVICE]... "
+	"[--overlay-dir DIR] [--level N] [--threads N] [NAME]",
+	"take a consistent live checkpoint of memory and disks",
+	"  --mode background    memory as at the start (QEMU's background\n"
+	"                       snapshot), disks cut at that instant; a\n"
+	"                       stopped guest is captured as with --pause\n"
+	"  --pause              keep the guest stopped during the capture\n"
+	"  --disk-only          cut the disks only, no memory\n"
+	"  --quiesce            with --disk-only: freeze filesystems\n"
+	"  --agent SOCKET       the guest agent socket for --quiesce\n"
+	"  --downtime MS        QEMU's downtime-limit for the switchover\n"
+	"  --bandwidth RATE     max-bandwidth, bytes/s, K/M/G suffixes\n"
+	"                       (default 64G: unlimited)\n"
+	"  --timeout SEC        past it, stop the guest to finish "
+	"(\"forced\")\n"
+	"  --on-timeout abort   ... or give up instead (exit 7)\n"
+	"  --exclude DEVICE     leave this disk alone (repeatable)\n"
+	"  --overlay-dir DIR    new overlays here, not beside the images\n"
+	"  --level N, --threads N  zstd level and threads for the image\n"
+	"NAME defaults to the UTC time (20261123T081500Z).  The checkpoint\n"
+	"goes to STORE/NAME; each disk's new overlay is\n"
+	"<image-stem>.NAME.qcow2 beside its image.",
+	"", checkpoint_opts, 0, 1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
+	CMD_JSON, cmd_checkpoint,
+};
+
+const struct cmd_entry cmd_recover_entry = {
+	"recover", "[--agent SOCKET]",
+	"resume a guest an interrupted checkpoint left stopped",
+	"Cancels a pending migration, thaws filesystems (--agent), puts\n"
+	"back the migration settings recorded in STORE/.recover.json\n"
+	"(with -d), resumes the guest.  -s may be left out when -d is\n"
+	"given: the recovery note names the socket.",
+	"", recover_opts, 0, 0, CMD_JSON, cmd_recover,
+};

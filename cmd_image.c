@@ -52,45 +52,35 @@ progress_line(const char *what, uint64_t bytes, uint64_t start_ms, int final)
 	    final ? "\n" : "   ");
 }
 
-int
-cmd_compact(int argc, char **argv, struct err *e)
+enum { OPT_LEVEL = 'l', OPT_THREADS = 'T' };
+
+static const struct option compact_opts[] = {
+	{ "level", required_argument, NULL, OPT_LEVEL },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int
+cmd_compact(const struct cmd_args *args, struct err *e)
 {
-	static const struct option longopts[] = {
-		{ "level", required_argument, NULL, 'l' },
-		{ "threads", required_argument, NULL, 'T' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct img_opts o = IMG_OPTS_INIT;
 	struct img_writer *w = NULL;
 	struct stream_parser *p = NULL;
 	struct img_stats st;
 	uint8_t *buf = NULL;
-	uint64_t v, total = 0, start, last = 0;
-	const char *raw, *image;
-	int ch, argi, fd = -1, rc = -1, progress;
+	uint64_t total = 0, start, last = 0;
+	const char *raw = args->argv[0], *image = args->argv[1];
+	int i, fd = -1, rc = -1, progress;
 	ssize_t n;
 
-	while ((ch = cmd_getopt(argc, argv, "l:T:", longopts, &argi, e)) !=
-	    -1) {
-		switch (ch) {
-		case 'l':
-			if (opt_u64("--level", optarg, 1, 19, &v, e) < 0)
-				return -1;
-			o.level = (int)v;
-			break;
-		case 'T':
-			if (opt_u64("--threads", optarg, 1, 256, &v, e) < 0)
-				return -1;
-			o.threads = (int)v;
-			break;
-		default:
+	for (i = 0; i < args->nopts; i++) {
+		if (args->opts[i].id == OPT_LEVEL && opt_int("--level",
+		    args->opts[i].arg, 1, 19, &o.level, e) < 0)
 			return -1;
-		}
+		if (args->opts[i].id == OPT_THREADS && opt_int("--threads",
+		    args->opts[i].arg, 1, 256, &o.threads, e) < 0)
+			return -1;
 	}
-	if (cmd_check_args(cmd_find("compact"), argc - argi, e) < 0)
-		return -1;
-	raw = argv[argi];
-	image = argv[argi + 1];
 
 	if (strcmp(raw, "-") == 0) {
 		if (isatty(STDIN_FILENO))
@@ -177,22 +167,15 @@ out:
 	return rc;
 }
 
-int
-cmd_export(int argc, char **argv, struct err *e)
+static int
+cmd_export(const struct cmd_args *a, struct err *e)
 {
 	struct atomic_file af = ATOMIC_FILE_INIT;
 	struct img_reader *r = NULL;
-	const char *image, *out;
+	const char *image = a->argv[0], *out = a->argv[1];
 	uint64_t bytes = 0;
 	struct stat sb;
-	int argi, fd = -1, rc = -1;
-
-	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
-		return -1;
-	if (cmd_check_args(cmd_find("export"), argc - argi, e) < 0)
-		return -1;
-	image = argv[argi];
-	out = argv[argi + 1];
+	int fd = -1, rc = -1;
 
 	r = img_open(image, e);
 	if (r == NULL)
@@ -235,31 +218,29 @@ out:
 	return rc;
 }
 
+static void
+print_ok(const json_t *j)
+{
+	printf("%s: ok\n", json_str(j, "image"));
+}
+
 int
-cmd_image_verify(int argc, char **argv, struct err *e)
+cmd_image_verify(const char *path, struct err *e)
 {
 	struct img_reader *r;
-	int argi, rc;
+	json_t *j;
+	int rc;
 
-	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
-		return -1;
-	if (cmd_check_args(cmd_find("verify"), argc - argi, e) < 0)
-		return -1;
-	r = img_open(argv[argi], e);
+	r = img_open(path, e);
 	if (r == NULL)
 		return -1;
-	rc = img_verify_parallel(r, argv[argi], 0, e);
+	rc = img_verify_parallel(r, path, 0, e);
 	if (rc == 0) {
-		if (options.json) {
-			json_t *j = json_pack("{s:s, s:b}", "image",
-			    argv[argi], "ok", 1);
-			print_json(j);
-			json_decref(j);
-		} else {
-			printf("%s: ok\n", argv[argi]);
-		}
+		j = json_pack("{s:s, s:b}", "image", path, "ok", 1);
+		print_result(j, print_ok);
+		json_decref(j);
 	} else {
-		err_prefix(e, "'%s': ", argv[argi]);
+		err_prefix(e, "'%s': ", path);
 	}
 	img_close(r);
 	return rc;
@@ -288,8 +269,8 @@ find_block(const struct img_meta *m, const char *s, uint32_t *out,
 	return err_set(e, ERR_FAIL, "no RAM block '%s' in the image", s);
 }
 
-int
-cmd_read(int argc, char **argv, struct err *e)
+static int
+cmd_read(const struct cmd_args *a, struct err *e)
 {
 	struct img_reader *r = NULL;
 	const struct img_meta *m;
@@ -297,23 +278,19 @@ cmd_read(int argc, char **argv, struct err *e)
 	uint8_t *buf = NULL;
 	uint32_t block = 0;
 	size_t n;
-	int argi, rc = -1;
+	int rc = -1;
 
-	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
-		return -1;
-	if (cmd_check_args(cmd_find("read"), argc - argi, e) < 0)
-		return -1;
-	if (parse_offset("OFFSET", argv[argi + 2], &off, e) < 0 ||
-	    parse_offset("LENGTH", argv[argi + 3], &len, e) < 0)
+	if (parse_offset("OFFSET", a->argv[2], &off, e) < 0 ||
+	    parse_offset("LENGTH", a->argv[3], &len, e) < 0)
 		return -1;
 	if (isatty(STDOUT_FILENO))
 		return err_set(e, ERR_USAGE, "read: refusing to write guest "
 		    "memory to a terminal");
-	r = img_open(argv[argi], e);
+	r = img_open(a->argv[0], e);
 	if (r == NULL)
 		return -1;
 	m = img_meta(r);
-	if (find_block(m, argv[argi + 1], &block, e) < 0)
+	if (find_block(m, a->argv[1], &block, e) < 0)
 		goto out;
 	size = m->blocks[block].used_length;
 	if (off > size || len > size - off) {
@@ -353,7 +330,7 @@ allocated_bytes(const char *path)
 }
 
 int
-cmd_image_info(int argc, char **argv, struct err *e)
+cmd_image_info(const char *path, struct err *e)
 {
 	struct img_reader *r;
 	const struct img_meta *m;
@@ -361,17 +338,12 @@ cmd_image_info(int argc, char **argv, struct err *e)
 	uint64_t alloc;
 	double ratio;
 	size_t i;
-	int argi;
 
-	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
-		return -1;
-	if (cmd_check_args(cmd_find("info"), argc - argi, e) < 0)
-		return -1;
-	r = img_open(argv[argi], e);
+	r = img_open(path, e);
 	if (r == NULL)
 		return -1;
 	m = img_meta(r);
-	alloc = allocated_bytes(argv[argi]);
+	alloc = allocated_bytes(path);
 	ratio = m->file_bytes ? (double)m->ram_bytes / (double)m->file_bytes :
 	    0.0;
 	if (options.json) {
@@ -382,7 +354,7 @@ cmd_image_info(int argc, char **argv, struct err *e)
 			    "bytes", (json_int_t)m->blocks[i].used_length));
 		j = json_pack("{s:s, s:i, s:s, s:o, s:I, s:I, s:I, s:I, s:I, "
 		    "s:I, s:I, s:f, s:b, s:b, s:b}",
-		    "image", argv[argi],
+		    "image", path,
 		    "format_version", (int)m->version,
 		    "machine", m->machine,
 		    "blocks", blocks,
@@ -403,7 +375,7 @@ cmd_image_info(int argc, char **argv, struct err *e)
 	} else {
 		char a[32], b[32], c[32];
 
-		printf("image:      %s (format %u)\n", argv[argi], m->version);
+		printf("image:      %s (format %u)\n", path, m->version);
 		printf("machine:    %s\n", m->machine);
 		format_bytes(m->ram_bytes, a);
 		printf("ram:        %s in %zu blocks\n", a, m->nblocks);
@@ -424,3 +396,26 @@ cmd_image_info(int argc, char **argv, struct err *e)
 	img_close(r);
 	return 0;
 }
+
+const struct cmd_entry cmd_compact_entry = {
+	"compact", "[-l LEVEL] [-T THREADS] RAW IMAGE",
+	"import a raw QEMU migration stream into a compact image",
+	"  -l, --level N     zstd level (1-19, default 1)\n"
+	"  -T, --threads N   compression threads (default: online CPUs)\n"
+	"RAW is a file or - for standard input.",
+	"l:T:", compact_opts, 2, 2, 0, cmd_compact,
+};
+
+const struct cmd_entry cmd_export_entry = {
+	"export", "IMAGE OUT",
+	"regenerate a QEMU migration stream from an image",
+	"OUT is a file or - for standard output (not a terminal).",
+	"", NULL, 2, 2, 0, cmd_export,
+};
+
+const struct cmd_entry cmd_read_entry = {
+	"read", "IMAGE BLOCK OFFSET LENGTH",
+	"write raw guest bytes of a RAM block range to stdout",
+	"OFFSET and LENGTH are bytes (decimal, or hex with 0x).",
+	"", NULL, 4, 4, 0, cmd_read,
+};

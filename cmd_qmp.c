@@ -32,16 +32,27 @@ cmd_connect_timeout(int *ms, struct err *e)
 	return 0;
 }
 
+int
+cmd_qmp_config(struct qmp_config *cfg, struct err *e)
+{
+	struct qmp_config init = QMP_CONFIG_INIT;
+
+	*cfg = init;
+	if (cmd_connect_timeout(&cfg->connect_ms, e) < 0)
+		return -1;
+	cfg->timeout_ms = options.timeout_ms;
+	if (trace_enabled())
+		cfg->trace = trace_qmp;
+	return 0;
+}
+
 struct qmp *
 cmd_qmp_connect(struct err *e)
 {
-	struct qmp_config cfg = QMP_CONFIG_INIT;
+	struct qmp_config cfg;
 
-	if (cmd_connect_timeout(&cfg.connect_ms, e) < 0)
+	if (cmd_qmp_config(&cfg, e) < 0)
 		return NULL;
-	cfg.timeout_ms = options.timeout_ms;
-	if (trace_enabled())
-		cfg.trace = trace_qmp;
 	return qmp_open_with(options.socket, &cfg, e);
 }
 
@@ -174,23 +185,19 @@ out:
 	return rc;
 }
 
-int
-cmd_qmp(int argc, char **argv, struct err *e)
+static int
+cmd_qmp(const struct cmd_args *a, struct err *e)
 {
 	struct qmp *q = NULL;
 	json_t *args = NULL, *ret = NULL;
-	int argi, rc = -1;
+	int rc = -1;
 
-	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
-		goto out;
-	if (cmd_check_args(cmd_find("qmp"), argc - argi, e) < 0)
-		goto out;
 	/* Bad arguments are a usage error before any connection. */
-	if (cmd_qmp_args(argc - argi - 1, argv + argi + 1, &args, e) < 0)
+	if (cmd_qmp_args(a->argc - 1, a->argv + 1, &args, e) < 0)
 		goto out;
 	if ((q = cmd_qmp_connect(e)) == NULL)
 		goto out;
-	ret = qmp_execute(q, argv[argi], args, e);
+	ret = qmp_execute(q, a->argv[0], args, e);
 	args = NULL;
 	if (ret == NULL)
 		goto out;
@@ -202,3 +209,12 @@ out:
 	qmp_close(q);
 	return rc;
 }
+
+const struct cmd_entry cmd_qmp_entry = {
+	"qmp", "COMMAND [ARGS...]",
+	"run one QMP command and print its reply",
+	"ARGS is one JSON object, or key=value pairs: values are parsed as\n"
+	"JSON when they parse, else taken as strings; dotted keys nest\n"
+	"(a.b=1 gives {\"a\":{\"b\":1}}).",
+	"", NULL, 1, -1, CMD_NEEDS_SOCKET, cmd_qmp,
+};

@@ -15,7 +15,7 @@
 
 enum {
 	OPT_PAUSED = 256, OPT_DRY_RUN, OPT_OVERLAY_DIR, OPT_TIMEOUT, OPT_EXEC,
-	OPT_EXEC_LOG, OPT_JSON, OPT_LAZY,
+	OPT_EXEC_LOG, OPT_LAZY,
 };
 
 static void
@@ -58,27 +58,26 @@ print_summary(const json_t *r)
 		    json_integer_value(json_object_get(m, "requests")));
 }
 
-int
-cmd_restore(int argc, char **argv, struct err *e)
+static const struct option restore_opts[] = {
+	{ "paused", no_argument, NULL, OPT_PAUSED },
+	{ "lazy", no_argument, NULL, OPT_LAZY },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "exec", no_argument, NULL, OPT_EXEC },
+	{ "exec-log", required_argument, NULL, OPT_EXEC_LOG },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int
+cmd_restore(const struct cmd_args *a, struct err *e)
 {
-	static const struct option longopts[] = {
-		{ "paused", no_argument, NULL, OPT_PAUSED },
-		{ "lazy", no_argument, NULL, OPT_LAZY },
-		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
-		{ "overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
-		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-		{ "exec", no_argument, NULL, OPT_EXEC },
-		{ "exec-log", required_argument, NULL, OPT_EXEC_LOG },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct restore_opts o = RESTORE_OPTS_INIT;
 	json_t *rep = NULL;
-	uint64_t v;
-	int ch, argi = 1, exec = 0, rc;
+	int i, exec = 0, rc;
 
-	while ((ch = cmd_getopt(argc, argv, "", longopts, &argi, e)) != -1) {
-		switch (ch) {
+	for (i = 0; i < a->nopts; i++) {
+		switch (a->opts[i].id) {
 		case OPT_PAUSED:
 			o.paused = 1;
 			break;
@@ -89,58 +88,36 @@ cmd_restore(int argc, char **argv, struct err *e)
 			o.dry_run = 1;
 			break;
 		case OPT_OVERLAY_DIR:
-			o.overlay_dir = optarg;
+			o.overlay_dir = a->opts[i].arg;
 			break;
 		case OPT_TIMEOUT:
-			if (opt_u64("--timeout", optarg, 1, 86400, &v, e) < 0)
+			if (opt_int("--timeout", a->opts[i].arg, 1, 86400,
+			    &o.timeout_s, e) < 0)
 				return -1;
-			o.timeout_s = (int)v;
 			break;
 		case OPT_EXEC:
 			exec = 1;
 			break;
 		case OPT_EXEC_LOG:
-			o.exec_log = optarg;
+			o.exec_log = a->opts[i].arg;
 			break;
-		case OPT_JSON:
-			options.json = 1;
-			break;
-		default:
-			return -1;
 		}
 	}
-	if (cmd_check_args(cmd_find("restore"), argc - argi, e) < 0)
-		return -1;
-	o.name = argv[argi++];
-	/* After NAME: --exec [--exec-log FILE] -- QEMU ARGS... */
-	while (argi < argc && strcmp(argv[argi], "--") != 0) {
-		if (strcmp(argv[argi], "--exec") == 0) {
-			exec = 1;
-		} else if (strcmp(argv[argi], "--exec-log") == 0 &&
-		    argi + 1 < argc) {
-			o.exec_log = argv[++argi];
-		} else if (strncmp(argv[argi], "--exec-log=", 11) == 0) {
-			o.exec_log = argv[argi] + 11;
-		} else {
-			return err_set(e, ERR_USAGE, "restore: unexpected "
-			    "argument '%s' (a QEMU command line goes after "
-			    "--exec --)", argv[argi]);
-		}
-		argi++;
-	}
-	if (argi < argc)
-		argi++;		/* the "--" */
-	if (!exec && argi < argc)
+	/* NAME, then with --exec the QEMU command line after "--". */
+	if (a->ndash == 0)
+		return err_set(e, ERR_USAGE, "restore: missing arguments");
+	if (a->ndash > 1 || (!exec && a->ndash < a->argc))
 		return err_set(e, ERR_USAGE, "restore: unexpected argument "
 		    "'%s' (a QEMU command line goes after --exec --)",
-		    argv[argi]);
-	if (exec && argi == argc)
+		    a->argv[1]);
+	if (exec && a->ndash == a->argc)
 		return err_set(e, ERR_USAGE, "restore: --exec needs a QEMU "
 		    "command line: restore NAME --exec -- qemu-system-x86_64 "
 		    "ARGS...");
 	if (o.exec_log != NULL && !exec)
 		return err_set(e, ERR_USAGE, "--exec-log is for --exec");
-	o.exec_argv = exec ? argv + argi : NULL;
+	o.name = a->argv[0];
+	o.exec_argv = exec ? a->argv + a->ndash : NULL;
 	o.socket = options.socket;
 	o.store = options.dir;
 	o.qmp_timeout_ms = options.timeout_ms;
@@ -158,10 +135,31 @@ cmd_restore(int argc, char **argv, struct err *e)
 	sig_release();
 	if (rc < 0)
 		return -1;
-	if (options.json)
-		print_json(rep);
-	else
-		print_summary(rep);
+	print_result(rep, print_summary);
 	json_decref(rep);
 	return 0;
 }
+
+const struct cmd_entry cmd_restore_entry = {
+	"restore", "[--paused] [--lazy] [--dry-run] [--overlay-dir DIR] "
+	"[--timeout SEC] NAME [--exec [--exec-log FILE] -- QEMU ARGS...]",
+	"load a checkpoint into a QEMU waiting with -incoming defer",
+	"  --paused             leave the guest paused after the load\n"
+	"  --lazy               postcopy: the guest runs once its devices\n"
+	"                       are in, its pages follow (those it touches\n"
+	"                       first); snapctl returns when all are in\n"
+	"  --dry-run            run every check, change nothing\n"
+	"  --overlay-dir DIR    new overlays here, not beside the disks\n"
+	"  --timeout SEC        give up loading after SEC (default 600)\n"
+	"  --exec -- QEMU ARGS  start QEMU with ARGS plus -incoming defer,\n"
+	"                       -S and a QMP monitor on -s SOCKET; it is\n"
+	"                       left running (killed if the restore fails)\n"
+	"  --exec-log FILE      QEMU's output (default SOCKET.log)\n"
+	"Checks the memory image, the disk files and the VM (machine type,\n"
+	"RAM blocks, disks opened on the checkpoint's files: see 'snapctl\n"
+	"info NAME') before touching QEMU; then puts a fresh overlay\n"
+	"<disk-stem>.restore-TIME.qcow2 on every disk, so the checkpoint\n"
+	"can be restored again, loads the memory and resumes the guest.",
+	"", restore_opts, 1, -1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
+	CMD_JSON | CMD_OPTS_ANYWHERE, cmd_restore,
+};

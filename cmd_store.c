@@ -2,7 +2,7 @@
  * cmd_store.c - the commands that work on the checkpoints of a store:
  * list, info and verify (of a checkpoint NAME, or of an image file, as
  * cmd_image.c does), delete and prune.  The work is store.c's and
- * diskgc.c's; this file parses, dispatches and prints.
+ * storeops.c's; this file parses, calls them and prints.
  */
 #include <sys/stat.h>
 
@@ -14,59 +14,16 @@
 
 #include <jansson.h>
 
-#include "diskfile.h"
-#include "diskgc.h"
+#include "manifest.h"
 #include "qmp.h"
-#include "save.h"
 #include "snapctl.h"
 #include "store.h"
+#include "storeops.h"
 #include "util.h"
 
 enum {
-	OPT_JSON = 256, OPT_DISKS, OPT_DRY_RUN, OPT_KEEP,
+	OPT_DISKS = 256, OPT_DRY_RUN, OPT_KEEP,
 };
-
-/*
- * Options anywhere among the arguments ("delete c1 --disks"), as git's
- * parse-options: positional words go to pos[] in order, "--" ends the
- * options.  Long options only, so a word never continues a cluster.
- * Returns the option, -1 at the end, '?' with e filled.
- */
-struct args {
-	char **pos;
-	int npos;
-};
-
-static int
-next_opt(int argc, char **argv, const struct option *longopts,
-    struct args *a, struct err *e)
-{
-	int ch, argi;
-
-	if (a->pos == NULL)
-		a->pos = xcalloc((size_t)argc + 1, sizeof(*a->pos));
-	for (;;) {
-		if (optind < argc && strcmp(argv[optind], "--") == 0) {
-			for (optind++; optind < argc; optind++)
-				a->pos[a->npos++] = argv[optind];
-			return -1;
-		}
-		ch = cmd_getopt(argc, argv, "", longopts, &argi, e);
-		if (ch != -1)
-			return ch;
-		if (argi >= argc)
-			return -1;
-		a->pos[a->npos++] = argv[argi];
-		optind = argi + 1;
-	}
-}
-
-static void
-args_release(struct args *a)
-{
-	free(a->pos);
-	a->pos = NULL;
-}
 
 static void
 bytes_short(uint64_t n, char out[32])
@@ -124,27 +81,15 @@ list_entry(const json_t *m)
 	    "disks", disks);
 }
 
-int
-cmd_list(int argc, char **argv, struct err *e)
+static int
+cmd_list(const struct cmd_args *a, struct err *e)
 {
-	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct args a = { NULL, 0 };
 	struct store *s = NULL;
 	json_t *all = NULL, *bad = NULL, *out = NULL, *m, *d;
 	size_t i, j;
-	int ch, w = 4, wp = 6, rc = -1;
+	int w = 4, wp = 6, rc = -1;
 	char mem[32];
 
-	while ((ch = next_opt(argc, argv, longopts, &a, e)) != -1) {
-		if (ch != OPT_JSON)
-			goto out;
-		options.json = 1;
-	}
-	if (cmd_check_args(cmd_find("list"), a.npos, e) < 0)
-		goto out;
 	if ((s = open_store(e)) == NULL)
 		goto out;
 	if ((all = store_list(s, &bad, e)) == NULL)
@@ -185,7 +130,6 @@ cmd_list(int argc, char **argv, struct err *e)
 	}
 	rc = 0;
 out:
-	args_release(&a);
 	json_decref(out);
 	json_decref(all);
 	json_decref(bad);
@@ -230,20 +174,6 @@ resolve(const char *arg, struct store **sp, json_t **mp, struct err *e)
 		    "image file '%s'", arg, options.dir, arg);
 	return err_set(e, ERR_FAIL, "no image file '%s' (give -d to look for "
 	    "a checkpoint '%s')", arg, arg);
-}
-
-/* Run an image command on path alone, as "snapctl CMD PATH" would. */
-static int
-image_command(int (*fn)(int, char **, struct err *), const char *cmd,
-    const char *path, struct err *e)
-{
-	char *av[3];
-
-	av[0] = (char *)cmd;
-	av[1] = (char *)path;
-	av[2] = NULL;
-	optind = 1;
-	return fn(2, av, e);
 }
 
 /* The word in single quotes for a POSIX shell. */
@@ -371,30 +301,18 @@ info_text(const json_t *m)
 	    ")" : "");
 }
 
-int
-cmd_info(int argc, char **argv, struct err *e)
+static int
+cmd_info(const struct cmd_args *a, struct err *e)
 {
-	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct args a = { NULL, 0 };
 	struct store *s = NULL;
 	json_t *m = NULL;
 	char *text;
-	int ch, rc = -1;
+	int rc = -1;
 
-	while ((ch = next_opt(argc, argv, longopts, &a, e)) != -1) {
-		if (ch != OPT_JSON)
-			goto out;
-		options.json = 1;
-	}
-	if (cmd_check_args(cmd_find("info"), a.npos, e) < 0)
-		goto out;
-	if (resolve(a.pos[0], &s, &m, e) < 0)
+	if (resolve(a->argv[0], &s, &m, e) < 0)
 		goto out;
 	if (m == NULL) {
-		rc = image_command(cmd_image_info, "info", a.pos[0], e);
+		rc = cmd_image_info(a->argv[0], e);
 		goto out;
 	}
 	if (options.json) {
@@ -412,99 +330,36 @@ cmd_info(int argc, char **argv, struct err *e)
 	}
 	rc = 0;
 out:
-	args_release(&a);
 	json_decref(m);
 	store_close(s);
 	return rc;
 }
 
-/* Every disk, then the memory image; the first failure is the answer. */
-static int
-verify_checkpoint(struct store *s, const char *name, const json_t *m,
-    struct err *e)
+static void
+print_verified(const json_t *r)
 {
-	const json_t *mem = json_object_get(m, "memory"), *d;
-	struct img_reader *r = NULL;
-	json_t *disks = json_array(), *memj = json_null(), *out;
-	const char *mpath;
-	char *path = NULL;
-	size_t i;
-	int rc = -1;
-
-	json_array_foreach(json_object_get(m, "disks"), i, d) {
-		if (diskfile_check(d, e) < 0) {
-			err_prefix(e, "%s: ", name);
-			goto out;
-		}
-		json_array_append_new(disks, json_pack("{s:s?, s:s?, s:b}",
-		    "device", json_str(d, "device"), "file", json_str(d, "file"),
-		    "ok", 1));
-	}
-	if (json_is_object(mem)) {
-		mpath = json_str(mem, "path");
-		if (mpath == NULL || strchr(mpath, '/') != NULL ||
-		    mpath[0] == '.') {
-			err_set(e, ERR_FAIL, "%s: the manifest names no usable "
-			    "memory image", name);
-			goto out;
-		}
-		path = xasprintf("%s/%s/%s", store_path(s), name, mpath);
-		r = img_open(path, e);
-		if (r == NULL) {
-			err_prefix(e, "%s: ", name);
-			goto out;
-		}
-		if (img_verify_parallel(r, path, 0, e) < 0) {
-			err_prefix(e, "%s: '%s': ", name, path);
-			goto out;
-		}
-		json_decref(memj);
-		memj = json_pack("{s:s, s:b}", "image", path, "ok", 1);
-	}
-	if (options.json) {
-		out = json_pack("{s:s, s:b, s:O, s:O}", "name", name, "ok", 1,
-		    "memory", memj, "disks", disks);
-		print_json(out);
-		json_decref(out);
-	} else {
-		printf("%s: ok\n", name);
-	}
-	rc = 0;
-out:
-	img_close(r);
-	free(path);
-	json_decref(memj);
-	json_decref(disks);
-	return rc;
+	printf("%s: ok\n", json_str(r, "name"));
 }
 
-int
-cmd_verify(int argc, char **argv, struct err *e)
+static int
+cmd_verify(const struct cmd_args *a, struct err *e)
 {
-	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct args a = { NULL, 0 };
 	struct store *s = NULL;
-	json_t *m = NULL;
-	int ch, rc = -1;
+	json_t *m = NULL, *r = NULL;
+	int rc = -1;
 
-	while ((ch = next_opt(argc, argv, longopts, &a, e)) != -1) {
-		if (ch != OPT_JSON)
-			goto out;
-		options.json = 1;
+	if (resolve(a->argv[0], &s, &m, e) < 0)
+		goto out;
+	if (m == NULL) {
+		rc = cmd_image_verify(a->argv[0], e);
+		goto out;
 	}
-	if (cmd_check_args(cmd_find("verify"), a.npos, e) < 0)
+	if (storeops_verify(s, a->argv[0], m, &r, e) < 0)
 		goto out;
-	if (resolve(a.pos[0], &s, &m, e) < 0)
-		goto out;
-	if (m == NULL)
-		rc = image_command(cmd_image_verify, "verify", a.pos[0], e);
-	else
-		rc = verify_checkpoint(s, a.pos[0], m, e);
+	print_result(r, print_verified);
+	rc = 0;
 out:
-	args_release(&a);
+	json_decref(r);
 	json_decref(m);
 	store_close(s);
 	return rc;
@@ -512,99 +367,46 @@ out:
 
 /* ---- delete and prune ----------------------------------------------------- */
 
-struct del_opts {
-	int disks;
-	int dry_run;
-};
-
-static int
-in_names(const json_t *names, const char *name)
-{
-	const json_t *v;
-	size_t i;
-
-	json_array_foreach(names, i, v)
-		if (strcmp(json_string_value(v), name) == 0)
-			return 1;
-	return 0;
-}
+static void print_deleted(const json_t *r);
 
 /*
- * Delete the checkpoints named in gone (the store locked unless dry_run),
- * then, with --disks, the disk files that frees.  *out (new reference)
- * says what was done: {"deleted": [NAME...], "disks": [...]}, also on
- * failure after something was done.
+ * With --disks and -s, how storeops_delete() reaches the VM; then delete
+ * gone, print what was done (also after a failure midway).
  */
 static int
-delete_run(struct store *s, const json_t *all, const json_t *bad,
-    const json_t *gone, const struct del_opts *o, json_t **out,
+delete_and_print(struct store *s, const json_t *all, const json_t *bad,
+    const json_t *gone, struct storeops_delete_opts *o, json_t *extra,
     struct err *e)
 {
-	struct diskgc_opts go = DISKGC_OPTS_INIT;
-	struct qmp *q = NULL;
-	json_t *deleted = json_array(), *vm_files = NULL, *report = NULL;
-	const json_t *b, *n;
-	size_t i;
-	int unseen = 0, rc = -1;
+	struct qmp_config cfg;
+	json_t *r = NULL;
+	int rc;
 
-	*out = NULL;
-	if (o->disks) {
-		/* A manifest we cannot read may name any file. */
-		json_array_foreach(bad, i, b) {
-			if (in_names(gone, json_str(b, "name")))
-				continue;
-			err_set(e, ERR_FAIL, "--disks needs every manifest of "
-			    "the store, and %s; delete or repair checkpoint "
-			    "'%s' first", json_str(b, "error"), json_str(b, "name"));
-			goto out;
-		}
-		if (options.socket != NULL) {
-			if ((q = cmd_qmp_connect(e)) == NULL)
-				goto out;
-			if ((vm_files = diskgc_vm_files(q, e)) == NULL) {
-				err_prefix(e, "query-block: ");
-				goto out;
-			}
-		}
+	if (o->disks && options.socket != NULL) {
+		if (cmd_qmp_config(&cfg, e) < 0)
+			return -1;
+		o->socket = options.socket;
+		o->qmp = &cfg;
 	}
-	json_array_foreach(gone, i, n) {
-		if (!o->dry_run && store_remove_checkpoint(s,
-		    json_string_value(n), e) < 0)
-			goto done;
-		json_array_append(deleted, (json_t *)n);
+	rc = storeops_delete(s, all, bad, gone, o, &r, e);
+	if (rc == 0 && o->unseen > 0)
+		warnx_("%d processes could not be looked at: files they hold "
+		    "open were not seen", o->unseen);
+	if (r != NULL) {
+		if (extra != NULL)
+			json_object_update(r, extra);
+		print_result(r, print_deleted);
 	}
-	if (o->disks) {
-		go.all = all;
-		go.gone = gone;
-		go.vm_files = vm_files;
-		go.dry_run = o->dry_run;
-		if (diskgc_run(&go, &report, &unseen, e) < 0)
-			goto done;
-		if (unseen > 0)
-			warnx_("%d processes could not be looked at: files "
-			    "they hold open were not seen", unseen);
-	}
-	rc = 0;
-done:
-	*out = json_pack("{s:O, s:o}", "deleted", deleted, "disks",
-	    report ? report : json_array());
-out:
-	qmp_close(q);
-	json_decref(vm_files);
-	json_decref(deleted);
+	json_decref(r);
 	return rc;
 }
 
 static void
-print_deleted(const json_t *r, int dry_run)
+print_deleted(const json_t *r)
 {
 	const json_t *v, *d, *why;
+	int dry_run = json_is_true(json_object_get(r, "dry_run"));
 	size_t i, j;
-
-	if (options.json) {
-		print_json((json_t *)r);
-		return;
-	}
 	json_array_foreach(json_object_get(r, "deleted"), i, v)
 		printf("%s checkpoint '%s'\n", dry_run ? "would delete" :
 		    "deleted", json_string_value(v));
@@ -622,61 +424,25 @@ print_deleted(const json_t *r, int dry_run)
 	}
 }
 
-int
-cmd_delete(int argc, char **argv, struct err *e)
+static int
+cmd_delete(const struct cmd_args *a, struct err *e)
 {
-	static const struct option longopts[] = {
-		{ "disks", no_argument, NULL, OPT_DISKS },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct del_opts o = { 0, 0 };
-	struct args a = { NULL, 0 };
+	struct storeops_delete_opts o = STOREOPS_DELETE_OPTS_INIT;
 	struct store *s = NULL;
-	json_t *all = NULL, *bad = NULL, *gone = json_array(), *r = NULL;
-	const json_t *m, *b;
-	size_t j;
-	int ch, i, found, rc = -1;
+	json_t *all = NULL, *bad = NULL, *gone = NULL;
+	int rc = -1;
 
-	while ((ch = next_opt(argc, argv, longopts, &a, e)) != -1) {
-		switch (ch) {
-		case OPT_DISKS:
-			o.disks = 1;
-			break;
-		case OPT_JSON:
-			options.json = 1;
-			break;
-		default:
-			goto out;
-		}
-	}
-	if (cmd_check_args(cmd_find("delete"), a.npos, e) < 0)
-		goto out;
+	o.disks = a->nopts > 0;		/* --disks, the only one */
 	if ((s = open_store(e)) == NULL || store_lock(s, e) < 0)
 		goto out;
 	if ((all = store_list(s, &bad, e)) == NULL)
 		goto out;
 	/* Every name first: an unknown one deletes nothing. */
-	for (i = 0; i < a.npos; i++) {
-		found = 0;
-		json_array_foreach(all, j, m)
-			found |= strcmp(json_str(m, "name"), a.pos[i]) == 0;
-		json_array_foreach(bad, j, b)
-			found |= strcmp(json_str(b, "name"), a.pos[i]) == 0;
-		if (!found) {
-			err_set(e, ERR_FAIL, "no checkpoint '%s' in '%s'",
-			    a.pos[i], options.dir);
-			goto out;
-		}
-		if (!in_names(gone, a.pos[i]))
-			json_array_append_new(gone, json_string(a.pos[i]));
-	}
-	rc = delete_run(s, all, bad, gone, &o, &r, e);
-	if (r != NULL)
-		print_deleted(r, 0);
+	if (storeops_delete_select(s, all, bad, a->argv, a->argc, &gone,
+	    e) < 0)
+		goto out;
+	rc = delete_and_print(s, all, bad, gone, &o, NULL, e);
 out:
-	args_release(&a);
-	json_decref(r);
 	json_decref(gone);
 	json_decref(all);
 	json_decref(bad);
@@ -684,49 +450,21 @@ out:
 	return rc;
 }
 
-/* Same VM: equal uuid and name, null matching null (store_find_parent). */
 static int
-same_vm(const json_t *a, const json_t *b)
+cmd_prune(const struct cmd_args *a, struct err *e)
 {
-	static const char *const keys[] = { "uuid", "name" };
-	const char *x, *y;
-	size_t k;
-
-	for (k = 0; k < ARRAY_SIZE(keys); k++) {
-		x = json_str(json_object_get(a, "vm"), keys[k]);
-		y = json_str(json_object_get(b, "vm"), keys[k]);
-		if ((x == NULL) != (y == NULL) || (x != NULL &&
-		    strcmp(x, y) != 0))
-			return 0;
-	}
-	return 1;
-}
-
-int
-cmd_prune(int argc, char **argv, struct err *e)
-{
-	static const struct option longopts[] = {
-		{ "keep", required_argument, NULL, OPT_KEEP },
-		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
-		{ "disks", no_argument, NULL, OPT_DISKS },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct del_opts o = { 0, 0 };
-	struct args a = { NULL, 0 };
+	struct storeops_delete_opts o = STOREOPS_DELETE_OPTS_INIT;
 	struct store *s = NULL;
-	json_t *all = NULL, *bad = NULL, *gone = json_array(), *r = NULL;
-	json_t *kept = json_array();
-	const json_t *m, *m2;
+	json_t *all = NULL, *bad = NULL, *gone = NULL, *kept = NULL;
+	json_t *extra = NULL;
 	uint64_t keep = 0;
-	size_t i, j, newer;
-	int ch, have_keep = 0, rc = -1;
+	int i, have_keep = 0, rc = -1;
 
-	while ((ch = next_opt(argc, argv, longopts, &a, e)) != -1) {
-		switch (ch) {
+	for (i = 0; i < a->nopts; i++) {
+		switch (a->opts[i].id) {
 		case OPT_KEEP:
-			if (opt_u64("--keep", optarg, 0, 1000000, &keep,
-			    e) < 0)
+			if (opt_u64("--keep", a->opts[i].arg, 0, 1000000,
+			    &keep, e) < 0)
 				goto out;
 			have_keep = 1;
 			break;
@@ -736,15 +474,8 @@ cmd_prune(int argc, char **argv, struct err *e)
 		case OPT_DISKS:
 			o.disks = 1;
 			break;
-		case OPT_JSON:
-			options.json = 1;
-			break;
-		default:
-			goto out;
 		}
 	}
-	if (cmd_check_args(cmd_find("prune"), a.npos, e) < 0)
-		goto out;
 	if (!have_keep) {
 		err_set(e, ERR_USAGE, "prune: --keep N is required");
 		goto out;
@@ -756,25 +487,11 @@ cmd_prune(int argc, char **argv, struct err *e)
 	if ((all = store_list(s, &bad, e)) == NULL)
 		goto out;
 	warn_bad(bad);
-	/* Oldest first: one goes if keep or more of its VM's are newer. */
-	json_array_foreach(all, i, m) {
-		newer = 0;
-		for (j = i + 1; j < json_array_size(all); j++) {
-			m2 = json_array_get(all, j);
-			newer += same_vm(m, m2);
-		}
-		json_array_append_new(newer >= keep ? gone : kept,
-		    json_string(json_str(m, "name")));
-	}
-	rc = delete_run(s, all, bad, gone, &o, &r, e);
-	if (r != NULL) {
-		json_object_set_new(r, "dry_run", json_boolean(o.dry_run));
-		json_object_set(r, "kept", kept);
-		print_deleted(r, o.dry_run);
-	}
+	storeops_prune_select(all, keep, &gone, &kept);
+	extra = json_pack("{s:b, s:O}", "dry_run", o.dry_run, "kept", kept);
+	rc = delete_and_print(s, all, bad, gone, &o, extra, e);
 out:
-	args_release(&a);
-	json_decref(r);
+	json_decref(extra);
 	json_decref(kept);
 	json_decref(gone);
 	json_decref(all);
@@ -782,3 +499,72 @@ out:
 	store_close(s);
 	return rc;
 }
+
+static const struct option delete_opts[] = {
+	{ "disks", no_argument, NULL, OPT_DISKS },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct option prune_opts[] = {
+	{ "keep", required_argument, NULL, OPT_KEEP },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "disks", no_argument, NULL, OPT_DISKS },
+	{ NULL, 0, NULL, 0 },
+};
+
+#define STORE_CMD (CMD_JSON | CMD_OPTS_ANYWHERE)
+
+const struct cmd_entry cmd_verify_entry = {
+	"verify", "NAME|IMAGE",
+	"check a checkpoint (memory image, disk files) or an image",
+	"NAME is checkpoint STORE/NAME: every checksum of its memory\n"
+	"image, and each disk file present, of the recorded format and\n"
+	"backing, unchanged in size and mtime (else exit 4).  An argument\n"
+	"with a '/', or one that is no checkpoint of the store (-d), is\n"
+	"an image file: every checksum and structure of it.",
+	"", NULL, 1, 1, STORE_CMD, cmd_verify,
+};
+
+const struct cmd_entry cmd_info_entry = {
+	"info", "NAME|IMAGE",
+	"show a checkpoint and how to restore it, or an image",
+	"NAME is checkpoint STORE/NAME: its manifest, readably, and the\n"
+	"QEMU options to start a restore target (--json: the manifest as\n"
+	"written).  An argument with a '/', or one that is no checkpoint\n"
+	"of the store (-d), is an image file: machine type, RAM blocks,\n"
+	"pages and sizes.",
+	"", NULL, 1, 1, STORE_CMD, cmd_info,
+};
+
+const struct cmd_entry cmd_list_entry = {
+	"list", "",
+	"list the checkpoints of the store, oldest first",
+	"One line each: name, created, parent, memory image size, disks.\n"
+	"--json: [{name, created, parent, vm, mode, memory_bytes,\n"
+	"disks: [DEVICE...]}].  Unreadable manifests are skipped with a\n"
+	"warning.",
+	"", NULL, 0, 0, CMD_NEEDS_STORE | STORE_CMD, cmd_list,
+};
+
+const struct cmd_entry cmd_delete_entry = {
+	"delete", "[--disks] NAME...",
+	"delete checkpoints, and with --disks the disk files they free",
+	"  --disks   also remove disk files snapctl made that nothing\n"
+	"            needs any more: not the disk of a remaining\n"
+	"            checkpoint, not backing a file that stays, not open\n"
+	"            by any process, not used by the VM at -s\n"
+	"Takes the store's lock (exit 5 when busy).  Every removed and\n"
+	"kept disk file is reported with the reason.",
+	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD, cmd_delete,
+};
+
+const struct cmd_entry cmd_prune_entry = {
+	"prune", "--keep N [--dry-run] [--disks]",
+	"delete all but the newest N checkpoints of each VM",
+	"  --keep N    checkpoints to keep per VM (0 deletes them all)\n"
+	"  --dry-run   say what would be deleted, change nothing\n"
+	"  --disks     as for delete\n"
+	"A VM is the uuid and name its manifests record; newest is by\n"
+	"created, then name.",
+	"", prune_opts, 0, 0, CMD_NEEDS_STORE | STORE_CMD, cmd_prune,
+};

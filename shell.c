@@ -1041,18 +1041,14 @@ script(struct shell *sh, struct err *e)
 	return rc;
 }
 
-int
-cmd_shell(int argc, char **argv, struct err *e)
+static int
+cmd_shell(const struct cmd_args *a, struct err *e)
 {
 	struct shell sh;
 	const char *home;
-	int argi, rc = -1;
+	int rc = -1;
 
 	memset(&sh, 0, sizeof(sh));
-	if (cmd_getopt(argc, argv, "", NULL, &argi, e) != -1)
-		return -1;
-	if (cmd_check_args(cmd_find("shell"), argc - argi, e) < 0)
-		return -1;
 	if ((sh.q = cmd_qmp_connect(e)) == NULL)
 		return -1;
 	current = &sh;
@@ -1079,3 +1075,12 @@ cmd_shell(int argc, char **argv, struct err *e)
 	qmp_close(sh.q);
 	return rc;
 }
+
+const struct cmd_entry cmd_shell_entry = {
+	"shell", "",
+	"interactive QMP shell with history and schema completion",
+	"Input: 'command key=value ...' or raw JSON.  'help [CMD]' lists\n"
+	"commands or shows a command's arguments.  Without a terminal it\n"
+	"reads one command per line and exits 1 if any failed.",
+	"", NULL, 0, 0, CMD_NEEDS_SOCKET, cmd_shell,
+};

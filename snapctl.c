@@ -15,6 +15,9 @@
 #include "snapctl.h"
 #include "util.h"
 
+/* --json, which the dispatcher takes for every CMD_JSON command. */
+#define OPT_JSON 0x10000
+
 struct options options = {
 	.socket = NULL,
 	.dir = NULL,
@@ -23,127 +26,21 @@ struct options options = {
 	.timeout_ms = 10000,
 };
 
-const struct cmd_entry cmd_table[] = {
-	{ "qmp", "COMMAND [ARGS...]",
-	  "run one QMP command and print its reply",
-	  "ARGS is one JSON object, or key=value pairs: values are parsed as\n"
-	  "JSON when they parse, else taken as strings; dotted keys nest\n"
-	  "(a.b=1 gives {\"a\":{\"b\":1}}).",
-	  1, -1, CMD_NEEDS_SOCKET, cmd_qmp },
-	{ "shell", "",
-	  "interactive QMP shell with history and schema completion",
-	  "Input: 'command key=value ...' or raw JSON.  'help [CMD]' lists\n"
-	  "commands or shows a command's arguments.  Without a terminal it\n"
-	  "reads one command per line and exits 1 if any failed.",
-	  0, 0, CMD_NEEDS_SOCKET, cmd_shell },
-	{ "compact", "[-l LEVEL] [-T THREADS] RAW IMAGE",
-	  "import a raw QEMU migration stream into a compact image",
-	  "  -l, --level N     zstd level (1-19, default 1)\n"
-	  "  -T, --threads N   compression threads (default: online CPUs)\n"
-	  "RAW is a file or - for standard input.",
-	  2, 2, 0, cmd_compact },
-	{ "export", "IMAGE OUT",
-	  "regenerate a QEMU migration stream from an image",
-	  "OUT is a file or - for standard output (not a terminal).",
-	  2, 2, 0, cmd_export },
-	{ "verify", "NAME|IMAGE",
-	  "check a checkpoint (memory image, disk files) or an image",
-	  "NAME is checkpoint STORE/NAME: every checksum of its memory\n"
-	  "image, and each disk file present, of the recorded format and\n"
-	  "backing, unchanged in size and mtime (else exit 4).  An argument\n"
-	  "with a '/', or one that is no checkpoint of the store (-d), is\n"
-	  "an image file: every checksum and structure of it.",
-	  1, 1, 0, cmd_verify },
-	{ "read", "IMAGE BLOCK OFFSET LENGTH",
-	  "write raw guest bytes of a RAM block range to stdout",
-	  "OFFSET and LENGTH are bytes (decimal, or hex with 0x).",
-	  4, 4, 0, cmd_read },
-	{ "info", "NAME|IMAGE",
-	  "show a checkpoint and how to restore it, or an image",
-	  "NAME is checkpoint STORE/NAME: its manifest, readably, and the\n"
-	  "QEMU options to start a restore target (--json: the manifest as\n"
-	  "written).  An argument with a '/', or one that is no checkpoint\n"
-	  "of the store (-d), is an image file: machine type, RAM blocks,\n"
-	  "pages and sizes.",
-	  1, 1, 0, cmd_info },
-	{ "list", "",
-	  "list the checkpoints of the store, oldest first",
-	  "One line each: name, created, parent, memory image size, disks.\n"
-	  "--json: [{name, created, parent, vm, mode, memory_bytes,\n"
-	  "disks: [DEVICE...]}].  Unreadable manifests are skipped with a\n"
-	  "warning.",
-	  0, 0, CMD_NEEDS_STORE, cmd_list },
-	{ "delete", "[--disks] NAME...",
-	  "delete checkpoints, and with --disks the disk files they free",
-	  "  --disks   also remove disk files snapctl made that nothing\n"
-	  "            needs any more: not the disk of a remaining\n"
-	  "            checkpoint, not backing a file that stays, not open\n"
-	  "            by any process, not used by the VM at -s\n"
-	  "Takes the store's lock (exit 5 when busy).  Every removed and\n"
-	  "kept disk file is reported with the reason.",
-	  1, -1, CMD_NEEDS_STORE, cmd_delete },
-	{ "prune", "--keep N [--dry-run] [--disks]",
-	  "delete all but the newest N checkpoints of each VM",
-	  "  --keep N    checkpoints to keep per VM (0 deletes them all)\n"
-	  "  --dry-run   say what would be deleted, change nothing\n"
-	  "  --disks     as for delete\n"
-	  "A VM is the uuid and name its manifests record; newest is by\n"
-	  "created, then name.",
-	  0, 0, CMD_NEEDS_STORE, cmd_prune },
-	{ "checkpoint", "[--mode live|background | --pause | --disk-only "
-	  "[--quiesce --agent SOCKET]] "
-	  "[--downtime MS] [--bandwidth RATE] [--timeout SEC "
-	  "[--on-timeout stop|abort]] [--exclude DEVICE]... "
-	  "[--overlay-dir DIR] [--level N] [--threads N] [NAME]",
-	  "take a consistent live checkpoint of memory and disks",
-	  "  --mode background    memory as at the start (QEMU's background\n"
-	  "                       snapshot), disks cut at that instant; a\n"
-	  "                       stopped guest is captured as with --pause\n"
-	  "  --pause              keep the guest stopped during the capture\n"
-	  "  --disk-only          cut the disks only, no memory\n"
-	  "  --quiesce            with --disk-only: freeze filesystems\n"
-	  "  --agent SOCKET       the guest agent socket for --quiesce\n"
-	  "  --downtime MS        QEMU's downtime-limit for the switchover\n"
-	  "  --bandwidth RATE     max-bandwidth, bytes/s, K/M/G suffixes\n"
-	  "                       (default 64G: unlimited)\n"
-	  "  --timeout SEC        past it, stop the guest to finish "
-	  "(\"forced\")\n"
-	  "  --on-timeout abort   ... or give up instead (exit 7)\n"
-	  "  --exclude DEVICE     leave this disk alone (repeatable)\n"
-	  "  --overlay-dir DIR    new overlays here, not beside the images\n"
-	  "  --level N, --threads N  zstd level and threads for the image\n"
-	  "NAME defaults to the UTC time (20261123T081500Z).  The checkpoint\n"
-	  "goes to STORE/NAME; each disk's new overlay is\n"
-	  "<image-stem>.NAME.qcow2 beside its image.",
-	  0, 1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE, cmd_checkpoint },
-	{ "recover", "[--agent SOCKET]",
-	  "resume a guest an interrupted checkpoint left stopped",
-	  "Cancels a pending migration, thaws filesystems (--agent), puts\n"
-	  "back the migration settings recorded in STORE/.recover.json\n"
-	  "(with -d), resumes the guest.  -s may be left out when -d is\n"
-	  "given: the recovery note names the socket.",
-	  0, 0, 0, cmd_recover },
-	{ "restore", "[--paused] [--lazy] [--dry-run] [--overlay-dir DIR] "
-	  "[--timeout SEC] NAME [--exec [--exec-log FILE] -- QEMU ARGS...]",
-	  "load a checkpoint into a QEMU waiting with -incoming defer",
-	  "  --paused             leave the guest paused after the load\n"
-	  "  --lazy               postcopy: the guest runs once its devices\n"
-	  "                       are in, its pages follow (those it touches\n"
-	  "                       first); snapctl returns when all are in\n"
-	  "  --dry-run            run every check, change nothing\n"
-	  "  --overlay-dir DIR    new overlays here, not beside the disks\n"
-	  "  --timeout SEC        give up loading after SEC (default 600)\n"
-	  "  --exec -- QEMU ARGS  start QEMU with ARGS plus -incoming defer,\n"
-	  "                       -S and a QMP monitor on -s SOCKET; it is\n"
-	  "                       left running (killed if the restore fails)\n"
-	  "  --exec-log FILE      QEMU's output (default SOCKET.log)\n"
-	  "Checks the memory image, the disk files and the VM (machine type,\n"
-	  "RAM blocks, disks opened on the checkpoint's files: see 'snapctl\n"
-	  "info NAME') before touching QEMU; then puts a fresh overlay\n"
-	  "<disk-stem>.restore-TIME.qcow2 on every disk, so the checkpoint\n"
-	  "can be restored again, loads the memory and resumes the guest.",
-	  1, -1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE, cmd_restore },
-	{ NULL, NULL, NULL, NULL, 0, 0, 0, NULL },
+const struct cmd_entry *const cmd_table[] = {
+	&cmd_qmp_entry,
+	&cmd_shell_entry,
+	&cmd_compact_entry,
+	&cmd_export_entry,
+	&cmd_verify_entry,
+	&cmd_read_entry,
+	&cmd_info_entry,
+	&cmd_list_entry,
+	&cmd_delete_entry,
+	&cmd_prune_entry,
+	&cmd_checkpoint_entry,
+	&cmd_recover_entry,
+	&cmd_restore_entry,
+	NULL,
 };
 
 static const char usage_head[] =
@@ -152,7 +49,7 @@ static const char usage_head[] =
 static void
 print_usage(FILE *f)
 {
-	const struct cmd_entry *c;
+	const struct cmd_entry *const *c;
 
 	fputs(usage_head, f);
 	fputs("\nOptions:\n"
@@ -167,8 +64,8 @@ print_usage(FILE *f)
 	    "  -h, --help         this help\n"
 	    "  -V, --version      print the version\n"
 	    "\nCommands:\n", f);
-	for (c = cmd_table; c->name != NULL; c++)
-		fprintf(f, "  %-10s %s\n", c->name, c->summary);
+	for (c = cmd_table; *c != NULL; c++)
+		fprintf(f, "  %-10s %s\n", (*c)->name, (*c)->summary);
 	fprintf(f, "  %-10s %s\n", "help", "show help for a command");
 	fputs("\ninfo and verify take a checkpoint NAME or an IMAGE file: an "
 	    "argument with\na '/' is a file; else STORE/NAME when -d is "
@@ -182,11 +79,11 @@ print_usage(FILE *f)
 const struct cmd_entry *
 cmd_find(const char *name)
 {
-	const struct cmd_entry *c;
+	const struct cmd_entry *const *c;
 
-	for (c = cmd_table; c->name != NULL; c++)
-		if (strcmp(c->name, name) == 0)
-			return c;
+	for (c = cmd_table; *c != NULL; c++)
+		if (strcmp((*c)->name, name) == 0)
+			return *c;
 	return NULL;
 }
 
@@ -201,68 +98,121 @@ print_cmd_help(const struct cmd_entry *c, FILE *f)
 }
 
 static int
-cmd_help(int argc, char **argv, struct err *e)
+cmd_help(const struct cmd_args *a, struct err *e)
 {
 	const struct cmd_entry *c;
 
-	if (argc < 2) {
+	if (a->argc == 0) {
 		print_usage(stdout);
 		return 0;
 	}
-	if (strcmp(argv[1], "help") == 0) {
+	if (strcmp(a->argv[0], "help") == 0) {
 		printf("usage: snapctl help [COMMAND]\n");
 		return 0;
 	}
-	c = cmd_find(argv[1]);
+	c = cmd_find(a->argv[0]);
 	if (c == NULL)
-		return err_set(e, ERR_USAGE, "unknown command '%s'", argv[1]);
+		return err_set(e, ERR_USAGE, "unknown command '%s'",
+		    a->argv[0]);
 	print_cmd_help(c, stdout);
 	return 0;
 }
 
-int
-cmd_getopt(int argc, char **argv, const char *shortopts,
-    const struct option *longopts, int *argi, struct err *e)
+/* The long options of c, and --json when it takes it (new array). */
+static struct option *
+long_options(const struct cmd_entry *c)
 {
-	static const struct option none[] = { { NULL, 0, NULL, 0 } };
-	char opts[64];
-	int ch;
+	const struct option *lo;
+	struct option *out;
+	size_t n = 0, i = 0;
 
-	/* Leading ':' to report missing arguments ourselves; '+' stops at
-	 * the first positional argument. */
-	snprintf(opts, sizeof(opts), "+:%s", shortopts);
-	opterr = 0;
-	ch = getopt_long(argc, argv, opts, longopts ? longopts : none, NULL);
-	if (ch == -1) {
-		*argi = optind;
-		return -1;
+	for (lo = c->longopts; lo != NULL && lo->name != NULL; lo++)
+		n++;
+	out = xcalloc(n + 2, sizeof(*out));
+	for (; i < n; i++)
+		out[i] = c->longopts[i];
+	if (c->flags & CMD_JSON) {
+		out[i].name = "json";
+		out[i].has_arg = no_argument;
+		out[i].val = OPT_JSON;
 	}
-	if (ch == '?') {
-		if (optopt)
-			err_set(e, ERR_USAGE, "%s: unknown option '-%c'",
-			    argv[0], optopt);
-		else
-			err_set(e, ERR_USAGE, "%s: unknown option '%s'",
-			    argv[0], argv[optind - 1]);
-		return '?';
-	}
-	if (ch == ':') {
-		err_set(e, ERR_USAGE, "%s: option '%s' needs a value", argv[0],
-		    argv[optind - 1]);
-		return '?';
-	}
-	return ch;
+	return out;
 }
 
 int
-cmd_check_args(const struct cmd_entry *c, int nargs, struct err *e)
+cmd_parse(const struct cmd_entry *c, int argc, char **argv,
+    struct cmd_args *a, struct err *e)
 {
-	if (nargs < c->min_args)
-		return err_set(e, ERR_USAGE, "%s: missing arguments", c->name);
-	if (c->max_args >= 0 && nargs > c->max_args)
-		return err_set(e, ERR_USAGE, "%s: too many arguments",
-		    c->name);
-	return 0;
+	struct option *longopts = long_options(c);
+	char shortopts[64];
+	int ch, rc = -1;
+
+	memset(a, 0, sizeof(*a));
+	a->entry = c;
+	a->opts = xcalloc((size_t)argc + 1, sizeof(*a->opts));
+	a->argv = xcalloc((size_t)argc + 1, sizeof(*a->argv));
+	/*
+	 * ':' to report missing values ourselves.  '-' hands each argument
+	 * over in order (1) and stops at "--": options among arguments; '+'
+	 * stops at the first argument.
+	 */
+	snprintf(shortopts, sizeof(shortopts), "%s:%s",
+	    (c->flags & CMD_OPTS_ANYWHERE) ? "-" : "+", c->shortopts);
+	opterr = 0;
+	optind = 0;		/* GNU: start afresh, argv[0] is the name */
+	while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) !=
+	    -1) {
+		switch (ch) {
+		case 1:
+			a->argv[a->argc++] = optarg;
+			break;
+		case OPT_JSON:
+			options.json = 1;
+			break;
+		case '?':
+			if (optopt)
+				err_set(e, ERR_USAGE, "%s: unknown option "
+				    "'-%c'", c->name, optopt);
+			else
+				err_set(e, ERR_USAGE, "%s: unknown option "
+				    "'%s'", c->name, argv[optind - 1]);
+			goto out;
+		case ':':
+			err_set(e, ERR_USAGE, "%s: option '%s' needs a value",
+			    c->name, argv[optind - 1]);
+			goto out;
+		default:
+			a->opts[a->nopts].id = ch;
+			a->opts[a->nopts++].arg = optarg;
+		}
+	}
+	a->ndash = a->argc;
+	while (optind < argc)
+		a->argv[a->argc++] = argv[optind++];
+	if (a->argc < c->min_args) {
+		err_set(e, ERR_USAGE, "%s: missing arguments", c->name);
+		goto out;
+	}
+	if (c->max_args >= 0 && a->argc > c->max_args) {
+		err_set(e, ERR_USAGE, "%s: too many arguments", c->name);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(longopts);
+	if (rc < 0)
+		cmd_args_release(a);
+	return rc;
+}
+
+void
+cmd_args_release(struct cmd_args *a)
+{
+	free(a->opts);
+	free(a->argv);
+	a->opts = NULL;
+	a->argv = NULL;
+	a->nopts = a->argc = 0;
 }
 
 int
@@ -277,14 +227,35 @@ opt_u64(const char *name, const char *val, uint64_t min, uint64_t max,
 	return 0;
 }
 
+int
+opt_int(const char *name, const char *val, int min, int max, int *out,
+    struct err *e)
+{
+	uint64_t v;
+
+	if (opt_u64(name, val, (uint64_t)min, (uint64_t)max, &v, e) < 0)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
 void
-print_json(json_t *j)
+print_json(const json_t *j)
 {
 	size_t flags = (options.json ? JSON_COMPACT : JSON_INDENT(2)) |
 	    JSON_REAL_PRECISION(12);
 
 	json_dumpf(j, stdout, flags | JSON_ENCODE_ANY);
 	fputc('\n', stdout);
+}
+
+void
+print_result(const json_t *j, void (*text)(const json_t *j))
+{
+	if (options.json)
+		print_json(j);
+	else
+		text(j);
 }
 
 static void
@@ -378,8 +349,8 @@ finish_stdout(struct err *e)
 }
 
 static const struct cmd_entry help_entry = {
-	"help", "[COMMAND]", "show help for a command", NULL, 0, 1, 0,
-	cmd_help,
+	"help", "[COMMAND]", "show help for a command", NULL, "", NULL, 0, -1,
+	0, cmd_help,
 };
 
 int
@@ -397,6 +368,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct err e = ERR_INIT;
+	struct cmd_args a;
 	const struct cmd_entry *c;
 	uint64_t secs;
 	int ch, rc;
@@ -475,10 +447,10 @@ main(int argc, char **argv)
 		goto usage_error;
 	}
 
-	argc -= optind;
-	argv += optind;
-	optind = 1;
-	rc = c->run(argc, argv, &e);
+	if (cmd_parse(c, argc - optind, argv + optind, &a, &e) < 0)
+		goto usage_error;
+	rc = c->run(&a, &e);
+	cmd_args_release(&a);
 	if (finish_stdout(rc == 0 ? &e : NULL) < 0)
 		rc = -1;
 	if (rc == 0)

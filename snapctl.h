@@ -27,47 +27,71 @@ struct options {
 };
 extern struct options options;
 
-/* What a command needs before it runs. */
+/* What a command needs and how its options are parsed. */
 #define CMD_NEEDS_SOCKET 0x1
 #define CMD_NEEDS_STORE 0x2
+#define CMD_JSON 0x4		/* takes --json (sets options.json) */
+#define CMD_OPTS_ANYWHERE 0x8	/* options among the arguments, up to "--"
+				 * (else they end at the first argument) */
 
+/* One option as the dispatcher parsed it, in command-line order. */
+struct cmd_opt {
+	int id;			/* the short option, or the long one's val */
+	const char *arg;	/* its value, or NULL */
+};
+
+/* What a command's function gets: its options, parsed, and arguments. */
+struct cmd_args {
+	const struct cmd_entry *entry;
+	struct cmd_opt *opts;	/* --json is not among them */
+	int nopts;
+	char **argv;		/* the positional arguments, NULL-terminated */
+	int argc;		/* within the entry's min_args..max_args */
+	int ndash;		/* CMD_OPTS_ANYWHERE: argv[ndash...] came
+				 * after "--" (argc when there was none) */
+};
+
+struct option;
 struct cmd_entry {
 	const char *name;
 	const char *usage;	/* synopsis after "snapctl NAME", = man page */
 	const char *summary;	/* one line for the command list */
 	const char *help;	/* option lines for "snapctl help NAME" */
+	const char *shortopts;	/* getopt letters, "" for none */
+	const struct option *longopts;	/* NULL for none */
 	int min_args;		/* positional arguments after options */
 	int max_args;		/* -1: no limit */
 	unsigned flags;
-	/*
-	 * argv[0] is the command name; options are the command's own (parse
-	 * them with cmd_getopt()).  Returns 0, or -1 with e filled.
-	 */
-	int (*run)(int argc, char **argv, struct err *e);
+	/* Returns 0, or -1 with e filled. */
+	int (*run)(const struct cmd_args *a, struct err *e);
 };
 
-/* The table (snapctl.c), terminated by an entry with name NULL. */
-extern const struct cmd_entry cmd_table[];
+/* The table (snapctl.c), terminated by NULL; each entry is its file's. */
+extern const struct cmd_entry *const cmd_table[];
 const struct cmd_entry *cmd_find(const char *name);
 
 /*
- * Per-command option parsing: getopt_long over argv with the command's
- * short and long options.  Returns the option character, -1 at the end
- * (then *argi is the index of the first positional argument), or '?' after
- * filling e with a usage error.  Positional argument counts are checked
- * against the table by cmd_check_args().
+ * Parse argv (argv[0] the command's name) by c's options and argument
+ * counts with getopt_long.  0 with *a filled (free with cmd_args_release()),
+ * or -1 with e filled (ERR_USAGE: "NAME: unknown option '--x'", "NAME:
+ * option '--x' needs a value", "NAME: missing arguments", "NAME: too many
+ * arguments").
  */
-struct option;
-int cmd_getopt(int argc, char **argv, const char *shortopts,
-    const struct option *longopts, int *argi, struct err *e);
-int cmd_check_args(const struct cmd_entry *c, int nargs, struct err *e);
+int cmd_parse(const struct cmd_entry *c, int argc, char **argv,
+    struct cmd_args *a, struct err *e);
+void cmd_args_release(struct cmd_args *a);
 
 /* Parse a number option: "invalid --level '99': too large" on failure. */
 int opt_u64(const char *name, const char *val, uint64_t min, uint64_t max,
     uint64_t *out, struct err *e);
+/* The same for an int. */
+int opt_int(const char *name, const char *val, int min, int max, int *out,
+    struct err *e);
 
 /* Output.  Results go to stdout; everything chatty to stderr. */
-void print_json(json_t *j);	/* pretty, or compact with --json; borrows */
+void print_json(const json_t *j);	/* pretty, or compact with --json */
+/* A command's result: print_json() with --json, else text(j). */
+void print_result(const json_t *j, void (*text)(const json_t *j));
 void info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -78,14 +102,24 @@ int progress_enabled(void);
 void trace_qmp(void *opaque, const char *dir, const char *line);
 int trace_enabled(void);
 
-/* Commands, one file per family. */
-int cmd_qmp(int argc, char **argv, struct err *e);	/* cmd_qmp.c */
-int cmd_shell(int argc, char **argv, struct err *e);	/* shell.c */
-int cmd_list(int argc, char **argv, struct err *e);	/* cmd_store.c */
-int cmd_info(int argc, char **argv, struct err *e);
-int cmd_verify(int argc, char **argv, struct err *e);
-int cmd_delete(int argc, char **argv, struct err *e);
-int cmd_prune(int argc, char **argv, struct err *e);
+/* The commands, one file per family, each entry beside its function. */
+extern const struct cmd_entry cmd_qmp_entry;		/* cmd_qmp.c */
+extern const struct cmd_entry cmd_shell_entry;		/* shell.c */
+extern const struct cmd_entry cmd_compact_entry;	/* cmd_image.c */
+extern const struct cmd_entry cmd_export_entry;
+extern const struct cmd_entry cmd_read_entry;
+extern const struct cmd_entry cmd_verify_entry;		/* cmd_store.c */
+extern const struct cmd_entry cmd_info_entry;
+extern const struct cmd_entry cmd_list_entry;
+extern const struct cmd_entry cmd_delete_entry;
+extern const struct cmd_entry cmd_prune_entry;
+extern const struct cmd_entry cmd_checkpoint_entry;	/* cmd_ckpt.c */
+extern const struct cmd_entry cmd_recover_entry;
+extern const struct cmd_entry cmd_restore_entry;	/* cmd_restore.c */
+
+/* info and verify of an image file (cmd_image.c), for cmd_store.c. */
+int cmd_image_info(const char *path, struct err *e);
+int cmd_image_verify(const char *path, struct err *e);
 
 /*
  * cmd_qmp.c, for every command that talks to QEMU: connect to
@@ -96,6 +130,10 @@ int cmd_prune(int argc, char **argv, struct err *e);
  */
 struct qmp;
 struct qmp *cmd_qmp_connect(struct err *e);
+
+/* The configuration cmd_qmp_connect() uses; -1 with e filled as it. */
+struct qmp_config;
+int cmd_qmp_config(struct qmp_config *cfg, struct err *e);
 
 /* SNAPCTL_CONNECT_TIMEOUT in ms (default 2000); ERR_USAGE when bad. */
 int cmd_connect_timeout(int *ms, struct err *e);
@@ -108,13 +146,5 @@ int cmd_connect_timeout(int *ms, struct err *e);
  * keys that conflict (a=1 a.b=2).
  */
 int cmd_qmp_args(int argc, char *const argv[], json_t **out, struct err *e);
-int cmd_compact(int argc, char **argv, struct err *e);	/* cmd_image.c */
-int cmd_export(int argc, char **argv, struct err *e);
-int cmd_image_verify(int argc, char **argv, struct err *e);
-int cmd_read(int argc, char **argv, struct err *e);
-int cmd_image_info(int argc, char **argv, struct err *e);
-int cmd_checkpoint(int argc, char **argv, struct err *e);	/* cmd_ckpt.c */
-int cmd_recover(int argc, char **argv, struct err *e);
-int cmd_restore(int argc, char **argv, struct err *e);	/* cmd_restore.c */
 
 #endif

@@ -1,0 +1,73 @@
+/*
+ * storeops.h - what the store commands do, as core code: verify a
+ * checkpoint, choose what delete and prune delete, and delete checkpoints
+ * (with the disk files that frees).  cmd_store.c parses, calls these and
+ * prints.  Never prints, never exits.
+ */
+#ifndef SNAPCTL_STOREOPS_H
+#define SNAPCTL_STOREOPS_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "err.h"
+
+struct qmp_config;
+struct store;
+
+/*
+ * Verify checkpoint name of s, whose manifest is m (borrowed): each disk
+ * file as diskfile_check() does, then every checksum of the memory image.
+ * The first failure is the answer: -1 with e filled, its message prefixed
+ * with "NAME: " (ERR_MISMATCH for a changed disk file, ERR_FAIL else).  On
+ * success *out (new reference) is {"name", "ok": true, "memory": {"image",
+ * "ok"} or null, "disks": [{"device", "file", "ok"}...]}.
+ */
+int storeops_verify(const struct store *s, const char *name, const json_t *m,
+    json_t **out, struct err *e);
+
+/*
+ * The distinct names of names[0..n-1] as a JSON array of strings (*gone,
+ * new reference), each a checkpoint of the store: in all (store_list()) or
+ * in bad (its unreadable ones).  An unknown name selects nothing: -1 with e
+ * filled (ERR_FAIL "no checkpoint 'x' in 'STORE'").
+ */
+int storeops_delete_select(const struct store *s, const json_t *all,
+    const json_t *bad, char *const *names, int n, json_t **gone,
+    struct err *e);
+
+/*
+ * What prune --keep keep deletes of all (store_list(): oldest first): a
+ * checkpoint goes when keep or more of its VM's (manifest_same_vm()) are
+ * newer.  *gone and *kept (new references) get their names, in order.
+ */
+void storeops_prune_select(const json_t *all, uint64_t keep, json_t **gone,
+    json_t **kept);
+
+struct storeops_delete_opts {
+	int disks;		/* also remove the disk files this frees */
+	int dry_run;		/* decide, change nothing */
+	const char *socket;	/* with disks: the VM to ask which files it
+				 * uses (diskgc_vm_files()), or NULL */
+	const struct qmp_config *qmp;	/* how to connect to socket */
+	int unseen;		/* out: processes whose open files could
+				 * not be looked at (diskgc_run()) */
+};
+#define STOREOPS_DELETE_OPTS_INIT { 0, 0, NULL, NULL, 0 }
+
+/*
+ * Delete the checkpoints named in gone (strings; the caller holds the
+ * store's lock unless dry_run), then with o->disks the disk files that
+ * frees (diskgc_run()).  all and bad are store_list()'s: with o->disks
+ * every manifest not being deleted must be readable (ERR_FAIL "--disks
+ * needs every manifest of the store, ...").  *out (new reference) says
+ * what was done, {"deleted": [NAME...], "disks": [diskgc_run()'s
+ * report]}, also on a failure after something was done (else NULL).  0,
+ * or -1 with e filled.
+ */
+int storeops_delete(struct store *s, const json_t *all, const json_t *bad,
+    const json_t *gone, struct storeops_delete_opts *o, json_t **out,
+    struct err *e);
+
+#endif
