@@ -490,30 +490,28 @@ free_words(char **w, int n)
 	free(w);
 }
 
-/* Copy a balanced JSON value starting at *pp (on '{' or '['). */
+/*
+ * Copy the JSON value starting at *pp (on '{' or '[') as typed, and move
+ * *pp past it: jansson reads one value and says where it ended.
+ */
 static int
 copy_json(const char **pp, struct buf *b, struct err *e)
 {
-	const char *p = *pp;
-	int depth = 0, instr = 0;
+	json_error_t jerr;
+	json_t *v;
 
-	for (; *p != '\0'; p++) {
-		buf_addc(b, (uint8_t)*p);
-		if (instr) {
-			if (*p == '\\' && p[1] != '\0')
-				buf_addc(b, (uint8_t)*++p);
-			else if (*p == '"')
-				instr = 0;
-		} else if (*p == '"') {
-			instr = 1;
-		} else if (*p == '{' || *p == '[') {
-			depth++;
-		} else if ((*p == '}' || *p == ']') && --depth == 0) {
-			*pp = p + 1;
-			return 0;
-		}
+	v = json_loads(*pp, JSON_DISABLE_EOF_CHECK, &jerr);
+	if (v == NULL) {
+		if (jerr.position >= (int)strlen(*pp))
+			return err_set(e, ERR_USAGE, "unbalanced '%c' in JSON "
+			    "value", **pp);
+		return err_set(e, ERR_USAGE, "invalid JSON value: %s (column "
+		    "%d)", jerr.text, jerr.column);
 	}
-	return err_set(e, ERR_USAGE, "unbalanced '%c' in JSON value", **pp);
+	json_decref(v);
+	buf_add(b, *pp, (size_t)jerr.position);
+	*pp += jerr.position;
+	return 0;
 }
 
 /*
