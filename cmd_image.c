@@ -253,14 +253,9 @@ find_block(const struct img_meta *m, const char *s, uint32_t *out,
 {
 	uint64_t idx;
 	const char *why;
-	size_t i;
 
-	for (i = 0; i < m->nblocks; i++) {
-		if (strcmp(m->blocks[i].name, s) == 0) {
-			*out = (uint32_t)i;
-			return 0;
-		}
-	}
+	if (img_find_block(m, s, out) == 0)
+		return 0;
 	if (parse_u64(s, 0, m->nblocks ? m->nblocks - 1 : 0, &idx, &why) == 0 &&
 	    m->nblocks > 0) {
 		*out = (uint32_t)idx;

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "save.h"
+#include "imgread.h"
 
 /*
  * Write the stream of r to fd (blocking writes; SIGPIPE must be ignored).

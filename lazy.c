@@ -7,17 +7,16 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 
+#include "imgfmt.h"
+#include "imgread.h"
 #include "lazy.h"
 #include "stream.h"
 #include "util.h"
 
 #include "banned.h"
 
-#define PAGE			4096u
-#define CHUNK_PAGES		64u
 #define QUEUE_MAX		4096u	/* requests waiting; more are dropped */
 
 struct lazy_req {
@@ -34,7 +33,7 @@ struct lazy {
 	size_t devices_len;
 	uint64_t *base;		/* first global page number of each block */
 	uint8_t *sent;		/* bit per global page */
-	uint8_t page[PAGE];
+	uint8_t page[IMG_PAGE_SIZE];
 
 	pthread_mutex_t mu;
 	struct lazy_req queue[QUEUE_MAX];
@@ -77,19 +76,20 @@ static int
 send_chunk(struct lazy *l, struct stream_writer *w, uint32_t b, uint64_t k,
     int requested, struct err *e)
 {
-	uint64_t npages = l->m->blocks[b].used_length / PAGE;
-	uint64_t pi, end = (k + 1) * CHUNK_PAGES, gp, n = 0;
+	uint64_t npages = l->m->blocks[b].used_length / IMG_PAGE_SIZE;
+	uint64_t pi, end = (k + 1) * IMG_CHUNK_PAGES, gp, n = 0;
 	enum img_page_state state;
 
 	if (end > npages)
 		end = npages;
-	for (pi = k * CHUNK_PAGES; pi < end; pi++) {
+	for (pi = k * IMG_CHUNK_PAGES; pi < end; pi++) {
 		gp = l->base[b] + pi;
 		if (is_sent(l, gp))
 			continue;
-		if (img_read_page(l->r, b, pi * PAGE, l->page, &state, e) < 0)
+		if (img_read_page(l->r, b, pi * IMG_PAGE_SIZE, l->page, &state,
+		    e) < 0)
 			return -1;
-		if (stream_writer_page(w, b, pi * PAGE,
+		if (stream_writer_page(w, b, pi * IMG_PAGE_SIZE,
 		    state == IMG_PAGE_DATA ? l->page : NULL, e) < 0)
 			return -1;
 		l->sent[gp / 8] |= (uint8_t)(1u << (gp % 8));
@@ -146,8 +146,7 @@ send_all(struct lazy *l, struct err *e)
 	    stream_writer_package(w, l->tail, l->devices_len, e) < 0)
 		goto out;
 	for (b = 0; b < m->nblocks; b++) {
-		nchunks = (m->blocks[b].used_length / PAGE + CHUNK_PAGES - 1) /
-		    CHUNK_PAGES;
+		nchunks = img_chunks_of(m->blocks[b].used_length);
 		for (k = 0; k < nchunks; k++) {
 			s = serve_requests(l, w, e);
 			if (s < 0)
@@ -198,27 +197,14 @@ queue_request(struct lazy *l, uint32_t b, uint64_t start, uint64_t len)
 		return;		/* QEMU asks within the block; ignore */
 	if (len > used - start)
 		len = used - start;
-	last = (start + len - 1) / PAGE / CHUNK_PAGES;
-	for (k = start / PAGE / CHUNK_PAGES; k <= last; k++) {
+	last = (start + len - 1) / IMG_PAGE_SIZE / IMG_CHUNK_PAGES;
+	for (k = start / IMG_PAGE_SIZE / IMG_CHUNK_PAGES; k <= last; k++) {
 		if (l->q_len == QUEUE_MAX)
 			return;	/* the bulk order sends it anyway */
 		l->queue[(l->q_head + l->q_len) % QUEUE_MAX] =
 		    (struct lazy_req){ b, k };
 		l->q_len++;
 	}
-}
-
-static int
-find_block(const struct lazy *l, const char *name, uint32_t *b)
-{
-	uint32_t i;
-
-	for (i = 0; i < l->m->nblocks; i++)
-		if (strcmp(l->m->blocks[i].name, name) == 0) {
-			*b = i;
-			return 0;
-		}
-	return -1;
 }
 
 /* One return-path message; -1 with e filled on a malformed one. */
@@ -239,7 +225,7 @@ rp_message(struct lazy *l, uint16_t type, const uint8_t *p, uint16_t len,
 		pthread_mutex_unlock(&l->mu);
 		return 0;
 	case STREAM_RP_REQ_PAGES_ID:
-		if (find_block(l, m.block, &b) < 0)
+		if (img_find_block(l->m, m.block, &b) < 0)
 			return err_set(e, ERR_FAIL, "QEMU asked for pages of a "
 			    "RAM block the checkpoint does not have");
 		pthread_mutex_lock(&l->mu);
@@ -308,7 +294,7 @@ lazy_start(struct img_reader *r, int fd, struct err *e)
 	l->base = xcalloc(l->m->nblocks, sizeof(*l->base));
 	for (i = 0; i < l->m->nblocks; i++) {
 		l->base[i] = total;
-		total += l->m->blocks[i].used_length / PAGE;
+		total += l->m->blocks[i].used_length / IMG_PAGE_SIZE;
 	}
 	l->sent = xcalloc(total / 8 + 1, 1);
 	if (thread_start(&l->reader, reader_main, l, "page requests", e) < 0)
@@ -330,7 +316,7 @@ lazy_poll(struct lazy *l, struct err *e)
 
 	pthread_mutex_lock(&l->mu);
 	state = l->state;
-	if (state < 0)
+	if (state < 0 && e != NULL)
 		*e = l->err;
 	pthread_mutex_unlock(&l->mu);
 	return state;

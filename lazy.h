@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "save.h"
+#include "imgread.h"
 
 struct lazy;
 

@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "save.h"
+#include "imgcheck.h"
+#include "imgfmt.h"
+#include "imgread.h"
 #include "util.h"
 
 struct mem {
@@ -76,33 +78,37 @@ fix_crcs(uint8_t *p, size_t n)
 {
 	uint64_t off, len, ioff, ilen, k, foff, fsize;
 
-	if (n < 128)
+	if (n < IMG_HDR_SIZE)
 		return;
-	ioff = get_le64(p + 88);
-	ilen = get_le64(p + 96);
-	if ((get_le32(p + 20) & IMG_F_FRAME_CRCS) && ioff <= n &&
+	ioff = get_le64(p + IMG_HDR_INDEX_OFF);
+	ilen = get_le64(p + IMG_HDR_INDEX_SIZE);
+	if ((get_le32(p + IMG_HDR_FLAGS) & IMG_F_FRAME_CRCS) && ioff <= n &&
 	    ilen <= n - ioff) {
-		for (k = ioff + 8; k + 32 <= ioff + ilen; k += 32) {
-			foff = get_le64(p + k);
-			fsize = get_le32(p + k + 8);
+		for (k = ioff + IMG_SKIP_SIZE; k + IMG_ENTRY_SIZE <=
+		    ioff + ilen; k += IMG_ENTRY_SIZE) {
+			foff = get_le64(p + k + IMG_ENTRY_FRAME_OFF);
+			fsize = get_le32(p + k + IMG_ENTRY_FRAME_SIZE);
 			if (fsize != 0 && foff <= n && fsize <= n - foff)
-				put_le32(p + k + 12, crc32c(0, p + foff,
-				    (size_t)fsize));
+				put_le32(p + k + IMG_ENTRY_FRAME_CRC,
+				    crc32c(0, p + foff, (size_t)fsize));
 		}
-		off = get_le64(p + 72);
-		len = get_le64(p + 80);
+		off = get_le64(p + IMG_HDR_TAIL_OFF);
+		len = get_le64(p + IMG_HDR_TAIL_SIZE);
 		if (off <= n && len <= n - off)
-			put_le32(p + 112, crc32c(0, p + off, (size_t)len));
+			put_le32(p + IMG_HDR_TAIL_CRC, crc32c(0, p + off,
+			    (size_t)len));
 	}
-	off = get_le64(p + 40);
-	len = get_le64(p + 48);
+	off = get_le64(p + IMG_HDR_META_OFF);
+	len = get_le64(p + IMG_HDR_META_SIZE);
 	if (off <= n && len <= n - off)
-		put_le32(p + 104, crc32c(0, p + off, (size_t)len));
-	off = get_le64(p + 88);
-	len = get_le64(p + 96);
+		put_le32(p + IMG_HDR_META_CRC, crc32c(0, p + off,
+		    (size_t)len));
+	off = get_le64(p + IMG_HDR_INDEX_OFF);
+	len = get_le64(p + IMG_HDR_INDEX_SIZE);
 	if (off <= n && len <= n - off)
-		put_le32(p + 108, crc32c(0, p + off, (size_t)len));
-	put_le32(p + 124, crc32c(0, p, 124));
+		put_le32(p + IMG_HDR_INDEX_CRC, crc32c(0, p + off,
+		    (size_t)len));
+	put_le32(p + IMG_HDR_CRC, crc32c(0, p, IMG_HDR_CRC));
 }
 
 static void
@@ -181,7 +187,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *copy;
 
 	one(data, size);
-	if (size >= 128) {
+	if (size >= IMG_HDR_SIZE) {
 		copy = xmalloc(size);
 		memcpy(copy, data, size);
 		fix_crcs(copy, size);

@@ -32,7 +32,7 @@
 #include "save.h"
 #include "util.h"
 
-#define PAGE 4096u
+#define PAGE IMG_PAGE_SIZE
 #define POOL_PAGES 16384u
 
 static uint64_t
@@ -322,18 +322,20 @@ drop_frame_crcs(uint8_t *p, size_t n)
 {
 	uint64_t ioff, isize, k;
 
-	if (n < 128)
+	if (n < IMG_HDR_SIZE)
 		return;
-	ioff = get_le64(p + 88);
-	isize = get_le64(p + 96);
-	if (ioff > n || isize > n - ioff || isize < 8)
+	ioff = get_le64(p + IMG_HDR_INDEX_OFF);
+	isize = get_le64(p + IMG_HDR_INDEX_SIZE);
+	if (ioff > n || isize > n - ioff || isize < IMG_SKIP_SIZE)
 		return;
-	put_le32(p + 20, get_le32(p + 20) & ~IMG_F_FRAME_CRCS);
-	put_le32(p + 112, 0);
-	for (k = ioff + 8; k + 32 <= ioff + isize; k += 32)
-		put_le32(p + k + 12, 0);
-	put_le32(p + 108, crc32c(0, p + ioff, (size_t)isize));
-	put_le32(p + 124, crc32c(0, p, 124));
+	put_le32(p + IMG_HDR_FLAGS, get_le32(p + IMG_HDR_FLAGS) &
+	    ~IMG_F_FRAME_CRCS);
+	put_le32(p + IMG_HDR_TAIL_CRC, 0);
+	for (k = ioff + IMG_SKIP_SIZE; k + IMG_ENTRY_SIZE <= ioff + isize;
+	    k += IMG_ENTRY_SIZE)
+		put_le32(p + k + IMG_ENTRY_FRAME_CRC, 0);
+	put_le32(p + IMG_HDR_INDEX_CRC, crc32c(0, p + ioff, (size_t)isize));
+	put_le32(p + IMG_HDR_CRC, crc32c(0, p, IMG_HDR_CRC));
 }
 
 /* Copy src to dst with byte off XORed with x, cut at cut (0: whole). */
@@ -379,7 +381,7 @@ seeds(const char *dir)
 	char *p[4], *d;
 	int i, rc = 1;
 	uint64_t data_off;
-	uint8_t h[128];
+	uint8_t h[IMG_HDR_SIZE];
 	int fd;
 
 	for (i = 0; i < 4; i++)
@@ -394,23 +396,24 @@ seeds(const char *dir)
 		goto out;
 	}
 	/* Damaged copies of the three-block image. */
-	if ((fd = open(p[1], O_RDONLY)) < 0 || read_full(fd, h, 128) != 128) {
+	if ((fd = open(p[1], O_RDONLY)) < 0 || read_full(fd, h, IMG_HDR_SIZE) !=
+	    IMG_HDR_SIZE) {
 		perror(p[1]);
 		goto out;
 	}
 	close(fd);
-	data_off = get_le64(h + 56);
+	data_off = get_le64(h + IMG_HDR_DATA_OFF);
 	d = xasprintf("%s/bad-frame", dir);
 	damage(p[1], d, data_off + 100, 0x20, 0, 0);
 	free(d);
 	d = xasprintf("%s/bad-header", dir);
-	damage(p[1], d, 40, 0x01, 0, 0);
+	damage(p[1], d, IMG_HDR_META_OFF, 0x01, 0, 0);
 	free(d);
 	d = xasprintf("%s/bad-index", dir);
-	damage(p[1], d, get_le64(h + 88) + 30, 0x80, 0, 0);
+	damage(p[1], d, get_le64(h + IMG_HDR_INDEX_OFF) + 30, 0x80, 0, 0);
 	free(d);
 	d = xasprintf("%s/cut", dir);
-	damage(p[1], d, 0, 0, get_le64(h + 72) + 3, 0);
+	damage(p[1], d, 0, 0, get_le64(h + IMG_HDR_TAIL_OFF) + 3, 0);
 	free(d);
 	/* The same as written before frame CRCs, whole and damaged. */
 	d = xasprintf("%s/nocrc-three-blocks", dir);

@@ -20,7 +20,7 @@
 #include "util.h"
 #include "tap.h"
 
-#define PAGE 4096u
+#define PAGE IMG_PAGE_SIZE
 
 
 static uint64_t
@@ -688,7 +688,7 @@ test_corruption(void)
 	struct img_stats st;
 	struct err e = ERR_INIT;
 	char *path = tpath("base.img");
-	uint8_t *img, page[PAGE], hdr[128];
+	uint8_t *img, page[PAGE], hdr[IMG_HDR_SIZE];
 	size_t len, off, cut, i;
 	struct mem m;
 	struct img_reader *r;
@@ -714,18 +714,19 @@ test_corruption(void)
 	check(r != NULL && img_verify(r, &e) == 0,
 	    "corruption: the base image verifies from memory (%s)", e.msg);
 	img_close(r);
-	data_off = get_le64(img + 56);
-	tail_off = get_le64(img + 72);
-	index_off = get_le64(img + 88);
+	data_off = get_le64(img + IMG_HDR_DATA_OFF);
+	tail_off = get_le64(img + IMG_HDR_TAIL_OFF);
+	index_off = get_le64(img + IMG_HDR_INDEX_OFF);
 
 	/* Every bit of the header, and bytes of metadata and index. */
 	for (off = 0; off < len; off++) {
 		if (off >= data_off && off < index_off)
 			continue;
-		if (off >= 128 && off % 3 != 0)
+		if (off >= IMG_HDR_SIZE && off % 3 != 0)
 			continue;
-		for (i = 0; i < (off < 128 ? 8 : 1); i++) {
-			img[off] ^= (uint8_t)(1u << (off < 128 ? i : off % 8));
+		for (i = 0; i < (off < IMG_HDR_SIZE ? 8 : 1); i++) {
+			img[off] ^= (uint8_t)(1u << (off < IMG_HDR_SIZE ? i :
+			    off % 8));
 			err_clear(&e);
 			r = open_mem(&m, &e);
 			if (r != NULL) {
@@ -735,7 +736,8 @@ test_corruption(void)
 			} else if (e.msg[0] == '\0') {
 				crashy++;
 			}
-			img[off] ^= (uint8_t)(1u << (off < 128 ? i : off % 8));
+			img[off] ^= (uint8_t)(1u << (off < IMG_HDR_SIZE ? i :
+			    off % 8));
 		}
 	}
 	check(opened_bad == 0 && crashy == 0,
@@ -862,22 +864,23 @@ test_corruption(void)
 	}
 
 	/* Valid header CRC over lying offsets. */
-	memcpy(hdr, img, 128);
-	for (i = 32; i < 104; i += 8) {
+	memcpy(hdr, img, IMG_HDR_SIZE);
+	for (i = IMG_HDR_FILE_SIZE; i < IMG_HDR_META_CRC; i += 8) {
 		uint64_t v = get_le64(img + i);
 		uint64_t lies[] = { v + 1, v - 1, 0, ~0ull, v + 4096, v << 1 };
 		size_t k;
 
 		for (k = 0; k < ARRAY_SIZE(lies); k++) {
 			put_le64(img + i, lies[k]);
-			put_le32(img + 124, crc32c(0, img, 124));
+			put_le32(img + IMG_HDR_CRC, crc32c(0, img,
+			    IMG_HDR_CRC));
 			r = open_mem(&m, &e);
 			if (r != NULL) {
 				opened_bad++;
 				img_close(r);
 			}
 			err_clear(&e);
-			memcpy(img, hdr, 128);
+			memcpy(img, hdr, IMG_HDR_SIZE);
 		}
 	}
 	check(opened_bad == 0, "corruption: lying offsets with a good header "
@@ -948,8 +951,8 @@ test_verify_parallel(void)
 		check(0, "verify_parallel: base image read");
 		goto out;
 	}
-	data_off = get_le64(img + 56);
-	tail_off = get_le64(img + 72);
+	data_off = get_le64(img + IMG_HDR_DATA_OFF);
+	tail_off = get_le64(img + IMG_HDR_TAIL_OFF);
 	for (k = 2; k <= 5; k++)
 		check(verify_bytes(img, len, k, par, sizeof(par)) == 0,
 		    "verify_parallel: %d threads pass a good image (%s)", k,
@@ -982,22 +985,25 @@ out:
 static void
 fix_crcs(uint8_t *img)
 {
-	uint64_t ioff = get_le64(img + 88), isize = get_le64(img + 96);
+	uint64_t ioff = get_le64(img + IMG_HDR_INDEX_OFF);
+	uint64_t isize = get_le64(img + IMG_HDR_INDEX_SIZE);
 
-	put_le32(img + 108, crc32c(0, img + ioff, (size_t)isize));
-	put_le32(img + 124, crc32c(0, img, 124));
+	put_le32(img + IMG_HDR_INDEX_CRC, crc32c(0, img + ioff, (size_t)isize));
+	put_le32(img + IMG_HDR_CRC, crc32c(0, img, IMG_HDR_CRC));
 }
 
 /* Rewrite a writer's image as one without frame CRCs (before the flag). */
 static void
 drop_frame_crcs(uint8_t *img)
 {
-	uint64_t ioff = get_le64(img + 88), isize = get_le64(img + 96), k;
+	uint64_t ioff = get_le64(img + IMG_HDR_INDEX_OFF);
+	uint64_t isize = get_le64(img + IMG_HDR_INDEX_SIZE), k;
 
-	put_le32(img + 20, get_le32(img + 20) & ~IMG_F_FRAME_CRCS);
-	put_le32(img + 112, 0);
-	for (k = ioff + 8; k < ioff + isize; k += 32)
-		put_le32(img + k + 12, 0);
+	put_le32(img + IMG_HDR_FLAGS, get_le32(img + IMG_HDR_FLAGS) &
+	    ~IMG_F_FRAME_CRCS);
+	put_le32(img + IMG_HDR_TAIL_CRC, 0);
+	for (k = ioff + IMG_SKIP_SIZE; k < ioff + isize; k += IMG_ENTRY_SIZE)
+		put_le32(img + k + IMG_ENTRY_FRAME_CRC, 0);
 	fix_crcs(img);
 }
 
@@ -1083,7 +1089,7 @@ test_frame_crcs(void)
 	char *path = tpath("crc.img"), vmsg[ERR_MSG_MAX], cmsg[ERR_MSG_MAX];
 	uint8_t *img = NULL, *old = NULL;
 	uint64_t ioff, isize, doff, toff, tsize, k, off, ci, nframes = 0;
-	uint64_t last = 0;
+	uint64_t last = 0, nchunks;
 	uint32_t size;
 	struct img_reader *r;
 	struct mem m;
@@ -1097,33 +1103,37 @@ test_frame_crcs(void)
 		check(0, "frame crcs: image read");
 		goto out;
 	}
-	doff = get_le64(img + 56);
-	toff = get_le64(img + 72);
-	tsize = get_le64(img + 80);
-	ioff = get_le64(img + 88);
-	isize = get_le64(img + 96);
+	doff = get_le64(img + IMG_HDR_DATA_OFF);
+	toff = get_le64(img + IMG_HDR_TAIL_OFF);
+	tsize = get_le64(img + IMG_HDR_TAIL_SIZE);
+	ioff = get_le64(img + IMG_HDR_INDEX_OFF);
+	isize = get_le64(img + IMG_HDR_INDEX_SIZE);
 
 	/* What the man page says, checked from the bytes. */
-	check(get_le32(img + 20) == IMG_F_FRAME_CRCS, "frame crcs: the writer "
-	    "sets flag 0x4 (flags 0x%x)", get_le32(img + 20));
-	check(get_le32(img + 112) == crc32c(0, img + toff, (size_t)tsize) &&
-	    get_le64(img + 116) == 0,
+	check(get_le32(img + IMG_HDR_FLAGS) == IMG_F_FRAME_CRCS, "frame crcs: "
+	    "the writer sets flag 0x4 (flags 0x%x)",
+	    get_le32(img + IMG_HDR_FLAGS));
+	check(get_le32(img + IMG_HDR_TAIL_CRC) == crc32c(0, img + toff,
+	    (size_t)tsize) &&
+	    get_le64(img + IMG_HDR_RESERVED) == 0,
 	    "frame crcs: header bytes 112-115 are the tail frame's CRC, "
 	    "116-123 zero");
-	for (k = ioff + 8; k < ioff + isize; k += 32) {
-		off = get_le64(img + k);
-		size = get_le32(img + k + 8);
+	for (k = ioff + IMG_SKIP_SIZE; k < ioff + isize; k += IMG_ENTRY_SIZE) {
+		off = get_le64(img + k + IMG_ENTRY_FRAME_OFF);
+		size = get_le32(img + k + IMG_ENTRY_FRAME_SIZE);
 		if (size == 0) {
-			bad |= get_le32(img + k + 12) != 0;
+			bad |= get_le32(img + k + IMG_ENTRY_FRAME_CRC) != 0;
 			continue;
 		}
 		nframes++;
-		last = (k - ioff - 8) / 32;
-		bad |= get_le32(img + k + 12) != crc32c(0, img + off, size);
+		last = (k - ioff - IMG_SKIP_SIZE) / IMG_ENTRY_SIZE;
+		bad |= get_le32(img + k + IMG_ENTRY_FRAME_CRC) !=
+		    crc32c(0, img + off, size);
 	}
-	check(!bad && nframes > 3 && (isize - 8) / 32 - nframes == 2,
+	nchunks = (isize - IMG_SKIP_SIZE) / IMG_ENTRY_SIZE;
+	check(!bad && nframes > 3 && nchunks - nframes == 2,
 	    "frame crcs: each index entry holds its frame's CRC, 0 for the "
-	    "%llu chunks without one", (unsigned long long)((isize - 8) / 32 -
+	    "%llu chunks without one", (unsigned long long)(nchunks -
 	    nframes));
 
 	for (nt = 0; nt <= 4; nt++)
@@ -1158,8 +1168,8 @@ test_frame_crcs(void)
 	m.p = img;
 	m.len = len;
 	ci = 3;
-	put_le32(img + ioff + 8 + ci * 32 + 12,
-	    get_le32(img + ioff + 8 + ci * 32 + 12) ^ 1);
+	k = ioff + IMG_SKIP_SIZE + ci * IMG_ENTRY_SIZE + IMG_ENTRY_FRAME_CRC;
+	put_le32(img + k, get_le32(img + k) ^ 1);
 	fix_crcs(img);
 	r = open_mem(&m, &e);
 	check(r != NULL, "frame crcs: a wrong frame CRC opens (%s)", e.msg);
@@ -1176,10 +1186,10 @@ test_frame_crcs(void)
 		    "frame crcs: other chunks still read (%s)", e.msg);
 		img_close(r);
 	}
-	put_le32(img + ioff + 8 + ci * 32 + 12,
-	    get_le32(img + ioff + 8 + ci * 32 + 12) ^ 1);
+	k = ioff + IMG_SKIP_SIZE + ci * IMG_ENTRY_SIZE + IMG_ENTRY_FRAME_CRC;
+	put_le32(img + k, get_le32(img + k) ^ 1);
 	/* A CRC on a chunk without a frame; reserved header bytes. */
-	k = ioff + 8 + (isize - 8) - 32 + 12;	/* the last, never sent */
+	k = ioff + isize - IMG_ENTRY_SIZE + IMG_ENTRY_FRAME_CRC; /* last */
 	put_le32(img + k, 1);
 	fix_crcs(img);
 	r = open_mem(&m, &e);
@@ -1188,14 +1198,14 @@ test_frame_crcs(void)
 	img_close(r);
 	err_clear(&e);
 	put_le32(img + k, 0);
-	img[120] = 1;
+	img[IMG_HDR_RESERVED + 4] = 1;
 	fix_crcs(img);
 	r = open_mem(&m, &e);
 	check(r == NULL && strstr(e.msg, "reserved header bytes"),
 	    "frame crcs: bytes 116-123 stay reserved: %s", e.msg);
 	img_close(r);
 	err_clear(&e);
-	img[120] = 0;
+	img[IMG_HDR_RESERVED + 4] = 0;
 	fix_crcs(img);
 
 	/* The same image as one written before frame CRCs. */
@@ -1219,7 +1229,7 @@ test_frame_crcs(void)
 	    "frame crcs: without them, a bad frame is still named: '%s'",
 	    cmsg);
 	old[doff + 5000] ^= 0x10;
-	put_le32(old + 112, 1);
+	put_le32(old + IMG_HDR_TAIL_CRC, 1);
 	fix_crcs(old);
 	r = open_mem(&m, &e);
 	check(r == NULL && strstr(e.msg, "reserved header bytes"),
@@ -1227,8 +1237,9 @@ test_frame_crcs(void)
 	    e.msg);
 	img_close(r);
 	err_clear(&e);
-	put_le32(old + 112, 0);
-	put_le32(old + ioff + 8 + 12, get_le32(img + ioff + 8 + 12));
+	put_le32(old + IMG_HDR_TAIL_CRC, 0);
+	k = ioff + IMG_SKIP_SIZE + IMG_ENTRY_FRAME_CRC;	/* entry 0 */
+	put_le32(old + k, get_le32(img + k));
 	fix_crcs(old);
 	r = open_mem(&m, &e);
 	check(r == NULL && strstr(e.msg, "index entry 0 is bad"),
@@ -1331,8 +1342,8 @@ test_foreach_parallel(void)
 		check(0, "foreach parallel: image read");
 		goto out;
 	}
-	doff = get_le64(img + 56);
-	toff = get_le64(img + 72);
+	doff = get_le64(img + IMG_HDR_DATA_OFF);
+	toff = get_le64(img + IMG_HDR_TAIL_OFF);
 	img[doff + (toff - doff) / 2] ^= 0x20;
 	img[toff - 10] ^= 0x20;
 	unlink(path);
@@ -1382,9 +1393,9 @@ test_garbage(void)
 	    "garbage: random bytes: %s", e.msg);
 	err_clear(&e);
 	/* Only the magic right. */
-	put_le32(buf, 0x184D2A53);
-	put_le32(buf + 4, 120);
-	memcpy(buf + 8, "SNAPIMG", 8);
+	put_le32(buf + IMG_HDR_SKIP_MAGIC, IMG_SKIP_HDR);
+	put_le32(buf + IMG_HDR_SKIP_LEN, IMG_HDR_SIZE - IMG_SKIP_SIZE);
+	memcpy(buf + IMG_HDR_MAGIC, IMG_MAGIC, IMG_MAGIC_LEN);
 	r = open_mem(&m, &e);
 	check(r == NULL && e.msg[0] != '\0', "garbage: right magic, random "
 	    "rest: %s", e.msg);

@@ -1,0 +1,932 @@
+/*
+ * imgread.c - the compact memory image's reader (man/snapctl-image.5).
+ * Everything in the file is checked before it is used; the index is held
+ * in memory (32 bytes per chunk, bounded by the file size), frames are read
+ * and decoded one at a time into one chunk buffer, or ahead on threads.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "imgfmt.h"
+#include "imgread.h"
+#include "imgread_int.h"
+#include "util.h"
+
+#define TAIL_FRAME_MAX	ZSTD_COMPRESSBOUND(STREAM_TAIL_MAX)
+#define INDEX_BUF	(1u << 20)	/* the index is read in these */
+#define AHEAD_THREADS	4	/* img_foreach_page_parallel()'s default max */
+#define AHEAD_SLOTS	4u	/* ... and its decoded chunks per thread */
+#define AHEAD_MAX	16	/* ... and its most threads */
+
+static uint16_t
+get_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+int
+imgr_pread(const struct img_reader *r, void *buf, size_t len, uint64_t off,
+    const char *what, struct err *e)
+{
+	ssize_t n;
+
+	if (off > r->io.size || len > r->io.size - off)
+		return err_set(e, ERR_FAIL, "%s lies past the end of the file",
+		    what);
+	n = r->io.pread(r->io.opaque, buf, len, off);
+	if (n < 0)
+		return err_sys(e, ERR_FAIL, "cannot read %s", what);
+	if ((size_t)n != len)
+		return err_set(e, ERR_FAIL, "%s is truncated", what);
+	return 0;
+}
+
+static int
+check_header(struct img_reader *r, const uint8_t *h, uint32_t *meta_crc,
+    uint32_t *index_crc, uint64_t *meta_size, struct err *e)
+{
+	uint64_t fsize, moff, msize, doff, dsize, toff, tsize, ioff, isize;
+	size_t i;
+
+	if (get_le32(h + IMG_HDR_SKIP_MAGIC) != IMG_SKIP_HDR ||
+	    get_le32(h + IMG_HDR_SKIP_LEN) != IMG_HDR_SIZE - IMG_SKIP_SIZE ||
+	    memcmp(h + IMG_HDR_MAGIC, IMG_MAGIC, IMG_MAGIC_LEN) != 0)
+		return err_set(e, ERR_FAIL, "not a snapctl image");
+	if (get_le32(h + IMG_HDR_CRC) != crc32c(0, h, IMG_HDR_CRC))
+		return err_set(e, ERR_FAIL, "header checksum mismatch");
+	if (get_le32(h + IMG_HDR_VERSION) != IMG_VERSION)
+		return err_set(e, ERR_FAIL, "unsupported image version %u",
+		    get_le32(h + IMG_HDR_VERSION));
+	r->meta.version = IMG_VERSION;
+	r->meta.flags = get_le32(h + IMG_HDR_FLAGS);
+	if (r->meta.flags & ~IMG_F_ALL)
+		return err_set(e, ERR_FAIL, "unknown image flags 0x%x",
+		    r->meta.flags);
+	if (get_le32(h + IMG_HDR_PAGE_SIZE) != IMG_PAGE_SIZE ||
+	    get_le32(h + IMG_HDR_CHUNK_PAGES) != IMG_CHUNK_PAGES)
+		return err_set(e, ERR_FAIL, "unsupported page or chunk size");
+	/* The tail's CRC field is reserved without frame CRCs. */
+	for (i = r->meta.flags & IMG_F_FRAME_CRCS ? IMG_HDR_RESERVED :
+	    IMG_HDR_TAIL_CRC; i < IMG_HDR_CRC; i++)
+		if (h[i] != 0)
+			return err_set(e, ERR_FAIL, "reserved header bytes "
+			    "are not zero");
+	fsize = get_le64(h + IMG_HDR_FILE_SIZE);
+	moff = get_le64(h + IMG_HDR_META_OFF);
+	msize = get_le64(h + IMG_HDR_META_SIZE);
+	doff = get_le64(h + IMG_HDR_DATA_OFF);
+	dsize = get_le64(h + IMG_HDR_DATA_SIZE);
+	toff = get_le64(h + IMG_HDR_TAIL_OFF);
+	tsize = get_le64(h + IMG_HDR_TAIL_SIZE);
+	ioff = get_le64(h + IMG_HDR_INDEX_OFF);
+	isize = get_le64(h + IMG_HDR_INDEX_SIZE);
+	if (fsize != r->io.size || fsize >= 1ull << 62)
+		return err_set(e, ERR_FAIL, "image is %llu bytes, header says "
+		    "%llu: truncated or extended",
+		    (unsigned long long)r->io.size,
+		    (unsigned long long)fsize);
+	/* Each region starts where the one before ends; sizes are bounded
+	 * by the file, so none of these sums overflows. */
+	if (moff != IMG_HDR_SIZE || msize < IMG_SKIP_SIZE + IMG_META_FIXED ||
+	    msize > IMG_MAX_META || msize > fsize || doff != moff + msize ||
+	    dsize > fsize || toff != doff + dsize || tsize > fsize ||
+	    tsize > TAIL_FRAME_MAX || ioff != toff + tsize ||
+	    isize < IMG_SKIP_SIZE || isize > fsize || ioff + isize != fsize)
+		return err_set(e, ERR_FAIL, "header region table is "
+		    "inconsistent with the file");
+	r->data_off = doff;
+	r->data_size = dsize;
+	r->tail_off = toff;
+	r->tail_size = tsize;
+	r->index_off = ioff;
+	r->index_size = isize;
+	r->tail_crc = get_le32(h + IMG_HDR_TAIL_CRC);
+	r->meta.file_bytes = fsize;
+	r->meta.data_bytes = dsize;
+	*meta_crc = get_le32(h + IMG_HDR_META_CRC);
+	*index_crc = get_le32(h + IMG_HDR_INDEX_CRC);
+	*meta_size = msize;
+	return 0;
+}
+
+static int
+parse_meta(struct img_reader *r, const uint8_t *m, size_t size,
+    uint64_t *chunks, uint64_t *frames, struct err *e)
+{
+	const uint8_t *p = m + IMG_SKIP_SIZE, *end = m + size;
+	uint32_t nblocks, mlen, clen, flags;
+	uint64_t ram = 0, n = 0, used;
+	size_t i, k, nlen;
+	struct stream_block *b;
+
+	if (get_le32(m) != IMG_SKIP_META ||
+	    get_le32(m + 4) != size - IMG_SKIP_SIZE)
+		return err_set(e, ERR_FAIL, "metadata frame header is bad");
+	r->meta.ram_section_id = get_le32(p + IMG_META_RAM_SECTION);
+	nblocks = get_le32(p + IMG_META_NBLOCKS);
+	mlen = get_le32(p + IMG_META_MACHINE_LEN);
+	clen = get_le32(p + IMG_META_CONFIG_LEN);
+	r->meta.ram_bytes = get_le64(p + IMG_META_RAM_BYTES);
+	*chunks = get_le64(p + IMG_META_CHUNKS);
+	*frames = get_le64(p + IMG_META_FRAMES);
+	r->meta.pages = get_le64(p + IMG_META_PAGES);
+	r->meta.zero_pages = get_le64(p + IMG_META_ZERO_PAGES);
+	r->meta.tail_bytes = get_le64(p + IMG_META_TAIL_LEN);
+	if (nblocks > IMG_MAX_BLOCKS || mlen > IMG_MAX_MACHINE ||
+	    clen > IMG_MAX_CONFIG || r->meta.tail_bytes > STREAM_TAIL_MAX)
+		return err_set(e, ERR_FAIL, "metadata counts out of range");
+	p += IMG_META_FIXED;
+	if ((size_t)(end - p) < (size_t)mlen + clen)
+		return err_set(e, ERR_FAIL, "metadata is truncated");
+	if (memchr(p, 0, mlen) != NULL)
+		return err_set(e, ERR_FAIL, "machine type holds a NUL byte");
+	memcpy(r->meta.machine, p, mlen);
+	r->meta.machine[mlen] = '\0';
+	p += mlen;
+	r->config = xmalloc(clen);
+	if (clen)
+		memcpy(r->config, p, clen);
+	r->meta.config = r->config;
+	r->meta.config_len = clen;
+	p += clen;
+	r->blocks = xcalloc(nblocks, sizeof(*r->blocks));
+	r->bfirst = xcalloc((size_t)nblocks + 1, sizeof(*r->bfirst));
+	for (i = 0; i < nblocks; i++) {
+		b = &r->blocks[i];
+		if ((size_t)(end - p) < IMG_BLOCK_FIXED)
+			return err_set(e, ERR_FAIL, "block table is "
+			    "truncated");
+		used = get_le64(p + IMG_BLOCK_USED_LEN);
+		b->mr_addr = get_le64(p + IMG_BLOCK_MR_ADDR);
+		flags = get_le32(p + IMG_BLOCK_FLAGS);
+		nlen = get_le16(p + IMG_BLOCK_NAME_LEN);
+		if (get_le16(p + IMG_BLOCK_RESERVED) != 0 ||
+		    (flags & ~IMG_BLK_F_MR_ADDR) != 0)
+			return err_set(e, ERR_FAIL, "block %zu: reserved "
+			    "fields are not zero", i);
+		b->has_mr_addr = flags & IMG_BLK_F_MR_ADDR;
+		if (!b->has_mr_addr && b->mr_addr != 0)
+			return err_set(e, ERR_FAIL, "block %zu: address "
+			    "without flag", i);
+		if (used % IMG_PAGE_SIZE != 0 || used >= IMG_MAX_USED_LEN)
+			return err_set(e, ERR_FAIL, "block %zu: bad used "
+			    "length 0x%llx", i, (unsigned long long)used);
+		b->used_length = used;
+		p += IMG_BLOCK_FIXED;
+		if (nlen == 0 || nlen > STREAM_BLOCK_NAME_MAX ||
+		    (size_t)(end - p) < nlen)
+			return err_set(e, ERR_FAIL, "block %zu: bad name", i);
+		if (memchr(p, 0, nlen) != NULL)
+			return err_set(e, ERR_FAIL, "block %zu: name holds a "
+			    "NUL byte", i);
+		memcpy(b->name, p, nlen);
+		b->name[nlen] = '\0';
+		p += nlen;
+		for (k = 0; k < i; k++)
+			if (strcmp(r->blocks[k].name, b->name) == 0)
+				return err_set(e, ERR_FAIL, "block '%s' listed "
+				    "twice", b->name);
+		r->bfirst[i] = n;
+		n += img_chunks_of(used);
+		ram += used;	/* < 65535 * 2^50: no overflow */
+	}
+	r->bfirst[nblocks] = n;
+	if (p != end)
+		return err_set(e, ERR_FAIL, "metadata has %zu stray bytes",
+		    (size_t)(end - p));
+	if (ram != r->meta.ram_bytes || n != *chunks)
+		return err_set(e, ERR_FAIL, "metadata totals do not match "
+		    "the block table");
+	r->meta.blocks = r->blocks;
+	r->meta.nblocks = nblocks;
+	return 0;
+}
+
+static int
+parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
+    struct err *e)
+{
+	uint8_t *buf = NULL, *p;
+	uint64_t off, done = 0, left, ci, pos, valid, data;
+	uint64_t nframes = 0, pages = 0, zero = 0, used;
+	uint32_t crc = 0, b = 0;
+	size_t step, k;
+	struct rentry *x;
+	int rc = -1;
+
+	if ((r->index_size - IMG_SKIP_SIZE) / IMG_ENTRY_SIZE != r->nchunks ||
+	    (r->index_size - IMG_SKIP_SIZE) % IMG_ENTRY_SIZE != 0) {
+		err_set(e, ERR_FAIL, "index size does not match %llu chunks",
+		    (unsigned long long)r->nchunks);
+		goto out;
+	}
+	/* The index's size is checked against the file: small for small
+	 * files, as a fuzzer's are. */
+	buf = xmalloc(r->index_size < INDEX_BUF ? (size_t)r->index_size :
+	    INDEX_BUF);
+	if (imgr_pread(r, buf, IMG_SKIP_SIZE, r->index_off, "index", e) < 0)
+		goto out;
+	if (get_le32(buf) != IMG_SKIP_INDEX ||
+	    get_le32(buf + 4) != r->index_size - IMG_SKIP_SIZE) {
+		err_set(e, ERR_FAIL, "index frame header is bad");
+		goto out;
+	}
+	crc = crc32c(0, buf, IMG_SKIP_SIZE);
+	r->idx = xcalloc(r->nchunks ? r->nchunks : 1, sizeof(*r->idx));
+	pos = r->data_off;
+	ci = 0;
+	off = r->index_off + IMG_SKIP_SIZE;
+	left = r->index_size - IMG_SKIP_SIZE;
+	while (left > 0) {
+		step = left < INDEX_BUF ? (size_t)left : INDEX_BUF /
+		    IMG_ENTRY_SIZE * IMG_ENTRY_SIZE;
+		if (imgr_pread(r, buf, step, off + done, "index", e) < 0)
+			goto out;
+		crc = crc32c(crc, buf, step);
+		for (k = 0; k < step; k += IMG_ENTRY_SIZE, ci++) {
+			p = buf + k;
+			x = &r->idx[ci];
+			while (ci >= r->bfirst[b + 1])
+				b++;
+			used = r->blocks[b].used_length;
+			valid = img_valid_mask(used, ci - r->bfirst[b]);
+			x->off = get_le64(p + IMG_ENTRY_FRAME_OFF);
+			x->size = get_le32(p + IMG_ENTRY_FRAME_SIZE);
+			x->present = get_le64(p + IMG_ENTRY_PRESENT);
+			x->zero = get_le64(p + IMG_ENTRY_ZERO);
+			x->block = b;
+			x->crc = get_le32(p + IMG_ENTRY_FRAME_CRC);
+			data = x->present & ~x->zero;
+			/* Without frame CRCs the field is reserved; with
+			 * them, 0 for a chunk without a frame. */
+			if ((x->crc != 0 && (data == 0 ||
+			    !(r->meta.flags & IMG_F_FRAME_CRCS))) ||
+			    (x->present & ~valid) || (x->zero & ~x->present)) {
+				err_set(e, ERR_FAIL, "index entry %llu is bad",
+				    (unsigned long long)ci);
+				goto out;
+			}
+			if (data == 0 ? x->off != 0 || x->size != 0 :
+			    x->off != pos || x->size == 0 ||
+			    x->size > IMG_FRAME_MAX ||
+			    x->size > r->tail_off - pos) {
+				err_set(e, ERR_FAIL, "index entry %llu: bad "
+				    "frame position", (unsigned long long)ci);
+				goto out;
+			}
+			pos += x->size;
+			nframes += data != 0;
+			pages += img_mask_count(x->present);
+			zero += img_mask_count(x->zero);
+		}
+		done += step;
+		left -= step;
+	}
+	if (crc != want_crc) {
+		err_set(e, ERR_FAIL, "index checksum mismatch");
+		goto out;
+	}
+	if (pos != r->tail_off) {
+		err_set(e, ERR_FAIL, "frames do not fill the data region");
+		goto out;
+	}
+	if (nframes != frames || pages != r->meta.pages ||
+	    zero != r->meta.zero_pages) {
+		err_set(e, ERR_FAIL, "index totals do not match the "
+		    "metadata");
+		goto out;
+	}
+	r->meta.chunks = nframes;
+	rc = 0;
+out:
+	free(buf);
+	return rc;
+}
+
+struct img_reader *
+img_open_io(const struct img_io *io, struct err *e)
+{
+	struct img_reader *r = xcalloc(1, sizeof(*r));
+	uint8_t hdr[IMG_HDR_SIZE], *m = NULL;
+	uint32_t meta_crc = 0, index_crc = 0;
+	uint64_t msize = 0, chunks = 0, frames = 0;
+
+	r->io = *io;
+	r->fd = -1;
+	r->cached = UINT64_MAX;
+	if (io->size < IMG_HDR_SIZE) {
+		err_set(e, ERR_FAIL, "not a snapctl image (%llu bytes)",
+		    (unsigned long long)io->size);
+		goto fail;
+	}
+	if (imgr_pread(r, hdr, IMG_HDR_SIZE, 0, "header", e) < 0 ||
+	    check_header(r, hdr, &meta_crc, &index_crc, &msize, e) < 0)
+		goto fail;
+	m = xmalloc((size_t)msize);
+	if (imgr_pread(r, m, (size_t)msize, IMG_HDR_SIZE, "metadata", e) < 0)
+		goto fail;
+	if (crc32c(0, m, (size_t)msize) != meta_crc) {
+		err_set(e, ERR_FAIL, "metadata checksum mismatch");
+		goto fail;
+	}
+	if (parse_meta(r, m, (size_t)msize, &chunks, &frames, e) < 0)
+		goto fail;
+	r->nchunks = chunks;
+	if (parse_index(r, index_crc, frames, e) < 0)
+		goto fail;
+	if ((r->dctx = ZSTD_createDCtx()) == NULL) {
+		err_set(e, ERR_FAIL, "zstd: cannot create a context");
+		goto fail;
+	}
+	r->zbuf = xmalloc(IMG_FRAME_MAX);
+	r->cbuf = xmalloc(IMG_CHUNK_BYTES);
+	free(m);
+	return r;
+fail:
+	free(m);
+	img_close(r);
+	return NULL;
+}
+
+static ssize_t
+fd_pread(void *opaque, void *buf, size_t len, uint64_t off)
+{
+	return pread_full(*(int *)opaque, buf, len, (off_t)off);
+}
+
+struct img_reader *
+img_open(const char *path, struct err *e)
+{
+	struct img_reader *r = NULL;
+	struct img_io io;
+	struct stat st;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		err_sys(e, ERR_FAIL, "cannot open '%s'", path);
+		return NULL;
+	}
+	if (fstat(fd, &st) < 0) {
+		err_sys(e, ERR_FAIL, "cannot stat '%s'", path);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err_set(e, ERR_FAIL, "'%s': not a regular file", path);
+		goto out;
+	}
+	/* The reader keeps the fd; io.opaque points at its copy. */
+	io.pread = fd_pread;
+	io.size = (uint64_t)st.st_size;
+	io.opaque = &fd;
+	r = img_open_io(&io, e);
+	if (r == NULL) {
+		err_prefix(e, "'%s': ", path);
+		goto out;
+	}
+	r->fd = fd;
+	r->io.opaque = &r->fd;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+const struct img_meta *
+img_meta(const struct img_reader *r)
+{
+	return &r->meta;
+}
+
+int
+img_find_block(const struct img_meta *m, const char *name, uint32_t *index)
+{
+	size_t i;
+
+	for (i = 0; i < m->nblocks; i++) {
+		if (strcmp(m->blocks[i].name, name) == 0) {
+			*index = (uint32_t)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int
+imgr_frame_sane(const struct img_reader *r, const uint8_t *zbuf, size_t size,
+    size_t want, uint32_t crc, struct err *e)
+{
+	unsigned long long csize;
+	size_t n;
+
+	if ((r->meta.flags & IMG_F_FRAME_CRCS) && crc32c(0, zbuf, size) != crc)
+		return err_set(e, ERR_FAIL, "frame CRC-32C mismatch");
+	if (size < 6 || get_le32(zbuf) != IMG_ZSTD_MAGIC)
+		return err_set(e, ERR_FAIL, "not a zstd frame");
+	/* Frame header descriptor: checksum bit 2, dictionary id bits 0-1. */
+	if ((zbuf[4] & 0x04) == 0 || (zbuf[4] & 0x03) != 0)
+		return err_set(e, ERR_FAIL, "frame without checksum or with "
+		    "a dictionary");
+	csize = ZSTD_getFrameContentSize(zbuf, size);
+	if (csize != want)
+		return err_set(e, ERR_FAIL, "frame content size is not %zu",
+		    want);
+	n = ZSTD_findFrameCompressedSize(zbuf, size);
+	if (ZSTD_isError(n))
+		return err_set(e, ERR_FAIL, "zstd: %s", ZSTD_getErrorName(n));
+	if (n != size)
+		return err_set(e, ERR_FAIL, "frame is %zu bytes, index says "
+		    "%zu", n, size);
+	return 0;
+}
+
+int
+imgr_frame_check(const struct img_reader *r, uint64_t off, size_t size,
+    uint8_t *zbuf, size_t want, uint32_t crc, struct err *e)
+{
+	if (imgr_pread(r, zbuf, size, off, "frame", e) < 0)
+		return -1;
+	return imgr_frame_sane(r, zbuf, size, want, crc, e);
+}
+
+void
+imgr_chunk_prefix(const struct img_reader *r, uint64_t ci, struct err *e)
+{
+	const struct rentry *x = &r->idx[ci];
+
+	err_prefix(e, "chunk %llu (block '%s' offset 0x%llx): ",
+	    (unsigned long long)ci, r->blocks[x->block].name,
+	    (unsigned long long)((ci - r->bfirst[x->block]) * IMG_CHUNK_BYTES));
+}
+
+/* Decode a frame checked by imgr_frame_check() into out (want bytes). */
+static int
+frame_decode(ZSTD_DCtx *dctx, const uint8_t *zbuf, size_t size,
+    uint8_t *out, size_t want, struct err *e)
+{
+	size_t n;
+
+	n = ZSTD_decompressDCtx(dctx, out, want, zbuf, size);
+	if (ZSTD_isError(n))
+		return err_set(e, ERR_FAIL, "zstd: %s", ZSTD_getErrorName(n));
+	if (n != want)
+		return err_set(e, ERR_FAIL, "frame decodes to %zu bytes, not "
+		    "%zu", n, want);
+	return 0;
+}
+
+/*
+ * Read, check and decode chunk ci's frame into out with dctx and zbuf
+ * (IMG_FRAME_MAX).  Only reads r: threads with a dctx and zbuf each may
+ * share it (with a thread-safe io).
+ */
+static int
+chunk_decode(const struct img_reader *r, ZSTD_DCtx *dctx, uint8_t *zbuf,
+    uint64_t ci, uint8_t *out, struct err *e)
+{
+	const struct rentry *x = &r->idx[ci];
+	size_t want = (size_t)img_mask_count(x->present & ~x->zero) *
+	    IMG_PAGE_SIZE;
+
+	if (imgr_frame_check(r, x->off, x->size, zbuf, want, x->crc, e) < 0 ||
+	    frame_decode(dctx, zbuf, x->size, out, want, e) < 0) {
+		imgr_chunk_prefix(r, ci, e);
+		return -1;
+	}
+	return 0;
+}
+
+int
+imgr_load_chunk(struct img_reader *r, uint64_t ci, struct err *e)
+{
+	struct rentry *x = &r->idx[ci];
+
+	if (r->cached == ci || (x->present & ~x->zero) == 0)
+		return 0;
+	r->cached = UINT64_MAX;
+	if (chunk_decode(r, r->dctx, r->zbuf, ci, r->cbuf, e) < 0)
+		return -1;
+	r->cached = ci;
+	return 0;
+}
+
+static int
+locate(struct img_reader *r, uint32_t block, uint64_t offset, uint64_t len,
+    struct err *e)
+{
+	if (block >= r->meta.nblocks)
+		return err_set(e, ERR_FAIL, "no RAM block %u in the image",
+		    block);
+	if (offset > r->blocks[block].used_length ||
+	    len > r->blocks[block].used_length - offset)
+		return err_set(e, ERR_FAIL, "range 0x%llx+%llu is outside "
+		    "RAM block '%s'", (unsigned long long)offset,
+		    (unsigned long long)len, r->blocks[block].name);
+	return 0;
+}
+
+/* State of page pi of chunk ci; its data (if any) via *data. */
+static int
+page_get(struct img_reader *r, uint64_t ci, unsigned pi,
+    enum img_page_state *state, const uint8_t **data, struct err *e)
+{
+	struct rentry *x = &r->idx[ci];
+	uint64_t bit = 1ull << pi, dmask = x->present & ~x->zero;
+
+	*data = NULL;
+	if (!(x->present & bit)) {
+		*state = IMG_PAGE_ABSENT;
+		return 0;
+	}
+	if (x->zero & bit) {
+		*state = IMG_PAGE_ZERO;
+		return 0;
+	}
+	*state = IMG_PAGE_DATA;
+	if (imgr_load_chunk(r, ci, e) < 0)
+		return -1;
+	*data = r->cbuf + (size_t)img_mask_count(dmask & (bit - 1)) *
+	    IMG_PAGE_SIZE;
+	return 0;
+}
+
+int
+img_read_page(struct img_reader *r, uint32_t block, uint64_t offset,
+    uint8_t *out, enum img_page_state *state, struct err *e)
+{
+	const uint8_t *data;
+
+	if (locate(r, block, offset, IMG_PAGE_SIZE, e) < 0)
+		return -1;
+	if (offset % IMG_PAGE_SIZE != 0)
+		return err_set(e, ERR_FAIL, "offset 0x%llx is not page "
+		    "aligned", (unsigned long long)offset);
+	if (page_get(r, r->bfirst[block] + offset / IMG_CHUNK_BYTES,
+	    (unsigned)(offset % IMG_CHUNK_BYTES / IMG_PAGE_SIZE), state, &data,
+	    e) < 0)
+		return -1;
+	if (data != NULL)
+		memcpy(out, data, IMG_PAGE_SIZE);
+	else
+		memset(out, 0, IMG_PAGE_SIZE);
+	return 0;
+}
+
+int
+img_read_at(struct img_reader *r, uint32_t block, uint64_t offset,
+    size_t len, uint8_t *out, struct err *e)
+{
+	enum img_page_state state;
+	const uint8_t *data;
+	uint64_t in;
+	size_t n;
+
+	if (locate(r, block, offset, len, e) < 0)
+		return -1;
+	while (len > 0) {
+		in = offset % IMG_PAGE_SIZE;
+		n = IMG_PAGE_SIZE - in < len ? (size_t)(IMG_PAGE_SIZE - in) :
+		    len;
+		if (page_get(r, r->bfirst[block] + offset / IMG_CHUNK_BYTES,
+		    (unsigned)(offset % IMG_CHUNK_BYTES / IMG_PAGE_SIZE),
+		    &state, &data, e) < 0)
+			return -1;
+		if (data != NULL)
+			memcpy(out, data + in, n);
+		else
+			memset(out, 0, n);
+		out += n;
+		offset += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Call fn for the present pages of chunk ci of block b; data: its frame's. */
+static int
+chunk_emit(const struct img_reader *r, uint32_t b, uint64_t ci,
+    const uint8_t *data, img_page_fn fn, void *opaque, struct err *e)
+{
+	const struct rentry *x = &r->idx[ci];
+	uint64_t m, base, dmask = x->present & ~x->zero;
+	unsigned i, rank;
+
+	base = (ci - r->bfirst[b]) * IMG_CHUNK_BYTES;
+	for (m = x->present; m != 0; m &= m - 1) {
+		i = (unsigned)__builtin_ctzll(m);
+		rank = img_mask_count(dmask & ((1ull << i) - 1));
+		if (fn(opaque, b, base + (uint64_t)i * IMG_PAGE_SIZE,
+		    (x->zero >> i) & 1 ? NULL : data + (size_t)rank *
+		    IMG_PAGE_SIZE, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int
+img_foreach_page(struct img_reader *r, img_page_fn fn, void *opaque,
+    struct err *e)
+{
+	uint64_t ci;
+	uint32_t b;
+
+	for (b = 0; b < r->meta.nblocks; b++) {
+		for (ci = r->bfirst[b]; ci < r->bfirst[b + 1]; ci++) {
+			if (r->idx[ci].present == 0)
+				continue;
+			if (imgr_load_chunk(r, ci, e) < 0 ||
+			    chunk_emit(r, b, ci, r->cbuf, fn, opaque, e) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * img_foreach_page_parallel(): the s-th chunk with a frame (in index
+ * order) is decoded into slot s % nslots of a ring.  Whoever decodes
+ * claims the next such chunk once the caller is done with the one nslots
+ * before it.  The caller decodes too, rather than wait, while its next
+ * slot is not full; so it sleeps only when a worker has that very chunk in
+ * hand, and the workers sleep only on a full ring until half of it is
+ * free: few wake-ups, which cost most in a VM.
+ */
+struct ahead_slot {
+	uint8_t *buf;		/* IMG_CHUNK_BYTES */
+	uint64_t seq;		/* the framed chunk it holds, when full */
+	int full;
+	int rc;
+	struct err err;
+};
+
+struct ahead;
+
+struct ahead_worker {
+	struct ahead *a;
+	pthread_t thread;
+	ZSTD_DCtx *dctx;
+	uint8_t *zbuf;		/* IMG_FRAME_MAX */
+};
+
+struct ahead {
+	const struct img_reader *r;
+	struct ahead_slot *slots;
+	uint32_t nslots;
+	pthread_mutex_t mu;
+	pthread_cond_t cv_full;	/* the caller waits for its slot */
+	pthread_cond_t cv_free;	/* workers wait for room in the ring */
+	uint64_t cursor;	/* next chunk to look at for a frame */
+	uint64_t claimed;	/* framed chunks claimed */
+	uint64_t consumed;	/* framed chunks the caller is done with */
+	int caller_waits;
+	int idle;		/* workers waiting on cv_free */
+	int stop;
+};
+
+/*
+ * With mu held: claim the next framed chunk, its index in *ci and its
+ * number in *seq.  1, 0 when the ring is full, -1 when none is left.
+ */
+static int
+ahead_claim(struct ahead *a, uint64_t *ci, uint64_t *seq)
+{
+	const struct img_reader *r = a->r;
+
+	while (a->cursor < r->nchunks && r->idx[a->cursor].size == 0)
+		a->cursor++;
+	if (a->stop || a->cursor >= r->nchunks)
+		return -1;
+	if (a->claimed >= a->consumed + a->nslots)
+		return 0;
+	*ci = a->cursor++;
+	*seq = a->claimed++;
+	return 1;
+}
+
+/* Decode a claimed chunk into its slot, mu dropped meanwhile. */
+static void
+ahead_fill(struct ahead *a, ZSTD_DCtx *dctx, uint8_t *zbuf, uint64_t ci,
+    uint64_t seq)
+{
+	/* The slot's last chunk, seq - nslots, was consumed. */
+	struct ahead_slot *sl = &a->slots[seq % a->nslots];
+	struct err err = ERR_INIT;
+	int rc;
+
+	pthread_mutex_unlock(&a->mu);
+	rc = chunk_decode(a->r, dctx, zbuf, ci, sl->buf, &err);
+	pthread_mutex_lock(&a->mu);
+	sl->seq = seq;
+	sl->rc = rc;
+	sl->err = err;
+	sl->full = 1;
+}
+
+static void *
+ahead_main(void *arg)
+{
+	struct ahead_worker *wk = arg;
+	struct ahead *a = wk->a;
+	uint64_t ci, seq;
+	int got;
+
+	pthread_mutex_lock(&a->mu);
+	while ((got = ahead_claim(a, &ci, &seq)) >= 0) {
+		if (got == 0) {
+			a->idle++;
+			pthread_cond_wait(&a->cv_free, &a->mu);
+			a->idle--;
+			continue;
+		}
+		ahead_fill(a, wk->dctx, wk->zbuf, ci, seq);
+		if (a->caller_waits)
+			pthread_cond_signal(&a->cv_full);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+/* The caller: wait for (or help with) framed chunk seq's slot. */
+static struct ahead_slot *
+ahead_get(struct ahead *a, struct img_reader *r, uint64_t seq)
+{
+	struct ahead_slot *sl = &a->slots[seq % a->nslots];
+	uint64_t ci, s;
+
+	pthread_mutex_lock(&a->mu);
+	while (!sl->full || sl->seq != seq) {
+		if (ahead_claim(a, &ci, &s) > 0) {
+			ahead_fill(a, r->dctx, r->zbuf, ci, s);
+			continue;
+		}
+		a->caller_waits = 1;
+		pthread_cond_wait(&a->cv_full, &a->mu);
+		a->caller_waits = 0;
+	}
+	pthread_mutex_unlock(&a->mu);
+	return sl;
+}
+
+/* The caller is done with slot sl, framed chunk number seq. */
+static void
+ahead_put(struct ahead *a, struct ahead_slot *sl, uint64_t seq)
+{
+	pthread_mutex_lock(&a->mu);
+	sl->full = 0;
+	a->consumed = seq + 1;
+	if (a->idle > 0 && a->consumed + a->nslots - a->claimed >=
+	    (a->nslots + 1) / 2)
+		pthread_cond_broadcast(&a->cv_free);
+	pthread_mutex_unlock(&a->mu);
+}
+
+int
+img_foreach_page_parallel(struct img_reader *r, int nthreads, img_page_fn fn,
+    void *opaque, struct err *e)
+{
+	struct ahead a;
+	struct ahead_worker *wk = NULL;
+	struct ahead_slot *sl;
+	uint64_t ci, seq = 0;
+	uint32_t b, k;
+	int nworkers, started = 0, i, rc = -1;
+
+	if (nthreads <= 0)
+		nthreads = cpus_usable() < AHEAD_THREADS ? cpus_usable() :
+		    AHEAD_THREADS;
+	if (nthreads > AHEAD_MAX)
+		nthreads = AHEAD_MAX;
+	/* Workers share r's descriptor (pread); other I/O stays here. */
+	if (nthreads < 2 || r->fd < 0 || r->meta.chunks < 2)
+		return img_foreach_page(r, fn, opaque, e);
+	nworkers = nthreads - 1;	/* and the caller */
+	memset(&a, 0, sizeof(a));
+	a.r = r;
+	a.nslots = AHEAD_SLOTS * (uint32_t)nthreads;
+	a.slots = xcalloc(a.nslots, sizeof(*a.slots));
+	for (k = 0; k < a.nslots; k++)
+		a.slots[k].buf = xmalloc(IMG_CHUNK_BYTES);
+	wk = xcalloc((size_t)nworkers, sizeof(*wk));
+	for (i = 0; i < nworkers; i++) {
+		wk[i].a = &a;
+		wk[i].zbuf = xmalloc(IMG_FRAME_MAX);
+		if ((wk[i].dctx = ZSTD_createDCtx()) == NULL) {
+			err_set(e, ERR_FAIL, "zstd: cannot create a context");
+			goto out;
+		}
+	}
+	r->cached = UINT64_MAX;		/* the caller decodes with r's */
+	pthread_mutex_init(&a.mu, NULL);
+	pthread_cond_init(&a.cv_full, NULL);
+	pthread_cond_init(&a.cv_free, NULL);
+	/* Workers block every signal: the caller's writes see SIGINT.  One
+	 * that cannot start leaves its share to the others. */
+	for (i = 0; i < nworkers; i++) {
+		if (thread_start(&wk[i].thread, ahead_main, &wk[i],
+		    "decoding ahead", NULL) < 0)
+			break;
+		started++;
+	}
+
+	/* Without workers the caller decodes alone, through the ring. */
+	for (b = 0; b < r->meta.nblocks; b++) {
+		for (ci = r->bfirst[b]; ci < r->bfirst[b + 1]; ci++) {
+			if (r->idx[ci].present == 0)
+				continue;
+			if (r->idx[ci].size == 0) {
+				if (chunk_emit(r, b, ci, NULL, fn, opaque, e)
+				    < 0)
+					goto stop;
+				continue;
+			}
+			sl = ahead_get(&a, r, seq);
+			if (sl->rc < 0) {
+				if (e != NULL)
+					*e = sl->err;
+				goto stop;
+			}
+			if (chunk_emit(r, b, ci, sl->buf, fn, opaque, e) < 0)
+				goto stop;
+			ahead_put(&a, sl, seq++);
+		}
+	}
+	rc = 0;
+stop:
+	pthread_mutex_lock(&a.mu);
+	a.stop = 1;
+	pthread_cond_broadcast(&a.cv_free);
+	pthread_mutex_unlock(&a.mu);
+	for (i = 0; i < started; i++)
+		pthread_join(wk[i].thread, NULL);
+	pthread_mutex_destroy(&a.mu);
+	pthread_cond_destroy(&a.cv_full);
+	pthread_cond_destroy(&a.cv_free);
+out:
+	for (i = 0; i < nworkers; i++) {
+		ZSTD_freeDCtx(wk[i].dctx);
+		free(wk[i].zbuf);
+	}
+	free(wk);
+	for (k = 0; k < a.nslots; k++)
+		free(a.slots[k].buf);
+	free(a.slots);
+	return rc;
+}
+
+int
+img_read_tail(struct img_reader *r, uint8_t **out, size_t *len,
+    struct err *e)
+{
+	uint8_t *z = NULL, *t = NULL;
+	size_t tlen = (size_t)r->meta.tail_bytes;
+	int rc = -1;
+
+	*out = NULL;
+	*len = 0;
+	/* The frame is bounded by the file; check it before allocating
+	 * what it claims to decode to. */
+	z = xmalloc((size_t)r->tail_size);
+	if (imgr_frame_check(r, r->tail_off, (size_t)r->tail_size, z, tlen,
+	    r->tail_crc, e) < 0) {
+		err_prefix(e, "device state: ");
+		goto out;
+	}
+	t = xmalloc(tlen);
+	if (frame_decode(r->dctx, z, (size_t)r->tail_size, t, tlen, e) < 0) {
+		err_prefix(e, "device state: ");
+		goto out;
+	}
+	*out = t;
+	*len = tlen;
+	t = NULL;
+	rc = 0;
+out:
+	free(z);
+	free(t);
+	return rc;
+}
+
+void
+img_close(struct img_reader *r)
+{
+	if (r == NULL)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	ZSTD_freeDCtx(r->dctx);
+	free(r->zbuf);
+	free(r->cbuf);
+	free(r->idx);
+	free(r->blocks);
+	free(r->bfirst);
+	free(r->config);
+	free(r);
+}
