@@ -1,7 +1,7 @@
 # snapctl - live external checkpoints of QEMU VMs.
 #
 #   make            build ./snapctl
-#   make check      install what is missing, then every test (also ASan)
+#   make check      install what is missing, lint, then every test (also ASan)
 #   make asan       ASan+UBSan build and the suite against it
 #   make fuzz       libFuzzer targets, each for FUZZ_SECONDS
 #   make bench      benchmarks (bench/), one table each
@@ -40,6 +40,8 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNITS := $(UNIT_SRCS:tests/unit/%.c=build/unit-%)
 HELPER_SRCS := $(sort $(wildcard tests/helper/*.c))
 HELPERS := $(HELPER_SRCS:tests/helper/%.c=build/helper-%)
+# The LD_PRELOAD shim of tests/t-faults.sh (not linked with the core).
+FAULT_SO := build/faultinject.so
 
 .PHONY: all check asan fuzz bench demo deps install uninstall clean lint \
 	test-plain test-asan units helpers
@@ -68,15 +70,22 @@ build/unit-%: tests/unit/%.c $(CORE_SRCS:%.c=build-asan/%.o) | build
 build/helper-%: tests/helper/%.c $(CORE_SRCS:%.c=build/%.o) | build
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $^ $(ALL_LDFLAGS)
 
+$(FAULT_SO): tests/fault/faultinject.c | build
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -U_FORTIFY_SOURCE \
+		-fPIC -shared -o $@ $< -ldl
+
 units: $(UNITS)
-helpers: $(HELPERS)
+helpers: $(HELPERS) $(FAULT_SO)
 
 deps:
 	@bash tests/deps.sh
 
 # The suite once against ./snapctl and once against the ASan+UBSan build.
+# Targets that need deps build in a second make: PKG_LIBS is computed when
+# the Makefile is read, before deps may have installed the -dev packages.
 check: deps
 	@$(MAKE) --no-print-directory all build-asan/snapctl units helpers
+	@$(MAKE) --no-print-directory lint
 	@bash tests/run.sh ./snapctl build-asan/snapctl
 
 test-plain: all units helpers
@@ -89,10 +98,12 @@ asan: deps
 fuzz: deps
 	@bash fuzz/run.sh $(FUZZ_SECONDS)
 
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory all
 	@bash bench/run.sh
 
-demo: deps all helpers
+demo: deps
+	@$(MAKE) --no-print-directory all helpers
 	@bash tests/demo.sh
 
 lint:

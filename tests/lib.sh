@@ -10,8 +10,11 @@
 #   expect_eq DESC EXPECTED ACTUAL
 #   expect_match DESC REGEX FILE  ok if a line of FILE matches REGEX
 #   at_exit CMD                  run CMD when the script ends (LIFO)
-#   done_testing                 print the counts; exit status 1 if any failed
-# Output is TAP-like: "ok N - desc", "not ok N - desc".
+#   done_testing                 print the plan "1..N" and the counts; exit
+#                                status 1 if any failed.  Every script ends
+#                                with it: tests/run.sh fails a test whose
+#                                plan is missing or differs from what ran.
+# Output is TAP: "ok N - desc", "not ok N - desc", the plan last.
 set -u
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -117,6 +120,7 @@ expect_match() {
 }
 
 done_testing() {
+	echo "1..$_t_n"
 	echo "# $_t_pass passed, $_t_fail failed, $_t_skip skipped"
 	[ "$_t_fail" -eq 0 ]
 	exit $?

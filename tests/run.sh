@@ -2,6 +2,9 @@
 # tests/run.sh BINARY... - run the whole suite: the unit tests once, then
 # every tests/t-*.sh against each snapctl binary given (plain, ASan+UBSan).
 # T=REGEX selects tests by name.  Ends with the line "N passed, N failed".
+# Every test must print one TAP plan "1..N" before its first or after its
+# last "ok"/"not ok" line, and run exactly N: a missing plan, or "planned N,
+# ran M", counts as one more failure.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 [ $# -gt 0 ] || set -- ./snapctl
@@ -13,9 +16,25 @@ failed_names=()
 logdir=${TEST_LOGDIR:-build/test-logs}
 mkdir -p "$logdir"
 
+# plan_problem LOG: prints what is wrong with LOG's plan, nothing if fine.
+plan_problem() {
+	awk '
+	/^(not )?ok [0-9]+/ { ran++; if (!first) first = NR; last = NR; next }
+	/^1\.\.[0-9]+([ \t]*#.*)?$/ {
+		plans++; planned = substr($1, 4) + 0; at = NR; next
+	}
+	END {
+		if (plans == 0) print "no plan (1..N)"
+		else if (plans > 1) print plans " plans"
+		else if (first && at > first && at < last)
+			print "the plan is neither before the first test nor after the last"
+		else if (planned != ran) print "planned " planned ", ran " ran + 0
+	}' "$1"
+}
+
 # run_one NAME LOG CMD...: runs a test, counts its ok / not ok lines.
 run_one() {
-	local name=$1 log=$2 rc p f s start secs
+	local name=$1 log=$2 rc p f s start secs plan
 	shift 2
 	start=$(date +%s)
 	timeout --kill-after=10 "${TEST_TIMEOUT:-900}" "$@" >"$log" 2>&1 </dev/null
@@ -25,10 +44,14 @@ run_one() {
 	s=$(grep -cE '^ok [0-9]+ .*# SKIP' "$log" | head -n1)
 	f=$(grep -cE '^not ok [0-9]+' "$log" | head -n1)
 	p=$((p - s))
+	plan=$(plan_problem "$log")
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		# Died without saying which check failed (crash, timeout).
 		f=1
-		echo "not ok - $name exited with status $rc" >>"$log"
+		echo "not ok - $name exited with status $rc${plan:+ ($plan)}" >>"$log"
+	elif [ -n "$plan" ]; then
+		f=$((f + 1))
+		echo "not ok - $name: $plan" >>"$log"
 	fi
 	pass=$((pass + p))
 	fail=$((fail + f))
@@ -36,7 +59,11 @@ run_one() {
 	if [ "$f" -gt 0 ]; then
 		failed_names+=("$name")
 		printf 'FAIL %-40s %3d ok %3d failed %4ss\n' "$name" "$p" "$f" "$secs"
-		grep -E '^not ok|^#' "$log" | head -n 30 | sed 's/^/    /'
+		# The first 30 failures and notes, and the run's own verdict
+		# (died, plan), the log's last line, even past those 30.
+		awk '/^not ok|^#/ && ++n <= 30 { print; shown = NR }
+		END { if (shown != NR && $0 ~ /^not ok - /) print }' "$log" |
+			sed 's/^/    /'
 	else
 		printf 'PASS %-40s %3d ok %3d skipped %4ss\n' "$name" "$p" "$s" "$secs"
 	fi

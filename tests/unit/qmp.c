@@ -1337,6 +1337,5 @@ main(void)
 	t_event_flood();
 
 	rmdir(tmpdir);
-	printf("# %d tests, %d failed\n", tap_n, tap_failed);
-	return tap_failed ? 1 : 0;
+	return tap_done();
 }
