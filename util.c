@@ -748,8 +748,13 @@ atomic_file_commit(struct atomic_file *f, int noreplace, struct err *e)
 	free(f->tmp);
 	f->tmp = NULL;
 	dir = path_dirname(f->path);
-	if (fsync_dir(dir, e) < 0)
+	if (fsync_dir(dir, e) < 0) {
+		/* A file whose name may not survive a crash is not done: take
+		 * back what we created (with noreplace, nothing was replaced). */
+		if (noreplace)
+			unlink(f->path);
 		goto out;
+	}
 	rc = 0;
 out:
 	free(dir);

@@ -117,7 +117,9 @@ int atomic_file_open(struct atomic_file *f, const char *path, mode_t mode,
     struct err *e);
 /*
  * fsync, rename into place and fsync the directory.  With noreplace an
- * existing path is an error (ERR_FAIL, "'x' already exists").
+ * existing path is an error (ERR_FAIL, "'x' already exists"), and a failed
+ * fsync of the directory after the rename removes the new file again, so a
+ * failure leaves no output behind.
  */
 int atomic_file_commit(struct atomic_file *f, int noreplace, struct err *e);
 /* Close and unlink the temporary file if not committed; free names. */

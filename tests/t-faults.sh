@@ -47,14 +47,6 @@ whole() {
 	esac
 }
 
-# after_rename LOG: 0 if the call that failed was on $out itself, after a
-# rename into it.
-after_rename() {
-	awk -v dir="$out" '/^rename/ && !/ FAILED / { renamed = 1 }
-	/ FAILED / { hit = renamed && $3 == dir }
-	END { exit !hit }' "$1"
-}
-
 # try WHAT NEW CMD...: CMD writes $out/NEW.  Count its calls in $out once
 # without faults, then fail each of them in turn with each errno.
 try() {
@@ -115,18 +107,13 @@ try() {
 					not_ok "$d: exit $want and one line ending '$msg'" "exit $rc"
 					_t_detail
 				fi
-				# What is left: keep.img as it was, and nothing else
-				# but, when the directory's open or fsync failed once
-				# the rename was done, the output whole.
+				# What is left: keep.img as it was, and nothing else,
+				# also when the directory's open or fsync failed once
+				# the rename was done (the new file is taken back).
 				left=$(cd "$out" && ls -A | grep -vx keep.img | tr '\n' ' ')
 				why=
 				[ "$(cksum <"$out/keep.img")" = "$keep_sum" ] || why="keep.img changed"
-				if [ "$left" = "$new " ] && after_rename "$log"; then
-					whole "$new" || why="$why $new left and not whole"
-					echo "# $d: the directory after the rename: $new is whole, the command failed"
-				elif [ -n "$left" ]; then
-					why="$why left behind: $left"
-				fi
+				[ -z "$left" ] || why="$why left behind: $left"
 				if [ -z "$why" ]; then
 					ok "$d: nothing left behind, keep.img unchanged"
 				else
