@@ -1,9 +1,10 @@
 /*
- * checkpoint.c - ckpt_run() and ckpt_recover() (checkpoint.h): discovery
- * over QMP, the capability and parameter changes and their restoration,
- * the receiver thread that parses the migration stream into the memory
- * image, the event loop that cuts the disks at pre-switchover and resumes
- * the guest at completion, and the cleanup every failure path goes through.
+ * checkpoint.c - ckpt_run() (checkpoint.h; ckpt_recover() is in
+ * recover.c): discovery over QMP, the capability and parameter changes
+ * and their restoration, the receiver thread that parses the migration
+ * stream into the memory image, the event loop that cuts the disks at
+ * pre-switchover and resumes the guest at completion, and the cleanup
+ * every failure path goes through.
  *
  * Flow of a live checkpoint:
  *   lock store -> discover -> recovery note -> caps/params -> getfd+migrate
@@ -52,7 +53,6 @@
 #define SOCK_BUF (8 << 20)		/* both ends of the socketpair */
 #define LOOP_SLICE_MS 100
 #define PROGRESS_MS 500
-#define CANCEL_WAIT_MS 15000		/* for cancelled/failed after cancel */
 #define RESUME_EVENT_MS 2000
 #define BG_RECHECK_MS 100		/* see bg_resume() */
 
@@ -1194,10 +1194,10 @@ migration_error(struct ckpt *c, struct err *e)
 {
 	struct vm_migration mig;
 
+	vm_migration_query(c->q, &mig, NULL);
 	if (!c->failed)
 		return err_set(e, ERR_FAIL, "the migration was cancelled by "
 		    "someone else");
-	vm_migration_query(c->q, &mig, NULL);
 	return err_set(e, ERR_FAIL, "the migration failed%s%s",
 	    mig.error_desc[0] != '\0' ? ": " : "", mig.error_desc);
 }
@@ -1339,7 +1339,7 @@ static void
 cancel_migration(struct ckpt *c)
 {
 	c->we_cancelled = 1;
-	if (vm_migration_cancel(c->q, CANCEL_WAIT_MS, NULL) == 0)
+	if (vm_migration_cancel(c->q, VM_CANCEL_WAIT_MS, NULL) == 0)
 		c->mig_done = 1;
 }
 
@@ -1793,210 +1793,5 @@ out:
 	json_decref(note);
 	json_decref(m);
 	ckpt_release(c);
-	return rc;
-}
-
-/* ---- ckpt_recover ------------------------------------------------------- */
-
-int
-ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
-    struct err *e)
-{
-	struct store *store = NULL;
-	struct qmp *q = NULL, *agent = NULL;
-	struct err le = ERR_INIT;
-	struct vm_status st;
-	struct vm_migration mig;
-	json_t *note = NULL, *r = NULL, *rep, *done;
-	const char *sock = o->socket, *agent_path = o->agent;
-	int rc = -1, was_running = -1, running;
-
-	*report = NULL;
-	rep = json_object();
-	done = json_array();
-	json_object_set(rep, "actions", done);
-	if (o->store != NULL) {
-		if ((store = store_open(o->store, 0, e)) == NULL)
-			goto out;
-		if (store_lock(store, e) < 0) {
-			err_prefix(e, "a checkpoint is running: ");
-			goto out;
-		}
-		note = store_note_read(store, e);
-		if (err_isset(e))
-			goto out;
-	}
-	if (note != NULL) {
-		if (sock == NULL)
-			sock = json_str(note, "socket");
-		if (agent_path == NULL)
-			agent_path = json_str(note, "agent");
-		if (json_is_boolean(json_object_get(note, "was_running")))
-			was_running = json_is_true(json_object_get(note,
-			    "was_running"));
-	}
-	if (sock == NULL) {
-		err_set(e, ERR_USAGE, "recover: no QMP socket: use -s%s",
-		    o->store ? " (the store has no recovery note)" : "");
-		goto out;
-	}
-	q = qmp_open(sock, o->qmp_timeout_ms, &le);
-	if (q == NULL) {
-		err_propagate(e, &le, NULL);
-		goto out;
-	}
-	if (o->trace != NULL)
-		qmp_set_trace(q, o->trace, o->trace_opaque);
-	if (note != NULL) {
-		/* The note must be about this VM. */
-		const json_t *vm = json_object_get(note, "vm");
-		json_t *n = qmp_call(q, "query-name", NULL, e);
-		json_t *u = n ? qmp_call(q, "query-uuid", NULL, e) : NULL;
-		int same = n != NULL && u != NULL &&
-		    json_equal(json_object_get(vm, "uuid") ?
-		    json_object_get(vm, "uuid") : json_null(),
-		    json_object_get(u, "UUID") ? json_object_get(u, "UUID") :
-		    json_null()) &&
-		    json_equal(json_object_get(vm, "name") ?
-		    json_object_get(vm, "name") : json_null(),
-		    json_object_get(n, "name") ? json_object_get(n, "name") :
-		    json_null());
-
-		json_decref(n);
-		json_decref(u);
-		if (err_isset(e))
-			goto out;
-		if (!same) {
-			err_set(e, ERR_MISMATCH, "the recovery note in '%s' is "
-			    "about another VM than '%s'", o->store, sock);
-			goto out;
-		}
-	}
-
-	/* 1. Whatever migration is pending goes. */
-	if (vm_migration_query(q, &mig, e) < 0)
-		goto out;
-	if (vm_migration_busy(mig.status)) {
-		vm_migration_cancel(q, CANCEL_WAIT_MS, NULL);
-		json_array_append_new(done, json_sprintf("cancelled the "
-		    "migration (was '%s')", mig.status));
-	}
-
-	/* 2. Thaw. */
-	if (agent_path != NULL) {
-		agent = qmp_open_agent(agent_path, o->qmp_timeout_ms, &le);
-		if (agent == NULL) {
-			err_propagate(e, &le, "guest agent");
-			goto out;
-		}
-		r = qmp_call(agent, "guest-fsfreeze-status", NULL, e);
-		if (r == NULL)
-			goto out;
-		if (json_is_string(r) && strcmp(json_string_value(r),
-		    "frozen") == 0) {
-			json_decref(r);
-			if ((r = qmp_call(agent, "guest-fsfreeze-thaw", NULL,
-			    e)) == NULL)
-				goto out;
-			json_array_append_new(done,
-			    json_string("thawed the filesystems"));
-		}
-		json_decref(r);
-		r = NULL;
-	}
-
-	/* 3. Capabilities and parameters. */
-	if (note != NULL) {
-		const json_t *caps = json_object_get(note, "capabilities");
-		const json_t *params = json_object_get(note, "parameters");
-
-		if (json_array_size(caps) > 0) {
-			if (qmp_do(q, "migrate-set-capabilities",
-			    json_pack("{s:O}", "capabilities", caps), e) < 0)
-				goto out;
-			json_array_append_new(done, json_string("restored the "
-			    "migration capabilities"));
-		}
-		if (json_object_size(params) > 0) {
-			if (qmp_do(q, "migrate-set-parameters",
-			    json_deep_copy(params), e) < 0)
-				goto out;
-			json_array_append_new(done, json_string("restored the "
-			    "migration parameters"));
-		}
-	} else {
-		const json_t *cap;
-		size_t i;
-
-		if ((r = qmp_call(q, "query-migrate-capabilities", NULL,
-		    e)) == NULL)
-			goto out;
-		json_array_foreach(r, i, cap)
-			if (strcmp(json_str(cap, "capability") ?
-			    json_str(cap, "capability") : "",
-			    "pause-before-switchover") == 0 &&
-			    json_is_true(json_object_get(cap, "state"))) {
-				if (qmp_do(q, "migrate-set-capabilities",
-				    json_pack("{s:[{s:s, s:b}]}",
-				    "capabilities", "capability",
-				    "pause-before-switchover", "state", 0),
-				    e) < 0)
-					goto out;
-				json_array_append_new(done, json_string(
-				    "turned pause-before-switchover off"));
-			}
-		json_decref(r);
-		r = NULL;
-	}
-
-	/* 4. Resume. */
-	if (vm_status(q, &st, e) < 0)
-		goto out;
-	if (!st.running && was_running != 0 && vm_stopped(&st)) {
-		if (vm_resume(q, &le) < 0) {
-			err_set(e, ERR_ATTENTION, "cannot resume the guest "
-			    "(%s): %s", st.status, le.msg);
-			goto out;
-		}
-		json_array_append_new(done, json_sprintf("resumed the guest "
-		    "(was '%s')", st.status));
-	}
-	if (vm_status(q, &st, e) < 0)
-		goto out;
-	if (st.status[0] != '\0')
-		json_object_set_new(rep, "status", json_string(st.status));
-	running = st.running;
-	if (!running && was_running != 0) {
-		err_set(e, ERR_ATTENTION, "the guest is still not running "
-		    "(status '%s')", st.status[0] != '\0' ? st.status : "?");
-		goto out;
-	}
-
-	/* 5. What the killed checkpoint left in the store. */
-	if (store != NULL) {
-		int n = store_clean_stale(store);
-
-		if (n > 0)
-			json_array_append_new(done, json_sprintf("removed %d "
-			    "partial checkpoint%s", n, n == 1 ? "" : "s"));
-		if (note != NULL) {
-			if (store_note_remove(store, e) < 0)
-				goto out;
-			json_array_append_new(done, json_string("removed the "
-			    "recovery note"));
-		}
-	}
-	json_object_set_new(rep, "running", json_boolean(running));
-	*report = rep;
-	rep = NULL;
-	rc = 0;
-out:
-	json_decref(r);
-	json_decref(note);
-	json_decref(done);
-	json_decref(rep);
-	qmp_close(agent);
-	qmp_close(q);
-	store_close(store);
 	return rc;
 }

@@ -85,8 +85,9 @@ int vm_migration_failed(const char *status);
  * a few seconds is released with migrate-continue.  0 once it is over; -1
  * with e filled when QEMU went away (ERR_QEMU) or wait_ms passed
  * (ERR_TIMEOUT).  An error reply to migrate_cancel itself is not one: the
- * wait tells.
+ * wait tells.  VM_CANCEL_WAIT_MS is the wait snapctl uses.
  */
+#define VM_CANCEL_WAIT_MS 15000
 int vm_migration_cancel(struct qmp *q, int wait_ms, struct err *e);
 
 /* ---- disks (query-block) ------------------------------------------------ */
