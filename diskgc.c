@@ -21,8 +21,8 @@
 
 #include "diskfile.h"
 #include "diskgc.h"
-#include "qmp.h"
 #include "util.h"
+#include "vm.h"
 
 #define CHAIN_MAX 256		/* deeper than any chain QEMU would open */
 #define SIBLINGS_MAX 4096	/* directory entries looked at per directory */
@@ -480,27 +480,25 @@ remove_going(struct gc *g, struct err *e)
 json_t *
 diskgc_vm_files(struct qmp *q, struct err *e)
 {
-	const json_t *dev, *img;
-	json_t *r, *out;
-	size_t i;
-	int depth;
+	static const char pfx[] = "query-block: ";
+	struct err le = ERR_INIT;
+	struct blockinfo *d;
+	json_t *out;
+	size_t i, k, n;
 
-	r = qmp_execute(q, "query-block", NULL, e);
-	if (r == NULL)
+	if (vm_disks_query(q, &d, &n, &le) < 0) {
+		/* Our caller names the command itself. */
+		if (strncmp(le.msg, pfx, sizeof(pfx) - 1) == 0)
+			memmove(le.msg, le.msg + sizeof(pfx) - 1,
+			    strlen(le.msg) - (sizeof(pfx) - 1) + 1);
+		err_propagate(e, &le, NULL);
 		return NULL;
-	out = json_array();
-	json_array_foreach(r, i, dev) {
-		img = json_object_get(json_object_get(dev, "inserted"),
-		    "image");
-		for (depth = 0; json_is_object(img) && depth < CHAIN_MAX;
-		    depth++) {
-			if (json_str(img, "filename") != NULL)
-				json_array_append_new(out,
-				    json_string(json_str(img, "filename")));
-			img = json_object_get(img, "backing-image");
-		}
 	}
-	json_decref(r);
+	out = json_array();
+	for (i = 0; i < n; i++)
+		for (k = 0; k < d[i].nchain; k++)
+			json_array_append_new(out, json_string(d[i].chain[k]));
+	vm_disks_free(d, n);
 	return out;
 }
 

@@ -17,8 +17,9 @@ struct qmp;
 
 /*
  * The files a running VM uses: the "filename" of every inserted image of
- * query-block and of each one's backing-image chain.  New reference (an
- * array of strings), or NULL with e filled (from qmp_execute()).
+ * query-block and of each one's backing-image chain (vm_disks_query()).
+ * New reference (an array of strings), or NULL with e filled (the reason,
+ * without the command's name: the caller adds it).
  */
 json_t *diskgc_vm_files(struct qmp *q, struct err *e);
 
