@@ -4,15 +4,12 @@
  * file descriptor, resume.  Also starting that QEMU for --exec.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +17,7 @@
 #include "diskfile.h"
 #include "export.h"
 #include "lazy.h"
+#include "proc.h"
 #include "restore.h"
 #include "save.h"
 #include "sig.h"
@@ -55,9 +53,7 @@ struct rs {
 	size_t ndisks;
 	char machine[256];
 	char qemu[32];
-	pid_t pid;		/* QEMU started by --exec, or 0 */
-	int started;		/* --exec started one (it may have exited) */
-	char *exec_log;
+	struct proc *proc;	/* QEMU started by --exec (it may have exited) */
 	int touched;		/* QEMU was changed */
 	int guest_ran;
 	uint64_t stream_bytes;
@@ -177,11 +173,10 @@ verify_join(struct rs *s, struct err *e)
 	s->verifying = 0;
 	if (s->verify_rc == 0)
 		return 0;
-	if (e != NULL) {
-		err_clear(e);
-		*e = s->verify_err;
-		err_prefix(e, "checkpoint '%s': memory image: ", s->o->name);
-	}
+	err_prefix(&s->verify_err, "checkpoint '%s': memory image: ",
+	    s->o->name);
+	err_clear(e);
+	err_propagate(e, &s->verify_err, NULL);
 	return -1;
 }
 
@@ -204,93 +199,13 @@ qemu_opt_escape(const char *s)
 	return out;
 }
 
-/* The last non-empty line of QEMU's log, for an error message. */
-static void
-log_tail(const char *path, char *out, size_t len)
-{
-	char buf[4096], *p, *end;
-	ssize_t n;
-	off_t size;
-	int fd;
-
-	out[0] = '\0';
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return;
-	size = lseek(fd, 0, SEEK_END);
-	n = size < 0 ? -1 : pread_full(fd, buf, sizeof(buf) - 1,
-	    size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1 : 0);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	end = buf + n;
-	while (end > buf && (end[-1] == '\n' || end[-1] == '\r'))
-		*--end = '\0';
-	p = strrchr(buf, '\n');
-	p = p != NULL ? p + 1 : buf;
-	for (end = p; *end != '\0'; end++)
-		if ((unsigned char)*end < 0x20)
-			*end = ' ';
-	n = (ssize_t)strlen(p);
-	if ((size_t)n >= len)
-		n = (ssize_t)len - 1;
-	memcpy(out, p, (size_t)n);
-	out[n] = '\0';
-}
-
-/* Stop the QEMU we started: TERM, then KILL after 3 s. */
-static void
-kill_exec(struct rs *s)
-{
-	int i, status;
-
-	if (s->pid <= 0)
-		return;
-	kill(s->pid, SIGTERM);
-	for (i = 0; i < 150; i++) {
-		if (waitpid(s->pid, &status, WNOHANG) == s->pid)
-			goto reaped;
-		usleep(20000);
-	}
-	kill(s->pid, SIGKILL);
-	waitpid(s->pid, &status, 0);
-reaped:
-	s->pid = 0;
-}
-
-/* 0 if the child still runs; else fill e with how it ended. */
-static int
-exec_alive(struct rs *s, struct err *e)
-{
-	char tail[512];
-	int status;
-
-	if (waitpid(s->pid, &status, WNOHANG) != s->pid)
-		return 0;
-	s->pid = 0;
-	log_tail(s->exec_log, tail, sizeof(tail));
-	if (WIFEXITED(status))
-		err_set(e, ERR_QEMU, "QEMU exited with status %d%s%s (log: "
-		    "'%s')", WEXITSTATUS(status), *tail ? ": " : "", tail,
-		    s->exec_log);
-	else
-		err_set(e, ERR_QEMU, "QEMU was killed by signal %d%s%s (log: "
-		    "'%s')", WTERMSIG(status), *tail ? ": " : "", tail,
-		    s->exec_log);
-	return -1;
-}
-
 static int
 start_qemu(struct rs *s, struct err *e)
 {
 	const struct restore_opts *o = s->o;
 	char *const *a;
-	char **argv = NULL, *qmp_arg = NULL, *esc;
+	char **argv, *qmp_arg, *esc, *log;
 	size_t n = 0, i;
-	int logfd = -1, nullfd = -1, rc = -1;
-	pid_t pid;
-	sigset_t all;
 
 	for (a = o->exec_argv; *a != NULL; a++) {
 		if (strcmp(*a, "-incoming") == 0 ||
@@ -306,24 +221,10 @@ start_qemu(struct rs *s, struct err *e)
 	if (strncmp(o->socket, "tcp:", 4) == 0)
 		return err_set(e, ERR_USAGE, "--exec needs -s to be a UNIX "
 		    "socket path for the QMP monitor snapctl adds");
-	s->exec_log = o->exec_log != NULL ? xstrdup(o->exec_log) :
-	    xasprintf("%s.log", o->socket);
-	logfd = open(s->exec_log, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
-	    O_CLOEXEC, 0600);
-	if (logfd < 0) {
-		err_sys(e, ERR_FAIL, "cannot create QEMU's log '%s'",
-		    s->exec_log);
-		goto out;
-	}
-	nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (nullfd < 0) {
-		err_sys(e, ERR_FAIL, "cannot open /dev/null");
-		goto out;
-	}
 	esc = qemu_opt_escape(o->socket);
 	qmp_arg = xasprintf("unix:%s,server=on,wait=off", esc);
 	free(esc);
-	argv = xcalloc(n + 7, sizeof(*argv));
+	argv = xcalloc(n + 6, sizeof(*argv));
 	for (i = 0; i < n; i++)
 		argv[i] = o->exec_argv[i];
 	argv[n++] = (char *)"-incoming";
@@ -332,41 +233,13 @@ start_qemu(struct rs *s, struct err *e)
 	argv[n++] = (char *)"-qmp";
 	argv[n++] = qmp_arg;
 	argv[n] = NULL;
-
-	pid = fork();
-	if (pid < 0) {
-		err_sys(e, ERR_FAIL, "cannot fork");
-		goto out;
-	}
-	if (pid == 0) {
-		/* The child: its own session, default signals, no tty. */
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		setsid();
-		if (dup2(nullfd, STDIN_FILENO) < 0 ||
-		    dup2(logfd, STDOUT_FILENO) < 0 ||
-		    dup2(logfd, STDERR_FILENO) < 0)
-			_exit(126);
-		execvp(argv[0], argv);
-		dprintf(STDERR_FILENO, "snapctl: cannot run '%s': %s\n",
-		    argv[0], strerror(errno));
-		_exit(127);
-	}
-	s->pid = pid;
-	s->started = 1;
-	rc = 0;
-out:
+	log = o->exec_log != NULL ? xstrdup(o->exec_log) :
+	    xasprintf("%s.log", o->socket);
+	s->proc = proc_spawn(argv, log, "QEMU", e);
+	free(log);
 	free(argv);
 	free(qmp_arg);
-	if (logfd >= 0)
-		close(logfd);
-	if (nullfd >= 0)
-		close(nullfd);
-	return rc;
+	return s->proc != NULL ? 0 : -1;
 }
 
 /* ---- the VM ------------------------------------------------------------- */
@@ -383,7 +256,7 @@ connect_qemu(struct rs *s, struct err *e)
 	cfg.trace = s->o->trace;
 	cfg.trace_opaque = s->o->trace_opaque;
 	cfg.cancelled = cancelled;
-	if (s->pid <= 0) {
+	if (s->proc == NULL) {
 		cfg.connect_ms = s->o->connect_ms;
 		s->q = qmp_open_with(s->o->socket, &cfg, e);
 		return s->q != NULL ? 0 : -1;
@@ -396,13 +269,12 @@ connect_qemu(struct rs *s, struct err *e)
 		s->q = qmp_open_with(s->o->socket, &cfg, &le);
 		if (s->q != NULL)
 			return 0;
-		if (exec_alive(s, e) < 0 || sig_interrupted(e))
+		if (proc_alive(s->proc, e) < 0 || sig_interrupted(e))
 			return -1;
 		if (now_mono_ms() >= end) {
-			*e = le;
-			err_prefix(e, "QEMU started but its QMP socket did not "
-			    "answer within %d s: ", RESTORE_EXEC_CONNECT_S);
-			return -1;
+			err_prefix(&le, "QEMU started but its QMP socket did "
+			    "not answer within %d s: ", RESTORE_EXEC_CONNECT_S);
+			return err_propagate(e, &le, NULL);
 		}
 		usleep(50000);
 	}
@@ -745,7 +617,7 @@ load_error(struct rs *s, struct err *e, const char *what)
 	int i;
 
 	for (i = 0; i < 50; i++) {
-		if (s->pid > 0 && exec_alive(s, e) < 0) {
+		if (s->proc != NULL && proc_alive(s->proc, e) < 0) {
 			err_prefix(e, "%s: ", what);
 			return;
 		}
@@ -760,7 +632,7 @@ load_error(struct rs *s, struct err *e, const char *what)
 				return;
 			}
 			json_decref(r);
-		} else if (s->pid <= 0) {
+		} else if (proc_pid(s->proc) <= 0) {
 			break;
 		}
 		usleep(20000);
@@ -792,11 +664,8 @@ incoming(struct rs *s, int sv[2], struct err *e)
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	r = qmp_execute_fd(s->q, "getfd", json_pack("{s:s}", "fdname",
 	    RESTORE_FDNAME), sv[1], &le);
-	if (r == NULL) {
-		*e = le;
-		err_prefix(e, "getfd: ");
-		return -1;
-	}
+	if (r == NULL)
+		return err_propagate(e, &le, "getfd");
 	json_decref(r);
 	close(sv[1]);
 	sv[1] = -1;
@@ -840,14 +709,14 @@ mig_failed(const char *status)
 	    strcmp(status, "postcopy-paused") == 0);
 }
 
-/* A failed lazy sender: QEMU's reason when it closed the stream. */
+/* A failed sender of the stream: QEMU's reason when it closed it. */
 static void
-lazy_error(struct rs *s, struct err *le, struct err *e)
+stream_error(struct rs *s, struct err *le, struct err *e)
 {
 	if (le->kind != ERR_INTR && le->sys_errno == EPIPE)
 		load_error(s, e, "restore");
 	else
-		*e = *le;
+		err_propagate(e, le, NULL);
 }
 
 /*
@@ -880,7 +749,7 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 		}
 		err_clear(&le);
 		if (s->lazy != NULL && lazy_poll(s->lazy, &le) < 0) {
-			lazy_error(s, &le, e);
+			stream_error(s, &le, e);
 			goto out;
 		}
 		r = qmp_execute(s->q, "query-status", NULL, &le);
@@ -928,6 +797,7 @@ out:
 static int
 load(struct rs *s, struct err *e)
 {
+	struct err le = ERR_INIT;
 	uint64_t deadline;
 	int sv[2] = { -1, -1 };
 	int rc = -1, timeout_s;
@@ -948,11 +818,8 @@ load(struct rs *s, struct err *e)
 		qmp_set_cancel(s->q, NULL, NULL);
 	} else {
 		if (img_export(s->img, sv[0], "the stream to QEMU",
-		    &s->stream_bytes, e) < 0) {
-			if (e->kind != ERR_INTR && e->sys_errno == EPIPE) {
-				err_clear(e);
-				load_error(s, e, "restore");
-			}
+		    &s->stream_bytes, &le) < 0) {
+			stream_error(s, &le, e);
 			goto out;
 		}
 		close(sv[0]);
@@ -995,7 +862,7 @@ lazy_complete(struct rs *s, struct err *e)
 			err_clear(&le);
 			switch (lazy_poll(s->lazy, &le)) {
 			case -1:
-				lazy_error(s, &le, e);
+				stream_error(s, &le, e);
 				goto out;
 			case 1:
 				sent = 1;
@@ -1083,7 +950,8 @@ report(struct rs *s)
 	    "s:{s:I, s:I}, s:{s:f, s:f, s:f}}",
 	    "name", s->o->name, "socket", s->o->socket, "qemu", s->qemu,
 	    "machine", s->machine,
-	    "pid", s->pid > 0 ? json_integer(s->pid) : json_null(),
+	    "pid", proc_pid(s->proc) > 0 ? json_integer(proc_pid(s->proc)) :
+	    json_null(),
 	    "status", status, "mode", s->o->lazy ? "lazy" : "eager",
 	    "disks", disks,
 	    "memory", "stream_bytes", (json_int_t)s->stream_bytes,
@@ -1126,7 +994,7 @@ rs_free(struct rs *s)
 	qmp_close(s->q);
 	img_close(s->img);
 	free(s->img_path);
-	free(s->exec_log);
+	proc_free(s->proc);
 	json_decref(s->manifest);
 }
 
@@ -1185,10 +1053,10 @@ out:
 	if (rc < 0) {
 		if (s.touched && !s.guest_ran)
 			remove_overlays(&s);
-		if (s.started) {
+		if (s.proc != NULL) {
 			qmp_close(s.q);
 			s.q = NULL;
-			kill_exec(&s);
+			proc_kill(s.proc);
 			if (lstat(o->socket, &st) == 0 && S_ISSOCK(st.st_mode))
 				unlink(o->socket);
 		}
