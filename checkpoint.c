@@ -32,7 +32,6 @@
 
 #include <jansson.h>
 
-#include "blockinfo.h"
 #include "checkpoint.h"
 #include "save.h"
 #include "sig.h"
@@ -40,6 +39,7 @@
 #include "store.h"
 #include "stream.h"
 #include "util.h"
+#include "vm.h"
 
 #ifndef SNAPCTL_VERSION
 #define SNAPCTL_VERSION "0.0.0"
@@ -53,9 +53,7 @@
 #define LOOP_SLICE_MS 100
 #define PROGRESS_MS 500
 #define CANCEL_WAIT_MS 15000		/* for cancelled/failed after cancel */
-#define CANCEL_NUDGE_MS 3000		/* then migrate-continue if held */
 #define RESUME_EVENT_MS 2000
-#define CONT_RETRY_MS 10000		/* finish-migrate -> postmigrate */
 #define BG_RECHECK_MS 100		/* see bg_resume() */
 
 /* ---- the receiver thread ---------------------------------------------- */
@@ -309,14 +307,12 @@ struct disk {
 	char *device;		/* the device name, or the qdev id */
 	char *qdev;
 	char *node;		/* root node of the device: the active image */
-	char *target;		/* "device" or "node-name" for the snapshot */
-	char *target_val;
+	char *drive;		/* the drive's device name, or NULL: node */
 	char *file;		/* the active image's file name */
 	char *format;
 	char *backing;		/* its backing file, or NULL */
 	char *overlay;		/* the new active image */
 	char *overlay_node;
-	int overlay_existed;	/* just before the transaction */
 };
 
 struct ckpt {
@@ -465,8 +461,7 @@ disk_free(struct disk *d)
 	free(d->device);
 	free(d->qdev);
 	free(d->node);
-	free(d->target);
-	free(d->target_val);
+	free(d->drive);
 	free(d->file);
 	free(d->format);
 	free(d->backing);
@@ -529,13 +524,9 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 		d->device = id;
 		d->qdev = qdev != NULL ? xstrdup(qdev) : NULL;
 		d->node = node != NULL ? xstrdup(node) : NULL;
-		if (device != NULL && *device != '\0') {
-			d->target = xstrdup("device");
-			d->target_val = xstrdup(device);
-		} else if (node != NULL) {
-			d->target = xstrdup("node-name");
-			d->target_val = xstrdup(node);
-		} else {
+		if (device != NULL && *device != '\0')
+			d->drive = xstrdup(device);
+		else if (node == NULL) {
 			err_set(e, ERR_FAIL, "disk '%s' has neither a device "
 			    "nor a node name", id);
 			goto out;
@@ -582,7 +573,7 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 		int found = 0;
 
 		for (k = 0; k < nbi; k++) {
-			char *qid = blockinfo_qdev_id(bi[k].qdev);
+			char *qid = vm_qdev_id(bi[k].qdev);
 
 			if (strcmp(bi[k].id, x) == 0 ||
 			    strcmp(bi[k].device, x) == 0 ||
@@ -699,19 +690,12 @@ plan_changes(struct ckpt *c, const json_t *caps, const json_t *params,
 }
 
 static int
-migration_busy(const char *status)
-{
-	return status != NULL && strcmp(status, "none") != 0 &&
-	    strcmp(status, "completed") != 0 &&
-	    strcmp(status, "failed") != 0 &&
-	    strcmp(status, "cancelled") != 0;
-}
-
-static int
 discover(struct ckpt *c, struct err *e)
 {
 	json_t *r = NULL, *caps = NULL, *params = NULL;
 	struct blockinfo *bi = NULL;
+	struct vm_status st;
+	struct vm_migration mig;
 	size_t nbi = 0;
 	const char *s;
 	int maj, min, mic, rc = -1;
@@ -742,29 +726,26 @@ discover(struct ckpt *c, struct err *e)
 		c->machine = xstrndup(t, n);
 	}
 	json_decref(r);
-	if ((r = qmp_call(c->q, "query-status", NULL, e)) == NULL)
+	r = NULL;
+	if (vm_status(c->q, &st, e) < 0)
 		goto out;
 	snprintf(c->runstate, sizeof(c->runstate), "%s",
-	    json_str(r, "status") ? json_str(r, "status") : "?");
-	c->was_running = json_is_true(json_object_get(r, "running"));
+	    st.status[0] != '\0' ? st.status : "?");
+	c->was_running = st.running;
 	/* Stopped, it is a --pause capture: 7.2 would start it after its
 	 * background setup. */
 	c->bg = c->o->background && c->was_running;
-	json_decref(r);
-	if ((r = qmp_call(c->q, "query-migrate", NULL, e)) == NULL)
+	if (vm_migration_query(c->q, &mig, e) < 0)
 		goto out;
-	s = json_str(r, "status");
-	if (migration_busy(s)) {
+	if (vm_migration_busy(mig.status)) {
 		err_set(e, ERR_FAIL, "a migration is already in progress "
-		    "(status '%s')", s);
+		    "(status '%s')", mig.status);
 		goto out;
 	}
-	json_decref(r);
-	r = NULL;
 	c->parent = store_find_parent(c->store, c->uuid, c->vm_name);
 	if (c->parent != NULL)
 		c->parent_m = store_manifest_read(c->store, c->parent, NULL);
-	if (blockinfo_query(c->q, &bi, &nbi, e) < 0 ||
+	if (vm_disks_query(c->q, &bi, &nbi, e) < 0 ||
 	    collect_disks(c, bi, nbi, e) < 0)
 		goto out;
 	if (c->o->disk_only && c->ndisks == 0) {
@@ -786,7 +767,7 @@ out:
 	json_decref(r);
 	json_decref(caps);
 	json_decref(params);
-	blockinfo_free(bi, nbi);
+	vm_disks_free(bi, nbi);
 	return rc;
 }
 
@@ -888,57 +869,35 @@ drain_events(struct ckpt *c, struct err *e)
 
 /* ---- the disk cut ------------------------------------------------------- */
 
-static void
-remove_new_overlays(struct ckpt *c)
-{
-	struct stat st;
-	size_t i;
-
-	for (i = 0; i < c->ndisks; i++)
-		if (!c->disks[i].overlay_existed &&
-		    lstat(c->disks[i].overlay, &st) == 0 &&
-		    S_ISREG(st.st_mode))
-			unlink(c->disks[i].overlay);
-}
-
+/* After a failed transaction QEMU's rollback leaves no overlay behind;
+ * after a timeout or disconnect they stay: they may be in use. */
 static int
 cut_disks(struct ckpt *c, struct err *e)
 {
 	struct err le = ERR_INIT;
-	json_t *actions, *r;
+	struct vm_overlay *ov;
 	struct stat st;
 	size_t i;
+	int rc;
 
 	if (c->ndisks == 0)
 		return 0;
-	actions = json_array();
-	for (i = 0; i < c->ndisks; i++) {
-		struct disk *d = &c->disks[i];
-
-		d->overlay_existed = lstat(d->overlay, &st) == 0;
-		if (d->overlay_existed) {
-			json_decref(actions);
+	for (i = 0; i < c->ndisks; i++)
+		if (lstat(c->disks[i].overlay, &st) == 0)
 			return err_set(e, ERR_FAIL, "overlay '%s' for disk '%s' "
-			    "appeared meanwhile: not overwritten", d->overlay,
-			    d->device);
-		}
-		json_array_append_new(actions, json_pack("{s:s, s:{s:s, s:s, "
-		    "s:s, s:s, s:s}}", "type", "blockdev-snapshot-sync",
-		    "data", d->target, d->target_val, "snapshot-file",
-		    d->overlay, "snapshot-node-name", d->overlay_node,
-		    "format", "qcow2", "mode", "absolute-paths"));
+			    "appeared meanwhile: not overwritten",
+			    c->disks[i].overlay, c->disks[i].device);
+	ov = xcalloc(c->ndisks, sizeof(*ov));
+	for (i = 0; i < c->ndisks; i++) {
+		ov[i].device = c->disks[i].drive;
+		ov[i].node = c->disks[i].node;
+		ov[i].file = c->disks[i].overlay;
+		ov[i].node_name = c->disks[i].overlay_node;
 	}
-	r = qmp_execute(c->q, "transaction", json_pack("{s:o}", "actions",
-	    actions), &le);
-	if (r == NULL) {
-		/* Only an error reply says QEMU rolled back; after a
-		 * timeout or disconnect the overlays may be in use. */
-		if (le.qmp_class[0] != '\0')
-			remove_new_overlays(c);
-		err_propagate(e, &le, "cannot cut the disks: transaction");
-		return -1;
-	}
-	json_decref(r);
+	rc = vm_overlays_cut(c->q, ov, c->ndisks, &le);
+	free(ov);
+	if (rc < 0)
+		return err_propagate(e, &le, "cannot cut the disks");
 	c->disks_cut = 1;
 	return 0;
 }
@@ -1053,7 +1012,7 @@ start_migration(struct ckpt *c, struct err *e)
 	close(c->sv[1]);
 	c->sv[1] = -1;
 	if ((c->o->pause || c->bg) && c->was_running) {
-		if (qmp_do(c->q, "stop", NULL, e) < 0)
+		if (vm_stop(c->q, e) < 0)
 			return -1;
 		c->stopped_by_us = 1;
 	}
@@ -1086,7 +1045,7 @@ static void
 report_progress(struct ckpt *c, const char *phase, int query)
 {
 	struct ckpt_progress p;
-	json_t *r = NULL, *ram;
+	struct vm_migration mig;
 	uint64_t now = now_mono_ms(), bytes, dt;
 
 	if (c->o->progress == NULL)
@@ -1104,70 +1063,26 @@ report_progress(struct ckpt *c, const char *phase, int query)
 	p.pass = c->passes;
 	p.eta_s = -1;
 	p.forced = c->forced;
-	if (query)
-		r = qmp_execute(c->q, "query-migrate", NULL, NULL);
-	ram = json_object_get(r, "ram");
-	if (json_is_object(ram)) {
-		json_int_t psize = json_integer_value(json_object_get(ram,
-		    "page-size"));
-
-		p.ram_total = (uint64_t)json_integer_value(json_object_get(ram,
-		    "total"));
-		p.remaining = (uint64_t)json_integer_value(
-		    json_object_get(ram, "remaining"));
-		if (psize <= 0)
-			psize = 4096;
-		p.dirty_rate = (uint64_t)json_integer_value(
-		    json_object_get(ram, "dirty-pages-rate")) *
-		    (uint64_t)psize;
+	if (query && vm_migration_query(c->q, &mig, NULL) == 0 &&
+	    mig.has_ram) {
+		p.ram_total = mig.ram_total;
+		p.remaining = mig.ram_remaining;
+		p.dirty_rate = mig.dirty_rate;
 		if (p.rate > p.dirty_rate)
 			p.eta_s = (double)p.remaining /
 			    (double)(p.rate - p.dirty_rate);
 	}
-	json_decref(r);
 	c->last_progress = now;
 	c->last_bytes = bytes;
 	c->o->progress(c->o->progress_opaque, &p);
 }
 
-/*
- * cont.  The MIGRATION "completed" event comes before the source leaves
- * runstate finish-migrate for postmigrate, and until then cont fails
- * ("Migration is not finalized yet"): retry while that is the state.
- */
+/* cont (retried while QEMU is still finishing the migration). */
 static int
 resume_guest(struct ckpt *c, struct err *e)
 {
-	uint64_t start = now_mono_ms();
-	struct err le;
-	json_t *r;
-	int finishing, again = 1;
-
-	for (;;) {
-		le = (struct err)ERR_INIT;
-		r = qmp_execute(c->q, "cont", NULL, &le);
-		if (r != NULL) {
-			json_decref(r);
-			break;
-		}
-		if (le.qmp_class[0] == '\0' ||
-		    now_mono_ms() - start > CONT_RETRY_MS) {
-			err_propagate(e, &le, "cont");
-			return -1;
-		}
-		r = qmp_execute(c->q, "query-status", NULL, NULL);
-		finishing = r != NULL && json_str(r, "status") != NULL &&
-		    strcmp(json_str(r, "status"), "finish-migrate") == 0;
-		json_decref(r);
-		/* It may have left finish-migrate since cont failed: once
-		 * more then. */
-		if (!finishing && !again--) {
-			err_propagate(e, &le, "cont");
-			return -1;
-		}
-		if (finishing)
-			poll(NULL, 0, 1);
-	}
+	if (vm_resume(c->q, e) < 0)
+		return -1;
 	c->resumed = 1;
 	c->stopped_by_us = 0;
 	if (c->resume_mono == 0)
@@ -1192,16 +1107,13 @@ resume_guest(struct ckpt *c, struct err *e)
 static int
 bg_resume(struct ckpt *c, struct err *e)
 {
-	json_t *r;
-	int running;
+	struct vm_status st;
 
 	c->bg_resumed = 1;
 	c->bg_recheck = now_mono_ms() + BG_RECHECK_MS;
-	if ((r = qmp_call(c->q, "query-status", NULL, e)) == NULL)
+	if (vm_status(c->q, &st, e) < 0)
 		return -1;
-	running = json_is_true(json_object_get(r, "running"));
-	json_decref(r);
-	if (!running)
+	if (!st.running)
 		return resume_guest(c, e);
 	c->resumed = 1;
 	c->stopped_by_us = 0;
@@ -1211,17 +1123,12 @@ bg_resume(struct ckpt *c, struct err *e)
 static int
 bg_recheck(struct ckpt *c, struct err *e)
 {
-	json_t *r;
-	const char *st;
-	int paused;
+	struct vm_status st;
 
 	c->bg_recheck = 0;
-	if ((r = qmp_call(c->q, "query-status", NULL, e)) == NULL)
+	if (vm_status(c->q, &st, e) < 0)
 		return -1;
-	st = json_str(r, "status");
-	paused = st != NULL && strcmp(st, "paused") == 0;
-	json_decref(r);
-	return paused ? resume_guest(c, e) : 0;
+	return st.state == VM_RS_PAUSED ? resume_guest(c, e) : 0;
 }
 
 /* At pre-switchover: the guest is stopped; cut the disks, continue. */
@@ -1285,20 +1192,14 @@ do_switchover(struct ckpt *c, struct err *e)
 static int
 migration_error(struct ckpt *c, struct err *e)
 {
-	json_t *r;
-	const char *desc;
-	int rc;
+	struct vm_migration mig;
 
-	r = qmp_execute(c->q, "query-migrate", NULL, NULL);
-	desc = json_str(r, "error-desc");
-	if (c->failed)
-		rc = err_set(e, ERR_FAIL, "the migration failed%s%s",
-		    desc ? ": " : "", desc ? desc : "");
-	else
-		rc = err_set(e, ERR_FAIL, "the migration was cancelled by "
+	if (!c->failed)
+		return err_set(e, ERR_FAIL, "the migration was cancelled by "
 		    "someone else");
-	json_decref(r);
-	return rc;
+	vm_migration_query(c->q, &mig, NULL);
+	return err_set(e, ERR_FAIL, "the migration failed%s%s",
+	    mig.error_desc[0] != '\0' ? ": " : "", mig.error_desc);
 }
 
 /* max-bandwidth to "unlimited" for the rest of this migration. */
@@ -1381,7 +1282,7 @@ capture(struct ckpt *c, struct err *e)
 				spool_overflow(c->r.spool, 1);
 			if (!c->stopped_by_us && c->was_running &&
 			    !c->at_switchover) {
-				if (qmp_do(c->q, "stop", NULL, e) < 0)
+				if (vm_stop(c->q, e) < 0)
 					return -1;
 				c->stopped_by_us = 1;
 			}
@@ -1428,57 +1329,18 @@ attention(struct ckpt *c, struct err *e, const char *what, const char *why)
 static int
 qemu_alive(struct ckpt *c)
 {
-	json_t *r = qmp_execute(c->q, "query-status", NULL, NULL);
+	struct vm_status st;
 
-	if (r == NULL)
-		return 0;
-	json_decref(r);
-	return 1;
+	return vm_status(c->q, &st, NULL) == 0;
 }
 
-/* Wait for the migration to end after migrate_cancel. */
+/* Cancel the migration and wait (bounded) for it to end. */
 static void
 cancel_migration(struct ckpt *c)
 {
-	uint64_t start = now_mono_ms(), now;
-	int nudged = 0;
-	json_t *r;
-	const char *s;
-
 	c->we_cancelled = 1;
-	r = qmp_execute(c->q, "migrate_cancel", NULL, NULL);
-	if (r == NULL && !qemu_alive(c))
-		return;
-	json_decref(r);
-	for (;;) {
-		struct err le = ERR_INIT;
-
-		if (drain_events(c, &le) < 0)
-			return;
-		if (c->mig_done)
-			return;
-		r = qmp_execute(c->q, "query-migrate", NULL, NULL);
-		s = json_str(r, "status");
-		if (s == NULL || !migration_busy(s)) {
-			json_decref(r);
-			c->mig_done = 1;
-			return;
-		}
-		now = now_mono_ms();
-		/* Never seen (cancel releases pre-switchover on 7.2 and 10.0),
-		 * but if QEMU kept holding the guest, let it go on. */
-		if (!nudged && strcmp(s, "pre-switchover") == 0 &&
-		    now - start > CANCEL_NUDGE_MS) {
-			nudged = 1;
-			json_decref(qmp_execute(c->q, "migrate-continue",
-			    json_pack("{s:s}", "state", "pre-switchover"),
-			    NULL));
-		}
-		json_decref(r);
-		if (now - start > CANCEL_WAIT_MS)
-			return;
-		poll(NULL, 0, 50);
-	}
+	if (vm_migration_cancel(c->q, CANCEL_WAIT_MS, NULL) == 0)
+		c->mig_done = 1;
 }
 
 static int
@@ -1505,8 +1367,7 @@ static void
 settle(struct ckpt *c, struct err *e)
 {
 	struct err le = ERR_INIT;
-	json_t *r;
-	const char *st;
+	struct vm_status st;
 	int alive;
 
 	if (c->q == NULL)
@@ -1529,18 +1390,11 @@ settle(struct ckpt *c, struct err *e)
 		c->caps_applied = c->params_applied = 0;
 		return;
 	}
-	if (c->was_running || c->stopped_by_us) {
-		r = qmp_execute(c->q, "query-status", NULL, NULL);
-		st = json_str(r, "status");
-		if (st != NULL && (strcmp(st, "paused") == 0 ||
-		    strcmp(st, "postmigrate") == 0 ||
-		    strcmp(st, "finish-migrate") == 0) &&
-		    resume_guest(c, &le) < 0) {
-			attention(c, e, "the guest could not be resumed",
-			    le.msg);
-			err_clear(&le);
-		}
-		json_decref(r);
+	if ((c->was_running || c->stopped_by_us) &&
+	    vm_status(c->q, &st, NULL) == 0 && vm_stopped(&st) &&
+	    resume_guest(c, &le) < 0) {
+		attention(c, e, "the guest could not be resumed", le.msg);
+		err_clear(&le);
 	}
 	if (c->caps_applied) {
 		if (qmp_do(c->q, "migrate-set-capabilities", json_pack("{s:O}",
@@ -1593,7 +1447,7 @@ disk_only(struct ckpt *c, struct err *e)
 	if (sig_interrupted(e))
 		return -1;
 	if (c->o->pause && c->was_running) {
-		if (qmp_do(c->q, "stop", NULL, e) < 0)
+		if (vm_stop(c->q, e) < 0)
 			return -1;
 		c->stopped_by_us = 1;
 		c->stop_mono = now_mono_ms();
@@ -1891,13 +1745,10 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 			}
 		}
 		{
-			json_t *r = qmp_execute(c->q, "query-migrate", NULL,
-			    NULL);
+			struct vm_migration mig;
 
-			if (json_is_integer(json_object_get(r, "downtime")))
-				c->qemu_downtime = json_integer_value(
-				    json_object_get(r, "downtime"));
-			json_decref(r);
+			if (vm_migration_query(c->q, &mig, NULL) == 0)
+				c->qemu_downtime = mig.downtime_ms;
 		}
 		receiver_stop(&c->r);
 		if (!c->r.complete) {
@@ -1954,8 +1805,10 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	struct store *store = NULL;
 	struct qmp *q = NULL, *agent = NULL;
 	struct err le = ERR_INIT;
+	struct vm_status st;
+	struct vm_migration mig;
 	json_t *note = NULL, *r = NULL, *rep, *done;
-	const char *sock = o->socket, *agent_path = o->agent, *st;
+	const char *sock = o->socket, *agent_path = o->agent;
 	int rc = -1, was_running = -1, running;
 
 	*report = NULL;
@@ -2021,20 +1874,13 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	}
 
 	/* 1. Whatever migration is pending goes. */
-	if ((r = qmp_call(q, "query-migrate", NULL, e)) == NULL)
+	if (vm_migration_query(q, &mig, e) < 0)
 		goto out;
-	if (migration_busy(json_str(r, "status"))) {
-		struct ckpt c;
-
-		memset(&c, 0, sizeof(c));
-		c.q = q;
-		c.mig_started = 1;
-		cancel_migration(&c);
+	if (vm_migration_busy(mig.status)) {
+		vm_migration_cancel(q, CANCEL_WAIT_MS, NULL);
 		json_array_append_new(done, json_sprintf("cancelled the "
-		    "migration (was '%s')", json_str(r, "status")));
+		    "migration (was '%s')", mig.status));
 	}
-	json_decref(r);
-	r = NULL;
 
 	/* 2. Thaw. */
 	if (agent_path != NULL) {
@@ -2104,31 +1950,25 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	}
 
 	/* 4. Resume. */
-	if ((r = qmp_call(q, "query-status", NULL, e)) == NULL)
+	if (vm_status(q, &st, e) < 0)
 		goto out;
-	st = json_str(r, "status");
-	running = json_is_true(json_object_get(r, "running"));
-	if (!running && was_running != 0 && st != NULL &&
-	    (strcmp(st, "paused") == 0 || strcmp(st, "postmigrate") == 0 ||
-	    strcmp(st, "finish-migrate") == 0)) {
-		if (qmp_do(q, "cont", NULL, &le) < 0) {
+	if (!st.running && was_running != 0 && vm_stopped(&st)) {
+		if (vm_resume(q, &le) < 0) {
 			err_set(e, ERR_ATTENTION, "cannot resume the guest "
-			    "(%s): %s", st, le.msg);
+			    "(%s): %s", st.status, le.msg);
 			goto out;
 		}
 		json_array_append_new(done, json_sprintf("resumed the guest "
-		    "(was '%s')", st));
-		running = 1;
+		    "(was '%s')", st.status));
 	}
-	json_decref(r);
-	if ((r = qmp_call(q, "query-status", NULL, e)) == NULL)
+	if (vm_status(q, &st, e) < 0)
 		goto out;
-	json_object_set(rep, "status", json_object_get(r, "status"));
-	running = json_is_true(json_object_get(r, "running"));
+	if (st.status[0] != '\0')
+		json_object_set_new(rep, "status", json_string(st.status));
+	running = st.running;
 	if (!running && was_running != 0) {
 		err_set(e, ERR_ATTENTION, "the guest is still not running "
-		    "(status '%s')", json_str(r, "status") ? json_str(r, "status") :
-		    "?");
+		    "(status '%s')", st.status[0] != '\0' ? st.status : "?");
 		goto out;
 	}
 

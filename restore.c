@@ -13,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "blockinfo.h"
 #include "diskfile.h"
 #include "export.h"
 #include "lazy.h"
@@ -24,6 +23,7 @@
 #include "store.h"
 #include "stream.h"
 #include "util.h"
+#include "vm.h"
 
 #include "banned.h"
 
@@ -470,7 +470,7 @@ check_disks(struct rs *s, struct err *e)
 {
 	size_t i, j;
 
-	if (blockinfo_query(s->q, &s->vd, &s->nvd, e) < 0)
+	if (vm_disks_query(s->q, &s->vd, &s->nvd, e) < 0)
 		return -1;
 	s->vd_used = xcalloc(s->nvd ? s->nvd : 1, 1);
 	for (i = 0; i < s->ndisks; i++) {
@@ -986,7 +986,7 @@ rs_free(struct rs *s)
 	lazy_free(s->lazy);
 	if (s->lazy_fd >= 0)
 		close(s->lazy_fd);
-	blockinfo_free(s->vd, s->nvd);
+	vm_disks_free(s->vd, s->nvd);
 	free(s->vd_used);
 	for (i = 0; i < s->ndisks; i++)
 		free(s->disks[i].overlay);

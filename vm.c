@@ -1,0 +1,363 @@
+/*
+ * vm.c - the monitor commands snapctl runs against a VM (vm.h), each sent
+ * and its reply parsed here once: query-status, stop, cont,
+ * query-migrate, migrate_cancel, query-block and the overlay transaction.
+ */
+#include <sys/stat.h>
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "util.h"
+#include "vm.h"
+
+#include "banned.h"
+
+#define CANCEL_NUDGE_MS 3000	/* then migrate-continue if held */
+#define CANCEL_POLL_MS 50
+#define CHAIN_MAX 256		/* deeper than any chain QEMU would open */
+
+/* ---- run state ---------------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	enum vm_runstate state;
+} runstates[] = {
+	{ "running", VM_RS_RUNNING },
+	{ "paused", VM_RS_PAUSED },
+	{ "postmigrate", VM_RS_POSTMIGRATE },
+	{ "finish-migrate", VM_RS_FINISH_MIGRATE },
+	{ "inmigrate", VM_RS_INMIGRATE },
+};
+
+int
+vm_status(struct qmp *q, struct vm_status *st, struct err *e)
+{
+	json_t *r;
+	const char *s;
+	size_t i;
+
+	memset(st, 0, sizeof(*st));
+	if ((r = qmp_call(q, "query-status", NULL, e)) == NULL)
+		return -1;
+	st->running = json_is_true(json_object_get(r, "running"));
+	if ((s = json_str(r, "status")) != NULL) {
+		snprintf(st->status, sizeof(st->status), "%s", s);
+		st->state = VM_RS_OTHER;
+		for (i = 0; i < sizeof(runstates) / sizeof(runstates[0]); i++)
+			if (strcmp(s, runstates[i].name) == 0)
+				st->state = runstates[i].state;
+	}
+	json_decref(r);
+	return 0;
+}
+
+int
+vm_stopped(const struct vm_status *st)
+{
+	return st->state == VM_RS_PAUSED || st->state == VM_RS_POSTMIGRATE ||
+	    st->state == VM_RS_FINISH_MIGRATE;
+}
+
+int
+vm_stop(struct qmp *q, struct err *e)
+{
+	return qmp_do(q, "stop", NULL, e);
+}
+
+int
+vm_resume(struct qmp *q, struct err *e)
+{
+	uint64_t start = now_mono_ms();
+	struct vm_status st;
+	struct err le;
+	json_t *r;
+	int finishing, again = 1;
+
+	for (;;) {
+		le = (struct err)ERR_INIT;
+		r = qmp_execute(q, "cont", NULL, &le);
+		if (r != NULL) {
+			json_decref(r);
+			return 0;
+		}
+		if (le.qmp_class[0] == '\0' ||
+		    now_mono_ms() - start > VM_CONT_RETRY_MS)
+			return err_propagate(e, &le, "cont");
+		finishing = vm_status(q, &st, NULL) == 0 &&
+		    st.state == VM_RS_FINISH_MIGRATE;
+		/* It may have left finish-migrate since cont failed: once
+		 * more then. */
+		if (!finishing && !again--)
+			return err_propagate(e, &le, "cont");
+		if (finishing)
+			poll(NULL, 0, 1);
+	}
+}
+
+/* ---- migration ---------------------------------------------------------- */
+
+static uint64_t
+json_u64(const json_t *obj, const char *key)
+{
+	return (uint64_t)json_integer_value(json_object_get(obj, key));
+}
+
+int
+vm_migration_query(struct qmp *q, struct vm_migration *m, struct err *e)
+{
+	json_t *r, *ram;
+	json_int_t psize;
+	const char *s;
+
+	memset(m, 0, sizeof(*m));
+	m->downtime_ms = -1;
+	if ((r = qmp_call(q, "query-migrate", NULL, e)) == NULL)
+		return -1;
+	if ((s = json_str(r, "status")) != NULL)
+		snprintf(m->status, sizeof(m->status), "%s", s);
+	if ((s = json_str(r, "error-desc")) != NULL)
+		snprintf(m->error_desc, sizeof(m->error_desc), "%s", s);
+	if (json_is_integer(json_object_get(r, "downtime")))
+		m->downtime_ms = json_integer_value(json_object_get(r,
+		    "downtime"));
+	ram = json_object_get(r, "ram");
+	if (json_is_object(ram)) {
+		m->has_ram = 1;
+		m->ram_total = json_u64(ram, "total");
+		m->ram_remaining = json_u64(ram, "remaining");
+		m->ram_transferred = json_u64(ram, "transferred");
+		m->dirty_syncs = json_u64(ram, "dirty-sync-count");
+		psize = json_integer_value(json_object_get(ram, "page-size"));
+		if (psize <= 0)
+			psize = 4096;
+		m->dirty_rate = json_u64(ram, "dirty-pages-rate") *
+		    (uint64_t)psize;
+	}
+	json_decref(r);
+	return 0;
+}
+
+int
+vm_migration_busy(const char *status)
+{
+	return status != NULL && *status != '\0' &&
+	    strcmp(status, "none") != 0 &&
+	    strcmp(status, "completed") != 0 &&
+	    strcmp(status, "failed") != 0 &&
+	    strcmp(status, "cancelled") != 0;
+}
+
+int
+vm_migration_failed(const char *status)
+{
+	return status != NULL && (strcmp(status, "failed") == 0 ||
+	    strcmp(status, "cancelled") == 0 ||
+	    strcmp(status, "postcopy-paused") == 0);
+}
+
+int
+vm_migration_cancel(struct qmp *q, int wait_ms, struct err *e)
+{
+	uint64_t start = now_mono_ms(), now;
+	struct vm_migration m;
+	struct vm_status st;
+	struct err le = ERR_INIT;
+	json_t *r;
+	int nudged = 0;
+
+	r = qmp_execute(q, "migrate_cancel", NULL, &le);
+	if (r == NULL && vm_status(q, &st, NULL) < 0)
+		return err_propagate(e, &le, "migrate_cancel");
+	json_decref(r);
+	for (;;) {
+		if (vm_migration_query(q, &m, e) < 0)
+			return -1;
+		if (!vm_migration_busy(m.status))
+			return 0;
+		now = now_mono_ms();
+		/* Never seen (cancel releases pre-switchover on 7.2 and 10.0),
+		 * but if QEMU kept holding the guest, let it go on. */
+		if (!nudged && strcmp(m.status, "pre-switchover") == 0 &&
+		    now - start > CANCEL_NUDGE_MS) {
+			nudged = 1;
+			json_decref(qmp_execute(q, "migrate-continue",
+			    json_pack("{s:s}", "state", "pre-switchover"),
+			    NULL));
+		}
+		if (now - start > (uint64_t)wait_ms)
+			return err_set(e, ERR_TIMEOUT, "the migration was "
+			    "still '%s' %d s after migrate_cancel", m.status,
+			    wait_ms / 1000);
+		poll(NULL, 0, CANCEL_POLL_MS);
+	}
+}
+
+/* ---- disks -------------------------------------------------------------- */
+
+static char *
+dup_or_null(const char *s)
+{
+	return s != NULL ? xstrdup(s) : NULL;
+}
+
+char *
+vm_qdev_id(const char *qdev)
+{
+	static const char pfx[] = "/machine/peripheral/";
+	const char *p, *slash;
+
+	if (qdev == NULL)
+		return NULL;
+	if (strncmp(qdev, pfx, sizeof(pfx) - 1) != 0)
+		return xstrdup(qdev);
+	p = qdev + sizeof(pfx) - 1;
+	slash = strchr(p, '/');
+	return slash != NULL ? xstrndup(p, (size_t)(slash - p)) : xstrdup(p);
+}
+
+static void
+disk_chain(struct blockinfo *b, const json_t *img)
+{
+	int depth;
+
+	for (depth = 0; json_is_object(img) && depth < CHAIN_MAX; depth++) {
+		if (json_str(img, "filename") != NULL) {
+			b->chain = xreallocarray(b->chain, b->nchain + 1,
+			    sizeof(*b->chain));
+			b->chain[b->nchain++] = xstrdup(json_str(img,
+			    "filename"));
+		}
+		img = json_object_get(img, "backing-image");
+	}
+}
+
+int
+vm_disks_query(struct qmp *q, struct blockinfo **out, size_t *n,
+    struct err *e)
+{
+	struct blockinfo *v = NULL, *b;
+	json_t *r, *dev, *ins, *img;
+	const char *device, *qdev, *node, *file, *fmt, *bk;
+	size_t i, nv = 0;
+
+	*out = NULL;
+	*n = 0;
+	if ((r = qmp_call(q, "query-block", NULL, e)) == NULL)
+		return -1;
+	if (!json_is_array(r)) {
+		json_decref(r);
+		return err_set(e, ERR_QEMU, "query-block: unexpected reply");
+	}
+	json_array_foreach(r, i, dev) {
+		ins = json_object_get(dev, "inserted");
+		if (!json_is_object(ins))
+			continue;
+		device = json_str(dev, "device");
+		qdev = json_str(dev, "qdev");
+		node = json_str(ins, "node-name");
+		img = json_object_get(ins, "image");
+		file = json_str(img, "filename");
+		if (file == NULL)
+			file = json_str(ins, "file");
+		fmt = json_str(img, "format");
+		if (fmt == NULL)
+			fmt = json_str(ins, "drv");
+		bk = json_str(img, "full-backing-filename");
+		if (bk == NULL)
+			bk = json_str(img, "backing-filename");
+		v = xreallocarray(v, nv + 1, sizeof(*v));
+		b = &v[nv++];
+		memset(b, 0, sizeof(*b));
+		b->device = xstrdup(device != NULL ? device : "");
+		b->qdev = dup_or_null(qdev);
+		b->node = dup_or_null(node);
+		b->file = dup_or_null(file);
+		b->format = dup_or_null(fmt);
+		b->backing = dup_or_null(bk);
+		b->ro = json_is_true(json_object_get(ins, "ro"));
+		b->id = *b->device != '\0' ? xstrdup(b->device) :
+		    qdev != NULL ? vm_qdev_id(qdev) :
+		    xstrdup(node != NULL ? node : "?");
+		disk_chain(b, img);
+	}
+	json_decref(r);
+	*out = v;
+	*n = nv;
+	return 0;
+}
+
+void
+vm_disks_free(struct blockinfo *b, size_t n)
+{
+	size_t i, k;
+
+	for (i = 0; i < n; i++) {
+		free(b[i].id);
+		free(b[i].device);
+		free(b[i].qdev);
+		free(b[i].node);
+		free(b[i].file);
+		free(b[i].format);
+		free(b[i].backing);
+		for (k = 0; k < b[i].nchain; k++)
+			free(b[i].chain[k]);
+		free(b[i].chain);
+	}
+	free(b);
+}
+
+/* ---- the overlay cut ---------------------------------------------------- */
+
+int
+vm_overlays_cut(struct qmp *q, struct vm_overlay *v, size_t n,
+    struct err *e)
+{
+	struct err le = ERR_INIT;
+	json_t *actions;
+	int dev;
+	size_t i;
+
+	if (n == 0)
+		return 0;
+	actions = json_array();
+	for (i = 0; i < n; i++) {
+		dev = v[i].device != NULL && *v[i].device != '\0';
+		json_array_append_new(actions, json_pack("{s:s, s:{s:s, s:s, "
+		    "s:s, s:s, s:s}}", "type", "blockdev-snapshot-sync",
+		    "data", dev ? "device" : "node-name",
+		    dev ? v[i].device : v[i].node,
+		    "snapshot-file", v[i].file,
+		    "snapshot-node-name", v[i].node_name,
+		    "format", v[i].format != NULL ? v[i].format : "qcow2",
+		    "mode", "absolute-paths"));
+		v[i].created = 1;	/* QEMU may make them all */
+	}
+	if (qmp_do(q, "transaction", json_pack("{s:o}", "actions", actions),
+	    &le) == 0)
+		return 0;
+	/* Only an error reply says QEMU rolled back; after a timeout or a
+	 * disconnect the overlays may be in use. */
+	if (le.qmp_class[0] != '\0')
+		vm_overlays_remove(v, n);
+	return err_propagate(e, &le, NULL);
+}
+
+void
+vm_overlays_remove(struct vm_overlay *v, size_t n)
+{
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (v[i].created && v[i].file != NULL &&
+		    lstat(v[i].file, &st) == 0 && S_ISREG(st.st_mode))
+			unlink(v[i].file);
+		v[i].created = 0;
+	}
+}
