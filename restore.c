@@ -37,7 +37,7 @@ struct rs_disk {
 	const char *file;
 	struct blockinfo *vm;
 	char *overlay;
-	int created;		/* overlay file made by this run */
+	char node[48];		/* the overlay's node name */
 };
 
 struct rs {
@@ -51,6 +51,7 @@ struct rs {
 	unsigned char *vd_used;	/* matched by a checkpoint disk */
 	struct rs_disk *disks;
 	size_t ndisks;
+	struct vm_overlay *cut;	/* the overlays, one per disk */
 	char machine[256];
 	char qemu[32];
 	struct proc *proc;	/* QEMU started by --exec (it may have exited) */
@@ -283,34 +284,22 @@ connect_qemu(struct rs *s, struct err *e)
 static int
 check_waiting(struct rs *s, struct err *e)
 {
-	json_t *r;
-	const char *st;
-	int rc = -1;
+	struct vm_status st;
+	struct vm_migration m;
 
-	r = qmp_call(s->q, "query-status", NULL, e);
-	if (r == NULL)
+	if (vm_status(s->q, &st, e) < 0)
 		return -1;
-	st = json_str(r, "status");
-	if (st == NULL || strcmp(st, "inmigrate") != 0) {
-		err_set(e, ERR_MISMATCH, "the QEMU at '%s' is not waiting for "
-		    "a checkpoint (it is %s): start it with -incoming defer",
-		    s->o->socket, st ? st : "in an unknown state");
-		goto out;
-	}
-	json_decref(r);
-	r = qmp_call(s->q, "query-migrate", NULL, e);
-	if (r == NULL)
+	if (st.state != VM_RS_INMIGRATE)
+		return err_set(e, ERR_MISMATCH, "the QEMU at '%s' is not "
+		    "waiting for a checkpoint (it is %s): start it with "
+		    "-incoming defer", s->o->socket, st.status[0] != '\0' ?
+		    st.status : "in an unknown state");
+	if (vm_migration_query(s->q, &m, e) < 0)
 		return -1;
-	st = json_str(r, "status");
-	if (st != NULL && strcmp(st, "none") != 0) {
-		err_set(e, ERR_MISMATCH, "the QEMU at '%s' already has an "
-		    "incoming migration (%s)", s->o->socket, st);
-		goto out;
-	}
-	rc = 0;
-out:
-	json_decref(r);
-	return rc;
+	if (m.status[0] != '\0' && strcmp(m.status, "none") != 0)
+		return err_set(e, ERR_MISMATCH, "the QEMU at '%s' already has "
+		    "an incoming migration (%s)", s->o->socket, m.status);
+	return 0;
 }
 
 static int
@@ -551,57 +540,35 @@ overlay_path(const struct rs *s, const char *file, const char *stamp)
 static int
 add_overlays(struct rs *s, struct err *e)
 {
-	json_t *actions = json_array();
-	char stamp[32], node[64];
+	char stamp[32];
 	size_t i;
-	int rc = -1;
 
-	if (s->ndisks == 0) {
-		json_decref(actions);
+	if (s->ndisks == 0)
 		return 0;
-	}
 	store_default_name(now_real(), stamp);
+	s->cut = xcalloc(s->ndisks, sizeof(*s->cut));
 	for (i = 0; i < s->ndisks; i++) {
 		struct rs_disk *d = &s->disks[i];
-		struct blockinfo *v = d->vm;
 
 		d->overlay = overlay_path(s, d->file, stamp);
-		if (d->overlay == NULL) {
-			err_set(e, ERR_FAIL, "cannot find a free name for the "
-			    "overlay of disk '%s'", d->device);
-			goto out;
-		}
-		snprintf(node, sizeof(node), "snapctl-restore-%zu", i);
-		json_array_append_new(actions, json_pack("{s:s, s:{s:s, s:s, "
-		    "s:s, s:s, s:s}}", "type", "blockdev-snapshot-sync",
-		    "data", *v->device != '\0' ? "device" : "node-name",
-		    *v->device != '\0' ? v->device : v->node,
-		    "snapshot-file", d->overlay, "snapshot-node-name", node,
-		    "format", "qcow2", "mode", "absolute-paths"));
+		if (d->overlay == NULL)
+			return err_set(e, ERR_FAIL, "cannot find a free name "
+			    "for the overlay of disk '%s'", d->device);
+		snprintf(d->node, sizeof(d->node), "snapctl-restore-%zu", i);
+		s->cut[i].device = d->vm->device;
+		s->cut[i].node = d->vm->node;
+		s->cut[i].file = d->overlay;
+		s->cut[i].node_name = d->node;
 	}
 	s->touched = 1;
-	for (i = 0; i < s->ndisks; i++)
-		s->disks[i].created = 1;	/* QEMU may make them all */
-	rc = qmp_do(s->q, "transaction", json_pack("{s:O}", "actions", actions), e);
-out:
-	json_decref(actions);
-	return rc;
+	return vm_overlays_cut(s->q, s->cut, s->ndisks, e);
 }
 
 static void
 remove_overlays(struct rs *s)
 {
-	struct stat st;
-	size_t i;
-
-	for (i = 0; i < s->ndisks; i++) {
-		struct rs_disk *d = &s->disks[i];
-
-		if (d->created && d->overlay != NULL &&
-		    lstat(d->overlay, &st) == 0 && S_ISREG(st.st_mode))
-			unlink(d->overlay);
-		d->created = 0;
-	}
+	if (s->cut != NULL)
+		vm_overlays_remove(s->cut, s->ndisks);
 }
 
 /*
@@ -612,8 +579,7 @@ static void
 load_error(struct rs *s, struct err *e, const char *what)
 {
 	struct err le = ERR_INIT;
-	json_t *r;
-	const char *desc;
+	struct vm_migration m;
 	int i;
 
 	for (i = 0; i < 50; i++) {
@@ -623,15 +589,12 @@ load_error(struct rs *s, struct err *e, const char *what)
 		}
 		if (qmp_usable(s->q)) {
 			err_clear(&le);
-			r = qmp_execute(s->q, "query-migrate", NULL, &le);
-			desc = json_str(r, "error-desc");
-			if (desc != NULL) {
+			if (vm_migration_query(s->q, &m, &le) == 0 &&
+			    m.error_desc[0] != '\0') {
 				err_set(e, ERR_FAIL, "%s: QEMU refused the "
-				    "checkpoint: %s", what, desc);
-				json_decref(r);
+				    "checkpoint: %s", what, m.error_desc);
 				return;
 			}
-			json_decref(r);
 		} else if (proc_pid(s->proc) <= 0) {
 			break;
 		}
@@ -676,7 +639,7 @@ incoming(struct rs *s, int sv[2], struct err *e)
 		json_object_set_new(args, "exit-on-error", json_false());
 	if (qmp_do(s->q, "migrate-incoming", args, e) < 0)
 		return -1;
-	if (!s->o->paused && qmp_do(s->q, "cont", NULL, e) < 0)
+	if (!s->o->paused && vm_resume(s->q, e) < 0)
 		return -1;
 	return 0;
 }
@@ -695,18 +658,6 @@ lazy_prepare(struct rs *s, struct err *e)
 		return -1;
 	}
 	return 0;
-}
-
-/*
- * A migration status that ends the load without the guest's memory:
- * postcopy-paused is 10.0's answer to a stream that broke in postcopy.
- */
-static int
-mig_failed(const char *status)
-{
-	return status != NULL && (strcmp(status, "failed") == 0 ||
-	    strcmp(status, "cancelled") == 0 ||
-	    strcmp(status, "postcopy-paused") == 0);
 }
 
 /* A failed sender of the stream: QEMU's reason when it closed it. */
@@ -729,8 +680,8 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 {
 	struct err le = ERR_INIT;
 	struct qmp_event *ev;
-	json_t *r;
-	const char *st;
+	struct vm_status st;
+	struct vm_migration m;
 	int rc = -1;
 
 	for (;;) {
@@ -752,33 +703,26 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 			stream_error(s, &le, e);
 			goto out;
 		}
-		r = qmp_execute(s->q, "query-status", NULL, &le);
-		if (r == NULL) {
+		if (vm_status(s->q, &st, &le) < 0) {
 			load_error(s, e, "restore");
 			goto out;
 		}
-		st = json_str(r, "status");
-		if (st != NULL && strcmp(st, "inmigrate") != 0) {
-			s->guest_ran = json_is_true(json_object_get(r,
-			    "running"));
-			json_decref(r);
+		if (st.state != VM_RS_UNKNOWN && st.state != VM_RS_INMIGRATE) {
+			s->guest_ran = st.running;
 			break;
 		}
-		json_decref(r);
-		r = qmp_execute(s->q, "query-migrate", NULL, &le);
-		if (r == NULL) {
+		if (vm_migration_query(s->q, &m, &le) < 0) {
 			load_error(s, e, "restore");
 			goto out;
 		}
-		st = json_str(r, "status");
-		if (mig_failed(st)) {
+		/* postcopy-paused counts: 10.0's answer to a stream that
+		 * broke in postcopy. */
+		if (vm_migration_failed(m.status)) {
 			err_set(e, ERR_FAIL, "restore: QEMU refused the "
-			    "checkpoint: %s", json_str(r, "error-desc") ?
-			    json_str(r, "error-desc") : st);
-			json_decref(r);
+			    "checkpoint: %s", m.error_desc[0] != '\0' ?
+			    m.error_desc : m.status);
 			goto out;
 		}
-		json_decref(r);
 		if (now_mono_ms() >= deadline) {
 			err_set(e, ERR_TIMEOUT, "restore: QEMU did not finish "
 			    "loading within %d s", timeout_s);
@@ -849,8 +793,7 @@ lazy_complete(struct rs *s, struct err *e)
 {
 	struct err le = ERR_INIT;
 	struct lazy_stats st;
-	json_t *r;
-	const char *status;
+	struct vm_migration m;
 	uint64_t deadline;
 	int timeout_s, sent = 0, rc = -1;
 
@@ -869,8 +812,7 @@ lazy_complete(struct rs *s, struct err *e)
 				break;
 			}
 		}
-		r = qmp_call(s->q, "query-migrate", NULL, e);
-		if (r == NULL) {
+		if (vm_migration_query(s->q, &m, e) < 0) {
 			if (!qmp_usable(s->q)) {
 				err_clear(e);
 				err_set(e, ERR_QEMU, "restore: QEMU went away "
@@ -879,20 +821,15 @@ lazy_complete(struct rs *s, struct err *e)
 			}
 			goto out;
 		}
-		status = json_str(r, "status");
-		if (sent && status != NULL && strcmp(status, "completed") == 0) {
-			json_decref(r);
+		if (sent && strcmp(m.status, "completed") == 0)
 			break;
-		}
-		if (mig_failed(status)) {
+		if (vm_migration_failed(m.status)) {
 			err_set(e, ERR_FAIL, "restore: the guest ran but QEMU "
-			    "failed to take in its memory (%s): %s", status,
-			    json_str(r, "error-desc") ? json_str(r, "error-desc") :
+			    "failed to take in its memory (%s): %s", m.status,
+			    m.error_desc[0] != '\0' ? m.error_desc :
 			    "restore the checkpoint again");
-			json_decref(r);
 			goto out;
 		}
-		json_decref(r);
 		if (now_mono_ms() >= deadline) {
 			err_set(e, ERR_TIMEOUT, "restore: QEMU did not take in "
 			    "the guest's memory within %d s", timeout_s);
@@ -918,11 +855,11 @@ resume(struct rs *s, struct err *e)
 {
 	if (s->o->paused) {
 		/* Without -S QEMU starts the guest itself after the load. */
-		if (s->guest_ran && qmp_do(s->q, "stop", NULL, e) < 0)
+		if (s->guest_ran && vm_stop(s->q, e) < 0)
 			return -1;
 		return 0;
 	}
-	if (!s->guest_ran && qmp_do(s->q, "cont", NULL, e) < 0)
+	if (!s->guest_ran && vm_resume(s->q, e) < 0)
 		return -1;
 	s->guest_ran = 1;
 	return 0;
@@ -991,6 +928,7 @@ rs_free(struct rs *s)
 	for (i = 0; i < s->ndisks; i++)
 		free(s->disks[i].overlay);
 	free(s->disks);
+	free(s->cut);
 	qmp_close(s->q);
 	img_close(s->img);
 	free(s->img_path);
