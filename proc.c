@@ -124,12 +124,6 @@ proc_pid(const struct proc *p)
 	return p != NULL ? p->pid : 0;
 }
 
-const char *
-proc_log(const struct proc *p)
-{
-	return p->log;
-}
-
 int
 proc_wait(struct proc *p, int timeout_ms)
 {
@@ -157,50 +151,9 @@ proc_wait(struct proc *p, int timeout_ms)
 	return 1;
 }
 
-int
-proc_alive(struct proc *p, struct err *e)
-{
-	char tail[512];
-	int st;
-
-	if (!proc_wait(p, 0))
-		return 0;
-	st = p->status;
-	proc_log_tail(p->log, tail, sizeof(tail));
-	if (WIFEXITED(st))
-		err_set(e, ERR_QEMU, "%s exited with status %d%s%s (log: '%s')",
-		    p->what, WEXITSTATUS(st), *tail ? ": " : "", tail, p->log);
-	else
-		err_set(e, ERR_QEMU, "%s was killed by signal %d%s%s (log: "
-		    "'%s')", p->what, WTERMSIG(st), *tail ? ": " : "", tail,
-		    p->log);
-	return -1;
-}
-
-void
-proc_kill(struct proc *p)
-{
-	if (p == NULL || p->ended)
-		return;
-	kill(p->pid, SIGTERM);
-	if (proc_wait(p, PROC_TERM_MS))
-		return;
-	kill(p->pid, SIGKILL);
-	proc_wait(p, -1);
-}
-
-void
-proc_free(struct proc *p)
-{
-	if (p == NULL)
-		return;
-	free(p->log);
-	free(p->what);
-	free(p);
-}
-
-void
-proc_log_tail(const char *path, char *out, size_t len)
+/* The last non-empty line of the log, control characters made spaces. */
+static void
+log_tail(const char *path, char *out, size_t len)
 {
 	char buf[4096], *p, *end;
 	ssize_t n;
@@ -231,4 +184,46 @@ proc_log_tail(const char *path, char *out, size_t len)
 		n = (ssize_t)len - 1;
 	memcpy(out, p, (size_t)n);
 	out[n] = '\0';
+}
+
+int
+proc_alive(struct proc *p, struct err *e)
+{
+	char tail[512];
+	int st;
+
+	if (!proc_wait(p, 0))
+		return 0;
+	st = p->status;
+	log_tail(p->log, tail, sizeof(tail));
+	if (WIFEXITED(st))
+		err_set(e, ERR_QEMU, "%s exited with status %d%s%s (log: '%s')",
+		    p->what, WEXITSTATUS(st), *tail ? ": " : "", tail, p->log);
+	else
+		err_set(e, ERR_QEMU, "%s was killed by signal %d%s%s (log: "
+		    "'%s')", p->what, WTERMSIG(st), *tail ? ": " : "", tail,
+		    p->log);
+	return -1;
+}
+
+void
+proc_kill(struct proc *p)
+{
+	if (p == NULL || p->ended)
+		return;
+	kill(p->pid, SIGTERM);
+	if (proc_wait(p, PROC_TERM_MS))
+		return;
+	kill(p->pid, SIGKILL);
+	proc_wait(p, -1);
+}
+
+void
+proc_free(struct proc *p)
+{
+	if (p == NULL)
+		return;
+	free(p->log);
+	free(p->what);
+	free(p);
 }

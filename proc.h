@@ -8,7 +8,6 @@
 #ifndef SNAPCTL_PROC_H
 #define SNAPCTL_PROC_H
 
-#include <stddef.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -34,9 +33,6 @@ struct proc *proc_spawn(char *const argv[], const char *log,
 /* Its process id while it runs (not yet reaped), else 0. */
 pid_t proc_pid(const struct proc *p);
 
-/* The log file's name (borrowed). */
-const char *proc_log(const struct proc *p);
-
 /*
  * Wait up to timeout_ms (0: just look, -1: no limit) for it to end, and
  * reap it.  Returns 1 if it has ended, 0 if it still runs.
@@ -55,11 +51,5 @@ void proc_kill(struct proc *p);
 
 /* Release the handle; a process still running is left running.  NULL ok. */
 void proc_free(struct proc *p);
-
-/*
- * The last non-empty line of the file at path, control characters made
- * spaces, cut to fit out[len]; "" if none or unreadable.
- */
-void proc_log_tail(const char *path, char *out, size_t len);
 
 #endif
