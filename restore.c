@@ -4,21 +4,19 @@
  * file descriptor, resume.  Also starting that QEMU for --exec.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "diskfile.h"
 #include "export.h"
 #include "lazy.h"
+#include "proc.h"
 #include "restore.h"
 #include "save.h"
 #include "sig.h"
@@ -39,7 +37,7 @@ struct rs_disk {
 	const char *file;
 	struct blockinfo *vm;
 	char *overlay;
-	int created;		/* overlay file made by this run */
+	char node[48];		/* the overlay's node name */
 };
 
 struct rs {
@@ -53,11 +51,10 @@ struct rs {
 	unsigned char *vd_used;	/* matched by a checkpoint disk */
 	struct rs_disk *disks;
 	size_t ndisks;
+	struct vm_overlay *cut;	/* the overlays, one per disk */
 	char machine[256];
 	char qemu[32];
-	pid_t pid;		/* QEMU started by --exec, or 0 */
-	int started;		/* --exec started one (it may have exited) */
-	char *exec_log;
+	struct proc *proc;	/* QEMU started by --exec (it may have exited) */
 	int touched;		/* QEMU was changed */
 	int guest_ran;
 	uint64_t stream_bytes;
@@ -177,11 +174,10 @@ verify_join(struct rs *s, struct err *e)
 	s->verifying = 0;
 	if (s->verify_rc == 0)
 		return 0;
-	if (e != NULL) {
-		err_clear(e);
-		*e = s->verify_err;
-		err_prefix(e, "checkpoint '%s': memory image: ", s->o->name);
-	}
+	err_prefix(&s->verify_err, "checkpoint '%s': memory image: ",
+	    s->o->name);
+	err_clear(e);
+	err_propagate(e, &s->verify_err, NULL);
 	return -1;
 }
 
@@ -204,93 +200,13 @@ qemu_opt_escape(const char *s)
 	return out;
 }
 
-/* The last non-empty line of QEMU's log, for an error message. */
-static void
-log_tail(const char *path, char *out, size_t len)
-{
-	char buf[4096], *p, *end;
-	ssize_t n;
-	off_t size;
-	int fd;
-
-	out[0] = '\0';
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return;
-	size = lseek(fd, 0, SEEK_END);
-	n = size < 0 ? -1 : pread_full(fd, buf, sizeof(buf) - 1,
-	    size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1 : 0);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	end = buf + n;
-	while (end > buf && (end[-1] == '\n' || end[-1] == '\r'))
-		*--end = '\0';
-	p = strrchr(buf, '\n');
-	p = p != NULL ? p + 1 : buf;
-	for (end = p; *end != '\0'; end++)
-		if ((unsigned char)*end < 0x20)
-			*end = ' ';
-	n = (ssize_t)strlen(p);
-	if ((size_t)n >= len)
-		n = (ssize_t)len - 1;
-	memcpy(out, p, (size_t)n);
-	out[n] = '\0';
-}
-
-/* Stop the QEMU we started: TERM, then KILL after 3 s. */
-static void
-kill_exec(struct rs *s)
-{
-	int i, status;
-
-	if (s->pid <= 0)
-		return;
-	kill(s->pid, SIGTERM);
-	for (i = 0; i < 150; i++) {
-		if (waitpid(s->pid, &status, WNOHANG) == s->pid)
-			goto reaped;
-		usleep(20000);
-	}
-	kill(s->pid, SIGKILL);
-	waitpid(s->pid, &status, 0);
-reaped:
-	s->pid = 0;
-}
-
-/* 0 if the child still runs; else fill e with how it ended. */
-static int
-exec_alive(struct rs *s, struct err *e)
-{
-	char tail[512];
-	int status;
-
-	if (waitpid(s->pid, &status, WNOHANG) != s->pid)
-		return 0;
-	s->pid = 0;
-	log_tail(s->exec_log, tail, sizeof(tail));
-	if (WIFEXITED(status))
-		err_set(e, ERR_QEMU, "QEMU exited with status %d%s%s (log: "
-		    "'%s')", WEXITSTATUS(status), *tail ? ": " : "", tail,
-		    s->exec_log);
-	else
-		err_set(e, ERR_QEMU, "QEMU was killed by signal %d%s%s (log: "
-		    "'%s')", WTERMSIG(status), *tail ? ": " : "", tail,
-		    s->exec_log);
-	return -1;
-}
-
 static int
 start_qemu(struct rs *s, struct err *e)
 {
 	const struct restore_opts *o = s->o;
 	char *const *a;
-	char **argv = NULL, *qmp_arg = NULL, *esc;
+	char **argv, *qmp_arg, *esc, *log;
 	size_t n = 0, i;
-	int logfd = -1, nullfd = -1, rc = -1;
-	pid_t pid;
-	sigset_t all;
 
 	for (a = o->exec_argv; *a != NULL; a++) {
 		if (strcmp(*a, "-incoming") == 0 ||
@@ -306,24 +222,10 @@ start_qemu(struct rs *s, struct err *e)
 	if (strncmp(o->socket, "tcp:", 4) == 0)
 		return err_set(e, ERR_USAGE, "--exec needs -s to be a UNIX "
 		    "socket path for the QMP monitor snapctl adds");
-	s->exec_log = o->exec_log != NULL ? xstrdup(o->exec_log) :
-	    xasprintf("%s.log", o->socket);
-	logfd = open(s->exec_log, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
-	    O_CLOEXEC, 0600);
-	if (logfd < 0) {
-		err_sys(e, ERR_FAIL, "cannot create QEMU's log '%s'",
-		    s->exec_log);
-		goto out;
-	}
-	nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (nullfd < 0) {
-		err_sys(e, ERR_FAIL, "cannot open /dev/null");
-		goto out;
-	}
 	esc = qemu_opt_escape(o->socket);
 	qmp_arg = xasprintf("unix:%s,server=on,wait=off", esc);
 	free(esc);
-	argv = xcalloc(n + 7, sizeof(*argv));
+	argv = xcalloc(n + 6, sizeof(*argv));
 	for (i = 0; i < n; i++)
 		argv[i] = o->exec_argv[i];
 	argv[n++] = (char *)"-incoming";
@@ -332,41 +234,13 @@ start_qemu(struct rs *s, struct err *e)
 	argv[n++] = (char *)"-qmp";
 	argv[n++] = qmp_arg;
 	argv[n] = NULL;
-
-	pid = fork();
-	if (pid < 0) {
-		err_sys(e, ERR_FAIL, "cannot fork");
-		goto out;
-	}
-	if (pid == 0) {
-		/* The child: its own session, default signals, no tty. */
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		setsid();
-		if (dup2(nullfd, STDIN_FILENO) < 0 ||
-		    dup2(logfd, STDOUT_FILENO) < 0 ||
-		    dup2(logfd, STDERR_FILENO) < 0)
-			_exit(126);
-		execvp(argv[0], argv);
-		dprintf(STDERR_FILENO, "snapctl: cannot run '%s': %s\n",
-		    argv[0], strerror(errno));
-		_exit(127);
-	}
-	s->pid = pid;
-	s->started = 1;
-	rc = 0;
-out:
+	log = o->exec_log != NULL ? xstrdup(o->exec_log) :
+	    xasprintf("%s.log", o->socket);
+	s->proc = proc_spawn(argv, log, "QEMU", e);
+	free(log);
 	free(argv);
 	free(qmp_arg);
-	if (logfd >= 0)
-		close(logfd);
-	if (nullfd >= 0)
-		close(nullfd);
-	return rc;
+	return s->proc != NULL ? 0 : -1;
 }
 
 /* ---- the VM ------------------------------------------------------------- */
@@ -383,7 +257,7 @@ connect_qemu(struct rs *s, struct err *e)
 	cfg.trace = s->o->trace;
 	cfg.trace_opaque = s->o->trace_opaque;
 	cfg.cancelled = cancelled;
-	if (s->pid <= 0) {
+	if (s->proc == NULL) {
 		cfg.connect_ms = s->o->connect_ms;
 		s->q = qmp_open_with(s->o->socket, &cfg, e);
 		return s->q != NULL ? 0 : -1;
@@ -396,13 +270,12 @@ connect_qemu(struct rs *s, struct err *e)
 		s->q = qmp_open_with(s->o->socket, &cfg, &le);
 		if (s->q != NULL)
 			return 0;
-		if (exec_alive(s, e) < 0 || sig_interrupted(e))
+		if (proc_alive(s->proc, e) < 0 || sig_interrupted(e))
 			return -1;
 		if (now_mono_ms() >= end) {
-			*e = le;
-			err_prefix(e, "QEMU started but its QMP socket did not "
-			    "answer within %d s: ", RESTORE_EXEC_CONNECT_S);
-			return -1;
+			err_prefix(&le, "QEMU started but its QMP socket did "
+			    "not answer within %d s: ", RESTORE_EXEC_CONNECT_S);
+			return err_propagate(e, &le, NULL);
 		}
 		usleep(50000);
 	}
@@ -411,34 +284,22 @@ connect_qemu(struct rs *s, struct err *e)
 static int
 check_waiting(struct rs *s, struct err *e)
 {
-	json_t *r;
-	const char *st;
-	int rc = -1;
+	struct vm_status st;
+	struct vm_migration m;
 
-	r = qmp_call(s->q, "query-status", NULL, e);
-	if (r == NULL)
+	if (vm_status(s->q, &st, e) < 0)
 		return -1;
-	st = json_str(r, "status");
-	if (st == NULL || strcmp(st, "inmigrate") != 0) {
-		err_set(e, ERR_MISMATCH, "the QEMU at '%s' is not waiting for "
-		    "a checkpoint (it is %s): start it with -incoming defer",
-		    s->o->socket, st ? st : "in an unknown state");
-		goto out;
-	}
-	json_decref(r);
-	r = qmp_call(s->q, "query-migrate", NULL, e);
-	if (r == NULL)
+	if (st.state != VM_RS_INMIGRATE)
+		return err_set(e, ERR_MISMATCH, "the QEMU at '%s' is not "
+		    "waiting for a checkpoint (it is %s): start it with "
+		    "-incoming defer", s->o->socket, st.status[0] != '\0' ?
+		    st.status : "in an unknown state");
+	if (vm_migration_query(s->q, &m, e) < 0)
 		return -1;
-	st = json_str(r, "status");
-	if (st != NULL && strcmp(st, "none") != 0) {
-		err_set(e, ERR_MISMATCH, "the QEMU at '%s' already has an "
-		    "incoming migration (%s)", s->o->socket, st);
-		goto out;
-	}
-	rc = 0;
-out:
-	json_decref(r);
-	return rc;
+	if (m.status[0] != '\0' && strcmp(m.status, "none") != 0)
+		return err_set(e, ERR_MISMATCH, "the QEMU at '%s' already has "
+		    "an incoming migration (%s)", s->o->socket, m.status);
+	return 0;
 }
 
 static int
@@ -679,57 +540,35 @@ overlay_path(const struct rs *s, const char *file, const char *stamp)
 static int
 add_overlays(struct rs *s, struct err *e)
 {
-	json_t *actions = json_array();
-	char stamp[32], node[64];
+	char stamp[32];
 	size_t i;
-	int rc = -1;
 
-	if (s->ndisks == 0) {
-		json_decref(actions);
+	if (s->ndisks == 0)
 		return 0;
-	}
 	store_default_name(now_real(), stamp);
+	s->cut = xcalloc(s->ndisks, sizeof(*s->cut));
 	for (i = 0; i < s->ndisks; i++) {
 		struct rs_disk *d = &s->disks[i];
-		struct blockinfo *v = d->vm;
 
 		d->overlay = overlay_path(s, d->file, stamp);
-		if (d->overlay == NULL) {
-			err_set(e, ERR_FAIL, "cannot find a free name for the "
-			    "overlay of disk '%s'", d->device);
-			goto out;
-		}
-		snprintf(node, sizeof(node), "snapctl-restore-%zu", i);
-		json_array_append_new(actions, json_pack("{s:s, s:{s:s, s:s, "
-		    "s:s, s:s, s:s}}", "type", "blockdev-snapshot-sync",
-		    "data", *v->device != '\0' ? "device" : "node-name",
-		    *v->device != '\0' ? v->device : v->node,
-		    "snapshot-file", d->overlay, "snapshot-node-name", node,
-		    "format", "qcow2", "mode", "absolute-paths"));
+		if (d->overlay == NULL)
+			return err_set(e, ERR_FAIL, "cannot find a free name "
+			    "for the overlay of disk '%s'", d->device);
+		snprintf(d->node, sizeof(d->node), "snapctl-restore-%zu", i);
+		s->cut[i].device = d->vm->device;
+		s->cut[i].node = d->vm->node;
+		s->cut[i].file = d->overlay;
+		s->cut[i].node_name = d->node;
 	}
 	s->touched = 1;
-	for (i = 0; i < s->ndisks; i++)
-		s->disks[i].created = 1;	/* QEMU may make them all */
-	rc = qmp_do(s->q, "transaction", json_pack("{s:O}", "actions", actions), e);
-out:
-	json_decref(actions);
-	return rc;
+	return vm_overlays_cut(s->q, s->cut, s->ndisks, e);
 }
 
 static void
 remove_overlays(struct rs *s)
 {
-	struct stat st;
-	size_t i;
-
-	for (i = 0; i < s->ndisks; i++) {
-		struct rs_disk *d = &s->disks[i];
-
-		if (d->created && d->overlay != NULL &&
-		    lstat(d->overlay, &st) == 0 && S_ISREG(st.st_mode))
-			unlink(d->overlay);
-		d->created = 0;
-	}
+	if (s->cut != NULL)
+		vm_overlays_remove(s->cut, s->ndisks);
 }
 
 /*
@@ -740,27 +579,23 @@ static void
 load_error(struct rs *s, struct err *e, const char *what)
 {
 	struct err le = ERR_INIT;
-	json_t *r;
-	const char *desc;
+	struct vm_migration m;
 	int i;
 
 	for (i = 0; i < 50; i++) {
-		if (s->pid > 0 && exec_alive(s, e) < 0) {
+		if (s->proc != NULL && proc_alive(s->proc, e) < 0) {
 			err_prefix(e, "%s: ", what);
 			return;
 		}
 		if (qmp_usable(s->q)) {
 			err_clear(&le);
-			r = qmp_execute(s->q, "query-migrate", NULL, &le);
-			desc = json_str(r, "error-desc");
-			if (desc != NULL) {
+			if (vm_migration_query(s->q, &m, &le) == 0 &&
+			    m.error_desc[0] != '\0') {
 				err_set(e, ERR_FAIL, "%s: QEMU refused the "
-				    "checkpoint: %s", what, desc);
-				json_decref(r);
+				    "checkpoint: %s", what, m.error_desc);
 				return;
 			}
-			json_decref(r);
-		} else if (s->pid <= 0) {
+		} else if (proc_pid(s->proc) <= 0) {
 			break;
 		}
 		usleep(20000);
@@ -792,11 +627,8 @@ incoming(struct rs *s, int sv[2], struct err *e)
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	r = qmp_execute_fd(s->q, "getfd", json_pack("{s:s}", "fdname",
 	    RESTORE_FDNAME), sv[1], &le);
-	if (r == NULL) {
-		*e = le;
-		err_prefix(e, "getfd: ");
-		return -1;
-	}
+	if (r == NULL)
+		return err_propagate(e, &le, "getfd");
 	json_decref(r);
 	close(sv[1]);
 	sv[1] = -1;
@@ -807,7 +639,7 @@ incoming(struct rs *s, int sv[2], struct err *e)
 		json_object_set_new(args, "exit-on-error", json_false());
 	if (qmp_do(s->q, "migrate-incoming", args, e) < 0)
 		return -1;
-	if (!s->o->paused && qmp_do(s->q, "cont", NULL, e) < 0)
+	if (!s->o->paused && vm_resume(s->q, e) < 0)
 		return -1;
 	return 0;
 }
@@ -828,26 +660,14 @@ lazy_prepare(struct rs *s, struct err *e)
 	return 0;
 }
 
-/*
- * A migration status that ends the load without the guest's memory:
- * postcopy-paused is 10.0's answer to a stream that broke in postcopy.
- */
-static int
-mig_failed(const char *status)
-{
-	return status != NULL && (strcmp(status, "failed") == 0 ||
-	    strcmp(status, "cancelled") == 0 ||
-	    strcmp(status, "postcopy-paused") == 0);
-}
-
-/* A failed lazy sender: QEMU's reason when it closed the stream. */
+/* A failed sender of the stream: QEMU's reason when it closed it. */
 static void
-lazy_error(struct rs *s, struct err *le, struct err *e)
+stream_error(struct rs *s, struct err *le, struct err *e)
 {
 	if (le->kind != ERR_INTR && le->sys_errno == EPIPE)
 		load_error(s, e, "restore");
 	else
-		*e = *le;
+		err_propagate(e, le, NULL);
 }
 
 /*
@@ -860,8 +680,8 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 {
 	struct err le = ERR_INIT;
 	struct qmp_event *ev;
-	json_t *r;
-	const char *st;
+	struct vm_status st;
+	struct vm_migration m;
 	int rc = -1;
 
 	for (;;) {
@@ -880,36 +700,29 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 		}
 		err_clear(&le);
 		if (s->lazy != NULL && lazy_poll(s->lazy, &le) < 0) {
-			lazy_error(s, &le, e);
+			stream_error(s, &le, e);
 			goto out;
 		}
-		r = qmp_execute(s->q, "query-status", NULL, &le);
-		if (r == NULL) {
+		if (vm_status(s->q, &st, &le) < 0) {
 			load_error(s, e, "restore");
 			goto out;
 		}
-		st = json_str(r, "status");
-		if (st != NULL && strcmp(st, "inmigrate") != 0) {
-			s->guest_ran = json_is_true(json_object_get(r,
-			    "running"));
-			json_decref(r);
+		if (st.state != VM_RS_UNKNOWN && st.state != VM_RS_INMIGRATE) {
+			s->guest_ran = st.running;
 			break;
 		}
-		json_decref(r);
-		r = qmp_execute(s->q, "query-migrate", NULL, &le);
-		if (r == NULL) {
+		if (vm_migration_query(s->q, &m, &le) < 0) {
 			load_error(s, e, "restore");
 			goto out;
 		}
-		st = json_str(r, "status");
-		if (mig_failed(st)) {
+		/* postcopy-paused counts: 10.0's answer to a stream that
+		 * broke in postcopy. */
+		if (vm_migration_failed(m.status)) {
 			err_set(e, ERR_FAIL, "restore: QEMU refused the "
-			    "checkpoint: %s", json_str(r, "error-desc") ?
-			    json_str(r, "error-desc") : st);
-			json_decref(r);
+			    "checkpoint: %s", m.error_desc[0] != '\0' ?
+			    m.error_desc : m.status);
 			goto out;
 		}
-		json_decref(r);
 		if (now_mono_ms() >= deadline) {
 			err_set(e, ERR_TIMEOUT, "restore: QEMU did not finish "
 			    "loading within %d s", timeout_s);
@@ -928,6 +741,7 @@ out:
 static int
 load(struct rs *s, struct err *e)
 {
+	struct err le = ERR_INIT;
 	uint64_t deadline;
 	int sv[2] = { -1, -1 };
 	int rc = -1, timeout_s;
@@ -948,11 +762,8 @@ load(struct rs *s, struct err *e)
 		qmp_set_cancel(s->q, NULL, NULL);
 	} else {
 		if (img_export(s->img, sv[0], "the stream to QEMU",
-		    &s->stream_bytes, e) < 0) {
-			if (e->kind != ERR_INTR && e->sys_errno == EPIPE) {
-				err_clear(e);
-				load_error(s, e, "restore");
-			}
+		    &s->stream_bytes, &le) < 0) {
+			stream_error(s, &le, e);
 			goto out;
 		}
 		close(sv[0]);
@@ -982,8 +793,7 @@ lazy_complete(struct rs *s, struct err *e)
 {
 	struct err le = ERR_INIT;
 	struct lazy_stats st;
-	json_t *r;
-	const char *status;
+	struct vm_migration m;
 	uint64_t deadline;
 	int timeout_s, sent = 0, rc = -1;
 
@@ -995,15 +805,14 @@ lazy_complete(struct rs *s, struct err *e)
 			err_clear(&le);
 			switch (lazy_poll(s->lazy, &le)) {
 			case -1:
-				lazy_error(s, &le, e);
+				stream_error(s, &le, e);
 				goto out;
 			case 1:
 				sent = 1;
 				break;
 			}
 		}
-		r = qmp_call(s->q, "query-migrate", NULL, e);
-		if (r == NULL) {
+		if (vm_migration_query(s->q, &m, e) < 0) {
 			if (!qmp_usable(s->q)) {
 				err_clear(e);
 				err_set(e, ERR_QEMU, "restore: QEMU went away "
@@ -1012,20 +821,15 @@ lazy_complete(struct rs *s, struct err *e)
 			}
 			goto out;
 		}
-		status = json_str(r, "status");
-		if (sent && status != NULL && strcmp(status, "completed") == 0) {
-			json_decref(r);
+		if (sent && strcmp(m.status, "completed") == 0)
 			break;
-		}
-		if (mig_failed(status)) {
+		if (vm_migration_failed(m.status)) {
 			err_set(e, ERR_FAIL, "restore: the guest ran but QEMU "
-			    "failed to take in its memory (%s): %s", status,
-			    json_str(r, "error-desc") ? json_str(r, "error-desc") :
+			    "failed to take in its memory (%s): %s", m.status,
+			    m.error_desc[0] != '\0' ? m.error_desc :
 			    "restore the checkpoint again");
-			json_decref(r);
 			goto out;
 		}
-		json_decref(r);
 		if (now_mono_ms() >= deadline) {
 			err_set(e, ERR_TIMEOUT, "restore: QEMU did not take in "
 			    "the guest's memory within %d s", timeout_s);
@@ -1051,11 +855,11 @@ resume(struct rs *s, struct err *e)
 {
 	if (s->o->paused) {
 		/* Without -S QEMU starts the guest itself after the load. */
-		if (s->guest_ran && qmp_do(s->q, "stop", NULL, e) < 0)
+		if (s->guest_ran && vm_stop(s->q, e) < 0)
 			return -1;
 		return 0;
 	}
-	if (!s->guest_ran && qmp_do(s->q, "cont", NULL, e) < 0)
+	if (!s->guest_ran && vm_resume(s->q, e) < 0)
 		return -1;
 	s->guest_ran = 1;
 	return 0;
@@ -1083,7 +887,8 @@ report(struct rs *s)
 	    "s:{s:I, s:I}, s:{s:f, s:f, s:f}}",
 	    "name", s->o->name, "socket", s->o->socket, "qemu", s->qemu,
 	    "machine", s->machine,
-	    "pid", s->pid > 0 ? json_integer(s->pid) : json_null(),
+	    "pid", proc_pid(s->proc) > 0 ? json_integer(proc_pid(s->proc)) :
+	    json_null(),
 	    "status", status, "mode", s->o->lazy ? "lazy" : "eager",
 	    "disks", disks,
 	    "memory", "stream_bytes", (json_int_t)s->stream_bytes,
@@ -1123,10 +928,11 @@ rs_free(struct rs *s)
 	for (i = 0; i < s->ndisks; i++)
 		free(s->disks[i].overlay);
 	free(s->disks);
+	free(s->cut);
 	qmp_close(s->q);
 	img_close(s->img);
 	free(s->img_path);
-	free(s->exec_log);
+	proc_free(s->proc);
 	json_decref(s->manifest);
 }
 
@@ -1185,10 +991,10 @@ out:
 	if (rc < 0) {
 		if (s.touched && !s.guest_ran)
 			remove_overlays(&s);
-		if (s.started) {
+		if (s.proc != NULL) {
 			qmp_close(s.q);
 			s.q = NULL;
-			kill_exec(&s);
+			proc_kill(s.proc);
 			if (lstat(o->socket, &st) == 0 && S_ISSOCK(st.st_mode))
 				unlink(o->socket);
 		}
