@@ -20,6 +20,7 @@
 
 #define CANCEL_NUDGE_MS 3000	/* then migrate-continue if held */
 #define CANCEL_POLL_MS 50
+#define CANCEL_RENUDGE_MS 1000	/* migrate-continue again while cancelling */
 #define CHAIN_MAX 256		/* deeper than any chain QEMU would open */
 
 /* ---- run state ---------------------------------------------------------- */
@@ -161,10 +162,28 @@ vm_migration_failed(const char *status)
 	    strcmp(status, "postcopy-paused") == 0);
 }
 
+/*
+ * QEMU 7.2's migration_maybe_pause() drops the BQL before it moves the
+ * migration from active to pre-switchover.  A migrate_cancel that runs in
+ * that gap sets "cancelling", the thread's state change then fails and it
+ * waits on pause_sem for a migrate-continue that never comes: the guest
+ * stays in finish-migrate and every later migration is refused.  QEMU 10.0
+ * changes the state before dropping the lock.  migrate-continue with
+ * state "cancelling" posts that semaphore; when nothing waits on it the
+ * next migration drains it before pausing, so it is harmless to send
+ * whenever the cancel has not finished yet.
+ */
+static void
+unstick_cancel(struct qmp *q, const char *status)
+{
+	json_decref(qmp_execute(q, "migrate-continue",
+	    json_pack("{s:s}", "state", status), NULL));
+}
+
 int
 vm_migration_cancel(struct qmp *q, int wait_ms, struct err *e)
 {
-	uint64_t start = now_mono_ms(), now;
+	uint64_t start = now_mono_ms(), now, last_nudge = 0;
 	struct vm_migration m;
 	struct vm_status st;
 	struct err le = ERR_INIT;
@@ -181,14 +200,17 @@ vm_migration_cancel(struct qmp *q, int wait_ms, struct err *e)
 		if (!vm_migration_busy(m.status))
 			return 0;
 		now = now_mono_ms();
+		if (strcmp(m.status, "cancelling") == 0 &&
+		    (last_nudge == 0 || now - last_nudge >= CANCEL_RENUDGE_MS)) {
+			last_nudge = now;
+			unstick_cancel(q, "cancelling");
+		}
 		/* Never seen (cancel releases pre-switchover on 7.2 and 10.0),
 		 * but if QEMU kept holding the guest, let it go on. */
 		if (!nudged && strcmp(m.status, "pre-switchover") == 0 &&
 		    now - start > CANCEL_NUDGE_MS) {
 			nudged = 1;
-			json_decref(qmp_execute(q, "migrate-continue",
-			    json_pack("{s:s}", "state", "pre-switchover"),
-			    NULL));
+			unstick_cancel(q, "pre-switchover");
 		}
 		if (now - start > (uint64_t)wait_ms)
 			return err_set(e, ERR_TIMEOUT, "the migration was "

@@ -82,7 +82,10 @@ int vm_migration_failed(const char *status);
 /*
  * migrate_cancel, then wait up to wait_ms for the migration to leave the
  * busy states; a migration still holding the guest at pre-switchover after
- * a few seconds is released with migrate-continue.  0 once it is over; -1
+ * a few seconds is released with migrate-continue, and one left
+ * "cancelling" is nudged with migrate-continue {"state": "cancelling"}
+ * every second (QEMU 7.2 can otherwise hang there for good with the guest
+ * in finish-migrate: see vm.c).  0 once it is over; -1
  * with e filled when QEMU went away (ERR_QEMU) or wait_ms passed
  * (ERR_TIMEOUT).  An error reply to migrate_cancel itself is not one: the
  * wait tells.  VM_CANCEL_WAIT_MS is the wait snapctl uses.
