@@ -26,10 +26,15 @@
 #include "util.h"
 
 #define QMP_READ_CHUNK 65536
-#define QMP_MAX_EVENTS 4096	/* queued; the oldest go first beyond it */
 #define QMP_MAX_SKIPPED 64	/* replies to other ids before giving up */
 #define QMP_RETRY_MS 50		/* pause between connection attempts */
 #define QMP_SLICE_MS 200	/* longest poll() while a cancel hook is set */
+
+struct qent {
+	struct qmp_event *ev;
+	size_t cost;
+	int superseded;		/* a newer event of its name is queued */
+};
 
 struct qmp {
 	int fd;
@@ -49,9 +54,15 @@ struct qmp {
 	json_t *greeting;	/* the "QMP" member */
 	int version[3];
 
-	struct qmp_event **events;
+	/* The event queue: evq[evq_head .. evq_head + nevents), oldest
+	 * first; evq_bytes is the sum of their costs (event_cost()). */
+	struct qent *evq;
+	size_t evq_head;
 	size_t nevents;
-	size_t events_cap;
+	size_t evq_cap;
+	size_t evq_bytes;
+	uint64_t evq_dropped;
+	int evq_noted;		/* the trace has said the queue is full */
 
 	qmp_trace_fn trace;
 	void *trace_opaque;
@@ -166,6 +177,9 @@ read_some(struct qmp *q, const char *what, size_t *got, struct err *e)
 		q->scanned -= q->start;
 		q->start = 0;
 	}
+	/* A long reply is not a reason to keep its buffer. */
+	if (q->in.len == 0 && q->in.cap > 4 * QMP_READ_CHUNK)
+		buf_release(&q->in);
 	buf_grow(&q->in, QMP_READ_CHUNK);
 	for (;;) {
 		n = read(q->fd, q->in.data + q->in.len,
@@ -280,10 +294,13 @@ read_line(struct qmp *q, uint64_t deadline, const char *what, char **line,
 	}
 }
 
-/* The next message, which must be a JSON object (new reference). */
+/*
+ * The next message, which must be a JSON object (new reference), and the
+ * length of its line.
+ */
 static int
 read_msg(struct qmp *q, uint64_t deadline, const char *what, json_t **out,
-    struct err *e)
+    size_t *lenp, struct err *e)
 {
 	json_error_t jerr;
 	json_t *msg;
@@ -304,6 +321,7 @@ read_msg(struct qmp *q, uint64_t deadline, const char *what, json_t **out,
 		    "while %s: not a JSON object", what);
 	}
 	*out = msg;
+	*lenp = len;
 	return 0;
 }
 
@@ -340,33 +358,130 @@ event_from_msg(const json_t *msg)
 	return ev;
 }
 
-static void
-queue_event(struct qmp *q, struct qmp_event *ev)
+/*
+ * What a parsed value holds in memory, roughly: jansson spends some 40 to
+ * 90 bytes on every value and a hash table on every object, so "[{},{}]"
+ * takes 70 times its text.  Over-estimates, never under.
+ */
+static size_t
+value_cost(const json_t *j)
 {
-	if (q->nevents == QMP_MAX_EVENTS) {
-		/* Nobody is reading them; memory is not QEMU's to take. */
-		qmp_event_free(q->events[0]);
-		memmove(q->events, q->events + 1,
-		    (q->nevents - 1) * sizeof(*q->events));
-		q->nevents--;
+	const char *key;
+	json_t *v;
+	size_t i, cost = 96;
+
+	if (json_is_object(j)) {
+		cost += 160;
+		json_object_foreach((json_t *)j, key, v)
+			cost += strlen(key) + 1 + value_cost(v);
+	} else if (json_is_array(j)) {
+		for (i = 0; i < json_array_size(j); i++)
+			cost += value_cost(json_array_get(j, i));
+	} else if (json_is_string(j)) {
+		cost += json_string_length(j) + 1;
 	}
-	if (q->nevents == q->events_cap) {
-		q->events_cap = q->events_cap ? q->events_cap * 2 : 16;
-		q->events = xreallocarray(q->events, q->events_cap,
-		    sizeof(*q->events));
-	}
-	q->events[q->nevents++] = ev;
+	return cost;
 }
 
+/* What an event counts against QMP_MAX_EVENT_BYTES. */
+static size_t
+event_cost(const struct qmp_event *ev, size_t len)
+{
+	return len + sizeof(*ev) + strlen(ev->name) + 1 +
+	    (ev->data != NULL ? value_cost(ev->data) : 0);
+}
+
+/* Take the i-th oldest queued event out, moving the shorter side. */
 static struct qmp_event *
 unqueue_event(struct qmp *q, size_t i)
 {
-	struct qmp_event *ev = q->events[i];
+	struct qent *base = q->evq + q->evq_head;
+	struct qmp_event *ev = base[i].ev;
+	size_t j;
 
-	memmove(q->events + i, q->events + i + 1,
-	    (q->nevents - i - 1) * sizeof(*q->events));
-	q->nevents--;
+	/* The newest of its name goes: the one before it is now. */
+	for (j = i; !base[i].superseded && j-- > 0;)
+		if (strcmp(base[j].ev->name, ev->name) == 0) {
+			base[j].superseded = 0;
+			break;
+		}
+	q->evq_bytes -= base[i].cost;
+	if (i < q->nevents / 2) {
+		memmove(base + 1, base, i * sizeof(*base));
+		q->evq_head++;
+	} else {
+		memmove(base + i, base + i + 1,
+		    (q->nevents - i - 1) * sizeof(*base));
+	}
+	if (--q->nevents == 0)
+		q->evq_head = 0;
 	return ev;
+}
+
+static void
+drop_event(struct qmp *q, struct qmp_event *ev)
+{
+	if (!q->evq_noted) {
+		trace(q, "<-", "(event queue full: dropping the oldest "
+		    "events)");
+		q->evq_noted = 1;
+	}
+	q->evq_dropped++;
+	qmp_event_free(ev);
+}
+
+/*
+ * Queue ev (read as len bytes of JSON) within QMP_MAX_EVENTS and
+ * QMP_MAX_EVENT_BYTES.  Room is made by dropping the oldest event that a
+ * newer one of its name supersedes, or when every queued name is distinct
+ * the oldest event: a flood pushes out its own kind, and the newest event
+ * of every name (a STOP, a RESUME read before the flood) stays longest.
+ */
+static void
+queue_event(struct qmp *q, struct qmp_event *ev, size_t len)
+{
+	struct qent *base;
+	size_t cost = event_cost(ev, len), i, victim;
+
+	if (cost > QMP_MAX_EVENT_BYTES) {
+		drop_event(q, ev);
+		return;
+	}
+	while (q->nevents > 0 && (q->nevents >= QMP_MAX_EVENTS ||
+	    q->evq_bytes + cost > QMP_MAX_EVENT_BYTES)) {
+		base = q->evq + q->evq_head;
+		victim = 0;
+		for (i = 0; i < q->nevents; i++)
+			if (base[i].superseded) {
+				victim = i;
+				break;
+			}
+		drop_event(q, unqueue_event(q, victim));
+	}
+	/* ev supersedes the newest queued event of its name. */
+	base = q->evq + q->evq_head;
+	for (i = q->nevents; i-- > 0;)
+		if (strcmp(base[i].ev->name, ev->name) == 0) {
+			base[i].superseded = 1;
+			break;
+		}
+	if (q->evq_head + q->nevents == q->evq_cap) {
+		if (q->nevents < q->evq_cap / 2) {
+			memmove(q->evq, q->evq + q->evq_head,
+			    q->nevents * sizeof(*q->evq));
+			q->evq_head = 0;
+		} else {
+			q->evq_cap = q->evq_cap ? q->evq_cap * 2 : 16;
+			q->evq = xreallocarray(q->evq, q->evq_cap,
+			    sizeof(*q->evq));
+		}
+	}
+	base = q->evq + q->evq_head;
+	base[q->nevents].ev = ev;
+	base[q->nevents].cost = cost;
+	base[q->nevents].superseded = 0;
+	q->nevents++;
+	q->evq_bytes += cost;
 }
 
 static int
@@ -457,7 +572,7 @@ drain(struct qmp *q, const char *what, struct err *e)
 		trace(q, "<-", line);
 		msg = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
 		if (json_is_object(msg) && classify(msg) == MSG_EVENT)
-			queue_event(q, event_from_msg(msg));
+			queue_event(q, event_from_msg(msg), len);
 		json_decref(msg);
 	}
 	return rc;
@@ -554,6 +669,7 @@ execute(struct qmp *q, const char *cmd, json_t *args, int fd, struct err *e)
 	uint64_t deadline;
 	enum msg_kind kind;
 	int64_t myid = 0;
+	size_t len;
 	int skipped = 0, rc;
 
 	if (check_usable(q, e) < 0)
@@ -591,7 +707,7 @@ execute(struct qmp *q, const char *cmd, json_t *args, int fd, struct err *e)
 	snprintf(what, sizeof(what), "waiting for the reply to '%s'", cmd);
 	for (;;) {
 		json_decref(msg);
-		rc = read_msg(q, deadline, what, &msg, e);
+		rc = read_msg(q, deadline, what, &msg, &len, e);
 		if (rc == QMP_TIMEOUT) {
 			err_set(e, ERR_QEMU, "no reply to '%s' within %s", cmd,
 			    fmt_secs(q->timeout_ms, secs));
@@ -601,7 +717,7 @@ execute(struct qmp *q, const char *cmd, json_t *args, int fd, struct err *e)
 			break;
 		kind = classify(msg);
 		if (kind == MSG_EVENT) {
-			queue_event(q, event_from_msg(msg));
+			queue_event(q, event_from_msg(msg), len);
 			continue;
 		}
 		if (kind == MSG_OTHER) {
@@ -1014,6 +1130,7 @@ qmp_open_with(const char *addr, const struct qmp_config *cfg, struct err *e)
 	json_t *msg = NULL, *ret = NULL;
 	char what[160], secs[32];
 	uint64_t deadline;
+	size_t len;
 	int rc;
 
 	q = xcalloc(1, sizeof(*q));
@@ -1052,7 +1169,7 @@ qmp_open_with(const char *addr, const struct qmp_config *cfg, struct err *e)
 	snprintf(what, sizeof(what), "waiting for the QMP greeting from "
 	    "'%s'", addr);
 	for (;;) {
-		rc = read_msg(q, deadline, what, &msg, e);
+		rc = read_msg(q, deadline, what, &msg, &len, e);
 		if (rc == QMP_TIMEOUT) {
 			err_set(e, ERR_QEMU, "no QMP greeting from '%s' within "
 			    "%s (is another client connected?)", addr,
@@ -1063,7 +1180,7 @@ qmp_open_with(const char *addr, const struct qmp_config *cfg, struct err *e)
 			goto fail;
 		if (classify(msg) != MSG_EVENT)
 			break;
-		queue_event(q, event_from_msg(msg));
+		queue_event(q, event_from_msg(msg), len);
 		json_decref(msg);
 	}
 	if (take_greeting(q, msg, e) < 0)
@@ -1152,12 +1269,14 @@ qmp_wait_event(struct qmp *q, const char *name, const json_t *match,
 	json_t *msg = NULL;
 	char what[160], secs[32];
 	uint64_t deadline;
-	size_t i;
+	size_t i, len;
 	int rc;
 
 	for (i = 0; i < q->nevents; i++)
-		if (event_matches(q->events[i], name, match))
+		if (event_matches(q->evq[q->evq_head + i].ev, name, match)) {
+			q->evq_noted = 0;
 			return unqueue_event(q, i);
+		}
 	if (check_usable(q, e) < 0)
 		return NULL;
 	if (timeout_ms < 0)
@@ -1168,7 +1287,7 @@ qmp_wait_event(struct qmp *q, const char *name, const json_t *match,
 	else
 		snprintf(what, sizeof(what), "waiting for an event");
 	for (;;) {
-		rc = read_msg(q, deadline, what, &msg, e);
+		rc = read_msg(q, deadline, what, &msg, &len, e);
 		if (rc == QMP_TIMEOUT) {
 			err_set(e, ERR_TIMEOUT, "no %s%s%s event within %s",
 			    name ? "'" : "", name ? name : "",
@@ -1183,7 +1302,7 @@ qmp_wait_event(struct qmp *q, const char *name, const json_t *match,
 				drain(q, what, NULL);
 				break;
 			}
-			queue_event(q, ev);
+			queue_event(q, ev, len);
 			ev = NULL;
 		}
 		/* Anything else is a late reply nobody waits for. */
@@ -1199,6 +1318,7 @@ qmp_pop_event(struct qmp *q)
 {
 	if (q->nevents == 0)
 		return NULL;
+	q->evq_noted = 0;
 	return unqueue_event(q, 0);
 }
 
@@ -1223,6 +1343,14 @@ qmp_pump(struct qmp *q, struct err *e)
 	return 0;
 }
 
+void
+qmp_queue_stats(const struct qmp *q, struct qmp_queue_stats *st)
+{
+	st->events = q->nevents;
+	st->bytes = q->evq_bytes;
+	st->dropped = q->evq_dropped;
+}
+
 int
 qmp_usable(const struct qmp *q)
 {
@@ -1245,8 +1373,8 @@ qmp_close(struct qmp *q)
 	if (q->fd >= 0)
 		close(q->fd);
 	for (i = 0; i < q->nevents; i++)
-		qmp_event_free(q->events[i]);
-	free(q->events);
+		qmp_event_free(q->evq[q->evq_head + i].ev);
+	free(q->evq);
 	json_decref(q->greeting);
 	buf_release(&q->in);
 	free(q->addr);

@@ -4,11 +4,15 @@
  * One connection, used from one thread.  Every wait is bounded (the
  * connection's timeout); events that arrive while waiting for a reply are
  * queued with their timestamps.  Nothing QEMU sends is trusted: replies are
- * size-capped, their types checked.  Never prints, never exits; the trace
- * hook is how a caller sees the wire.
+ * size-capped, their types checked, and the event queue is bounded in
+ * count and in memory (below).  Never prints, never exits; the trace hook
+ * is how a caller sees the wire.
  */
 #ifndef SNAPCTL_QMP_H
 #define SNAPCTL_QMP_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -16,6 +20,24 @@
 
 #define QMP_DEFAULT_TIMEOUT_MS 10000
 #define QMP_MAX_LINE (64u << 20)	/* longest reply accepted */
+
+/*
+ * The event queue holds at most QMP_MAX_EVENTS events and at most
+ * QMP_MAX_EVENT_BYTES of them, counting an event as its JSON text plus an
+ * estimate of what the parsed value costs (some 100 bytes a value, more
+ * for an object), so the bound holds in memory for any JSON.  When full,
+ * room is made by dropping the oldest event that a newer queued event of
+ * the same name supersedes, or the oldest event when all queued names
+ * differ: a flood pushes out its own kind, and the newest event of every
+ * name (a STOP or RESUME queued before the flood) stays until nothing
+ * else is left to drop.  An event costing more than the byte bound alone
+ * is dropped.
+ * Drops are counted (qmp_queue_stats()) and noted once on the trace.  A
+ * qmp_wait_event() for a name sees every event that arrives while it
+ * waits: matching ones are never queued, so never dropped.
+ */
+#define QMP_MAX_EVENTS 1024
+#define QMP_MAX_EVENT_BYTES (4u << 20)
 
 struct qmp;
 
@@ -130,6 +152,14 @@ struct qmp_event *qmp_wait_event(struct qmp *q, const char *name,
 
 /* Take the oldest queued event without waiting, or NULL. */
 struct qmp_event *qmp_pop_event(struct qmp *q);
+
+/* The state of the event queue, for callers and tests. */
+struct qmp_queue_stats {
+	size_t events;		/* queued now */
+	size_t bytes;		/* their cost against QMP_MAX_EVENT_BYTES */
+	uint64_t dropped;	/* events dropped since the connection opened */
+};
+void qmp_queue_stats(const struct qmp *q, struct qmp_queue_stats *st);
 
 /*
  * Read whatever the socket holds now without blocking, queueing events
