@@ -93,8 +93,8 @@ void ingest_stop(struct ingest *g);
 /*
  * After ingest_stop(): 0 if the whole stream arrived and was parsed, else
  * -1 with e filled: the failure (as ingest_check()), or why the parser
- * found the stream incomplete ("stream truncated at offset N ..."), or
- * "the stream ended early" when it was stopped.
+ * found the stream incomplete ("stream truncated at offset N ...", also
+ * for a stream stopped before its end).
  */
 int ingest_result(struct ingest *g, struct err *e);
 
