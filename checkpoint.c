@@ -1,8 +1,8 @@
 /*
  * checkpoint.c - ckpt_run() (checkpoint.h; ckpt_recover() is in
  * recover.c): discovery over QMP, the capability and parameter changes
- * and their restoration, the receiver thread that parses the migration
- * stream into the memory image, the event loop that cuts the disks at
+ * and their restoration, the ingest of the migration stream into the
+ * memory image (ingest.h), the event loop that cuts the disks at
  * pre-switchover and resumes the guest at completion, and the cleanup
  * every failure path goes through.
  *
@@ -15,7 +15,6 @@
  *   -> migrate -> [first RAM page: QEMU's setup is over] -> cont if QEMU
  *   left the guest paused -> completed -> the same end.
  */
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -24,8 +23,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,12 +31,11 @@
 #include <jansson.h>
 
 #include "checkpoint.h"
+#include "ingest.h"
 #include "manifest.h"
 #include "save.h"
 #include "sig.h"
-#include "spool.h"
 #include "store.h"
-#include "stream.h"
 #include "util.h"
 #include "vm.h"
 
@@ -47,260 +43,13 @@
 #define SNAPCTL_VERSION "0.0.0"
 #endif
 
-#define RECV_CHUNK (1u << 20)
 #define CKPT_CACHE_BYTES (64u << 20)	/* the image writer's chunk cache */
-#define SPOOL_MEM (32u << 20)		/* stream bytes buffered in memory */
 #define SPOOL_SLACK (64ull << 20)	/* file spool: RAM size + this */
 #define SOCK_BUF (8 << 20)		/* both ends of the socketpair */
 #define LOOP_SLICE_MS 100
 #define PROGRESS_MS 500
 #define RESUME_EVENT_MS 2000
 #define BG_RECHECK_MS 100		/* see bg_resume() */
-
-/* ---- the receiver thread ---------------------------------------------- */
-
-struct receiver {
-	int fd;			/* our end of the socketpair */
-	int wake;		/* eventfd the main thread polls */
-	struct stream_parser *parser;
-	struct img_writer *writer;
-	struct spool *spool;	/* reader -> feeder */
-	pthread_t thread;	/* the reader: socket to spool */
-	pthread_t feeder;	/* spool to parser and image */
-	int started;
-	pthread_mutex_t err_mu;	/* both threads may fail */
-	/* Written by the thread; read by the main thread once the flag
-	 * that guards it is seen (release/acquire) or after the join. */
-	struct err err;
-	int feed_failed;	/* parse or image error: abort */
-	int finished;		/* EOF seen, parser finished, threads end */
-	int complete;		/* the whole stream arrived and was parsed */
-	uint64_t bytes;		/* stream bytes read */
-	uint64_t pages;		/* page records */
-	char machine[128];	/* from the configuration section */
-};
-
-static void
-wake_main(struct receiver *r)
-{
-	uint64_t one = 1;
-
-	if (write(r->wake, &one, sizeof(one)) < 0) {
-		/* The counter cannot overflow here; nothing to do. */
-	}
-}
-
-/* The image writer's sink, wrapped to learn the machine type and count. */
-static int
-rs_config(void *opaque, const uint8_t *raw, size_t len, const char *machine,
-    struct err *e)
-{
-	struct receiver *r = opaque;
-
-	snprintf(r->machine, sizeof(r->machine), "%s", machine);
-	if (img_writer_sink()->config == NULL)
-		return 0;
-	return img_writer_sink()->config(r->writer, raw, len, machine, e);
-}
-
-static int
-rs_blocks(void *opaque, const struct stream_block *blocks, size_t nblocks,
-    uint32_t sid, struct err *e)
-{
-	struct receiver *r = opaque;
-
-	if (img_writer_sink()->blocks == NULL)
-		return 0;
-	return img_writer_sink()->blocks(r->writer, blocks, nblocks, sid, e);
-}
-
-static int
-rs_page(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
-    struct err *e)
-{
-	struct receiver *r = opaque;
-
-	/* The first page ends a background setup: see bg_resume(). */
-	if (__atomic_add_fetch(&r->pages, 1, __ATOMIC_RELAXED) == 1)
-		wake_main(r);
-	if (img_writer_sink()->page == NULL)
-		return 0;
-	return img_writer_sink()->page(r->writer, block, offset, data, e);
-}
-
-static int
-rs_section(void *opaque, int type, struct err *e)
-{
-	struct receiver *r = opaque;
-
-	if (img_writer_sink()->section == NULL)
-		return 0;
-	return img_writer_sink()->section(r->writer, type, e);
-}
-
-static int
-rs_switchover(void *opaque, struct err *e)
-{
-	struct receiver *r = opaque;
-
-	if (img_writer_sink()->switchover == NULL)
-		return 0;
-	return img_writer_sink()->switchover(r->writer, e);
-}
-
-static int
-rs_tail(void *opaque, const uint8_t *data, size_t len, struct err *e)
-{
-	struct receiver *r = opaque;
-
-	if (img_writer_sink()->tail == NULL)
-		return 0;
-	return img_writer_sink()->tail(r->writer, data, len, e);
-}
-
-static const struct stream_sink receiver_sink = {
-	rs_config, rs_blocks, rs_page, rs_section, rs_switchover, rs_tail,
-};
-
-/* Record the first failure of either thread, and tell the main one. */
-static void
-receiver_fail(struct receiver *r, const struct err *x)
-{
-	pthread_mutex_lock(&r->err_mu);
-	if (!err_isset(&r->err))
-		r->err = *x;
-	pthread_mutex_unlock(&r->err_mu);
-	__atomic_store_n(&r->feed_failed, 1, __ATOMIC_RELEASE);
-	wake_main(r);
-}
-
-/*
- * The reader: drain the socket into the spool, so that QEMU sends as fast
- * as it can, above all while the guest waits at switchover (the main
- * thread then lets the spool overflow to a file).  After a failure keep
- * reading and discarding, so QEMU never blocks on a full socket while the
- * main thread cancels the migration.
- */
-static void *
-receiver_main(void *arg)
-{
-	struct receiver *r = arg;
-	struct err le = ERR_INIT;
-	uint8_t *buf = xmalloc(RECV_CHUNK);
-	int failed = 0;
-	ssize_t n;
-
-	for (;;) {
-		n = read(r->fd, buf, RECV_CHUNK);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (!failed) {
-				err_sys(&le, ERR_FAIL, "cannot read the "
-				    "migration stream");
-				receiver_fail(r, &le);
-			}
-			break;
-		}
-		if (n == 0)
-			break;
-		__atomic_add_fetch(&r->bytes, (uint64_t)n, __ATOMIC_RELAXED);
-		if (failed || __atomic_load_n(&r->feed_failed,
-		    __ATOMIC_ACQUIRE)) {
-			failed = 1;
-			continue;
-		}
-		if (spool_put(r->spool, buf, (size_t)n, &le) < 0) {
-			failed = 1;
-			if (!__atomic_load_n(&r->feed_failed,
-			    __ATOMIC_ACQUIRE))
-				receiver_fail(r, &le);
-			spool_abort(r->spool);
-		}
-	}
-	spool_end(r->spool);
-	free(buf);
-	return NULL;
-}
-
-/* The feeder: the spool into the parser, which fills the image. */
-static void *
-feeder_main(void *arg)
-{
-	struct receiver *r = arg;
-	struct err le = ERR_INIT;
-	uint8_t *buf = xmalloc(RECV_CHUNK);
-	int failed = 0;
-	ssize_t n;
-
-	while ((n = spool_get(r->spool, buf, RECV_CHUNK, &le)) > 0) {
-		if (stream_parser_feed(r->parser, buf, (size_t)n, &le) < 0) {
-			n = -1;
-			break;
-		}
-	}
-	if (n < 0) {
-		failed = 1;
-		receiver_fail(r, &le);
-		spool_abort(r->spool);
-	}
-	/* A truncated stream is not a reason to abort by itself: QEMU says
-	 * why it stopped sending (cancelled, failed, gone). */
-	if (!failed && !__atomic_load_n(&r->feed_failed, __ATOMIC_ACQUIRE) &&
-	    stream_parser_finish(r->parser, &le) == 0)
-		r->complete = 1;
-	free(buf);
-	__atomic_store_n(&r->finished, 1, __ATOMIC_RELEASE);
-	wake_main(r);
-	return NULL;
-}
-
-/* Start both threads with the catchable signals blocked in them, so they
- * go to the main thread. */
-static int
-receiver_start(struct receiver *r, const char *spool_dir, uint64_t ram_bytes,
-    struct err *e)
-{
-	sigset_t all, old;
-	int rc;
-
-	r->spool = spool_new(spool_dir, SPOOL_MEM, ram_bytes + SPOOL_SLACK);
-	pthread_mutex_init(&r->err_mu, NULL);
-	sigemptyset(&all);
-	sigaddset(&all, SIGINT);
-	sigaddset(&all, SIGTERM);
-	sigaddset(&all, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&r->feeder, NULL, feeder_main, r);
-	if (rc == 0) {
-		rc = pthread_create(&r->thread, NULL, receiver_main, r);
-		if (rc != 0) {
-			spool_abort(r->spool);
-			pthread_join(r->feeder, NULL);
-		}
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0)
-		return err_errno(e, ERR_FAIL, rc, "cannot start the receiver "
-		    "threads");
-	r->started = 1;
-	return 0;
-}
-
-static void
-receiver_stop(struct receiver *r)
-{
-	if (!r->started)
-		return;
-	/* Given up: the feeder need not parse what is left. */
-	if (!__atomic_load_n(&r->finished, __ATOMIC_ACQUIRE))
-		spool_abort(r->spool);
-	/* EOF for our reads even if QEMU still holds its end. */
-	shutdown(r->fd, SHUT_RDWR);
-	pthread_join(r->thread, NULL);
-	pthread_join(r->feeder, NULL);
-	r->started = 0;
-}
 
 /* ---- the checkpoint's state -------------------------------------------- */
 
@@ -375,7 +124,7 @@ struct ckpt {
 	uint64_t stop_mono;	/* fallback when events are missed */
 	uint64_t resume_mono;
 	int64_t qemu_downtime;
-	struct receiver r;
+	struct ingest *ing;	/* the stream into the image */
 	struct img_stats img;
 	int img_committed;
 
@@ -958,44 +707,33 @@ guest_ram_bytes(struct ckpt *c)
 static int
 start_migration(struct ckpt *c, struct err *e)
 {
-	struct img_opts io = IMG_OPTS_INIT;
-	sigset_t all, old;
+	struct ingest_opts io = INGEST_OPTS_INIT;
 	char *path;
 	int rc;
 
 	path = xasprintf("%s/memory.img", c->stage);
-	io.level = c->o->level;
-	io.threads = c->o->threads;
+	io.img.level = c->o->level;
+	io.img.threads = c->o->threads;
 	/* Smaller than compact's default: the image then reaches the store
 	 * during the live phase, so a store that cannot hold it fails the
 	 * checkpoint before the disks are cut, not after. */
-	io.cache_bytes = CKPT_CACHE_BYTES;
-	/* The writer's threads must not take our signals either. */
-	sigemptyset(&all);
-	sigaddset(&all, SIGINT);
-	sigaddset(&all, SIGTERM);
-	sigaddset(&all, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	c->r.writer = img_writer_new(path, &io, e);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	io.img.cache_bytes = CKPT_CACHE_BYTES;
+	io.spool_dir = c->stage;
+	io.spool_file_max = guest_ram_bytes(c) + SPOOL_SLACK;
+	c->ing = ingest_new(path, &io, e);
 	free(path);
-	if (c->r.writer == NULL)
+	if (c->ing == NULL)
 		return -1;
-	c->r.parser = stream_parser_new(&receiver_sink, &c->r);
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c->sv) < 0)
 		return err_sys(e, ERR_FAIL, "socketpair");
 	set_bufsize(c->sv[0], SO_RCVBUFFORCE, SO_RCVBUF);
 	set_bufsize(c->sv[1], SO_SNDBUFFORCE, SO_SNDBUF);
-	c->r.fd = c->sv[0];
-	c->r.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (c->r.wake < 0)
-		return err_sys(e, ERR_FAIL, "eventfd");
-	if (receiver_start(&c->r, c->stage, guest_ram_bytes(c), e) < 0)
+	if (ingest_start(c->ing, c->sv[0], e) < 0)
 		return -1;
 	/* A stopped guest waits for us: let nothing slow QEMU down. */
 	if (c->o->pause)
-		spool_overflow(c->r.spool, 1);
+		ingest_overflow(c->ing, 1);
 
 	{
 		struct err le = ERR_INIT;
@@ -1056,7 +794,7 @@ report_progress(struct ckpt *c, const char *phase, int query)
 	memset(&p, 0, sizeof(p));
 	p.phase = phase;
 	p.elapsed_s = (double)(now - c->t0) / 1000.0;
-	bytes = __atomic_load_n(&c->r.bytes, __ATOMIC_RELAXED);
+	bytes = ingest_bytes(c->ing);
 	p.received = bytes;
 	dt = c->last_progress != 0 ? now - c->last_progress : now - c->t0;
 	if (dt > 0 && bytes >= c->last_bytes)
@@ -1144,25 +882,19 @@ static int
 catch_up(struct ckpt *c, struct err *e)
 {
 	struct statvfs sv;
-	uint64_t need = 2 * (CKPT_CACHE_BYTES + spool_pending(c->r.spool));
+	uint64_t need = 2 * (CKPT_CACHE_BYTES + ingest_pending(c->ing));
 
 	if (statvfs(c->stage, &sv) == 0 &&
 	    (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize > need)
 		return 0;
-	while (spool_pending(c->r.spool) > 0) {
-		if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-			err_propagate(e, &c->r.err, NULL);
+	while (ingest_pending(c->ing) > 0) {
+		if (ingest_check(c->ing, e) < 0)
 			return -1;
-		}
 		if (sig_interrupted(e))
 			return -1;
 		usleep(1000);
 	}
-	if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-		err_propagate(e, &c->r.err, NULL);
-		return -1;
-	}
-	return 0;
+	return ingest_check(c->ing, e);
 }
 
 static int
@@ -1175,17 +907,15 @@ do_switchover(struct ckpt *c, struct err *e)
 		hold(c->o->hold_switchover_ms);
 	if (sig_interrupted(e))
 		return -1;
-	if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-		err_propagate(e, &c->r.err, NULL);
+	if (ingest_check(c->ing, e) < 0)
 		return -1;
-	}
 	if (catch_up(c, e) < 0)
 		return -1;
 	if (cut_disks(c, e) < 0)
 		return -1;
 	/* QEMU sends the last pass while the guest waits: take it at once,
 	 * to a file if the parser is behind. */
-	spool_overflow(c->r.spool, 1);
+	ingest_overflow(c->ing, 1);
 	return qmp_do(c->q, "migrate-continue", json_pack("{s:s}", "state",
 	    "pre-switchover"), e);
 }
@@ -1225,7 +955,7 @@ static int
 capture(struct ckpt *c, struct err *e)
 {
 	struct pollfd pfd[2];
-	uint64_t deadline = 0, now, junk;
+	uint64_t deadline = 0, now;
 	int ms;
 
 	if (start_migration(c, e) < 0)
@@ -1236,10 +966,8 @@ capture(struct ckpt *c, struct err *e)
 		if (drain_events(c, e) < 0)
 			return -1;
 		/* Failures first: never cut the disks for a lost cause. */
-		if (__atomic_load_n(&c->r.feed_failed, __ATOMIC_ACQUIRE)) {
-			err_propagate(e, &c->r.err, NULL);
+		if (ingest_check(c->ing, e) < 0)
 			return -1;
-		}
 		if (sig_interrupted(e))
 			return -1;
 		if (c->failed || (c->cancelled && !c->we_cancelled))
@@ -1250,7 +978,7 @@ capture(struct ckpt *c, struct err *e)
 			continue;
 		}
 		if (c->bg && !c->bg_resumed && !c->forced &&
-		    __atomic_load_n(&c->r.pages, __ATOMIC_RELAXED) > 0) {
+		    ingest_pages(c->ing) > 0) {
 			if (bg_resume(c, e) < 0)
 				return -1;
 			continue;
@@ -1266,7 +994,7 @@ capture(struct ckpt *c, struct err *e)
 				return -1;
 		}
 		if (c->completed &&
-		    __atomic_load_n(&c->r.finished, __ATOMIC_ACQUIRE) &&
+		    ingest_finished(c->ing) &&
 		    (c->bg_recheck == 0 || c->forced))
 			break;
 		now = now_mono_ms();
@@ -1279,8 +1007,7 @@ capture(struct ckpt *c, struct err *e)
 			/* Stopped, the guest dirties nothing: it converges,
 			 * and as the guest waits now, at full speed. */
 			c->forced = 1;
-			if (c->r.spool != NULL)
-				spool_overflow(c->r.spool, 1);
+			ingest_overflow(c->ing, 1);
 			if (!c->stopped_by_us && c->was_running &&
 			    !c->at_switchover) {
 				if (vm_stop(c->q, e) < 0)
@@ -1296,7 +1023,7 @@ capture(struct ckpt *c, struct err *e)
 
 		pfd[0].fd = qmp_fd(c->q);
 		pfd[0].events = POLLIN;
-		pfd[1].fd = c->r.wake;
+		pfd[1].fd = ingest_wake_fd(c->ing);
 		pfd[1].events = POLLIN;
 		ms = LOOP_SLICE_MS;
 		if (deadline != 0 && !c->forced && deadline > now &&
@@ -1304,9 +1031,7 @@ capture(struct ckpt *c, struct err *e)
 			ms = (int)(deadline - now);
 		if (poll(pfd, 2, ms) < 0 && errno != EINTR)
 			return err_sys(e, ERR_FAIL, "poll");
-		if (read(c->r.wake, &junk, sizeof(junk)) < 0) {
-			/* EAGAIN: nothing to consume */
-		}
+		ingest_wake_clear(c->ing);
 	}
 	return 0;
 }
@@ -1375,7 +1100,7 @@ settle(struct ckpt *c, struct err *e)
 		return;
 	if (c->mig_started && !c->mig_done)
 		cancel_migration(c);
-	receiver_stop(&c->r);
+	ingest_stop(c->ing);
 	if (c->fd_registered) {
 		json_decref(qmp_execute(c->q, "closefd", json_pack("{s:s}",
 		    "fdname", CKPT_MIG_FDNAME), NULL));
@@ -1503,7 +1228,7 @@ build_manifest(struct ckpt *c, const char *parent)
 	in.ram_bytes = c->img.ram_bytes;
 	in.pages = c->img.pages;
 	in.zero_pages = c->img.zero_pages;
-	in.stream_bytes = __atomic_load_n(&c->r.bytes, __ATOMIC_RELAXED);
+	in.stream_bytes = ingest_bytes(c->ing);
 	in.disks = disks;
 	in.ndisks = c->ndisks;
 	in.total_s = (double)(now_mono_ms() - c->t0) / 1000.0;
@@ -1548,13 +1273,7 @@ ckpt_release(struct ckpt *c)
 {
 	size_t i;
 
-	stream_parser_free(c->r.parser);
-	img_writer_free(c->r.writer);
-	spool_free(c->r.spool);
-	if (c->r.spool != NULL)
-		pthread_mutex_destroy(&c->r.err_mu);
-	if (c->r.wake >= 0)
-		close(c->r.wake);
+	ingest_free(c->ing);
 	if (c->sv[0] >= 0)
 		close(c->sv[0]);
 	if (c->sv[1] >= 0)
@@ -1622,8 +1341,6 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		e = &local;
 	memset(c, 0, sizeof(*c));
 	c->sv[0] = c->sv[1] = -1;
-	c->r.wake = -1;
-	c->r.fd = -1;
 	c->qemu_downtime = -1;
 	eff = *o;
 	if (eff.bandwidth == 0)
@@ -1709,17 +1426,20 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 			if (vm_migration_query(c->q, &mig, NULL) == 0)
 				c->qemu_downtime = mig.downtime_ms;
 		}
-		receiver_stop(&c->r);
-		if (!c->r.complete) {
-			err_propagate(e, &c->r.err, "the migration stream");
-			if (!err_isset(e))
+		ingest_stop(c->ing);
+		if (ingest_result(c->ing, NULL) < 0) {
+			struct err se = ERR_INIT;
+
+			if (ingest_check(c->ing, &se) < 0)
+				err_propagate(e, &se, "the migration stream");
+			else
 				err_set(e, ERR_FAIL, "the migration stream "
 				    "ended early");
 			goto settle;
 		}
-		if (!c->machine && c->r.machine[0] != '\0')
-			c->machine = xstrdup(c->r.machine);
-		if (img_writer_commit(c->r.writer, &c->img, e) < 0)
+		if (!c->machine && ingest_machine(c->ing)[0] != '\0')
+			c->machine = xstrdup(ingest_machine(c->ing));
+		if (ingest_commit(c->ing, &c->img, e) < 0)
 			goto settle;
 		c->img_committed = 1;
 	}
@@ -1742,8 +1462,8 @@ settle:
 out:
 	note_overlays(c, e);
 	if (c->stage != NULL) {
-		img_writer_free(c->r.writer);
-		c->r.writer = NULL;
+		ingest_free(c->ing);
+		c->ing = NULL;
 		store_stage_remove(c->stage);
 	}
 	/* The note stays only while something is left to recover. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "export.h"
+#include "ingest.h"
 #include "save.h"
 #include "sig.h"
 #include "snapctl.h"
@@ -63,22 +65,21 @@ static const struct option compact_opts[] = {
 static int
 cmd_compact(const struct cmd_args *args, struct err *e)
 {
-	struct img_opts o = IMG_OPTS_INIT;
-	struct img_writer *w = NULL;
-	struct stream_parser *p = NULL;
+	struct ingest_opts o = INGEST_OPTS_INIT;
+	struct ingest *g = NULL;
 	struct img_stats st;
-	uint8_t *buf = NULL;
-	uint64_t total = 0, start, last = 0;
+	struct pollfd pfd;
+	char *name = NULL;
+	uint64_t total, start, last = 0;
 	const char *raw = args->argv[0], *image = args->argv[1];
 	int i, fd = -1, rc = -1, progress;
-	ssize_t n;
 
 	for (i = 0; i < args->nopts; i++) {
 		if (args->opts[i].id == OPT_LEVEL && opt_int("--level",
-		    args->opts[i].arg, 1, 19, &o.level, e) < 0)
+		    args->opts[i].arg, 1, 19, &o.img.level, e) < 0)
 			return -1;
 		if (args->opts[i].id == OPT_THREADS && opt_int("--threads",
-		    args->opts[i].arg, 1, 256, &o.threads, e) < 0)
+		    args->opts[i].arg, 1, 256, &o.img.threads, e) < 0)
 			return -1;
 	}
 
@@ -94,44 +95,41 @@ cmd_compact(const struct cmd_args *args, struct err *e)
 	}
 
 	sig_catch();
-	w = img_writer_new(image, &o, e);
-	if (w == NULL)
+	name = xasprintf("'%s'", raw);
+	o.name = name;
+	g = ingest_new(image, &o, e);
+	if (g == NULL)
 		goto out;
-	p = stream_parser_new(img_writer_sink(), w);
-	buf = xmalloc(READ_CHUNK);
 	progress = progress_enabled();
 	start = now_mono_ms();
-	for (;;) {
-		if (sig_caught()) {
-			err_set(e, ERR_INTR, "compact: interrupted by %s; "
-			    "no image written", sig_name(sig_caught()));
-			goto out;
-		}
-		n = read(fd, buf, READ_CHUNK);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			err_sys(e, ERR_FAIL, "cannot read '%s'", raw);
-			goto out;
-		}
-		if (n == 0)
+	if (ingest_start(g, fd, e) < 0)
+		goto out;
+	while (!ingest_finished(g)) {
+		if (sig_caught())
 			break;
-		if (stream_parser_feed(p, buf, (size_t)n, e) < 0)
-			goto out;
-		total += (uint64_t)n;
 		if (progress && now_mono_ms() - last >= 200) {
 			last = now_mono_ms();
-			progress_line("compact: read", total, start, 0);
+			progress_line("compact: read", ingest_bytes(g), start,
+			    0);
 		}
+		pfd.fd = ingest_wake_fd(g);
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 200) < 0 && errno != EINTR) {
+			err_sys(e, ERR_FAIL, "poll");
+			goto out;
+		}
+		ingest_wake_clear(g);
 	}
-	if (stream_parser_finish(p, e) < 0)
-		goto out;
 	if (sig_caught()) {
 		err_set(e, ERR_INTR, "compact: interrupted by %s; no "
 		    "image written", sig_name(sig_caught()));
 		goto out;
 	}
-	if (img_writer_commit(w, &st, e) < 0)
+	ingest_stop(g);
+	if (ingest_result(g, e) < 0)
+		goto out;
+	total = ingest_bytes(g);
+	if (ingest_commit(g, &st, e) < 0)
 		goto out;
 	if (progress)
 		progress_line("compact: read", total, start, 1);
@@ -159,9 +157,8 @@ cmd_compact(const struct cmd_args *args, struct err *e)
 	rc = 0;
 out:
 	sig_release();
-	stream_parser_free(p);
-	img_writer_free(w);
-	free(buf);
+	ingest_free(g);
+	free(name);
 	if (fd > STDIN_FILENO)
 		close(fd);
 	return rc;
