@@ -446,7 +446,7 @@ store_manifest_read(const struct store *s, const char *name, struct err *e)
 		goto out;
 	}
 	m = read_json_at(s->dirfd, rel, shown, e);
-	if (m != NULL && manifest_check(m, shown, e) < 0) {
+	if (m != NULL && manifest_check(m, shown, name, e) < 0) {
 		json_decref(m);
 		m = NULL;
 	}

@@ -193,6 +193,47 @@ for ver in "${versions[@]}"; do
 	touch -d "@${t:0:-9}.${t: -9}" "$dir/d0.qcow2"
 	expect_code 0 "$P: verify c1 with the mtime put back" "$SNAPCTL" "${D[@]}" verify c1
 
+	# ---- malformed manifests: verify refuses them, naming the field --------
+	# Each a copy of c2's manifest with one field broken, renamed to its
+	# directory: mal KEY SED-EXPR... writes ms/KEY/manifest.json.
+	ms=$dir/mstore
+	mkdir -m 700 -p "$ms"
+	mal() {
+		local k=$1
+		shift
+		mkdir -m 700 "$ms/$k"
+		sed -e "s/^  \"name\": \"c2\"/  \"name\": \"$k\"/" "$@" "$m2" >"$ms/$k/manifest.json"
+	}
+	# A key replaced: the old one renamed away, the new value inserted.
+	mal disks_str -e 's/^  "disks":/  "old_disks":/' -e '1a\  "disks": "x",'
+	mal disks_null -e 's/^  "disks":/  "old_disks":/' -e '1a\  "disks": null,'
+	mal memory_str -e 's/^  "memory":/  "old_memory":/' -e '1a\  "memory": "x",'
+	mal version2 -e 's/"snapctl_manifest": 1/"snapctl_manifest": 2/'
+	mal mode_bogus -e 's/^  "mode": "live"/  "mode": "bogus"/'
+	mal format_sh -e 's/"format": "qcow2"/"format": "raw; rm -rf \/"/'
+	mal othername -e 's/^  "name": "othername"/  "name": "c2"/'
+	mal pages_neg -e 's/"pages": [0-9]*/"pages": -5/'
+	mal size_str -e 's/"bytes_on_disk": \([0-9]*\)/"bytes_on_disk": "\1"/'
+	mal disksize_str -e 's/"size": \([0-9]*\)/"size": "\1"/'
+	for k in disks_str:'disks must be an array' disks_null:'disks must be an array' \
+		memory_str:'memory must be an object or null' \
+		version2:'manifest version 2 is not supported \(this snapctl reads version 1\)' \
+		mode_bogus:'invalid manifest: mode is not live, pause, background or disk-only' \
+		format_sh:'invalid manifest: disks\[0\]\.format is not a disk image format' \
+		othername:'invalid manifest: name differs from the checkpoint.s directory' \
+		pages_neg:'invalid manifest: memory\.pages must be a non-negative integer' \
+		size_str:'invalid manifest: memory\.bytes_on_disk must be a non-negative integer' \
+		disksize_str:'invalid manifest: disks\[0\]\.size must be a non-negative integer'; do
+		expect_code 1 "$P: verify of a manifest with ${k%%:*} exits 1" "$SNAPCTL" -d "$ms" verify "${k%%:*}"
+		expect_eq "$P: ... prints nothing on stdout" "" "$(cat "$TESTDIR/stdout")"
+		ck_one_line "$P: ... one line" "$TESTDIR/stderr"
+		expect_match "$P: ... naming the field" "^snapctl: '$ms/${k%%:*}/manifest.json': .*${k#*:}$" "$TESTDIR/stderr"
+	done
+	expect_code 0 "$P: list of a store of malformed manifests" "$SNAPCTL" -d "$ms" list
+	expect_eq "$P: ... lists none of them" "" "$(cat "$TESTDIR/stdout")"
+	expect_eq "$P: ... and warns for each" 10 "$(grep -c "^snapctl: warning: skipped '" "$TESTDIR/stderr")"
+	rm -rf "$ms"
+
 	# ---- NAME or IMAGE -----------------------------------------------------
 	expect_code 0 "$P: info of an image path" "$SNAPCTL" "${D[@]}" info "$store/c1/memory.img"
 	expect_match "$P: ... is the image's info" '^image: ' "$TESTDIR/stdout"
