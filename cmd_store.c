@@ -53,8 +53,15 @@ warn_bad(const json_t *bad)
 	const json_t *b;
 	size_t i;
 
-	json_array_foreach(bad, i, b)
-		warnx_("skipped '%s': %s", json_str(b, "name"), json_str(b, "error"));
+	char *n, *why;
+
+	json_array_foreach(bad, i, b) {
+		n = text_escape(json_str(b, "name"));
+		why = text_escape(json_str(b, "error"));
+		warnx_("skipped '%s': %s", n, why);
+		free(n);
+		free(why);
+	}
 }
 
 /* ---- list ---------------------------------------------------------------- */
@@ -103,6 +110,11 @@ cmd_list(const struct cmd_args *a, struct err *e)
 		rc = 0;
 		goto out;
 	}
+	/* For a terminal: no control characters from the manifests. */
+	out = json_text_escape(all);
+	json_decref(all);
+	all = out;
+	out = NULL;
 	json_array_foreach(all, i, m) {
 		if ((int)strlen(json_str(m, "name")) > w)
 			w = (int)strlen(json_str(m, "name"));
@@ -201,8 +213,10 @@ print_blockdev(json_t *j)
 	json_decref(j);
 }
 
+/* m with its strings escaped; raw as read, for the -blockdev JSON (which
+ * json_dumps() escapes itself). */
 static void
-info_text(const json_t *m)
+info_text(const json_t *m, const json_t *raw)
 {
 	const json_t *vm = json_object_get(m, "vm");
 	const json_t *mem = json_object_get(m, "memory");
@@ -267,7 +281,7 @@ info_text(const json_t *m)
 
 	machine = json_str(vm, "machine");
 	printf("\nTo start a QEMU to restore into, give it:\n");
-	json_array_foreach(json_object_get(m, "disks"), i, d) {
+	json_array_foreach(json_object_get(raw, "disks"), i, d) {
 		file = json_str(d, "file");
 		if (file == NULL)
 			continue;
@@ -326,7 +340,10 @@ cmd_info(const struct cmd_args *a, struct err *e)
 		printf("%s\n", text);
 		free(text);
 	} else {
-		info_text(m);
+		json_t *esc = json_text_escape(m);
+
+		info_text(esc, m);
+		json_decref(esc);
 	}
 	rc = 0;
 out:

@@ -308,10 +308,7 @@ command_args(struct shell *sh, const char *cmd, int variants, size_t limit,
 static void
 report(const struct err *e)
 {
-	if (e->qmp_class[0] != '\0')
-		fprintf(stderr, "snapctl: %s: %s\n", e->qmp_class, e->msg);
-	else
-		fprintf(stderr, "snapctl: %s\n", e->msg);
+	print_error(e);
 }
 
 static void

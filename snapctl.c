@@ -239,6 +239,75 @@ opt_int(const char *name, const char *val, int min, int max, int *out,
 	return 0;
 }
 
+char *
+text_escape(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = 0;
+	char *out, *o;
+
+	for (; *p != '\0'; p++)
+		n += (*p < 0x20 || *p == 0x7f) ? 4 :
+		    (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) ? 7 : 1;
+	o = out = xmalloc(n + 1);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7f) {
+			snprintf(o, 5, "\\x%02x", *p);
+			o += 4;
+		} else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			/* A C1 control in UTF-8: ESC [ to many terminals. */
+			snprintf(o, 9, "\\xc2\\x%02x", p[1]);
+			o += 8;
+			p++;
+		} else {
+			*o++ = (char)*p;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+json_t *
+json_text_escape(const json_t *j)
+{
+	const char *k;
+	json_t *v, *out;
+	char *t;
+	size_t i;
+
+	if (json_is_string(j)) {
+		t = text_escape(json_string_value(j));
+		out = json_string(t);
+		free(t);
+		return out;
+	}
+	if (json_is_object(j)) {
+		out = json_object();
+		json_object_foreach((json_t *)j, k, v)
+			json_object_set_new(out, k, json_text_escape(v));
+		return out;
+	}
+	if (json_is_array(j)) {
+		out = json_array();
+		json_array_foreach(j, i, v)
+			json_array_append_new(out, json_text_escape(v));
+		return out;
+	}
+	return json_deep_copy(j);
+}
+
+void
+print_error(const struct err *e)
+{
+	char *msg = text_escape(e->msg);
+
+	if (e->qmp_class[0] != '\0')
+		fprintf(stderr, "snapctl: %s: %s\n", e->qmp_class, msg);
+	else
+		fprintf(stderr, "snapctl: %s\n", msg);
+	free(msg);
+}
+
 void
 print_json(const json_t *j)
 {
@@ -459,10 +528,7 @@ main(int argc, char **argv)
 		err_set(&e, ERR_FAIL, "%s failed", c->name);
 	if (e.kind == ERR_USAGE)
 		goto usage_error;
-	if (e.qmp_class[0] != '\0')
-		fprintf(stderr, "snapctl: %s: %s\n", e.qmp_class, e.msg);
-	else
-		fprintf(stderr, "snapctl: %s\n", e.msg);
+	print_error(&e);
 	return err_exit_code(e.kind);
 
 flush:

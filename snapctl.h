@@ -95,6 +95,15 @@ void print_result(const json_t *j, void (*text)(const json_t *j));
 void info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * s with control characters (C0, DEL, C1 in UTF-8) written as \xHH, so a
+ * string from a manifest or QEMU cannot drive the terminal.  New string.
+ */
+char *text_escape(const char *s);
+/* A deep copy of j with every string text_escape()d (new reference). */
+json_t *json_text_escape(const json_t *j);
+/* "snapctl: [CLASS: ]MSG" on stderr, MSG text_escape()d. */
+void print_error(const struct err *e);
 /* 1 when progress lines should be drawn (stderr is a tty, not -q). */
 int progress_enabled(void);
 

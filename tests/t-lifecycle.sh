@@ -232,6 +232,18 @@ for ver in "${versions[@]}"; do
 	expect_code 0 "$P: list of a store of malformed manifests" "$SNAPCTL" -d "$ms" list
 	expect_eq "$P: ... lists none of them" "" "$(cat "$TESTDIR/stdout")"
 	expect_eq "$P: ... and warns for each" 10 "$(grep -c "^snapctl: warning: skipped '" "$TESTDIR/stderr")"
+	# Control characters from a manifest are escaped on a terminal's output.
+	rm -rf "$ms"/*
+	mal esc -e 's/"device": "vd0"/"device": "vd0\\u001b[2J"/' -e 's/"machine": "\([^"]*\)"/"machine": "\1\\u001b]0;x\\u0007"/'
+	expect_code 0 "$P: info of a manifest holding ESC" "$SNAPCTL" -d "$ms" info esc
+	expect_eq "$P: ... prints no control character" 0 "$(tr -d '\n' <"$TESTDIR/stdout" | LC_ALL=C grep -c '[[:cntrl:]]')"
+	expect_match "$P: ... but \\x1b for it" '^disk vd0\\x1b\[2J:$' "$TESTDIR/stdout"
+	expect_match "$P: ... and \\x07" "machine $(vm_machine "$name")\\\\x1b\\]0;x\\\\x07\\)$" "$TESTDIR/stdout"
+	expect_code 0 "$P: list of it" "$SNAPCTL" -d "$ms" list
+	expect_match "$P: ... escapes the device" '^esc .* vd0\\x1b\[2J$' "$TESTDIR/stdout"
+	expect_eq "$P: ... and prints no control character" 0 "$(tr -d '\n' <"$TESTDIR/stdout" | LC_ALL=C grep -c '[[:cntrl:]]')"
+	expect_code 0 "$P: info --json keeps the manifest as written" "$SNAPCTL" -d "$ms" --json info esc
+	expect_match "$P: ... (JSON escapes it)" '"vd0\\u001[bB]\[2J"' "$TESTDIR/stdout"
 	rm -rf "$ms"
 
 	# ---- NAME or IMAGE -----------------------------------------------------
