@@ -233,7 +233,7 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 		fputs("\r\033[K", stderr);
 	if (rc < 0)
 		return -1;
-	print_result(m, print_summary);
+	print_done(m, print_summary);
 	json_decref(m);
 	return 0;
 }
@@ -274,7 +274,7 @@ cmd_recover(const struct cmd_args *a, struct err *e)
 		o.trace = trace_qmp;
 	if (ckpt_recover(&o, &rep, e) < 0)
 		return -1;
-	print_result(rep, print_recovered);
+	print_done(rep, print_recovered);
 	json_decref(rep);
 	return 0;
 }

@@ -412,7 +412,7 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 	if (r != NULL) {
 		if (extra != NULL)
 			json_object_update(r, extra);
-		print_result(r, print_deleted);
+		print_done(r, print_deleted);
 	}
 	json_decref(r);
 	return rc;

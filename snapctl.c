@@ -327,6 +327,13 @@ print_result(const json_t *j, void (*text)(const json_t *j))
 		text(j);
 }
 
+void
+print_done(const json_t *j, void (*text)(const json_t *j))
+{
+	if (options.json || options.verbosity >= 0)
+		print_result(j, text);
+}
+
 static void
 vmsg(int level, const char *fmt, va_list ap)
 {

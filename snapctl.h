@@ -92,6 +92,11 @@ int opt_int(const char *name, const char *val, int min, int max, int *out,
 void print_json(const json_t *j);	/* pretty, or compact with --json */
 /* A command's result: print_json() with --json, else text(j). */
 void print_result(const json_t *j, void (*text)(const json_t *j));
+/*
+ * What an action (checkpoint, delete, prune, recover) did: print_result(),
+ * but nothing in text with -q, so a cron job that succeeds is silent.
+ */
+void print_done(const json_t *j, void (*text)(const json_t *j));
 void info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

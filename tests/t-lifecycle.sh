@@ -87,7 +87,7 @@ for ver in "${versions[@]}"; do
 	fail=0
 	for c in c1 c2 "--disk-only d1" c3; do
 		# shellcheck disable=SC2086
-		"$SNAPCTL" "${S[@]}" -q checkpoint $c >/dev/null 2>"$dir/ck.err" || fail=1
+		"$SNAPCTL" "${S[@]}" -q checkpoint $c >>"$dir/ck.out" 2>"$dir/ck.err" || fail=1
 		sleep 1.1
 	done
 	if [ $fail -eq 0 ]; then
@@ -96,6 +96,9 @@ for ver in "${versions[@]}"; do
 		not_ok "$P: checkpoints c1, c2, d1 (disk only), c3" "$(cat "$dir/ck.err")"
 		continue
 	fi
+	expect_eq "$P: -q checkpoint prints nothing" "" "$(cat "$dir/ck.out" "$dir/ck.err")"
+	expect_code 1 "$P: -q checkpoint that fails (c1 exists)" "$SNAPCTL" "${S[@]}" -q checkpoint c1
+	ck_one_line "$P: ... still says why" "$TESTDIR/stderr"
 	expect_eq "$P: the chain of overlays" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
 	expect_eq "$P: c2's disk is c1's overlay, made by c1" "$dir/d0.c1.qcow2 c1" \
 		"$(jq_get "$store/c2/manifest.json" disks.0.file) $(jq_get "$store/c2/manifest.json" disks.0.file_made_by)"
@@ -131,6 +134,10 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: ... and warns about it" "^snapctl: warning: skipped 'broken': .*invalid JSON" "$TESTDIR/stderr"
 	expect_code 0 "$P: delete removes a broken checkpoint" "$SNAPCTL" "${D[@]}" delete broken
 	check "$P: ... all of it" test ! -e "$store/broken"
+	mkdir -m 700 "$store/broken2"
+	expect_code 0 "$P: -q delete" "$SNAPCTL" "${D[@]}" -q delete broken2
+	expect_eq "$P: ... prints nothing" "" "$(cat "$TESTDIR/stdout" "$TESTDIR/stderr")"
+	check "$P: ... and deletes it" test ! -e "$store/broken2"
 
 	# ---- info --------------------------------------------------------------
 	m2=$store/c2/manifest.json
@@ -334,6 +341,7 @@ for ver in "${versions[@]}"; do
 	expect_code 0 "$P: prune --keep 1" "$SNAPCTL" "${D[@]}" prune --keep 1
 	expect_eq "$P: ... deleted x1" "deleted checkpoint 'x1'" "$(cat "$TESTDIR/stdout")"
 	expect_eq "$P: ... the newest of each VM is left" "d1 x2 " "$(cd "$store" && ls -1 | tr '\n' ' ')"
+	cp "$store/x2/manifest.json" "$dir/x2.manifest"
 
 	# ---- the info fragment starts a real QEMU on d1's disk -----------------------
 	expect_code 0 "$P: info d1" "$SNAPCTL" "${D[@]}" info d1
@@ -363,6 +371,11 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: ... and the d0.c2.qcow2 it freed" "^removed '$dir/d0.c2.qcow2'$" "$dir/prune0.out"
 	expect_eq "$P: ... the store is empty" "" "$(cd "$store" && ls -1)"
 	expect_eq "$P: ... left: the base image and c1's overlay (no manifest names it)" "d0.c1.qcow2 d0.qcow2 " "$(files "$dir")"
+	mkdir -m 700 "$store/x3"
+	sed -e 's/"name": "x2"/"name": "x3"/' "$dir/x2.manifest" >"$store/x3/manifest.json"
+	expect_code 0 "$P: -q prune --keep 0" "$SNAPCTL" "${D[@]}" -q prune --keep 0
+	expect_eq "$P: ... prints nothing" "" "$(cat "$TESTDIR/stdout" "$TESTDIR/stderr")"
+	check "$P: ... and prunes" test ! -e "$store/x3"
 	expect_code 0 "$P: list of the emptied store" "$SNAPCTL" "${D[@]}" list
 	expect_eq "$P: ... prints nothing" "" "$(cat "$TESTDIR/stdout")"
 done
