@@ -361,21 +361,30 @@ print_verified(const json_t *r)
 static int
 cmd_verify(const struct cmd_args *a, struct err *e)
 {
+	struct err le = ERR_INIT;
 	struct store *s = NULL;
 	json_t *m = NULL, *r = NULL;
 	int rc = -1;
 
-	if (resolve(a->argv[0], &s, &m, e) < 0)
-		goto out;
-	if (m == NULL) {
-		rc = cmd_image_verify(a->argv[0], e);
+	/* e may be NULL; the failure's document needs the message. */
+	if (resolve(a->argv[0], &s, &m, &le) < 0) {
+		if (options.json) {
+			r = json_pack("{s:s, s:b, s:n, s:[], s:s}", "name",
+			    a->argv[0], "ok", 0, "memory", "disks", "error",
+			    le.msg);
+			print_json(r);
+		}
 		goto out;
 	}
-	if (storeops_verify(s, a->argv[0], m, &r, e) < 0)
+	if (m == NULL) {
+		rc = cmd_image_verify(a->argv[0], &le);
 		goto out;
-	print_result(r, print_verified);
-	rc = 0;
+	}
+	rc = storeops_verify(s, a->argv[0], m, &r, &le);
+	if (r != NULL && (rc == 0 || options.json))
+		print_result(r, print_verified);
 out:
+	err_propagate(e, &le, NULL);
 	json_decref(r);
 	json_decref(m);
 	store_close(s);

@@ -689,6 +689,8 @@ shell_line(struct shell *sh, const char *line)
 	print_events(sh, 0);
 	if (rc == 0)
 		return;
+	if (options.json)
+		print_error_json(&e);
 	if (!qmp_usable(sh->q)) {
 		sh->fatal = e;
 		sh->done = 1;
@@ -1077,5 +1079,5 @@ const struct cmd_entry cmd_shell_entry = {
 	"Input: 'command key=value ...' or raw JSON.  'help [CMD]' lists\n"
 	"commands or shows a command's arguments.  Without a terminal it\n"
 	"reads one command per line and exits 1 if any failed.",
-	"", NULL, 0, 0, CMD_NEEDS_SOCKET, cmd_shell,
+	"", NULL, 0, 0, CMD_NEEDS_SOCKET | CMD_JSON, cmd_shell,
 };

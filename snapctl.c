@@ -297,6 +297,18 @@ json_text_escape(const json_t *j)
 }
 
 void
+print_error_json(const struct err *e)
+{
+	json_t *j = json_pack("{s:{s:s, s:s}}", "error", "class",
+	    e->qmp_class[0] != '\0' ? e->qmp_class : "SnapctlError", "desc",
+	    e->msg);
+
+	print_json(j);
+	fflush(stdout);
+	json_decref(j);
+}
+
+void
 print_error(const struct err *e)
 {
 	char *msg = text_escape(e->msg);

@@ -109,6 +109,12 @@ char *text_escape(const char *s);
 json_t *json_text_escape(const json_t *j);
 /* "snapctl: [CLASS: ]MSG" on stderr, MSG text_escape()d. */
 void print_error(const struct err *e);
+/*
+ * e as a QMP-style error on stdout, one JSON line: {"error": {"class":
+ * QMP's class or "SnapctlError", "desc": MSG}} (shell --json's reply to a
+ * command that failed).
+ */
+void print_error_json(const struct err *e);
 /* 1 when progress lines should be drawn (stderr is a tty, not -q). */
 int progress_enabled(void);
 

@@ -189,6 +189,13 @@ for ver in "${versions[@]}"; do
 	expect_code 1 "$P: verify c2 with a damaged memory image exits 1" "$SNAPCTL" "${D[@]}" verify c2
 	ck_one_line "$P: ... in one line" "$TESTDIR/stderr"
 	expect_match "$P: ... naming the chunk" "^snapctl: c2: '$img': chunk [0-9]+ " "$TESTDIR/stderr"
+	expect_code 1 "$P: verify --json of it exits 1" "$SNAPCTL" "${D[@]}" --json verify c2
+	cp "$TESTDIR/stdout" "$dir/verify-bad.json"
+	expect_eq "$P: ... one document on stdout" 1 "$(wc -l <"$dir/verify-bad.json")"
+	expect_eq "$P: ... its keys" "disks error memory name ok " "$(jq_get -k "$dir/verify-bad.json" . | sort | tr '\n' ' ')"
+	expect_eq "$P: ... not ok, the disk ok, the memory not" "c2 false true false" \
+		"$(for k in name ok disks.0.ok memory.ok; do jq_get "$dir/verify-bad.json" $k; done | tr '\n' ' ' | sed 's/ $//')"
+	expect_eq "$P: ... the error, as on stderr" "snapctl: $(jq_get "$dir/verify-bad.json" error)" "$(cat "$TESTDIR/stderr")"
 	cp "$dir/c2.img.good" "$img"
 	expect_code 0 "$P: verify c2 once repaired" "$SNAPCTL" "${D[@]}" verify c2
 	# A disk file touched since the checkpoint: exit 4.
@@ -197,6 +204,9 @@ for ver in "${versions[@]}"; do
 	expect_code 4 "$P: verify c1 with its disk touched exits 4" "$SNAPCTL" "${D[@]}" verify c1
 	ck_one_line "$P: ... in one line" "$TESTDIR/stderr"
 	expect_match "$P: ... naming the disk and file" "^snapctl: c1: disk 'vd0': '$dir/d0.qcow2' changed since the checkpoint" "$TESTDIR/stderr"
+	expect_code 4 "$P: verify --json with the disk touched exits 4" "$SNAPCTL" "${D[@]}" --json verify c1
+	expect_eq "$P: ... the disk not ok, memory unchecked" "false false null" \
+		"$(for k in ok disks.0.ok memory; do jq_get "$TESTDIR/stdout" $k; done | tr '\n' ' ' | sed 's/ $//')"
 	touch -d "@${t:0:-9}.${t: -9}" "$dir/d0.qcow2"
 	expect_code 0 "$P: verify c1 with the mtime put back" "$SNAPCTL" "${D[@]}" verify c1
 
@@ -236,6 +246,10 @@ for ver in "${versions[@]}"; do
 		ck_one_line "$P: ... one line" "$TESTDIR/stderr"
 		expect_match "$P: ... naming the field" "^snapctl: '$ms/${k%%:*}/manifest.json': .*${k#*:}$" "$TESTDIR/stderr"
 	done
+	expect_code 1 "$P: verify --json of a malformed manifest" "$SNAPCTL" -d "$ms" --json verify mode_bogus
+	expect_eq "$P: ... one document: not ok, nothing checked" "mode_bogus false null 0" \
+		"$(for k in name ok memory; do jq_get "$TESTDIR/stdout" $k; done | tr '\n' ' ')$(jq_get -n "$TESTDIR/stdout" disks)"
+	expect_match "$P: ... naming the field" '"error":".*invalid manifest: mode is not' "$TESTDIR/stdout"
 	expect_code 0 "$P: list of a store of malformed manifests" "$SNAPCTL" -d "$ms" list
 	expect_eq "$P: ... lists none of them" "" "$(cat "$TESTDIR/stdout")"
 	expect_eq "$P: ... and warns for each" 10 "$(grep -c "^snapctl: warning: skipped '" "$TESTDIR/stderr")"

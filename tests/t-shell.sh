@@ -44,6 +44,13 @@ pipe_tests() {
 	expect_eq "[$v] ... two lines on stderr" 2 "$(lines "$TESTDIR/stderr")"
 	expect_match "[$v] ... the lines after it still ran" '"status": "running"' "$TESTDIR/stdout"
 
+	shell_in "[$v] --json with a failing line" 1 "$s" $'query-name\nno-such-command\nquery-status\n' --json
+	expect_eq "[$v] ... one line per command" 3 "$(lines "$TESTDIR/stdout")"
+	expect_eq "[$v] ... the second the error" '{"error":{"class":"CommandNotFound","desc":"The command no-such-command has not been found"}}' \
+		"$(sed -n 2p "$TESTDIR/stdout")"
+	expect_match "[$v] ... the third the reply" '^\{"status":"running"' "$TESTDIR/stdout"
+	shell_in "[$v] --json: a line that never reached QEMU" 1 "$s" $'query-status a=1 a=2\n' --json
+	expect_match "[$v] ... is an error object too" '^\{"error":\{"class":"SnapctlError","desc":".*given twice"\}\}$' "$TESTDIR/stdout"
 	shell_in "[$v] a bad line is a failure too, not a usage exit" 1 "$s" $'query-status a=1 a=2\n'
 	expect_match "[$v] ... says why" "argument 'a' given twice" "$TESTDIR/stderr"
 
