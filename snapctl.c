@@ -118,19 +118,63 @@ cmd_help(const struct cmd_args *a, struct err *e)
 	return 0;
 }
 
-/* The long options of c, and --json when it takes it (new array). */
+/* The global options a command's options may also hold (after it). */
+static const struct option global_longopts[] = {
+	{ "socket", required_argument, NULL, 's' },
+	{ "dir", required_argument, NULL, 'd' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "qmp-timeout", required_argument, NULL, 't' },
+};
+#define GLOBAL_SHORTOPTS "s:d:qvt:"
+#define NGLOBAL (sizeof(global_longopts) / sizeof(global_longopts[0]))
+
+/* One global option into options: 1 if ch is one, 0 if not, -1 if bad. */
+static int
+global_opt(int ch, const char *arg, struct err *e)
+{
+	uint64_t secs;
+
+	switch (ch) {
+	case 's':
+		options.socket = arg;
+		return 1;
+	case 'd':
+		options.dir = arg;
+		return 1;
+	case 'q':
+		options.verbosity = -1;
+		return 1;
+	case 'v':
+		if (options.verbosity < 0)
+			options.verbosity = 0;
+		options.verbosity++;
+		return 1;
+	case 't':
+		if (opt_u64("--qmp-timeout", arg, 1, 3600, &secs, e) < 0)
+			return -1;
+		options.timeout_ms = (int)secs * 1000;
+		return 1;
+	}
+	return 0;
+}
+
+/* The long options of c, the global ones, and --json when it takes it
+ * (new array). */
 static struct option *
 long_options(const struct cmd_entry *c)
 {
 	const struct option *lo;
 	struct option *out;
-	size_t n = 0, i = 0;
+	size_t n = 0, i = 0, g;
 
 	for (lo = c->longopts; lo != NULL && lo->name != NULL; lo++)
 		n++;
-	out = xcalloc(n + 2, sizeof(*out));
+	out = xcalloc(n + NGLOBAL + 2, sizeof(*out));
 	for (; i < n; i++)
 		out[i] = c->longopts[i];
+	for (g = 0; g < NGLOBAL; g++)
+		out[i++] = global_longopts[g];
 	if (c->flags & CMD_JSON) {
 		out[i].name = "json";
 		out[i].has_arg = no_argument;
@@ -156,8 +200,9 @@ cmd_parse(const struct cmd_entry *c, int argc, char **argv,
 	 * over in order (1) and stops at "--": options among arguments; '+'
 	 * stops at the first argument.
 	 */
-	snprintf(shortopts, sizeof(shortopts), "%s:%s",
-	    (c->flags & CMD_OPTS_ANYWHERE) ? "-" : "+", c->shortopts);
+	snprintf(shortopts, sizeof(shortopts), "%s:%s%s",
+	    (c->flags & CMD_OPTS_ANYWHERE) ? "-" : "+", c->shortopts,
+	    GLOBAL_SHORTOPTS);
 	opterr = 0;
 	optind = 0;		/* GNU: start afresh, argv[0] is the name */
 	while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) !=
@@ -182,6 +227,12 @@ cmd_parse(const struct cmd_entry *c, int argc, char **argv,
 			    c->name, argv[optind - 1]);
 			goto out;
 		default:
+			switch (global_opt(ch, optarg, e)) {
+			case -1:
+				goto out;
+			case 1:
+				continue;
+			}
 			a->opts[a->nopts].id = ch;
 			a->opts[a->nopts++].arg = optarg;
 		}
@@ -221,9 +272,14 @@ opt_u64(const char *name, const char *val, uint64_t min, uint64_t max,
 {
 	const char *why;
 
-	if (parse_u64(val, min, max, out, &why) < 0)
+	if (parse_u64(val, min, max, out, &why) < 0) {
+		if (strcmp(why, "invalid") == 0)
+			return err_set(e, ERR_USAGE, "invalid %s '%s': must "
+			    "be a whole number from %llu to %llu", name, val,
+			    (unsigned long long)min, (unsigned long long)max);
 		return err_set(e, ERR_USAGE, "invalid %s '%s': %s", name, val,
 		    why);
+	}
 	return 0;
 }
 
@@ -457,8 +513,7 @@ main(int argc, char **argv)
 	};
 	struct err e = ERR_INIT;
 	struct cmd_args a;
-	const struct cmd_entry *c;
-	uint64_t secs;
+	const struct cmd_entry *c = NULL;
 	int ch, rc;
 
 	sanitize_stdio();
@@ -471,27 +526,15 @@ main(int argc, char **argv)
 	    NULL)) != -1) {
 		switch (ch) {
 		case 's':
-			options.socket = optarg;
-			break;
 		case 'd':
-			options.dir = optarg;
+		case 'q':
+		case 'v':
+		case 't':
+			if (global_opt(ch, optarg, &e) < 0)
+				goto usage_error;
 			break;
 		case 'J':
 			options.json = 1;
-			break;
-		case 'q':
-			options.verbosity = -1;
-			break;
-		case 'v':
-			if (options.verbosity < 0)
-				options.verbosity = 0;
-			options.verbosity++;
-			break;
-		case 't':
-			if (opt_u64("--qmp-timeout", optarg, 1, 3600, &secs,
-			    &e) < 0)
-				goto usage_error;
-			options.timeout_ms = (int)secs * 1000;
 			break;
 		case 'h':
 			print_usage(stdout);
@@ -524,19 +567,19 @@ main(int argc, char **argv)
 		err_set(&e, ERR_USAGE, "unknown command '%s'", argv[optind]);
 		goto usage_error;
 	}
-	if ((c->flags & CMD_NEEDS_SOCKET) && options.socket == NULL) {
-		err_set(&e, ERR_USAGE, "%s: no QMP socket: use -s or "
-		    "SNAPCTL_SOCKET", c->name);
-		goto usage_error;
-	}
-	if ((c->flags & CMD_NEEDS_STORE) && options.dir == NULL) {
-		err_set(&e, ERR_USAGE, "%s: no checkpoint store: use -d or "
-		    "SNAPCTL_DIR", c->name);
-		goto usage_error;
-	}
-
+	/* The command's options first: they may hold -s and -d. */
 	if (cmd_parse(c, argc - optind, argv + optind, &a, &e) < 0)
 		goto usage_error;
+	if ((c->flags & CMD_NEEDS_SOCKET) && options.socket == NULL)
+		err_set(&e, ERR_USAGE, "%s: no QMP socket: use -s or "
+		    "SNAPCTL_SOCKET", c->name);
+	else if ((c->flags & CMD_NEEDS_STORE) && options.dir == NULL)
+		err_set(&e, ERR_USAGE, "%s: no checkpoint store: use -d or "
+		    "SNAPCTL_DIR", c->name);
+	if (err_isset(&e)) {
+		cmd_args_release(&a);
+		goto usage_error;
+	}
 	rc = c->run(&a, &e);
 	cmd_args_release(&a);
 	if (finish_stdout(rc == 0 ? &e : NULL) < 0)
@@ -558,6 +601,10 @@ flush:
 
 usage_error:
 	fprintf(stderr, "snapctl: %s\n", e.msg);
-	fputs("Try 'snapctl --help' for more information.\n", stderr);
+	if (c != NULL && c != &help_entry)
+		fprintf(stderr, "Try 'snapctl help %s' for more "
+		    "information.\n", c->name);
+	else
+		fputs("Try 'snapctl --help' for more information.\n", stderr);
 	return 2;
 }

@@ -64,6 +64,27 @@ if [ -w /dev/full ]; then
 	expect_match "and says why" 'cannot write to standard output' "$TESTDIR/stderr"
 fi
 
+# Global options after the command, and the order of the checks.
+mkdir -m 700 "$TESTDIR/st"
+expect_code 0 "list -d DIR: a global option after the command" "$SNAPCTL" list -d "$TESTDIR/st"
+expect_eq "... an empty store prints nothing" "" "$(cat "$TESTDIR/stdout" "$TESTDIR/stderr")"
+expect_code 0 "list --dir DIR --json -q -v" "$SNAPCTL" list --dir "$TESTDIR/st" --json -q -v
+expect_eq "... []" "[]" "$(cat "$TESTDIR/stdout")"
+expect_code 3 "qmp -s SOCKET QUERY: -s after the command" env SNAPCTL_CONNECT_TIMEOUT=0 "$SNAPCTL" qmp -s "$TESTDIR/nosock" query-status
+expect_match "... it is used" "^snapctl: cannot connect to '$TESTDIR/nosock'" "$TESTDIR/stderr"
+expect_code 2 "checkpoint --bogus" env -u SNAPCTL_SOCKET "$SNAPCTL" checkpoint --bogus
+expect_eq "... names the unknown option, not the missing socket" \
+	"snapctl: checkpoint: unknown option '--bogus'|Try 'snapctl help checkpoint' for more information." \
+	"$(tr '\n' '|' <"$TESTDIR/stderr" | sed 's/|$//')"
+expect_code 2 "checkpoint without a socket" env -u SNAPCTL_SOCKET "$SNAPCTL" checkpoint -d "$TESTDIR/st"
+expect_match "... says so" "^snapctl: checkpoint: no QMP socket: use -s or SNAPCTL_SOCKET$" "$TESTDIR/stderr"
+expect_code 2 "prune --keep -1" "$SNAPCTL" prune -d "$TESTDIR/st" --keep -1
+expect_eq "... says what --keep takes, and where to look" \
+	"snapctl: invalid --keep '-1': must be a whole number from 0 to 1000000|Try 'snapctl help prune' for more information." \
+	"$(tr '\n' '|' <"$TESTDIR/stderr" | sed 's/|$//')"
+expect_code 2 "a global usage error points to --help" "$SNAPCTL" --frob list
+expect_match "... so" "^Try 'snapctl --help' for more information\.$" "$TESTDIR/stderr"
+
 # Subcommand usage errors.
 expect_code 2 "compact with one argument" "$SNAPCTL" compact only-one
 expect_code 2 "compact with a bad --level" "$SNAPCTL" compact --level 99 a b
