@@ -302,9 +302,9 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"  --exclude DEVICE     leave this disk alone (repeatable)\n"
 	"  --overlay-dir DIR    new overlays here, not beside the images\n"
 	"  --level N, --threads N  zstd level and threads for the image\n"
-	"NAME defaults to the UTC time (20261123T081500Z).  The checkpoint\n"
-	"goes to STORE/NAME; each disk's new overlay is\n"
-	"<image-stem>.NAME.qcow2 beside its image.",
+	"NAME defaults to the UTC time to the millisecond\n"
+	"(20261123T081500.123Z).  The checkpoint goes to STORE/NAME; each\n"
+	"disk's new overlay is <image-stem>.NAME.qcow2 beside its image.",
 	"", checkpoint_opts, 0, 1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
 	CMD_JSON, cmd_checkpoint,
 };

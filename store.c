@@ -66,9 +66,17 @@ store_default_name(double t, char out[32])
 {
 	struct tm tm;
 	time_t secs = (time_t)t;
+	int ms = (int)((t - (double)secs) * 1000.0 + 0.5);
+	char day[24];
 
+	/* Milliseconds: two checkpoints in one second do not collide. */
+	if (ms < 0)
+		ms = 0;
+	if (ms > 999)
+		ms = 999;
 	gmtime_r(&secs, &tm);
-	strftime(out, 32, "%Y%m%dT%H%M%SZ", &tm);
+	strftime(day, sizeof(day), "%Y%m%dT%H%M%S", &tm);
+	snprintf(out, 32, "%s.%03dZ", day, ms);
 }
 
 struct store *

@@ -30,7 +30,11 @@ struct store;
  */
 int store_name_check(const char *name, struct err *e);
 
-/* The default name for time t (seconds since the epoch): 20261123T081500Z. */
+/*
+ * The default name for time t (seconds since the epoch), UTC to the
+ * millisecond: 20261123T081500.123Z.  Valid for store_name_check(); the
+ * names of later times sort after.
+ */
 void store_default_name(double t, char out[32]);
 
 /*
