@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "snapctl.h"
+#include "store.h"
 #include "util.h"
 
 /* --json, which the dispatcher takes for every CMD_JSON command. */
@@ -44,7 +45,8 @@ const struct cmd_entry *const cmd_table[] = {
 };
 
 static const char usage_head[] =
-    "usage: snapctl [-qvV] [--json] [-s SOCKET] [-d STORE] COMMAND [ARGS]\n";
+    "usage: snapctl [-qvV] [--json] [-s SOCKET] [-d STORE] [-w SEC] COMMAND "
+    "[ARGS]\n";
 
 static void
 print_usage(FILE *f)
@@ -61,6 +63,8 @@ print_usage(FILE *f)
 	    "  -q, --quiet        no progress or notes on stderr\n"
 	    "  -v, --verbose      more detail; -vv traces QMP traffic\n"
 	    "  -t, --qmp-timeout SEC  QMP reply timeout (default 10)\n"
+	    "  -w, --wait SEC     wait up to SEC for the store's lock "
+	    "(default 0)\n"
 	    "  -h, --help         this help\n"
 	    "  -V, --version      print the version\n"
 	    "\nCommands:\n", f);
@@ -125,8 +129,9 @@ static const struct option global_longopts[] = {
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "qmp-timeout", required_argument, NULL, 't' },
+	{ "wait", required_argument, NULL, 'w' },
 };
-#define GLOBAL_SHORTOPTS "s:d:qvt:"
+#define GLOBAL_SHORTOPTS "s:d:qvt:w:"
 #define NGLOBAL (sizeof(global_longopts) / sizeof(global_longopts[0]))
 
 /* One global option into options: 1 if ch is one, 0 if not, -1 if bad. */
@@ -154,6 +159,11 @@ global_opt(int ch, const char *arg, struct err *e)
 		if (opt_u64("--qmp-timeout", arg, 1, 3600, &secs, e) < 0)
 			return -1;
 		options.timeout_ms = (int)secs * 1000;
+		return 1;
+	case 'w':
+		if (opt_u64("--wait", arg, 0, 86400, &secs, e) < 0)
+			return -1;
+		store_lock_wait((int)secs * 1000);
 		return 1;
 	}
 	return 0;
@@ -507,6 +517,7 @@ main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "qmp-timeout", required_argument, NULL, 't' },
+		{ "wait", required_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -522,7 +533,7 @@ main(int argc, char **argv)
 	options.dir = getenv("SNAPCTL_DIR");
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:s:d:qvt:hV", longopts,
+	while ((ch = getopt_long(argc, argv, "+:s:d:qvt:w:hV", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 's':
@@ -530,6 +541,7 @@ main(int argc, char **argv)
 		case 'q':
 		case 'v':
 		case 't':
+		case 'w':
 			if (global_opt(ch, optarg, &e) < 0)
 				goto usage_error;
 			break;

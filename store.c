@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "manifest.h"
+#include "sig.h"
 #include "store.h"
 #include "util.h"
 
@@ -135,9 +136,20 @@ store_path(const struct store *s)
 	return s->path;
 }
 
+/* How long store_lock() waits for a busy lock (store_lock_wait()). */
+static int lock_wait_ms;
+
+void
+store_lock_wait(int ms)
+{
+	lock_wait_ms = ms > 0 ? ms : 0;
+}
+
 int
 store_lock(struct store *s, struct err *e)
 {
+	struct timespec nap = { 0, 50 * 1000 * 1000 };
+	uint64_t deadline = now_mono_ms() + (uint64_t)lock_wait_ms;
 	int fd;
 
 	if (s->lockfd >= 0)
@@ -146,15 +158,26 @@ store_lock(struct store *s, struct err *e)
 	    O_CLOEXEC, 0600);
 	if (fd < 0)
 		return err_sys(e, ERR_FAIL, "cannot open '%s/.lock'", s->path);
+	/* Polled, not a blocking flock(): the wait stays bounded and a
+	 * signal (sig_catch()) ends it. */
 	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EINTR)
+		if (errno == EINTR && !sig_caught())
 			continue;
-		if (errno == EWOULDBLOCK)
-			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
-			    "snapctl", s->path);
-		else
+		if (errno == EWOULDBLOCK && now_mono_ms() < deadline &&
+		    !sig_caught()) {
+			nanosleep(&nap, NULL);
+			continue;
+		}
+		if (errno != EWOULDBLOCK && errno != EINTR)
 			err_sys(e, ERR_FAIL, "cannot lock '%s/.lock'",
 			    s->path);
+		else if (!sig_interrupted(e) && lock_wait_ms > 0)
+			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
+			    "snapctl (waited %.1f s)", s->path,
+			    lock_wait_ms / 1000.0);
+		else if (!err_isset(e))
+			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
+			    "snapctl", s->path);
 		close(fd);
 		return -1;
 	}

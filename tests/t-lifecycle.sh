@@ -46,6 +46,34 @@ expect_code 1 "verify of nothing exits 1" "$SNAPCTL" -d "$E" verify nosuch
 ck_one_line "... in one line" "$TESTDIR/stderr"
 expect_code 1 "verify of nothing without a store exits 1" "$SNAPCTL" verify nosuch
 
+# --wait SEC: a busy store's lock is waited for, up to SEC.
+mkdir -m 700 "$E/b1" "$E/b2"
+flock "$E/.lock" sleep 1 &
+holder=$!
+sleep 0.2
+expect_code 5 "delete in a locked store exits 5 at once" "$SNAPCTL" -d "$E" delete b1
+expect_eq "... saying so" "snapctl: store '$E' is locked by another snapctl" "$(cat "$TESTDIR/stderr")"
+t0=$(date +%s%N)
+expect_code 0 "delete --wait 5 waits for the lock" "$SNAPCTL" -d "$E" delete --wait 5 b1
+t1=$(date +%s%N)
+expect_eq "... and deletes" "deleted checkpoint 'b1'" "$(cat "$TESTDIR/stdout")"
+check "... once the holder let go (after 0.5 s, before 5 s)" test $(((t1 - t0) / 1000000)) -ge 500 -a $(((t1 - t0) / 1000000)) -lt 5000
+wait "$holder"
+flock "$E/.lock" sleep 4 &
+holder=$!
+sleep 0.2
+t0=$(date +%s%N)
+expect_code 5 "-w 1 with the lock held longer exits 5" "$SNAPCTL" -w 1 -d "$E" prune --keep 0
+t1=$(date +%s%N)
+expect_eq "... saying how long it waited" "snapctl: store '$E' is locked by another snapctl (waited 1.0 s)" "$(cat "$TESTDIR/stderr")"
+check "... after 1 s" test $(((t1 - t0) / 1000000)) -ge 1000 -a $(((t1 - t0) / 1000000)) -lt 3000
+check "... and b2 is still there" test -d "$E/b2"
+expect_code 2 "--wait x" "$SNAPCTL" -d "$E" delete --wait x b2
+expect_match "... says what it takes" "^snapctl: invalid --wait 'x': must be a whole number from 0 to 86400$" "$TESTDIR/stderr"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+rm -rf "$E/b2"
+
 versions=()
 for ver in 7.2 10.0; do
 	if ! vm_have_qemu "$ver"; then
