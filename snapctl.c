@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -491,14 +492,28 @@ sanitize_stdio(void)
 	}
 }
 
+/* 1 when stdout is a pipe or socket whose reader went away (| head). */
+static int
+stdout_reader_gone(void)
+{
+	struct pollfd p = { STDOUT_FILENO, POLLOUT, 0 };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP));
+}
+
 static int
 finish_stdout(struct err *e)
 {
 	/* Not err_sys(): a full stdout is a failed command (1), not exit 6,
 	 * which means the image ran out of space. */
-	if (fflush(stdout) != 0 || ferror(stdout))
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		/* A reader that stopped reading (| head) is a quiet end, as
+		 * SIGPIPE would be, without the signal (ignored). */
+		if (errno == EPIPE || stdout_reader_gone())
+			return 0;
 		return err_set(e, ERR_FAIL, "cannot write to standard output: "
 		    "%s", strerror(errno ? errno : EIO));
+	}
 	return 0;
 }
 
