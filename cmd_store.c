@@ -548,7 +548,7 @@ const struct cmd_entry cmd_verify_entry = {
 	"backing, unchanged in size and mtime (else exit 4).  An argument\n"
 	"with a '/', or one that is no checkpoint of the store (-d), is\n"
 	"an image file: every checksum and structure of it.",
-	"", NULL, 1, 1, STORE_CMD, cmd_verify,
+	"", NULL, 1, 1, STORE_CMD | CMD_CKPT_ARGS, cmd_verify,
 };
 
 const struct cmd_entry cmd_info_entry = {
@@ -559,7 +559,7 @@ const struct cmd_entry cmd_info_entry = {
 	"written).  An argument with a '/', or one that is no checkpoint\n"
 	"of the store (-d), is an image file: machine type, RAM blocks,\n"
 	"pages and sizes.",
-	"", NULL, 1, 1, STORE_CMD, cmd_info,
+	"", NULL, 1, 1, STORE_CMD | CMD_CKPT_ARGS, cmd_info,
 };
 
 const struct cmd_entry cmd_list_entry = {
@@ -581,7 +581,8 @@ const struct cmd_entry cmd_delete_entry = {
 	"            by any process, not used by the VM at -s\n"
 	"Takes the store's lock (exit 5 when busy).  Every removed and\n"
 	"kept disk file is reported with the reason.",
-	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD, cmd_delete,
+	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD | CMD_CKPT_ARGS,
+	cmd_delete,
 };
 
 const struct cmd_entry cmd_prune_entry = {

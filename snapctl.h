@@ -33,6 +33,8 @@ extern struct options options;
 #define CMD_JSON 0x4		/* takes --json (sets options.json) */
 #define CMD_OPTS_ANYWHERE 0x8	/* options among the arguments, up to "--"
 				 * (else they end at the first argument) */
+#define CMD_CKPT_ARGS 0x10	/* its arguments are checkpoint names (for
+				 * completion) */
 
 /* One option as the dispatcher parsed it, in command-line order. */
 struct cmd_opt {
