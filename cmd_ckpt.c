@@ -233,7 +233,7 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 		fputs("\r\033[K", stderr);
 	if (rc < 0)
 		return -1;
-	print_result(m, print_summary);
+	print_done(m, print_summary);
 	json_decref(m);
 	return 0;
 }
@@ -274,7 +274,7 @@ cmd_recover(const struct cmd_args *a, struct err *e)
 		o.trace = trace_qmp;
 	if (ckpt_recover(&o, &rep, e) < 0)
 		return -1;
-	print_result(rep, print_recovered);
+	print_done(rep, print_recovered);
 	json_decref(rep);
 	return 0;
 }
@@ -302,9 +302,9 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"  --exclude DEVICE     leave this disk alone (repeatable)\n"
 	"  --overlay-dir DIR    new overlays here, not beside the images\n"
 	"  --level N, --threads N  zstd level and threads for the image\n"
-	"NAME defaults to the UTC time (20261123T081500Z).  The checkpoint\n"
-	"goes to STORE/NAME; each disk's new overlay is\n"
-	"<image-stem>.NAME.qcow2 beside its image.",
+	"NAME defaults to the UTC time to the millisecond\n"
+	"(20261123T081500.123Z).  The checkpoint goes to STORE/NAME; each\n"
+	"disk's new overlay is <image-stem>.NAME.qcow2 beside its image.",
 	"", checkpoint_opts, 0, 1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
 	CMD_JSON, cmd_checkpoint,
 };

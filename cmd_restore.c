@@ -161,5 +161,5 @@ const struct cmd_entry cmd_restore_entry = {
 	"<disk-stem>.restore-TIME.qcow2 on every disk, so the checkpoint\n"
 	"can be restored again, loads the memory and resumes the guest.",
 	"", restore_opts, 1, -1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
-	CMD_JSON | CMD_OPTS_ANYWHERE, cmd_restore,
+	CMD_JSON | CMD_OPTS_ANYWHERE | CMD_CKPT_ARGS, cmd_restore,
 };

@@ -53,8 +53,15 @@ warn_bad(const json_t *bad)
 	const json_t *b;
 	size_t i;
 
-	json_array_foreach(bad, i, b)
-		warnx_("skipped '%s': %s", json_str(b, "name"), json_str(b, "error"));
+	char *n, *why;
+
+	json_array_foreach(bad, i, b) {
+		n = text_escape(json_str(b, "name"));
+		why = text_escape(json_str(b, "error"));
+		warnx_("skipped '%s': %s", n, why);
+		free(n);
+		free(why);
+	}
 }
 
 /* ---- list ---------------------------------------------------------------- */
@@ -103,6 +110,11 @@ cmd_list(const struct cmd_args *a, struct err *e)
 		rc = 0;
 		goto out;
 	}
+	/* For a terminal: no control characters from the manifests. */
+	out = json_text_escape(all);
+	json_decref(all);
+	all = out;
+	out = NULL;
 	json_array_foreach(all, i, m) {
 		if ((int)strlen(json_str(m, "name")) > w)
 			w = (int)strlen(json_str(m, "name"));
@@ -201,8 +213,10 @@ print_blockdev(json_t *j)
 	json_decref(j);
 }
 
+/* m with its strings escaped; raw as read, for the -blockdev JSON (which
+ * json_dumps() escapes itself). */
 static void
-info_text(const json_t *m)
+info_text(const json_t *m, const json_t *raw)
 {
 	const json_t *vm = json_object_get(m, "vm");
 	const json_t *mem = json_object_get(m, "memory");
@@ -267,7 +281,7 @@ info_text(const json_t *m)
 
 	machine = json_str(vm, "machine");
 	printf("\nTo start a QEMU to restore into, give it:\n");
-	json_array_foreach(json_object_get(m, "disks"), i, d) {
+	json_array_foreach(json_object_get(raw, "disks"), i, d) {
 		file = json_str(d, "file");
 		if (file == NULL)
 			continue;
@@ -326,7 +340,10 @@ cmd_info(const struct cmd_args *a, struct err *e)
 		printf("%s\n", text);
 		free(text);
 	} else {
-		info_text(m);
+		json_t *esc = json_text_escape(m);
+
+		info_text(esc, m);
+		json_decref(esc);
 	}
 	rc = 0;
 out:
@@ -344,21 +361,30 @@ print_verified(const json_t *r)
 static int
 cmd_verify(const struct cmd_args *a, struct err *e)
 {
+	struct err le = ERR_INIT;
 	struct store *s = NULL;
 	json_t *m = NULL, *r = NULL;
 	int rc = -1;
 
-	if (resolve(a->argv[0], &s, &m, e) < 0)
-		goto out;
-	if (m == NULL) {
-		rc = cmd_image_verify(a->argv[0], e);
+	/* e may be NULL; the failure's document needs the message. */
+	if (resolve(a->argv[0], &s, &m, &le) < 0) {
+		if (options.json) {
+			r = json_pack("{s:s, s:b, s:n, s:[], s:s}", "name",
+			    a->argv[0], "ok", 0, "memory", "disks", "error",
+			    le.msg);
+			print_json(r);
+		}
 		goto out;
 	}
-	if (storeops_verify(s, a->argv[0], m, &r, e) < 0)
+	if (m == NULL) {
+		rc = cmd_image_verify(a->argv[0], &le);
 		goto out;
-	print_result(r, print_verified);
-	rc = 0;
+	}
+	rc = storeops_verify(s, a->argv[0], m, &r, &le);
+	if (r != NULL && (rc == 0 || options.json))
+		print_result(r, print_verified);
 out:
+	err_propagate(e, &le, NULL);
 	json_decref(r);
 	json_decref(m);
 	store_close(s);
@@ -395,7 +421,7 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 	if (r != NULL) {
 		if (extra != NULL)
 			json_object_update(r, extra);
-		print_result(r, print_deleted);
+		print_done(r, print_deleted);
 	}
 	json_decref(r);
 	return rc;
@@ -522,7 +548,7 @@ const struct cmd_entry cmd_verify_entry = {
 	"backing, unchanged in size and mtime (else exit 4).  An argument\n"
 	"with a '/', or one that is no checkpoint of the store (-d), is\n"
 	"an image file: every checksum and structure of it.",
-	"", NULL, 1, 1, STORE_CMD, cmd_verify,
+	"", NULL, 1, 1, STORE_CMD | CMD_CKPT_ARGS, cmd_verify,
 };
 
 const struct cmd_entry cmd_info_entry = {
@@ -533,7 +559,7 @@ const struct cmd_entry cmd_info_entry = {
 	"written).  An argument with a '/', or one that is no checkpoint\n"
 	"of the store (-d), is an image file: machine type, RAM blocks,\n"
 	"pages and sizes.",
-	"", NULL, 1, 1, STORE_CMD, cmd_info,
+	"", NULL, 1, 1, STORE_CMD | CMD_CKPT_ARGS, cmd_info,
 };
 
 const struct cmd_entry cmd_list_entry = {
@@ -555,7 +581,8 @@ const struct cmd_entry cmd_delete_entry = {
 	"            by any process, not used by the VM at -s\n"
 	"Takes the store's lock (exit 5 when busy).  Every removed and\n"
 	"kept disk file is reported with the reason.",
-	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD, cmd_delete,
+	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD | CMD_CKPT_ARGS,
+	cmd_delete,
 };
 
 const struct cmd_entry cmd_prune_entry = {

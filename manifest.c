@@ -4,6 +4,7 @@
  */
 #include <sys/stat.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "manifest.h"
@@ -13,27 +14,215 @@
 #define SNAPCTL_VERSION "0.0.0"
 #endif
 
-int
-manifest_check(const json_t *m, const char *shown, struct err *e)
-{
-	const json_t *v = json_object_get(m, MF_VERSION);
-	const json_t *mem;
+/* The modes a checkpoint records (manifest_input's mode). */
+static const char *const modes[] = {
+	"live", "pause", "background", "disk-only", NULL,
+};
 
-	if (!json_is_object(m) || !json_is_integer(v))
+/* The image formats QEMU reports for a disk (query-block's "format"). */
+static const char *const formats[] = {
+	"qcow2", "raw", "qcow", "qed", "vmdk", "vdi", "vhdx", "vpc",
+	"parallels", "luks", "bochs", "cloop", "dmg", NULL,
+};
+
+static int
+one_of(const char *s, const char *const *set)
+{
+	for (; *set != NULL; set++)
+		if (strcmp(s, *set) == 0)
+			return 1;
+	return 0;
+}
+
+/* Where a bad field is: "disks[0].format". */
+struct where {
+	const char *shown;
+	char path[64];
+};
+
+static int
+bad(const struct where *w, const char *key, const char *what,
+    struct err *e)
+{
+	return err_set(e, ERR_FAIL, "'%s': invalid manifest: %s%s%s %s",
+	    w->shown, w->path, *w->path && key ? "." : "", key ? key : "",
+	    what);
+}
+
+/* key a string (or null or absent when optional) in obj. */
+static int
+want_str(const json_t *obj, const char *key, int optional,
+    const struct where *w, struct err *e)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	if (json_is_string(v) || (optional && (v == NULL || json_is_null(v))))
+		return 0;
+	return bad(w, key, optional ? "must be a string or null" :
+	    "must be a string", e);
+}
+
+/* key a non-negative integer (or null or absent when optional). */
+static int
+want_count(const json_t *obj, const char *key, int optional,
+    const struct where *w, struct err *e)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	if (json_is_integer(v) && json_integer_value(v) >= 0)
+		return 0;
+	if (optional && (v == NULL || json_is_null(v)))
+		return 0;
+	return bad(w, key, "must be a non-negative integer", e);
+}
+
+/* key true or false, when present. */
+static int
+want_bool(const json_t *obj, const char *key, const struct where *w,
+    struct err *e)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	if (v == NULL || json_is_boolean(v))
+		return 0;
+	return bad(w, key, "must be true or false", e);
+}
+
+static int
+check_vm(const json_t *vm, struct where *w, struct err *e)
+{
+	static const char *const keys[] = {
+		MF_VM_NAME, MF_VM_UUID, MF_VM_QEMU, MF_VM_MACHINE, NULL,
+	};
+	const char *const *k;
+
+	if (!json_is_object(vm))
+		return bad(w, MF_VM, "must be an object", e);
+	snprintf(w->path, sizeof(w->path), "%s", MF_VM);
+	for (k = keys; *k != NULL; k++)
+		if (want_str(vm, *k, 1, w, e) < 0)
+			return -1;
+	w->path[0] = '\0';
+	return 0;
+}
+
+static int
+check_memory(const json_t *mem, struct where *w, struct err *e)
+{
+	static const char *const counts[] = {
+		MF_MEM_BYTES, MF_MEM_RAM, MF_MEM_PAGES, MF_MEM_ZERO,
+		MF_MEM_STREAM, NULL,
+	};
+	const char *const *k, *path;
+
+	if (json_is_null(mem))
+		return 0;
+	if (!json_is_object(mem))
+		return bad(w, MF_MEMORY, "must be an object or null", e);
+	snprintf(w->path, sizeof(w->path), "%s", MF_MEMORY);
+	if (want_str(mem, MF_MEM_PATH, 0, w, e) < 0)
+		return -1;
+	path = json_string_value(json_object_get(mem, MF_MEM_PATH));
+	/* A file of the checkpoint's directory, nothing else. */
+	if (*path == '\0' || *path == '.' || strchr(path, '/') != NULL)
+		return bad(w, MF_MEM_PATH, "must name a file of the "
+		    "checkpoint's directory", e);
+	for (k = counts; *k != NULL; k++)
+		if (want_count(mem, *k, 0, w, e) < 0)
+			return -1;
+	w->path[0] = '\0';
+	return 0;
+}
+
+static int
+check_disk(const json_t *d, struct where *w, struct err *e)
+{
+	static const char *const strs[] = {
+		"node", MF_DISK_FILE, "backing", "overlay_node", "qdev",
+		"file_made_by", NULL,
+	};
+	const char *const *k, *fmt;
+
+	if (!json_is_object(d))
+		return bad(w, NULL, "must be an object", e);
+	if (want_str(d, MF_DISK_DEVICE, 0, w, e) < 0 ||
+	    want_str(d, MF_DISK_OVERLAY, 0, w, e) < 0 ||
+	    want_str(d, "format", 1, w, e) < 0 ||
+	    want_count(d, "size", 1, w, e) < 0 ||
+	    want_count(d, "mtime_ns", 1, w, e) < 0)
+		return -1;
+	for (k = strs; *k != NULL; k++)
+		if (want_str(d, *k, 1, w, e) < 0)
+			return -1;
+	fmt = json_string_value(json_object_get(d, "format"));
+	if (fmt != NULL && !one_of(fmt, formats))
+		return bad(w, "format", "is not a disk image format", e);
+	return 0;
+}
+
+static int
+check_timings(const json_t *t, struct where *w, struct err *e)
+{
+	const char *k;
+	const json_t *v;
+
+	if (t == NULL)
+		return 0;
+	if (!json_is_object(t))
+		return bad(w, MF_TIMINGS, "must be an object", e);
+	snprintf(w->path, sizeof(w->path), "%s", MF_TIMINGS);
+	json_object_foreach((json_t *)t, k, v)
+		if (!json_is_number(v) || json_number_value(v) < 0)
+			return bad(w, k, "must be a non-negative number", e);
+	w->path[0] = '\0';
+	return 0;
+}
+
+int
+manifest_check(const json_t *m, const char *shown, const char *dirname,
+    struct err *e)
+{
+	struct where w = { shown, "" };
+	const json_t *v = json_object_get(m, MF_VERSION), *d;
+	const char *mode;
+	size_t i;
+
+	if (!json_is_object(m) || v == NULL)
 		return err_set(e, ERR_FAIL, "'%s' is not a snapctl manifest",
 		    shown);
-	if (json_integer_value(v) < 1 ||
-	    json_integer_value(v) > MANIFEST_VERSION)
+	if (!json_is_integer(v))
+		return bad(&w, MF_VERSION, "must be an integer", e);
+	if (json_integer_value(v) != MANIFEST_VERSION)
 		return err_set(e, ERR_FAIL, "'%s': manifest version %lld is "
-		    "not supported", shown, (long long)json_integer_value(v));
-	mem = json_object_get(m, MF_MEMORY);
-	if ((json_object_get(m, MF_VM) != NULL &&
-	    !json_is_object(json_object_get(m, MF_VM))) ||
-	    (json_object_get(m, MF_DISKS) != NULL &&
-	    !json_is_array(json_object_get(m, MF_DISKS))) ||
-	    (mem != NULL && !json_is_object(mem) && !json_is_null(mem)))
-		return err_set(e, ERR_FAIL, "'%s' is not a snapctl manifest",
-		    shown);
+		    "not supported (this snapctl reads version %d)", shown,
+		    (long long)json_integer_value(v), MANIFEST_VERSION);
+	if (want_str(m, MF_NAME, 0, &w, e) < 0)
+		return -1;
+	if (dirname != NULL && strcmp(json_str(m, MF_NAME), dirname) != 0)
+		return bad(&w, MF_NAME, "differs from the checkpoint's "
+		    "directory", e);
+	if (want_str(m, MF_CREATED, 0, &w, e) < 0 ||
+	    want_str(m, MF_PARENT, 1, &w, e) < 0 ||
+	    want_str(m, MF_MODE, 0, &w, e) < 0 ||
+	    want_str(m, MF_SNAPCTL, 1, &w, e) < 0 ||
+	    want_bool(m, MF_FORCED, &w, e) < 0 ||
+	    want_bool(m, MF_QUIESCED, &w, e) < 0)
+		return -1;
+	mode = json_str(m, MF_MODE);
+	if (!one_of(mode, modes))
+		return bad(&w, MF_MODE, "is not live, pause, background or "
+		    "disk-only", e);
+	if (check_vm(json_object_get(m, MF_VM), &w, e) < 0 ||
+	    check_memory(json_object_get(m, MF_MEMORY), &w, e) < 0 ||
+	    check_timings(json_object_get(m, MF_TIMINGS), &w, e) < 0)
+		return -1;
+	if (!json_is_array(json_object_get(m, MF_DISKS)))
+		return bad(&w, MF_DISKS, "must be an array", e);
+	json_array_foreach(json_object_get(m, MF_DISKS), i, d) {
+		snprintf(w.path, sizeof(w.path), "%s[%zu]", MF_DISKS, i);
+		if (check_disk(d, &w, e) < 0)
+			return -1;
+	}
 	return 0;
 }
 

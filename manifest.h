@@ -46,13 +46,25 @@
 #define MF_SNAPCTL "snapctl"		/* the version that wrote it */
 
 /*
- * Check that m (borrowed) is a manifest this snapctl reads: an object whose
- * MF_VERSION is an integer from 1 to MANIFEST_VERSION, "vm" an object,
- * "disks" an array and "memory" an object or null where present.  shown
- * names it in the message.  0, or -1 with e filled (ERR_FAIL: "'x' is not
- * a snapctl manifest", "'x': manifest version 2 is not supported", ...).
+ * Check that m (borrowed) is a manifest this snapctl reads, every field of
+ * the type and range manifest_build() writes: MF_VERSION the integer
+ * MANIFEST_VERSION; "name" a string equal to dirname (unless dirname is
+ * NULL); "created", "mode" strings, the mode one of live, pause,
+ * background, disk-only; "parent" a string or null; "vm" an object of
+ * strings or nulls; "memory" null or an object with a "path" naming a file
+ * of the checkpoint's directory and non-negative integer sizes and counts;
+ * "disks" an array of objects with string "device" and "overlay", "format"
+ * a QEMU image format (qcow2, raw, ...) or null, "size" and "mtime_ns"
+ * non-negative integers or null, the other members strings or null;
+ * "timings" non-negative numbers.  shown names the file in the message.
+ * 0, or -1 with e filled (ERR_FAIL), one line naming the field: "'x' is not
+ * a snapctl manifest", "'x': manifest version 2 is not supported (this
+ * snapctl reads version 1)", "'x': invalid manifest: disks must be an
+ * array", "'x': invalid manifest: memory.pages must be a non-negative
+ * integer", ...
  */
-int manifest_check(const json_t *m, const char *shown, struct err *e);
+int manifest_check(const json_t *m, const char *shown, const char *dirname,
+    struct err *e);
 
 /*
  * Typed access to a manifest that passed manifest_check().  Every pointer

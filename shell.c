@@ -56,7 +56,8 @@ struct args {
 	char *variants;		/* "'driver': file, qcow2, ..." or NULL */
 };
 
-static const char *const builtins[] = { "help", "quit", "exit" };
+/* Not "quit": that is QMP's, which ends QEMU. */
+static const char *const builtins[] = { "help", "exit" };
 
 /* Readline's callbacks reach the shell through these. */
 static struct shell *current;
@@ -308,10 +309,7 @@ command_args(struct shell *sh, const char *cmd, int variants, size_t limit,
 static void
 report(const struct err *e)
 {
-	if (e->qmp_class[0] != '\0')
-		fprintf(stderr, "snapctl: %s: %s\n", e->qmp_class, e->msg);
-	else
-		fprintf(stderr, "snapctl: %s\n", e->msg);
+	print_error(e);
 }
 
 static void
@@ -429,8 +427,9 @@ help_list(struct shell *sh, struct err *e)
 	for (i = 0; i < n; i++)
 		words[i] = (char *)json_string_value(json_array_get(
 		    sh->commands, i));
-	printf("Shell: help [COMMAND], quit (or exit, Ctrl-D).  Input: "
-	    "COMMAND [KEY=VALUE...] or raw JSON.\nQMP commands:\n");
+	printf("Shell: help [COMMAND], exit (or Ctrl-D).  Input: "
+	    "COMMAND [KEY=VALUE...] or raw JSON.\nQMP commands (quit is "
+	    "QEMU's: it ends the VM):\n");
 	print_columns(stdout, words, n);
 	free(words);
 	return 0;
@@ -443,8 +442,7 @@ help_command(struct shell *sh, const char *cmd, struct err *e)
 	size_t i, w = 0;
 	const char *ret;
 
-	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "quit") == 0 ||
-	    strcmp(cmd, "exit") == 0) {
+	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "exit") == 0) {
 		printf("%s: a shell command\n", cmd);
 		return 0;
 	}
@@ -649,7 +647,7 @@ run_line(struct shell *sh, const char *line, struct err *e)
 	}
 	if (split_words(line, &w, &n, e) < 0)
 		goto out;
-	if (strcmp(w[0], "quit") == 0 || strcmp(w[0], "exit") == 0) {
+	if (strcmp(w[0], "exit") == 0) {
 		sh->ncmds--;
 		sh->done = 1;
 		rc = 0;
@@ -692,6 +690,8 @@ shell_line(struct shell *sh, const char *line)
 	print_events(sh, 0);
 	if (rc == 0)
 		return;
+	if (options.json)
+		print_error_json(&e);
 	if (!qmp_usable(sh->q)) {
 		sh->fatal = e;
 		sh->done = 1;
@@ -1078,7 +1078,8 @@ const struct cmd_entry cmd_shell_entry = {
 	"shell", "",
 	"interactive QMP shell with history and schema completion",
 	"Input: 'command key=value ...' or raw JSON.  'help [CMD]' lists\n"
-	"commands or shows a command's arguments.  Without a terminal it\n"
+	"commands or shows a command's arguments; 'exit' or Ctrl-D leaves\n"
+	"('quit' is QEMU's quit: it ends the VM).  Without a terminal it\n"
 	"reads one command per line and exits 1 if any failed.",
-	"", NULL, 0, 0, CMD_NEEDS_SOCKET, cmd_shell,
+	"", NULL, 0, 0, CMD_NEEDS_SOCKET | CMD_JSON, cmd_shell,
 };

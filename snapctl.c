@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "snapctl.h"
+#include "store.h"
 #include "util.h"
 
 /* --json, which the dispatcher takes for every CMD_JSON command. */
@@ -44,7 +46,8 @@ const struct cmd_entry *const cmd_table[] = {
 };
 
 static const char usage_head[] =
-    "usage: snapctl [-qvV] [--json] [-s SOCKET] [-d STORE] COMMAND [ARGS]\n";
+    "usage: snapctl [-qvV] [--json] [-s SOCKET] [-d STORE] [-w SEC] COMMAND "
+    "[ARGS]\n";
 
 static void
 print_usage(FILE *f)
@@ -61,6 +64,8 @@ print_usage(FILE *f)
 	    "  -q, --quiet        no progress or notes on stderr\n"
 	    "  -v, --verbose      more detail; -vv traces QMP traffic\n"
 	    "  -t, --qmp-timeout SEC  QMP reply timeout (default 10)\n"
+	    "  -w, --wait SEC     wait up to SEC for the store's lock "
+	    "(default 0)\n"
 	    "  -h, --help         this help\n"
 	    "  -V, --version      print the version\n"
 	    "\nCommands:\n", f);
@@ -118,19 +123,69 @@ cmd_help(const struct cmd_args *a, struct err *e)
 	return 0;
 }
 
-/* The long options of c, and --json when it takes it (new array). */
+/* The global options a command's options may also hold (after it). */
+static const struct option global_longopts[] = {
+	{ "socket", required_argument, NULL, 's' },
+	{ "dir", required_argument, NULL, 'd' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "qmp-timeout", required_argument, NULL, 't' },
+	{ "wait", required_argument, NULL, 'w' },
+};
+#define GLOBAL_SHORTOPTS "s:d:qvt:w:"
+#define NGLOBAL (sizeof(global_longopts) / sizeof(global_longopts[0]))
+
+/* One global option into options: 1 if ch is one, 0 if not, -1 if bad. */
+static int
+global_opt(int ch, const char *arg, struct err *e)
+{
+	uint64_t secs;
+
+	switch (ch) {
+	case 's':
+		options.socket = arg;
+		return 1;
+	case 'd':
+		options.dir = arg;
+		return 1;
+	case 'q':
+		options.verbosity = -1;
+		return 1;
+	case 'v':
+		if (options.verbosity < 0)
+			options.verbosity = 0;
+		options.verbosity++;
+		return 1;
+	case 't':
+		if (opt_u64("--qmp-timeout", arg, 1, 3600, &secs, e) < 0)
+			return -1;
+		options.timeout_ms = (int)secs * 1000;
+		return 1;
+	case 'w':
+		if (opt_u64("--wait", arg, 0, 86400, &secs, e) < 0)
+			return -1;
+		store_lock_wait((int)secs * 1000);
+		return 1;
+	}
+	return 0;
+}
+
+/* The long options of c, the global ones, and --json when it takes it
+ * (new array). */
 static struct option *
 long_options(const struct cmd_entry *c)
 {
 	const struct option *lo;
 	struct option *out;
-	size_t n = 0, i = 0;
+	size_t n = 0, i = 0, g;
 
 	for (lo = c->longopts; lo != NULL && lo->name != NULL; lo++)
 		n++;
-	out = xcalloc(n + 2, sizeof(*out));
+	out = xcalloc(n + NGLOBAL + 2, sizeof(*out));
 	for (; i < n; i++)
 		out[i] = c->longopts[i];
+	for (g = 0; g < NGLOBAL; g++)
+		out[i++] = global_longopts[g];
 	if (c->flags & CMD_JSON) {
 		out[i].name = "json";
 		out[i].has_arg = no_argument;
@@ -156,8 +211,9 @@ cmd_parse(const struct cmd_entry *c, int argc, char **argv,
 	 * over in order (1) and stops at "--": options among arguments; '+'
 	 * stops at the first argument.
 	 */
-	snprintf(shortopts, sizeof(shortopts), "%s:%s",
-	    (c->flags & CMD_OPTS_ANYWHERE) ? "-" : "+", c->shortopts);
+	snprintf(shortopts, sizeof(shortopts), "%s:%s%s",
+	    (c->flags & CMD_OPTS_ANYWHERE) ? "-" : "+", c->shortopts,
+	    GLOBAL_SHORTOPTS);
 	opterr = 0;
 	optind = 0;		/* GNU: start afresh, argv[0] is the name */
 	while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) !=
@@ -182,6 +238,12 @@ cmd_parse(const struct cmd_entry *c, int argc, char **argv,
 			    c->name, argv[optind - 1]);
 			goto out;
 		default:
+			switch (global_opt(ch, optarg, e)) {
+			case -1:
+				goto out;
+			case 1:
+				continue;
+			}
 			a->opts[a->nopts].id = ch;
 			a->opts[a->nopts++].arg = optarg;
 		}
@@ -221,9 +283,14 @@ opt_u64(const char *name, const char *val, uint64_t min, uint64_t max,
 {
 	const char *why;
 
-	if (parse_u64(val, min, max, out, &why) < 0)
+	if (parse_u64(val, min, max, out, &why) < 0) {
+		if (strcmp(why, "invalid") == 0)
+			return err_set(e, ERR_USAGE, "invalid %s '%s': must "
+			    "be a whole number from %llu to %llu", name, val,
+			    (unsigned long long)min, (unsigned long long)max);
 		return err_set(e, ERR_USAGE, "invalid %s '%s': %s", name, val,
 		    why);
+	}
 	return 0;
 }
 
@@ -237,6 +304,87 @@ opt_int(const char *name, const char *val, int min, int max, int *out,
 		return -1;
 	*out = (int)v;
 	return 0;
+}
+
+char *
+text_escape(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = 0;
+	char *out, *o;
+
+	for (; *p != '\0'; p++)
+		n += (*p < 0x20 || *p == 0x7f) ? 4 :
+		    (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) ? 7 : 1;
+	o = out = xmalloc(n + 1);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7f) {
+			snprintf(o, 5, "\\x%02x", *p);
+			o += 4;
+		} else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			/* A C1 control in UTF-8: ESC [ to many terminals. */
+			snprintf(o, 9, "\\xc2\\x%02x", p[1]);
+			o += 8;
+			p++;
+		} else {
+			*o++ = (char)*p;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+json_t *
+json_text_escape(const json_t *j)
+{
+	const char *k;
+	json_t *v, *out;
+	char *t;
+	size_t i;
+
+	if (json_is_string(j)) {
+		t = text_escape(json_string_value(j));
+		out = json_string(t);
+		free(t);
+		return out;
+	}
+	if (json_is_object(j)) {
+		out = json_object();
+		json_object_foreach((json_t *)j, k, v)
+			json_object_set_new(out, k, json_text_escape(v));
+		return out;
+	}
+	if (json_is_array(j)) {
+		out = json_array();
+		json_array_foreach(j, i, v)
+			json_array_append_new(out, json_text_escape(v));
+		return out;
+	}
+	return json_deep_copy(j);
+}
+
+void
+print_error_json(const struct err *e)
+{
+	json_t *j = json_pack("{s:{s:s, s:s}}", "error", "class",
+	    e->qmp_class[0] != '\0' ? e->qmp_class : "SnapctlError", "desc",
+	    e->msg);
+
+	print_json(j);
+	fflush(stdout);
+	json_decref(j);
+}
+
+void
+print_error(const struct err *e)
+{
+	char *msg = text_escape(e->msg);
+
+	if (e->qmp_class[0] != '\0')
+		fprintf(stderr, "snapctl: %s: %s\n", e->qmp_class, msg);
+	else
+		fprintf(stderr, "snapctl: %s\n", msg);
+	free(msg);
 }
 
 void
@@ -256,6 +404,13 @@ print_result(const json_t *j, void (*text)(const json_t *j))
 		print_json(j);
 	else
 		text(j);
+}
+
+void
+print_done(const json_t *j, void (*text)(const json_t *j))
+{
+	if (options.json || options.verbosity >= 0)
+		print_result(j, text);
 }
 
 static void
@@ -337,16 +492,151 @@ sanitize_stdio(void)
 	}
 }
 
+/* 1 when stdout is a pipe or socket whose reader went away (| head). */
+static int
+stdout_reader_gone(void)
+{
+	struct pollfd p = { STDOUT_FILENO, POLLOUT, 0 };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP));
+}
+
 static int
 finish_stdout(struct err *e)
 {
 	/* Not err_sys(): a full stdout is a failed command (1), not exit 6,
 	 * which means the image ran out of space. */
-	if (fflush(stdout) != 0 || ferror(stdout))
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		/* A reader that stopped reading (| head) is a quiet end, as
+		 * SIGPIPE would be, without the signal (ignored). */
+		if (errno == EPIPE || stdout_reader_gone())
+			return 0;
 		return err_set(e, ERR_FAIL, "cannot write to standard output: "
 		    "%s", strerror(errno ? errno : EIO));
+	}
 	return 0;
 }
+
+/* ---- completion ---------------------------------------------------------- */
+
+/* The option words of c ("--keep -l ..."), and into vals those that take a
+ * value. */
+static void
+option_words(const struct cmd_entry *c, struct buf *words, struct buf *vals)
+{
+	struct option *lo = long_options(c), *o;
+	const char *p;
+
+	for (o = lo; o->name != NULL; o++) {
+		buf_addf(words, " --%s", o->name);
+		if (o->has_arg != no_argument)
+			buf_addf(vals, "|--%s", o->name);
+	}
+	for (p = c->shortopts; *p != '\0'; p++) {
+		if (*p == ':')
+			continue;
+		buf_addf(words, " -%c", *p);
+		if (p[1] == ':')
+			buf_addf(vals, "|-%c", *p);
+	}
+	for (p = GLOBAL_SHORTOPTS; *p != '\0'; p++) {
+		if (*p == ':')
+			continue;
+		buf_addf(words, " -%c", *p);
+		if (p[1] == ':')
+			buf_addf(vals, "|-%c", *p);
+	}
+	free(lo);
+}
+
+/* A bash completion script for the commands of the table. */
+static void
+print_bash_completion(FILE *f)
+{
+	const struct cmd_entry *const *c;
+	struct buf words = BUF_INIT, vals = BUF_INIT;
+
+	fputs("# bash completion for snapctl, generated by 'snapctl "
+	    "completion bash'\n"
+	    "# from its command table.  Install: snapctl completion bash "
+	    ">/etc/bash_completion.d/snapctl\n"
+	    "_snapctl() {\n"
+	    "\tlocal cur=${COMP_WORDS[COMP_CWORD]} "
+	    "prev=${COMP_WORDS[COMP_CWORD-1]}\n"
+	    "\tlocal cmd= dir=${SNAPCTL_DIR-} i w opts= ckpt=0\n"
+	    "\tlocal globals='-s --socket -d --dir -q --quiet -v --verbose "
+	    "-t --qmp-timeout -w --wait --json -h --help -V --version'\n"
+	    "\tfor ((i = 1; i < COMP_CWORD; i++)); do\n"
+	    "\t\tw=${COMP_WORDS[i]}\n"
+	    "\t\tcase $w in\n"
+	    "\t\t-d | --dir) dir=${COMP_WORDS[i+1]}; i=$((i + 1)) ;;\n"
+	    "\t\t-s | --socket | -t | --qmp-timeout | -w | --wait) "
+	    "i=$((i + 1)) ;;\n"
+	    "\t\t-*) ;;\n"
+	    "\t\t*) [ -n \"$cmd\" ] || cmd=$w ;;\n"
+	    "\t\tesac\n"
+	    "\tdone\n"
+	    "\tCOMPREPLY=()\n"
+	    "\tif [ -z \"$cmd\" ]; then\n"
+	    "\t\tcase $prev in\n"
+	    "\t\t-s | --socket | -d | --dir) "
+	    "COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n"
+	    "\t\t-t | --qmp-timeout | -w | --wait) return ;;\n"
+	    "\t\tesac\n"
+	    "\t\tCOMPREPLY=($(compgen -W \"$globals help", f);
+	for (c = cmd_table; *c != NULL; c++)
+		fprintf(f, " %s", (*c)->name);
+	fputs("\" -- \"$cur\"))\n"
+	    "\t\treturn\n"
+	    "\tfi\n"
+	    "\tcase $cmd in\n", f);
+	fputs("\thelp) COMPREPLY=($(compgen -W \"", f);
+	for (c = cmd_table; *c != NULL; c++)
+		fprintf(f, "%s%s", c == cmd_table ? "" : " ", (*c)->name);
+	fputs("\" -- \"$cur\")); return ;;\n", f);
+	for (c = cmd_table; *c != NULL; c++) {
+		buf_reset(&words);
+		buf_reset(&vals);
+		option_words(*c, &words, &vals);
+		fprintf(f, "\t%s)\n\t\topts='%s'\n", (*c)->name,
+		    (char *)words.data + 1);
+		fprintf(f, "\t\tcase $prev in %s) COMPREPLY=($(compgen -f -- "
+		    "\"$cur\")); return ;; esac\n", (char *)vals.data + 1);
+		if ((*c)->flags & CMD_CKPT_ARGS)
+			fputs("\t\tckpt=1\n", f);
+		fputs("\t\t;;\n", f);
+	}
+	fputs("\t*) return ;;\n"
+	    "\tesac\n"
+	    "\tif [[ $cur == -* ]]; then\n"
+	    "\t\tCOMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))\n"
+	    "\telif [ \"$ckpt\" = 1 ] && [ -n \"$dir\" ]; then\n"
+	    "\t\tCOMPREPLY=($(compgen -W \"$(command snapctl -d \"$dir\" "
+	    "list 2>/dev/null | awk '{ print $1 }')\" -- \"$cur\"))\n"
+	    "\telse\n"
+	    "\t\tCOMPREPLY=($(compgen -f -- \"$cur\"))\n"
+	    "\tfi\n"
+	    "}\n"
+	    "complete -F _snapctl snapctl\n", f);
+	buf_release(&words);
+	buf_release(&vals);
+}
+
+/* Hidden: not in the command list, documented in the man page. */
+static int
+cmd_completion(const struct cmd_args *a, struct err *e)
+{
+	if (strcmp(a->argv[0], "bash") != 0)
+		return err_set(e, ERR_USAGE, "completion: unknown shell '%s' "
+		    "(bash)", a->argv[0]);
+	print_bash_completion(stdout);
+	return 0;
+}
+
+static const struct cmd_entry completion_entry = {
+	"completion", "bash", "print a shell completion script", NULL, "",
+	NULL, 1, 1, 0, cmd_completion,
+};
 
 static const struct cmd_entry help_entry = {
 	"help", "[COMMAND]", "show help for a command", NULL, "", NULL, 0, -1,
@@ -363,14 +653,14 @@ main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "qmp-timeout", required_argument, NULL, 't' },
+		{ "wait", required_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct err e = ERR_INIT;
 	struct cmd_args a;
-	const struct cmd_entry *c;
-	uint64_t secs;
+	const struct cmd_entry *c = NULL;
 	int ch, rc;
 
 	sanitize_stdio();
@@ -379,31 +669,20 @@ main(int argc, char **argv)
 	options.dir = getenv("SNAPCTL_DIR");
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:s:d:qvt:hV", longopts,
+	while ((ch = getopt_long(argc, argv, "+:s:d:qvt:w:hV", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 's':
-			options.socket = optarg;
-			break;
 		case 'd':
-			options.dir = optarg;
+		case 'q':
+		case 'v':
+		case 't':
+		case 'w':
+			if (global_opt(ch, optarg, &e) < 0)
+				goto usage_error;
 			break;
 		case 'J':
 			options.json = 1;
-			break;
-		case 'q':
-			options.verbosity = -1;
-			break;
-		case 'v':
-			if (options.verbosity < 0)
-				options.verbosity = 0;
-			options.verbosity++;
-			break;
-		case 't':
-			if (opt_u64("--qmp-timeout", optarg, 1, 3600, &secs,
-			    &e) < 0)
-				goto usage_error;
-			options.timeout_ms = (int)secs * 1000;
 			break;
 		case 'h':
 			print_usage(stdout);
@@ -431,24 +710,25 @@ main(int argc, char **argv)
 	}
 
 	c = strcmp(argv[optind], "help") == 0 ? &help_entry :
+	    strcmp(argv[optind], "completion") == 0 ? &completion_entry :
 	    cmd_find(argv[optind]);
 	if (c == NULL) {
 		err_set(&e, ERR_USAGE, "unknown command '%s'", argv[optind]);
 		goto usage_error;
 	}
-	if ((c->flags & CMD_NEEDS_SOCKET) && options.socket == NULL) {
-		err_set(&e, ERR_USAGE, "%s: no QMP socket: use -s or "
-		    "SNAPCTL_SOCKET", c->name);
-		goto usage_error;
-	}
-	if ((c->flags & CMD_NEEDS_STORE) && options.dir == NULL) {
-		err_set(&e, ERR_USAGE, "%s: no checkpoint store: use -d or "
-		    "SNAPCTL_DIR", c->name);
-		goto usage_error;
-	}
-
+	/* The command's options first: they may hold -s and -d. */
 	if (cmd_parse(c, argc - optind, argv + optind, &a, &e) < 0)
 		goto usage_error;
+	if ((c->flags & CMD_NEEDS_SOCKET) && options.socket == NULL)
+		err_set(&e, ERR_USAGE, "%s: no QMP socket: use -s or "
+		    "SNAPCTL_SOCKET", c->name);
+	else if ((c->flags & CMD_NEEDS_STORE) && options.dir == NULL)
+		err_set(&e, ERR_USAGE, "%s: no checkpoint store: use -d or "
+		    "SNAPCTL_DIR", c->name);
+	if (err_isset(&e)) {
+		cmd_args_release(&a);
+		goto usage_error;
+	}
 	rc = c->run(&a, &e);
 	cmd_args_release(&a);
 	if (finish_stdout(rc == 0 ? &e : NULL) < 0)
@@ -459,10 +739,7 @@ main(int argc, char **argv)
 		err_set(&e, ERR_FAIL, "%s failed", c->name);
 	if (e.kind == ERR_USAGE)
 		goto usage_error;
-	if (e.qmp_class[0] != '\0')
-		fprintf(stderr, "snapctl: %s: %s\n", e.qmp_class, e.msg);
-	else
-		fprintf(stderr, "snapctl: %s\n", e.msg);
+	print_error(&e);
 	return err_exit_code(e.kind);
 
 flush:
@@ -473,6 +750,10 @@ flush:
 
 usage_error:
 	fprintf(stderr, "snapctl: %s\n", e.msg);
-	fputs("Try 'snapctl --help' for more information.\n", stderr);
+	if (c != NULL && c != &help_entry)
+		fprintf(stderr, "Try 'snapctl help %s' for more "
+		    "information.\n", c->name);
+	else
+		fputs("Try 'snapctl --help' for more information.\n", stderr);
 	return 2;
 }

@@ -33,6 +33,8 @@ extern struct options options;
 #define CMD_JSON 0x4		/* takes --json (sets options.json) */
 #define CMD_OPTS_ANYWHERE 0x8	/* options among the arguments, up to "--"
 				 * (else they end at the first argument) */
+#define CMD_CKPT_ARGS 0x10	/* its arguments are checkpoint names (for
+				 * completion) */
 
 /* One option as the dispatcher parsed it, in command-line order. */
 struct cmd_opt {
@@ -92,9 +94,29 @@ int opt_int(const char *name, const char *val, int min, int max, int *out,
 void print_json(const json_t *j);	/* pretty, or compact with --json */
 /* A command's result: print_json() with --json, else text(j). */
 void print_result(const json_t *j, void (*text)(const json_t *j));
+/*
+ * What an action (checkpoint, delete, prune, recover) did: print_result(),
+ * but nothing in text with -q, so a cron job that succeeds is silent.
+ */
+void print_done(const json_t *j, void (*text)(const json_t *j));
 void info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * s with control characters (C0, DEL, C1 in UTF-8) written as \xHH, so a
+ * string from a manifest or QEMU cannot drive the terminal.  New string.
+ */
+char *text_escape(const char *s);
+/* A deep copy of j with every string text_escape()d (new reference). */
+json_t *json_text_escape(const json_t *j);
+/* "snapctl: [CLASS: ]MSG" on stderr, MSG text_escape()d. */
+void print_error(const struct err *e);
+/*
+ * e as a QMP-style error on stdout, one JSON line: {"error": {"class":
+ * QMP's class or "SnapctlError", "desc": MSG}} (shell --json's reply to a
+ * command that failed).
+ */
+void print_error_json(const struct err *e);
 /* 1 when progress lines should be drawn (stderr is a tty, not -q). */
 int progress_enabled(void);
 

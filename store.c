@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "manifest.h"
+#include "sig.h"
 #include "store.h"
 #include "util.h"
 
@@ -66,9 +67,17 @@ store_default_name(double t, char out[32])
 {
 	struct tm tm;
 	time_t secs = (time_t)t;
+	int ms = (int)((t - (double)secs) * 1000.0 + 0.5);
+	char day[24];
 
+	/* Milliseconds: two checkpoints in one second do not collide. */
+	if (ms < 0)
+		ms = 0;
+	if (ms > 999)
+		ms = 999;
 	gmtime_r(&secs, &tm);
-	strftime(out, 32, "%Y%m%dT%H%M%SZ", &tm);
+	strftime(day, sizeof(day), "%Y%m%dT%H%M%S", &tm);
+	snprintf(out, 32, "%s.%03dZ", day, ms);
 }
 
 struct store *
@@ -127,9 +136,20 @@ store_path(const struct store *s)
 	return s->path;
 }
 
+/* How long store_lock() waits for a busy lock (store_lock_wait()). */
+static int lock_wait_ms;
+
+void
+store_lock_wait(int ms)
+{
+	lock_wait_ms = ms > 0 ? ms : 0;
+}
+
 int
 store_lock(struct store *s, struct err *e)
 {
+	struct timespec nap = { 0, 50 * 1000 * 1000 };
+	uint64_t deadline = now_mono_ms() + (uint64_t)lock_wait_ms;
 	int fd;
 
 	if (s->lockfd >= 0)
@@ -138,15 +158,26 @@ store_lock(struct store *s, struct err *e)
 	    O_CLOEXEC, 0600);
 	if (fd < 0)
 		return err_sys(e, ERR_FAIL, "cannot open '%s/.lock'", s->path);
+	/* Polled, not a blocking flock(): the wait stays bounded and a
+	 * signal (sig_catch()) ends it. */
 	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EINTR)
+		if (errno == EINTR && !sig_caught())
 			continue;
-		if (errno == EWOULDBLOCK)
-			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
-			    "snapctl", s->path);
-		else
+		if (errno == EWOULDBLOCK && now_mono_ms() < deadline &&
+		    !sig_caught()) {
+			nanosleep(&nap, NULL);
+			continue;
+		}
+		if (errno != EWOULDBLOCK && errno != EINTR)
 			err_sys(e, ERR_FAIL, "cannot lock '%s/.lock'",
 			    s->path);
+		else if (!sig_interrupted(e) && lock_wait_ms > 0)
+			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
+			    "snapctl (waited %.1f s)", s->path,
+			    lock_wait_ms / 1000.0);
+		else if (!err_isset(e))
+			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
+			    "snapctl", s->path);
 		close(fd);
 		return -1;
 	}
@@ -446,7 +477,7 @@ store_manifest_read(const struct store *s, const char *name, struct err *e)
 		goto out;
 	}
 	m = read_json_at(s->dirfd, rel, shown, e);
-	if (m != NULL && manifest_check(m, shown, e) < 0) {
+	if (m != NULL && manifest_check(m, shown, name, e) < 0) {
 		json_decref(m);
 		m = NULL;
 	}

@@ -30,7 +30,11 @@ struct store;
  */
 int store_name_check(const char *name, struct err *e);
 
-/* The default name for time t (seconds since the epoch): 20261123T081500Z. */
+/*
+ * The default name for time t (seconds since the epoch), UTC to the
+ * millisecond: 20261123T081500.123Z.  Valid for store_name_check(); the
+ * names of later times sort after.
+ */
 void store_default_name(double t, char out[32]);
 
 /*
@@ -45,11 +49,17 @@ struct store *store_open(const char *dir, int create, struct err *e);
 const char *store_path(const struct store *s);
 
 /*
- * Take the store's lock without waiting (flock on STORE/.lock).  Another
- * holder: ERR_LOCKED ("store '/x' is locked by another snapctl").  The
+ * Take the store's lock (flock on STORE/.lock), waiting for another
+ * holder up to the time store_lock_wait() set (default: not at all).
+ * Still held then: ERR_LOCKED ("store '/x' is locked by another
+ * snapctl"); a signal caught (sig_catch()) while waiting: ERR_INTR.  The
  * lock goes with store_close() or the process.
  */
 int store_lock(struct store *s, struct err *e);
+
+/* How long every later store_lock() of the process waits, in ms (0: not
+ * at all): the command line's --wait. */
+void store_lock_wait(int ms);
 
 /*
  * Remove staging directories STORE/.NAME.partial-PID whose PID is not a

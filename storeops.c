@@ -36,6 +36,9 @@ storeops_verify(const struct store *s, const char *name, const json_t *m,
 	json_array_foreach(mf.disks, i, d) {
 		if (diskfile_check(d, e) < 0) {
 			err_prefix(e, "%s: ", name);
+			json_array_append_new(disks, json_pack("{s:s?, s:s?, "
+			    "s:b}", "device", json_str(d, MF_DISK_DEVICE),
+			    "file", json_str(d, MF_DISK_FILE), "ok", 0));
 			goto out;
 		}
 		json_array_append_new(disks, json_pack("{s:s?, s:s?, s:b}",
@@ -52,6 +55,8 @@ storeops_verify(const struct store *s, const char *name, const json_t *m,
 		}
 		path = xasprintf("%s/%s/%s", store_path(s), name,
 		    mf.memory_path);
+		json_decref(memj);
+		memj = json_pack("{s:s, s:b}", "image", path, "ok", 0);
 		r = img_open(path, e);
 		if (r == NULL) {
 			err_prefix(e, "%s: ", name);
@@ -61,13 +66,15 @@ storeops_verify(const struct store *s, const char *name, const json_t *m,
 			err_prefix(e, "%s: '%s': ", name, path);
 			goto out;
 		}
-		json_decref(memj);
-		memj = json_pack("{s:s, s:b}", "image", path, "ok", 1);
+		json_object_set_new(memj, "ok", json_true());
 	}
-	*out = json_pack("{s:s, s:b, s:O, s:O}", "name", name, "ok", 1,
-	    "memory", memj, "disks", disks);
 	rc = 0;
 out:
+	*out = json_pack("{s:s, s:b, s:O, s:O}", "name", name, "ok", rc == 0,
+	    "memory", memj, "disks", disks);
+	if (rc < 0)
+		json_object_set_new(*out, "error", json_string(e != NULL ?
+		    e->msg : "verify failed"));
 	img_close(r);
 	free(path);
 	json_decref(memj);

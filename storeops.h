@@ -20,9 +20,11 @@ struct store;
  * Verify checkpoint name of s, whose manifest is m (borrowed): each disk
  * file as diskfile_check() does, then every checksum of the memory image.
  * The first failure is the answer: -1 with e filled, its message prefixed
- * with "NAME: " (ERR_MISMATCH for a changed disk file, ERR_FAIL else).  On
- * success *out (new reference) is {"name", "ok": true, "memory": {"image",
- * "ok"} or null, "disks": [{"device", "file", "ok"}...]}.
+ * with "NAME: " (ERR_MISMATCH for a changed disk file, ERR_FAIL else).
+ * *out (new reference, also on failure) is {"name", "ok", "memory":
+ * {"image", "ok"} or null, "disks": [{"device", "file", "ok"}...]}: what
+ * was checked up to the failure, the failing part with "ok": false, and
+ * on failure "error", e's message.
  */
 int storeops_verify(const struct store *s, const char *name, const json_t *m,
     json_t **out, struct err *e);

@@ -46,6 +46,34 @@ expect_code 1 "verify of nothing exits 1" "$SNAPCTL" -d "$E" verify nosuch
 ck_one_line "... in one line" "$TESTDIR/stderr"
 expect_code 1 "verify of nothing without a store exits 1" "$SNAPCTL" verify nosuch
 
+# --wait SEC: a busy store's lock is waited for, up to SEC.
+mkdir -m 700 "$E/b1" "$E/b2"
+flock "$E/.lock" sleep 1 &
+holder=$!
+sleep 0.2
+expect_code 5 "delete in a locked store exits 5 at once" "$SNAPCTL" -d "$E" delete b1
+expect_eq "... saying so" "snapctl: store '$E' is locked by another snapctl" "$(cat "$TESTDIR/stderr")"
+t0=$(date +%s%N)
+expect_code 0 "delete --wait 5 waits for the lock" "$SNAPCTL" -d "$E" delete --wait 5 b1
+t1=$(date +%s%N)
+expect_eq "... and deletes" "deleted checkpoint 'b1'" "$(cat "$TESTDIR/stdout")"
+check "... once the holder let go (after 0.5 s, before 5 s)" test $(((t1 - t0) / 1000000)) -ge 500 -a $(((t1 - t0) / 1000000)) -lt 5000
+wait "$holder"
+flock "$E/.lock" sleep 4 &
+holder=$!
+sleep 0.2
+t0=$(date +%s%N)
+expect_code 5 "-w 1 with the lock held longer exits 5" "$SNAPCTL" -w 1 -d "$E" prune --keep 0
+t1=$(date +%s%N)
+expect_eq "... saying how long it waited" "snapctl: store '$E' is locked by another snapctl (waited 1.0 s)" "$(cat "$TESTDIR/stderr")"
+check "... after 1 s" test $(((t1 - t0) / 1000000)) -ge 1000 -a $(((t1 - t0) / 1000000)) -lt 3000
+check "... and b2 is still there" test -d "$E/b2"
+expect_code 2 "--wait x" "$SNAPCTL" -d "$E" delete --wait x b2
+expect_match "... says what it takes" "^snapctl: invalid --wait 'x': must be a whole number from 0 to 86400$" "$TESTDIR/stderr"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+rm -rf "$E/b2"
+
 versions=()
 for ver in 7.2 10.0; do
 	if ! vm_have_qemu "$ver"; then
@@ -87,7 +115,7 @@ for ver in "${versions[@]}"; do
 	fail=0
 	for c in c1 c2 "--disk-only d1" c3; do
 		# shellcheck disable=SC2086
-		"$SNAPCTL" "${S[@]}" -q checkpoint $c >/dev/null 2>"$dir/ck.err" || fail=1
+		"$SNAPCTL" "${S[@]}" -q checkpoint $c >>"$dir/ck.out" 2>"$dir/ck.err" || fail=1
 		sleep 1.1
 	done
 	if [ $fail -eq 0 ]; then
@@ -96,6 +124,9 @@ for ver in "${versions[@]}"; do
 		not_ok "$P: checkpoints c1, c2, d1 (disk only), c3" "$(cat "$dir/ck.err")"
 		continue
 	fi
+	expect_eq "$P: -q checkpoint prints nothing" "" "$(cat "$dir/ck.out" "$dir/ck.err")"
+	expect_code 1 "$P: -q checkpoint that fails (c1 exists)" "$SNAPCTL" "${S[@]}" -q checkpoint c1
+	ck_one_line "$P: ... still says why" "$TESTDIR/stderr"
 	expect_eq "$P: the chain of overlays" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
 	expect_eq "$P: c2's disk is c1's overlay, made by c1" "$dir/d0.c1.qcow2 c1" \
 		"$(jq_get "$store/c2/manifest.json" disks.0.file) $(jq_get "$store/c2/manifest.json" disks.0.file_made_by)"
@@ -131,6 +162,10 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: ... and warns about it" "^snapctl: warning: skipped 'broken': .*invalid JSON" "$TESTDIR/stderr"
 	expect_code 0 "$P: delete removes a broken checkpoint" "$SNAPCTL" "${D[@]}" delete broken
 	check "$P: ... all of it" test ! -e "$store/broken"
+	mkdir -m 700 "$store/broken2"
+	expect_code 0 "$P: -q delete" "$SNAPCTL" "${D[@]}" -q delete broken2
+	expect_eq "$P: ... prints nothing" "" "$(cat "$TESTDIR/stdout" "$TESTDIR/stderr")"
+	check "$P: ... and deletes it" test ! -e "$store/broken2"
 
 	# ---- info --------------------------------------------------------------
 	m2=$store/c2/manifest.json
@@ -182,6 +217,13 @@ for ver in "${versions[@]}"; do
 	expect_code 1 "$P: verify c2 with a damaged memory image exits 1" "$SNAPCTL" "${D[@]}" verify c2
 	ck_one_line "$P: ... in one line" "$TESTDIR/stderr"
 	expect_match "$P: ... naming the chunk" "^snapctl: c2: '$img': chunk [0-9]+ " "$TESTDIR/stderr"
+	expect_code 1 "$P: verify --json of it exits 1" "$SNAPCTL" "${D[@]}" --json verify c2
+	cp "$TESTDIR/stdout" "$dir/verify-bad.json"
+	expect_eq "$P: ... one document on stdout" 1 "$(wc -l <"$dir/verify-bad.json")"
+	expect_eq "$P: ... its keys" "disks error memory name ok " "$(jq_get -k "$dir/verify-bad.json" . | sort | tr '\n' ' ')"
+	expect_eq "$P: ... not ok, the disk ok, the memory not" "c2 false true false" \
+		"$(for k in name ok disks.0.ok memory.ok; do jq_get "$dir/verify-bad.json" $k; done | tr '\n' ' ' | sed 's/ $//')"
+	expect_eq "$P: ... the error, as on stderr" "snapctl: $(jq_get "$dir/verify-bad.json" error)" "$(cat "$TESTDIR/stderr")"
 	cp "$dir/c2.img.good" "$img"
 	expect_code 0 "$P: verify c2 once repaired" "$SNAPCTL" "${D[@]}" verify c2
 	# A disk file touched since the checkpoint: exit 4.
@@ -190,8 +232,68 @@ for ver in "${versions[@]}"; do
 	expect_code 4 "$P: verify c1 with its disk touched exits 4" "$SNAPCTL" "${D[@]}" verify c1
 	ck_one_line "$P: ... in one line" "$TESTDIR/stderr"
 	expect_match "$P: ... naming the disk and file" "^snapctl: c1: disk 'vd0': '$dir/d0.qcow2' changed since the checkpoint" "$TESTDIR/stderr"
+	expect_code 4 "$P: verify --json with the disk touched exits 4" "$SNAPCTL" "${D[@]}" --json verify c1
+	expect_eq "$P: ... the disk not ok, memory unchecked" "false false null" \
+		"$(for k in ok disks.0.ok memory; do jq_get "$TESTDIR/stdout" $k; done | tr '\n' ' ' | sed 's/ $//')"
 	touch -d "@${t:0:-9}.${t: -9}" "$dir/d0.qcow2"
 	expect_code 0 "$P: verify c1 with the mtime put back" "$SNAPCTL" "${D[@]}" verify c1
+
+	# ---- malformed manifests: verify refuses them, naming the field --------
+	# Each a copy of c2's manifest with one field broken, renamed to its
+	# directory: mal KEY SED-EXPR... writes ms/KEY/manifest.json.
+	ms=$dir/mstore
+	mkdir -m 700 -p "$ms"
+	mal() {
+		local k=$1
+		shift
+		mkdir -m 700 "$ms/$k"
+		sed -e "s/^  \"name\": \"c2\"/  \"name\": \"$k\"/" "$@" "$m2" >"$ms/$k/manifest.json"
+	}
+	# A key replaced: the old one renamed away, the new value inserted.
+	mal disks_str -e 's/^  "disks":/  "old_disks":/' -e '1a\  "disks": "x",'
+	mal disks_null -e 's/^  "disks":/  "old_disks":/' -e '1a\  "disks": null,'
+	mal memory_str -e 's/^  "memory":/  "old_memory":/' -e '1a\  "memory": "x",'
+	mal version2 -e 's/"snapctl_manifest": 1/"snapctl_manifest": 2/'
+	mal mode_bogus -e 's/^  "mode": "live"/  "mode": "bogus"/'
+	mal format_sh -e 's/"format": "qcow2"/"format": "raw; rm -rf \/"/'
+	mal othername -e 's/^  "name": "othername"/  "name": "c2"/'
+	mal pages_neg -e 's/"pages": [0-9]*/"pages": -5/'
+	mal size_str -e 's/"bytes_on_disk": \([0-9]*\)/"bytes_on_disk": "\1"/'
+	mal disksize_str -e 's/"size": \([0-9]*\)/"size": "\1"/'
+	for k in disks_str:'disks must be an array' disks_null:'disks must be an array' \
+		memory_str:'memory must be an object or null' \
+		version2:'manifest version 2 is not supported \(this snapctl reads version 1\)' \
+		mode_bogus:'invalid manifest: mode is not live, pause, background or disk-only' \
+		format_sh:'invalid manifest: disks\[0\]\.format is not a disk image format' \
+		othername:'invalid manifest: name differs from the checkpoint.s directory' \
+		pages_neg:'invalid manifest: memory\.pages must be a non-negative integer' \
+		size_str:'invalid manifest: memory\.bytes_on_disk must be a non-negative integer' \
+		disksize_str:'invalid manifest: disks\[0\]\.size must be a non-negative integer'; do
+		expect_code 1 "$P: verify of a manifest with ${k%%:*} exits 1" "$SNAPCTL" -d "$ms" verify "${k%%:*}"
+		expect_eq "$P: ... prints nothing on stdout" "" "$(cat "$TESTDIR/stdout")"
+		ck_one_line "$P: ... one line" "$TESTDIR/stderr"
+		expect_match "$P: ... naming the field" "^snapctl: '$ms/${k%%:*}/manifest.json': .*${k#*:}$" "$TESTDIR/stderr"
+	done
+	expect_code 1 "$P: verify --json of a malformed manifest" "$SNAPCTL" -d "$ms" --json verify mode_bogus
+	expect_eq "$P: ... one document: not ok, nothing checked" "mode_bogus false null 0" \
+		"$(for k in name ok memory; do jq_get "$TESTDIR/stdout" $k; done | tr '\n' ' ')$(jq_get -n "$TESTDIR/stdout" disks)"
+	expect_match "$P: ... naming the field" '"error":".*invalid manifest: mode is not' "$TESTDIR/stdout"
+	expect_code 0 "$P: list of a store of malformed manifests" "$SNAPCTL" -d "$ms" list
+	expect_eq "$P: ... lists none of them" "" "$(cat "$TESTDIR/stdout")"
+	expect_eq "$P: ... and warns for each" 10 "$(grep -c "^snapctl: warning: skipped '" "$TESTDIR/stderr")"
+	# Control characters from a manifest are escaped on a terminal's output.
+	rm -rf "$ms"/*
+	mal esc -e 's/"device": "vd0"/"device": "vd0\\u001b[2J"/' -e 's/"machine": "\([^"]*\)"/"machine": "\1\\u001b]0;x\\u0007"/'
+	expect_code 0 "$P: info of a manifest holding ESC" "$SNAPCTL" -d "$ms" info esc
+	expect_eq "$P: ... prints no control character" 0 "$(tr -d '\n' <"$TESTDIR/stdout" | LC_ALL=C grep -c '[[:cntrl:]]')"
+	expect_match "$P: ... but \\x1b for it" '^disk vd0\\x1b\[2J:$' "$TESTDIR/stdout"
+	expect_match "$P: ... and \\x07" "machine $(vm_machine "$name")\\\\x1b\\]0;x\\\\x07\\)$" "$TESTDIR/stdout"
+	expect_code 0 "$P: list of it" "$SNAPCTL" -d "$ms" list
+	expect_match "$P: ... escapes the device" '^esc .* vd0\\x1b\[2J$' "$TESTDIR/stdout"
+	expect_eq "$P: ... and prints no control character" 0 "$(tr -d '\n' <"$TESTDIR/stdout" | LC_ALL=C grep -c '[[:cntrl:]]')"
+	expect_code 0 "$P: info --json keeps the manifest as written" "$SNAPCTL" -d "$ms" --json info esc
+	expect_match "$P: ... (JSON escapes it)" '"vd0\\u001[bB]\[2J"' "$TESTDIR/stdout"
+	rm -rf "$ms"
 
 	# ---- NAME or IMAGE -----------------------------------------------------
 	expect_code 0 "$P: info of an image path" "$SNAPCTL" "${D[@]}" info "$store/c1/memory.img"
@@ -281,6 +383,7 @@ for ver in "${versions[@]}"; do
 	expect_code 0 "$P: prune --keep 1" "$SNAPCTL" "${D[@]}" prune --keep 1
 	expect_eq "$P: ... deleted x1" "deleted checkpoint 'x1'" "$(cat "$TESTDIR/stdout")"
 	expect_eq "$P: ... the newest of each VM is left" "d1 x2 " "$(cd "$store" && ls -1 | tr '\n' ' ')"
+	cp "$store/x2/manifest.json" "$dir/x2.manifest"
 
 	# ---- the info fragment starts a real QEMU on d1's disk -----------------------
 	expect_code 0 "$P: info d1" "$SNAPCTL" "${D[@]}" info d1
@@ -310,6 +413,11 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: ... and the d0.c2.qcow2 it freed" "^removed '$dir/d0.c2.qcow2'$" "$dir/prune0.out"
 	expect_eq "$P: ... the store is empty" "" "$(cd "$store" && ls -1)"
 	expect_eq "$P: ... left: the base image and c1's overlay (no manifest names it)" "d0.c1.qcow2 d0.qcow2 " "$(files "$dir")"
+	mkdir -m 700 "$store/x3"
+	sed -e 's/"name": "x2"/"name": "x3"/' "$dir/x2.manifest" >"$store/x3/manifest.json"
+	expect_code 0 "$P: -q prune --keep 0" "$SNAPCTL" "${D[@]}" -q prune --keep 0
+	expect_eq "$P: ... prints nothing" "" "$(cat "$TESTDIR/stdout" "$TESTDIR/stderr")"
+	check "$P: ... and prunes" test ! -e "$store/x3"
 	expect_code 0 "$P: list of the emptied store" "$SNAPCTL" "${D[@]}" list
 	expect_eq "$P: ... prints nothing" "" "$(cat "$TESTDIR/stdout")"
 done

@@ -44,6 +44,13 @@ pipe_tests() {
 	expect_eq "[$v] ... two lines on stderr" 2 "$(lines "$TESTDIR/stderr")"
 	expect_match "[$v] ... the lines after it still ran" '"status": "running"' "$TESTDIR/stdout"
 
+	shell_in "[$v] --json with a failing line" 1 "$s" $'query-name\nno-such-command\nquery-status\n' --json
+	expect_eq "[$v] ... one line per command" 3 "$(lines "$TESTDIR/stdout")"
+	expect_eq "[$v] ... the second the error" '{"error":{"class":"CommandNotFound","desc":"The command no-such-command has not been found"}}' \
+		"$(sed -n 2p "$TESTDIR/stdout")"
+	expect_match "[$v] ... the third the reply" '^\{"status":"running"' "$TESTDIR/stdout"
+	shell_in "[$v] --json: a line that never reached QEMU" 1 "$s" $'query-status a=1 a=2\n' --json
+	expect_match "[$v] ... is an error object too" '^\{"error":\{"class":"SnapctlError","desc":".*given twice"\}\}$' "$TESTDIR/stdout"
 	shell_in "[$v] a bad line is a failure too, not a usage exit" 1 "$s" $'query-status a=1 a=2\n'
 	expect_match "[$v] ... says why" "argument 'a' given twice" "$TESTDIR/stderr"
 
@@ -72,8 +79,12 @@ pipe_tests() {
 	shell_in "[$v] help for an unknown command fails" 1 "$s" $'help no-such-command\n'
 	expect_match "[$v] ... says so" "^snapctl: unknown command 'no-such-command'$" "$TESTDIR/stderr"
 
-	shell_in "[$v] quit ends the input" 0 "$s" $'query-name\nquit\nno-such-command\n'
+	shell_in "[$v] exit ends the input" 0 "$s" $'query-name\nexit\nno-such-command\n'
 	expect_eq "[$v] ... nothing after it ran" "{}" "$(cat "$TESTDIR/stdout")"
+	shell_in "[$v] help exit" 0 "$s" $'help exit\n'
+	expect_eq "[$v] ... a shell command" "exit: a shell command" "$(cat "$TESTDIR/stdout")"
+	shell_in "[$v] help quit is QMP's quit" 0 "$s" $'help quit\n'
+	expect_eq "[$v] ... no arguments" "quit|  (no arguments)|returns: {}" "$(tr '\n' '|' <"$TESTDIR/stdout" | sed 's/|$//')"
 
 	expect_code 2 "[$v] shell takes no arguments" "$SNAPCTL" -s "$s" shell now
 
@@ -81,8 +92,11 @@ pipe_tests() {
 	local rcs
 	yes query-name | head -n 20000 | "$SNAPCTL" -s "$s" shell 2>"$TESTDIR/stderr" | head -n 1 >/dev/null
 	rcs=("${PIPESTATUS[@]}")
-	expect_eq "[$v] a closed stdout ends the script with exit 1" 1 "${rcs[2]}"
-	expect_match "[$v] ... and says so" '^snapctl: cannot write to standard output: Broken pipe$' "$TESTDIR/stderr"
+	expect_eq "[$v] a closed stdout ends the script quietly, exit 0" 0 "${rcs[2]}"
+	expect_eq "[$v] ... no Broken pipe on stderr" "" "$(cat "$TESTDIR/stderr")"
+	"$SNAPCTL" -s "$s" shell <<<$'query-name\nquery-qmp-schema\nquery-name\n' 2>"$TESTDIR/stderr" | head -n 1 >/dev/null
+	expect_eq "[$v] shell | head -1 exits 0" 0 "${PIPESTATUS[0]}"
+	expect_eq "[$v] ... and prints nothing on stderr" "" "$(cat "$TESTDIR/stderr")"
 }
 
 # ---- a terminal ------------------------------------------------------------
@@ -156,13 +170,13 @@ terminal_tests() {
 	pane_ok "[$v] Ctrl-C drops the line being typed" '\) query-name$'
 	expect_match "[$v] ... and not the next" '\) query-na\^C *$' "$TESTDIR/pane"
 
-	tm send-keys -t sh 'quit' Enter
+	tm send-keys -t sh 'exit' Enter
 	local n=0
 	while [ ! -s "$TESTDIR/shell.exit" ] && [ $n -lt 100 ]; do
 		n=$((n + 1))
 		sleep 0.1
 	done
-	expect_eq "[$v] quit exits 0 (no leaks under ASan)" "EXIT=0" "$(cat "$TESTDIR/shell.exit" 2>/dev/null)"
+	expect_eq "[$v] exit exits 0 (no leaks under ASan)" "EXIT=0" "$(cat "$TESTDIR/shell.exit" 2>/dev/null)"
 	tm capture-pane -p -t sh -J -S -200 >"$TESTDIR/pane"
 	if grep -Eq 'Sanitizer|runtime error|warning' "$TESTDIR/pane"; then
 		not_ok "[$v] ... no sanitizer report or warning" "$(grep -v '^$' "$TESTDIR/pane" | tail -n 20)"
@@ -197,6 +211,20 @@ for v in 7.2 10.0; do
 		expect_match "[$v] ... saying QEMU closed the connection" "^snapctl: QEMU closed the connection while .*'query-status'" "$TESTDIR/stderr"
 	else
 		not_ok "[$v] start a second bare QEMU"
+	fi
+	# quit is QMP's quit, not the shell's: QEMU ends.
+	if qemu_bare "k$v" --qemu "$v"; then
+		shell_in "[$v] quit is QEMU's quit" 3 "$(bare_sock "k$v")" $'query-name\nquit\nquery-name\n' --json
+		expect_eq "[$v] ... QEMU answered it" '{}|{}' "$(head -n 2 "$TESTDIR/stdout" | tr '\n' '|' | sed 's/|$//')"
+		expect_match "[$v] ... then closed the connection" "^snapctl: QEMU closed the connection" "$TESTDIR/stderr"
+		n=0
+		while bare_alive "k$v" && [ $n -lt 50 ]; do
+			n=$((n + 1))
+			sleep 0.1
+		done
+		check "[$v] ... and QEMU is gone" test "$n" -lt 50
+	else
+		not_ok "[$v] start a third bare QEMU"
 	fi
 done
 
