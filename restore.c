@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -571,6 +572,41 @@ remove_overlays(struct rs *s)
 		vm_overlays_remove(s->cut, s->ndisks);
 }
 
+/* Add to e's message (cut at ERR_MSG_MAX); e may be NULL. */
+static void __attribute__((format(printf, 2, 3)))
+msg_append(struct err *e, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n;
+
+	if (e == NULL)
+		return;
+	n = strlen(e->msg);
+	va_start(ap, fmt);
+	vsnprintf(e->msg + n, sizeof(e->msg) - n, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * "; the guest ran on overlay 'a'" (or "overlays 'a', 'b'") after e's
+ * message: overlays that stay must be named, they are the user's now.
+ */
+static void
+name_overlays(struct rs *s, struct err *e, const char *what)
+{
+	struct buf b = BUF_INIT;
+	size_t i;
+
+	if (e == NULL || s->cut == NULL || s->ndisks == 0)
+		return;
+	for (i = 0; i < s->ndisks; i++)
+		buf_addf(&b, "%s'%s'", i > 0 ? ", " : "", s->disks[i].overlay);
+	buf_addc(&b, '\0');
+	msg_append(e, "; %s overlay%s %s", what, s->ndisks > 1 ? "s" : "",
+	    (const char *)b.data);
+	buf_release(&b);
+}
+
 /*
  * Why the load failed: QEMU 9.1 on stays up and query-migrate says why;
  * QEMU 7.2 exits, and when snapctl started it, its log's last line says.
@@ -988,9 +1024,14 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 out:
 	if (s.verifying && verify_join(&s, e) < 0 && !s.touched)
 		rc = -1;	/* a bad image outranks the VM's mismatch */
-	if (rc < 0) {
-		if (s.touched && !s.guest_ran)
+	if (rc < 0 && s.touched) {
+		/* Kept: what the guest wrote. */
+		if (s.guest_ran)
+			name_overlays(&s, e, "the guest ran on");
+		else
 			remove_overlays(&s);
+	}
+	if (rc < 0) {
 		if (s.proc != NULL) {
 			qmp_close(s.q);
 			s.q = NULL;

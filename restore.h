@@ -73,7 +73,11 @@ struct restore_opts {
  * stream, dies, or a signal: ERR_INTR) remove the overlays snapctl made,
  * as the guest never ran on them; with exec_argv the QEMU snapctl started
  * is killed.  A lazy restore is not stopped by a signal once QEMU loads
- * it; if it fails after that, the guest may have run (overlays stay).
+ * it; if it fails after that, the guest may have run.
+ *
+ * A failure after the guest ran (a lazy restore whose QEMU died) keeps
+ * the overlays, which hold the guest's writes, and names them in the
+ * message: "...; the guest ran on overlay 'FILE'".
  */
 int restore_run(const struct restore_opts *o, json_t **report,
     struct err *e);

@@ -244,6 +244,16 @@ for ver in 7.2 10.0; do
 		expect_eq "QEMU $ver: QEMU killed during a lazy restore: exit 3" 3 "$rc"
 		expect_match "QEMU $ver: ... saying QEMU went away" "^snapctl: restore: QEMU (went away|exited)" "$dir/rk.err"
 		ck_one_line "QEMU $ver: ... in one line" "$dir/rk.err"
+		# The guest ran on the overlay: it holds the guest's writes,
+		# so it stays, and the error names it.
+		ov=$(sed -n "s/.*; the guest ran on overlay '\([^']*\)'\$/\1/p" "$dir/rk.err")
+		if [[ $ov == "$dir"/d0.restore-*.qcow2 ]]; then
+			ok "QEMU $ver: ... naming the overlay the guest ran on ($(basename "$ov"))"
+		else
+			not_ok "QEMU $ver: ... naming the overlay the guest ran on" "$(cat "$dir/rk.err")"
+		fi
+		check "QEMU $ver: ... which is kept" test -f "$ov"
+		rm -f "$ov"
 	fi
 	vm_kill "k$v" KILL
 
