@@ -57,6 +57,8 @@ struct rs {
 	char qemu[32];
 	struct proc *proc;	/* QEMU started by --exec (it may have exited) */
 	int touched;		/* QEMU was changed */
+	int deferring;		/* QEMU cannot go back: signals wait */
+	int loaded;		/* QEMU has the whole checkpoint */
 	int guest_ran;
 	uint64_t stream_bytes;
 	struct lazy *lazy;	/* the lazy restore's sender, while it runs */
@@ -646,8 +648,10 @@ load_error(struct rs *s, struct err *e, const char *what)
 
 /*
  * A socket for the stream, handed to QEMU, and migrate-incoming on it.
- * Without --paused, "cont" right away: QEMU then starts the guest itself
- * the moment it has loaded it (autostart), a round trip sooner.
+ * Eager: "stop" first, which on a waiting QEMU only turns autostart off
+ * (a QEMU started without -S would run the guest the moment the load
+ * ends): the guest stays paused until resume() or, after a deferred
+ * signal, for good.
  */
 static int
 incoming(struct rs *s, int sv[2], struct err *e)
@@ -658,6 +662,8 @@ incoming(struct rs *s, int sv[2], struct err *e)
 	 * queues behind at most this much bulk. */
 	int sndbuf = s->o->lazy ? 256 << 10 : 4 << 20, major, minor, micro;
 
+	if (!s->o->lazy && vm_stop(s->q, e) < 0)
+		return -1;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return err_sys(e, ERR_FAIL, "socketpair");
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
@@ -675,9 +681,11 @@ incoming(struct rs *s, int sv[2], struct err *e)
 		json_object_set_new(args, "exit-on-error", json_false());
 	if (qmp_do(s->q, "migrate-incoming", args, e) < 0)
 		return -1;
-	if (!s->o->paused && vm_resume(s->q, e) < 0)
-		return -1;
-	return 0;
+	if (!s->o->lazy || s->o->paused)
+		return 0;
+	/* Lazy: "cont" right away, as QEMU starts the guest itself the
+	 * moment it has its device state (autostart). */
+	return vm_resume(s->q, e);
 }
 
 /*
@@ -721,7 +729,7 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 	int rc = -1;
 
 	for (;;) {
-		if (s->lazy == NULL && sig_interrupted(e))
+		if (s->lazy == NULL && !s->deferring && sig_interrupted(e))
 			goto out;
 		err_clear(&le);
 		ev = qmp_wait_event(s->q, "RESUME", NULL, POLL_MS, &le);
@@ -797,8 +805,12 @@ load(struct rs *s, struct err *e)
 		 */
 		qmp_set_cancel(s->q, NULL, NULL);
 	} else {
-		if (img_export(s->img, sv[0], "the stream to QEMU",
-		    &s->stream_bytes, &le) < 0) {
+		/* Once QEMU reads it, a stream cut short makes 7.2 exit and
+		 * leaves 10.0 unable to take another: all of it goes. */
+		if ((s->deferring ? img_export_whole(s->img, sv[0],
+		    "the stream to QEMU", s->o->test_hold_ms, &s->stream_bytes,
+		    &le) : img_export(s->img, sv[0], "the stream to QEMU",
+		    &s->stream_bytes, &le)) < 0) {
 			stream_error(s, &le, e);
 			goto out;
 		}
@@ -951,6 +963,16 @@ report(struct rs *s)
 
 /* ---- the whole restore -------------------------------------------------- */
 
+/* Test only: a pause before the cut, which a signal ends. */
+static void
+test_hold(int ms)
+{
+	uint64_t end = now_mono_ms() + (uint64_t)(ms > 0 ? ms : 0);
+
+	while (now_mono_ms() < end && !sig_caught())
+		usleep(10000);
+}
+
 static void
 rs_free(struct rs *s)
 {
@@ -1008,12 +1030,32 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		rc = 0;
 		goto out;
 	}
+	test_hold(o->test_hold_ms);
 	if (sig_interrupted(e) || (o->lazy && lazy_prepare(&s, e) < 0) ||
-	    add_overlays(&s, e) < 0)
+	    sig_interrupted(e))
 		goto out;
-	if (load(&s, e) < 0)
+	/*
+	 * From the cut on QEMU cannot wait as it did: a signal waits until
+	 * the checkpoint is loaded (eager: then the guest stays paused) or,
+	 * lazy, until the restore is done.  Except for a QEMU of ours,
+	 * which a failure kills anyway.
+	 */
+	if (s.proc == NULL) {
+		s.deferring = 1;
+		qmp_set_cancel(s.q, NULL, NULL);
+	}
+	if (add_overlays(&s, e) < 0 || load(&s, e) < 0)
 		goto out;
+	s.loaded = 1;
 	s.t_loaded = now_mono_ms();
+	if (!o->lazy && s.deferring && sig_caught()) {
+		sig_interrupted(e);
+		msg_append(e, ": QEMU had begun loading the checkpoint, so it "
+		    "went on");
+		if (s.guest_ran)	/* autostart off: never, but be sure */
+			vm_stop(s.q, NULL);
+		goto out;
+	}
 	if (resume(&s, e) < 0)
 		goto out;
 	if (o->lazy && lazy_complete(&s, e) < 0)
@@ -1025,9 +1067,12 @@ out:
 	if (s.verifying && verify_join(&s, e) < 0 && !s.touched)
 		rc = -1;	/* a bad image outranks the VM's mismatch */
 	if (rc < 0 && s.touched) {
-		/* Kept: what the guest wrote. */
+		/* Kept: what the guest wrote, or the disks of a QEMU that
+		 * holds the loaded checkpoint (and stays). */
 		if (s.guest_ran)
 			name_overlays(&s, e, "the guest ran on");
+		else if (s.loaded && s.proc == NULL)
+			name_overlays(&s, e, "the guest is paused on");
 		else
 			remove_overlays(&s);
 	}
