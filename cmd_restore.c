@@ -4,6 +4,7 @@
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -74,6 +75,7 @@ cmd_restore(const struct cmd_args *a, struct err *e)
 {
 	struct restore_opts o = RESTORE_OPTS_INIT;
 	json_t *rep = NULL;
+	const char *hold;
 	int i, exec = 0, rc;
 
 	for (i = 0; i < a->nopts; i++) {
@@ -125,6 +127,12 @@ cmd_restore(const struct cmd_args *a, struct err *e)
 		return -1;
 	if (trace_enabled())
 		o.trace = trace_qmp;
+	/* Test only: see restore.h. */
+	hold = getenv("SNAPCTL_TEST_RESTORE_HOLD_MS");
+	if (hold != NULL && *hold != '\0' && opt_int(
+	    "SNAPCTL_TEST_RESTORE_HOLD_MS", hold, 0, 600000, &o.test_hold_ms,
+	    e) < 0)
+		return -1;
 
 	sig_catch();
 	rc = restore_run(&o, &rep, e);
@@ -132,6 +140,9 @@ cmd_restore(const struct cmd_args *a, struct err *e)
 		warnx_("%s came during the lazy restore; it finished "
 		    "sending the guest's memory first",
 		    sig_name(sig_caught()));
+	else if (rc == 0 && sig_caught())
+		warnx_("%s came as the guest was resumed; the restore was "
+		    "complete", sig_name(sig_caught()));
 	sig_release();
 	if (rc < 0)
 		return -1;

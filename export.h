@@ -31,4 +31,13 @@ int img_export(struct img_reader *r, int fd, const char *what,
 int img_export_parallel(struct img_reader *r, int fd, const char *what,
     int nthreads, uint64_t *bytes, struct err *e);
 
+/*
+ * img_export() for a reader that a stream cut short would harm: a signal
+ * does not stop it (restore's stream to a QEMU, which cannot take another
+ * once its load began).  hold_ms > 0 is for tests only: sleep that long,
+ * once, after the stream's first MiB was written.
+ */
+int img_export_whole(struct img_reader *r, int fd, const char *what,
+    int hold_ms, uint64_t *bytes, struct err *e);
+
 #endif

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,8 @@ struct rs {
 	char qemu[32];
 	struct proc *proc;	/* QEMU started by --exec (it may have exited) */
 	int touched;		/* QEMU was changed */
+	int deferring;		/* QEMU cannot go back: signals wait */
+	int loaded;		/* QEMU has the whole checkpoint */
 	int guest_ran;
 	uint64_t stream_bytes;
 	struct lazy *lazy;	/* the lazy restore's sender, while it runs */
@@ -571,6 +574,41 @@ remove_overlays(struct rs *s)
 		vm_overlays_remove(s->cut, s->ndisks);
 }
 
+/* Add to e's message (cut at ERR_MSG_MAX); e may be NULL. */
+static void __attribute__((format(printf, 2, 3)))
+msg_append(struct err *e, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n;
+
+	if (e == NULL)
+		return;
+	n = strlen(e->msg);
+	va_start(ap, fmt);
+	vsnprintf(e->msg + n, sizeof(e->msg) - n, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * "; the guest ran on overlay 'a'" (or "overlays 'a', 'b'") after e's
+ * message: overlays that stay must be named, they are the user's now.
+ */
+static void
+name_overlays(struct rs *s, struct err *e, const char *what)
+{
+	struct buf b = BUF_INIT;
+	size_t i;
+
+	if (e == NULL || s->cut == NULL || s->ndisks == 0)
+		return;
+	for (i = 0; i < s->ndisks; i++)
+		buf_addf(&b, "%s'%s'", i > 0 ? ", " : "", s->disks[i].overlay);
+	buf_addc(&b, '\0');
+	msg_append(e, "; %s overlay%s %s", what, s->ndisks > 1 ? "s" : "",
+	    (const char *)b.data);
+	buf_release(&b);
+}
+
 /*
  * Why the load failed: QEMU 9.1 on stays up and query-migrate says why;
  * QEMU 7.2 exits, and when snapctl started it, its log's last line says.
@@ -610,8 +648,10 @@ load_error(struct rs *s, struct err *e, const char *what)
 
 /*
  * A socket for the stream, handed to QEMU, and migrate-incoming on it.
- * Without --paused, "cont" right away: QEMU then starts the guest itself
- * the moment it has loaded it (autostart), a round trip sooner.
+ * Eager: "stop" first, which on a waiting QEMU only turns autostart off
+ * (a QEMU started without -S would run the guest the moment the load
+ * ends): the guest stays paused until resume() or, after a deferred
+ * signal, for good.
  */
 static int
 incoming(struct rs *s, int sv[2], struct err *e)
@@ -622,6 +662,8 @@ incoming(struct rs *s, int sv[2], struct err *e)
 	 * queues behind at most this much bulk. */
 	int sndbuf = s->o->lazy ? 256 << 10 : 4 << 20, major, minor, micro;
 
+	if (!s->o->lazy && vm_stop(s->q, e) < 0)
+		return -1;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return err_sys(e, ERR_FAIL, "socketpair");
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
@@ -639,9 +681,11 @@ incoming(struct rs *s, int sv[2], struct err *e)
 		json_object_set_new(args, "exit-on-error", json_false());
 	if (qmp_do(s->q, "migrate-incoming", args, e) < 0)
 		return -1;
-	if (!s->o->paused && vm_resume(s->q, e) < 0)
-		return -1;
-	return 0;
+	if (!s->o->lazy || s->o->paused)
+		return 0;
+	/* Lazy: "cont" right away, as QEMU starts the guest itself the
+	 * moment it has its device state (autostart). */
+	return vm_resume(s->q, e);
 }
 
 /*
@@ -685,7 +729,7 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 	int rc = -1;
 
 	for (;;) {
-		if (s->lazy == NULL && sig_interrupted(e))
+		if (s->lazy == NULL && !s->deferring && sig_interrupted(e))
 			goto out;
 		err_clear(&le);
 		ev = qmp_wait_event(s->q, "RESUME", NULL, POLL_MS, &le);
@@ -761,8 +805,12 @@ load(struct rs *s, struct err *e)
 		 */
 		qmp_set_cancel(s->q, NULL, NULL);
 	} else {
-		if (img_export(s->img, sv[0], "the stream to QEMU",
-		    &s->stream_bytes, &le) < 0) {
+		/* Once QEMU reads it, a stream cut short makes 7.2 exit and
+		 * leaves 10.0 unable to take another: all of it goes. */
+		if ((s->deferring ? img_export_whole(s->img, sv[0],
+		    "the stream to QEMU", s->o->test_hold_ms, &s->stream_bytes,
+		    &le) : img_export(s->img, sv[0], "the stream to QEMU",
+		    &s->stream_bytes, &le)) < 0) {
 			stream_error(s, &le, e);
 			goto out;
 		}
@@ -915,6 +963,16 @@ report(struct rs *s)
 
 /* ---- the whole restore -------------------------------------------------- */
 
+/* Test only: a pause before the cut, which a signal ends. */
+static void
+test_hold(int ms)
+{
+	uint64_t end = now_mono_ms() + (uint64_t)(ms > 0 ? ms : 0);
+
+	while (now_mono_ms() < end && !sig_caught())
+		usleep(10000);
+}
+
 static void
 rs_free(struct rs *s)
 {
@@ -972,12 +1030,32 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		rc = 0;
 		goto out;
 	}
+	test_hold(o->test_hold_ms);
 	if (sig_interrupted(e) || (o->lazy && lazy_prepare(&s, e) < 0) ||
-	    add_overlays(&s, e) < 0)
+	    sig_interrupted(e))
 		goto out;
-	if (load(&s, e) < 0)
+	/*
+	 * From the cut on QEMU cannot wait as it did: a signal waits until
+	 * the checkpoint is loaded (eager: then the guest stays paused) or,
+	 * lazy, until the restore is done.  Except for a QEMU of ours,
+	 * which a failure kills anyway.
+	 */
+	if (s.proc == NULL) {
+		s.deferring = 1;
+		qmp_set_cancel(s.q, NULL, NULL);
+	}
+	if (add_overlays(&s, e) < 0 || load(&s, e) < 0)
 		goto out;
+	s.loaded = 1;
 	s.t_loaded = now_mono_ms();
+	if (!o->lazy && s.deferring && sig_caught()) {
+		sig_interrupted(e);
+		msg_append(e, ": QEMU had begun loading the checkpoint, so it "
+		    "went on");
+		if (s.guest_ran)	/* autostart off: never, but be sure */
+			vm_stop(s.q, NULL);
+		goto out;
+	}
 	if (resume(&s, e) < 0)
 		goto out;
 	if (o->lazy && lazy_complete(&s, e) < 0)
@@ -988,9 +1066,17 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 out:
 	if (s.verifying && verify_join(&s, e) < 0 && !s.touched)
 		rc = -1;	/* a bad image outranks the VM's mismatch */
-	if (rc < 0) {
-		if (s.touched && !s.guest_ran)
+	if (rc < 0 && s.touched) {
+		/* Kept: what the guest wrote, or the disks of a QEMU that
+		 * holds the loaded checkpoint (and stays). */
+		if (s.guest_ran)
+			name_overlays(&s, e, "the guest ran on");
+		else if (s.loaded && s.proc == NULL)
+			name_overlays(&s, e, "the guest is paused on");
+		else
 			remove_overlays(&s);
+	}
+	if (rc < 0) {
 		if (s.proc != NULL) {
 			qmp_close(s.q);
 			s.q = NULL;

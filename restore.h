@@ -50,9 +50,16 @@ struct restore_opts {
 	int qmp_timeout_ms;	/* 0: qmp.h's default */
 	qmp_trace_fn trace;	/* may be NULL */
 	void *trace_opaque;
+	/*
+	 * Test only (SNAPCTL_TEST_RESTORE_HOLD_MS): sleep this long after
+	 * the checks, before the overlays are cut (a signal ends the sleep),
+	 * and again, eager, once the stream's first MiB went to QEMU, so a
+	 * test can signal snapctl at either point.
+	 */
+	int test_hold_ms;
 };
 #define RESTORE_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, \
-	0, 0, 0, NULL, NULL }
+	0, 0, 0, NULL, NULL, 0 }
 
 /*
  * Restore checkpoint o->name of store o->store into the QEMU at o->socket.
@@ -70,10 +77,24 @@ struct restore_opts {
  * RAM blocks or sizes, lacks a disk or opened another file for it; lazy:
  * a RAM block the checkpoint lacks, pages over 4 KiB), ERR_QEMU (cannot
  * reach QEMU).  Later failures (QEMU refuses the transaction or the
- * stream, dies, or a signal: ERR_INTR) remove the overlays snapctl made,
- * as the guest never ran on them; with exec_argv the QEMU snapctl started
- * is killed.  A lazy restore is not stopped by a signal once QEMU loads
- * it; if it fails after that, the guest may have run (overlays stay).
+ * stream, dies) remove the overlays snapctl made, as the guest never ran
+ * on them; with exec_argv the QEMU snapctl started is killed.  Once QEMU
+ * has loaded the checkpoint (a deferred signal, a failed "cont") they
+ * stay, named in the message: "...; the guest is paused on overlay 'F'".
+ *
+ * Signals (sig_caught()): until the overlays are cut, one stops the
+ * restore with ERR_INTR and QEMU still waits, untouched.  From the cut on
+ * QEMU cannot go back to waiting (its disks are on the overlays; once
+ * its load began, a stream cut short makes 7.2 exit and leaves 10.0
+ * unable to take another), so the signal is deferred: an eager restore
+ * loads the whole checkpoint with QEMU's autostart off and then fails
+ * with ERR_INTR, the guest paused on the overlays (named in the message,
+ * kept); a lazy one completes (0).  With exec_argv an eager restore
+ * stops at once, as the QEMU is killed anyway.
+ *
+ * A failure after the guest ran (a lazy restore whose QEMU died) keeps
+ * the overlays, which hold the guest's writes, and names them in the
+ * message: "...; the guest ran on overlay 'FILE'".
  */
 int restore_run(const struct restore_opts *o, json_t **report,
     struct err *e);

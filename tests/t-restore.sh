@@ -62,6 +62,27 @@ carries_on() {
 	fi
 }
 
+# sig_restore VM REGEX DELAY LOG [VAR=VALUE...]: restore c1 into VM in the
+# background with the QMP trace on, SIGINT snapctl DELAY seconds after the
+# trace matches REGEX; its exit code in rc, its stderr without the trace
+# in LOG.
+sig_restore() {
+	local vm=$1 re=$2 delay=$3 log=$4 spid t
+	shift 4
+	env "$@" SNAPCTL_TRACE=1 "$SNAPCTL" -s "$(vm_path "$vm" qmp)" "${R[@]}" restore c1 \
+		>/dev/null 2>"$log.trace" &
+	spid=$!
+	for t in $(seq 1500); do
+		grep -q -- "$re" "$log.trace" && break
+		sleep 0.02
+	done
+	sleep "$delay"
+	kill -INT "$spid"
+	wait "$spid"
+	rc=$?
+	grep -v '^[-<][->] ' "$log.trace" >"$log"
+}
+
 for ver in 7.2 10.0; do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
@@ -244,8 +265,73 @@ for ver in 7.2 10.0; do
 		expect_eq "QEMU $ver: QEMU killed during a lazy restore: exit 3" 3 "$rc"
 		expect_match "QEMU $ver: ... saying QEMU went away" "^snapctl: restore: QEMU (went away|exited)" "$dir/rk.err"
 		ck_one_line "QEMU $ver: ... in one line" "$dir/rk.err"
+		# The guest ran on the overlay: it holds the guest's writes,
+		# so it stays, and the error names it.
+		ov=$(sed -n "s/.*; the guest ran on overlay '\([^']*\)'\$/\1/p" "$dir/rk.err")
+		if [[ $ov == "$dir"/d0.restore-*.qcow2 ]]; then
+			ok "QEMU $ver: ... naming the overlay the guest ran on ($(basename "$ov"))"
+		else
+			not_ok "QEMU $ver: ... naming the overlay the guest ran on" "$(cat "$dir/rk.err")"
+		fi
+		check "QEMU $ver: ... which is kept" test -f "$ov"
+		rm -f "$ov"
 	fi
 	vm_kill "k$v" KILL
+
+	# ---- SIGINT during an eager restore -----------------------------------
+	# Before the overlays are cut QEMU is untouched: exit 8, QEMU still
+	# waits and takes the restore again.  Once QEMU began loading, a
+	# stream cut short would make 7.2 exit and leave 10.0 unable to take
+	# another, so snapctl finishes the load, leaves the guest paused on
+	# its overlay and says so: exit 8, one line.  The hold (test only)
+	# pauses snapctl after the checks, and in the load after the
+	# stream's first MiB.
+	for try in 1 2 3; do
+		sv=s$v$try
+		vm_start "$sv" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
+		before=$(cd "$dir" && ls -- *.qcow2 | sort)
+		sig_restore "$sv" '"execute":"query-block"' 0.3 "$dir/si$try" SNAPCTL_TEST_RESTORE_HOLD_MS=2000
+		expect_eq "QEMU $ver: SIGINT during the checks ($try): exit 8" 8 "$rc"
+		expect_match "QEMU $ver: ... interrupted by SIGINT" "^snapctl: interrupted by SIGINT$" "$dir/si$try"
+		ck_one_line "QEMU $ver: ... in one line" "$dir/si$try"
+		expect_eq "QEMU $ver: ... QEMU still waits" inmigrate "$(ck_status "$sv")"
+		expect_eq "QEMU $ver: ... with no incoming migration" none "$(ck_mig_status "$sv")"
+		expect_eq "QEMU $ver: ... no overlay was made" "$before" "$(cd "$dir" && ls -- *.qcow2 | sort)"
+		if "$SNAPCTL" -s "$(vm_path "$sv" qmp)" "${R[@]}" restore c1 >/dev/null 2>"$dir/si$try.2"; then
+			ok "QEMU $ver: ... and a second restore then succeeds"
+			expect_eq "QEMU $ver: ... its guest runs" running "$(ck_status "$sv")"
+		else
+			not_ok "QEMU $ver: ... and a second restore then succeeds" "$(cat "$dir/si$try.2")"
+		fi
+		vm_kill "$sv" KILL
+
+		vm_start "$sv" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
+		# Try 2: a QEMU that would start the guest itself after the
+		# load (cont while waiting: as if started without -S).
+		[ $try = 2 ] && vm_qmp_raw "$sv" '{"execute":"cont"}' >/dev/null
+		vm_watch_events "$sv" "$dir/sl$try.events"
+		sig_restore "$sv" '"execute":"migrate-incoming"' 0.5 "$dir/sl$try" SNAPCTL_TEST_RESTORE_HOLD_MS=2000
+		d="QEMU $ver: SIGINT during the load ($try)"
+		[ $try = 2 ] && d="QEMU $ver: SIGINT during the load ($try, autostart on)"
+		expect_eq "$d: exit 8" 8 "$rc"
+		expect_match "$d: ... the load went on, the guest is paused on the named overlay" \
+			"^snapctl: interrupted by SIGINT: QEMU had begun loading the checkpoint, so it went on; the guest is paused on overlay '$dir/d0\.restore-[^']*\.qcow2'\$" "$dir/sl$try"
+		ck_one_line "$d: ... in one line" "$dir/sl$try"
+		if vm_alive "$sv"; then
+			ok "$d: QEMU is still there"
+		else
+			not_ok "$d: QEMU is still there" "$(tail -n 3 "$(vm_path "$sv" log)")"
+		fi
+		expect_eq "$d: ... with the checkpoint loaded" completed "$(ck_mig_status "$sv")"
+		expect_eq "$d: ... the guest paused" paused "$(ck_status "$sv")"
+		check "$d: ... never resumed (no RESUME event)" sh -c "! grep -q RESUME '$dir/sl$try.events'"
+		ov=$(sed -n "s/.*paused on overlay '\([^']*\)'\$/\1/p" "$dir/sl$try")
+		expect_eq "$d: ... on the overlay named" "$ov" "$(ck_active_file "$sv" vd0)"
+		vm_qmp_raw "$sv" '{"execute":"cont"}' >/dev/null
+		expect_eq "$d: cont runs it" running "$(ck_status "$sv")"
+		[ $try = 1 ] && carries_on "$sv" "$d: the guest" "$run" "$at"
+		vm_kill "$sv" KILL
+	done
 
 	# ---- --exec: snapctl starts QEMU --------------------------------------
 	# The command line of the waiting QEMU t, without what snapctl adds,
