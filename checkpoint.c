@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -65,8 +66,56 @@ struct disk {
 	char *overlay_node;
 };
 
+/*
+ * The phase of the run; ckpt_state_set() checks each step against the
+ * table below.  Any phase may fail.
+ *
+ *   live, pause:  START -> PREPARED -> LIVE -> SWITCHOVER -> CUT ->
+ *                 COMPLETED -> CAPTURED -> SETTLED -> DONE
+ *   background:   START -> PREPARED -> CUTTING -> BG_SETUP [-> BG_LIVE] ->
+ *                 COMPLETED -> CAPTURED -> SETTLED -> DONE
+ *   disk-only:    START -> PREPARED -> CUTTING -> CAPTURED -> SETTLED -> DONE
+ */
+enum ckpt_state {
+	CKPT_S_START,		/* store, discovery, note: QEMU untouched */
+	CKPT_S_PREPARED,	/* changing QEMU: settle() undoes from here */
+	CKPT_S_CUTTING,		/* disk-only, background: the cut outside a
+				 * migration (guest frozen/stopped if asked) */
+	CKPT_S_LIVE,		/* migrate accepted, the guest runs (or is
+				 * held by --pause or --timeout) */
+	CKPT_S_SWITCHOVER,	/* QEMU holds the guest at pre-switchover */
+	CKPT_S_CUT,		/* disks cut, migrate-continue: the last pass */
+	CKPT_S_BG_SETUP,	/* background: migrate accepted, the guest
+				 * stopped until QEMU's setup is over */
+	CKPT_S_BG_LIVE,		/* background: the guest runs again */
+	CKPT_S_COMPLETED,	/* QEMU is done, the guest resumed; waiting
+				 * for the stream's end */
+	CKPT_S_CAPTURED,	/* stream ended (or disks cut): commit */
+	CKPT_S_SETTLED,		/* the guest and QEMU's settings put back */
+	CKPT_S_DONE,		/* in the store */
+	CKPT_S_FAILED,		/* settled as far as possible */
+};
+
+enum ckpt_mode {
+	CKPT_MODE_LIVE,
+	CKPT_MODE_PAUSE,	/* also background on a guest not running */
+	CKPT_MODE_BACKGROUND,
+	CKPT_MODE_DISK_ONLY,
+};
+
+/* What QEMU said of the migration (MIGRATION events): only ever grows. */
+enum ckpt_mig {
+	CKPT_MIG_NONE,		/* nothing that matters yet */
+	CKPT_MIG_PRE_SWITCHOVER,
+	CKPT_MIG_COMPLETED,
+	CKPT_MIG_CANCELLED,
+	CKPT_MIG_FAILED,
+};
+
 struct ckpt {
 	const struct ckpt_opts *o;
+	enum ckpt_state state;
+	enum ckpt_mode mode;
 	struct qmp *q;
 	struct qmp *agent;
 	struct store *store;
@@ -85,11 +134,10 @@ struct ckpt {
 	char *machine;
 	char runstate[32];
 	int was_running;
-	int bg;			/* background-snapshot (a running guest) */
 	struct disk *disks;
 	size_t ndisks;
 
-	/* what we changed */
+	/* what we changed, so what settle() must undo */
 	json_t *caps_set;	/* [{capability,state}] we set */
 	json_t *caps_restore;	/* the same capabilities, original states */
 	json_t *params_set;
@@ -97,28 +145,18 @@ struct ckpt {
 	int caps_applied;
 	int params_applied;
 	int note_written;
-	int stopped_by_us;
-	int frozen;
+	int stopped_by_us;	/* the guest: cont it */
+	int frozen;		/* its filesystems: thaw them */
+	int fd_registered;	/* getfd done, migrate not yet: closefd */
+	int disks_cut;		/* the overlays are in use: kept */
 	uint64_t freeze_ms;
 
 	/* the migration */
 	int sv[2];
-	int fd_registered;
-	int mig_started;	/* migrate accepted */
-	int mig_done;		/* completed, failed or cancelled seen */
-	int completed;
-	int failed;
-	int cancelled;
-	int we_cancelled;
-	int at_switchover;
-	int switchover_done;
-	int disks_cut;
-	int resumed;
-	int bg_resumed;		/* after QEMU's background setup */
+	enum ckpt_mig mig;
 	uint64_t bg_recheck;	/* monotonic ms of the runstate recheck */
-	int forced;
+	int forced;		/* --timeout stopped the guest */
 	int passes;
-	char mig_status[32];
 	double stop_ts;		/* QEMU's timestamps of STOP and RESUME */
 	double resume_ts;
 	uint64_t stop_mono;	/* fallback when events are missed */
@@ -126,12 +164,71 @@ struct ckpt {
 	int64_t qemu_downtime;
 	struct ingest *ing;	/* the stream into the image */
 	struct img_stats img;
-	int img_committed;
 
 	/* progress */
 	uint64_t last_progress;
 	uint64_t last_bytes;
 };
+
+#define S(x) (1u << CKPT_S_##x)
+static const unsigned ckpt_next[] = {
+	[CKPT_S_START] = S(PREPARED),
+	[CKPT_S_PREPARED] = S(CUTTING) | S(LIVE),
+	[CKPT_S_CUTTING] = S(BG_SETUP) | S(CAPTURED),
+	[CKPT_S_LIVE] = S(SWITCHOVER),
+	[CKPT_S_SWITCHOVER] = S(CUT),
+	[CKPT_S_CUT] = S(COMPLETED),
+	[CKPT_S_BG_SETUP] = S(BG_LIVE) | S(COMPLETED),
+	[CKPT_S_BG_LIVE] = S(COMPLETED),
+	[CKPT_S_COMPLETED] = S(CAPTURED),
+	[CKPT_S_CAPTURED] = S(SETTLED),
+	[CKPT_S_SETTLED] = S(DONE),
+	[CKPT_S_DONE] = 0,
+	[CKPT_S_FAILED] = 0,
+};
+#undef S
+
+/* Every phase but the two ends may fail; nothing else skips a step. */
+static void
+ckpt_state_set(struct ckpt *c, enum ckpt_state to)
+{
+	assert(to == CKPT_S_FAILED ? c->state != CKPT_S_DONE &&
+	    c->state != CKPT_S_FAILED : (ckpt_next[c->state] & (1u << to)) != 0);
+	c->state = to;
+}
+
+/* A migration is pending: QEMU took it and has not ended it. */
+static int
+ckpt_migrating(const struct ckpt *c)
+{
+	switch (c->state) {
+	case CKPT_S_LIVE:
+	case CKPT_S_SWITCHOVER:
+	case CKPT_S_CUT:
+	case CKPT_S_BG_SETUP:
+	case CKPT_S_BG_LIVE:
+		return c->mig < CKPT_MIG_COMPLETED;
+	default:
+		return 0;
+	}
+}
+
+/* The manifest's "mode". */
+static const char *
+ckpt_mode_name(enum ckpt_mode m)
+{
+	switch (m) {
+	case CKPT_MODE_LIVE:
+		return "live";
+	case CKPT_MODE_PAUSE:
+		return "pause";
+	case CKPT_MODE_BACKGROUND:
+		return "background";
+	case CKPT_MODE_DISK_ONLY:
+		return "disk-only";
+	}
+	return "?";
+}
 
 /* ---- discovery ---------------------------------------------------------- */
 
@@ -393,7 +490,7 @@ plan_changes(struct ckpt *c, const json_t *caps, const json_t *params,
 	c->caps_restore = json_array();
 	c->params_set = json_object();
 	c->params_restore = json_object();
-	if (c->o->disk_only)
+	if (c->mode == CKPT_MODE_DISK_ONLY)
 		return 0;
 	tls = json_str(params, "tls-creds");
 	if (tls != NULL && *tls != '\0')
@@ -406,7 +503,8 @@ plan_changes(struct ckpt *c, const json_t *caps, const json_t *params,
 	json_array_foreach(caps, i, cap) {
 		const char *name = json_str(cap, "capability");
 
-		if (name == NULL || !cap_wanted(name, c->bg, &want))
+		if (name == NULL || !cap_wanted(name,
+		    c->mode == CKPT_MODE_BACKGROUND, &want))
 			continue;
 		have = json_is_true(json_object_get(cap, "state"));
 		if (have == want)
@@ -484,7 +582,8 @@ discover(struct ckpt *c, struct err *e)
 	c->was_running = st.running;
 	/* Stopped, it is a --pause capture: 7.2 would start it after its
 	 * background setup. */
-	c->bg = c->o->background && c->was_running;
+	if (c->mode == CKPT_MODE_BACKGROUND && !c->was_running)
+		c->mode = CKPT_MODE_PAUSE;
 	if (vm_migration_query(c->q, &mig, e) < 0)
 		goto out;
 	if (vm_migration_busy(mig.status)) {
@@ -498,11 +597,11 @@ discover(struct ckpt *c, struct err *e)
 	if (vm_disks_query(c->q, &bi, &nbi, e) < 0 ||
 	    collect_disks(c, bi, nbi, e) < 0)
 		goto out;
-	if (c->o->disk_only && c->ndisks == 0) {
+	if (c->mode == CKPT_MODE_DISK_ONLY && c->ndisks == 0) {
 		err_set(e, ERR_FAIL, "no writable disk to snapshot");
 		goto out;
 	}
-	if (!c->o->disk_only) {
+	if (c->mode != CKPT_MODE_DISK_ONLY) {
 		if ((caps = qmp_call(c->q, "query-migrate-capabilities", NULL,
 		    e)) == NULL)
 			goto out;
@@ -542,7 +641,7 @@ write_note(struct ckpt *c, struct err *e)
 	    "capabilities", c->caps_restore,
 	    "parameters", c->params_restore,
 	    "agent", c->o->quiesce ? c->o->agent : NULL,
-	    "pause_before_switchover_set", !c->bg);
+	    "pause_before_switchover_set", c->mode != CKPT_MODE_BACKGROUND);
 	if (note == NULL)
 		return err_set(e, ERR_FAIL, "cannot build the recovery note");
 	rc = store_note_write(c->store, note, e);
@@ -557,21 +656,23 @@ write_note(struct ckpt *c, struct err *e)
 static void
 handle_event(struct ckpt *c, const struct qmp_event *ev)
 {
+	enum ckpt_mig m = CKPT_MIG_NONE;
 	const char *s;
 
 	if (strcmp(ev->name, "MIGRATION") == 0) {
 		s = json_str(ev->data, "status");
 		if (s == NULL)
 			return;
-		snprintf(c->mig_status, sizeof(c->mig_status), "%s", s);
 		if (strcmp(s, "pre-switchover") == 0)
-			c->at_switchover = 1;
+			m = CKPT_MIG_PRE_SWITCHOVER;
 		else if (strcmp(s, "completed") == 0)
-			c->completed = c->mig_done = 1;
-		else if (strcmp(s, "failed") == 0)
-			c->failed = c->mig_done = 1;
+			m = CKPT_MIG_COMPLETED;
 		else if (strcmp(s, "cancelled") == 0)
-			c->cancelled = c->mig_done = 1;
+			m = CKPT_MIG_CANCELLED;
+		else if (strcmp(s, "failed") == 0)
+			m = CKPT_MIG_FAILED;
+		if (m > c->mig)
+			c->mig = m;
 	} else if (strcmp(ev->name, "MIGRATION_PASS") == 0) {
 		json_int_t p = json_integer_value(json_object_get(ev->data,
 		    "pass"));
@@ -732,7 +833,7 @@ start_migration(struct ckpt *c, struct err *e)
 	if (ingest_start(c->ing, c->sv[0], e) < 0)
 		return -1;
 	/* A stopped guest waits for us: let nothing slow QEMU down. */
-	if (c->o->pause)
+	if (c->mode == CKPT_MODE_PAUSE)
 		ingest_overflow(c->ing, 1);
 
 	{
@@ -750,7 +851,7 @@ start_migration(struct ckpt *c, struct err *e)
 	/* QEMU has its own copy now; ours would keep the stream open. */
 	close(c->sv[1]);
 	c->sv[1] = -1;
-	if ((c->o->pause || c->bg) && c->was_running) {
+	if (c->mode != CKPT_MODE_LIVE && c->was_running) {
 		if (vm_stop(c->q, e) < 0)
 			return -1;
 		c->stopped_by_us = 1;
@@ -760,7 +861,8 @@ start_migration(struct ckpt *c, struct err *e)
 	 * migration thread stops the guest for the setup; we stopped it
 	 * first, so that is now, and the disks are cut at this instant.
 	 */
-	if (c->bg) {
+	if (c->mode == CKPT_MODE_BACKGROUND) {
+		ckpt_state_set(c, CKPT_S_CUTTING);
 		if (c->stop_mono == 0)
 			c->stop_mono = now_mono_ms();
 		if (c->o->hold_switchover_ms > 0)
@@ -775,8 +877,8 @@ start_migration(struct ckpt *c, struct err *e)
 	if (rc < 0)
 		return -1;
 	c->fd_registered = 0;	/* migrate took it */
-	c->mig_started = 1;
-	snprintf(c->mig_status, sizeof(c->mig_status), "setup");
+	ckpt_state_set(c, c->mode == CKPT_MODE_BACKGROUND ? CKPT_S_BG_SETUP :
+	    CKPT_S_LIVE);
 	return 0;
 }
 
@@ -822,7 +924,6 @@ resume_guest(struct ckpt *c, struct err *e)
 {
 	if (vm_resume(c->q, e) < 0)
 		return -1;
-	c->resumed = 1;
 	c->stopped_by_us = 0;
 	if (c->resume_mono == 0)
 		c->resume_mono = now_mono_ms();
@@ -848,13 +949,12 @@ bg_resume(struct ckpt *c, struct err *e)
 {
 	struct vm_status st;
 
-	c->bg_resumed = 1;
+	ckpt_state_set(c, CKPT_S_BG_LIVE);
 	c->bg_recheck = now_mono_ms() + BG_RECHECK_MS;
 	if (vm_status(c->q, &st, e) < 0)
 		return -1;
 	if (!st.running)
 		return resume_guest(c, e);
-	c->resumed = 1;
 	c->stopped_by_us = 0;
 	return 0;
 }
@@ -870,7 +970,6 @@ bg_recheck(struct ckpt *c, struct err *e)
 	return st.state == VM_RS_PAUSED ? resume_guest(c, e) : 0;
 }
 
-/* At pre-switchover: the guest is stopped; cut the disks, continue. */
 /*
  * Before the disks are cut, on a store short of room (less free than the
  * chunk cache and the spool could still write, twice over), the image
@@ -897,10 +996,11 @@ catch_up(struct ckpt *c, struct err *e)
 	return ingest_check(c->ing, e);
 }
 
+/* At pre-switchover: the guest is stopped; cut the disks, continue. */
 static int
 do_switchover(struct ckpt *c, struct err *e)
 {
-	c->switchover_done = 1;
+	ckpt_state_set(c, CKPT_S_SWITCHOVER);
 	if (c->stop_mono == 0)
 		c->stop_mono = now_mono_ms();
 	if (c->o->hold_switchover_ms > 0)
@@ -916,6 +1016,7 @@ do_switchover(struct ckpt *c, struct err *e)
 	/* QEMU sends the last pass while the guest waits: take it at once,
 	 * to a file if the parser is behind. */
 	ingest_overflow(c->ing, 1);
+	ckpt_state_set(c, CKPT_S_CUT);
 	return qmp_do(c->q, "migrate-continue", json_pack("{s:s}", "state",
 	    "pre-switchover"), e);
 }
@@ -926,7 +1027,7 @@ migration_error(struct ckpt *c, struct err *e)
 	struct vm_migration mig;
 
 	vm_migration_query(c->q, &mig, NULL);
-	if (!c->failed)
+	if (c->mig != CKPT_MIG_FAILED)
 		return err_set(e, ERR_FAIL, "the migration was cancelled by "
 		    "someone else");
 	return err_set(e, ERR_FAIL, "the migration failed%s%s",
@@ -951,6 +1052,48 @@ unthrottle(struct ckpt *c, struct err *e)
 	    "max-bandwidth", (json_int_t)CKPT_DEFAULT_BANDWIDTH), e);
 }
 
+/* QEMU sent everything: cont a guest it, or we, still hold. */
+static int
+completed(struct ckpt *c, struct err *e)
+{
+	int held = c->state != CKPT_S_BG_LIVE || c->stopped_by_us;
+
+	ckpt_state_set(c, CKPT_S_COMPLETED);
+	return c->was_running && held ? resume_guest(c, e) : 0;
+}
+
+/* --timeout with CKPT_TIMEOUT_STOP. */
+static int
+force(struct ckpt *c, struct err *e)
+{
+	/* Stopped, the guest dirties nothing: it converges, and as the
+	 * guest waits now, at full speed. */
+	c->forced = 1;
+	ingest_overflow(c->ing, 1);
+	if (!c->stopped_by_us && c->was_running && c->state != CKPT_S_CUT) {
+		if (vm_stop(c->q, e) < 0)
+			return -1;
+		c->stopped_by_us = 1;
+	}
+	return unthrottle(c, e);
+}
+
+static const char *
+phase_name(const struct ckpt *c)
+{
+	switch (c->state) {
+	case CKPT_S_COMPLETED:
+		return "saving";
+	case CKPT_S_CUT:
+		return "switchover";
+	case CKPT_S_BG_SETUP:
+	case CKPT_S_BG_LIVE:
+		return "background";
+	default:
+		return "live";
+	}
+}
+
 static int
 capture(struct ckpt *c, struct err *e)
 {
@@ -970,56 +1113,56 @@ capture(struct ckpt *c, struct err *e)
 			return -1;
 		if (sig_interrupted(e))
 			return -1;
-		if (c->failed || (c->cancelled && !c->we_cancelled))
+		if (c->mig >= CKPT_MIG_CANCELLED)
 			return migration_error(c, e);
-		if (c->at_switchover && !c->switchover_done) {
-			if (do_switchover(c, e) < 0)
+		switch (c->state) {
+		case CKPT_S_LIVE:
+			if (c->mig == CKPT_MIG_PRE_SWITCHOVER) {
+				if (do_switchover(c, e) < 0)
+					return -1;
+				continue;
+			}
+			if (c->mig == CKPT_MIG_COMPLETED)
+				return err_set(e, ERR_FAIL, "the migration "
+				    "completed without a pre-switchover pause");
+			break;
+		case CKPT_S_BG_SETUP:
+			if (!c->forced && ingest_pages(c->ing) > 0) {
+				if (bg_resume(c, e) < 0)
+					return -1;
+				continue;
+			}
+			/* FALLTHROUGH */
+		case CKPT_S_BG_LIVE:
+		case CKPT_S_CUT:
+			if (c->mig == CKPT_MIG_COMPLETED &&
+			    completed(c, e) < 0)
 				return -1;
-			continue;
-		}
-		if (c->bg && !c->bg_resumed && !c->forced &&
-		    ingest_pages(c->ing) > 0) {
-			if (bg_resume(c, e) < 0)
-				return -1;
-			continue;
+			break;
+		default:
+			break;
 		}
 		if (c->bg_recheck != 0 && !c->forced &&
 		    now_mono_ms() >= c->bg_recheck) {
 			if (bg_recheck(c, e) < 0)
 				return -1;
 		}
-		if (c->completed && c->was_running &&
-		    (!c->resumed || c->stopped_by_us)) {
-			if (resume_guest(c, e) < 0)
-				return -1;
-		}
-		if (c->completed &&
+		if (c->state == CKPT_S_COMPLETED &&
 		    ingest_finished(c->ing) &&
 		    (c->bg_recheck == 0 || c->forced))
 			break;
 		now = now_mono_ms();
-		if (deadline != 0 && now >= deadline && !c->completed &&
-		    !c->forced) {
+		if (deadline != 0 && now >= deadline &&
+		    c->state != CKPT_S_COMPLETED && !c->forced) {
 			if (c->o->on_timeout == CKPT_TIMEOUT_ABORT)
 				return err_set(e, ERR_TIMEOUT, "the migration "
 				    "did not converge within %d s",
 				    c->o->timeout_s);
-			/* Stopped, the guest dirties nothing: it converges,
-			 * and as the guest waits now, at full speed. */
-			c->forced = 1;
-			ingest_overflow(c->ing, 1);
-			if (!c->stopped_by_us && c->was_running &&
-			    !c->at_switchover) {
-				if (vm_stop(c->q, e) < 0)
-					return -1;
-				c->stopped_by_us = 1;
-			}
-			if (unthrottle(c, e) < 0)
+			if (force(c, e) < 0)
 				return -1;
 		}
-		report_progress(c, c->completed ? "saving" :
-		    c->at_switchover ? "switchover" : c->bg ? "background" :
-		    "live", !c->completed);
+		report_progress(c, phase_name(c),
+		    c->state != CKPT_S_COMPLETED);
 
 		pfd[0].fd = qmp_fd(c->q);
 		pfd[0].events = POLLIN;
@@ -1033,6 +1176,7 @@ capture(struct ckpt *c, struct err *e)
 			return err_sys(e, ERR_FAIL, "poll");
 		ingest_wake_clear(c->ing);
 	}
+	ckpt_state_set(c, CKPT_S_CAPTURED);
 	return 0;
 }
 
@@ -1058,15 +1202,6 @@ qemu_alive(struct ckpt *c)
 	struct vm_status st;
 
 	return vm_status(c->q, &st, NULL) == 0;
-}
-
-/* Cancel the migration and wait (bounded) for it to end. */
-static void
-cancel_migration(struct ckpt *c)
-{
-	c->we_cancelled = 1;
-	if (vm_migration_cancel(c->q, VM_CANCEL_WAIT_MS, NULL) == 0)
-		c->mig_done = 1;
 }
 
 static int
@@ -1098,8 +1233,9 @@ settle(struct ckpt *c, struct err *e)
 
 	if (c->q == NULL)
 		return;
-	if (c->mig_started && !c->mig_done)
-		cancel_migration(c);
+	/* Cancel a pending migration and wait (bounded) for it to end. */
+	if (ckpt_migrating(c))
+		vm_migration_cancel(c->q, VM_CANCEL_WAIT_MS, NULL);
 	ingest_stop(c->ing);
 	if (c->fd_registered) {
 		json_decref(qmp_execute(c->q, "closefd", json_pack("{s:s}",
@@ -1114,7 +1250,7 @@ settle(struct ckpt *c, struct err *e)
 	alive = qemu_alive(c);
 	if (!alive) {
 		c->caps_applied = c->params_applied = 0;
-		return;
+		goto out;
 	}
 	if ((c->was_running || c->stopped_by_us) &&
 	    vm_status(c->q, &st, NULL) == 0 && vm_stopped(&st) &&
@@ -1140,6 +1276,8 @@ settle(struct ckpt *c, struct err *e)
 		} else
 			c->params_applied = 0;
 	}
+out:
+	ckpt_state_set(c, err_isset(e) ? CKPT_S_FAILED : CKPT_S_SETTLED);
 }
 
 /* ---- disk-only ---------------------------------------------------------- */
@@ -1150,6 +1288,7 @@ disk_only(struct ckpt *c, struct err *e)
 	struct err le = ERR_INIT;
 	json_t *r;
 
+	ckpt_state_set(c, CKPT_S_CUTTING);
 	if (c->o->quiesce) {
 		c->agent = qmp_open_agent(c->o->agent, c->o->qmp_timeout_ms,
 		    &le);
@@ -1184,6 +1323,7 @@ disk_only(struct ckpt *c, struct err *e)
 		return -1;
 	if (c->stopped_by_us && resume_guest(c, e) < 0)
 		return -1;
+	ckpt_state_set(c, CKPT_S_CAPTURED);
 	return 0;
 }
 
@@ -1219,11 +1359,10 @@ build_manifest(struct ckpt *c, const char *parent)
 	in.vm_uuid = c->uuid;
 	in.qemu = c->qemu_version;
 	in.machine = c->machine;
-	in.mode = c->o->disk_only ? "disk-only" : c->bg ? "background" :
-	    c->o->pause || c->o->background ? "pause" : "live";
+	in.mode = ckpt_mode_name(c->mode);
 	in.forced = c->forced;
 	in.quiesced = c->o->quiesce;
-	in.memory = !c->o->disk_only;
+	in.memory = c->mode != CKPT_MODE_DISK_ONLY;
 	in.mem_file_bytes = c->img.file_bytes;
 	in.ram_bytes = c->img.ram_bytes;
 	in.pages = c->img.pages;
@@ -1237,7 +1376,8 @@ build_manifest(struct ckpt *c, const char *parent)
 	else if (c->stop_mono != 0 && c->resume_mono >= c->stop_mono)
 		in.paused_ms = (double)(c->resume_mono - c->stop_mono);
 	in.passes = c->passes;
-	in.qemu_downtime_ms = c->o->disk_only ? -1 : c->qemu_downtime;
+	in.qemu_downtime_ms = c->mode == CKPT_MODE_DISK_ONLY ? -1 :
+	    c->qemu_downtime;
 	in.frozen = c->o->quiesce;
 	in.frozen_ms = c->freeze_ms;
 	m = manifest_build(&in);
@@ -1346,6 +1486,9 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 	if (eff.bandwidth == 0)
 		eff.bandwidth = CKPT_DEFAULT_BANDWIDTH;
 	c->o = &eff;
+	c->state = CKPT_S_START;
+	c->mode = o->disk_only ? CKPT_MODE_DISK_ONLY : o->background ?
+	    CKPT_MODE_BACKGROUND : o->pause ? CKPT_MODE_PAUSE : CKPT_MODE_LIVE;
 	c->t0 = now_mono_ms();
 	format_utc(now_real(), c->created);
 	if (check_opts(o, e) < 0)
@@ -1398,11 +1541,12 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		goto out;
 
 	/* From here on, every path goes through settle(). */
+	ckpt_state_set(c, CKPT_S_PREPARED);
 	if (sig_interrupted(e))
 		goto settle;
 	if (apply_changes(c, e) < 0)
 		goto settle;
-	if (o->disk_only) {
+	if (c->mode == CKPT_MODE_DISK_ONLY) {
 		if (disk_only(c, e) < 0)
 			goto settle;
 	} else {
@@ -1441,7 +1585,6 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 			c->machine = xstrdup(ingest_machine(c->ing));
 		if (ingest_commit(c->ing, &c->img, e) < 0)
 			goto settle;
-		c->img_committed = 1;
 	}
 settle:
 	settle(c, e);
@@ -1456,10 +1599,13 @@ settle:
 		goto out;
 	free(c->stage);
 	c->stage = NULL;
+	ckpt_state_set(c, CKPT_S_DONE);
 	*manifest = m;
 	m = NULL;
 	rc = 0;
 out:
+	if (rc < 0 && c->state != CKPT_S_FAILED)
+		ckpt_state_set(c, CKPT_S_FAILED);
 	note_overlays(c, e);
 	if (c->stage != NULL) {
 		ingest_free(c->ing);
