@@ -12,6 +12,7 @@
 #include <zstd.h>
 
 #include "stream.h"
+#include "streamgen.h"
 #include "util.h"
 #include "tap.h"
 
