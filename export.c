@@ -9,7 +9,7 @@
 
 #include "export.h"
 #include "sig.h"
-#include "stream.h"
+#include "streamgen.h"
 #include "util.h"
 
 #include "banned.h"

@@ -13,6 +13,7 @@
 #include "imgread.h"
 #include "lazy.h"
 #include "stream.h"
+#include "streamgen.h"
 #include "util.h"
 
 #include "banned.h"

@@ -1,19 +1,17 @@
 /*
- * qmp.c - the QMP and guest-agent client (qmp.h): connecting with retries,
- * a capped line reader over a non-blocking socket, ids matched to replies,
- * an event queue, SCM_RIGHTS, and guest-sync-delimited for the agent.
+ * qmp.c - the QMP and guest-agent client (qmp.h): a capped line reader over
+ * a non-blocking socket, ids matched to replies, SCM_RIGHTS,
+ * guest-sync-delimited for the agent, the greeting and opening.  The event
+ * queue is qmpevent.c, connecting the socket qmpconn.c (qmp_int.h).
  * Every wait is a poll() against an absolute deadline; nothing QEMU sends
  * is trusted (Xen's libxl_qmp.c, libvirt's qemu_monitor_json.c).
  */
 #include <sys/types.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 
 #include <errno.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,57 +20,12 @@
 
 #include <jansson.h>
 
-#include "qmp.h"
+#include "qmp_int.h"
 #include "util.h"
 
 #define QMP_READ_CHUNK 65536
 #define QMP_MAX_SKIPPED 64	/* replies to other ids before giving up */
-#define QMP_RETRY_MS 50		/* pause between connection attempts */
 #define QMP_SLICE_MS 200	/* longest poll() while a cancel hook is set */
-
-struct qent {
-	struct qmp_event *ev;
-	size_t cost;
-	int superseded;		/* a newer event of its name is queued */
-};
-
-struct qmp {
-	int fd;
-	int family;		/* AF_UNIX, AF_INET, AF_INET6 */
-	int agent;
-	int timeout_ms;
-	int broken;		/* the stream can no longer be trusted */
-	int need_sync;		/* agent: a reply was abandoned */
-	int64_t next_id;
-	char *addr;
-
-	struct buf in;
-	size_t start;		/* in.data[start..] is not consumed yet */
-	size_t scanned;		/* in.data[start..scanned] holds no '\n' */
-	size_t taken;		/* the line handed out last, to consume */
-
-	json_t *greeting;	/* the "QMP" member */
-	int version[3];
-
-	/* The event queue: evq[evq_head .. evq_head + nevents), oldest
-	 * first; evq_bytes is the sum of their costs (event_cost()). */
-	struct qent *evq;
-	size_t evq_head;
-	size_t nevents;
-	size_t evq_cap;
-	size_t evq_bytes;
-	uint64_t evq_dropped;
-	int evq_noted;		/* the trace has said the queue is full */
-
-	qmp_trace_fn trace;
-	void *trace_opaque;
-	int (*cancelled)(void *);
-	void *cancel_opaque;
-};
-
-/* What read_line() and the waits return besides 0. */
-#define QMP_ERROR (-1)		/* e filled */
-#define QMP_TIMEOUT (-2)	/* deadline passed; e untouched */
 
 static int
 timeout_or_default(int timeout_ms)
@@ -91,25 +44,21 @@ fmt_secs(int ms, char out[32])
 	return out;
 }
 
-static void
-trace(struct qmp *q, const char *dir, const char *line)
+void
+qmp_trace_line(struct qmp *q, const char *dir, const char *line)
 {
 	if (q->trace != NULL)
 		q->trace(q->trace_opaque, dir, line);
 }
 
-static int
-is_cancelled(struct qmp *q)
+int
+qmp_is_cancelled(struct qmp *q)
 {
 	return q->cancelled != NULL && q->cancelled(q->cancel_opaque);
 }
 
-/*
- * Wait for events on fd until the deadline (ms, monotonic).  1 when ready,
- * QMP_TIMEOUT, or QMP_ERROR (cancelled or poll failed).
- */
-static int
-wait_fd(struct qmp *q, int fd, short events, uint64_t deadline,
+int
+qmp_wait_fd(struct qmp *q, int fd, short events, uint64_t deadline,
     const char *what, struct err *e)
 {
 	struct pollfd pfd;
@@ -117,7 +66,7 @@ wait_fd(struct qmp *q, int fd, short events, uint64_t deadline,
 	int ms, n;
 
 	for (;;) {
-		if (is_cancelled(q))
+		if (qmp_is_cancelled(q))
 			return err_set(e, ERR_INTR, "interrupted while %s",
 			    what);
 		now = now_mono_ms();
@@ -277,16 +226,17 @@ read_line(struct qmp *q, uint64_t deadline, const char *what, char **line,
 		if (rc > 0) {
 			if (q->agent &&
 			    (ff = memrchr(*line, 0xff, *len)) != NULL) {
-				trace(q, "<-", "(input up to 0xff dropped)");
+				qmp_trace_line(q, "<-",
+				    "(input up to 0xff dropped)");
 				*len -= (size_t)(ff + 1 - (uint8_t *)*line);
 				*line = (char *)ff + 1;
 			}
 			if (*len == 0)
 				continue;
-			trace(q, "<-", *line);
+			qmp_trace_line(q, "<-", *line);
 			return 0;
 		}
-		rc = wait_fd(q, q->fd, POLLIN, deadline, what, e);
+		rc = qmp_wait_fd(q, q->fd, POLLIN, deadline, what, e);
 		if (rc < 0)
 			return rc;
 		if (read_some(q, what, &got, e) < 0)
@@ -323,184 +273,6 @@ read_msg(struct qmp *q, uint64_t deadline, const char *what, json_t **out,
 	*out = msg;
 	*lenp = len;
 	return 0;
-}
-
-/* ---- events ------------------------------------------------------------ */
-
-void
-qmp_event_free(struct qmp_event *ev)
-{
-	if (ev == NULL)
-		return;
-	free(ev->name);
-	json_decref(ev->data);
-	free(ev);
-}
-
-/* An event from a message with a string "event" member. */
-static struct qmp_event *
-event_from_msg(const json_t *msg)
-{
-	struct qmp_event *ev;
-	const json_t *ts, *data;
-
-	ev = xcalloc(1, sizeof(*ev));
-	ev->name = xstrdup(json_string_value(json_object_get(msg, "event")));
-	data = json_object_get(msg, "data");
-	if (data != NULL)
-		ev->data = json_incref((json_t *)data);
-	ts = json_object_get(msg, "timestamp");
-	if (json_is_object(ts))
-		ev->timestamp =
-		    json_number_value(json_object_get(ts, "seconds")) +
-		    json_number_value(json_object_get(ts, "microseconds")) /
-		    1e6;
-	return ev;
-}
-
-/*
- * What a parsed value holds in memory, roughly: jansson spends some 40 to
- * 90 bytes on every value and a hash table on every object, so "[{},{}]"
- * takes 70 times its text.  Over-estimates, never under.
- */
-static size_t
-value_cost(const json_t *j)
-{
-	const char *key;
-	json_t *v;
-	size_t i, cost = 96;
-
-	if (json_is_object(j)) {
-		cost += 160;
-		json_object_foreach((json_t *)j, key, v)
-			cost += strlen(key) + 1 + value_cost(v);
-	} else if (json_is_array(j)) {
-		for (i = 0; i < json_array_size(j); i++)
-			cost += value_cost(json_array_get(j, i));
-	} else if (json_is_string(j)) {
-		cost += json_string_length(j) + 1;
-	}
-	return cost;
-}
-
-/* What an event counts against QMP_MAX_EVENT_BYTES. */
-static size_t
-event_cost(const struct qmp_event *ev, size_t len)
-{
-	return len + sizeof(*ev) + strlen(ev->name) + 1 +
-	    (ev->data != NULL ? value_cost(ev->data) : 0);
-}
-
-/* Take the i-th oldest queued event out, moving the shorter side. */
-static struct qmp_event *
-unqueue_event(struct qmp *q, size_t i)
-{
-	struct qent *base = q->evq + q->evq_head;
-	struct qmp_event *ev = base[i].ev;
-	size_t j;
-
-	/* The newest of its name goes: the one before it is now. */
-	for (j = i; !base[i].superseded && j-- > 0;)
-		if (strcmp(base[j].ev->name, ev->name) == 0) {
-			base[j].superseded = 0;
-			break;
-		}
-	q->evq_bytes -= base[i].cost;
-	if (i < q->nevents / 2) {
-		memmove(base + 1, base, i * sizeof(*base));
-		q->evq_head++;
-	} else {
-		memmove(base + i, base + i + 1,
-		    (q->nevents - i - 1) * sizeof(*base));
-	}
-	if (--q->nevents == 0)
-		q->evq_head = 0;
-	return ev;
-}
-
-static void
-drop_event(struct qmp *q, struct qmp_event *ev)
-{
-	if (!q->evq_noted) {
-		trace(q, "<-", "(event queue full: dropping the oldest "
-		    "events)");
-		q->evq_noted = 1;
-	}
-	q->evq_dropped++;
-	qmp_event_free(ev);
-}
-
-/*
- * Queue ev (read as len bytes of JSON) within QMP_MAX_EVENTS and
- * QMP_MAX_EVENT_BYTES.  Room is made by dropping the oldest event that a
- * newer one of its name supersedes, or when every queued name is distinct
- * the oldest event: a flood pushes out its own kind, and the newest event
- * of every name (a STOP, a RESUME read before the flood) stays longest.
- */
-static void
-queue_event(struct qmp *q, struct qmp_event *ev, size_t len)
-{
-	struct qent *base;
-	size_t cost = event_cost(ev, len), i, victim;
-
-	if (cost > QMP_MAX_EVENT_BYTES) {
-		drop_event(q, ev);
-		return;
-	}
-	while (q->nevents > 0 && (q->nevents >= QMP_MAX_EVENTS ||
-	    q->evq_bytes + cost > QMP_MAX_EVENT_BYTES)) {
-		base = q->evq + q->evq_head;
-		victim = 0;
-		for (i = 0; i < q->nevents; i++)
-			if (base[i].superseded) {
-				victim = i;
-				break;
-			}
-		drop_event(q, unqueue_event(q, victim));
-	}
-	/* ev supersedes the newest queued event of its name. */
-	base = q->evq + q->evq_head;
-	for (i = q->nevents; i-- > 0;)
-		if (strcmp(base[i].ev->name, ev->name) == 0) {
-			base[i].superseded = 1;
-			break;
-		}
-	if (q->evq_head + q->nevents == q->evq_cap) {
-		if (q->nevents < q->evq_cap / 2) {
-			memmove(q->evq, q->evq + q->evq_head,
-			    q->nevents * sizeof(*q->evq));
-			q->evq_head = 0;
-		} else {
-			q->evq_cap = q->evq_cap ? q->evq_cap * 2 : 16;
-			q->evq = xreallocarray(q->evq, q->evq_cap,
-			    sizeof(*q->evq));
-		}
-	}
-	base = q->evq + q->evq_head;
-	base[q->nevents].ev = ev;
-	base[q->nevents].cost = cost;
-	base[q->nevents].superseded = 0;
-	q->nevents++;
-	q->evq_bytes += cost;
-}
-
-static int
-event_matches(const struct qmp_event *ev, const char *name,
-    const json_t *match)
-{
-	const char *key;
-	json_t *want;
-
-	if (name != NULL && strcmp(ev->name, name) != 0)
-		return 0;
-	if (match == NULL)
-		return 1;
-	json_object_foreach((json_t *)match, key, want) {
-		if (!json_is_object(ev->data) ||
-		    !json_equal(json_object_get(ev->data, key), want))
-			return 0;
-	}
-	return 1;
 }
 
 /* ---- messages ---------------------------------------------------------- */
@@ -569,10 +341,10 @@ drain(struct qmp *q, const char *what, struct err *e)
 	while ((rc = buffered_line(q, &line, &len, what, e)) > 0) {
 		if (len == 0)
 			continue;
-		trace(q, "<-", line);
+		qmp_trace_line(q, "<-", line);
 		msg = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
 		if (json_is_object(msg) && classify(msg) == MSG_EVENT)
-			queue_event(q, event_from_msg(msg), len);
+			qmp_evq_push(q, qmp_evq_from_msg(msg), len);
 		json_decref(msg);
 	}
 	return rc;
@@ -594,7 +366,7 @@ send_all(struct qmp *q, const void *data, size_t len, int fd,
 
 	snprintf(what, sizeof(what), "sending '%s'", cmd);
 	while (off < len) {
-		rc = wait_fd(q, q->fd, POLLOUT, deadline, what, e);
+		rc = qmp_wait_fd(q, q->fd, POLLOUT, deadline, what, e);
 		if (rc == QMP_TIMEOUT) {
 			if (off > 0)	/* a partial command is on the wire */
 				q->broken = 1;
@@ -649,7 +421,7 @@ send_msg(struct qmp *q, const json_t *msg, int fd, uint64_t deadline,
 	s = json_dumps(msg, JSON_COMPACT);
 	if (s == NULL)
 		return err_set(e, ERR_FAIL, "cannot encode '%s'", cmd);
-	trace(q, "->", s);
+	qmp_trace_line(q, "->", s);
 	buf_addstr(&b, s);
 	buf_addc(&b, '\n');
 	rc = send_all(q, b.data, b.len, fd, deadline, cmd, e);
@@ -717,7 +489,7 @@ execute(struct qmp *q, const char *cmd, json_t *args, int fd, struct err *e)
 			break;
 		kind = classify(msg);
 		if (kind == MSG_EVENT) {
-			queue_event(q, event_from_msg(msg), len);
+			qmp_evq_push(q, qmp_evq_from_msg(msg), len);
 			continue;
 		}
 		if (kind == MSG_OTHER) {
@@ -827,7 +599,7 @@ agent_sync(struct qmp *q, uint64_t deadline, struct err *e)
 	int rc = QMP_ERROR, n, skipped = 0;
 	uint8_t *mark;
 
-	trace(q, "->", "(0xff)");
+	qmp_trace_line(q, "->", "(0xff)");
 	if (send_all(q, &ff, 1, -1, deadline, "guest-sync-delimited", e) < 0)
 		goto out;
 	req = json_pack("{s:s, s:{s:I}}", "execute", "guest-sync-delimited",
@@ -842,14 +614,15 @@ agent_sync(struct qmp *q, uint64_t deadline, struct err *e)
 		    q->start, 0xff, q->in.len - q->start);
 		if (mark != NULL) {
 			if (mark != q->in.data + q->start)
-				trace(q, "<-", "(input up to 0xff dropped)");
+				qmp_trace_line(q, "<-",
+				    "(input up to 0xff dropped)");
 			q->start = q->scanned = (size_t)(mark + 1 - q->in.data);
 			break;
 		}
 		if (q->in.len > q->start)
-			trace(q, "<-", "(input before 0xff dropped)");
+			qmp_trace_line(q, "<-", "(input before 0xff dropped)");
 		q->start = q->scanned = q->in.len = 0;
-		n = wait_fd(q, q->fd, POLLIN, deadline, what, e);
+		n = qmp_wait_fd(q, q->fd, POLLIN, deadline, what, e);
 		if (n == QMP_TIMEOUT)
 			goto timeout;
 		if (n < 0)
@@ -887,213 +660,6 @@ out:
 		q->need_sync = 1;
 	json_decref(msg);
 	json_decref(req);
-	return rc;
-}
-
-/* ---- connecting -------------------------------------------------------- */
-
-/* Does the directory that would hold path exist? */
-static int
-dir_exists(const char *path)
-{
-	struct stat st;
-	char *dir = path_dirname(path);
-	int rc;
-
-	rc = stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
-	free(dir);
-	return rc;
-}
-
-/* Sleep before the next attempt; 0, or -1 past the deadline/cancelled. */
-static int
-retry_pause(struct qmp *q, uint64_t deadline)
-{
-	uint64_t now = now_mono_ms();
-	int ms;
-
-	if (now >= deadline || is_cancelled(q))
-		return -1;
-	ms = deadline - now < QMP_RETRY_MS ? (int)(deadline - now) :
-	    QMP_RETRY_MS;
-	poll(NULL, 0, ms);	/* EINTR: just an earlier retry */
-	return 0;
-}
-
-/*
- * One attempt at a UNIX socket: the fd, or -1 with errno.  Non-blocking, so
- * a full listen backlog is EAGAIN rather than a hang.
- */
-static int
-try_unix(const char *path)
-{
-	struct sockaddr_un sun;
-	int fd, saved;
-
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -1;
-	while (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		if (errno == EINTR)
-			continue;
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
-	return fd;
-}
-
-static int
-connect_unix(struct qmp *q, const char *path, uint64_t deadline,
-    struct err *e)
-{
-	struct stat st;
-	int fd;
-
-	for (;;) {
-		fd = try_unix(path);
-		if (fd >= 0)
-			break;
-		/* Not there yet, or QEMU not listening yet: retry.  A
-		 * directory that does not exist will not grow a socket. */
-		if (errno == ENOENT && !dir_exists(path))
-			goto fail;
-		if (errno == ECONNREFUSED && stat(path, &st) == 0 &&
-		    !S_ISSOCK(st.st_mode))
-			return err_set(e, ERR_QEMU, "cannot connect to '%s': "
-			    "not a socket", path);
-		if (errno != ENOENT && errno != ECONNREFUSED &&
-		    errno != EAGAIN)
-			goto fail;
-		if (retry_pause(q, deadline) < 0)
-			goto fail;
-	}
-	q->fd = fd;
-	q->family = AF_UNIX;
-	return 0;
-fail:
-	if (is_cancelled(q))
-		return err_set(e, ERR_INTR, "interrupted while connecting "
-		    "to '%s'", path);
-	return err_sys(e, ERR_QEMU, "cannot connect to '%s'", path);
-}
-
-/* Split "tcp:HOST:PORT" (HOST may be "[v6]"); new strings. */
-static int
-split_tcp(const char *addr, char **host, char **port, struct err *e)
-{
-	const char *hp = addr + 4, *colon;
-	size_t hlen;
-
-	colon = strrchr(hp, ':');
-	if (colon == NULL || colon == hp || colon[1] == '\0')
-		return err_set(e, ERR_USAGE, "invalid address '%s': expected "
-		    "tcp:HOST:PORT", addr);
-	hlen = (size_t)(colon - hp);
-	if (hp[0] == '[' && hlen >= 2 && hp[hlen - 1] == ']') {
-		hp++;
-		hlen -= 2;
-	}
-	*host = xstrndup(hp, hlen);
-	*port = xstrdup(colon + 1);
-	return 0;
-}
-
-/* One non-blocking TCP connect, bounded by the deadline. */
-static int
-try_tcp(struct qmp *q, const struct addrinfo *ai, uint64_t deadline,
-    struct err *e)
-{
-	socklen_t len = sizeof(int);
-	int fd, soerr = 0, rc;
-
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
-	    SOCK_NONBLOCK, ai->ai_protocol);
-	if (fd < 0)
-		return -1;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-		return fd;
-	if (errno != EINPROGRESS && errno != EINTR)
-		goto fail;
-	rc = wait_fd(q, fd, POLLOUT, deadline, "connecting", e);
-	if (rc == QMP_TIMEOUT) {
-		errno = ETIMEDOUT;
-		goto fail;
-	}
-	if (rc < 0) {
-		errno = EINTR;
-		goto fail;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-		goto fail;
-	if (soerr != 0) {
-		errno = soerr;
-		goto fail;
-	}
-	return fd;
-fail:
-	rc = errno;
-	close(fd);
-	errno = rc;
-	return -1;
-}
-
-static int
-connect_tcp(struct qmp *q, const char *addr, uint64_t deadline,
-    struct err *e)
-{
-	struct addrinfo hints, *res = NULL, *ai;
-	char *host = NULL, *port = NULL;
-	int rc = -1, fd = -1, gai, saved = 0, family = AF_INET;
-
-	if (split_tcp(addr, &host, &port, e) < 0)
-		goto out;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	gai = getaddrinfo(host, port, &hints, &res);
-	if (gai != 0) {
-		err_set(e, ERR_QEMU, "cannot connect to '%s': %s", addr,
-		    gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
-		goto out;
-	}
-	for (;;) {
-		for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
-			fd = try_tcp(q, ai, deadline, NULL);
-			if (fd < 0)
-				saved = errno;
-			else
-				family = ai->ai_family;
-		}
-		if (fd >= 0 || saved != ECONNREFUSED ||
-		    retry_pause(q, deadline) < 0)
-			break;
-	}
-	if (fd < 0) {
-		if (saved == EINTR && is_cancelled(q))
-			err_set(e, ERR_INTR, "interrupted while connecting to "
-			    "'%s'", addr);
-		else
-			err_errno(e, ERR_QEMU, saved, "cannot connect to '%s'",
-			    addr);
-		goto out;
-	}
-	q->fd = fd;
-	q->family = family;
-	rc = 0;
-out:
-	if (res != NULL)
-		freeaddrinfo(res);
-	free(host);
-	free(port);
 	return rc;
 }
 
@@ -1151,9 +717,9 @@ qmp_open_with(const char *addr, const struct qmp_config *cfg, struct err *e)
 	deadline = now_mono_ms() +
 	    (uint64_t)(cfg->connect_ms > 0 ? cfg->connect_ms : 0);
 	if (strncmp(addr, "tcp:", 4) == 0)
-		rc = connect_tcp(q, addr, deadline, e);
+		rc = qmp_connect_tcp(q, addr, deadline, e);
 	else
-		rc = connect_unix(q, addr, deadline, e);
+		rc = qmp_connect_unix(q, addr, deadline, e);
 	if (rc < 0)
 		goto fail;
 
@@ -1180,7 +746,7 @@ qmp_open_with(const char *addr, const struct qmp_config *cfg, struct err *e)
 			goto fail;
 		if (classify(msg) != MSG_EVENT)
 			break;
-		queue_event(q, event_from_msg(msg), len);
+		qmp_evq_push(q, qmp_evq_from_msg(msg), len);
 		json_decref(msg);
 	}
 	if (take_greeting(q, msg, e) < 0)
@@ -1273,9 +839,9 @@ qmp_wait_event(struct qmp *q, const char *name, const json_t *match,
 	int rc;
 
 	for (i = 0; i < q->nevents; i++)
-		if (event_matches(q->evq[q->evq_head + i].ev, name, match)) {
+		if (qmp_evq_matches(q->evq[q->evq_head + i].ev, name, match)) {
 			q->evq_noted = 0;
-			return unqueue_event(q, i);
+			return qmp_evq_take(q, i);
 		}
 	if (check_usable(q, e) < 0)
 		return NULL;
@@ -1297,12 +863,12 @@ qmp_wait_event(struct qmp *q, const char *name, const json_t *match,
 		if (rc < 0)
 			break;
 		if (classify(msg) == MSG_EVENT) {
-			ev = event_from_msg(msg);
-			if (event_matches(ev, name, match)) {
+			ev = qmp_evq_from_msg(msg);
+			if (qmp_evq_matches(ev, name, match)) {
 				drain(q, what, NULL);
 				break;
 			}
-			queue_event(q, ev, len);
+			qmp_evq_push(q, ev, len);
 			ev = NULL;
 		}
 		/* Anything else is a late reply nobody waits for. */
@@ -1312,16 +878,6 @@ qmp_wait_event(struct qmp *q, const char *name, const json_t *match,
 	json_decref(msg);
 	return ev;
 }
-
-struct qmp_event *
-qmp_pop_event(struct qmp *q)
-{
-	if (q->nevents == 0)
-		return NULL;
-	q->evq_noted = 0;
-	return unqueue_event(q, 0);
-}
-
 int
 qmp_pump(struct qmp *q, struct err *e)
 {
@@ -1342,15 +898,6 @@ qmp_pump(struct qmp *q, struct err *e)
 	}
 	return 0;
 }
-
-void
-qmp_queue_stats(const struct qmp *q, struct qmp_queue_stats *st)
-{
-	st->events = q->nevents;
-	st->bytes = q->evq_bytes;
-	st->dropped = q->evq_dropped;
-}
-
 int
 qmp_usable(const struct qmp *q)
 {
@@ -1366,15 +913,11 @@ qmp_fd(const struct qmp *q)
 void
 qmp_close(struct qmp *q)
 {
-	size_t i;
-
 	if (q == NULL)
 		return;
 	if (q->fd >= 0)
 		close(q->fd);
-	for (i = 0; i < q->nevents; i++)
-		qmp_event_free(q->evq[q->evq_head + i].ev);
-	free(q->evq);
+	qmp_evq_release(q);
 	json_decref(q->greeting);
 	buf_release(&q->in);
 	free(q->addr);

@@ -1,8 +1,8 @@
 /*
- * stream.c - QEMU 7.2/10.0 precopy migration streams: a push parser that
- * walks header, configuration, commands and "ram" sections field by field
- * and keeps the device-state tail verbatim, and a writer that rebuilds a
- * stream in QEMU's own shape.  Format: ../shared/docs/qemu-migration-stream.md.
+ * stream.c - parsing QEMU 7.2/10.0 precopy migration streams (stream.h): a
+ * push parser that walks header, configuration, commands and "ram" sections
+ * field by field and keeps the device-state tail verbatim.  The writer is
+ * streamgen.c.  Format: ../shared/docs/qemu-migration-stream.md.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -11,57 +11,8 @@
 #include <string.h>
 
 #include "stream.h"
+#include "streamfmt.h"
 #include "util.h"
-
-/* Top-level record types (QEMU_VM_*, migration/savevm.h). */
-#define VM_EOF			0x00
-#define VM_SECTION_START	0x01
-#define VM_SECTION_PART		0x02
-#define VM_SECTION_END		0x03
-#define VM_SECTION_FULL		0x04
-#define VM_SUBSECTION		0x05
-#define VM_VMDESCRIPTION	0x06
-#define VM_CONFIGURATION	0x07
-#define VM_COMMAND		0x08
-#define VM_SECTION_FOOTER	0x7e
-
-#define VM_FILE_MAGIC		0x5145564du	/* "QEVM" */
-#define VM_FILE_VERSION		3u
-#define VM_FILE_VERSION_COMPAT	2u		/* SaveVM v2, obsolete */
-
-/* RAM record flags: the low 12 bits of the record word (RAM_SAVE_FLAG_*). */
-#define RAM_FLAG_FULL		0x001u	/* obsolete, never sent */
-#define RAM_FLAG_ZERO		0x002u
-#define RAM_FLAG_MEM_SIZE	0x004u
-#define RAM_FLAG_PAGE		0x008u
-#define RAM_FLAG_EOS		0x010u
-#define RAM_FLAG_CONTINUE	0x020u
-#define RAM_FLAG_XBZRLE		0x040u
-#define RAM_FLAG_HOOK		0x080u
-#define RAM_FLAG_COMPRESS_PAGE	0x100u	/* 7.2 only */
-#define RAM_FLAG_MULTIFD_FLUSH	0x200u	/* 8.0 and later */
-#define RAM_FLAGS_MASK		((uint64_t)STREAM_PAGE_SIZE - 1)
-
-#define RAM_IDSTR		"ram"
-#define RAM_INSTANCE		0u
-#define RAM_VERSION		4u
-
-/* Migration commands (enum qemu_vm_cmd, migration/savevm.c). */
-enum mig_cmd {
-	MIG_CMD_INVALID = 0,
-	MIG_CMD_OPEN_RETURN_PATH,
-	MIG_CMD_PING,
-	MIG_CMD_POSTCOPY_ADVISE,
-	MIG_CMD_POSTCOPY_LISTEN,
-	MIG_CMD_POSTCOPY_RUN,
-	MIG_CMD_POSTCOPY_RAM_DISCARD,
-	MIG_CMD_PACKAGED,
-	MIG_CMD_ENABLE_COLO,
-	MIG_CMD_POSTCOPY_RESUME,
-	MIG_CMD_RECV_BITMAP,
-	MIG_CMD_SWITCHOVER_START,
-	MIG_CMD_MAX
-};
 
 static const char *const mig_cmd_names[MIG_CMD_MAX] = {
 	"INVALID", "OPEN_RETURN_PATH", "PING", "POSTCOPY_ADVISE",
@@ -72,14 +23,9 @@ static const char *const mig_cmd_names[MIG_CMD_MAX] = {
 #define CFG_SUB_PREFIX		"configuration/"
 #define CFG_MAX			65536u	/* refuse larger configurations */
 #define MACHINE_MAX		255u
-#define BLOCKS_MAX		4096u	/* refuse longer MEM_SIZE lists */
-#define ESC_MAX			(4 * 255 + 1)	/* an escaped cstr8 */
 /* Footer ids before EOF must be below this (see tail_is_complete()). */
 #define TAIL_SID_LIMIT		(1u << 24)
 
-/* The writer: a PART section per this many page records, as QEMU yields. */
-#define WRITER_PART_RECORDS	32768u
-#define WRITER_BUF		(1u << 20)
 
 /* Parser states; each wants a fixed number of bytes (p->need). */
 enum pstate {
@@ -157,12 +103,8 @@ struct stream_parser {
 	struct buf tail;
 };
 
-/*
- * s[0..n) for a message: printable ASCII as is, anything else as \xNN, so
- * that a message stays one line whatever the stream holds.
- */
-static const char *
-esc(char out[ESC_MAX], const void *s, size_t n)
+const char *
+stream_esc(char out[ESC_MAX], const void *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	const uint8_t *b = s;
@@ -184,11 +126,10 @@ esc(char out[ESC_MAX], const void *s, size_t n)
 	return out;
 }
 
-/* The same for a NUL-terminated name. */
-static const char *
-esc_str(char out[ESC_MAX], const char *s)
+const char *
+stream_esc_str(char out[ESC_MAX], const char *s)
 {
-	return esc(out, s, strnlen(s, 255));
+	return stream_esc(out, s, strnlen(s, 255));
 }
 
 /* Exactly the n bytes of q are str. */
@@ -345,7 +286,7 @@ cfg_subsection(struct stream_parser *p)
 		go(p, PS_SUB_UUID, 16);
 	else
 		return perr(p, "unknown configuration subsection '%s' at "
-		    "offset %" PRIu64, esc(e, name, n), p->rec_off);
+		    "offset %" PRIu64, stream_esc(e, name, n), p->rec_off);
 	return 0;
 }
 
@@ -361,7 +302,8 @@ cfg_capability(struct stream_parser *p, const uint8_t *name, size_t n)
 		    ": mapped-ram streams cannot be captured", p->rec_off);
 	} else {
 		return perr(p, "unknown capability '%s' in the configuration "
-		    "section at offset %" PRIu64, esc(e, name, n), p->rec_off);
+		    "section at offset %" PRIu64, stream_esc(e, name, n),
+		    p->rec_off);
 	}
 	return 0;
 }
@@ -455,12 +397,12 @@ section_idstr(struct stream_parser *p, const uint8_t *q, size_t n)
 	if (p->sec_type == VM_SECTION_FULL)
 		return perr(p, "device section '%s' (FULL) at offset %" PRIu64
 		    " before the ram START section: early-setup device state "
-		    "(e.g. virtio-mem) cannot be captured", esc(e, q, n),
+		    "(e.g. virtio-mem) cannot be captured", stream_esc(e, q, n),
 		    p->sec_off);
 	if (!is_name(q, n, RAM_IDSTR))
 		return perr(p, "unsupported iterable section '%s' (START) at "
 		    "offset %" PRIu64 ": only 'ram' can be captured",
-		    esc(e, q, n), p->sec_off);
+		    stream_esc(e, q, n), p->sec_off);
 	if (p->seen_ram_start)
 		return perr(p, "second ram START section at offset %" PRIu64,
 		    p->sec_off);
@@ -525,8 +467,8 @@ mem_size_entry_name(struct stream_parser *p, const uint8_t *q, size_t n)
 
 	if (memchr(q, '\0', n) != NULL)
 		return perr(p, "ram block name '%s' in the MEM_SIZE record at "
-		    "offset %" PRIu64 " contains a NUL byte", esc(e, q, n),
-		    p->rec_off);
+		    "offset %" PRIu64 " contains a NUL byte",
+		    stream_esc(e, q, n), p->rec_off);
 	if (p->nblocks >= BLOCKS_MAX)
 		return perr(p, "more than %u ram blocks in the MEM_SIZE record "
 		    "at offset %" PRIu64, BLOCKS_MAX, p->rec_off);
@@ -543,7 +485,7 @@ mem_size_entry_name(struct stream_parser *p, const uint8_t *q, size_t n)
 		if (strcmp(p->blocks[i].name, b->name) == 0)
 			return perr(p, "ram block '%s' listed twice in the "
 			    "MEM_SIZE record at offset %" PRIu64,
-			    esc_str(e, b->name), p->rec_off);
+			    stream_esc_str(e, b->name), p->rec_off);
 	go(p, PS_MS_LEN, p->ignore_shared ? 16 : 8);
 	return 0;
 }
@@ -562,13 +504,13 @@ mem_size_entry_len(struct stream_parser *p, const uint8_t *q)
 	if (b->used_length == 0 || b->used_length % STREAM_PAGE_SIZE != 0)
 		return perr(p, "ram block '%s' in the MEM_SIZE record at "
 		    "offset %" PRIu64 " has used_length 0x%" PRIx64 ", not a "
-		    "non-zero multiple of 4096", esc_str(e, b->name),
+		    "non-zero multiple of 4096", stream_esc_str(e, b->name),
 		    p->rec_off, b->used_length);
 	if (b->used_length > p->mem_left)
 		return perr(p, "ram block lengths in the MEM_SIZE record at "
 		    "offset %" PRIu64 " exceed its total (block '%s', 0x%"
 		    PRIx64 " bytes, 0x%" PRIx64 " left)", p->rec_off,
-		    esc_str(e, b->name), b->used_length, p->mem_left);
+		    stream_esc_str(e, b->name), b->used_length, p->mem_left);
 	p->mem_left -= b->used_length;
 	p->nblocks++;
 	if (p->mem_left > 0) {
@@ -624,7 +566,7 @@ page_body(struct stream_parser *p)
 	if (addr >= b->used_length)
 		return perr(p, "page offset 0x%" PRIx64 " beyond ram block "
 		    "'%s' (used_length 0x%" PRIx64 ") at offset %" PRIu64, addr,
-		    esc_str(e, b->name), b->used_length, p->rec_off);
+		    stream_esc_str(e, b->name), b->used_length, p->rec_off);
 	if ((p->word & RAM_FLAG_PAGE) != 0)
 		go(p, PS_RAM_DATA, STREAM_PAGE_SIZE);
 	else
@@ -703,7 +645,7 @@ ram_block_name(struct stream_parser *p, const uint8_t *q, size_t n)
 		}
 	}
 	return perr(p, "unknown ram block '%s' in the page record at offset "
-	    "%" PRIu64, esc(e, q, n), p->rec_off);
+	    "%" PRIu64, stream_esc(e, q, n), p->rec_off);
 }
 
 static int
@@ -865,7 +807,8 @@ step(struct stream_parser *p, const uint8_t **in, size_t *avail)
 			return perr(p, "configuration subsection '%s' has "
 			    "version %" PRIu32 " at offset %" PRIu64 ", "
 			    "expected 1",
-			    esc(e, p->sub_name, p->sub_len), v, p->rec_off);
+			    stream_esc(e, p->sub_name, p->sub_len), v,
+			    p->rec_off);
 		}
 		return cfg_subsection(p);
 	case PS_SUB_PAGE_BITS:
@@ -1161,457 +1104,4 @@ stream_parser_finish(struct stream_parser *p, struct err *e)
 		return fail(p, e);
 	}
 	return 0;
-}
-
-/* ---- the writer ------------------------------------------------------- */
-
-struct stream_writer {
-	stream_write_fn write;
-	void *opaque;
-	uint8_t *buf;		/* WRITER_BUF bytes */
-	size_t len;
-	uint64_t bytes;		/* handed to write() */
-	int begun;
-	int finished;
-	int failed;
-
-	struct stream_block *blocks;
-	size_t nblocks;
-	uint8_t *name_len;	/* strlen of each block name */
-	uint32_t sid;
-	int in_part;
-	uint32_t part_records;
-	int64_t last_block;	/* block of the last page record, -1: none */
-	int postcopy;		/* stream_writer_set_postcopy() was called */
-	int packaged;		/* the postcopy device package was sent */
-};
-
-struct stream_writer *
-stream_writer_new(stream_write_fn write, void *opaque)
-{
-	struct stream_writer *w = xcalloc(1, sizeof(*w));
-
-	w->write = write;
-	w->opaque = opaque;
-	w->buf = xmalloc(WRITER_BUF);
-	w->last_block = -1;
-	return w;
-}
-
-void
-stream_writer_free(struct stream_writer *w)
-{
-	if (w == NULL)
-		return;
-	free(w->buf);
-	free(w->blocks);
-	free(w->name_len);
-	free(w);
-}
-
-uint64_t
-stream_writer_bytes(const struct stream_writer *w)
-{
-	return w->bytes;
-}
-
-static int
-w_flush(struct stream_writer *w, struct err *e)
-{
-	if (w->len == 0)
-		return 0;
-	if (w->write(w->opaque, w->buf, w->len, e) < 0) {
-		w->failed = 1;
-		if (!err_isset(e))
-			err_set(e, ERR_FAIL, "cannot write the migration "
-			    "stream");
-		return -1;
-	}
-	w->bytes += w->len;
-	w->len = 0;
-	return 0;
-}
-
-/* Room for n more bytes in the buffer (n <= WRITER_BUF). */
-static int
-w_room(struct stream_writer *w, size_t n, struct err *e)
-{
-	if (WRITER_BUF - w->len >= n)
-		return 0;
-	return w_flush(w, e);
-}
-
-static void
-w_u8(struct stream_writer *w, uint8_t v)
-{
-	w->buf[w->len++] = v;
-}
-
-static void
-w_be16(struct stream_writer *w, uint16_t v)
-{
-	put_be16(w->buf + w->len, v);
-	w->len += 2;
-}
-
-static void
-w_be32(struct stream_writer *w, uint32_t v)
-{
-	put_be32(w->buf + w->len, v);
-	w->len += 4;
-}
-
-static void
-w_be64(struct stream_writer *w, uint64_t v)
-{
-	put_be64(w->buf + w->len, v);
-	w->len += 8;
-}
-
-static void
-w_bytes(struct stream_writer *w, const void *p, size_t n)
-{
-	memcpy(w->buf + w->len, p, n);
-	w->len += n;
-}
-
-/* Large data: through the buffer in pieces. */
-static int
-w_big(struct stream_writer *w, const uint8_t *p, size_t n, struct err *e)
-{
-	size_t k;
-
-	while (n > 0) {
-		if (w->len == WRITER_BUF && w_flush(w, e) < 0)
-			return -1;
-		k = WRITER_BUF - w->len;
-		if (k > n)
-			k = n;
-		w_bytes(w, p, k);
-		p += k;
-		n -= k;
-	}
-	return 0;
-}
-
-/* EOS and footer: 13 bytes. */
-static void
-w_section_end(struct stream_writer *w)
-{
-	w_be64(w, RAM_FLAG_EOS);
-	w_u8(w, VM_SECTION_FOOTER);
-	w_be32(w, w->sid);
-}
-
-/* A COMMAND header; len bytes of payload follow. */
-static void
-w_command(struct stream_writer *w, enum mig_cmd cmd, uint16_t len)
-{
-	w_u8(w, VM_COMMAND);
-	w_be16(w, cmd);
-	w_be16(w, len);
-}
-
-static int
-w_check(struct stream_writer *w, int want_begun, struct err *e)
-{
-	if (w->failed)
-		return err_set(e, ERR_FAIL, "the stream writer failed earlier");
-	if (w->finished)
-		return err_set(e, ERR_FAIL, "the stream writer has finished");
-	if (want_begun != w->begun)
-		return err_set(e, ERR_FAIL, want_begun ? "the stream writer "
-		    "has not begun" : "the stream writer has already begun");
-	return 0;
-}
-
-int
-stream_writer_begin(struct stream_writer *w, const uint8_t *config,
-    size_t config_len, const struct stream_block *blocks, size_t nblocks,
-    uint32_t ram_section_id, struct err *e)
-{
-	uint64_t total = 0;
-	char en[ESC_MAX];
-	size_t i, n;
-
-	if (w_check(w, 0, e) < 0)
-		return -1;
-	if (config_len < 5 || config[0] != VM_CONFIGURATION)
-		return err_set(e, ERR_FAIL, "the configuration section does "
-		    "not start with 0x07");
-	if (nblocks == 0 || nblocks > BLOCKS_MAX)
-		return err_set(e, ERR_FAIL, "%zu ram blocks: need 1 to %u",
-		    nblocks, BLOCKS_MAX);
-	for (i = 0; i < nblocks; i++) {
-		const struct stream_block *b = &blocks[i];
-
-		n = strnlen(b->name, sizeof(b->name));
-		if (n == 0 || n > STREAM_BLOCK_NAME_MAX)
-			return err_set(e, ERR_FAIL, "ram block %zu has no "
-			    "valid name", i);
-		if (b->used_length == 0 ||
-		    b->used_length % STREAM_PAGE_SIZE != 0)
-			return err_set(e, ERR_FAIL, "ram block '%s' has "
-			    "used_length 0x%" PRIx64 ", not a non-zero "
-			    "multiple of 4096", esc_str(en, b->name),
-			    b->used_length);
-		if (!b->has_mr_addr != !blocks[0].has_mr_addr)
-			return err_set(e, ERR_FAIL, "ram block '%s': either "
-			    "all blocks or none have an mr_addr",
-			    esc_str(en, b->name));
-		for (n = 0; n < i; n++)
-			if (strcmp(blocks[n].name, b->name) == 0)
-				return err_set(e, ERR_FAIL, "ram block '%s' is "
-				    "listed twice", esc_str(en, b->name));
-		if (b->used_length > UINT64_MAX - total)
-			return err_set(e, ERR_FAIL, "ram block lengths "
-			    "overflow");
-		total += b->used_length;
-	}
-	w->blocks = xreallocarray(NULL, nblocks, sizeof(*blocks));
-	memcpy(w->blocks, blocks, nblocks * sizeof(*blocks));
-	w->name_len = xmalloc(nblocks);
-	for (i = 0; i < nblocks; i++)
-		w->name_len[i] = (uint8_t)strlen(w->blocks[i].name);
-	w->nblocks = nblocks;
-	w->sid = ram_section_id;
-	w->begun = 1;
-
-	if (w_room(w, 8, e) < 0)
-		return -1;
-	w_be32(w, VM_FILE_MAGIC);
-	w_be32(w, VM_FILE_VERSION);
-	if (w_big(w, config, config_len, e) < 0)
-		return -1;
-	if (w->postcopy) {
-		/* As QEMU's migration_thread() with postcopy-ram on. */
-		if (w_room(w, 5 + 5 + 16, e) < 0)
-			return -1;
-		w_command(w, MIG_CMD_OPEN_RETURN_PATH, 0);
-		w_command(w, MIG_CMD_POSTCOPY_ADVISE, 16);
-		w_be64(w, STREAM_PAGE_SIZE);	/* host page-size summary */
-		w_be64(w, STREAM_PAGE_SIZE);	/* target page size */
-	}
-	if (w_room(w, 1 + 4 + 1 + 3 + 4 + 4 + 8, e) < 0)
-		return -1;
-	w_u8(w, VM_SECTION_START);
-	w_be32(w, w->sid);
-	w_u8(w, (uint8_t)strlen(RAM_IDSTR));
-	w_bytes(w, RAM_IDSTR, strlen(RAM_IDSTR));
-	w_be32(w, RAM_INSTANCE);
-	w_be32(w, RAM_VERSION);
-	w_be64(w, total | RAM_FLAG_MEM_SIZE);
-	for (i = 0; i < nblocks; i++) {
-		if (w_room(w, 1 + 255 + 16, e) < 0)
-			return -1;
-		w_u8(w, w->name_len[i]);
-		w_bytes(w, w->blocks[i].name, w->name_len[i]);
-		w_be64(w, w->blocks[i].used_length);
-		if (w->blocks[i].has_mr_addr)
-			w_be64(w, w->blocks[i].mr_addr);
-	}
-	if (w_room(w, 13, e) < 0)
-		return -1;
-	w_section_end(w);
-	return 0;
-}
-
-int
-stream_writer_page(struct stream_writer *w, uint32_t block, uint64_t offset,
-    const uint8_t *data, struct err *e)
-{
-	uint64_t word;
-	char en[ESC_MAX];
-	int cont;
-
-	if (w_check(w, 1, e) < 0)
-		return -1;
-	if (block >= w->nblocks)
-		return err_set(e, ERR_FAIL, "page of ram block %" PRIu32 ": "
-		    "there are only %zu", block, w->nblocks);
-	if (offset % STREAM_PAGE_SIZE != 0 ||
-	    offset >= w->blocks[block].used_length)
-		return err_set(e, ERR_FAIL, "page offset 0x%" PRIx64 " is not "
-		    "a page of ram block '%s' (used_length 0x%" PRIx64 ")",
-		    offset, esc_str(en, w->blocks[block].name),
-		    w->blocks[block].used_length);
-	/* PART header + record (word, name, page) + closing EOS/footer. */
-	if (w_room(w, 5 + 8 + 1 + 255 + STREAM_PAGE_SIZE + 13, e) < 0)
-		return -1;
-	if (!w->in_part) {
-		w_u8(w, VM_SECTION_PART);
-		w_be32(w, w->sid);
-		w->in_part = 1;
-		w->part_records = 0;
-	}
-	cont = (int64_t)block == w->last_block;
-	word = offset | (data != NULL ? RAM_FLAG_PAGE : RAM_FLAG_ZERO) |
-	    (cont ? RAM_FLAG_CONTINUE : 0);
-	w_be64(w, word);
-	if (!cont) {
-		w_u8(w, w->name_len[block]);
-		w_bytes(w, w->blocks[block].name, w->name_len[block]);
-		w->last_block = block;
-	}
-	if (data != NULL)
-		w_bytes(w, data, STREAM_PAGE_SIZE);
-	else
-		w_u8(w, 0);
-	if (++w->part_records == WRITER_PART_RECORDS) {
-		w_section_end(w);
-		w->in_part = 0;
-	}
-	return 0;
-}
-
-int
-stream_writer_finish(struct stream_writer *w, int switchover_start,
-    const uint8_t *tail, size_t tail_len, struct err *e)
-{
-	if (w_check(w, 1, e) < 0)
-		return -1;
-	if (tail_len == 0)
-		return err_set(e, ERR_FAIL, "empty device-state tail");
-	if (w_room(w, 13 + 5 + 5 + 13, e) < 0)
-		return -1;
-	if (w->in_part) {
-		w_section_end(w);
-		w->in_part = 0;
-	}
-	if (switchover_start)
-		w_command(w, MIG_CMD_SWITCHOVER_START, 0);
-	w_u8(w, VM_SECTION_END);
-	w_be32(w, w->sid);
-	w_section_end(w);
-	if (w_big(w, tail, tail_len, e) < 0 || w_flush(w, e) < 0)
-		return -1;
-	w->finished = 1;
-	return 0;
-}
-
-/* ---- the writer, postcopy ---------------------------------------------- */
-
-void
-stream_writer_set_postcopy(struct stream_writer *w)
-{
-	w->postcopy = 1;
-}
-
-int
-stream_writer_package(struct stream_writer *w, const uint8_t *devices,
-    size_t len, struct err *e)
-{
-	if (w_check(w, 1, e) < 0)
-		return -1;
-	if (!w->postcopy || w->packaged)
-		return err_set(e, ERR_FAIL, "the stream writer %s",
-		    w->postcopy ? "has sent its package already" :
-		    "is not in postcopy mode");
-	if (len > STREAM_PACKAGE_MAX - 10)
-		return err_set(e, ERR_FAIL, "the device state is %zu bytes, "
-		    "more than a postcopy package holds (%u)", len,
-		    STREAM_PACKAGE_MAX - 10);
-	if (w_room(w, 13 + 5 + 3 + 255 + 16 + 5 + 4 + 5, e) < 0)
-		return -1;
-	if (w->in_part) {
-		w_section_end(w);
-		w->in_part = 0;
-	}
-	/*
-	 * One POSTCOPY_RAM_DISCARD first, of a page ADVISE emptied already,
-	 * as QEMU's source always sends some.  A LISTEN straight after
-	 * ADVISE takes a path (loadvm_postcopy_handle_listen() calling
-	 * postcopy_ram_prepare_discard()) that sets the state back from
-	 * LISTENING to DISCARD, in 7.2 and 10.0: the listen thread then
-	 * loads pages as precopy would, writing guest memory, and hangs on
-	 * its own userfault.
-	 */
-	w_command(w, MIG_CMD_POSTCOPY_RAM_DISCARD, (uint16_t)(3 +
-	    w->name_len[0] + 16));
-	w_u8(w, 0);			/* version */
-	w_u8(w, w->name_len[0]);
-	w_bytes(w, w->blocks[0].name, w->name_len[0]);
-	w_u8(w, 0);
-	w_be64(w, 0);			/* start */
-	w_be64(w, STREAM_PAGE_SIZE);	/* length */
-	/* As QEMU's postcopy_start(): LISTEN, the devices, RUN. */
-	w_command(w, MIG_CMD_PACKAGED, 4);
-	w_be32(w, (uint32_t)(5 + len + 5));
-	w_command(w, MIG_CMD_POSTCOPY_LISTEN, 0);
-	if (w_big(w, devices, len, e) < 0 || w_room(w, 5, e) < 0)
-		return -1;
-	w_command(w, MIG_CMD_POSTCOPY_RUN, 0);
-	w->packaged = 1;
-	/* The destination's postcopy page state starts anew. */
-	w->last_block = -1;
-	return w_flush(w, e);
-}
-
-int
-stream_writer_flush(struct stream_writer *w, struct err *e)
-{
-	if (w_check(w, 1, e) < 0)
-		return -1;
-	return w_flush(w, e);
-}
-
-int
-stream_writer_finish_postcopy(struct stream_writer *w, struct err *e)
-{
-	if (w_check(w, 1, e) < 0)
-		return -1;
-	if (!w->packaged)
-		return err_set(e, ERR_FAIL, "the stream writer has sent no "
-		    "postcopy package");
-	if (w_room(w, 13 + 5 + 13 + 1, e) < 0)
-		return -1;
-	if (w->in_part) {
-		w_section_end(w);
-		w->in_part = 0;
-	}
-	/* As qemu_savevm_state_complete_postcopy(). */
-	w_u8(w, VM_SECTION_END);
-	w_be32(w, w->sid);
-	w_section_end(w);
-	w_u8(w, VM_EOF);
-	if (w_flush(w, e) < 0)
-		return -1;
-	w->finished = 1;
-	return 0;
-}
-
-/* ---- the return path --------------------------------------------------- */
-
-int
-stream_rp_parse(uint16_t type, const uint8_t *p, size_t len,
-    struct stream_rp_msg *m, struct err *e)
-{
-	memset(m, 0, sizeof(*m));
-	m->type = type;
-	switch (type) {
-	case STREAM_RP_SHUT:
-	case STREAM_RP_PONG:
-		if (len != 4)
-			break;
-		m->value = get_be32(p);
-		return 0;
-	case STREAM_RP_REQ_PAGES_ID:
-		/* QEMU's migrate_send_rp_message_req_pages(). */
-		if (len < 13 || p[12] == 0 || len != 13 + (size_t)p[12] ||
-		    memchr(p + 13, 0, p[12]) != NULL)
-			break;
-		memcpy(m->block, p + 13, p[12]);
-		m->block[p[12]] = 0;
-		/* FALLTHROUGH */
-	case STREAM_RP_REQ_PAGES:
-		if (type == STREAM_RP_REQ_PAGES && len != 12)
-			break;
-		m->start = get_be64(p);
-		m->len = get_be32(p + 8);
-		return 0;
-	default:
-		return 0;
-	}
-	return err_set(e, ERR_FAIL, "malformed return-path message %u (%zu "
-	    "bytes)", type, len);
 }

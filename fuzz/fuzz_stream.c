@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "stream.h"
+#include "streamgen.h"
 #include "util.h"
 
 #define KEEP_PAGES 64	/* pages kept for the rebuild */

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "stream.h"
+#include "streamgen.h"
 #include "util.h"
 
 #define PAGE STREAM_PAGE_SIZE

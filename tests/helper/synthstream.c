@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "stream.h"
+#include "streamgen.h"
 #include "util.h"
 
 #define PAGE 4096u

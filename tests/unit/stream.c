@@ -2,7 +2,8 @@
  * Unit tests of stream.c: the parser against real QEMU 7.2 and 10.0 streams
  * (tests/data/streams/, zstd-compressed) and hand-built ones, checked
  * against a small independent reference walker; refusals, truncation, bit
- * flips, chunking; and the writer, byte for byte and by round trip.
+ * flips, chunking; real streams rebuilt by the writer and parsed again.
+ * The writer's own tests: streamgen.c; shared helpers: streamtest.h.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -12,51 +13,10 @@
 #include <zstd.h>
 
 #include "stream.h"
+#include "streamgen.h"
 #include "util.h"
 #include "tap.h"
-
-#define PAGE STREAM_PAGE_SIZE
-
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t
-rnd(void)
-{
-	uint64_t x = rng_state;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return rng_state = x;
-}
-
-static uint64_t
-fnv(uint64_t h, const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		h = (h ^ b[i]) * 0x100000001b3ull;
-	return h;
-}
-
-#define FNV0 0xcbf29ce484222325ull
-
-/* Hash of one page callback, chained over the sequence. */
-static uint64_t
-hash_page(uint64_t h, uint32_t block, uint64_t offset, const uint8_t *data)
-{
-	uint8_t z = data == NULL;
-
-	h = fnv(h, &block, sizeof(block));
-	h = fnv(h, &offset, sizeof(offset));
-	h = fnv(h, &z, 1);
-	if (data != NULL)
-		h = fnv(h, data, PAGE);
-	return h;
-}
+#include "streamtest.h"
 
 /* ---- fixtures ----------------------------------------------------------- */
 
@@ -289,186 +249,6 @@ ref_walk(const uint8_t *d, size_t len, struct ref *r)
 	r->ok = 1;
 }
 
-/* ---- a sink that records what the parser says --------------------------- */
-
-struct rec {
-	struct buf config;
-	char machine[256];
-	struct stream_block blocks[64];
-	size_t nblocks;
-	uint32_t sid;
-	uint64_t hash;
-	uint64_t pages, zeros;
-	uint8_t *covered[64];
-	uint8_t **latest[64];	/* newest data per page, NULL: zero/absent */
-	uint8_t *state[64];	/* 0 absent, 1 zero, 2 data */
-	int keep;		/* fill latest/state */
-	int nohash;		/* skip the checksum (speed) */
-	struct buf tail;
-	int tails;
-	int switchovers;
-	int sections[4];
-	int fail_page_at;	/* make the page callback fail at this page */
-};
-
-static void
-rec_init(struct rec *r)
-{
-	memset(r, 0, sizeof(*r));
-	r->hash = FNV0;
-	r->fail_page_at = -1;
-}
-
-static void
-rec_release(struct rec *r)
-{
-	size_t i, j;
-
-	for (i = 0; i < 64; i++) {
-		free(r->covered[i]);
-		if (r->latest[i] != NULL)
-			for (j = 0; j < r->blocks[i].used_length / PAGE; j++)
-				free(r->latest[i][j]);
-		free(r->latest[i]);
-		free(r->state[i]);
-	}
-	buf_release(&r->config);
-	buf_release(&r->tail);
-}
-
-static int
-s_config(void *o, const uint8_t *raw, size_t len, const char *machine,
-    struct err *e)
-{
-	struct rec *r = o;
-
-	buf_add(&r->config, raw, len);
-	snprintf(r->machine, sizeof(r->machine), "%s", machine);
-	return 0;
-}
-
-static int
-s_blocks(void *o, const struct stream_block *b, size_t n, uint32_t sid,
-    struct err *e)
-{
-	struct rec *r = o;
-	size_t i;
-
-	if (n > 64)
-		return err_set(e, ERR_FAIL, "too many blocks for the test");
-	memcpy(r->blocks, b, n * sizeof(*b));
-	r->nblocks = n;
-	r->sid = sid;
-	for (i = 0; i < n; i++) {
-		r->covered[i] = xcalloc(b[i].used_length / PAGE, 1);
-		if (r->keep) {
-			r->latest[i] = xcalloc(b[i].used_length / PAGE,
-			    sizeof(uint8_t *));
-			r->state[i] = xcalloc(b[i].used_length / PAGE, 1);
-		}
-	}
-	return 0;
-}
-
-static int
-s_page(void *o, uint32_t block, uint64_t offset, const uint8_t *data,
-    struct err *e)
-{
-	struct rec *r = o;
-	uint64_t pg = offset / PAGE;
-
-	if (r->fail_page_at >= 0 &&
-	    r->pages + r->zeros == (uint64_t)r->fail_page_at)
-		return err_set(e, ERR_NOSPC, "test sink: disk full");
-	if (block >= r->nblocks || offset % PAGE != 0 ||
-	    offset >= r->blocks[block].used_length)
-		return err_set(e, ERR_FAIL, "test sink: bad page %u/%" PRIu64,
-		    block, offset);
-	if (!r->nohash)
-		r->hash = hash_page(r->hash, block, offset, data);
-	r->covered[block][pg] = 1;
-	if (data != NULL)
-		r->pages++;
-	else
-		r->zeros++;
-	if (r->keep) {
-		free(r->latest[block][pg]);
-		r->latest[block][pg] = NULL;
-		if (data != NULL) {
-			r->latest[block][pg] = xmalloc(PAGE);
-			memcpy(r->latest[block][pg], data, PAGE);
-		}
-		r->state[block][pg] = data != NULL ? 2 : 1;
-	}
-	return 0;
-}
-
-static int
-s_section(void *o, int type, struct err *e)
-{
-	struct rec *r = o;
-
-	if (type >= 1 && type <= 3)
-		r->sections[type]++;
-	return 0;
-}
-
-static int
-s_switchover(void *o, struct err *e)
-{
-	((struct rec *)o)->switchovers++;
-	return 0;
-}
-
-static int
-s_tail(void *o, const uint8_t *data, size_t len, struct err *e)
-{
-	struct rec *r = o;
-
-	buf_add(&r->tail, data, len);
-	r->tails++;
-	return 0;
-}
-
-static const struct stream_sink rec_sink = {
-	s_config, s_blocks, s_page, s_section, s_switchover, s_tail,
-};
-
-/*
- * Parse d[0..len) fed in chunks: chunk 0 means all at once, a negative
- * chunk random sizes up to -chunk.  Returns 0 or -1 with e filled.
- */
-static int
-parse(const uint8_t *d, size_t len, long chunk, struct rec *r,
-    struct stream_stats *st, struct err *e)
-{
-	struct stream_parser *p = stream_parser_new(&rec_sink, r);
-	size_t off = 0, n;
-	int rc = -1;
-
-	while (off < len) {
-		if (chunk == 0)
-			n = len;
-		else if (chunk > 0)
-			n = (size_t)chunk;
-		else
-			n = 1 + rnd() % (uint64_t)(-chunk);
-		if (n > len - off)
-			n = len - off;
-		if (stream_parser_feed(p, d + off, n, e) < 0)
-			goto out;
-		off += n;
-	}
-	if (stream_parser_finish(p, e) < 0)
-		goto out;
-	rc = 0;
-out:
-	if (st != NULL)
-		*st = *stream_parser_stats(p);
-	stream_parser_free(p);
-	return rc;
-}
-
 /* ---- real streams -------------------------------------------------------- */
 
 struct fixture {
@@ -617,23 +397,6 @@ test_bitflips(const char *name, const uint8_t *d, size_t len,
 }
 
 /* Rebuild the stream from the newest pages and parse it again. */
-struct membuf {
-	struct buf b;
-	int fail_after;		/* write calls before failing, -1 never */
-};
-
-static int
-mem_write(void *opaque, const void *p, size_t len, struct err *e)
-{
-	struct membuf *m = opaque;
-
-	if (m->fail_after == 0)
-		return err_set(e, ERR_NOSPC, "test write: no space");
-	if (m->fail_after > 0)
-		m->fail_after--;
-	buf_add(&m->b, p, len);
-	return 0;
-}
 
 static int
 regen(struct rec *r, int switchover, struct membuf *out, struct err *e)
@@ -857,12 +620,6 @@ test_postcopy(void)
 
 /* ---- hand-built streams ------------------------------------------------ */
 
-/* A small stream: 3 blocks, a few pages, PARTs, END, a tiny tail. */
-struct synth {
-	struct buf b;
-	uint32_t sid;
-};
-
 static void
 sy_header(struct synth *s, const char *machine)
 {
@@ -870,23 +627,6 @@ sy_header(struct synth *s, const char *machine)
 	buf_addc(&s->b, 7);
 	buf_add_be32(&s->b, (uint32_t)strlen(machine));
 	buf_addstr(&s->b, machine);
-}
-
-static void
-sy_cstr(struct synth *s, const char *str)
-{
-	buf_addc(&s->b, (uint8_t)strlen(str));
-	buf_addstr(&s->b, str);
-}
-
-static void
-sy_start(struct synth *s, const char *idstr, uint32_t inst, uint32_t ver)
-{
-	buf_addc(&s->b, 1);
-	buf_add_be32(&s->b, s->sid);
-	sy_cstr(s, idstr);
-	buf_add_be32(&s->b, inst);
-	buf_add_be32(&s->b, ver);
 }
 
 static void
@@ -905,21 +645,6 @@ sy_mem_size(struct synth *s, int mr)
 	buf_add_be64(&s->b, 0x1000);
 	if (mr)
 		buf_add_be64(&s->b, 0);
-}
-
-static void
-sy_end_section(struct synth *s)
-{
-	buf_add_be64(&s->b, 0x10);
-	buf_addc(&s->b, 0x7e);
-	buf_add_be32(&s->b, s->sid);
-}
-
-static void
-sy_section(struct synth *s, int type)
-{
-	buf_addc(&s->b, (uint8_t)type);
-	buf_add_be32(&s->b, s->sid);
 }
 
 static void
@@ -1638,303 +1363,6 @@ test_lifecycle(void)
 	buf_release(&s.b);
 }
 
-/* ---- the writer -------------------------------------------------------- */
-
-/* The return path, as QEMU 7.2 and 10.0 send it to a lazy restore. */
-static void
-test_return_path(void)
-{
-	static const uint8_t req_id[] = { 0, 0, 0, 0, 0, 0x0c, 0, 0,
-		0, 0, 0x10, 0, 6, 'p', 'c', '.', 'r', 'a', 'm' };
-	static const uint8_t shut[] = { 0, 0, 0, 1 };
-	struct stream_rp_msg m;
-	struct err e = ERR_INIT;
-
-	check(stream_rp_parse(STREAM_RP_REQ_PAGES_ID, req_id, sizeof(req_id),
-	    &m, &e) == 0 && m.start == 0xc0000 && m.len == 4096 &&
-	    strcmp(m.block, "pc.ram") == 0,
-	    "REQ_PAGES_ID: offset, length and block");
-	check(stream_rp_parse(STREAM_RP_REQ_PAGES, req_id, 12, &m, &e) == 0 &&
-	    m.start == 0xc0000 && m.len == 4096 && m.block[0] == 0,
-	    "REQ_PAGES: offset and length, no block");
-	check(stream_rp_parse(STREAM_RP_SHUT, shut, 4, &m, &e) == 0 &&
-	    m.value == 1, "SHUT carries its error value");
-	check(stream_rp_parse(99, shut, 2, &m, &e) == 0 && m.type == 99,
-	    "an unknown type parses to its type alone");
-	err_clear(&e);
-	check(stream_rp_parse(STREAM_RP_REQ_PAGES_ID, req_id, sizeof(req_id) -
-	    1, &m, &e) < 0 && strcmp(e.msg, "malformed return-path message "
-	    "3 (18 bytes)") == 0, "a block name cut short is refused: %s",
-	    e.msg);
-	err_clear(&e);
-	check(stream_rp_parse(STREAM_RP_REQ_PAGES, req_id, 13, &m, &e) < 0 &&
-	    stream_rp_parse(STREAM_RP_SHUT, shut, 3, &m, &e) < 0,
-	    "wrong lengths are refused: %s", e.msg);
-}
-
-/* The postcopy writer (restore --lazy) and stream_tail_devices(). */
-static void
-test_writer_postcopy(void)
-{
-	static const uint8_t config[] = {
-		0x07, 0, 0, 0, 10, 'p', 'c', '-', 'q', '3', '5', '-', '7', '.',
-		'2',
-	};
-	/* One FULL section's worth, EOF, and a VMDESCRIPTION. */
-	static const uint8_t tail[] = { 0x04, 1, 2, 3, 0x7e, 0, 0, 0, 9, 0,
-		0x06, 0, 0, 0, 2, '{', '}' };
-	struct stream_block b[1] = { { "pc.ram", 0x2000, 0, 0 } };
-	struct membuf out = { BUF_INIT, -1 };
-	struct synth s = { BUF_INIT, 7 };
-	struct stream_writer *w;
-	struct err e = ERR_INIT;
-	uint8_t page[PAGE];
-	size_t dev = 0;
-	int rc;
-
-	rc = stream_tail_devices(tail, sizeof(tail), &dev, &e);
-	check(rc == 0 && dev == 9, "the device sections of a tail end before "
-	    "its EOF and VMDESCRIPTION (%zu bytes)", dev);
-	check(stream_tail_devices(tail, 10, &dev, &e) == 0 && dev == 9,
-	    "... and of a tail without VMDESCRIPTION");
-	err_clear(&e);
-	check(stream_tail_devices(tail, 8, &dev, &e) < 0 &&
-	    strstr(e.msg, "does not end with EOF") != NULL,
-	    "a tail cut short is refused: %s", e.msg);
-
-	memset(page, 0xcd, sizeof(page));
-	w = stream_writer_new(mem_write, &out);
-	stream_writer_set_postcopy(w);
-	rc = stream_writer_begin(w, config, sizeof(config), b, 1, 7, &e);
-	rc |= stream_writer_package(w, tail, dev, &e);
-	check(rc == 0 && out.b.len > 0, "the package is flushed at once");
-	rc |= stream_writer_page(w, 0, 0x1000, page, &e);
-	rc |= stream_writer_page(w, 0, 0, NULL, &e);
-	rc |= stream_writer_finish_postcopy(w, &e);
-
-	/* What QEMU's postcopy source sends, minus its PINGs. */
-	buf_add(&s.b, "QEVM\0\0\0\3", 8);
-	buf_add(&s.b, config, sizeof(config));
-	buf_add(&s.b, "\x08\x00\x01\x00\x00", 5);	/* OPEN_RETURN_PATH */
-	buf_add(&s.b, "\x08\x00\x03\x00\x10", 5);	/* POSTCOPY_ADVISE */
-	buf_add_be64(&s.b, 4096);
-	buf_add_be64(&s.b, 4096);
-	sy_start(&s, "ram", 0, 4);
-	buf_add_be64(&s.b, 0x2000 | 4);
-	sy_cstr(&s, "pc.ram");
-	buf_add_be64(&s.b, 0x2000);
-	sy_end_section(&s);
-	buf_add(&s.b, "\x08\x00\x06\x00\x19", 5);	/* RAM_DISCARD */
-	buf_addc(&s.b, 0);
-	sy_cstr(&s, "pc.ram");
-	buf_addc(&s.b, 0);
-	buf_add_be64(&s.b, 0);
-	buf_add_be64(&s.b, 4096);
-	buf_add(&s.b, "\x08\x00\x07\x00\x04", 5);	/* PACKAGED */
-	buf_add_be32(&s.b, 5 + 9 + 5);
-	buf_add(&s.b, "\x08\x00\x04\x00\x00", 5);	/* LISTEN */
-	buf_add(&s.b, tail, 9);
-	buf_add(&s.b, "\x08\x00\x05\x00\x00", 5);	/* RUN */
-	sy_section(&s, 2);
-	buf_add_be64(&s.b, 0x1000 | 8);
-	sy_cstr(&s, "pc.ram");
-	buf_add(&s.b, page, PAGE);
-	buf_add_be64(&s.b, 0 | 2 | 0x20);
-	buf_addc(&s.b, 0);
-	sy_end_section(&s);
-	sy_section(&s, 3);
-	sy_end_section(&s);
-	buf_addc(&s.b, 0);				/* EOF */
-	check(rc == 0 && out.b.len == s.b.len &&
-	    memcmp(out.b.data, s.b.data, s.b.len) == 0,
-	    "postcopy writer output is QEMU's shape byte for byte (%zu "
-	    "bytes): return path, ADVISE, START, one DISCARD, PACKAGED "
-	    "(LISTEN, devices, RUN), PART, END, EOF", s.b.len);
-	stream_writer_free(w);
-	buf_release(&out.b);
-	buf_release(&s.b);
-
-	w = stream_writer_new(mem_write, &out);
-	rc = stream_writer_begin(w, config, sizeof(config), b, 1, 7, &e);
-	err_clear(&e);
-	check(rc == 0 && stream_writer_package(w, tail, dev, &e) < 0 &&
-	    strstr(e.msg, "not in postcopy mode") != NULL,
-	    "a package without postcopy mode is refused: %s", e.msg);
-	err_clear(&e);
-	check(stream_writer_finish_postcopy(w, &e) < 0,
-	    "a postcopy end without a package is refused: %s", e.msg);
-	stream_writer_free(w);
-	buf_release(&out.b);
-}
-
-static void
-test_writer_bytes(void)
-{
-	static const uint8_t config[] = {
-		0x07, 0, 0, 0, 10, 'p', 'c', '-', 'q', '3', '5', '-', '7', '.',
-		'2',
-	};
-	static const uint8_t tail[] = { 0x04, 1, 2, 3, 0x7e, 0, 0, 0, 9, 0 };
-	struct stream_block b[2] = {
-		{ "pc.ram", 0x4000, 1, 0 },
-		{ "pc.bios", 0x1000, 1, 0xfffc0000 },
-	};
-	struct membuf out = { BUF_INIT, -1 };
-	struct synth s = { BUF_INIT, 7 };
-	struct stream_writer *w;
-	struct err e = ERR_INIT;
-	uint8_t page[PAGE];
-	int rc;
-
-	memset(page, 0xab, sizeof(page));
-	w = stream_writer_new(mem_write, &out);
-	rc = stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e);
-	rc |= stream_writer_page(w, 0, 0x1000, page, &e);
-	rc |= stream_writer_page(w, 0, 0x3000, NULL, &e);
-	rc |= stream_writer_page(w, 1, 0, page, &e);
-	rc |= stream_writer_page(w, 0, 0, NULL, &e);
-	check(rc == 0 && out.b.len == 0, "writer buffers its output");
-	rc |= stream_writer_finish(w, 1, tail, sizeof(tail), &e);
-
-	/* What QEMU would have sent. */
-	buf_add(&s.b, "QEVM\0\0\0\3", 8);
-	buf_add(&s.b, config, sizeof(config));
-	sy_start(&s, "ram", 0, 4);
-	buf_add_be64(&s.b, 0x5000 | 4);
-	sy_cstr(&s, "pc.ram");
-	buf_add_be64(&s.b, 0x4000);
-	buf_add_be64(&s.b, 0);
-	sy_cstr(&s, "pc.bios");
-	buf_add_be64(&s.b, 0x1000);
-	buf_add_be64(&s.b, 0xfffc0000);
-	sy_end_section(&s);
-	sy_section(&s, 2);
-	buf_add_be64(&s.b, 0x1000 | 8);
-	sy_cstr(&s, "pc.ram");
-	buf_add(&s.b, page, PAGE);
-	buf_add_be64(&s.b, 0x3000 | 2 | 0x20);
-	buf_addc(&s.b, 0);
-	buf_add_be64(&s.b, 0 | 8);
-	sy_cstr(&s, "pc.bios");
-	buf_add(&s.b, page, PAGE);
-	buf_add_be64(&s.b, 0 | 2);
-	sy_cstr(&s, "pc.ram");
-	buf_addc(&s.b, 0);
-	sy_end_section(&s);
-	buf_add(&s.b, "\x08\x00\x0b\x00\x00", 5);
-	sy_section(&s, 3);
-	sy_end_section(&s);
-	buf_add(&s.b, tail, sizeof(tail));
-	check(rc == 0 && out.b.len == s.b.len &&
-	    memcmp(out.b.data, s.b.data, s.b.len) == 0 &&
-	    stream_writer_bytes(w) == s.b.len,
-	    "writer output is QEMU's shape byte for byte (%zu bytes): header, "
-	    "config, START+MEM_SIZE with mr_addr, PART with CONTINUE, "
-	    "COMMAND 11, END, tail", s.b.len);
-	err_clear(&e);
-	check(stream_writer_page(w, 0, 0, NULL, &e) < 0 &&
-	    stream_writer_finish(w, 0, tail, sizeof(tail), &e) < 0,
-	    "writer refuses pages after finish: %s", e.msg);
-	stream_writer_free(w);
-	buf_release(&out.b);
-	buf_release(&s.b);
-
-	/* Misuse. */
-	w = stream_writer_new(mem_write, &out);
-	err_clear(&e);
-	check(stream_writer_page(w, 0, 0, NULL, &e) < 0,
-	    "page before begin refused: %s", e.msg);
-	err_clear(&e);
-	b[1].has_mr_addr = 0;
-	check(stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) < 0,
-	    "blocks with and without mr_addr refused: %s", e.msg);
-	b[0].has_mr_addr = 0;
-	err_clear(&e);
-	check(stream_writer_begin(w, tail, sizeof(tail), b, 2, 7, &e) < 0,
-	    "a configuration not starting with 0x07 refused: %s", e.msg);
-	b[1].used_length = 0x1800;
-	err_clear(&e);
-	check(stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) < 0,
-	    "a block length not a page multiple refused: %s", e.msg);
-	b[1].used_length = 0x1000;
-	memcpy(b[1].name, "pc.ram", 7);
-	err_clear(&e);
-	check(stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e) < 0,
-	    "a block listed twice refused: %s", e.msg);
-	memcpy(b[1].name, "pc.bios", 8);
-	err_clear(&e);
-	rc = stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e);
-	check(rc == 0 && stream_writer_begin(w, config, sizeof(config), b, 2,
-	    7, &e) < 0,
-	    "begin twice refused: %s", e.msg);
-	err_clear(&e);
-	check(stream_writer_page(w, 2, 0, NULL, &e) < 0, "block index out of "
-	    "range refused: %s", e.msg);
-	err_clear(&e);
-	check(stream_writer_page(w, 0, 0x800, NULL, &e) < 0 &&
-	    stream_writer_page(w, 1, 0x1000, NULL, &e) < 0, "unaligned or "
-	    "out-of-block offset refused: %s", e.msg);
-	stream_writer_free(w);
-	stream_writer_free(NULL);
-	buf_release(&out.b);
-
-	/* A failing write: reported, and the writer stays dead. */
-	out.fail_after = 0;
-	w = stream_writer_new(mem_write, &out);
-	err_clear(&e);
-	rc = stream_writer_begin(w, config, sizeof(config), b, 2, 7, &e);
-	rc |= stream_writer_finish(w, 0, tail, sizeof(tail), &e);
-	check(rc != 0 && e.kind == ERR_NOSPC && strcmp(e.msg,
-	    "test write: no space") == 0, "a write error is passed on: %s",
-	    e.msg);
-	err_clear(&e);
-	check(stream_writer_finish(w, 0, tail, sizeof(tail), &e) < 0 &&
-	    strstr(e.msg, "failed earlier") != NULL, "and the writer stays "
-	    "dead: %s", e.msg);
-	stream_writer_free(w);
-	buf_release(&out.b);
-}
-
-static void
-test_writer_parts(void)
-{
-	static const uint8_t config[] = {
-		0x07, 0, 0, 0, 11, 'p', 'c', '-', 'q', '3', '5', '-', '1', '0',
-		'.', '0',
-	};
-	static const uint8_t tail[] = { 0x04, 1, 2, 3, 0x7e, 0, 0, 0, 9, 0 };
-	struct stream_block b = { "pc.ram", 100000ull * PAGE, 0, 0 };
-	struct membuf out = { BUF_INIT, -1 };
-	struct stream_writer *w;
-	struct stream_stats st;
-	struct err e = ERR_INIT;
-	struct rec r;
-	uint64_t pg, h = FNV0;
-	uint8_t page[PAGE];
-	int rc = 0;
-
-	w = stream_writer_new(mem_write, &out);
-	rc |= stream_writer_begin(w, config, sizeof(config), &b, 1, 3, &e);
-	for (pg = 0; pg < 70000 && rc == 0; pg++) {
-		memset(page, (int)pg, PAGE);
-		rc |= stream_writer_page(w, 0, (pg * 7919 % 100000) * PAGE,
-		    pg % 3 ? page : NULL, &e);
-		h = hash_page(h, 0, (pg * 7919 % 100000) * PAGE,
-		    pg % 3 ? page : NULL);
-	}
-	rc |= stream_writer_finish(w, 0, tail, sizeof(tail), &e);
-	stream_writer_free(w);
-	rec_init(&r);
-	if (rc == 0)
-		rc = parse(out.b.data, out.b.len, -300000, &r, &st, &e);
-	check(rc == 0 && r.hash == h && st.sections == 1 + 3 + 1 &&
-	    r.sections[2] == 3 && st.saw_end && !st.saw_switchover,
-	    "70,000 pages in any order: 3 PART sections of at most 32768 "
-	    "records, same page sequence after parsing (%s)", e.msg);
-	rec_release(&r);
-	buf_release(&out.b);
-}
-
 /* ---- throughput -------------------------------------------------------- */
 
 static int
@@ -1999,10 +1427,6 @@ main(void)
 	test_refusals();
 	test_tail_limit();
 	test_lifecycle();
-	test_writer_bytes();
-	test_writer_postcopy();
-	test_return_path();
-	test_writer_parts();
 	test_throughput();
 	return tap_done();
 }
