@@ -14,7 +14,7 @@
 
 #include "ingest.h"
 #include "save.h"
-#include "stream.h"
+#include "streamgen.h"
 #include "util.h"
 #include "tap.h"
 
