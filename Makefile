@@ -65,10 +65,12 @@ build build-asan:
 
 # Unit tests link the core (everything but main) with ASan+UBSan.
 build/unit-%: tests/unit/%.c $(CORE_SRCS:%.c=build-asan/%.o) | build
-	$(CC) $(BASE_CFLAGS) $(ASAN_FLAGS) -I. -o $@ $^ $(ALL_LDFLAGS)
+	$(CC) $(BASE_CFLAGS) $(ASAN_FLAGS) -MMD -MP -MF $@.d -I. -o $@ $^ \
+		$(ALL_LDFLAGS)
 
 build/helper-%: tests/helper/%.c $(CORE_SRCS:%.c=build/%.o) | build
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -I. -o $@ $^ $(ALL_LDFLAGS)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -MMD -MP -MF $@.d -I. -o $@ $^ \
+		$(ALL_LDFLAGS)
 
 $(FAULT_SO): tests/fault/faultinject.c | build
 	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -U_FORTIFY_SOURCE \
@@ -129,4 +131,4 @@ uninstall:
 clean:
 	rm -rf build build-asan build-fuzz snapctl
 
--include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d) $(UNITS:=.d) $(HELPERS:=.d)
