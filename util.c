@@ -398,82 +398,63 @@ format_utc(double t, char out[32])
 	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-ssize_t
-read_full(int fd, void *buf, size_t len)
+/*
+ * The one retry loop behind read_full() and friends: EINTR and short counts
+ * go round again; a read stops at end of file.  off < 0 means the file
+ * position (read/write), else pread/pwrite from off.
+ */
+static ssize_t
+io_full(int fd, void *buf, size_t len, off_t off, int writing)
 {
 	size_t done = 0;
+	char *p = buf;
 	ssize_t n;
 
 	while (done < len) {
-		n = read(fd, (char *)buf + done, len - done);
+		if (writing)
+			n = off < 0 ? write(fd, p + done, len - done) :
+			    pwrite(fd, p + done, len - done, off + (off_t)done);
+		else
+			n = off < 0 ? read(fd, p + done, len - done) :
+			    pread(fd, p + done, len - done, off + (off_t)done);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			return -1;
 		}
-		if (n == 0)
-			break;
+		if (n == 0) {
+			if (!writing)
+				break;
+			errno = EIO;	/* write(2) never returns 0 for len > 0 */
+			return -1;
+		}
 		done += (size_t)n;
 	}
 	return (ssize_t)done;
+}
+
+ssize_t
+read_full(int fd, void *buf, size_t len)
+{
+	return io_full(fd, buf, len, -1, 0);
 }
 
 int
 write_full(int fd, const void *buf, size_t len)
 {
-	size_t done = 0;
-	ssize_t n;
-
-	while (done < len) {
-		n = write(fd, (const char *)buf + done, len - done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		done += (size_t)n;
-	}
-	return 0;
+	return io_full(fd, (void *)buf, len, -1, 1) < 0 ? -1 : 0;
 }
 
 ssize_t
 pread_full(int fd, void *buf, size_t len, off_t off)
 {
-	size_t done = 0;
-	ssize_t n;
-
-	while (done < len) {
-		n = pread(fd, (char *)buf + done, len - done,
-		    off + (off_t)done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
+	return io_full(fd, buf, len, off, 0);
 }
 
 int
 pwrite_full(int fd, const void *buf, size_t len, off_t off)
 {
-	size_t done = 0;
-	ssize_t n;
-
-	while (done < len) {
-		n = pwrite(fd, (const char *)buf + done, len - done,
-		    off + (off_t)done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		done += (size_t)n;
-	}
-	return 0;
+	return io_full(fd, (void *)buf, len, off, 1) < 0 ? -1 : 0;
 }
 
 int
