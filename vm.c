@@ -190,6 +190,22 @@ vm_migration_cancel(struct qmp *q, int wait_ms, struct err *e)
 	json_t *r;
 	int nudged = 0;
 
+	/*
+	 * Past migrate-continue ("device": the last pass and the device
+	 * state) QEMU 7.2 can abort on a cancel (block.c
+	 * bdrv_inactivate_recurse: "!(bs->open_flags & BDRV_O_INACTIVE)"),
+	 * taking the guest with it.  That phase is short: let it end.
+	 */
+	for (;;) {
+		if (vm_migration_query(q, &m, e) < 0)
+			return -1;
+		if (!vm_migration_busy(m.status))
+			return 0;
+		if (strcmp(m.status, "device") != 0 ||
+		    now_mono_ms() - start > (uint64_t)wait_ms)
+			break;
+		poll(NULL, 0, CANCEL_POLL_MS);
+	}
 	r = qmp_execute(q, "migrate_cancel", NULL, &le);
 	if (r == NULL && vm_status(q, &st, NULL) < 0)
 		return err_propagate(e, &le, "migrate_cancel");

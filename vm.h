@@ -81,11 +81,14 @@ int vm_migration_failed(const char *status);
 
 /*
  * migrate_cancel, then wait up to wait_ms for the migration to leave the
- * busy states; a migration still holding the guest at pre-switchover after
- * a few seconds is released with migrate-continue, and one left
- * "cancelling" is nudged with migrate-continue {"state": "cancelling"}
- * every second (QEMU 7.2 can otherwise hang there for good with the guest
- * in finish-migrate: see vm.c).  0 once it is over; -1
+ * busy states.  One in "device" (past migrate-continue) is first left to
+ * end within wait_ms, as QEMU 7.2 can abort on a cancel there; one that
+ * is over by then is not cancelled.  A migration still holding the guest
+ * at pre-switchover after a few seconds is released with
+ * migrate-continue, and one left "cancelling" is nudged with
+ * migrate-continue {"state": "cancelling"} every second (QEMU 7.2 can
+ * otherwise hang there for good with the guest in finish-migrate: see
+ * vm.c).  0 once it is over; -1
  * with e filled when QEMU went away (ERR_QEMU) or wait_ms passed
  * (ERR_TIMEOUT).  An error reply to migrate_cancel itself is not one: the
  * wait tells.  VM_CANCEL_WAIT_MS is the wait snapctl uses.
