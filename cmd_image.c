@@ -1,6 +1,9 @@
 /*
  * cmd_image.c - the commands that work on a memory image file: compact (raw
  * stream in), export (stream out), verify, read (random access) and info.
+ * With --json each prints one document, on failure too: the keys it has,
+ * "ok" false and "error" the message that goes to stderr; read, and export
+ * to standard output, write binary data there and refuse --json.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +57,30 @@ progress_line(const char *what, uint64_t bytes, uint64_t start_ms, int final)
 	    final ? "\n" : "   ");
 }
 
+/*
+ * With --json, the document of a failure: j with "ok" false and "error" the
+ * message of le, which main() also prints on stderr.  Takes j.
+ */
+static void
+print_failed(json_t *j, const struct err *le)
+{
+	if (options.json && j != NULL) {
+		json_object_set_new(j, "ok", json_false());
+		json_object_set_new(j, "error", json_string(le->msg));
+		print_json(j);
+	}
+	json_decref(j);
+}
+
+/* le, set if the failure left it empty, into e; -1. */
+static int
+failed(struct err *e, struct err *le, const char *cmd)
+{
+	if (!err_isset(le))
+		err_set(le, ERR_FAIL, "%s failed", cmd);
+	return err_propagate(e, le, NULL);
+}
+
 enum { OPT_LEVEL = 'l', OPT_THREADS = 'T' };
 
 static const struct option compact_opts[] = {
@@ -63,7 +90,7 @@ static const struct option compact_opts[] = {
 };
 
 static int
-cmd_compact(const struct cmd_args *args, struct err *e)
+compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 {
 	struct ingest_opts o = INGEST_OPTS_INIT;
 	struct ingest *g = NULL;
@@ -133,27 +160,15 @@ cmd_compact(const struct cmd_args *args, struct err *e)
 		goto out;
 	if (progress)
 		progress_line("compact: read", total, start, 1);
-	if (options.json) {
-		json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f}",
-		    "image", image,
-		    "stream_bytes", (json_int_t)total,
-		    "ram_bytes", (json_int_t)st.ram_bytes,
-		    "pages", (json_int_t)st.pages,
-		    "zero_pages", (json_int_t)st.zero_pages,
-		    "file_bytes", (json_int_t)st.file_bytes,
-		    "seconds", (double)(now_mono_ms() - start) / 1000.0);
-		print_json(j);
-		json_decref(j);
-	} else {
-		char a[32], b[32];
-
-		format_bytes(total, a);
-		format_bytes(st.file_bytes, b);
-		printf("%s: %s stream -> %s image, %llu pages "
-		    "(%llu zero)\n", image, a, b,
-		    (unsigned long long)st.pages,
-		    (unsigned long long)st.zero_pages);
-	}
+	*out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:f}",
+	    "image", image,
+	    "ok", 1,
+	    "stream_bytes", (json_int_t)total,
+	    "ram_bytes", (json_int_t)st.ram_bytes,
+	    "pages", (json_int_t)st.pages,
+	    "zero_pages", (json_int_t)st.zero_pages,
+	    "file_bytes", (json_int_t)st.file_bytes,
+	    "seconds", (double)(now_mono_ms() - start) / 1000.0);
 	rc = 0;
 out:
 	sig_release();
@@ -164,13 +179,44 @@ out:
 	return rc;
 }
 
+static void
+print_compacted(const json_t *j)
+{
+	char a[32], b[32];
+
+	format_bytes((uint64_t)json_integer_value(json_object_get(j,
+	    "stream_bytes")), a);
+	format_bytes((uint64_t)json_integer_value(json_object_get(j,
+	    "file_bytes")), b);
+	printf("%s: %s stream -> %s image, %lld pages (%lld zero)\n",
+	    json_str(j, "image"), a, b,
+	    (long long)json_integer_value(json_object_get(j, "pages")),
+	    (long long)json_integer_value(json_object_get(j, "zero_pages")));
+}
+
 static int
-cmd_export(const struct cmd_args *a, struct err *e)
+cmd_compact(const struct cmd_args *a, struct err *e)
+{
+	struct err le = ERR_INIT;
+	json_t *j = NULL;
+
+	if (compact_run(a, &j, &le) < 0 || j == NULL) {
+		json_decref(j);
+		print_failed(json_pack("{s:s}", "image", a->argv[1]), &le);
+		return failed(e, &le, "compact");
+	}
+	print_result(j, print_compacted);
+	json_decref(j);
+	return 0;
+}
+
+static int
+export_run(const struct cmd_args *a, json_t **res, struct err *e)
 {
 	struct atomic_file af = ATOMIC_FILE_INIT;
 	struct img_reader *r = NULL;
 	const char *image = a->argv[0], *out = a->argv[1];
-	uint64_t bytes = 0;
+	uint64_t bytes = 0, start = now_mono_ms();
 	struct stat sb;
 	int fd = -1, rc = -1;
 
@@ -203,8 +249,12 @@ cmd_export(const struct cmd_args *a, struct err *e)
 	}
 	if (af.tmp != NULL && atomic_file_commit(&af, 1, e) < 0)
 		goto out;
-	verbose("export: wrote %llu bytes to '%s'", (unsigned long long)bytes,
-	    out);
+	*res = json_pack("{s:s, s:s, s:b, s:I, s:f}",
+	    "image", image,
+	    "output", out,
+	    "ok", 1,
+	    "stream_bytes", (json_int_t)bytes,
+	    "seconds", (double)(now_mono_ms() - start) / 1000.0);
 	rc = 0;
 out:
 	sig_release();
@@ -216,6 +266,35 @@ out:
 }
 
 static void
+print_exported(const json_t *j)
+{
+	verbose("export: wrote %lld bytes to '%s'", (long long)
+	    json_integer_value(json_object_get(j, "stream_bytes")),
+	    json_str(j, "output"));
+}
+
+static int
+cmd_export(const struct cmd_args *a, struct err *e)
+{
+	struct err le = ERR_INIT;
+	json_t *j = NULL;
+
+	/* Standard output is the stream: no room for a document. */
+	if (options.json && strcmp(a->argv[1], "-") == 0)
+		return err_set(e, ERR_USAGE, "export: --json needs an OUT "
+		    "file: the stream goes to standard output");
+	if (export_run(a, &j, &le) < 0 || j == NULL) {
+		json_decref(j);
+		print_failed(json_pack("{s:s, s:s}", "image", a->argv[0],
+		    "output", a->argv[1]), &le);
+		return failed(e, &le, "export");
+	}
+	print_result(j, print_exported);
+	json_decref(j);
+	return 0;
+}
+
+static void
 print_ok(const json_t *j)
 {
 	printf("%s: ok\n", json_str(j, "image"));
@@ -224,23 +303,27 @@ print_ok(const json_t *j)
 int
 cmd_image_verify(const char *path, struct err *e)
 {
+	struct err le = ERR_INIT;
 	struct img_reader *r;
 	json_t *j;
-	int rc;
+	int rc = -1;
 
-	r = img_open(path, e);
-	if (r == NULL)
-		return -1;
-	rc = img_verify_parallel(r, path, 0, e);
-	if (rc == 0) {
-		j = json_pack("{s:s, s:b}", "image", path, "ok", 1);
-		print_result(j, print_ok);
-		json_decref(j);
-	} else {
-		err_prefix(e, "'%s': ", path);
+	r = img_open(path, &le);
+	if (r != NULL) {
+		rc = img_verify_parallel(r, path, 0, &le);
+		if (rc < 0)
+			err_prefix(&le, "'%s': ", path);
+		img_close(r);
 	}
-	img_close(r);
-	return rc;
+	j = json_pack("{s:s}", "image", path);
+	if (rc < 0) {
+		print_failed(j, &le);
+		return failed(e, &le, "verify");
+	}
+	json_object_set_new(j, "ok", json_true());
+	print_result(j, print_ok);
+	json_decref(j);
+	return 0;
 }
 
 /* BLOCK is a block name, or its index in the block table. */
@@ -272,6 +355,9 @@ cmd_read(const struct cmd_args *a, struct err *e)
 	size_t n;
 	int rc = -1;
 
+	if (options.json)
+		return err_set(e, ERR_USAGE, "read: no --json: it writes raw "
+		    "guest bytes to standard output");
 	if (parse_offset("OFFSET", a->argv[2], &off, e) < 0 ||
 	    parse_offset("LENGTH", a->argv[3], &len, e) < 0)
 		return -1;
@@ -324,6 +410,7 @@ allocated_bytes(const char *path)
 int
 cmd_image_info(const char *path, struct err *e)
 {
+	struct err le = ERR_INIT;
 	struct img_reader *r;
 	const struct img_meta *m;
 	json_t *j, *blocks;
@@ -331,9 +418,11 @@ cmd_image_info(const char *path, struct err *e)
 	double ratio;
 	size_t i;
 
-	r = img_open(path, e);
-	if (r == NULL)
-		return -1;
+	r = img_open(path, &le);
+	if (r == NULL) {
+		print_failed(json_pack("{s:s}", "image", path), &le);
+		return failed(e, &le, "info");
+	}
 	m = img_meta(r);
 	alloc = allocated_bytes(path);
 	ratio = m->file_bytes ? (double)m->ram_bytes / (double)m->file_bytes :
@@ -394,20 +483,23 @@ const struct cmd_entry cmd_compact_entry = {
 	"import a raw QEMU migration stream into a compact image",
 	"  -l, --level N     zstd level (1-19, default 1)\n"
 	"  -T, --threads N   compression threads (default: online CPUs)\n"
-	"RAW is a file or - for standard input.",
-	"l:T:", compact_opts, 2, 2, 0, cmd_compact,
+	"RAW is a file or - for standard input.  --json: {image, ok,\n"
+	"stream_bytes, ram_bytes, pages, zero_pages, file_bytes, seconds}.",
+	"l:T:", compact_opts, 2, 2, CMD_JSON, cmd_compact,
 };
 
 const struct cmd_entry cmd_export_entry = {
 	"export", "IMAGE OUT",
 	"regenerate a QEMU migration stream from an image",
-	"OUT is a file or - for standard output (not a terminal).",
-	"", NULL, 2, 2, 0, cmd_export,
+	"OUT is a file or - for standard output (not a terminal).\n"
+	"--json (OUT a file): {image, output, ok, stream_bytes, seconds}.",
+	"", NULL, 2, 2, CMD_JSON, cmd_export,
 };
 
 const struct cmd_entry cmd_read_entry = {
 	"read", "IMAGE BLOCK OFFSET LENGTH",
 	"write raw guest bytes of a RAM block range to stdout",
-	"OFFSET and LENGTH are bytes (decimal, or hex with 0x).",
+	"OFFSET and LENGTH are bytes (decimal, or hex with 0x).  No\n"
+	"--json: the bytes go to standard output.",
 	"", NULL, 4, 4, 0, cmd_read,
 };

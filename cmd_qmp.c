@@ -188,22 +188,30 @@ out:
 static int
 cmd_qmp(const struct cmd_args *a, struct err *e)
 {
+	struct err le = ERR_INIT;
 	struct qmp *q = NULL;
 	json_t *args = NULL, *ret = NULL;
 	int rc = -1;
 
 	/* Bad arguments are a usage error before any connection. */
-	if (cmd_qmp_args(a->argc - 1, a->argv + 1, &args, e) < 0)
+	if (cmd_qmp_args(a->argc - 1, a->argv + 1, &args, &le) < 0)
 		goto out;
-	if ((q = cmd_qmp_connect(e)) == NULL)
+	if ((q = cmd_qmp_connect(&le)) == NULL)
 		goto out;
-	ret = qmp_execute(q, a->argv[0], args, e);
+	ret = qmp_execute(q, a->argv[0], args, &le);
 	args = NULL;
 	if (ret == NULL)
 		goto out;
 	print_json(ret);
 	rc = 0;
 out:
+	/* --json: a failure is a document too, as in shell --json. */
+	if (rc < 0 && options.json) {
+		if (!err_isset(&le))
+			err_set(&le, ERR_FAIL, "qmp failed");
+		print_error_json(&le);
+	}
+	err_propagate(e, &le, NULL);
 	json_decref(ret);
 	json_decref(args);
 	qmp_close(q);
@@ -215,6 +223,7 @@ const struct cmd_entry cmd_qmp_entry = {
 	"run one QMP command and print its reply",
 	"ARGS is one JSON object, or key=value pairs: values are parsed as\n"
 	"JSON when they parse, else taken as strings; dotted keys nest\n"
-	"(a.b=1 gives {\"a\":{\"b\":1}}).",
-	"", NULL, 1, -1, CMD_NEEDS_SOCKET, cmd_qmp,
+	"(a.b=1 gives {\"a\":{\"b\":1}}).  --json: the reply in one line;\n"
+	"a failure prints {\"error\": {\"class\", \"desc\"}}.",
+	"", NULL, 1, -1, CMD_NEEDS_SOCKET | CMD_JSON, cmd_qmp,
 };

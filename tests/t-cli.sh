@@ -138,6 +138,105 @@ else
 	skip "systemd-analyze verify accepts the service and timer" "no systemd-analyze"
 fi
 
+# --json: exactly one document on stdout, success or failure.  The image
+# commands on a real 7.2 stream (no QEMU needed), qmp without a QEMU.
+JQ=$TOP/build/helper-jsonq
+# one_doc DESC KEYS: stdout is one line holding one JSON object whose keys
+# are KEYS (sorted, space-separated).
+one_doc() {
+	if [ "$(wc -l <"$TESTDIR/stdout")" = 1 ] && "$JQ" -v "$TESTDIR/stdout"; then
+		expect_eq "$1: one JSON document, keys $2" "$2" \
+			"$("$JQ" -k "$TESTDIR/stdout" . | tr '\n' ' ' | sed 's/ $//')"
+	else
+		not_ok "$1: one JSON document" "$(head -c 300 "$TESTDIR/stdout")"
+	fi
+}
+# failed_doc DESC: "ok" false and "error" the message stderr gives.
+failed_doc() {
+	expect_eq "$1: ok false, error as on stderr" \
+		"false|$(sed -n '1s/^snapctl: //p' "$TESTDIR/stderr")" \
+		"$("$JQ" "$TESTDIR/stdout" ok)|$("$JQ" "$TESTDIR/stdout" error)"
+}
+# man_keys CMD DESC: every key of stdout's document is in CMD's man entry.
+man_keys() {
+	local item k miss=
+	item=$(awk -v c="$1" '/^\.It Cm / { on = ($3 == c) } on' "$TOP/man/snapctl.1")
+	for k in $("$JQ" -k "$TESTDIR/stdout" .); do
+		echo "$item" | grep -E '^\.Brq ' | grep -qw -- "$k" || miss="$miss $k"
+	done
+	expect_eq "the man page lists the keys of $2" "" "$miss"
+}
+ij=$TESTDIR/ij
+mkdir "$ij"
+zstd -qdc "$TOP/tests/data/streams/stream_72_pc-q35-7.2.bin.zst" >"$ij/s.raw"
+img_keys="file_bytes image ok pages ram_bytes seconds stream_bytes zero_pages"
+expect_code 0 "compact --json" "$SNAPCTL" compact --json "$ij/s.raw" "$ij/a.img"
+one_doc "compact --json" "$img_keys"
+expect_eq "... ok, the image, the stream's bytes" "true|$ij/a.img|$(stat -c %s "$ij/s.raw")" \
+	"$("$JQ" "$TESTDIR/stdout" ok)|$("$JQ" "$TESTDIR/stdout" image)|$("$JQ" "$TESTDIR/stdout" stream_bytes)"
+man_keys compact "compact --json"
+expect_code 0 "--json compact (the global option)" "$SNAPCTL" --json compact "$ij/s.raw" "$ij/b.img"
+one_doc "--json compact" "$img_keys"
+expect_code 0 "compact, text" "$SNAPCTL" compact "$ij/s.raw" "$ij/c.img"
+expect_eq "... one line as before" \
+	"$ij/c.img: 2.3 MiB stream -> 932.7 KiB image, 69906 pages (69577 zero)" "$(cat "$TESTDIR/stdout")"
+expect_code 1 "compact --json onto an existing image" "$SNAPCTL" compact --json "$ij/s.raw" "$ij/a.img"
+one_doc "... fails" "error image ok"
+failed_doc "... fails"
+expect_code 1 "compact --json of a missing stream" "$SNAPCTL" compact --json "$ij/none.raw" "$ij/d.img"
+one_doc "... fails" "error image ok"
+failed_doc "... fails"
+expect_code 2 "compact --json --level 99" "$SNAPCTL" compact --json --level 99 "$ij/s.raw" "$ij/d.img"
+one_doc "... a usage error" "error image ok"
+failed_doc "... a usage error"
+
+expect_code 0 "verify --json IMAGE" "$SNAPCTL" verify --json "$ij/a.img"
+one_doc "verify --json IMAGE" "image ok"
+expect_eq "... ok" "true|$ij/a.img" "$("$JQ" "$TESTDIR/stdout" ok)|$("$JQ" "$TESTDIR/stdout" image)"
+head -c 100 "$ij/a.img" >"$ij/cut.img"
+expect_code 1 "verify --json of a cut image" "$SNAPCTL" verify --json "$ij/cut.img"
+one_doc "... fails" "error image ok"
+failed_doc "... fails"
+expect_code 1 "verify --json of a missing image" "$SNAPCTL" verify --json "$ij/none.img"
+one_doc "... fails" "error image ok"
+failed_doc "... fails"
+
+expect_code 0 "info --json IMAGE" "$SNAPCTL" info --json "$ij/a.img"
+one_doc "info --json IMAGE" "allocated_bytes background blocks data_bytes file_bytes format_version frame_crcs image machine pages ram_bytes ratio switchover_start tail_bytes zero_pages"
+man_keys info "info --json IMAGE"
+expect_code 1 "info --json of a cut image" "$SNAPCTL" info --json "$ij/cut.img"
+one_doc "... fails" "error image ok"
+failed_doc "... fails"
+
+expect_code 0 "export --json" "$SNAPCTL" export --json "$ij/a.img" "$ij/a.exp"
+one_doc "export --json" "image ok output seconds stream_bytes"
+expect_eq "... ok, its output and the bytes written" "true|$ij/a.exp|$(stat -c %s "$ij/a.exp")" \
+	"$("$JQ" "$TESTDIR/stdout" ok)|$("$JQ" "$TESTDIR/stdout" output)|$("$JQ" "$TESTDIR/stdout" stream_bytes)"
+man_keys export "export --json"
+expect_code 0 "export, text" "$SNAPCTL" export "$ij/a.img" "$ij/b.exp"
+expect_eq "... prints nothing, the same stream" "|same" "$(cat "$TESTDIR/stdout")|$(cmp -s "$ij/a.exp" "$ij/b.exp" && echo same)"
+expect_code 1 "export --json of a cut image" "$SNAPCTL" export --json "$ij/cut.img" "$ij/c.exp"
+one_doc "... fails" "error image ok output"
+failed_doc "... fails"
+expect_eq "... and leaves no output" "" "$(ls "$ij" | grep '^c\.exp')"
+expect_code 2 "export --json to standard output is refused" "$SNAPCTL" export --json "$ij/a.img" -
+expect_eq "... nothing on stdout, which would be the stream" "" "$(cat "$TESTDIR/stdout")"
+expect_match "... says why" "^snapctl: export: --json needs an OUT file" "$TESTDIR/stderr"
+expect_code 2 "--json read is refused" "$SNAPCTL" --json read "$ij/a.img" pc.ram 0 16
+expect_eq "... nothing on stdout" "" "$(cat "$TESTDIR/stdout")"
+expect_match "... says why" "^snapctl: read: no --json" "$TESTDIR/stderr"
+expect_code 2 "read --json is an unknown option" "$SNAPCTL" read --json "$ij/a.img" pc.ram 0 16
+expect_code 0 "read without --json still works" "$SNAPCTL" read "$ij/a.img" pc.ram 0 16
+expect_eq "... 16 bytes" 16 "$(wc -c <"$TESTDIR/stdout")"
+
+expect_code 3 "qmp --json without a QEMU" env SNAPCTL_CONNECT_TIMEOUT=0 "$SNAPCTL" qmp --json -s "$ij/nosock" query-status
+one_doc "... fails" "error"
+expect_eq "... {error: {class, desc}}, desc as on stderr" \
+	"SnapctlError|$(sed -n '1s/^snapctl: //p' "$TESTDIR/stderr")" \
+	"$("$JQ" "$TESTDIR/stdout" error.class)|$("$JQ" "$TESTDIR/stdout" error.desc)"
+expect_code 2 "qmp --json with conflicting arguments" "$SNAPCTL" --json qmp -s "$ij/nosock" query-status a=1 a.b=2
+one_doc "... a usage error" "error"
+
 # Subcommand usage errors.
 expect_code 2 "compact with one argument" "$SNAPCTL" compact only-one
 expect_code 2 "compact with a bad --level" "$SNAPCTL" compact --level 99 a b

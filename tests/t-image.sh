@@ -188,6 +188,32 @@ for where in header:12 middle:$((size / 2)) index:$((size - 200)); do
 		ok "no export output left for the $name damage"
 	fi
 done
+# --json on real images: one document, success or failure (t-cli has the
+# rest on a stored stream).
+JQ=$TOP/build/helper-jsonq
+doc() {  # doc DESC EXPECTED: stdout is one line; keys=ok (and error as on stderr)
+	local got=
+	if [ "$(wc -l <"$TESTDIR/stdout")" = 1 ] && "$JQ" -v "$TESTDIR/stdout"; then
+		got="$("$JQ" -k "$TESTDIR/stdout" . | tr '\n' ' ')ok=$("$JQ" "$TESTDIR/stdout" ok)"
+		if "$JQ" "$TESTDIR/stdout" error >/dev/null; then
+			[ "$("$JQ" "$TESTDIR/stdout" error)" = "$(sed -n '1s/^snapctl: //p' "$TESTDIR/stderr")" ] &&
+				got="$got error=stderr"
+		fi
+	fi
+	expect_eq "$1" "$2" "$got"
+}
+expect_code 1 "verify --json of the header damage" "$SNAPCTL" verify --json "$TESTDIR/bad-header.img"
+doc "... one document" "error image ok ok=false error=stderr"
+expect_code 1 "verify --json of the index damage" "$SNAPCTL" verify --json "$TESTDIR/bad-index.img"
+doc "... one document" "error image ok ok=false error=stderr"
+expect_code 1 "export --json of the middle damage" "$SNAPCTL" export --json "$TESTDIR/bad-middle.img" "$TESTDIR/bad.out"
+doc "... one document" "error image ok output ok=false error=stderr"
+expect_code 0 "export --json of the 7.2 image" "$SNAPCTL" export --json "$img" "$TESTDIR/72j.exp"
+doc "... one document" "image ok output seconds stream_bytes ok=true"
+expect_eq "... its stream_bytes are the file's, the same stream" "$(stat -c %s "$TESTDIR/72.exp")|same" \
+	"$("$JQ" "$TESTDIR/stdout" stream_bytes)|$(cmp -s "$TESTDIR/72.exp" "$TESTDIR/72j.exp" && echo same)"
+expect_code 0 "verify --json of the 7.2 image" "$SNAPCTL" verify --json "$img"
+doc "... one document" "image ok ok=true"
 for cut in 0 100 $((size / 3)) $((size - 1)); do
 	head -c "$cut" "$img" >"$TESTDIR/cut.img"
 	expect_code 1 "verify fails on an image cut at $cut bytes" "$SNAPCTL" verify "$TESTDIR/cut.img"
@@ -208,5 +234,7 @@ zstd -dc "$TOP/tests/data/streams/stream_72_postcopy.bin.zst" >"$TESTDIR/pc.raw"
 expect_code 1 "compact refuses a postcopy stream" "$SNAPCTL" compact "$TESTDIR/pc.raw" "$TESTDIR/pc.img"
 expect_match "the refusal names the command and its offset" 'OPEN_RETURN_PATH.*offset [0-9]+' "$TESTDIR/stderr"
 expect_code 1 "compact refuses an existing image path" "$SNAPCTL" compact "$raw" "$img"
+expect_code 1 "compact --json of a postcopy stream" "$SNAPCTL" compact --json "$TESTDIR/pc.raw" "$TESTDIR/pcj.img"
+doc "... one document" "error image ok ok=false error=stderr"
 
 done_testing
