@@ -395,6 +395,29 @@ print_json(const json_t *j)
 
 	json_dumpf(j, stdout, flags | JSON_ENCODE_ANY);
 	fputc('\n', stdout);
+	options.json_docs++;
+}
+
+/*
+ * --json promises one document, success or failure.  A command that failed
+ * before it printed its own gets {command, ok: false, kind, error}, with
+ * the message stderr carries.  A usage error the command itself found
+ * (export's stdout is the stream, read's the bytes) prints none.
+ */
+static void
+json_failure(const struct cmd_entry *c, const struct err *e, int ran)
+{
+	json_t *j;
+
+	if (!options.json || options.json_docs > 0 || c == NULL ||
+	    !(c->flags & CMD_JSON) || (ran && e->kind == ERR_USAGE))
+		return;
+	j = json_pack("{s:s, s:b, s:s, s:s}", "command", c->name, "ok", 0,
+	    "kind", err_kind_name(e->kind), "error", e->msg);
+	if (j != NULL)
+		print_json(j);
+	json_decref(j);
+	fflush(stdout);
 }
 
 void
@@ -661,7 +684,7 @@ main(int argc, char **argv)
 	struct err e = ERR_INIT;
 	struct cmd_args a;
 	const struct cmd_entry *c = NULL;
-	int ch, rc;
+	int ch, rc = -2;	/* -2: the command has not run */
 
 	sanitize_stdio();
 	signal(SIGPIPE, SIG_IGN);
@@ -739,6 +762,7 @@ main(int argc, char **argv)
 		err_set(&e, ERR_FAIL, "%s failed", c->name);
 	if (e.kind == ERR_USAGE)
 		goto usage_error;
+	json_failure(c, &e, 1);
 	print_error(&e);
 	return err_exit_code(e.kind);
 
@@ -749,6 +773,7 @@ flush:
 	return 1;
 
 usage_error:
+	json_failure(c, &e, rc != -2);
 	fprintf(stderr, "snapctl: %s\n", e.msg);
 	if (c != NULL && c != &help_entry)
 		fprintf(stderr, "Try 'snapctl help %s' for more "

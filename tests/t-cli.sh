@@ -244,4 +244,21 @@ expect_match "the bad level is reported as such" "invalid --level '99': too larg
 expect_code 2 "an unknown command option" "$SNAPCTL" compact --frob a b
 expect_code 2 "read with a bad offset" "$SNAPCTL" read img pc.ram zz 10
 
+# Any --json command that fails before printing its own document prints
+# the generic one, with the kind of its exit status.
+expect_code 2 "--json list without a store" "$SNAPCTL" --json list
+one_doc "--json list without a store" "command error kind ok"
+failed_doc "--json list without a store"
+expect_eq "--json list without a store: kind usage" usage "$("$JQ" "$TESTDIR/stdout" kind)"
+expect_code 1 "list --json of a missing store" "$SNAPCTL" list --json -d "$TESTDIR/none"
+one_doc "list --json of a missing store" "command error kind ok"
+failed_doc "list --json of a missing store"
+expect_code 3 "checkpoint --json, no QEMU" "$SNAPCTL" checkpoint --json -s "$TESTDIR/none.qmp" -d "$TESTDIR/st3"
+one_doc "checkpoint --json, no QEMU" "command error kind ok"
+expect_eq "checkpoint --json, no QEMU: kind qemu" qemu "$("$JQ" "$TESTDIR/stdout" kind)"
+expect_code 2 "restore --json of an unknown option" "$SNAPCTL" restore --json --bogus c1 -d "$TESTDIR/st3"
+one_doc "restore --json of an unknown option" "command error kind ok"
+expect_code 2 "read refuses --json, stdout empty" "$SNAPCTL" --json read x y z
+expect_eq "read refuses --json: nothing on stdout" "" "$(cat "$TESTDIR/stdout")"
+
 done_testing
