@@ -118,6 +118,7 @@ struct ckpt {
 
 	/* the migration */
 	int sv[2];
+	uint64_t ram_bytes;	/* the guest's RAM, a bound on the stream */
 	enum ckpt_mig mig;
 	uint64_t bg_recheck;	/* monotonic ms of the runstate recheck */
 	int forced;		/* --timeout stopped the guest */
