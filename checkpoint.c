@@ -533,7 +533,7 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 
 	if ((c->store = store_open(o->store, 1, e)) == NULL)
 		goto out;
-	if (store_lock(c->store, e) < 0)
+	if (store_lock(c->store, o->lock_wait_ms, e) < 0)
 		goto out;
 	note = store_note_read(c->store, e);
 	if (note != NULL) {

@@ -78,9 +78,10 @@ struct ckpt_opts {
 	void *progress_opaque;
 	qmp_trace_fn trace;	/* may be NULL */
 	void *trace_opaque;
+	int lock_wait_ms;	/* wait for the store's lock (store_lock()) */
 };
 #define CKPT_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0, \
-	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, NULL, NULL, NULL, NULL }
+	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0 }
 
 /*
  * Take a checkpoint into STORE/NAME.  On success returns 0 and *manifest
@@ -112,8 +113,9 @@ struct ckpt_recover_opts {
 	int qmp_timeout_ms;
 	qmp_trace_fn trace;
 	void *trace_opaque;
+	int lock_wait_ms;	/* wait for the store's lock (store_lock()) */
 };
-#define CKPT_RECOVER_OPTS_INIT { NULL, NULL, NULL, 0, NULL, NULL }
+#define CKPT_RECOVER_OPTS_INIT { NULL, NULL, NULL, 0, NULL, NULL, 0 }
 
 /*
  * Bring back a guest a killed snapctl left behind: cancel a migration that

@@ -213,6 +213,7 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	o.socket = options.socket;
 	o.store = options.dir;
 	o.qmp_timeout_ms = options.timeout_ms;
+	o.lock_wait_ms = options.lock_wait_ms;
 	if (trace_enabled())
 		o.trace = trace_qmp;
 	if (progress_enabled()) {
@@ -270,6 +271,7 @@ cmd_recover(const struct cmd_args *a, struct err *e)
 	o.socket = options.socket;
 	o.store = options.dir;
 	o.qmp_timeout_ms = options.timeout_ms;
+	o.lock_wait_ms = options.lock_wait_ms;
 	if (trace_enabled())
 		o.trace = trace_qmp;
 	if (ckpt_recover(&o, &rep, e) < 0)
