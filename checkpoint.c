@@ -612,6 +612,8 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		}
 		if (!c->machine && ingest_machine(c->ing)[0] != '\0')
 			c->machine = xstrdup(ingest_machine(c->ing));
+		if (c->o->hold_commit_ms > 0)
+			ckpt_hold(c->o->hold_commit_ms);
 		if (ingest_commit(c->ing, &c->img, e) < 0)
 			goto settle;
 	}

@@ -74,6 +74,9 @@ struct ckpt_opts {
 	 * so a test can signal or kill snapctl there.
 	 */
 	int hold_switchover_ms;
+	/* Test only (SNAPCTL_TEST_HOLD_COMMIT_MS): the same before the
+	 * image's commit, the guest running again. */
+	int hold_commit_ms;
 	ckpt_progress_fn progress;	/* may be NULL */
 	void *progress_opaque;
 	qmp_trace_fn trace;	/* may be NULL */
@@ -81,7 +84,7 @@ struct ckpt_opts {
 	int lock_wait_ms;	/* wait for the store's lock (store_lock()) */
 };
 #define CKPT_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0, \
-	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0 }
+	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0 }
 
 /*
  * Take a checkpoint into STORE/NAME.  On success returns 0 and *manifest
@@ -94,7 +97,8 @@ struct ckpt_opts {
  * transaction...), ERR_USAGE, ERR_QEMU (QEMU went away), ERR_LOCKED (the
  * store is busy), ERR_NOSPC (the store filled up), ERR_TIMEOUT (--timeout
  * with CKPT_TIMEOUT_ABORT), ERR_INTR (SIGINT/SIGTERM/SIGHUP, see sig.h,
- * which the caller installs), ERR_ATTENTION (the guest could not be
+ * which the caller installs; once the disks are cut, a signal no longer
+ * stops the run: it completes, and sig_caught() tells the caller), ERR_ATTENTION (the guest could not be
  * resumed or the capabilities not restored: e says to run snapctl
  * recover, and STORE/.recover.json is kept for it).
  *

@@ -477,7 +477,10 @@ ckpt_capture(struct ckpt *c, struct err *e)
 		/* Failures first: never cut the disks for a lost cause. */
 		if (ingest_check(c->ing, e) < 0)
 			return -1;
-		if (sig_interrupted(e))
+		/* From the cut on a signal waits: cancelling then would
+		 * keep the overlays with no checkpoint for them. */
+		if (c->state != CKPT_S_CUT && c->state != CKPT_S_COMPLETED &&
+		    sig_interrupted(e))
 			return -1;
 		if (c->mig >= CKPT_MIG_CANCELLED)
 			return migration_error(c, e);

@@ -195,7 +195,7 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	struct progress_line pl = { 0 };
 	const char *exclude[MAX_EXCLUDE], *hold;
 	json_t *m = NULL;
-	int i, rc = -1;
+	int i, sig, rc = -1;
 
 	for (i = 0; i < a->nopts; i++)
 		if (checkpoint_opt(&o, exclude, &a->opts[i], e) < 0)
@@ -226,14 +226,23 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	    "SNAPCTL_TEST_HOLD_SWITCHOVER_MS", hold, 0, 600000,
 	    &o.hold_switchover_ms, e) < 0)
 		return -1;
+	hold = getenv("SNAPCTL_TEST_HOLD_COMMIT_MS");
+	if (hold != NULL && *hold != '\0' && opt_int(
+	    "SNAPCTL_TEST_HOLD_COMMIT_MS", hold, 0, 600000,
+	    &o.hold_commit_ms, e) < 0)
+		return -1;
 
 	sig_catch();
 	rc = ckpt_run(&o, &m, e);
+	sig = sig_caught();
 	sig_release();
 	if (pl.drawn)
 		fputs("\r\033[K", stderr);
 	if (rc < 0)
 		return -1;
+	if (sig != 0)
+		warnx_("%s came after the disks were cut; the checkpoint was "
+		    "completed", sig_name(sig));
 	print_done(m, print_summary);
 	json_decref(m);
 	return 0;

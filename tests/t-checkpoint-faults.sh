@@ -6,6 +6,8 @@
 # checkpoint, staging directory, recovery note or overlay may be left, and
 # snapctl must say what happened in one line with the right exit code:
 #   SIGINT in the live phase (8); SIGTERM while held at pre-switchover (8);
+#   SIGINT or SIGTERM after the cut, during the commit (0, a warning, the
+#   checkpoint complete);
 #   a full filesystem for the store (6), also one that the live phase
 #   fits but the commit would not (6, before the cut); a transaction that fails half-way
 #   (d1's filesystem full: d0's overlay was already created) and one into a
@@ -135,6 +137,28 @@ for ver in "${versions[@]}"; do
 	ck_guest_back "$name" "$store" "$before" "$d"
 	check "$d: no checkpoint" test ! -e "$store/t1"
 	no_overlays "$d" t1
+
+	# ---- SIGINT/SIGTERM after the cut: the checkpoint completes -------------
+	for sg in INT TERM; do
+		d="QEMU $ver SIG$sg while committing"
+		SNAPCTL_TEST_HOLD_COMMIT_MS=60000 bg_checkpoint k$sg
+		if ck_wait_mig "$name" '^completed$' 60; then
+			sleep 0.5
+			kill -$sg "$pid"
+			wait "$pid"
+			expect_eq "$d: exit 0" 0 "$?"
+			ck_one_line "$d: one line on stderr" "$dir/k$sg.err"
+			expect_match "$d: warns" "^snapctl: warning: SIG$sg came after the disks were cut; the checkpoint was completed$" "$dir/k$sg.err"
+			expect_match "$d: reports it done" "^checkpoint 'k$sg' " "$dir/k$sg.out"
+		else
+			kill -KILL "$pid"
+			not_ok "$d: the migration completes" "$(cat "$dir/k$sg.err")"
+		fi
+		ck_guest_back "$name" "$store" "$before" "$d"
+		check "$d: a checkpoint" test -f "$store/k$sg/manifest.json"
+		check "$d: its image verifies" "$SNAPCTL" verify "$store/k$sg/memory.img"
+		expect_eq "$d: the VM writes to its overlay" "$(jq_get "$store/k$sg/manifest.json" disks.0.overlay)" "$(ck_active_file "$name" vd0)"
+	done
 
 	# ---- the store's filesystem fills up -----------------------------------
 	d="QEMU $ver full store"
