@@ -21,11 +21,15 @@
 enum {
 	OPT_PAUSE = 256, OPT_DISK_ONLY, OPT_QUIESCE, OPT_AGENT, OPT_DOWNTIME,
 	OPT_BANDWIDTH, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_EXCLUDE,
-	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_MODE,
+	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_MODE, OPT_PROGRESS,
 };
 
+#define PROGRESS_LINE_S 1.0	/* off a terminal: a line a second at most */
+
 struct progress_line {
-	int drawn;
+	int drawn;		/* a \r-line is on the terminal */
+	int lines;		/* --progress off a terminal: whole lines */
+	double last_s;		/* elapsed_s of the last line */
 };
 
 static void
@@ -46,16 +50,25 @@ draw_progress(void *opaque, const struct ckpt_progress *p)
 		snprintf(eta, sizeof(eta), "%.0f s", p->eta_s);
 	else
 		snprintf(eta, sizeof(eta), "?");
+	if (pl->lines) {
+		if (pl->last_s > 0 && p->elapsed_s - pl->last_s <
+		    PROGRESS_LINE_S)
+			return;
+		pl->last_s = p->elapsed_s;
+	} else
+		fputs("\r\033[K", stderr);
 	if (strcmp(p->phase, "live") == 0)
-		fprintf(stderr, "\r\033[Ksnapctl: %5.1f s  %s received (%s/s)  "
+		fprintf(stderr, "snapctl: %5.1f s  %s received (%s/s)  "
 		    "pass %d  dirty %s/s  remaining %s  ETA %s%s",
 		    p->elapsed_s, rec, rate, p->pass, dirty, rem, eta,
 		    p->forced ? "  (guest stopped: --timeout)" : "");
 	else
-		fprintf(stderr, "\r\033[Ksnapctl: %5.1f s  %s received  %s",
+		fprintf(stderr, "snapctl: %5.1f s  %s received  %s",
 		    p->elapsed_s, rec, p->phase);
+	if (pl->lines)
+		fputc('\n', stderr);
 	fflush(stderr);
-	pl->drawn = 1;
+	pl->drawn = !pl->lines;
 }
 
 static void
@@ -111,6 +124,7 @@ static const struct option checkpoint_opts[] = {
 	{ "overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
 	{ "level", required_argument, NULL, OPT_LEVEL },
 	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "progress", no_argument, NULL, OPT_PROGRESS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -195,11 +209,14 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	struct progress_line pl = { 0 };
 	const char *exclude[MAX_EXCLUDE], *hold;
 	json_t *m = NULL;
-	int i, sig, rc = -1;
+	int i, sig, progress = 0, rc = -1;
 
-	for (i = 0; i < a->nopts; i++)
-		if (checkpoint_opt(&o, exclude, &a->opts[i], e) < 0)
+	for (i = 0; i < a->nopts; i++) {
+		if (a->opts[i].id == OPT_PROGRESS)
+			progress = 1;
+		else if (checkpoint_opt(&o, exclude, &a->opts[i], e) < 0)
 			return -1;
+	}
 	if (o.agent != NULL && !o.quiesce)
 		return err_set(e, ERR_USAGE, "--agent is for --quiesce");
 	if (o.background && (o.pause || o.disk_only))
@@ -216,7 +233,8 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	o.lock_wait_ms = options.lock_wait_ms;
 	if (trace_enabled())
 		o.trace = trace_qmp;
-	if (progress_enabled()) {
+	if (progress_enabled() || (progress && options.verbosity >= 0)) {
+		pl.lines = !progress_enabled();
 		o.progress = draw_progress;
 		o.progress_opaque = &pl;
 	}
@@ -295,7 +313,7 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"[--quiesce --agent SOCKET]] "
 	"[--downtime MS] [--bandwidth RATE] [--timeout SEC "
 	"[--on-timeout stop|abort]] [--exclude DEVICE]... "
-	"[--overlay-dir DIR] [--level N] [--threads N] [NAME]",
+	"[--overlay-dir DIR] [--level N] [--threads N] [--progress] [NAME]",
 	"take a consistent live checkpoint of memory and disks",
 	"  --mode background    memory as at the start (QEMU's background\n"
 	"                       snapshot), disks cut at that instant; a\n"
@@ -313,6 +331,8 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"  --exclude DEVICE     leave this disk alone (repeatable)\n"
 	"  --overlay-dir DIR    new overlays here, not beside the images\n"
 	"  --level N, --threads N  zstd level and threads for the image\n"
+	"  --progress           progress lines also when stderr is not a\n"
+	"                       terminal (a line a second at most)\n"
 	"NAME defaults to the UTC time to the millisecond\n"
 	"(20261123T081500.123Z).  The checkpoint goes to STORE/NAME; each\n"
 	"disk's new overlay is <image-stem>.NAME.qcow2 beside its image.",
