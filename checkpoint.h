@@ -82,9 +82,10 @@ struct ckpt_opts {
 	qmp_trace_fn trace;	/* may be NULL */
 	void *trace_opaque;
 	int lock_wait_ms;	/* wait for the store's lock (store_lock()) */
+	int dry_run;		/* discovery only: see ckpt_run() */
 };
 #define CKPT_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0, \
-	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0 }
+	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0, 0 }
 
 /*
  * Take a checkpoint into STORE/NAME.  On success returns 0 and *manifest
@@ -107,6 +108,13 @@ struct ckpt_opts {
  * guest's disks into them, so removing them would lose data.  e names
  * them; the old images are unchanged, and the overlays can be merged back
  * with block-commit if wanted.
+ *
+ * With o->dry_run, only discovery: nothing is changed in QEMU, the store
+ * is neither created nor locked, and *manifest is the plan instead:
+ * {dry_run: true, name, store, mode, vm: {name, uuid}, parent,
+ * disks: [{device, file, format, overlay}], skipped: [{device, file, why}],
+ * ram_bytes, room_needed, store_free} (the last three 0 / null when they
+ * do not apply or are unknown).
  */
 int ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e);
 

@@ -117,8 +117,8 @@ set_bufsize(int fd, int opt_force, int opt)
 }
 
 /* The guest's RAM (base + hotplugged), 1 GiB when QEMU will not say. */
-static uint64_t
-guest_ram_bytes(struct ckpt *c)
+uint64_t
+ckpt_guest_ram(struct ckpt *c)
 {
 	json_t *r = qmp_execute(c->q, "query-memory-size-summary", NULL, NULL);
 	uint64_t b = (uint64_t)json_integer_value(json_object_get(r,
@@ -144,7 +144,7 @@ start_migration(struct ckpt *c, struct err *e)
 	 * checkpoint before the disks are cut, not after. */
 	io.img.cache_bytes = CKPT_CACHE_BYTES;
 	io.spool_dir = c->stage;
-	c->ram_bytes = guest_ram_bytes(c);
+	c->ram_bytes = ckpt_guest_ram(c);
 	io.spool_file_max = c->ram_bytes + SPOOL_SLACK;
 	c->ing = ingest_new(path, &io, e);
 	free(path);

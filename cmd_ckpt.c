@@ -22,6 +22,7 @@ enum {
 	OPT_PAUSE = 256, OPT_DISK_ONLY, OPT_QUIESCE, OPT_AGENT, OPT_DOWNTIME,
 	OPT_BANDWIDTH, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_EXCLUDE,
 	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_MODE, OPT_PROGRESS,
+	OPT_DRY_RUN,
 };
 
 #define PROGRESS_LINE_S 1.0	/* off a terminal: a line a second at most */
@@ -110,6 +111,44 @@ print_summary(const json_t *m)
 		    json_string_value(json_object_get(d, "overlay")));
 }
 
+/* MiB, rounded up, or "?" for null. */
+static void
+format_mib(const json_t *v, char out[32])
+{
+	if (!json_is_integer(v))
+		snprintf(out, 32, "?");
+	else
+		snprintf(out, 32, "%lld MiB", (long long)
+		    ((json_integer_value(v) + (1 << 20) - 1) >> 20));
+}
+
+static void
+print_plan(const json_t *p)
+{
+	const json_t *d;
+	char need[32], avail[32];
+	size_t i;
+
+	printf("would checkpoint '%s' (%s) into '%s'\n", json_str(p, "name"),
+	    json_str(p, "mode"), json_str(p, "store"));
+	json_array_foreach(json_object_get(p, "disks"), i, d)
+		printf("disk %s: '%s' (%s) would be cut; the guest would then "
+		    "write to '%s'\n", json_str(d, "device"),
+		    json_str(d, "file") ? json_str(d, "file") : "?",
+		    json_str(d, "format") ? json_str(d, "format") : "?",
+		    json_str(d, "overlay"));
+	json_array_foreach(json_object_get(p, "skipped"), i, d)
+		printf("disk %s: '%s' left alone (%s)\n", json_str(d, "device"),
+		    json_str(d, "file") ? json_str(d, "file") : "?",
+		    json_str(d, "why"));
+	if (json_is_integer(json_object_get(p, "room_needed"))) {
+		format_mib(json_object_get(p, "room_needed"), need);
+		format_mib(json_object_get(p, "store_free"), avail);
+		printf("room: up to %s in the store, which has %s free\n", need,
+		    avail);
+	}
+}
+
 static const struct option checkpoint_opts[] = {
 	{ "mode", required_argument, NULL, OPT_MODE },
 	{ "pause", no_argument, NULL, OPT_PAUSE },
@@ -125,6 +164,7 @@ static const struct option checkpoint_opts[] = {
 	{ "level", required_argument, NULL, OPT_LEVEL },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "progress", no_argument, NULL, OPT_PROGRESS },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -214,6 +254,8 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	for (i = 0; i < a->nopts; i++) {
 		if (a->opts[i].id == OPT_PROGRESS)
 			progress = 1;
+		else if (a->opts[i].id == OPT_DRY_RUN)
+			o.dry_run = 1;
 		else if (checkpoint_opt(&o, exclude, &a->opts[i], e) < 0)
 			return -1;
 	}
@@ -258,6 +300,11 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 		fputs("\r\033[K", stderr);
 	if (rc < 0)
 		return -1;
+	if (o.dry_run) {
+		print_done(m, print_plan);
+		json_decref(m);
+		return 0;
+	}
 	if (sig != 0)
 		warnx_("%s came after the disks were cut; the checkpoint was "
 		    "completed", sig_name(sig));
@@ -313,7 +360,7 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"[--quiesce --agent SOCKET]] "
 	"[--downtime MS] [--bandwidth RATE] [--timeout SEC "
 	"[--on-timeout stop|abort]] [--exclude DEVICE]... "
-	"[--overlay-dir DIR] [--level N] [--threads N] [--progress] [NAME]",
+	"[--overlay-dir DIR] [--level N] [--threads N] [--progress] [--dry-run] [NAME]",
 	"take a consistent live checkpoint of memory and disks",
 	"  --mode background    memory as at the start (QEMU's background\n"
 	"                       snapshot), disks cut at that instant; a\n"
@@ -333,6 +380,8 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"  --level N, --threads N  zstd level and threads for the image\n"
 	"  --progress           progress lines also when stderr is not a\n"
 	"                       terminal (a line a second at most)\n"
+	"  --dry-run            say what would be cut and where, and the\n"
+	"                       room needed; change nothing\n"
 	"NAME defaults to the UTC time to the millisecond\n"
 	"(20261123T081500.123Z).  The checkpoint goes to STORE/NAME; each\n"
 	"disk's new overlay is <image-stem>.NAME.qcow2 beside its image.",
