@@ -15,6 +15,7 @@
  *   left the guest paused -> completed -> the same end.
  */
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 
 #include <assert.h>
@@ -464,6 +465,7 @@ ckpt_release(struct ckpt *c)
 	free(c->parent);
 	json_decref(c->parent_m);
 	free(c->name);
+	json_decref(c->skipped);
 	store_close(c->store);
 }
 
@@ -492,6 +494,52 @@ check_opts(const struct ckpt_opts *o, struct err *e)
 	if (o->disk_only && o->timeout_s > 0)
 		return err_set(e, ERR_USAGE, "--timeout has no use with "
 		    "--disk-only");
+	return 0;
+}
+
+/* --dry-run: discovery, and the plan as ckpt_run() describes it. */
+static int
+dry_run(struct ckpt *c, json_t **plan, struct err *e)
+{
+	struct err le = ERR_INIT;
+	struct statvfs sv;
+	json_t *disks, *room = json_null(), *freej = json_null();
+	uint64_t ram = 0;
+	size_t i;
+
+	c->store = store_open(c->o->store, 0, NULL);
+	if (c->store != NULL && store_exists(c->store, c->name))
+		return err_set(e, ERR_FAIL, "checkpoint '%s' already exists "
+		    "in '%s'", c->name, store_path(c->store));
+	c->q = qmp_open(c->o->socket, c->o->qmp_timeout_ms, &le);
+	if (c->q == NULL)
+		return err_propagate(e, &le, NULL);
+	if (c->o->trace != NULL)
+		qmp_set_trace(c->q, c->o->trace, c->o->trace_opaque);
+	if (ckpt_discover(c, e) < 0)
+		return -1;
+	disks = json_array();
+	for (i = 0; i < c->ndisks; i++)
+		json_array_append_new(disks, json_pack("{s:s, s:s?, s:s?, "
+		    "s:s}", "device", c->disks[i].device, "file",
+		    c->disks[i].file, "format", c->disks[i].format, "overlay",
+		    c->disks[i].overlay));
+	if (c->mode != CKPT_MODE_DISK_ONLY) {
+		ram = ckpt_guest_ram(c);
+		/* The man page's plan: three times the RAM + 200 MiB. */
+		room = json_integer((json_int_t)(3 * ram + (200ull << 20)));
+	}
+	if (c->store != NULL && statvfs(store_path(c->store), &sv) == 0)
+		freej = json_integer((json_int_t)((uint64_t)sv.f_bavail *
+		    (uint64_t)sv.f_frsize));
+	*plan = json_pack("{s:b, s:s, s:s, s:s, s:{s:s?, s:s?}, s:s?, s:o, "
+	    "s:O, s:I, s:o, s:o}", "dry_run", 1, "name", c->name, "store",
+	    c->o->store, "mode", ckpt_mode_name(c->mode), "vm", "name",
+	    c->vm_name, "uuid", c->uuid, "parent", c->parent, "disks", disks,
+	    "skipped", c->skipped, "ram_bytes", (json_int_t)ram,
+	    "room_needed", room, "store_free", freej);
+	if (*plan == NULL)
+		return err_set(e, ERR_FAIL, "cannot build the plan");
 	return 0;
 }
 
@@ -531,9 +579,14 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		goto out;
 	c->socket_abs = absolute_socket(o->socket);
 
+	c->skipped = json_array();
+	if (o->dry_run) {
+		rc = dry_run(c, manifest, e);
+		goto out;
+	}
 	if ((c->store = store_open(o->store, 1, e)) == NULL)
 		goto out;
-	if (store_lock(c->store, e) < 0)
+	if (store_lock(c->store, o->lock_wait_ms, e) < 0)
 		goto out;
 	note = store_note_read(c->store, e);
 	if (note != NULL) {
@@ -612,6 +665,8 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		}
 		if (!c->machine && ingest_machine(c->ing)[0] != '\0')
 			c->machine = xstrdup(ingest_machine(c->ing));
+		if (c->o->hold_commit_ms > 0)
+			ckpt_hold(c->o->hold_commit_ms);
 		if (ingest_commit(c->ing, &c->img, e) < 0)
 			goto settle;
 	}

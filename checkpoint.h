@@ -74,13 +74,18 @@ struct ckpt_opts {
 	 * so a test can signal or kill snapctl there.
 	 */
 	int hold_switchover_ms;
+	/* Test only (SNAPCTL_TEST_HOLD_COMMIT_MS): the same before the
+	 * image's commit, the guest running again. */
+	int hold_commit_ms;
 	ckpt_progress_fn progress;	/* may be NULL */
 	void *progress_opaque;
 	qmp_trace_fn trace;	/* may be NULL */
 	void *trace_opaque;
+	int lock_wait_ms;	/* wait for the store's lock (store_lock()) */
+	int dry_run;		/* discovery only: see ckpt_run() */
 };
 #define CKPT_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0, \
-	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, NULL, NULL, NULL, NULL }
+	-1, 0, 0, CKPT_TIMEOUT_STOP, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0, 0 }
 
 /*
  * Take a checkpoint into STORE/NAME.  On success returns 0 and *manifest
@@ -93,7 +98,8 @@ struct ckpt_opts {
  * transaction...), ERR_USAGE, ERR_QEMU (QEMU went away), ERR_LOCKED (the
  * store is busy), ERR_NOSPC (the store filled up), ERR_TIMEOUT (--timeout
  * with CKPT_TIMEOUT_ABORT), ERR_INTR (SIGINT/SIGTERM/SIGHUP, see sig.h,
- * which the caller installs), ERR_ATTENTION (the guest could not be
+ * which the caller installs; once the disks are cut, a signal no longer
+ * stops the run: it completes, and sig_caught() tells the caller), ERR_ATTENTION (the guest could not be
  * resumed or the capabilities not restored: e says to run snapctl
  * recover, and STORE/.recover.json is kept for it).
  *
@@ -102,6 +108,13 @@ struct ckpt_opts {
  * guest's disks into them, so removing them would lose data.  e names
  * them; the old images are unchanged, and the overlays can be merged back
  * with block-commit if wanted.
+ *
+ * With o->dry_run, only discovery: nothing is changed in QEMU, the store
+ * is neither created nor locked, and *manifest is the plan instead:
+ * {dry_run: true, name, store, mode, vm: {name, uuid}, parent,
+ * disks: [{device, file, format, overlay}], skipped: [{device, file, why}],
+ * ram_bytes, room_needed, store_free} (the last three 0 / null when they
+ * do not apply or are unknown).
  */
 int ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e);
 
@@ -112,8 +125,9 @@ struct ckpt_recover_opts {
 	int qmp_timeout_ms;
 	qmp_trace_fn trace;
 	void *trace_opaque;
+	int lock_wait_ms;	/* wait for the store's lock (store_lock()) */
 };
-#define CKPT_RECOVER_OPTS_INIT { NULL, NULL, NULL, 0, NULL, NULL }
+#define CKPT_RECOVER_OPTS_INIT { NULL, NULL, NULL, 0, NULL, NULL, 0 }
 
 /*
  * Bring back a guest a killed snapctl left behind: cancel a migration that

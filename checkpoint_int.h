@@ -101,6 +101,7 @@ struct ckpt {
 	int was_running;
 	struct disk *disks;
 	size_t ndisks;
+	json_t *skipped;	/* [{device, file, why}]: disks left alone */
 
 	/* what we changed, so what settle() must undo */
 	json_t *caps_set;	/* [{capability,state}] we set */
@@ -118,6 +119,7 @@ struct ckpt {
 
 	/* the migration */
 	int sv[2];
+	uint64_t ram_bytes;	/* the guest's RAM, a bound on the stream */
 	enum ckpt_mig mig;
 	uint64_t bg_recheck;	/* monotonic ms of the runstate recheck */
 	int forced;		/* --timeout stopped the guest */
@@ -157,6 +159,8 @@ void ckpt_disk_free(struct disk *d);
  * settle() to undo.
  */
 int ckpt_capture(struct ckpt *c, struct err *e);
+/* The guest's RAM in bytes (1 GiB when QEMU will not say). */
+uint64_t ckpt_guest_ram(struct ckpt *c);
 /* Note a QMP event (MIGRATION, MIGRATION_PASS, STOP, RESUME) in c. */
 void ckpt_handle_event(struct ckpt *c, const struct qmp_event *ev);
 

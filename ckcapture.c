@@ -7,10 +7,13 @@
  * progress reports, until the stream has ended.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -23,11 +26,13 @@
 #include "checkpoint_int.h"
 #include "ingest.h"
 #include "sig.h"
+#include "store.h"
 #include "util.h"
 #include "vm.h"
 
 #define CKPT_CACHE_BYTES (64u << 20)	/* the image writer's chunk cache */
 #define SPOOL_SLACK (64ull << 20)	/* file spool: RAM size + this */
+#define TAIL_SLACK (16ull << 20)	/* device state, index, headers */
 #define SOCK_BUF (8 << 20)		/* both ends of the socketpair */
 #define LOOP_SLICE_MS 100
 #define PROGRESS_MS 500
@@ -112,8 +117,8 @@ set_bufsize(int fd, int opt_force, int opt)
 }
 
 /* The guest's RAM (base + hotplugged), 1 GiB when QEMU will not say. */
-static uint64_t
-guest_ram_bytes(struct ckpt *c)
+uint64_t
+ckpt_guest_ram(struct ckpt *c)
 {
 	json_t *r = qmp_execute(c->q, "query-memory-size-summary", NULL, NULL);
 	uint64_t b = (uint64_t)json_integer_value(json_object_get(r,
@@ -139,7 +144,8 @@ start_migration(struct ckpt *c, struct err *e)
 	 * checkpoint before the disks are cut, not after. */
 	io.img.cache_bytes = CKPT_CACHE_BYTES;
 	io.spool_dir = c->stage;
-	io.spool_file_max = guest_ram_bytes(c) + SPOOL_SLACK;
+	c->ram_bytes = ckpt_guest_ram(c);
+	io.spool_file_max = c->ram_bytes + SPOOL_SLACK;
 	c->ing = ingest_new(path, &io, e);
 	free(path);
 	if (c->ing == NULL)
@@ -276,21 +282,62 @@ bg_recheck(struct ckpt *c, struct err *e)
 	return st.state == VM_RS_PAUSED ? ckpt_resume_guest(c, e) : 0;
 }
 
+/* Bytes the staging directory's files take on disk. */
+static uint64_t
+stage_usage(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	struct stat st;
+	uint64_t sum = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL)
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode))
+			sum += (uint64_t)st.st_blocks * 512;
+	closedir(d);
+	return sum;
+}
+
 /*
- * Before the disks are cut, on a store short of room (less free than the
- * chunk cache and the spool could still write, twice over), the image
- * first takes in what QEMU sent so far, so that a store that fills up
- * fails the checkpoint here, while it can still be undone, rather than
- * after the cut.  A store with room does not wait: the pause stays short.
+ * What the rest of the checkpoint may still write to the store, given
+ * rest, a bound on the stream bytes still to come: the scratch log grows
+ * by the chunk cache, the spool's pending bytes and rest (compressed is at
+ * most raw, plus the frames' alignment); the last pass may also sit in
+ * the spool's file; and the commit copies the live frames, at most the
+ * whole scratch log, into the image.
+ */
+static uint64_t
+room_needed(struct ckpt *c, uint64_t used, uint64_t rest)
+{
+	uint64_t grow = CKPT_CACHE_BYTES + ingest_pending(c->ing) + rest;
+
+	grow += grow / 32 + TAIL_SLACK;
+	return grow + rest + used + grow;
+}
+
+/*
+ * Before the disks are cut: fail (ERR_NOSPC) unless the store has room
+ * for the rest, so that a store short of room fails while the checkpoint
+ * can still be undone.  The bound first takes the guest's RAM for what
+ * remains; a store with that much room does not wait: the pause stays
+ * short.  Otherwise the image first takes in what QEMU sent so far (a
+ * store that fills up meanwhile fails here too), and QEMU says what it
+ * has left for the last pass.
  */
 static int
-catch_up(struct ckpt *c, struct err *e)
+room_check(struct ckpt *c, struct err *e)
 {
 	struct statvfs sv;
-	uint64_t need = 2 * (CKPT_CACHE_BYTES + ingest_pending(c->ing));
+	struct vm_migration mig;
+	uint64_t need;
 
-	if (statvfs(c->stage, &sv) == 0 &&
-	    (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize > need)
+	if (statvfs(c->stage, &sv) < 0)
+		return 0;
+	need = room_needed(c, stage_usage(c->stage), c->ram_bytes);
+	if ((uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize >= need)
 		return 0;
 	while (ingest_pending(c->ing) > 0) {
 		if (ingest_check(c->ing, e) < 0)
@@ -299,7 +346,20 @@ catch_up(struct ckpt *c, struct err *e)
 			return -1;
 		usleep(1000);
 	}
-	return ingest_check(c->ing, e);
+	if (ingest_check(c->ing, e) < 0)
+		return -1;
+	if (vm_migration_query(c->q, &mig, NULL) == 0 && mig.has_ram)
+		need = room_needed(c, stage_usage(c->stage),
+		    mig.ram_remaining);
+	if (statvfs(c->stage, &sv) < 0 ||
+	    (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize >= need)
+		return 0;
+	return err_set(e, ERR_NOSPC, "store '%s' is short of room: %llu MiB "
+	    "free, the rest of the checkpoint may need %llu MiB (the disks "
+	    "were not cut)", store_path(c->store),
+	    (unsigned long long)(((uint64_t)sv.f_bavail *
+	    (uint64_t)sv.f_frsize) >> 20),
+	    (unsigned long long)((need + (1 << 20) - 1) >> 20));
 }
 
 /* At pre-switchover: the guest is stopped; cut the disks, continue. */
@@ -315,7 +375,7 @@ do_switchover(struct ckpt *c, struct err *e)
 		return -1;
 	if (ingest_check(c->ing, e) < 0)
 		return -1;
-	if (catch_up(c, e) < 0)
+	if (room_check(c, e) < 0)
 		return -1;
 	if (ckpt_cut_disks(c, e) < 0)
 		return -1;
@@ -417,7 +477,10 @@ ckpt_capture(struct ckpt *c, struct err *e)
 		/* Failures first: never cut the disks for a lost cause. */
 		if (ingest_check(c->ing, e) < 0)
 			return -1;
-		if (sig_interrupted(e))
+		/* From the cut on a signal waits: cancelling then would
+		 * keep the overlays with no checkpoint for them. */
+		if (c->state != CKPT_S_CUT && c->state != CKPT_S_COMPLETED &&
+		    sig_interrupted(e))
 			return -1;
 		if (c->mig >= CKPT_MIG_CANCELLED)
 			return migration_error(c, e);

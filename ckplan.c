@@ -145,11 +145,13 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 		struct disk *d;
 		char *id, *stem, *dir;
 
-		if (b->ro)
+		if (b->ro || excluded(o, b->id, qdev, node) ||
+		    (*device != '\0' && excluded(o, device, NULL, NULL))) {
+			json_array_append_new(c->skipped, json_pack("{s:s, "
+			    "s:s?, s:s}", "device", b->id, "file", file, "why",
+			    b->ro ? "read-only" : "--exclude"));
 			continue;
-		if (excluded(o, b->id, qdev, node) ||
-		    (*device != '\0' && excluded(o, device, NULL, NULL)))
-			continue;
+		}
 		id = xstrdup(b->id);
 		c->disks = xreallocarray(c->disks, c->ndisks + 1,
 		    sizeof(*c->disks));
@@ -378,7 +380,8 @@ ckpt_discover(struct ckpt *c, struct err *e)
 		    "(status '%s')", mig.status);
 		goto out;
 	}
-	c->parent = store_find_parent(c->store, c->uuid, c->vm_name);
+	c->parent = c->store != NULL ? store_find_parent(c->store, c->uuid,
+	    c->vm_name) : NULL;
 	if (c->parent != NULL)
 		c->parent_m = store_manifest_read(c->store, c->parent, NULL);
 	if (vm_disks_query(c->q, &bi, &nbi, e) < 0 ||

@@ -21,11 +21,16 @@
 enum {
 	OPT_PAUSE = 256, OPT_DISK_ONLY, OPT_QUIESCE, OPT_AGENT, OPT_DOWNTIME,
 	OPT_BANDWIDTH, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_EXCLUDE,
-	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_MODE,
+	OPT_OVERLAY_DIR, OPT_LEVEL, OPT_THREADS, OPT_MODE, OPT_PROGRESS,
+	OPT_DRY_RUN,
 };
 
+#define PROGRESS_LINE_S 1.0	/* off a terminal: a line a second at most */
+
 struct progress_line {
-	int drawn;
+	int drawn;		/* a \r-line is on the terminal */
+	int lines;		/* --progress off a terminal: whole lines */
+	double last_s;		/* elapsed_s of the last line */
 };
 
 static void
@@ -46,16 +51,25 @@ draw_progress(void *opaque, const struct ckpt_progress *p)
 		snprintf(eta, sizeof(eta), "%.0f s", p->eta_s);
 	else
 		snprintf(eta, sizeof(eta), "?");
+	if (pl->lines) {
+		if (pl->last_s > 0 && p->elapsed_s - pl->last_s <
+		    PROGRESS_LINE_S)
+			return;
+		pl->last_s = p->elapsed_s;
+	} else
+		fputs("\r\033[K", stderr);
 	if (strcmp(p->phase, "live") == 0)
-		fprintf(stderr, "\r\033[Ksnapctl: %5.1f s  %s received (%s/s)  "
+		fprintf(stderr, "snapctl: %5.1f s  %s received (%s/s)  "
 		    "pass %d  dirty %s/s  remaining %s  ETA %s%s",
 		    p->elapsed_s, rec, rate, p->pass, dirty, rem, eta,
 		    p->forced ? "  (guest stopped: --timeout)" : "");
 	else
-		fprintf(stderr, "\r\033[Ksnapctl: %5.1f s  %s received  %s",
+		fprintf(stderr, "snapctl: %5.1f s  %s received  %s",
 		    p->elapsed_s, rec, p->phase);
+	if (pl->lines)
+		fputc('\n', stderr);
 	fflush(stderr);
-	pl->drawn = 1;
+	pl->drawn = !pl->lines;
 }
 
 static void
@@ -97,6 +111,44 @@ print_summary(const json_t *m)
 		    json_string_value(json_object_get(d, "overlay")));
 }
 
+/* MiB, rounded up, or "?" for null. */
+static void
+format_mib(const json_t *v, char out[32])
+{
+	if (!json_is_integer(v))
+		snprintf(out, 32, "?");
+	else
+		snprintf(out, 32, "%lld MiB", (long long)
+		    ((json_integer_value(v) + (1 << 20) - 1) >> 20));
+}
+
+static void
+print_plan(const json_t *p)
+{
+	const json_t *d;
+	char need[32], avail[32];
+	size_t i;
+
+	printf("would checkpoint '%s' (%s) into '%s'\n", json_str(p, "name"),
+	    json_str(p, "mode"), json_str(p, "store"));
+	json_array_foreach(json_object_get(p, "disks"), i, d)
+		printf("disk %s: '%s' (%s) would be cut; the guest would then "
+		    "write to '%s'\n", json_str(d, "device"),
+		    json_str(d, "file") ? json_str(d, "file") : "?",
+		    json_str(d, "format") ? json_str(d, "format") : "?",
+		    json_str(d, "overlay"));
+	json_array_foreach(json_object_get(p, "skipped"), i, d)
+		printf("disk %s: '%s' left alone (%s)\n", json_str(d, "device"),
+		    json_str(d, "file") ? json_str(d, "file") : "?",
+		    json_str(d, "why"));
+	if (json_is_integer(json_object_get(p, "room_needed"))) {
+		format_mib(json_object_get(p, "room_needed"), need);
+		format_mib(json_object_get(p, "store_free"), avail);
+		printf("room: up to %s in the store, which has %s free\n", need,
+		    avail);
+	}
+}
+
 static const struct option checkpoint_opts[] = {
 	{ "mode", required_argument, NULL, OPT_MODE },
 	{ "pause", no_argument, NULL, OPT_PAUSE },
@@ -111,6 +163,8 @@ static const struct option checkpoint_opts[] = {
 	{ "overlay-dir", required_argument, NULL, OPT_OVERLAY_DIR },
 	{ "level", required_argument, NULL, OPT_LEVEL },
 	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "progress", no_argument, NULL, OPT_PROGRESS },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -195,11 +249,16 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	struct progress_line pl = { 0 };
 	const char *exclude[MAX_EXCLUDE], *hold;
 	json_t *m = NULL;
-	int i, rc = -1;
+	int i, sig, progress = 0, rc = -1;
 
-	for (i = 0; i < a->nopts; i++)
-		if (checkpoint_opt(&o, exclude, &a->opts[i], e) < 0)
+	for (i = 0; i < a->nopts; i++) {
+		if (a->opts[i].id == OPT_PROGRESS)
+			progress = 1;
+		else if (a->opts[i].id == OPT_DRY_RUN)
+			o.dry_run = 1;
+		else if (checkpoint_opt(&o, exclude, &a->opts[i], e) < 0)
 			return -1;
+	}
 	if (o.agent != NULL && !o.quiesce)
 		return err_set(e, ERR_USAGE, "--agent is for --quiesce");
 	if (o.background && (o.pause || o.disk_only))
@@ -213,9 +272,11 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	o.socket = options.socket;
 	o.store = options.dir;
 	o.qmp_timeout_ms = options.timeout_ms;
+	o.lock_wait_ms = options.lock_wait_ms;
 	if (trace_enabled())
 		o.trace = trace_qmp;
-	if (progress_enabled()) {
+	if (progress_enabled() || (progress && options.verbosity >= 0)) {
+		pl.lines = !progress_enabled();
 		o.progress = draw_progress;
 		o.progress_opaque = &pl;
 	}
@@ -225,14 +286,28 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 	    "SNAPCTL_TEST_HOLD_SWITCHOVER_MS", hold, 0, 600000,
 	    &o.hold_switchover_ms, e) < 0)
 		return -1;
+	hold = getenv("SNAPCTL_TEST_HOLD_COMMIT_MS");
+	if (hold != NULL && *hold != '\0' && opt_int(
+	    "SNAPCTL_TEST_HOLD_COMMIT_MS", hold, 0, 600000,
+	    &o.hold_commit_ms, e) < 0)
+		return -1;
 
 	sig_catch();
 	rc = ckpt_run(&o, &m, e);
+	sig = sig_caught();
 	sig_release();
 	if (pl.drawn)
 		fputs("\r\033[K", stderr);
 	if (rc < 0)
 		return -1;
+	if (o.dry_run) {
+		print_done(m, print_plan);
+		json_decref(m);
+		return 0;
+	}
+	if (sig != 0)
+		warnx_("%s came after the disks were cut; the checkpoint was "
+		    "completed", sig_name(sig));
 	print_done(m, print_summary);
 	json_decref(m);
 	return 0;
@@ -270,6 +345,7 @@ cmd_recover(const struct cmd_args *a, struct err *e)
 	o.socket = options.socket;
 	o.store = options.dir;
 	o.qmp_timeout_ms = options.timeout_ms;
+	o.lock_wait_ms = options.lock_wait_ms;
 	if (trace_enabled())
 		o.trace = trace_qmp;
 	if (ckpt_recover(&o, &rep, e) < 0)
@@ -284,7 +360,7 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"[--quiesce --agent SOCKET]] "
 	"[--downtime MS] [--bandwidth RATE] [--timeout SEC "
 	"[--on-timeout stop|abort]] [--exclude DEVICE]... "
-	"[--overlay-dir DIR] [--level N] [--threads N] [NAME]",
+	"[--overlay-dir DIR] [--level N] [--threads N] [--progress] [--dry-run] [NAME]",
 	"take a consistent live checkpoint of memory and disks",
 	"  --mode background    memory as at the start (QEMU's background\n"
 	"                       snapshot), disks cut at that instant; a\n"
@@ -302,6 +378,10 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"  --exclude DEVICE     leave this disk alone (repeatable)\n"
 	"  --overlay-dir DIR    new overlays here, not beside the images\n"
 	"  --level N, --threads N  zstd level and threads for the image\n"
+	"  --progress           progress lines also when stderr is not a\n"
+	"                       terminal (a line a second at most)\n"
+	"  --dry-run            say what would be cut and where, and the\n"
+	"                       room needed; change nothing\n"
 	"NAME defaults to the UTC time to the millisecond\n"
 	"(20261123T081500.123Z).  The checkpoint goes to STORE/NAME; each\n"
 	"disk's new overlay is <image-stem>.NAME.qcow2 beside its image.",

@@ -459,7 +459,7 @@ cmd_delete(const struct cmd_args *a, struct err *e)
 	int rc = -1;
 
 	o.disks = a->nopts > 0;		/* --disks, the only one */
-	if ((s = open_store(e)) == NULL || store_lock(s, e) < 0)
+	if ((s = open_store(e)) == NULL || store_lock(s, options.lock_wait_ms, e) < 0)
 		goto out;
 	if ((all = store_list(s, &bad, e)) == NULL)
 		goto out;
@@ -508,7 +508,7 @@ cmd_prune(const struct cmd_args *a, struct err *e)
 	}
 	if ((s = open_store(e)) == NULL)
 		goto out;
-	if (!o.dry_run && store_lock(s, e) < 0)
+	if (!o.dry_run && store_lock(s, options.lock_wait_ms, e) < 0)
 		goto out;
 	if ((all = store_list(s, &bad, e)) == NULL)
 		goto out;

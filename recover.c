@@ -42,7 +42,7 @@ read_note(struct recover *r, struct err *e)
 	if (o->store != NULL) {
 		if ((r->store = store_open(o->store, 0, e)) == NULL)
 			return -1;
-		if (store_lock(r->store, e) < 0) {
+		if (store_lock(r->store, o->lock_wait_ms, e) < 0) {
 			err_prefix(e, "a checkpoint is running: ");
 			return -1;
 		}

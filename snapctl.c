@@ -164,7 +164,7 @@ global_opt(int ch, const char *arg, struct err *e)
 	case 'w':
 		if (opt_u64("--wait", arg, 0, 86400, &secs, e) < 0)
 			return -1;
-		store_lock_wait((int)secs * 1000);
+		options.lock_wait_ms = (int)secs * 1000;
 		return 1;
 	}
 	return 0;

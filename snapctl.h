@@ -24,6 +24,7 @@ struct options {
 	int json;		/* --json */
 	int verbosity;		/* -q: -1, default 0, -v: 1, -vv: 2 */
 	int timeout_ms;		/* QMP reply timeout */
+	int lock_wait_ms;	/* -w: how long to wait for a store's lock */
 	int json_docs;		/* documents print_json() printed so far */
 };
 extern struct options options;

@@ -136,21 +136,16 @@ store_path(const struct store *s)
 	return s->path;
 }
 
-/* How long store_lock() waits for a busy lock (store_lock_wait()). */
-static int lock_wait_ms;
-
-void
-store_lock_wait(int ms)
-{
-	lock_wait_ms = ms > 0 ? ms : 0;
-}
-
 int
-store_lock(struct store *s, struct err *e)
+store_lock(struct store *s, int wait_ms, struct err *e)
 {
 	struct timespec nap = { 0, 50 * 1000 * 1000 };
-	uint64_t deadline = now_mono_ms() + (uint64_t)lock_wait_ms;
+	uint64_t deadline;
 	int fd;
+
+	if (wait_ms < 0)
+		wait_ms = 0;
+	deadline = now_mono_ms() + (uint64_t)wait_ms;
 
 	if (s->lockfd >= 0)
 		return 0;
@@ -171,10 +166,10 @@ store_lock(struct store *s, struct err *e)
 		if (errno != EWOULDBLOCK && errno != EINTR)
 			err_sys(e, ERR_FAIL, "cannot lock '%s/.lock'",
 			    s->path);
-		else if (!sig_interrupted(e) && lock_wait_ms > 0)
+		else if (!sig_interrupted(e) && wait_ms > 0)
 			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
 			    "snapctl (waited %.1f s)", s->path,
-			    lock_wait_ms / 1000.0);
+			    wait_ms / 1000.0);
 		else if (!err_isset(e))
 			err_set(e, ERR_LOCKED, "store '%s' is locked by another "
 			    "snapctl", s->path);

@@ -50,16 +50,12 @@ const char *store_path(const struct store *s);
 
 /*
  * Take the store's lock (flock on STORE/.lock), waiting for another
- * holder up to the time store_lock_wait() set (default: not at all).
+ * holder up to wait_ms milliseconds (0 or less: not at all).
  * Still held then: ERR_LOCKED ("store '/x' is locked by another
  * snapctl"); a signal caught (sig_catch()) while waiting: ERR_INTR.  The
  * lock goes with store_close() or the process.
  */
-int store_lock(struct store *s, struct err *e);
-
-/* How long every later store_lock() of the process waits, in ms (0: not
- * at all): the command line's --wait. */
-void store_lock_wait(int ms);
+int store_lock(struct store *s, int wait_ms, struct err *e);
 
 /*
  * Remove staging directories STORE/.NAME.partial-PID whose PID is not a

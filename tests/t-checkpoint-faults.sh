@@ -6,7 +6,10 @@
 # checkpoint, staging directory, recovery note or overlay may be left, and
 # snapctl must say what happened in one line with the right exit code:
 #   SIGINT in the live phase (8); SIGTERM while held at pre-switchover (8);
-#   a full filesystem for the store (6); a transaction that fails half-way
+#   SIGINT or SIGTERM after the cut, during the commit (0, a warning, the
+#   checkpoint complete);
+#   a full filesystem for the store (6), also one that the live phase
+#   fits but the commit would not (6, before the cut); a transaction that fails half-way
 #   (d1's filesystem full: d0's overlay was already created) and one into a
 #   read-only --overlay-dir (1); the same for --disk-only --quiesce, which
 #   must thaw; --timeout with --on-timeout abort (7) and with stop (0,
@@ -204,6 +207,34 @@ for ver in "${versions[@]}"; do
 		skip "$d" "cannot mount a read-only tmpfs"
 	fi
 
+	# ---- SIGINT/SIGTERM after the cut: the checkpoint completes -------------
+	for sg in INT TERM; do
+		d="QEMU $ver SIG$sg while committing"
+		SNAPCTL_TEST_HOLD_COMMIT_MS=60000 bg_checkpoint k$sg
+		# Held before the commit: the disks cut, this migration over.
+		for i in $(seq 600); do
+			[ "$(ck_active_file "$name" vd0)" = "$dir/d0.k$sg.qcow2" ] &&
+				[ "$(ck_mig_status "$name")" = completed ] && break
+			sleep 0.1
+		done
+		if [ "$i" -lt 600 ]; then
+			sleep 0.5
+			kill -$sg "$pid"
+			wait "$pid"
+			expect_eq "$d: exit 0" 0 "$?"
+			ck_one_line "$d: one line on stderr" "$dir/k$sg.err"
+			expect_match "$d: warns" "^snapctl: warning: SIG$sg came after the disks were cut; the checkpoint was completed$" "$dir/k$sg.err"
+			expect_match "$d: reports it done" "^checkpoint 'k$sg' " "$dir/k$sg.out"
+		else
+			kill -KILL "$pid"
+			not_ok "$d: the migration completes" "$(cat "$dir/k$sg.err")"
+		fi
+		ck_guest_back "$name" "$store" "$before" "$d"
+		check "$d: a checkpoint" test -f "$store/k$sg/manifest.json"
+		check "$d: its image verifies" "$SNAPCTL" verify "$store/k$sg/memory.img"
+		expect_eq "$d: the VM writes to its overlay" "$(jq_get "$store/k$sg/manifest.json" disks.0.overlay)" "$(ck_active_file "$name" vd0)"
+	done
+
 	# ---- --timeout ----------------------------------------------------------
 	d="QEMU $ver --timeout abort"
 	expect_code 7 "$d: exit 7" "$SNAPCTL" "${S[@]}" checkpoint --bandwidth "$SLOW" \
@@ -239,19 +270,36 @@ for ver in "${versions[@]}"; do
 		skip "$d" "no second disk"
 	fi
 
-	# ---- the store fills up only at the commit, after the disks were cut -----
-	# The live phase fits in 96M, the commit (scratch + image) does not.
-	d="QEMU $ver store full after the cut"
-	if tmpfs_at "$dir/full2" 96M; then
-		act=$(ck_active_file "$name" vd0)
-		want="${act%.qcow2}.n2.qcow2"
-		expect_code 6 "$d: exit 6" "$SNAPCTL" -s "$qmp" -d "$dir/full2/store" checkpoint n2
-		cp "$TESTDIR/stderr" "$dir/n2.err"
-		ck_one_line "$d: one line on stderr" "$dir/n2.err"
-		expect_match "$d: names the overlay kept" "No space left on device; the disks were cut: the guest now writes to '${want//./\\.}'.* \(kept\)$" "$dir/n2.err"
-		expect_eq "$d: the VM writes to that overlay" "$want" "$(ck_active_file "$name" vd0)"
-		ck_guest_back "$name" "$dir/full2/store" "$before" "$d"
-		expect_eq "$d: the store holds only its lock" ".lock" "$(ls -A "$dir/full2/store")"
+	# ---- a store short of room for the rest fails before the cut -----------
+	# The final image is ~82M: in 50M the live phase may fill the store or
+	# the switchover's check refuse; in 96M and 150M the live phase fits
+	# but the commit (scratch + image) would not.  Either way exit 6
+	# before the disks are cut, every time; with room enough, a checkpoint.
+	for sz in 50M 96M 150M; do
+		for try in $(seq "${CK_FULL_TRIES:-2}"); do
+			d="QEMU $ver store of $sz, try $try"
+			m=$dir/full-$sz-$try
+			if ! tmpfs_at "$m" "$sz"; then
+				skip "$d" "cannot mount a tmpfs"
+				continue
+			fi
+			act=$(ck_active_file "$name" vd0)
+			expect_code 6 "$d: exit 6" "$SNAPCTL" -s "$qmp" -d "$m/store" checkpoint n2
+			cp "$TESTDIR/stderr" "$dir/n2.err"
+			ck_one_line "$d: one line on stderr" "$dir/n2.err"
+			expect_match "$d: says the store is full" 'No space left on device|short of room: .* \(the disks were not cut\)$' "$dir/n2.err"
+			expect_eq "$d: the VM writes to the same file" "$act" "$(ck_active_file "$name" vd0)"
+			ck_guest_back "$name" "$m/store" "$before" "$d"
+			no_overlays "$d" n2
+			expect_eq "$d: the store holds only its lock" ".lock" "$(ls -A "$m/store")"
+			umount -l "$m"
+		done
+	done
+	d="QEMU $ver store of 700M"
+	if tmpfs_at "$dir/room" 700M; then
+		expect_code 0 "$d: exit 0" "$SNAPCTL" -s "$qmp" -d "$dir/room/store" checkpoint n3
+		check "$d: a checkpoint" test -f "$dir/room/store/n3/manifest.json"
+		ck_guest_back "$name" "$dir/room/store" "$before" "$d"
 	else
 		skip "$d" "cannot mount a tmpfs"
 	fi

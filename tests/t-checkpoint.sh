@@ -4,6 +4,7 @@
 # checkpoints while the guest rewrites its memory as fast as it can and
 # writes records to its disk; the manifest, the image, the overlays and the
 # VM's settings afterwards; a chained second checkpoint; --pause;
+# --progress off a terminal; --dry-run;
 # --disk-only --quiesce through the agent; a locked store; recover after a
 # SIGKILL at pre-switchover; and a restore of a checkpoint into a fresh
 # QEMU (exported memory + the frozen disk), where churn must carry on and
@@ -201,6 +202,38 @@ for ver in "${versions[@]}"; do
 	expect_eq "QEMU $ver c3: guest runs" running "$(ck_status "$name")"
 	expect_eq "QEMU $ver c3: parent c2" c2 "$(jq_get "$store/c3/manifest.json" parent)"
 	expect_eq "QEMU $ver c3: settings as before" "$before" "$(ck_settings "$name")"
+
+	# ---- --progress off a terminal: whole lines, rate-limited ------------
+	expect_code 0 "QEMU $ver: checkpoint --progress, stderr to a file" "$SNAPCTL" "${S[@]}" \
+		checkpoint --progress --bandwidth 32M --timeout 3 p1
+	cp "$TESTDIR/stdout" "$dir/p1.out"
+	n=$(grep -c '^snapctl: *[0-9.]* s  .* received' "$TESTDIR/stderr")
+	check "QEMU $ver p1: progress lines on stderr ($n)" test "$n" -ge 2
+	expect_eq "QEMU $ver p1: no carriage return, no escape" 0 "$(tr -cd '\r\033' <"$TESTDIR/stderr" | wc -c)"
+	expect_eq "QEMU $ver p1: only progress lines" "" "$(grep -v '^snapctl: *[0-9.]* s  ' "$TESTDIR/stderr")"
+	t=$(sed -n 's/^snapctl: *\([0-9.]*\) s .*/\1/p' "$TESTDIR/stderr" | awk 'NR > 1 && $1 - p < 0.95 { bad = 1 } { p = $1 } END { print bad + 0 }')
+	expect_eq "QEMU $ver p1: a line a second at most" 0 "$t"
+	expect_match "QEMU $ver p1: the summary on stdout" "^checkpoint 'p1' " "$dir/p1.out"
+	expect_code 0 "QEMU $ver: without --progress nothing on stderr" "$SNAPCTL" "${S[@]}" checkpoint p2
+	expect_eq "QEMU $ver p2: stderr empty" "" "$(cat "$TESTDIR/stderr")"
+
+	# ---- --dry-run: discovery only ---------------------------------------
+	act=$(ck_active_file "$name" vd0)
+	files=$(cd "$dir" && find . | sort)
+	expect_code 0 "QEMU $ver: checkpoint --dry-run" "$SNAPCTL" "${S[@]}" checkpoint --dry-run dr1
+	cp "$TESTDIR/stdout" "$dir/dr1.out"
+	expect_match "QEMU $ver dr1: says what it would do" "^would checkpoint 'dr1' \(live\) into '$store'$" "$dir/dr1.out"
+	expect_match "QEMU $ver dr1: names the disk, its file and overlay" "^disk vd0: '$act' \(qcow2\) would be cut; the guest would then write to '$dir/d0\.dr1\.qcow2'$" "$dir/dr1.out"
+	expect_match "QEMU $ver dr1: the room" "^room: up to [0-9]* MiB in the store, which has [0-9]* MiB free$" "$dir/dr1.out"
+	expect_code 0 "QEMU $ver: checkpoint --dry-run --json" "$SNAPCTL" "${S[@]}" --json checkpoint --dry-run dr1
+	cp "$TESTDIR/stdout" "$dir/dr1.json"
+	expect_eq "QEMU $ver dr1: dry_run true" true "$(jq_get "$dir/dr1.json" dry_run)"
+	expect_eq "QEMU $ver dr1: the overlay (stem without the parent's name)" "$dir/d0.dr1.qcow2" "$(jq_get "$dir/dr1.json" disks.0.overlay)"
+	expect_eq "QEMU $ver dr1: ram_bytes" $((256 << 20)) "$(jq_get "$dir/dr1.json" ram_bytes)"
+	expect_eq "QEMU $ver dr1: settings unchanged" "$before" "$(ck_settings "$name")"
+	expect_eq "QEMU $ver dr1: the VM writes to the same file" "$act" "$(ck_active_file "$name" vd0)"
+	expect_eq "QEMU $ver dr1: guest runs" running "$(ck_status "$name")"
+	expect_eq "QEMU $ver dr1: no file created or removed" "$files" "$(cd "$dir" && find . -name 'dr1.*' -prune -o -print | sort)"
 
 	# ---- --disk-only --quiesce ------------------------------------------
 	if vm_wait_agent "$name" 60 2>/dev/null; then

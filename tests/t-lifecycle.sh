@@ -59,7 +59,7 @@ t1=$(date +%s%N)
 expect_eq "... and deletes" "deleted checkpoint 'b1'" "$(cat "$TESTDIR/stdout")"
 check "... once the holder let go (after 0.5 s, before 5 s)" test $(((t1 - t0) / 1000000)) -ge 500 -a $(((t1 - t0) / 1000000)) -lt 5000
 wait "$holder"
-flock "$E/.lock" sleep 4 &
+flock "$E/.lock" sleep 7 &
 holder=$!
 sleep 0.2
 t0=$(date +%s%N)
@@ -68,6 +68,11 @@ t1=$(date +%s%N)
 expect_eq "... saying how long it waited" "snapctl: store '$E' is locked by another snapctl (waited 1.0 s)" "$(cat "$TESTDIR/stderr")"
 check "... after 1 s" test $(((t1 - t0) / 1000000)) -ge 1000 -a $(((t1 - t0) / 1000000)) -lt 3000
 check "... and b2 is still there" test -d "$E/b2"
+# checkpoint and recover take the same option (their ckpt opts carry it).
+expect_code 5 "checkpoint -w 1 with the lock held exits 5" "$SNAPCTL" -w 1 -s "$E/no.qmp" -d "$E" checkpoint w1
+expect_eq "... after waiting 1 s" "snapctl: store '$E' is locked by another snapctl (waited 1.0 s)" "$(cat "$TESTDIR/stderr")"
+expect_code 5 "recover -w 1 with the lock held exits 5" "$SNAPCTL" -w 1 -s "$E/no.qmp" -d "$E" recover
+expect_match "... after waiting 1 s" "locked by another snapctl \(waited 1\.0 s\)$" "$TESTDIR/stderr"
 expect_code 2 "--wait x" "$SNAPCTL" -d "$E" delete --wait x b2
 expect_match "... says what it takes" "^snapctl: invalid --wait 'x': must be a whole number from 0 to 86400$" "$TESTDIR/stderr"
 kill "$holder" 2>/dev/null
