@@ -551,6 +551,8 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 	struct err le = ERR_INIT, local = ERR_INIT;
 	char defname[32];
 	json_t *m = NULL, *note = NULL;
+	uint64_t start;
+	pid_t pid;
 	int rc = -1;
 
 	*manifest = NULL;
@@ -683,6 +685,10 @@ settle:
 		goto out;
 	free(c->stage);
 	c->stage = NULL;
+	/* Best effort: without it the next checkpoint of this process takes
+	 * the newest of the same VM as its parent, as before. */
+	if (vm_process(c->q, &pid, &start) == 0)
+		store_last_write(c->store, pid, start, c->name, NULL);
 	ckpt_state_set(c, CKPT_S_DONE);
 	*manifest = m;
 	m = NULL;

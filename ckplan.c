@@ -334,7 +334,9 @@ ckpt_discover(struct ckpt *c, struct err *e)
 	struct vm_status st;
 	struct vm_migration mig;
 	size_t nbi = 0;
+	uint64_t start;
 	const char *s;
+	pid_t pid;
 	int maj, min, mic, rc = -1;
 
 	qmp_version(c->q, &maj, &min, &mic);
@@ -380,8 +382,12 @@ ckpt_discover(struct ckpt *c, struct err *e)
 		    "(status '%s')", mig.status);
 		goto out;
 	}
-	c->parent = c->store != NULL ? store_find_parent(c->store, c->uuid,
-	    c->vm_name) : NULL;
+	/* The checkpoint this QEMU process was last restored from or
+	 * checkpointed into; else the newest of the same VM. */
+	if (c->store != NULL && vm_process(c->q, &pid, &start) == 0)
+		c->parent = store_last_read(c->store, pid, start);
+	if (c->parent == NULL && c->store != NULL)
+		c->parent = store_find_parent(c->store, c->uuid, c->vm_name);
 	if (c->parent != NULL)
 		c->parent_m = store_manifest_read(c->store, c->parent, NULL);
 	if (vm_disks_query(c->q, &bi, &nbi, e) < 0 ||

@@ -923,3 +923,17 @@ qmp_close(struct qmp *q)
 	free(q->addr);
 	free(q);
 }
+
+int
+qmp_peer_pid(const struct qmp *q, pid_t *pid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (q == NULL || q->fd < 0 ||
+	    getsockopt(q->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+	    len != sizeof(cred) || cred.pid <= 0)
+		return -1;
+	*pid = cred.pid;
+	return 0;
+}

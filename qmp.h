@@ -183,4 +183,12 @@ void qmp_event_free(struct qmp_event *ev);
 /* Close and free; NULL is fine. */
 void qmp_close(struct qmp *q);
 
+/*
+ * The process at the other end of a UNIX-socket connection (SO_PEERCRED):
+ * for a QMP socket, QEMU itself.  0 with *pid, or -1 (a TCP connection, or
+ * the kernel would not say).
+ */
+#include <sys/types.h>
+int qmp_peer_pid(const struct qmp *q, pid_t *pid);
+
 #endif

@@ -994,6 +994,27 @@ rs_free(struct rs *s)
 	json_decref(s->manifest);
 }
 
+/*
+ * Note in the store that this QEMU process now holds the checkpoint, so
+ * its next checkpoint names it as the parent.  Best effort: without the
+ * note the parent is the newest checkpoint of the same VM.
+ */
+static void
+remember(const struct rs *s)
+{
+	struct store *st;
+	uint64_t start;
+	pid_t pid;
+
+	if (vm_process(s->q, &pid, &start) < 0)
+		return;
+	st = store_open(s->o->store, 0, NULL);
+	if (st == NULL)
+		return;
+	store_last_write(st, pid, start, s->o->name, NULL);
+	store_close(st);
+}
+
 int
 restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 {
@@ -1048,6 +1069,7 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		goto out;
 	s.loaded = 1;
 	s.t_loaded = now_mono_ms();
+	remember(&s);
 	if (!o->lazy && s.deferring && sig_caught()) {
 		sig_interrupted(e);
 		msg_append(e, ": QEMU had begun loading the checkpoint, so it "

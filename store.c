@@ -710,6 +710,102 @@ store_note_remove(const struct store *s, struct err *e)
 	return 0;
 }
 
+#define LAST_PREFIX ".last-"
+#define LAST_SUFFIX ".json"
+
+/* The note's pid and start; -1 when it is not a readable note. */
+static int
+last_note(const struct store *s, const char *fname, json_t **out,
+    pid_t *pid, uint64_t *start)
+{
+	json_t *j = read_json_at(s->dirfd, fname, fname, NULL);
+	json_int_t p, st;
+
+	if (j == NULL)
+		return -1;
+	p = json_integer_value(json_object_get(j, "pid"));
+	st = json_integer_value(json_object_get(j, "start"));
+	if (p <= 0 || st < 0 || json_str(j, "checkpoint") == NULL) {
+		json_decref(j);
+		return -1;
+	}
+	*pid = (pid_t)p;
+	*start = (uint64_t)st;
+	*out = j;
+	return 0;
+}
+
+/* Remove the notes of processes that are gone (or whose pid was reused). */
+static void
+last_sweep(const struct store *s)
+{
+	struct dirent *de;
+	uint64_t start, now;
+	json_t *j;
+	pid_t pid;
+	DIR *d;
+	int fd;
+
+	fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, LAST_PREFIX, strlen(LAST_PREFIX)) != 0)
+			continue;
+		if (last_note(s, de->d_name, &j, &pid, &start) < 0)
+			continue;
+		json_decref(j);
+		if (proc_start_ticks(pid, &now) < 0 || now != start)
+			unlinkat(s->dirfd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
+int
+store_last_write(const struct store *s, pid_t pid, uint64_t start,
+    const char *checkpoint, struct err *e)
+{
+	char *path;
+	json_t *j;
+	int rc;
+
+	last_sweep(s);
+	j = json_pack("{s:I, s:I, s:s}", "pid", (json_int_t)pid, "start",
+	    (json_int_t)start, "checkpoint", checkpoint);
+	if (j == NULL)
+		return err_set(e, ERR_FAIL, "cannot describe checkpoint '%s'",
+		    checkpoint);
+	path = xasprintf("%s/" LAST_PREFIX "%lld" LAST_SUFFIX, s->path,
+	    (long long)pid);
+	rc = write_json_atomic(path, j, e);
+	free(path);
+	json_decref(j);
+	return rc;
+}
+
+char *
+store_last_read(const struct store *s, pid_t pid, uint64_t start)
+{
+	char fname[64], *name = NULL;
+	uint64_t st;
+	json_t *j;
+	pid_t p;
+
+	snprintf(fname, sizeof(fname), LAST_PREFIX "%lld" LAST_SUFFIX,
+	    (long long)pid);
+	if (last_note(s, fname, &j, &p, &st) < 0)
+		return NULL;
+	if (p == pid && st == start &&
+	    store_name_check(json_str(j, "checkpoint"), NULL) == 0 &&
+	    store_exists(s, json_str(j, "checkpoint")))
+		name = xstrdup(json_str(j, "checkpoint"));
+	json_decref(j);
+	return name;
+}
+
 void
 store_close(struct store *s)
 {

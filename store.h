@@ -14,6 +14,10 @@
 #ifndef SNAPCTL_STORE_H
 #define SNAPCTL_STORE_H
 
+#include <sys/types.h>
+
+#include <stdint.h>
+
 #include <jansson.h>
 
 #include "err.h"
@@ -140,6 +144,22 @@ int store_note_write(const struct store *s, const json_t *note,
     struct err *e);
 json_t *store_note_read(const struct store *s, struct err *e);
 int store_note_remove(const struct store *s, struct err *e);
+
+/*
+ * Which checkpoint a running QEMU process last came from: restore writes
+ * it after a load, checkpoint after a capture, so the next checkpoint of
+ * that process names it as its parent even when the store holds newer
+ * checkpoints of the same VM (a VM restored from an older one).  One file
+ * a process, STORE/.last-PID.json = {pid, start, checkpoint}, written
+ * atomically; notes of processes that are gone are removed on the way.
+ * start is proc_start_ticks(pid): a reused pid does not match.
+ * store_last_read returns the checkpoint's name (caller frees) when the
+ * note matches pid and start and the checkpoint is still in the store,
+ * else NULL.
+ */
+int store_last_write(const struct store *s, pid_t pid, uint64_t start,
+    const char *checkpoint, struct err *e);
+char *store_last_read(const struct store *s, pid_t pid, uint64_t start);
 
 /* Release the lock and free; NULL is fine. */
 void store_close(struct store *s);

@@ -778,3 +778,35 @@ json_str(const json_t *obj, const char *key)
 {
 	return json_string_value(json_object_get(obj, key));
 }
+
+int
+proc_start_ticks(pid_t pid, uint64_t *ticks)
+{
+	char path[64], buf[1024], *p;
+	const char *why;
+	ssize_t n;
+	int fd, field;
+
+	snprintf(path, sizeof(path), "/proc/%lld/stat", (long long)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read_full(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: count fields
+	 * from the last ')', which ends it (field 2). */
+	p = strrchr(buf, ')');
+	if (p == NULL)
+		return -1;
+	for (field = 2; field < 22; field++) {
+		p = strchr(p + 1, ' ');
+		if (p == NULL)
+			return -1;
+	}
+	p++;
+	p[strcspn(p, " ")] = '\0';
+	return parse_u64(p, 0, UINT64_MAX, ticks, &why);
+}

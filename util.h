@@ -146,6 +146,13 @@ uint32_t crc32c_table(uint32_t crc, const void *data, size_t len);
 int thread_start(pthread_t *t, void *(*fn)(void *), void *arg,
     const char *what, struct err *e);
 
+/*
+ * When process pid started, in clock ticks since boot (field 22 of
+ * /proc/PID/stat): with the pid it names one process for good, a pid
+ * reused later has another.  0, or -1 when there is no such process.
+ */
+int proc_start_ticks(pid_t pid, uint64_t *ticks);
+
 /* The string value of obj[key] (borrowed), or NULL if absent or not one. */
 const char *json_str(const json_t *obj, const char *key);
 

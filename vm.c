@@ -399,3 +399,13 @@ vm_overlays_remove(struct vm_overlay *v, size_t n)
 		v[i].created = 0;
 	}
 }
+
+/* ---- the QEMU process ---------------------------------------------------- */
+
+int
+vm_process(const struct qmp *q, pid_t *pid, uint64_t *start)
+{
+	if (qmp_peer_pid(q, pid) < 0)
+		return -1;
+	return proc_start_ticks(*pid, start);
+}

@@ -158,4 +158,13 @@ int vm_overlays_cut(struct qmp *q, struct vm_overlay *v, size_t n,
  * and clear created. */
 void vm_overlays_remove(struct vm_overlay *v, size_t n);
 
+/* ---- the QEMU process ---------------------------------------------------- */
+
+/*
+ * The QEMU process at the other end of q (SO_PEERCRED) and when it started
+ * (proc_start_ticks): together they name that process for good.  0, or -1
+ * when they cannot be known (a TCP monitor, another PID namespace).
+ */
+int vm_process(const struct qmp *q, pid_t *pid, uint64_t *start);
+
 #endif

@@ -179,6 +179,17 @@ for ver in 7.2 10.0; do
 		expect_eq "QEMU $ver: the guest runs" running "$(ck_status "t$v")"
 		expect_eq "QEMU $ver: --json status" running "$(jq_get "$dir/r1.json" status)"
 		carries_on "t$v" "QEMU $ver: restored c1" "$run" "$at"
+		# Its checkpoints descend from c1, then from each other (the
+		# restored VM has another -name: by VM identity alone it would
+		# have no parent).
+		if "$SNAPCTL" -s "$tq" -d "$store" -q checkpoint --disk-only p1 2>"$dir/p1.err" &&
+			"$SNAPCTL" -s "$tq" -d "$store" -q checkpoint --disk-only p2 2>"$dir/p2.err"; then
+			expect_eq "QEMU $ver: a checkpoint of the restored VM has c1 as its parent" c1 "$(jq_get "$store/p1/manifest.json" parent)"
+			expect_eq "QEMU $ver: ... and the next one p1" p1 "$(jq_get "$store/p2/manifest.json" parent)"
+			check "QEMU $ver: the store notes which checkpoint that QEMU came from" test -f "$store/.last-$(vm_pid "t$v").json"
+		else
+			not_ok "QEMU $ver: checkpoints of the restored VM" "$(cat "$dir/p1.err" "$dir/p2.err")"
+		fi
 	else
 		not_ok "QEMU $ver: restore c1" "$(cat "$dir/r1.err")"
 	fi
