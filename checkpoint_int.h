@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "checkpoint.h"
+#include "diskswap.h"
 #include "err.h"
 #include "qmp.h"
 #include "save.h"
@@ -29,6 +30,10 @@ struct disk {
 	char *backing;		/* its backing file, or NULL */
 	char *overlay;		/* the new active image */
 	char *overlay_node;
+	int swap;		/* the VM's path stays its current disk: */
+	int swapped;		/* ... and the swap is finished */
+	struct diskswap sw;	/* file is P, overlay T, the state goes
+				 * to sw.layer (diskswap.h) */
 };
 
 /*
