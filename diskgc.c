@@ -363,10 +363,12 @@ pin_static(struct gc *g, const struct diskgc_opts *o)
 				    "checkpoint '%s'", name);
 		}
 	}
+	/* QEMU's names can be stale (diskswap.h): the chains below count. */
 	json_array_foreach(o->vm_files, i, f)
-		if ((n = lookup(g, json_string_value(f))) >= 0 &&
-		    g->v[n].candidate)
-			add_reason(&g->v[n], "in use by the VM (-s)");
+		for (n = lookup(g, json_string_value(f)), j = 0;
+		    n >= 0 && j < CHAIN_MAX; n = g->v[n].below, j++)
+			if (g->v[n].candidate)
+				add_reason(&g->v[n], "in use by the VM (-s)");
 }
 
 static void

@@ -191,7 +191,8 @@ qcow2_create(const char *path, const char *backing, uint64_t size,
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
 	if (fd < 0)
-		return err_sys(e, ERR_FAIL, "cannot create '%s'", path);
+		return err_set(e, ERR_FAIL, "cannot create '%s': %s", path,
+		    strerror(errno));
 	c = xcalloc(1, CL);
 	put_be32(c, 0x514649fb);		/* QFI\xfb */
 	put_be32(c + 4, 3);
@@ -225,7 +226,8 @@ qcow2_create(const char *path, const char *backing, uint64_t size,
 	rc = 0;
 	goto out;
 fail:
-	err_sys(e, ERR_FAIL, "cannot write '%s'", path);
+	/* ERR_FAIL even for ENOSPC: exit 6 means the store filled up. */
+	err_set(e, ERR_FAIL, "cannot write '%s': %s", path, strerror(errno));
 	unlink(path);
 out:
 	free(c);
