@@ -158,11 +158,28 @@ unlink_layers(struct ckpt *c)
 }
 
 /*
- * Each swapped disk's path is first linked to its layer; then one
- * transaction cuts every disk onto its new overlay (after a failed one
- * QEMU's rollback leaves no overlay behind, and the links go again; after
- * a timeout or disconnect they stay: they may be in use); then each swap
- * is finished.  A swap that cannot be finished is for recover.
+ * Before the capture, outside the guest's pause: each swapped disk's path
+ * is linked to its layer and its new overlay made (diskswap_link()).
+ * ckpt_run() undoes that unless the disks were cut.
+ */
+int
+ckpt_swap_prepare(struct ckpt *c, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < c->ndisks; i++)
+		if (c->disks[i].swap && diskswap_link(&c->disks[i].sw, e) < 0) {
+			unlink_layers(c);
+			return -1;
+		}
+	return 0;
+}
+
+/*
+ * One transaction cuts every disk onto its new overlay (after a failed
+ * one QEMU's rollback leaves no overlay behind; after a timeout or
+ * disconnect they may be in use: kept, for recover); then each swap is
+ * finished.  A swap that cannot be finished is for recover.
  */
 int
 ckpt_cut_disks(struct ckpt *c, struct err *e)
@@ -176,18 +193,10 @@ ckpt_cut_disks(struct ckpt *c, struct err *e)
 	if (c->ndisks == 0)
 		return 0;
 	for (i = 0; i < c->ndisks; i++)
-		if (lstat(c->disks[i].overlay, &st) == 0 || (c->disks[i].swap &&
-		    lstat(c->disks[i].sw.layer, &st) == 0))
+		if (!c->disks[i].swap && lstat(c->disks[i].overlay, &st) == 0)
 			return err_set(e, ERR_FAIL, "overlay '%s' for disk '%s' "
 			    "appeared meanwhile: not overwritten",
-			    c->disks[i].swap && lstat(c->disks[i].overlay,
-			    &st) < 0 ? c->disks[i].sw.layer :
 			    c->disks[i].overlay, c->disks[i].device);
-	for (i = 0; i < c->ndisks; i++)
-		if (c->disks[i].swap && diskswap_link(&c->disks[i].sw, e) < 0) {
-			unlink_layers(c);
-			return -1;
-		}
 	ov = xcalloc(c->ndisks, sizeof(*ov));
 	for (i = 0; i < c->ndisks; i++) {
 		ov[i].device = c->disks[i].drive;
@@ -199,11 +208,10 @@ ckpt_cut_disks(struct ckpt *c, struct err *e)
 	rc = vm_overlays_cut(c->q, ov, c->ndisks, &le);
 	free(ov);
 	if (rc < 0) {
-		if (le.qmp_class[0] != '\0') {
-			unlink_layers(c);
+		if (le.qmp_class[0] != '\0')
 			return err_propagate(e, &le, "cannot cut the disks");
-		}
 		/* QEMU may have cut: recover finishes or undoes the swap. */
+		c->swap_kept = 1;
 		err_propagate(e, &le, "cannot cut the disks");
 		e->kind = ERR_ATTENTION;
 		err_prefix(e, "run 'snapctl -d %s recover': ",
@@ -637,7 +645,7 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		goto out;
 	if ((c->stage = store_stage_new(c->store, c->name, e)) == NULL)
 		goto out;
-	if (ckpt_note_write(c, e) < 0)
+	if (ckpt_note_write(c, e) < 0 || ckpt_swap_prepare(c, e) < 0)
 		goto out;
 
 	/* From here on, every path goes through settle(). */
@@ -707,6 +715,8 @@ out:
 	if (rc < 0 && c->state != CKPT_S_FAILED)
 		ckpt_state_set(c, CKPT_S_FAILED);
 	note_overlays(c, e);
+	if (!c->disks_cut && !c->swap_kept)
+		unlink_layers(c);
 	if (c->stage != NULL) {
 		ingest_free(c->ing);
 		c->ing = NULL;

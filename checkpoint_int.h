@@ -119,6 +119,8 @@ struct ckpt {
 	int frozen;		/* its filesystems: thaw them */
 	int fd_registered;	/* getfd done, migrate not yet: closefd */
 	int disks_cut;		/* the overlays are in use: kept */
+	int swap_kept;		/* a cut that may have happened: the
+				 * swap's files are for recover */
 	uint64_t freeze_ms;
 
 	/* the migration */
@@ -167,6 +169,7 @@ void ckpt_handle_event(struct ckpt *c, const struct qmp_event *ev);
 
 /* checkpoint.c, for the capture. */
 int ckpt_note_write(struct ckpt *c, struct err *e);	/* the recovery note */
+int ckpt_swap_prepare(struct ckpt *c, struct err *e);	/* links, overlays */
 int ckpt_cut_disks(struct ckpt *c, struct err *e);	/* the transaction */
 int ckpt_resume_guest(struct ckpt *c, struct err *e);	/* cont */
 void ckpt_hold(int ms);		/* test hook: sleep, a signal ends it */
