@@ -78,9 +78,9 @@ struct ckpt_opts {
 	 * Test only, read from the environment by diskswap.c:
 	 * SNAPCTL_TEST_HOLD_SWAP=STEP:MS sleeps MS at STEP of each disk
 	 * swap (diskswap.h): "linked" (the layer linked, the overlay made,
-	 * before the cut), "cut" (QEMU cut, before the rename), "renamed"
-	 * (before the overlay's hidden name is linked back), so a test can
-	 * SIGKILL snapctl there.
+	 * before the capture starts), "cut" (QEMU cut, before the rename),
+	 * "renamed" (before the overlay's hidden name is linked back), so a
+	 * test can SIGKILL snapctl there.
 	 */
 	ckpt_progress_fn progress;	/* may be NULL */
 	void *progress_opaque;
