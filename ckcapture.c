@@ -129,6 +129,22 @@ ckpt_guest_ram(struct ckpt *c)
 	return b != 0 ? b : 1ull << 30;
 }
 
+/*
+ * The guest is stopped for the cut (state): note when it stopped, the
+ * test hold, and the last moment a signal still ends the run with nothing
+ * cut.
+ */
+static int
+guest_held(struct ckpt *c, enum ckpt_state state, struct err *e)
+{
+	ckpt_state_set(c, state);
+	if (c->stop_mono == 0)
+		c->stop_mono = now_mono_ms();
+	if (c->o->hold_switchover_ms > 0)
+		ckpt_hold(c->o->hold_switchover_ms);
+	return sig_interrupted(e) ? -1 : 0;
+}
+
 static int
 start_migration(struct ckpt *c, struct err *e)
 {
@@ -187,14 +203,8 @@ start_migration(struct ckpt *c, struct err *e)
 	 * first, so that is now, and the disks are cut at this instant.
 	 */
 	if (c->mode == CKPT_MODE_BACKGROUND) {
-		ckpt_state_set(c, CKPT_S_CUTTING);
-		if (c->stop_mono == 0)
-			c->stop_mono = now_mono_ms();
-		if (c->o->hold_switchover_ms > 0)
-			ckpt_hold(c->o->hold_switchover_ms);
-		if (sig_interrupted(e))
-			return -1;
-		if (ckpt_cut_disks(c, e) < 0)
+		if (guest_held(c, CKPT_S_CUTTING, e) < 0 ||
+		    ckpt_cut_disks(c, e) < 0)
 			return -1;
 	}
 	rc = qmp_do(c->q, "migrate", json_pack("{s:s}", "uri",
@@ -366,12 +376,7 @@ room_check(struct ckpt *c, struct err *e)
 static int
 do_switchover(struct ckpt *c, struct err *e)
 {
-	ckpt_state_set(c, CKPT_S_SWITCHOVER);
-	if (c->stop_mono == 0)
-		c->stop_mono = now_mono_ms();
-	if (c->o->hold_switchover_ms > 0)
-		ckpt_hold(c->o->hold_switchover_ms);
-	if (sig_interrupted(e))
+	if (guest_held(c, CKPT_S_SWITCHOVER, e) < 0)
 		return -1;
 	if (ingest_check(c->ing, e) < 0)
 		return -1;

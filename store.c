@@ -313,6 +313,16 @@ store_clean_stale(struct store *s)
 	return n;
 }
 
+/* fsync the store's directory: what was renamed or removed in it stays. */
+static int
+store_sync(const struct store *s, struct err *e)
+{
+	if (fsync(s->dirfd) < 0)
+		return err_sys(e, ERR_FAIL, "cannot fsync directory '%s'",
+		    s->path);
+	return 0;
+}
+
 int
 store_exists(const struct store *s, const char *name)
 {
@@ -399,10 +409,8 @@ store_stage_commit(struct store *s, const char *stage, const char *name,
 			    stage, s->path, name);
 		goto out;
 	}
-	if (fsync(s->dirfd) < 0) {
-		err_sys(e, ERR_FAIL, "cannot fsync directory '%s'", s->path);
+	if (store_sync(s, e) < 0)
 		goto out;
-	}
 	rc = 0;
 out:
 	free(mpath);
@@ -623,10 +631,8 @@ store_remove_checkpoint(struct store *s, const char *name, struct err *e)
 		err_sys(e, ERR_FAIL, "cannot remove '%s/%s'", s->path, name);
 		goto out;
 	}
-	if (fsync(s->dirfd) < 0) {
-		err_sys(e, ERR_FAIL, "cannot fsync directory '%s'", s->path);
+	if (store_sync(s, e) < 0)
 		goto out;
-	}
 	rc = 0;
 out:
 	if (fd >= 0)
@@ -713,10 +719,7 @@ store_note_remove(const struct store *s, struct err *e)
 	if (unlinkat(s->dirfd, STORE_RECOVER_NOTE, 0) < 0 && errno != ENOENT)
 		return err_sys(e, ERR_FAIL, "cannot remove '%s/%s'", s->path,
 		    STORE_RECOVER_NOTE);
-	if (fsync(s->dirfd) < 0)
-		return err_sys(e, ERR_FAIL, "cannot fsync directory '%s'",
-		    s->path);
-	return 0;
+	return store_sync(s, e);
 }
 
 #define LAST_PREFIX ".last-"
