@@ -242,6 +242,19 @@ checkpoint_opt(struct ckpt_opts *o, const char **exclude,
 	return 0;
 }
 
+/* What checkpoint and recover take from the global options. */
+static void
+from_options(const char **socket, const char **store, int *qmp_timeout_ms,
+    int *lock_wait_ms, qmp_trace_fn *trace)
+{
+	*socket = options.socket;
+	*store = options.dir;
+	*qmp_timeout_ms = options.timeout_ms;
+	*lock_wait_ms = options.lock_wait_ms;
+	if (trace_enabled())
+		*trace = trace_qmp;
+}
+
 static int
 cmd_checkpoint(const struct cmd_args *a, struct err *e)
 {
@@ -269,12 +282,8 @@ cmd_checkpoint(const struct cmd_args *a, struct err *e)
 		    "each other: a stopped guest cannot answer its agent");
 	o.exclude = exclude;
 	o.name = a->argc > 0 ? a->argv[0] : NULL;
-	o.socket = options.socket;
-	o.store = options.dir;
-	o.qmp_timeout_ms = options.timeout_ms;
-	o.lock_wait_ms = options.lock_wait_ms;
-	if (trace_enabled())
-		o.trace = trace_qmp;
+	from_options(&o.socket, &o.store, &o.qmp_timeout_ms, &o.lock_wait_ms,
+	    &o.trace);
 	if (progress_enabled() || (progress && options.verbosity >= 0)) {
 		pl.lines = !progress_enabled();
 		o.progress = draw_progress;
@@ -342,12 +351,8 @@ cmd_recover(const struct cmd_args *a, struct err *e)
 		return err_set(e, ERR_USAGE, "recover: give the VM's QMP "
 		    "socket (-s) or the store (-d) whose recovery note names "
 		    "it");
-	o.socket = options.socket;
-	o.store = options.dir;
-	o.qmp_timeout_ms = options.timeout_ms;
-	o.lock_wait_ms = options.lock_wait_ms;
-	if (trace_enabled())
-		o.trace = trace_qmp;
+	from_options(&o.socket, &o.store, &o.qmp_timeout_ms, &o.lock_wait_ms,
+	    &o.trace);
 	if (ckpt_recover(&o, &rep, e) < 0)
 		return -1;
 	print_done(rep, print_recovered);
