@@ -600,11 +600,9 @@ dry_run(struct ckpt *c, json_t **plan, struct err *e)
 	disks = json_array();
 	for (i = 0; i < c->ndisks; i++)
 		json_array_append_new(disks, json_pack("{s:s, s:s?, s:s?, "
-		    "s:s, s:s?}", "device", c->disks[i].device, "file",
+		    "s:s}", "device", c->disks[i].device, "file",
 		    c->disks[i].file, "format", c->disks[i].format, "overlay",
-		    c->disks[i].swap ? c->disks[i].sw.path :
-		    c->disks[i].overlay, "layer", c->disks[i].swap ?
-		    c->disks[i].sw.layer : NULL));
+		    c->disks[i].overlay));
 	if (c->mode != CKPT_MODE_DISK_ONLY) {
 		ram = ckpt_guest_ram(c);
 		/* The man page's plan: three times the RAM + 200 MiB. */

@@ -124,9 +124,7 @@ struct ckpt_opts {
  * With o->dry_run, only discovery: nothing is changed in QEMU, the store
  * is neither created nor locked, and *manifest is the plan instead:
  * {dry_run: true, name, store, mode, vm: {name, uuid}, parent,
- * disks: [{device, file, format, overlay, layer}] (overlay: the file the
- * guest writes to after the cut; layer: where a swapped disk's state
- * goes), skipped: [{device, file, why}],
+ * disks: [{device, file, format, overlay}], skipped: [{device, file, why}],
  * ram_bytes, room_needed, store_free} (the last three 0 / null when they
  * do not apply or are unknown).
  */

@@ -131,18 +131,12 @@ print_plan(const json_t *p)
 
 	printf("would checkpoint '%s' (%s) into '%s'\n", json_str(p, "name"),
 	    json_str(p, "mode"), json_str(p, "store"));
-	json_array_foreach(json_object_get(p, "disks"), i, d) {
-		printf("disk %s: '%s' (%s) would be cut; ", json_str(d, "device"),
+	json_array_foreach(json_object_get(p, "disks"), i, d)
+		printf("disk %s: '%s' (%s) would be cut; the guest would then "
+		    "write to '%s'\n", json_str(d, "device"),
 		    json_str(d, "file") ? json_str(d, "file") : "?",
-		    json_str(d, "format") ? json_str(d, "format") : "?");
-		if (json_str(d, "layer") != NULL)
-			printf("its state would be kept as '%s', the guest "
-			    "would go on writing to '%s'\n", json_str(d, "layer"),
-			    json_str(d, "overlay"));
-		else
-			printf("the guest would then write to '%s'\n",
-			    json_str(d, "overlay"));
-	}
+		    json_str(d, "format") ? json_str(d, "format") : "?",
+		    json_str(d, "overlay"));
 	json_array_foreach(json_object_get(p, "skipped"), i, d)
 		printf("disk %s: '%s' left alone (%s)\n", json_str(d, "device"),
 		    json_str(d, "file") ? json_str(d, "file") : "?",
