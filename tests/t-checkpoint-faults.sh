@@ -211,12 +211,10 @@ for ver in "${versions[@]}"; do
 	# ---- SIGINT/SIGTERM after the cut: the checkpoint completes -------------
 	for sg in INT TERM; do
 		d="QEMU $ver SIG$sg while committing"
-		ino0=$(stat -c %i "$dir/d0.qcow2")
 		SNAPCTL_TEST_HOLD_COMMIT_MS=60000 bg_checkpoint k$sg
-		# Held before the commit: the disks cut (the new overlay renamed
-		# over d0.qcow2, another inode), this migration over.
+		# Held before the commit: the disks cut, this migration over.
 		for i in $(seq 600); do
-			[ "$(stat -c %i "$dir/d0.qcow2")" != "$ino0" ] &&
+			[ "$(ck_active_file "$name" vd0)" = "$dir/d0.k$sg.qcow2" ] &&
 				[ "$(ck_mig_status "$name")" = completed ] && break
 			sleep 0.1
 		done
