@@ -275,7 +275,7 @@ info_text(const json_t *m, const json_t *raw)
 		    json_str(d, "file") ? json_str(d, "file") : "?",
 		    json_str(d, "format") ? json_str(d, "format") : "?",
 		    json_str(d, "backing") ? json_str(d, "backing") : "none");
-		printf("  VM's current disk: %s\n", json_str(d, "overlay") ?
+		printf("  VM moved to: %s\n", json_str(d, "overlay") ?
 		    json_str(d, "overlay") : "?");
 	}
 

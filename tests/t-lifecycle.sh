@@ -185,7 +185,7 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: info: memory" '^memory: .* on disk \(memory.img\) for .* of RAM' "$dir/info.out"
 	expect_match "$P: info: timings" '^timings: +guest paused [0-9.]+ ms' "$dir/info.out"
 	expect_match "$P: info: the disk's state" "^  state in: $dir/d0.c2.qcow2 \\(qcow2, backing $dir/d0.c1.qcow2\\)$" "$dir/info.out"
-	expect_match "$P: info: the overlay (the VM's own path)" "^  VM's current disk: $dir/d0.qcow2$" "$dir/info.out"
+	expect_match "$P: info: the overlay (the VM's own path)" "^  VM moved to: $dir/d0.qcow2$" "$dir/info.out"
 	frag="  -blockdev '{\"driver\":\"file\",\"filename\":\"$dir/d0.c2.qcow2\",\"node-name\":\"$node-file\"}' -blockdev '{\"driver\":\"qcow2\",\"file\":\"$node-file\",\"node-name\":\"$node\"}' \\"
 	if grep -qxF -- "$frag" "$dir/info.out"; then
 		ok "$P: info: the -blockdev fragment"
