@@ -101,20 +101,6 @@ ckpt_mode_name(enum ckpt_mode m)
 
 /* ---- the recovery note -------------------------------------------------- */
 
-/* What recover needs to finish or undo each disk swap (diskswap.h). */
-static json_t *
-swap_note(const struct ckpt *c)
-{
-	json_t *a = json_array();
-	size_t i;
-
-	for (i = 0; i < c->ndisks; i++)
-		if (c->disks[i].swap)
-			json_array_append_new(a,
-			    diskswap_note(&c->disks[i].sw));
-	return a;
-}
-
 int
 ckpt_note_write(struct ckpt *c, struct err *e)
 {
@@ -137,7 +123,6 @@ ckpt_note_write(struct ckpt *c, struct err *e)
 	    "pause_before_switchover_set", c->mode != CKPT_MODE_BACKGROUND);
 	if (note == NULL)
 		return err_set(e, ERR_FAIL, "cannot build the recovery note");
-	json_object_set_new(note, "swap", swap_note(c));
 	rc = store_note_write(c->store, note, e);
 	json_decref(note);
 	if (rc == 0)
@@ -147,41 +132,8 @@ ckpt_note_write(struct ckpt *c, struct err *e)
 
 /* ---- the disk cut ------------------------------------------------------- */
 
-/* Undo the links of a cut that did not happen. */
-static void
-unlink_layers(struct ckpt *c)
-{
-	size_t i;
-
-	for (i = 0; i < c->ndisks; i++)
-		if (c->disks[i].swap)
-			diskswap_unlink_layer(&c->disks[i].sw);
-}
-
-/*
- * Before the capture, outside the guest's pause: each swapped disk's path
- * is linked to its layer and its new overlay made (diskswap_link()).
- * ckpt_run() undoes that unless the disks were cut.
- */
-int
-ckpt_swap_prepare(struct ckpt *c, struct err *e)
-{
-	size_t i;
-
-	for (i = 0; i < c->ndisks; i++)
-		if (c->disks[i].swap && diskswap_link(&c->disks[i].sw, e) < 0) {
-			unlink_layers(c);
-			return -1;
-		}
-	return 0;
-}
-
-/*
- * One transaction cuts every disk onto its new overlay (after a failed
- * one QEMU's rollback leaves no overlay behind; after a timeout or
- * disconnect they may be in use: kept, for recover); then each swap is
- * finished.  A swap that cannot be finished is for recover.
- */
+/* After a failed transaction QEMU's rollback leaves no overlay behind;
+ * after a timeout or disconnect they stay: they may be in use. */
 int
 ckpt_cut_disks(struct ckpt *c, struct err *e)
 {
@@ -194,7 +146,7 @@ ckpt_cut_disks(struct ckpt *c, struct err *e)
 	if (c->ndisks == 0)
 		return 0;
 	for (i = 0; i < c->ndisks; i++)
-		if (!c->disks[i].swap && lstat(c->disks[i].overlay, &st) == 0)
+		if (lstat(c->disks[i].overlay, &st) == 0)
 			return err_set(e, ERR_FAIL, "overlay '%s' for disk '%s' "
 			    "appeared meanwhile: not overwritten",
 			    c->disks[i].overlay, c->disks[i].device);
@@ -204,35 +156,12 @@ ckpt_cut_disks(struct ckpt *c, struct err *e)
 		ov[i].node = c->disks[i].node;
 		ov[i].file = c->disks[i].overlay;
 		ov[i].node_name = c->disks[i].overlay_node;
-		ov[i].existing = c->disks[i].swap;
 	}
 	rc = vm_overlays_cut(c->q, ov, c->ndisks, &le);
 	free(ov);
-	if (rc < 0) {
-		if (le.qmp_class[0] != '\0')
-			return err_propagate(e, &le, "cannot cut the disks");
-		/* QEMU may have cut: recover finishes or undoes the swap. */
-		c->swap_kept = 1;
-		err_propagate(e, &le, "cannot cut the disks");
-		e->kind = ERR_ATTENTION;
-		err_prefix(e, "run 'snapctl -d %s recover': ",
-		    store_path(c->store));
-		return -1;
-	}
+	if (rc < 0)
+		return err_propagate(e, &le, "cannot cut the disks");
 	c->disks_cut = 1;
-	for (i = 0; i < c->ndisks; i++) {
-		if (!c->disks[i].swap)
-			continue;
-		if (diskswap_finish(&c->disks[i].sw, &le) < 0) {
-			err_propagate(e, &le, NULL);
-			e->kind = ERR_ATTENTION;
-			err_prefix(e, "the disk swap of '%s' is not finished "
-			    "(run 'snapctl -d %s recover'): ",
-			    c->disks[i].sw.path, store_path(c->store));
-			return -1;
-		}
-		c->disks[i].swapped = 1;
-	}
 	return 0;
 }
 
@@ -446,11 +375,10 @@ build_manifest(struct ckpt *c, const char *parent)
 		disks[i].device = d->device;
 		disks[i].qdev = d->qdev;
 		disks[i].node = d->node;
-		disks[i].file = d->swap ? d->sw.layer : d->file;
+		disks[i].file = d->file;
 		disks[i].format = d->format;
 		disks[i].backing = d->backing;
-		disks[i].overlay = d->swap ? d->sw.path : d->overlay;
-		disks[i].vm_path = d->swap;
+		disks[i].overlay = d->overlay;
 		disks[i].overlay_node = d->overlay_node;
 	}
 	in.name = c->name;
@@ -496,15 +424,8 @@ note_overlays(struct ckpt *c, struct err *e)
 
 	if (!c->disks_cut || !err_isset(e))
 		return;
-	for (i = 0; i < c->ndisks; i++) {
-		const struct disk *d = &c->disks[i];
-
-		if (d->swapped)
-			buf_addf(&b, "%s'%s' (its state before in '%s')",
-			    i ? ", " : "", d->sw.path, d->sw.layer);
-		else
-			buf_addf(&b, "%s'%s'", i ? ", " : "", d->overlay);
-	}
+	for (i = 0; i < c->ndisks; i++)
+		buf_addf(&b, "%s'%s'", i ? ", " : "", c->disks[i].overlay);
 	{
 		size_t len = strlen(e->msg);
 
@@ -700,7 +621,7 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		goto out;
 	if ((c->stage = store_stage_new(c->store, c->name, e)) == NULL)
 		goto out;
-	if (ckpt_note_write(c, e) < 0 || ckpt_swap_prepare(c, e) < 0)
+	if (ckpt_note_write(c, e) < 0)
 		goto out;
 
 	/* From here on, every path goes through settle(). */
@@ -776,8 +697,6 @@ out:
 	if (rc < 0 && c->state != CKPT_S_FAILED)
 		ckpt_state_set(c, CKPT_S_FAILED);
 	note_overlays(c, e);
-	if (!c->disks_cut && !c->swap_kept)
-		unlink_layers(c);
 	if (c->stage != NULL) {
 		ingest_free(c->ing);
 		c->ing = NULL;

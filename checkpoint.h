@@ -77,14 +77,6 @@ struct ckpt_opts {
 	/* Test only (SNAPCTL_TEST_HOLD_COMMIT_MS): the same before the
 	 * image's commit, the guest running again. */
 	int hold_commit_ms;
-	/*
-	 * Test only, read from the environment by diskswap.c:
-	 * SNAPCTL_TEST_HOLD_SWAP=STEP:MS sleeps MS at STEP of each disk
-	 * swap (diskswap.h): "linked" (the layer linked, the overlay made,
-	 * before the capture starts), "cut" (QEMU cut, before the rename),
-	 * "renamed" (before the overlay's hidden name is linked back), so a
-	 * test can SIGKILL snapctl there.
-	 */
 	ckpt_progress_fn progress;	/* may be NULL */
 	void *progress_opaque;
 	qmp_trace_fn trace;	/* may be NULL */
@@ -111,15 +103,11 @@ struct ckpt_opts {
  * resumed or the capabilities not restored: e says to run snapctl
  * recover, and STORE/.recover.json is kept for it).
  *
- * Each writable qcow2 disk keeps its path as its current disk (the disk
- * swap, diskswap.h): the checkpoint's state becomes the layer
- * "<stem>.NAME.qcow2" beside it.  A disk of another format (raw) is
- * refused before anything changes (ERR_FAIL, naming it).  If the failure
- * comes after the disks were cut (say the image cannot be committed for
- * lack of space), the swap stays: QEMU writes the guest's disks into the
- * new overlays at their paths, so removing them would lose data.  e names
- * them and the layers.  A swap that could not be finished is ERR_ATTENTION
- * (run recover).
+ * If the failure comes after the disks were cut (say the image cannot be
+ * committed for lack of space), the new overlays stay: QEMU writes the
+ * guest's disks into them, so removing them would lose data.  e names
+ * them; the old images are unchanged, and the overlays can be merged back
+ * with block-commit if wanted.
  *
  * With o->dry_run, only discovery: nothing is changed in QEMU, the store
  * is neither created nor locked, and *manifest is the plan instead:
@@ -142,8 +130,7 @@ struct ckpt_recover_opts {
 #define CKPT_RECOVER_OPTS_INIT { NULL, NULL, NULL, 0, NULL, NULL, 0 }
 
 /*
- * Bring back a guest a killed snapctl left behind: finish a disk swap QEMU
- * cut, or undo one it did not (the note's "swap"), cancel a migration that
+ * Bring back a guest a killed snapctl left behind: cancel a migration that
  * is pending (also one held at pre-switchover), thaw filesystems, restore
  * the capabilities and parameters recorded in STORE/.recover.json (without
  * a store: turn pause-before-switchover off), resume the guest, remove

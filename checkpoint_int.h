@@ -12,7 +12,6 @@
 #include <jansson.h>
 
 #include "checkpoint.h"
-#include "diskswap.h"
 #include "err.h"
 #include "qmp.h"
 #include "save.h"
@@ -30,10 +29,6 @@ struct disk {
 	char *backing;		/* its backing file, or NULL */
 	char *overlay;		/* the new active image */
 	char *overlay_node;
-	int swap;		/* the VM's path stays its current disk: */
-	int swapped;		/* ... and the swap is finished */
-	struct diskswap sw;	/* file is P, overlay T, the state goes
-				 * to sw.layer (diskswap.h) */
 };
 
 /*
@@ -120,8 +115,6 @@ struct ckpt {
 	int frozen;		/* its filesystems: thaw them */
 	int fd_registered;	/* getfd done, migrate not yet: closefd */
 	int disks_cut;		/* the overlays are in use: kept */
-	int swap_kept;		/* a cut that may have happened: the
-				 * swap's files are for recover */
 	uint64_t freeze_ms;
 
 	/* the migration */
@@ -173,7 +166,6 @@ void ckpt_handle_event(struct ckpt *c, const struct qmp_event *ev);
 
 /* checkpoint.c, for the capture. */
 int ckpt_note_write(struct ckpt *c, struct err *e);	/* the recovery note */
-int ckpt_swap_prepare(struct ckpt *c, struct err *e);	/* links, overlays */
 int ckpt_cut_disks(struct ckpt *c, struct err *e);	/* the transaction */
 int ckpt_resume_guest(struct ckpt *c, struct err *e);	/* cont */
 void ckpt_hold(int ms);		/* test hook: sleep, a signal ends it */

@@ -101,7 +101,6 @@ ckpt_disk_free(struct disk *d)
 	free(d->backing);
 	free(d->overlay);
 	free(d->overlay_node);
-	diskswap_release(&d->sw);
 }
 
 /* A node name QEMU accepts (letter first, <= 31 chars) and unique enough. */
@@ -118,34 +117,6 @@ overlay_node_name(const char *name, size_t i)
 	for (k = 0; k < 8; k++)
 		h = (h ^ (uint8_t)(salt >> (8 * k))) * 16777619u;
 	return xasprintf("snapctl%08x-%zu", h, i);
-}
-
-/*
- * The disk swap (diskswap.h): the VM's own path P (QEMU names a finished
- * swap's overlay by its temporary name), the layer and temporary names.
- */
-static int
-disk_swap_plan(struct ckpt *c, struct disk *d, struct err *e)
-{
-	int pending, rc;
-	char *p;
-
-	p = diskswap_vm_path(d->file, &pending);
-	if (pending) {
-		free(p);
-		return err_set(e, ERR_FAIL, "disk '%s': '%s' is an unfinished "
-		    "disk swap: run 'snapctl recover'", d->device, d->file);
-	}
-	d->swap = 1;
-	rc = diskswap_plan(&d->sw, p, d->file, c->name, e);
-	free(d->file);
-	d->file = p;
-	if (rc < 0) {
-		err_prefix(e, "disk '%s': ", d->device);
-		return -1;
-	}
-	d->overlay = xstrdup(d->sw.tmp);
-	return 0;
 }
 
 static int
@@ -172,7 +143,7 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 		const char *node = b->node, *file = b->file;
 		const char *fmt = b->format, *bk = b->backing;
 		struct disk *d;
-		char *id, *stem;
+		char *id, *stem, *dir;
 
 		if (b->ro || excluded(o, b->id, qdev, node) ||
 		    (*device != '\0' && excluded(o, device, NULL, NULL))) {
@@ -212,24 +183,14 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 				    "--overlay-dir", file ? file : "?", id);
 				goto out;
 			}
-			if (fmt == NULL || strcmp(fmt, "qcow2") != 0) {
-				err_set(e, ERR_FAIL, "disk '%s' ('%s') is %s, "
-				    "not qcow2: its path cannot become the "
-				    "qcow2 overlay that keeps the VM's command "
-				    "line valid (QEMU opens it as %s); leave it "
-				    "out with --exclude %s, or convert it "
-				    "(qemu-img convert -O qcow2)", id, file,
-				    fmt ? fmt : "of no known format",
-				    fmt ? fmt : "such", id);
-				goto out;
-			}
-			if (disk_swap_plan(c, d, e) < 0)
-				goto out;
+			stem = overlay_stem(file, id, c->parent_m);
+			dir = path_dirname(file);
+			d->overlay = xasprintf("%s/%s.%s.qcow2", dir, stem,
+			    c->name);
+			free(stem);
+			free(dir);
 		}
 		d->overlay_node = overlay_node_name(c->name, c->ndisks - 1);
-		d->sw.node = d->overlay_node;
-		d->sw.size = b->size;
-		d->sw.device = d->drive != NULL ? d->drive : d->overlay_node;
 		if (lstat(d->overlay, &st) == 0) {
 			err_set(e, ERR_FAIL, "overlay '%s' for disk '%s' "
 			    "already exists", d->overlay, id);

@@ -21,7 +21,6 @@
 
 #include "diskfile.h"
 #include "diskgc.h"
-#include "diskswap.h"
 #include "util.h"
 #include "vm.h"
 
@@ -184,48 +183,6 @@ lookup(const struct gc *g, const char *path)
 	return node_find(g, path, stat(path, &st) == 0 ? &st : NULL);
 }
 
-/* The disk's overlay is the VM's own path (diskswap.h). */
-static int
-vm_path(const json_t *d)
-{
-	return json_is_true(json_object_get(d, "vm_path"));
-}
-
-/*
- * snapctl made the file of node nd: it is the inode the manifest recorded
- * (a path merely named in a manifest proves nothing).
- */
-static int
-proven(const struct node *nd, const json_t *d, const char *dev,
-    const char *ino)
-{
-	const json_t *dv = json_object_get(d, dev), *iv = json_object_get(d,
-	    ino);
-
-	return nd->exists && json_is_integer(dv) && json_is_integer(iv) &&
-	    (json_int_t)nd->dev == json_integer_value(dv) &&
-	    (json_int_t)nd->ino == json_integer_value(iv);
-}
-
-/* A swapped disk's layer lies in the directory of the VM's path. */
-static int
-beside_vm_path(const json_t *d)
-{
-	char *a, *b;
-	int same;
-
-	if (!vm_path(d))
-		return 1;
-	if (json_str(d, "file") == NULL || json_str(d, "overlay") == NULL)
-		return 0;
-	a = path_dirname(json_str(d, "file"));
-	b = path_dirname(json_str(d, "overlay"));
-	same = strcmp(a, b) == 0;
-	free(a);
-	free(b);
-	return same;
-}
-
 /* Candidates, in manifest order, and what snapctl made. */
 static void
 collect(struct gc *g, const struct diskgc_opts *o)
@@ -244,21 +201,16 @@ collect(struct gc *g, const struct diskgc_opts *o)
 
 	json_array_foreach(o->all, i, m) {
 		json_array_foreach(json_object_get(m, "disks"), j, d) {
-			if (!vm_path(d) &&
-			    (n = lookup(g, json_str(d, "overlay"))) >= 0 &&
-			    proven(&g->v[n], d, "overlay_dev", "overlay_ino"))
+			if ((n = lookup(g, json_str(d, "overlay"))) >= 0)
 				g->v[n].made = 1;
 			if (json_str(d, "file_made_by") != NULL &&
-			    (n = lookup(g, json_str(d, "file"))) >= 0 &&
-			    proven(&g->v[n], d, "file_dev", "file_ino") &&
-			    beside_vm_path(d))
+			    (n = lookup(g, json_str(d, "file"))) >= 0)
 				g->v[n].made = 1;
 		}
 		if (!in_list(o->gone, json_str(m, "name")))
 			continue;
 		json_array_foreach(json_object_get(m, "disks"), j, d) {
-			/* The VM's own path is its current disk: never. */
-			for (k = 0; k < (vm_path(d) ? 1u : 2u); k++) {
+			for (k = 0; k < 2; k++) {
 				n = lookup(g, json_str(d, keys[k]));
 				if (n < 0 || g->v[n].candidate)
 					continue;
@@ -363,12 +315,10 @@ pin_static(struct gc *g, const struct diskgc_opts *o)
 				    "checkpoint '%s'", name);
 		}
 	}
-	/* QEMU's names can be stale (diskswap.h): the chains below count. */
 	json_array_foreach(o->vm_files, i, f)
-		for (n = lookup(g, json_string_value(f)), j = 0;
-		    n >= 0 && j < CHAIN_MAX; n = g->v[n].below, j++)
-			if (g->v[n].candidate)
-				add_reason(&g->v[n], "in use by the VM (-s)");
+		if ((n = lookup(g, json_string_value(f))) >= 0 &&
+		    g->v[n].candidate)
+			add_reason(&g->v[n], "in use by the VM (-s)");
 }
 
 static void
@@ -535,7 +485,6 @@ diskgc_vm_files(struct qmp *q, struct err *e)
 	struct blockinfo *d;
 	json_t *out;
 	size_t i, k, n;
-	char *p;
 
 	if (vm_disks_query(q, &d, &n, &le) < 0) {
 		/* Our caller names the command itself. */
@@ -547,12 +496,8 @@ diskgc_vm_files(struct qmp *q, struct err *e)
 	}
 	out = json_array();
 	for (i = 0; i < n; i++)
-		for (k = 0; k < d[i].nchain; k++) {
-			/* A finished swap's overlay: QEMU's name is stale. */
-			p = diskswap_vm_path(d[i].chain[k], NULL);
-			json_array_append_new(out, json_string(p));
-			free(p);
-		}
+		for (k = 0; k < d[i].nchain; k++)
+			json_array_append_new(out, json_string(d[i].chain[k]));
 	vm_disks_free(d, n);
 	return out;
 }

@@ -1,9 +1,7 @@
 /*
  * diskgc.h - which disk files the deletion of checkpoints frees, for
  * "delete --disks" and "prune --disks".  A file goes only if snapctl made
- * it and can prove so: the inode a manifest recorded for its "overlay" or
- * (with "file_made_by") its "file", a swapped disk's layer beside the VM's
- * path; never a disk's "overlay" that is the VM's own path ("vm_path"); no
+ * it (an "overlay" of some manifest, or a "file" with "file_made_by"), no
  * remaining checkpoint names it, no file that stays is backed by it (qcow2
  * headers, followed to a fixed point), no process holds it open and the
  * VM, when asked, does not use it.  Never prints.

@@ -149,15 +149,8 @@ check_disk(const json_t *d, struct where *w, struct err *e)
 	    want_str(d, MF_DISK_OVERLAY, 0, w, e) < 0 ||
 	    want_str(d, "format", 1, w, e) < 0 ||
 	    want_count(d, "size", 1, w, e) < 0 ||
-	    want_count(d, "mtime_ns", 1, w, e) < 0 ||
-	    want_count(d, "file_dev", 1, w, e) < 0 ||
-	    want_count(d, "file_ino", 1, w, e) < 0 ||
-	    want_count(d, "overlay_dev", 1, w, e) < 0 ||
-	    want_count(d, "overlay_ino", 1, w, e) < 0)
+	    want_count(d, "mtime_ns", 1, w, e) < 0)
 		return -1;
-	if (json_object_get(d, "vm_path") != NULL &&
-	    !json_is_boolean(json_object_get(d, "vm_path")))
-		return bad(w, "vm_path", "must be a boolean", e);
 	for (k = strs; *k != NULL; k++)
 		if (want_str(d, *k, 1, w, e) < 0)
 			return -1;
@@ -279,47 +272,27 @@ manifest_same_vm(const json_t *a, const json_t *b)
 	    json_str(vm, MF_VM_NAME));
 }
 
-/*
- * The parent's name if d's file (st) is the overlay it made for d: the
- * inode it recorded (with the swap, the layer is a new name of it), else
- * NULL.
- */
+/* The parent's name if d's file is the overlay it made for d, else NULL. */
 static const char *
-made_by(const struct manifest_disk *d, const struct stat *st,
-    const json_t *parent)
+made_by(const struct manifest_disk *d, const json_t *parent)
 {
 	const json_t *pd;
 	size_t i;
 
-	if (st == NULL)
-		return NULL;
 	json_array_foreach(json_object_get(parent, MF_DISKS), i, pd) {
-		if (json_str(pd, MF_DISK_DEVICE) != NULL &&
-		    strcmp(json_str(pd, MF_DISK_DEVICE), d->device) == 0 &&
-		    json_is_integer(json_object_get(pd, "overlay_ino")) &&
-		    json_integer_value(json_object_get(pd, "overlay_dev")) ==
-		    (json_int_t)st->st_dev &&
-		    json_integer_value(json_object_get(pd, "overlay_ino")) ==
-		    (json_int_t)st->st_ino)
+		if (d->file != NULL && json_str(pd, MF_DISK_OVERLAY) != NULL &&
+		    json_str(pd, MF_DISK_DEVICE) != NULL &&
+		    strcmp(json_str(pd, MF_DISK_OVERLAY), d->file) == 0 &&
+		    strcmp(json_str(pd, MF_DISK_DEVICE), d->device) == 0)
 			return json_str(parent, MF_NAME);
 	}
 	return NULL;
 }
 
 static json_t *
-int_or_null(int ok, uint64_t v)
-{
-	return ok ? json_integer((json_int_t)v) : json_null();
-}
-
-static json_t *
 build_disk(const struct manifest_disk *d, const json_t *parent_m)
 {
-	struct stat st, ost;
-	int have = 0, ok;
-
-	memset(&st, 0, sizeof(st));
-	memset(&ost, 0, sizeof(ost));
+	struct stat st;
 	const char *by;
 	json_t *dj;
 
@@ -330,7 +303,6 @@ build_disk(const struct manifest_disk *d, const json_t *parent_m)
 	if (dj == NULL)
 		return NULL;
 	if (d->file != NULL && stat(d->file, &st) == 0) {
-		have = 1;
 		json_object_set_new(dj, "size",
 		    json_integer((json_int_t)st.st_size));
 		json_object_set_new(dj, "mtime_ns", json_integer(
@@ -340,16 +312,10 @@ build_disk(const struct manifest_disk *d, const json_t *parent_m)
 		json_object_set_new(dj, "size", json_null());
 		json_object_set_new(dj, "mtime_ns", json_null());
 	}
-	json_object_set_new(dj, "file_dev", int_or_null(have, st.st_dev));
-	json_object_set_new(dj, "file_ino", int_or_null(have, st.st_ino));
-	ok = stat(d->overlay, &ost) == 0;
-	json_object_set_new(dj, "overlay_dev", int_or_null(ok, ost.st_dev));
-	json_object_set_new(dj, "overlay_ino", int_or_null(ok, ost.st_ino));
-	json_object_set_new(dj, "vm_path", json_boolean(d->vm_path));
 	json_object_set_new(dj, "qdev", d->qdev ? json_string(d->qdev) :
 	    json_null());
 	/* Survives the parent's deletion: delete --disks needs it. */
-	by = made_by(d, have ? &st : NULL, parent_m);
+	by = made_by(d, parent_m);
 	json_object_set_new(dj, "file_made_by", by ? json_string(by) :
 	    json_null());
 	return dj;

@@ -107,8 +107,6 @@ struct manifest_disk {
 	const char *backing;
 	const char *overlay;	/* required */
 	const char *overlay_node;	/* required */
-	int vm_path;		/* overlay is the VM's own path, its current
-				 * disk: never a layer to delete */
 };
 
 /* What a checkpoint knows, for manifest_build().  Strings are borrowed. */
@@ -138,12 +136,10 @@ struct manifest_input {
 
 /*
  * The manifest for in, MF_VERSION MANIFEST_VERSION: each disk with the
- * size, mtime_ns, dev and ino its file has now (null when it cannot be
- * looked at), the dev and ino of its overlay ("overlay_dev",
- * "overlay_ino"), "vm_path" (true: the overlay is the VM's own path), and
- * "file_made_by", the parent's name when the disk's file is the overlay
- * the parent made for that device, the same inode (so delete --disks
- * still knows after the parent is gone).  New reference, or NULL when a required
+ * size and mtime_ns its file has now (null when it cannot be looked at),
+ * and "file_made_by", the parent's name when the disk's file is the
+ * overlay the parent made for that device (so delete --disks still knows
+ * after the parent is gone).  New reference, or NULL when a required
  * string is missing.
  */
 json_t *manifest_build(const struct manifest_input *in);

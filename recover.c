@@ -1,9 +1,8 @@
 /*
  * recover.c - ckpt_recover() (checkpoint.h): bring back a guest a killed
- * snapctl left behind, one step per function, in order: finish or undo
- * a disk swap, cancel the migration, thaw, restore the capabilities and
- * parameters, resume, remove stale staging directories, remove the
- * recovery note.  Each step appends
+ * snapctl left behind, one step per function, in order: cancel the
+ * migration, thaw, restore the capabilities and parameters, resume, remove
+ * stale staging directories, remove the recovery note.  Each step appends
  * what it did to the report's "actions".
  */
 #include <stdio.h>
@@ -12,7 +11,6 @@
 #include <jansson.h>
 
 #include "checkpoint.h"
-#include "diskswap.h"
 #include "store.h"
 #include "util.h"
 #include "vm.h"
@@ -104,19 +102,6 @@ connect_vm(struct recover *r, struct err *e)
 	if (!same)
 		return err_set(e, ERR_MISMATCH, "the recovery note in '%s' is "
 		    "about another VM than '%s'", r->o->store, r->sock);
-	return 0;
-}
-
-/* 0. A disk swap the killed run began: finished if QEMU cut, else undone. */
-static int
-finish_swaps(struct recover *r, struct err *e)
-{
-	const json_t *v;
-	size_t i;
-
-	json_array_foreach(json_object_get(r->note, "swap"), i, v)
-		if (diskswap_recover(r->q, v, r->done, e) < 0)
-			return -1;
 	return 0;
 }
 
@@ -284,7 +269,7 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	r->done = json_array();
 	json_object_set_new(r->rep, "actions", r->done);
 	if (read_note(r, e) < 0 || connect_vm(r, e) < 0 ||
-	    finish_swaps(r, e) < 0 || cancel_migration(r, e) < 0 || thaw(r, e) < 0 ||
+	    cancel_migration(r, e) < 0 || thaw(r, e) < 0 ||
 	    restore_settings(r, e) < 0 || resume(r, e) < 0)
 		goto out;
 	clean_stale(r);

@@ -119,15 +119,6 @@ store_open(const char *dir, int create, struct err *e)
 		err_sys(e, ERR_FAIL, "cannot open store '%s'", dir);
 		goto fail;
 	}
-	/* Others who may write here could plant what delete removes. */
-	if (fstat(fd, &st) == 0 && (st.st_mode & 022) != 0) {
-		if (st.st_uid != geteuid() || fchmod(fd, 0700) < 0) {
-			err_set(e, ERR_FAIL, "store '%s' is writable by others "
-			    "(mode %03o) and cannot be made 0700: refused", dir,
-			    (unsigned)(st.st_mode & 0777));
-			goto fail;
-		}
-	}
 	s = xcalloc(1, sizeof(*s));
 	s->path = xstrdup(dir);
 	s->dirfd = fd;

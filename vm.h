@@ -109,12 +109,10 @@ struct blockinfo {
 	char *device;		/* "" for -blockdev + -device */
 	char *qdev;		/* "/machine/peripheral/vd0/virtio-backend" or NULL */
 	char *node;		/* the active layer's node name, or NULL */
-	char *file;		/* its image file, or NULL ("json:{...}": its
-				 * "file" child's file name, if a plain file) */
+	char *file;		/* its image file, or NULL */
 	char *format;		/* "qcow2", "raw", ... or NULL */
 	char *backing;		/* its backing file (full name), or NULL */
 	int ro;
-	uint64_t size;		/* its virtual size, 0 if not said */
 	char **chain;		/* "filename" of the image and of each image
 				   of its backing-image chain */
 	size_t nchain;
@@ -141,15 +139,13 @@ struct vm_overlay {
 	const char *file;	/* the new overlay, an absolute path */
 	const char *node_name;	/* the overlay's node name */
 	const char *format;	/* NULL: "qcow2" */
-	int existing;		/* the caller made the file (QEMU's mode
-				 * "existing": it is never removed here) */
 	int created;		/* out: the file may be ours (see below) */
 };
 
 /*
  * Put a new overlay on top of each disk in one transaction: all disks or
- * none.  QEMU creates (and would overwrite) each file not "existing": the
- * caller makes sure none exists.  0: every overlay is active, each created set.  -1
+ * none.  QEMU creates (and would overwrite) each file: the caller makes
+ * sure none exists.  0: every overlay is active, each created set.  -1
  * with e filled ("transaction: ..."): after an error reply QEMU rolled
  * back and the files it made are removed here (created 0); after a
  * timeout or a disconnect they may exist and be in use, so created stays

@@ -114,7 +114,7 @@ for ver in 7.2 10.0; do
 	fi
 	m=$store/c1/manifest.json
 	file=$(jq_get "$m" disks.0.file)
-	expect_eq "QEMU $ver: c1's disk state is the layer d0.c1.qcow2" "$dir/d0.c1.qcow2" "$file"
+	expect_eq "QEMU $ver: c1's disk state is in d0.qcow2" "$dir/d0.qcow2" "$file"
 	machine=$(jq_get "$m" vm.machine)
 	vm_kill "src$v" KILL
 	stamp=$(stat -c '%s %Y' "$file")
@@ -277,10 +277,9 @@ for ver in 7.2 10.0; do
 		expect_match "QEMU $ver: ... saying QEMU went away" "^snapctl: restore: QEMU (went away|exited)" "$dir/rk.err"
 		ck_one_line "QEMU $ver: ... in one line" "$dir/rk.err"
 		# The guest ran on the overlay: it holds the guest's writes,
-		# so it stays, and the error names it (named after the layer
-		# the target VM opened, d0.c1.qcow2).
+		# so it stays, and the error names it.
 		ov=$(sed -n "s/.*; the guest ran on overlay '\([^']*\)'\$/\1/p" "$dir/rk.err")
-		if [[ $ov == "$dir"/d0.c1.restore-*.qcow2 ]]; then
+		if [[ $ov == "$dir"/d0.restore-*.qcow2 ]]; then
 			ok "QEMU $ver: ... naming the overlay the guest ran on ($(basename "$ov"))"
 		else
 			not_ok "QEMU $ver: ... naming the overlay the guest ran on" "$(cat "$dir/rk.err")"
@@ -327,7 +326,7 @@ for ver in 7.2 10.0; do
 		[ $try = 2 ] && d="QEMU $ver: SIGINT during the load ($try, autostart on)"
 		expect_eq "$d: exit 8" 8 "$rc"
 		expect_match "$d: ... the load went on, the guest is paused on the named overlay" \
-			"^snapctl: interrupted by SIGINT: QEMU had begun loading the checkpoint, so it went on; the guest is paused on overlay '$dir/d0\.c1\.restore-[^']*\.qcow2'\$" "$dir/sl$try"
+			"^snapctl: interrupted by SIGINT: QEMU had begun loading the checkpoint, so it went on; the guest is paused on overlay '$dir/d0\.restore-[^']*\.qcow2'\$" "$dir/sl$try"
 		ck_one_line "$d: ... in one line" "$dir/sl$try"
 		if vm_alive "$sv"; then
 			ok "$d: QEMU is still there"

@@ -11,9 +11,7 @@
 #   ck_wait_mig VM REGEX [TIMEOUT]  wait until that status matches REGEX
 #   ck_leftovers STORE       print what a failed checkpoint must not leave:
 #                            staging dirs, the recovery note, temporary files
-#   ck_active_file VM DEV    print the file name of DEV's active image (of
-#                            its "file" child when QEMU names it json:...;
-#                            X for a finished swap's .X.snapctl-NAME)
+#   ck_active_file VM DEV    print the file name of DEV's active image
 #   ck_guest_back VM STORE BEFORE DESC
 #                            the checks after every failure: VM running,
 #                            settings equal BEFORE (ck_settings output), no
@@ -74,25 +72,14 @@ ck_leftovers() {
 }
 
 ck_active_file() {
-	local out i n dev qdev f b
+	local out i n dev qdev
 	out=$(vm_qmp_raw "$1" '{"execute":"query-block"}') || return 1
 	n=$(jq_get -n - return <<<"$out")
 	for ((i = 0; i < n; i++)); do
 		dev=$(jq_get - "return.$i.device" <<<"$out")
 		qdev=$(jq_get - "return.$i.qdev" <<<"$out" 2>/dev/null)
 		if [ "$dev" = "$2" ] || [[ $qdev == "/machine/peripheral/$2/"* ]]; then
-			f=$(jq_get - "return.$i.inserted.image.filename" <<<"$out")
-			# After a disk swap QEMU names the image json:{...}.
-			case $f in json:*) f=$(jq_get - file.filename <<<"${f#json:}") ;; esac
-			# QEMU keeps the name it created the overlay under,
-			# .X.snapctl-NAME (a link of X once the swap is done).
-			b=${f##*/}
-			if [[ $b == .*.snapctl-* ]]; then
-				b=${b#.}
-				b=${b%.snapctl-*}
-				[ "${f%/*}/$b" -ef "$f" ] && f=${f%/*}/$b
-			fi
-			echo "$f"
+			jq_get - "return.$i.inserted.image.filename" <<<"$out"
 			return 0
 		fi
 	done
