@@ -42,6 +42,18 @@
 #define MF_DISK_DEVICE "device"
 #define MF_DISK_FILE "file"
 #define MF_DISK_OVERLAY "overlay"
+/* Version 2 disks (issue 11): the checkpoint's state is a layer in its own
+ * directory; the VM's disk never moves.  See layer.h. */
+#define MF_DISK_PATH "path"		/* the VM's own disk file */
+#define MF_DISK_FORMAT "format"		/* its format: "qcow2", "raw", ... */
+#define MF_DISK_VSIZE "virtual_size"
+#define MF_DISK_LAYER "layer"		/* file name in STORE/NAME/ */
+#define MF_DISK_LAYER_BASE "layer_base"	/* checkpoint whose layer backs it, or null */
+#define MF_DISK_LAYER_BYTES "layer_bytes"
+#define MF_DISK_LAYER_MTIME "layer_mtime_ns"
+#define MF_DISK_BITMAP "bitmap"		/* dirty bitmap on the VM's node, or null */
+#define MF_DISK_SYNC "sync"		/* "full" or "incremental" */
+#define MF_DELETED "deleted"		/* true: being deleted, kept for a holder */
 #define MF_TIMINGS "timings"
 #define MF_SNAPCTL "snapctl"		/* the version that wrote it */
 
