@@ -120,6 +120,9 @@ sig_run() {
 		[ -n "$left" ] && probs+=("overlay left: $left")
 	elif [ "$rc" = 0 ]; then
 		[ -f "$store/$n/manifest.json" ] || probs+=("exit 0 without checkpoint $n")
+		# (QEMU < 9.0 without KVM adds the live-checkpoint warning:
+		# t-blkstress tests it)
+		sed -i '/^snapctl: warning: QEMU [0-8]\.[0-9.]* without KVM can miss guest writes/d' "$dir/$n.err"
 		if [ "$(wc -l <"$dir/$n.err")" = 1 ] && grep -Eq "^snapctl: warning: SIG$sig came after the disks were cut; the checkpoint was completed\$" "$dir/$n.err"; then
 			grep -Eq '"status": ?"device"' "$dir/$n.ev" ||
 				probs+=("completed after a signal but QEMU never reached 'device'")

@@ -27,6 +27,11 @@
  *   churn.tick=1000     ms between TICK lines
  *   churn.disk=PATH     block device (or file) for records; unset = no disk
  *   churn.diskrate=20   records per second; 0 = as fast as it can
+ *   churn.diskevery=0   a record after every this many page writes,
+ *                       synchronously in the page-writing loop (the block
+ *                       stress of issue 15: with rate=0 and 2000, a
+ *                       4 KiB O_DIRECT write in flight most of the time);
+ *                       diskrate is then ignored; 0 = by diskrate
  *   churn.diskslots=1024  records in the ring (4 KiB each; clamped to the
  *                       device size)
  *   churn.diskoff=0     byte offset of the ring on the device (4 KiB
@@ -38,8 +43,8 @@
  *
  * OUTPUT, one line each on stdout (the serial console in the guest):
  *
- *   CHURN READY pages=N hot=H rate=R cold=C disk=PATH|none slots=K run=RUN
- *         uptime_ms=U
+ *   CHURN READY pages=N hot=H rate=R cold=C disk=PATH|none slots=K
+ *         diskevery=E run=RUN uptime_ms=U
  *   CHURN TICK counter=C gen_sum=S disk_seq=D uptime_ms=U run=RUN
  *   CHURN VERIFY ok pages=N counter=C gen_sum=S ms=T
  *   CHURN VERIFY FAIL page=P expected_gen=G found_gen=H found_index=I
@@ -90,7 +95,7 @@
 
 struct params {
 	uint64_t mb, hot, rate, cold, random, verify, tick;
-	uint64_t diskrate, diskslots, diskoff, secs, corrupt;
+	uint64_t diskrate, diskevery, diskslots, diskoff, secs, corrupt;
 	char disk[256];
 };
 
@@ -180,7 +185,8 @@ static void set_param(const char *kv)
 		{ "mb", &P.mb }, { "hot", &P.hot }, { "rate", &P.rate },
 		{ "cold", &P.cold }, { "random", &P.random },
 		{ "verify", &P.verify }, { "tick", &P.tick },
-		{ "diskrate", &P.diskrate }, { "diskslots", &P.diskslots },
+		{ "diskrate", &P.diskrate }, { "diskevery", &P.diskevery },
+		{ "diskslots", &P.diskslots },
 		{ "diskoff", &P.diskoff }, { "secs", &P.secs },
 		{ "corrupt", &P.corrupt },
 	};
@@ -359,6 +365,8 @@ static unsigned page_check(const uint64_t *p, uint64_t idx, uint64_t g)
 	return 0;
 }
 
+static void disk_write_next(void);
+
 static void write_page(uint64_t i)
 {
 	uint32_t g = gen[i] + 1;
@@ -367,6 +375,8 @@ static void write_page(uint64_t i)
 	gen[i] = g;
 	gen_sum++;
 	counter++;
+	if (P.diskevery && disk_fd >= 0 && counter % P.diskevery == 0)
+		disk_write_next();
 }
 
 /* ---- disk records ---------------------------------------------------- */
@@ -704,10 +714,10 @@ int main(int argc, char **argv)
 		disk_open();
 
 	say("CHURN READY pages=%" PRIu64 " hot=%" PRIu64 " rate=%" PRIu64
-	    " cold=%" PRIu64 " disk=%s slots=%" PRIu64 " run=%016" PRIx64
-	    " uptime_ms=%" PRIu64,
+	    " cold=%" PRIu64 " disk=%s slots=%" PRIu64 " diskevery=%" PRIu64
+	    " run=%016" PRIx64 " uptime_ms=%" PRIu64,
 	    npages, nhot, P.rate, P.cold, disk_fd >= 0 ? P.disk : "none",
-	    disk_fd >= 0 ? nslots : 0, run_id, uptime_ms());
+	    disk_fd >= 0 ? nslots : 0, P.diskevery, run_id, uptime_ms());
 
 	t_start = t0_ns = now_ns();
 	next_tick = t_start + P.tick * 1000000u;
@@ -745,8 +755,8 @@ int main(int argc, char **argv)
 				write_page(nhot + rnd() % (npages - nhot));
 		}
 
-		/* disk records */
-		if (disk_fd >= 0) {
+		/* disk records (by rate; diskevery writes them in write_page) */
+		if (disk_fd >= 0 && !P.diskevery) {
 			uint64_t want = P.diskrate ? due(P.diskrate, t_start, t)
 						   : disk_done + 1;
 
