@@ -222,6 +222,9 @@ for ver in "${versions[@]}"; do
 			kill -$sg "$pid"
 			wait "$pid"
 			expect_eq "$d: exit 0" 0 "$?"
+			# (QEMU < 9.0 without KVM adds the live-checkpoint
+			# warning: t-blkstress tests it)
+			sed -i '/^snapctl: warning: QEMU [0-8]\.[0-9.]* without KVM can miss guest writes/d' "$dir/k$sg.err"
 			ck_one_line "$d: one line on stderr" "$dir/k$sg.err"
 			expect_match "$d: warns" "^snapctl: warning: SIG$sg came after the disks were cut; the checkpoint was completed$" "$dir/k$sg.err"
 			expect_match "$d: reports it done" "^checkpoint 'k$sg' " "$dir/k$sg.out"
