@@ -925,7 +925,7 @@ qmp_close(struct qmp *q)
 }
 
 int
-qmp_peer_pid(const struct qmp *q, pid_t *pid)
+qmp_peer_cred(const struct qmp *q, pid_t *pid, uid_t *uid)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
@@ -934,6 +934,15 @@ qmp_peer_pid(const struct qmp *q, pid_t *pid)
 	    getsockopt(q->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
 	    len != sizeof(cred) || cred.pid <= 0)
 		return -1;
-	*pid = cred.pid;
+	if (pid != NULL)
+		*pid = cred.pid;
+	if (uid != NULL)
+		*uid = cred.uid;
 	return 0;
+}
+
+int
+qmp_peer_pid(const struct qmp *q, pid_t *pid)
+{
+	return qmp_peer_cred(q, pid, NULL);
 }

@@ -191,4 +191,7 @@ void qmp_close(struct qmp *q);
 #include <sys/types.h>
 int qmp_peer_pid(const struct qmp *q, pid_t *pid);
 
+/* The same, with the peer's user id too (either pointer may be NULL). */
+int qmp_peer_cred(const struct qmp *q, pid_t *pid, uid_t *uid);
+
 #endif

@@ -5,6 +5,8 @@
  */
 #include <sys/stat.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,6 +354,40 @@ vm_disks_free(struct blockinfo *b, size_t n)
 
 /* ---- the overlay cut ---------------------------------------------------- */
 
+/*
+ * Overlays hold guest data, so each file is made here first, empty and
+ * 0600, with O_EXCL and O_NOFOLLOW (never over a file, never through a
+ * symlink); QEMU's image creation then opens and truncates it and keeps
+ * its mode instead of making it 0644 under its own umask.  Only when QEMU
+ * runs as this user: a file of ours might be one it cannot open, and then
+ * QEMU makes it as before.
+ */
+static int
+overlays_precreate(const struct qmp *q, struct vm_overlay *v, size_t n,
+    struct err *e)
+{
+	uid_t uid;
+	size_t i;
+	int fd;
+
+	if (qmp_peer_cred(q, NULL, &uid) < 0 || uid != geteuid())
+		return 0;
+	for (i = 0; i < n; i++) {
+		fd = open(v[i].file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+		if (fd < 0) {
+			err_set(e, ERR_FAIL, "cannot create the overlay '%s': %s",
+			    v[i].file, errno == EEXIST ?
+			    "it exists already" : strerror(errno));
+			vm_overlays_remove(v, i);
+			return -1;
+		}
+		close(fd);
+		v[i].created = 1;
+	}
+	return 0;
+}
+
 int
 vm_overlays_cut(struct qmp *q, struct vm_overlay *v, size_t n,
     struct err *e)
@@ -363,6 +399,8 @@ vm_overlays_cut(struct qmp *q, struct vm_overlay *v, size_t n,
 
 	if (n == 0)
 		return 0;
+	if (overlays_precreate(q, v, n, e) < 0)
+		return -1;
 	actions = json_array();
 	for (i = 0; i < n; i++) {
 		dev = v[i].device != NULL && *v[i].device != '\0';

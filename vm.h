@@ -144,8 +144,11 @@ struct vm_overlay {
 
 /*
  * Put a new overlay on top of each disk in one transaction: all disks or
- * none.  QEMU creates (and would overwrite) each file: the caller makes
- * sure none exists.  0: every overlay is active, each created set.  -1
+ * none.  Each file is made 0600 first (O_EXCL, O_NOFOLLOW: an existing
+ * file or symlink is "cannot create the overlay 'FILE': it exists
+ * already") when QEMU runs as this user; QEMU creates the image in it
+ * (else creates the file itself, and would overwrite one: the caller makes
+ * sure none exists).  0: every overlay is active, each created set.  -1
  * with e filled ("transaction: ..."): after an error reply QEMU rolled
  * back and the files it made are removed here (created 0); after a
  * timeout or a disconnect they may exist and be in use, so created stays

@@ -177,7 +177,7 @@ for ver in "${versions[@]}"; do
 		expect_code 1 "$d: exit 1" "$SNAPCTL" "${S[@]}" checkpoint --overlay-dir "$dir/ro" x2
 		cp "$TESTDIR/stderr" "$dir/x2.err"
 		ck_one_line "$d: one line on stderr" "$dir/x2.err"
-		expect_match "$d: names the transaction" 'transaction.*Read-only file system' "$dir/x2.err"
+		expect_match "$d: names the overlay it cannot create" "cannot create the overlay '$dir/ro/d0.x2.qcow2': Read-only file system" "$dir/x2.err"
 		ck_guest_back "$name" "$store" "$before" "$d"
 		no_overlays "$d" x2
 		check "$d: no checkpoint" test ! -e "$store/x2"
@@ -195,7 +195,7 @@ for ver in "${versions[@]}"; do
 			else
 				not_ok "$d: the agent froze and thawed" "$(grep fsfreeze "$tr" | cut -c1-100)"
 			fi
-			expect_match "$d: one error line" '^snapctl: .*transaction' <(grep -v '^[<-]' "$tr")
+			expect_match "$d: one error line" '^snapctl: .*cannot create the overlay .*Read-only file system' <(grep -v '^[<-]' "$tr")
 			st=$(vm_qga "$name" '{"execute":"guest-fsfreeze-status"}' | jq_get - return)
 			expect_eq "$d: the agent says thawed" thawed "$st"
 			ck_guest_back "$name" "$store" "$before" "$d"

@@ -162,6 +162,7 @@ for ver in "${versions[@]}"; do
 	expect_eq "QEMU $ver c1: disks.0.file is the old image" "$dir/d0.qcow2" "$(jq_get "$m" disks.0.file)"
 	expect_eq "QEMU $ver c1: overlay beside it as d0.c1.qcow2" "$dir/d0.c1.qcow2" "$(jq_get "$m" disks.0.overlay)"
 	check "QEMU $ver c1: the overlay exists" test -f "$dir/d0.c1.qcow2"
+	expect_eq "QEMU $ver c1: the overlay is 0600 (guest data)" 600 "$(stat -c %a "$dir/d0.c1.qcow2")"
 	expect_eq "QEMU $ver c1: the VM writes to the overlay" "$dir/d0.c1.qcow2" "$(ck_active_file "$name" vd0)"
 	expect_eq "QEMU $ver c1: size of the frozen image" "$(stat -c %s "$dir/d0.qcow2")" "$(jq_get "$m" disks.0.size)"
 	after=$(ck_settings "$name")

@@ -175,6 +175,7 @@ for ver in 7.2 10.0; do
 		ok "QEMU $ver: restore c1"
 		ov=$(jq_get "$dir/r1.json" disks.0.overlay)
 		check "QEMU $ver: the new overlay exists" test -f "$ov"
+		expect_eq "QEMU $ver: ... 0600 (guest data)" 600 "$(stat -c %a "$ov")"
 		expect_eq "QEMU $ver: the guest writes to it" "$ov" "$(ck_active_file "t$v" vd0)"
 		expect_eq "QEMU $ver: the guest runs" running "$(ck_status "t$v")"
 		expect_eq "QEMU $ver: --json status" running "$(jq_get "$dir/r1.json" status)"
