@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "checkpoint_int.h"
+#include "diskfile.h"
 #include "store.h"
 #include "util.h"
 #include "vm.h"
@@ -34,52 +35,6 @@ excluded(const struct ckpt_opts *o, const char *device, const char *qdev,
 			return 1;
 	}
 	return 0;
-}
-
-/* "disk" from "/vm/disk.qcow2". */
-static char *
-image_stem(const char *path)
-{
-	const char *base = strrchr(path, '/'), *dot;
-
-	base = base != NULL ? base + 1 : path;
-	dot = strrchr(base, '.');
-	if (dot == NULL || dot == base)
-		return xstrdup(base);
-	return xstrndup(base, (size_t)(dot - base));
-}
-
-/*
- * The stem for a disk's overlay.  When its active image is the overlay the
- * parent checkpoint made ("<stem>.<parent>.qcow2"), the parent's stem: a
- * chain reads d0.qcow2 <- d0.c1.qcow2 <- d0.c2.qcow2, not d0.c1.c2.qcow2.
- */
-static char *
-overlay_stem(const char *file, const char *device, const json_t *parent)
-{
-	const json_t *pd;
-	const char *pname, *base, *ov;
-	char *suffix, *stem = NULL;
-	size_t i, bl, sl;
-
-	pname = json_str(parent, "name");
-	base = strrchr(file, '/');
-	base = base != NULL ? base + 1 : file;
-	json_array_foreach(json_object_get(parent, "disks"), i, pd) {
-		ov = json_str(pd, "overlay");
-		if (pname == NULL || ov == NULL || strcmp(ov, file) != 0 ||
-		    json_str(pd, "device") == NULL ||
-		    strcmp(json_str(pd, "device"), device) != 0)
-			continue;
-		suffix = xasprintf(".%s.qcow2", pname);
-		bl = strlen(base);
-		sl = strlen(suffix);
-		if (bl > sl && strcmp(base + bl - sl, suffix) == 0)
-			stem = xstrndup(base, bl - sl);
-		free(suffix);
-		break;
-	}
-	return stem != NULL ? stem : image_stem(file);
 }
 
 /* A file name we can place an overlay beside: absolute, no protocol. */
@@ -171,8 +126,8 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 		d->format = fmt != NULL ? xstrdup(fmt) : NULL;
 		d->backing = bk != NULL ? xstrdup(bk) : NULL;
 		if (overlay_dir != NULL) {
-			stem = plain_path(file) ? overlay_stem(file, id,
-			    c->parent_m) : xstrdup(id);
+			stem = plain_path(file) ? diskfile_stem(file) :
+			    xstrdup(id);
 			d->overlay = xasprintf("%s/%s.%s.qcow2", overlay_dir,
 			    stem, c->name);
 			free(stem);
@@ -183,7 +138,7 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 				    "--overlay-dir", file ? file : "?", id);
 				goto out;
 			}
-			stem = overlay_stem(file, id, c->parent_m);
+			stem = diskfile_stem(file);
 			dir = path_dirname(file);
 			d->overlay = xasprintf("%s/%s.%s.qcow2", dir, stem,
 			    c->name);

@@ -193,3 +193,57 @@ out:
 	diskfile_release(&d);
 	return rc;
 }
+
+/* "disk" from "/vm/disk.qcow2". */
+static char *
+name_stem(const char *path)
+{
+	const char *base = strrchr(path, '/'), *dot;
+
+	base = base != NULL ? base + 1 : path;
+	dot = strrchr(base, '.');
+	if (dot == NULL || dot == base)
+		return xstrdup(base);
+	return xstrndup(base, (size_t)(dot - base));
+}
+
+/* 1 if path's base name is "STEM." followed by something. */
+static int
+extends_stem(const char *path, const char *stem)
+{
+	const char *base = strrchr(path, '/');
+	size_t n = strlen(stem);
+
+	base = base != NULL ? base + 1 : path;
+	return n > 0 && strncmp(base, stem, n) == 0 && base[n] == '.' &&
+	    base[n + 1] != '\0';
+}
+
+char *
+diskfile_stem(const char *path)
+{
+	char *chain[DISKFILE_STEM_DEPTH], *stem;
+	struct diskfile d;
+	size_t n = 0, i;
+
+	chain[n++] = xstrdup(path);
+	while (n < DISKFILE_STEM_DEPTH &&
+	    diskfile_probe(chain[n - 1], &d, NULL) == 0) {
+		if (d.backing == NULL || strchr(d.backing, ':') != NULL) {
+			diskfile_release(&d);
+			break;
+		}
+		chain[n++] = d.backing;
+		d.backing = NULL;
+		diskfile_release(&d);
+	}
+	stem = name_stem(chain[n - 1]);
+	for (i = n - 1; i-- > 0;)
+		if (!extends_stem(chain[i], stem)) {
+			free(stem);
+			stem = name_stem(chain[i]);
+		}
+	for (i = 0; i < n; i++)
+		free(chain[i]);
+	return stem;
+}

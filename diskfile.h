@@ -45,4 +45,19 @@ int diskfile_same(const char *a, const char *b);
  */
 int diskfile_check(const json_t *disk, struct err *e);
 
+/*
+ * The stem for a file snapctl puts on top of the image at path (an overlay
+ * "STEM.NAME.qcow2", a restore's "STEM.restore-TIME.qcow2"): walking path's
+ * backing chain (qcow2 headers, at most DISKFILE_STEM_DEPTH files) from the
+ * bottom, the stem of the lowest image whose name every image above it
+ * extends as "STEM.<more>".  So d0.qcow2 <- d0.c1.qcow2 <-
+ * d0.restore-T.qcow2 gives "d0" whichever store made them, and names never
+ * grow; an image that does not extend the one below it ("vm1.qcow2" on
+ * "debian.qcow2") starts its own stem.  A chain that cannot be read ends
+ * where it cannot: at worst path's own name up to its last '.'.
+ * Allocated.
+ */
+#define DISKFILE_STEM_DEPTH 256
+char *diskfile_stem(const char *path);
+
 #endif

@@ -514,15 +514,11 @@ check_disks(struct rs *s, struct err *e)
 static char *
 overlay_path(const struct rs *s, const char *file, const char *stamp)
 {
-	const char *base = strrchr(file, '/'), *dot;
 	char *dir, *stem, *p;
 	struct stat st;
 	int i;
 
-	base = base != NULL ? base + 1 : file;
-	dot = strrchr(base, '.');
-	stem = dot != NULL && dot != base ? xstrndup(base,
-	    (size_t)(dot - base)) : xstrdup(base);
+	stem = diskfile_stem(file);
 	dir = s->o->overlay_dir != NULL ? xstrdup(s->o->overlay_dir) :
 	    path_dirname(file);
 	p = xasprintf("%s/%s.restore-%s.qcow2", dir, stem, stamp);

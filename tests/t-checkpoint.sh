@@ -315,6 +315,17 @@ for ver in "${versions[@]}"; do
 		not_ok "QEMU $ver: snapctl reaches pre-switchover" "$(cat "$dir/k1.err")"
 	fi
 
+	# ---- names do not grow: another store, then this one again -----------
+	# Each new overlay is d0.NAME.qcow2 whatever store made the file
+	# below it (issue 11: d1.f1.f11.k13....qcow2 grew until QEMU failed).
+	other=$dir/other-store
+	expect_code 0 "QEMU $ver: a checkpoint into another store" "$SNAPCTL" \
+		-s "$(vm_path "$name" qmp)" -d "$other" checkpoint --disk-only o1
+	expect_eq "QEMU $ver: ... its overlay is d0.o1.qcow2" "$dir/d0.o1.qcow2" "$(ck_active_file "$name" vd0)"
+	expect_code 0 "QEMU $ver: then one into this store" "$SNAPCTL" "${S[@]}" checkpoint --disk-only c5
+	expect_eq "QEMU $ver: ... its overlay is d0.c5.qcow2" "$dir/d0.c5.qcow2" "$(ck_active_file "$name" vd0)"
+	expect_eq "QEMU $ver: ... and c5's disk state is o1's overlay" "$dir/d0.o1.qcow2" "$(jq_get "$store/c5/manifest.json" disks.0.file)"
+
 	# ---- restore c2: memory and disk of the same instant -----------------
 	if [ $have_export -eq 0 ]; then
 		skip "QEMU $ver: restore c2" "snapctl export is not there yet"

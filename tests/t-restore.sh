@@ -187,6 +187,9 @@ for ver in 7.2 10.0; do
 			"$SNAPCTL" -s "$tq" -d "$store" -q checkpoint --disk-only p2 2>"$dir/p2.err"; then
 			expect_eq "QEMU $ver: a checkpoint of the restored VM has c1 as its parent" c1 "$(jq_get "$store/p1/manifest.json" parent)"
 			expect_eq "QEMU $ver: ... and the next one p1" p1 "$(jq_get "$store/p2/manifest.json" parent)"
+			# Names do not compound: d0.p1.qcow2 on d0.restore-T.qcow2.
+			expect_eq "QEMU $ver: p1's overlay is d0.p1.qcow2" "$(dirname "$ov")/d0.p1.qcow2" "$(jq_get "$store/p1/manifest.json" disks.0.overlay)"
+			expect_eq "QEMU $ver: p2's overlay is d0.p2.qcow2" "$(dirname "$ov")/d0.p2.qcow2" "$(jq_get "$store/p2/manifest.json" disks.0.overlay)"
 			check "QEMU $ver: the store notes which checkpoint that QEMU came from" test -f "$store/.last-$(vm_pid "t$v").json"
 		else
 			not_ok "QEMU $ver: checkpoints of the restored VM" "$(cat "$dir/p1.err" "$dir/p2.err")"
