@@ -115,9 +115,30 @@ store_open(const char *dir, int create, struct err *e)
 		goto fail;
 	}
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		err_sys(e, ERR_FAIL, "cannot open store '%s'", dir);
 		goto fail;
+	}
+	/* Others who can write the store could swap its files: a store of
+	 * ours is tightened to 0700, anyone else's refused, and so is a
+	 * shared directory such as /tmp (sticky), never to be chmod'ed. */
+	if ((st.st_mode & 022) != 0) {
+		if (st.st_mode & S_ISVTX) {
+			err_set(e, ERR_FAIL, "store '%s' is a shared directory "
+			    "(sticky, writable by others): use a directory of "
+			    "its own", dir);
+			goto fail;
+		}
+		if (st.st_uid != geteuid()) {
+			err_set(e, ERR_FAIL, "store '%s' can be written by "
+			    "others and is not ours: refused", dir);
+			goto fail;
+		}
+		if (fchmod(fd, 0700) < 0) {
+			err_sys(e, ERR_FAIL, "cannot make store '%s' 0700",
+			    dir);
+			goto fail;
+		}
 	}
 	s = xcalloc(1, sizeof(*s));
 	s->path = xstrdup(dir);

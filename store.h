@@ -45,6 +45,8 @@ void store_default_name(double t, char out[32]);
  * Open the store at dir.  With create, a missing directory is made 0700
  * (its parent must exist).  A symlink, or anything but a directory, is
  * refused (ERR_FAIL), and so is a store that does not exist without create.
+ * A store that group or others can write is made 0700 when it is ours;
+ * else, or when it is sticky (/tmp), it is refused (ERR_FAIL).
  * NULL with e filled.
  */
 struct store *store_open(const char *dir, int create, struct err *e);

@@ -70,6 +70,26 @@ expect_code 0 "list -d DIR: a global option after the command" "$SNAPCTL" list -
 expect_eq "... an empty store prints nothing" "" "$(cat "$TESTDIR/stdout" "$TESTDIR/stderr")"
 expect_code 0 "list --dir DIR --json -q -v" "$SNAPCTL" list --dir "$TESTDIR/st" --json -q -v
 expect_eq "... []" "[]" "$(cat "$TESTDIR/stdout")"
+
+# A store others can write (issue 11): ours is made 0700, a sticky one
+# (shared like /tmp) is refused and left as it was.
+mkdir "$TESTDIR/st777" && chmod 0777 "$TESTDIR/st777"
+expect_code 0 "list of a store of ours that is 0777" "$SNAPCTL" -d "$TESTDIR/st777" list
+expect_eq "... it is made 0700" 700 "$(stat -c %a "$TESTDIR/st777")"
+mkdir "$TESTDIR/st1777" && chmod 1777 "$TESTDIR/st1777"
+expect_code 1 "a sticky store writable by others is refused" "$SNAPCTL" -d "$TESTDIR/st1777" list
+expect_match "... saying why" "^snapctl: store '.*/st1777' is a shared directory \(sticky, writable by others\): use a directory of its own$" "$TESTDIR/stderr"
+expect_eq "... and its mode is untouched" 1777 "$(stat -c %a "$TESTDIR/st1777")"
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	mkdir "$TESTDIR/stother" && chmod 0777 "$TESTDIR/stother" && chown 65534 "$TESTDIR/stother"
+	chmod o+x "$TESTDIR"
+	expect_code 1 "someone else's store writable by others is refused" \
+		setpriv --reuid 1000 --regid 1000 --clear-groups "$SNAPCTL" -d "$TESTDIR/stother" list
+	expect_match "... saying why" "can be written by others and is not ours: refused" "$TESTDIR/stderr"
+	expect_eq "... and its mode is untouched" 777 "$(stat -c %a "$TESTDIR/stother")"
+else
+	skip "someone else's store writable by others" "needs root and setpriv"
+fi
 expect_code 3 "qmp -s SOCKET QUERY: -s after the command" env SNAPCTL_CONNECT_TIMEOUT=0 "$SNAPCTL" qmp -s "$TESTDIR/nosock" query-status
 expect_match "... it is used" "^snapctl: cannot connect to '$TESTDIR/nosock'" "$TESTDIR/stderr"
 expect_code 2 "checkpoint --bogus" env -u SNAPCTL_SOCKET "$SNAPCTL" checkpoint --bogus
