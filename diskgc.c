@@ -183,6 +183,23 @@ lookup(const struct gc *g, const char *path)
 	return node_find(g, path, stat(path, &st) == 0 ? &st : NULL);
 }
 
+/*
+ * 1 if the manifest's disk entry d recorded nd's device and inode when
+ * snapctl made it: a path alone proves nothing (an edited manifest, a file
+ * put there since), so an entry without them proves nothing either.
+ */
+static int
+proven(const struct node *nd, const json_t *d, const char *dev_key,
+    const char *ino_key)
+{
+	const json_t *dev = json_object_get(d, dev_key);
+	const json_t *ino = json_object_get(d, ino_key);
+
+	return nd->exists && json_is_integer(dev) && json_is_integer(ino) &&
+	    (uint64_t)json_integer_value(dev) == (uint64_t)nd->dev &&
+	    (uint64_t)json_integer_value(ino) == (uint64_t)nd->ino;
+}
+
 /* Candidates, in manifest order, and what snapctl made. */
 static void
 collect(struct gc *g, const struct diskgc_opts *o)
@@ -201,10 +218,12 @@ collect(struct gc *g, const struct diskgc_opts *o)
 
 	json_array_foreach(o->all, i, m) {
 		json_array_foreach(json_object_get(m, "disks"), j, d) {
-			if ((n = lookup(g, json_str(d, "overlay"))) >= 0)
+			if ((n = lookup(g, json_str(d, "overlay"))) >= 0 &&
+			    proven(&g->v[n], d, "overlay_dev", "overlay_ino"))
 				g->v[n].made = 1;
 			if (json_str(d, "file_made_by") != NULL &&
-			    (n = lookup(g, json_str(d, "file"))) >= 0)
+			    (n = lookup(g, json_str(d, "file"))) >= 0 &&
+			    proven(&g->v[n], d, "file_dev", "file_ino"))
 				g->v[n].made = 1;
 		}
 		if (!in_list(o->gone, json_str(m, "name")))

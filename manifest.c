@@ -149,7 +149,11 @@ check_disk(const json_t *d, struct where *w, struct err *e)
 	    want_str(d, MF_DISK_OVERLAY, 0, w, e) < 0 ||
 	    want_str(d, "format", 1, w, e) < 0 ||
 	    want_count(d, "size", 1, w, e) < 0 ||
-	    want_count(d, "mtime_ns", 1, w, e) < 0)
+	    want_count(d, "mtime_ns", 1, w, e) < 0 ||
+	    want_count(d, "overlay_dev", 1, w, e) < 0 ||
+	    want_count(d, "overlay_ino", 1, w, e) < 0 ||
+	    want_count(d, "file_dev", 1, w, e) < 0 ||
+	    want_count(d, "file_ino", 1, w, e) < 0)
 		return -1;
 	for (k = strs; *k != NULL; k++)
 		if (want_str(d, *k, 1, w, e) < 0)
@@ -289,6 +293,23 @@ made_by(const struct manifest_disk *d, const json_t *parent)
 	return NULL;
 }
 
+/* dev_key and ino_key: path's device and inode, null when there is none. */
+static void
+set_identity(json_t *dj, const char *dev_key, const char *ino_key,
+    const char *path)
+{
+	struct stat st;
+	int ok;
+
+	ok = path != NULL && lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+	    (uint64_t)st.st_ino <= (uint64_t)INT64_MAX &&
+	    (uint64_t)st.st_dev <= (uint64_t)INT64_MAX;
+	json_object_set_new(dj, dev_key, ok ?
+	    json_integer((json_int_t)st.st_dev) : json_null());
+	json_object_set_new(dj, ino_key, ok ?
+	    json_integer((json_int_t)st.st_ino) : json_null());
+}
+
 static json_t *
 build_disk(const struct manifest_disk *d, const json_t *parent_m)
 {
@@ -318,6 +339,10 @@ build_disk(const struct manifest_disk *d, const json_t *parent_m)
 	by = made_by(d, parent_m);
 	json_object_set_new(dj, "file_made_by", by ? json_string(by) :
 	    json_null());
+	/* The proof that snapctl made them, for delete --disks: a path
+	 * edited in the manifest names another inode. */
+	set_identity(dj, "file_dev", "file_ino", by ? d->file : NULL);
+	set_identity(dj, "overlay_dev", "overlay_ino", d->overlay);
 	return dj;
 }
 

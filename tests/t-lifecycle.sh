@@ -390,6 +390,22 @@ for ver in "${versions[@]}"; do
 	expect_eq "$P: ... the newest of each VM is left" "d1 x2 " "$(cd "$store" && ls -1 | tr '\n' ' ')"
 	cp "$store/x2/manifest.json" "$dir/x2.manifest"
 
+	# ---- delete --disks proves what snapctl made: device and inode ---------------
+	# A manifest edited to name a file outside the store as its overlay
+	# (issue 11) must not get that file removed.
+	printf 'not yours\n' >"$dir/victim.img"
+	mkdir -m 700 "$store/x4"
+	sed -e 's/"name": "d1"/"name": "x4"/' \
+		-e "s|\"overlay\": \"[^\"]*\"|\"overlay\": \"$dir/victim.img\"|" \
+		"$store/d1/manifest.json" >"$store/x4/manifest.json"
+	expect_eq "$P: x4's manifest names the victim as its overlay" "$dir/victim.img" "$(jq_get "$store/x4/manifest.json" disks.0.overlay)"
+	expect_code 0 "$P: delete --disks x4" "$SNAPCTL" "${D[@]}" delete --disks x4
+	expect_match "$P: ... keeps the file it did not make" "^kept '$dir/victim.img': not created by snapctl(;|$)" "$TESTDIR/stdout"
+	expect_eq "$P: ... which is intact" "not yours" "$(cat "$dir/victim.img")"
+	rm -f "$dir/victim.img"
+	expect_eq "$P: d1's overlay records its device and inode" "$(stat -c '%d %i' "$dir/d0.d1.qcow2")" \
+		"$(jq_get "$store/d1/manifest.json" disks.0.overlay_dev) $(jq_get "$store/d1/manifest.json" disks.0.overlay_ino)"
+
 	# ---- the info fragment starts a real QEMU on d1's disk -----------------------
 	expect_code 0 "$P: info d1" "$SNAPCTL" "${D[@]}" info d1
 	args=()
