@@ -327,24 +327,29 @@ for ver in "${versions[@]}"; do
 	expect_eq "QEMU $ver: ... and c5's disk state is o1's overlay" "$dir/d0.o1.qcow2" "$(jq_get "$store/c5/manifest.json" disks.0.file)"
 
 	# ---- restore c2: memory and disk of the same instant -----------------
+	# (QEMU < 9.0 under TCG can miss guest writes in a live checkpoint:
+	# README Limits, t-blkstress.  There the --pause checkpoint c3 is
+	# restored; a live one on 10.0.)
+	rk=c2
+	[ "$ver" = 7.2 ] && [ "${SNAPCTL_TEST_ACCEL:-tcg}" = tcg ] && rk=c3
 	if [ $have_export -eq 0 ]; then
-		skip "QEMU $ver: restore c2" "snapctl export is not there yet"
+		skip "QEMU $ver: restore $rk" "snapctl export is not there yet"
 		continue
 	fi
-	m2=$store/c2/manifest.json
+	m2=$store/$rk/manifest.json
 	rname=r${ver//./}
-	if ! "$SNAPCTL" export "$store/c2/memory.img" "$dir/c2.stream" 2>"$dir/export.err"; then
-		not_ok "QEMU $ver: snapctl export c2" "$(cat "$dir/export.err")"
+	if ! "$SNAPCTL" export "$store/$rk/memory.img" "$dir/$rk.stream" 2>"$dir/export.err"; then
+		not_ok "QEMU $ver: snapctl export $rk" "$(cat "$dir/export.err")"
 		continue
 	fi
 	vm_qemu_img "$ver" create -q -f qcow2 -b "$(jq_get "$m2" disks.0.file)" -F qcow2 "$dir/restore.qcow2"
 	if ! vm_start "$rname" --qemu "$ver" --machine "$(jq_get "$m2" vm.machine)" --agent \
 		--disk "$dir/restore.qcow2" --append "$CHURN" --incoming 2>"$dir/r.err"; then
-		not_ok "QEMU $ver: start a QEMU to restore c2 into" "$(cat "$dir/r.err")"
+		not_ok "QEMU $ver: start a QEMU to restore $rk into" "$(cat "$dir/r.err")"
 		continue
 	fi
 	last=$(grep -a '^CHURN TICK' "$(vm_path "$name" serial)" | tail -n1 | tr -d '\r')
-	check "QEMU $ver: c2's memory loads into a fresh QEMU" vm_load_raw "$rname" "$dir/c2.stream"
+	check "QEMU $ver: $rk's memory loads into a fresh QEMU" vm_load_raw "$rname" "$dir/$rk.stream"
 	check "QEMU $ver: cont" vm_qmp_raw "$rname" '{"execute":"cont"}'
 	tick=$(vm_wait_serial "$rname" '^CHURN TICK' 60)
 	rrun=${tick##*run=}
