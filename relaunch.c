@@ -336,8 +336,8 @@ drop_node(struct cmd *c, const char *child)
 }
 
 static void
-rewrite_blockdev(struct cmd *c, struct qarg *a, const char *node,
-    const char *file, const char *fmt, int nolock)
+rewrite_blockdev(struct cmd *c, struct qarg *a, const char *file,
+    const char *fmt, int nolock)
 {
 	static const char *const skip[] = { "file", "driver", "backing",
 	    NULL };
@@ -376,7 +376,6 @@ rewrite_blockdev(struct cmd *c, struct qarg *a, const char *node,
 	kv_release(&kv);
 	free(a->val);
 	a->val = buf_take(&b);
-	(void)node;
 }
 
 static int
@@ -403,7 +402,7 @@ rewrite_disks(struct cmd *c, const json_t *m, const char *name, int nolock,
 		if ((a = find_opt(c, "-drive", drive)) != NULL) {
 			rewrite_drive(a, file, fmt, nolock);
 		} else if ((a = find_opt(c, "-blockdev", drive)) != NULL) {
-			rewrite_blockdev(c, a, drive, file, fmt, nolock);
+			rewrite_blockdev(c, a, file, fmt, nolock);
 		} else {
 			err_set(e, ERR_FAIL, "checkpoint '%s': cannot find disk "
 			    "'%s' in the recorded command line: restore it with "

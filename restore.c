@@ -3,6 +3,7 @@
  * checks (offline, then read-only QMP queries), overlays, the stream over a
  * file descriptor, resume.  Also starting that QEMU for --exec.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -517,6 +518,20 @@ check_disks(struct rs *s, struct err *e)
 			    "not write it", d->device);
 	}
 	return 0;
+}
+
+/* The recorded summary's devices; a signal is said the one way. */
+static int
+check_devices(struct rs *s, struct err *e)
+{
+	if (launch_compare(s->q, json_object_get(s->manifest, MF_SUMMARY),
+	    s->o->name, e) == 0)
+		return 0;
+	if (sig_caught()) {
+		err_clear(e);
+		sig_interrupted(e);
+	}
+	return -1;
 }
 
 /* ---- changing QEMU ------------------------------------------------------ */
@@ -1107,6 +1122,25 @@ remember(const struct rs *s)
 	store_close(st);
 }
 
+/* Remove directory dir made by start_prepare() and the files in it. */
+static void
+remove_dir(const char *dir)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if ((d = opendir(dir)) == NULL)
+		return;
+	fd = dirfd(d);
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0)
+			(void)unlinkat(fd, de->d_name, 0);
+	closedir(d);
+	(void)rmdir(dir);
+}
+
 /*
  * --start: QEMU's own directory (0700, new), its socket there unless -s
  * named a new one, and the recorded command line rewritten for it.
@@ -1181,9 +1215,11 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 	if (connect_qemu(&s, e) < 0)
 		goto out;
 	/* Read-only questions; QEMU is not touched until they pass. */
+	/* The devices last: the RAM and disk checks say better what to
+	 * change for the memory and disks they also cover. */
 	if (check_waiting(&s, e) < 0 || check_machine(&s, e) < 0 ||
-	    launch_compare(s.q, json_object_get(s.manifest, MF_SUMMARY),
-	    o->name, e) < 0 || check_ram(&s, e) < 0 || check_disks(&s, e) < 0)
+	    check_ram(&s, e) < 0 || check_disks(&s, e) < 0 ||
+	    check_devices(&s, e) < 0)
 		goto out;
 	if (verify_join(&s, e) < 0)
 		goto out;
@@ -1248,6 +1284,11 @@ out:
 			if (lstat(s.sock, &st) == 0 && S_ISSOCK(st.st_mode))
 				unlink(s.sock);
 		}
+		/* --start's directory goes, unless the message points
+		 * into it (QEMU's log). */
+		if (s.dir != NULL && (e == NULL || strstr(e->msg, s.dir) ==
+		    NULL))
+			remove_dir(s.dir);
 	}
 	rs_free(&s);
 	return rc;

@@ -85,11 +85,16 @@ struct restore_opts {
  * ERR_USAGE (bad name or options), ERR_FAIL (no such checkpoint, a
  * disk-only one, a damaged memory image), ERR_MISMATCH (a disk file that
  * changed, or a VM that is not waiting, has another machine type, other
- * RAM blocks or sizes, lacks a disk or opened another file for it; lazy:
+ * RAM blocks or sizes, lacks a disk or opened another file for it, lacks
+ * a device with an id or a memory backend of the recorded summary or has
+ * one of another type or size: see launch_compare(); lazy:
  * a RAM block the checkpoint lacks, pages over 4 KiB), ERR_QEMU (cannot
  * reach QEMU).  Later failures (QEMU refuses the transaction or the
  * stream, dies) remove the overlays snapctl made, as the guest never ran
- * on them; with exec_argv the QEMU snapctl started is killed.  Once QEMU
+ * on them; with exec_argv or start the QEMU snapctl started is killed
+ * (start: its directory removed unless the message names its log), and
+ * QEMU's own reason from its log ("Unknown savevm section ...") is the
+ * message's.  Once QEMU
  * has loaded the checkpoint (a deferred signal, a failed "cont") they
  * stay, named in the message: "...; the guest is paused on overlay 'F'".
  *

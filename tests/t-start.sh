@@ -134,6 +134,7 @@ for ver in 7.2 10.0; do
 	done
 	check "QEMU $ver: the original is not disturbed (its serial has no FAIL)" sh -c "! grep -aq FAIL '$(vm_path "a$v" serial)'"
 	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	rm -rf "${dirs[@]}"
 
 	# A device of another type: refused before the stream, QEMU killed.
 	before=$(ls "$dir" | grep -c 'restore-')
@@ -142,6 +143,7 @@ for ver in 7.2 10.0; do
 	expect_match "QEMU $ver: ... naming the device" "^snapctl: wrong devices: device 'usb0' is a usb-ehci in the VM, a qemu-xhci in checkpoint 'cA'$" "$TESTDIR/stderr"
 	expect_eq "QEMU $ver: ... no overlay was made" "$before" "$(ls "$dir" | grep -c 'restore-')"
 	expect_eq "QEMU $ver: ... no QEMU left" "" "$(pgrep -f "$RT/snapctl-cA" || true)"
+	expect_eq "QEMU $ver: ... nor its directory" "" "$(cd "$RT" && ls -d snapctl-cA.* 2>/dev/null)"
 	vm_kill "a$v" KILL
 
 	# ---- VM B: -drive, two disks, USB controller without an id ----------
@@ -177,6 +179,7 @@ for ver in 7.2 10.0; do
 	expect_eq "QEMU $ver: ... both disks got an overlay" 2 "$(ls "$dir" | grep -c '^b[01]\.restore-.*\.qcow2$')"
 	guest_ok "QEMU $ver: B" "$jdir/serial0.log" "$run"
 	kill -KILL "$jpid" 2>/dev/null
+	rm -rf "$jdir"
 
 	# --exec with B's command line (as vm.sh started it), without the
 	# USB controller: QEMU's own reason, from its log.
@@ -210,6 +213,7 @@ for ver in 7.2 10.0; do
 	# A record that cannot be read: --start says so, --exec restores.
 	sed -i 's/"readable": true/"readable": false/; s/"reason": null/"reason": "cannot read \x27\/proc\/1\/exe\x27: Permission denied"/' "$m"
 	expect_code 1 "QEMU $ver: --start without a readable record: exit 1" "$SNAPCTL" -d "$store" restore cB --start
+	expect_eq "QEMU $ver: ... leaving no directory" "" "$(cd "$RT" && ls -d snapctl-cB.* 2>/dev/null)"
 	expect_match "QEMU $ver: ... saying why and what to do" "^snapctl: checkpoint 'cB' has no record of how its VM was started \(cannot read '/proc/1/exe': Permission denied\): restore it with --exec -- QEMU ARGS...$" "$TESTDIR/stderr"
 	expect_code 0 "QEMU $ver: info still works" "$SNAPCTL" -d "$store" info cB
 	expect_match "QEMU $ver: ... with the -drive fragment" "^  -drive if=none,id=drive0,file=$dir/b0.qcow2,format=qcow2" "$TESTDIR/stdout"
