@@ -29,6 +29,7 @@
 
 #include "checkpoint_int.h"
 #include "ingest.h"
+#include "launch.h"
 #include "manifest.h"
 #include "sig.h"
 #include "store.h"
@@ -412,6 +413,14 @@ build_manifest(struct ckpt *c, const char *parent)
 	in.frozen_ms = c->freeze_ms;
 	m = manifest_build(&in);
 	free(disks);
+	/* How the VM was started, for restore --start; a VM whose record
+	 * cannot be read still gets its checkpoint (launch says why). */
+	if (m != NULL) {
+		json_object_set_new(m, MF_LAUNCH, launch_record(c->q));
+		json_object_set_new(m, MF_SUMMARY, launch_summary(c->q, NULL));
+		if (json_object_get(m, MF_SUMMARY) == NULL)
+			json_object_set_new(m, MF_SUMMARY, json_null());
+	}
 	return m;
 }
 

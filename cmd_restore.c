@@ -16,7 +16,7 @@
 
 enum {
 	OPT_PAUSED = 256, OPT_DRY_RUN, OPT_OVERLAY_DIR, OPT_TIMEOUT, OPT_EXEC,
-	OPT_EXEC_LOG, OPT_LAZY,
+	OPT_EXEC_LOG, OPT_LAZY, OPT_START,
 };
 
 static void
@@ -35,6 +35,15 @@ print_summary(const json_t *r)
 		    json_string_value(json_object_get(r, "machine")),
 		    json_string_value(json_object_get(r, "qemu")));
 		return;
+	}
+	if (json_object_get(r, "dir") != NULL) {
+		/* What a script needs first: where to talk, whom to stop. */
+		printf("socket %s\n", json_string_value(json_object_get(r,
+		    "socket")));
+		printf("pid %" JSON_INTEGER_FORMAT "\n", json_integer_value(
+		    json_object_get(r, "pid")));
+		printf("dir %s\n", json_string_value(json_object_get(r,
+		    "dir")));
 	}
 	printf("restored '%s' into the QEMU at '%s'%s: guest %s\n",
 	    json_string_value(json_object_get(r, "name")),
@@ -67,6 +76,7 @@ static const struct option restore_opts[] = {
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "exec", no_argument, NULL, OPT_EXEC },
 	{ "exec-log", required_argument, NULL, OPT_EXEC_LOG },
+	{ "start", no_argument, NULL, OPT_START },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -76,7 +86,7 @@ cmd_restore(const struct cmd_args *a, struct err *e)
 	struct restore_opts o = RESTORE_OPTS_INIT;
 	json_t *rep = NULL;
 	const char *hold;
-	int i, exec = 0, rc;
+	int i, exec = 0, start = 0, rc;
 
 	for (i = 0; i < a->nopts; i++) {
 		switch (a->opts[i].id) {
@@ -103,24 +113,39 @@ cmd_restore(const struct cmd_args *a, struct err *e)
 		case OPT_EXEC_LOG:
 			o.exec_log = a->opts[i].arg;
 			break;
+		case OPT_START:
+			start = 1;
+			break;
 		}
 	}
+	if (exec && start)
+		return err_set(e, ERR_USAGE, "restore: --exec and --start "
+		    "exclude each other");
 	/* NAME, then with --exec the QEMU command line after "--". */
 	if (a->ndash == 0)
 		return err_set(e, ERR_USAGE, "restore: missing arguments");
-	if (a->ndash > 1 || (!exec && a->ndash < a->argc))
+	if (a->ndash > 1 || (!exec && !start && a->ndash < a->argc))
 		return err_set(e, ERR_USAGE, "restore: unexpected argument "
-		    "'%s' (a QEMU command line goes after --exec --)",
-		    a->argv[1]);
+		    "'%s' (a QEMU command line goes after --exec --, extra "
+		    "QEMU arguments after --start --)", a->argv[1]);
 	if (exec && a->ndash == a->argc)
 		return err_set(e, ERR_USAGE, "restore: --exec needs a QEMU "
 		    "command line: restore NAME --exec -- qemu-system-x86_64 "
 		    "ARGS...");
-	if (o.exec_log != NULL && !exec)
-		return err_set(e, ERR_USAGE, "--exec-log is for --exec");
+	if (o.exec_log != NULL && !exec && !start)
+		return err_set(e, ERR_USAGE, "--exec-log is for --exec and "
+		    "--start");
+	/* --start makes its own socket: SNAPCTL_SOCKET is likely the
+	 * original VM's, only an explicit -s names one. */
+	if (!start && options.socket == NULL)
+		return err_set(e, ERR_USAGE, "restore: no QMP socket: use -s "
+		    "or SNAPCTL_SOCKET");
 	o.name = a->argv[0];
 	o.exec_argv = exec ? a->argv + a->ndash : NULL;
-	o.socket = options.socket;
+	o.start = start;
+	o.start_extra = start ? a->argv + a->ndash : NULL;
+	o.socket = start && options.socket == getenv("SNAPCTL_SOCKET") ?
+	    NULL : options.socket;
 	o.store = options.dir;
 	o.qmp_timeout_ms = options.timeout_ms;
 	if (cmd_connect_timeout(&o.connect_ms, e) < 0)
@@ -153,7 +178,8 @@ cmd_restore(const struct cmd_args *a, struct err *e)
 
 const struct cmd_entry cmd_restore_entry = {
 	"restore", "[--paused] [--lazy] [--dry-run] [--overlay-dir DIR] "
-	"[--timeout SEC] NAME [--exec [--exec-log FILE] -- QEMU ARGS...]",
+	"[--timeout SEC] NAME [--exec [--exec-log FILE] -- QEMU ARGS... | "
+	"--start [--exec-log FILE] [-- EXTRA ARGS...]]",
 	"load a checkpoint into a QEMU waiting with -incoming defer",
 	"  --paused             leave the guest paused after the load\n"
 	"  --lazy               postcopy: the guest runs once its devices\n"
@@ -166,11 +192,18 @@ const struct cmd_entry cmd_restore_entry = {
 	"                       -S and a QMP monitor on -s SOCKET; it is\n"
 	"                       left running (killed if the restore fails)\n"
 	"  --exec-log FILE      QEMU's output (default SOCKET.log)\n"
+	"  --start [-- EXTRA]   start QEMU as the checkpoint recorded it\n"
+	"                       (binary, arguments), disks on the\n"
+	"                       checkpoint's state, with its own QMP socket,\n"
+	"                       log and serial files in a new directory\n"
+	"                       (prints socket, pid, dir); EXTRA arguments\n"
+	"                       are appended, replacing recorded ones of\n"
+	"                       the same option and id (see the man page)\n"
 	"Checks the memory image, the disk files and the VM (machine type,\n"
 	"RAM blocks, disks opened on the checkpoint's files: see 'snapctl\n"
 	"info NAME') before touching QEMU; then puts a fresh overlay\n"
 	"<disk-stem>.restore-TIME.qcow2 on every disk, so the checkpoint\n"
 	"can be restored again, loads the memory and resumes the guest.",
-	"", restore_opts, 1, -1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
+	"", restore_opts, 1, -1, CMD_NEEDS_STORE |
 	CMD_JSON | CMD_OPTS_ANYWHERE | CMD_CKPT_ARGS, cmd_restore,
 };

@@ -14,8 +14,10 @@
 
 #include <jansson.h>
 
+#include "launch.h"
 #include "manifest.h"
 #include "qmp.h"
+#include "relaunch.h"
 #include "snapctl.h"
 #include "store.h"
 #include "storeops.h"
@@ -202,6 +204,39 @@ print_quoted(const char *s)
 	fputc('\'', stdout);
 }
 
+/* A shell word: as is when it needs no quotes. */
+static void
+print_word(const char *s)
+{
+	const char *p;
+
+	for (p = s; *p != '\0'; p++)
+		if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789_./:=,+-@%", *p) == NULL)
+			break;
+	if (*p == '\0' && *s != '\0')
+		fputs(s, stdout);
+	else
+		print_quoted(s);
+}
+
+/* QEMU's option syntax doubles commas inside a value. */
+static char *
+qemu_escape(const char *s)
+{
+	struct buf b = BUF_INIT;
+	char *out;
+
+	for (; *s != '\0'; s++) {
+		if (*s == ',')
+			buf_addc(&b, ',');
+		buf_addc(&b, (uint8_t)*s);
+	}
+	out = xstrndup(b.data != NULL ? (const char *)b.data : "", b.len);
+	buf_release(&b);
+	return out;
+}
+
 static void
 print_blockdev(json_t *j)
 {
@@ -223,8 +258,8 @@ info_text(const json_t *m, const json_t *raw)
 	const json_t *t = json_object_get(m, "timings");
 	const json_t *d, *v;
 	const char *node, *file, *fmt, *machine;
-	char a[32], b[32], c[32];
-	size_t i;
+	char a[32], b[32], c[32], **argv;
+	size_t i, k;
 
 	printf("checkpoint: %s\n", json_str(m, "name"));
 	printf("created:    %s\n", json_str(m, "created") ? json_str(m, "created") :
@@ -280,7 +315,28 @@ info_text(const json_t *m, const json_t *raw)
 	}
 
 	machine = json_str(vm, "machine");
-	printf("\nTo start a QEMU to restore into, give it:\n");
+	/* A disk-only checkpoint boots; it has no instant to resume. */
+	argv = json_is_object(mem) ? relaunch_argv(raw, json_str(raw, "name"),
+	    NULL, NULL, NULL) : NULL;
+	if (argv != NULL) {
+		printf("\nTo restore it, once the VM is stopped, start QEMU as "
+		    "recorded, on the checkpoint's disk state:\n ");
+		for (k = 0; argv[k] != NULL; k++) {
+			putchar(' ');
+			print_word(argv[k]);
+		}
+		printf("\nthen: snapctl -s SOCKET -d STORE restore %s\n"
+		    "or let snapctl start it beside the VM: snapctl -d STORE "
+		    "restore %s --start\n", json_str(m, "name"),
+		    json_str(m, "name"));
+		relaunch_free(argv);
+	} else if (json_is_object(mem)) {
+		printf("\nNo record of how the VM was started (%s).\n",
+		    json_str(json_object_get(m, MF_LAUNCH), "reason") ?
+		    json_str(json_object_get(m, MF_LAUNCH), "reason") :
+		    "checkpoint made before snapctl recorded it");
+	}
+	printf("\nTo start a QEMU of your own to restore into, give it:\n");
 	json_array_foreach(json_object_get(raw, "disks"), i, d) {
 		file = json_str(d, "file");
 		if (file == NULL)
@@ -289,6 +345,21 @@ info_text(const json_t *m, const json_t *raw)
 		fmt = json_str(d, "format") ? json_str(d, "format") : "raw";
 		if (node == NULL)
 			continue;
+		if (node[0] == '#' && json_str(d, "device") != NULL &&
+		    json_str(d, "device")[0] != '\0') {
+			/* A -drive VM: QEMU's own node names are not for
+			 * the command line; the drive's id is. */
+			char *f = qemu_escape(file);
+			char *w = xasprintf("if=none,id=%s,file=%s,format=%s",
+			    json_str(d, "device"), f, fmt);
+
+			fputs("  -drive ", stdout);
+			print_word(w);
+			fputs(" \\\n", stdout);
+			free(w);
+			free(f);
+			continue;
+		}
 		{
 			char *fnode = xasprintf("%s-file", node);
 
@@ -307,6 +378,8 @@ info_text(const json_t *m, const json_t *raw)
 	    machine ? machine : "(as recorded)");
 	json_array_foreach(json_object_get(m, "disks"), i, d) {
 		node = json_str(d, "node") ? json_str(d, "node") : json_str(d, "device");
+		if (node != NULL && node[0] == '#')
+			node = json_str(d, "device");
 		printf("%s%s on drive=%s", i ? ", " : " (disk ",
 		    json_str(d, "device") ? json_str(d, "device") : "?",
 		    node ? node : "?");

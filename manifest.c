@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "launch.h"
 #include "manifest.h"
 #include "util.h"
 
@@ -227,7 +228,7 @@ manifest_check(const json_t *m, const char *shown, const char *dirname,
 		if (check_disk(d, &w, e) < 0)
 			return -1;
 	}
-	return 0;
+	return launch_check(m, shown, e);
 }
 
 void

@@ -3,7 +3,9 @@
  * checks (offline, then read-only QMP queries), overlays, the stream over a
  * file descriptor, resume.  Also starting that QEMU for --exec.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,8 +18,10 @@
 
 #include "diskfile.h"
 #include "export.h"
+#include "launch.h"
 #include "lazy.h"
 #include "proc.h"
+#include "relaunch.h"
 #include "restore.h"
 #include "save.h"
 #include "sig.h"
@@ -43,6 +47,12 @@ struct rs_disk {
 
 struct rs {
 	const struct restore_opts *o;
+	const char *sock;	/* o->socket, or start's own in dir */
+	char *dir;		/* --start: QEMU's directory */
+	char *sock_own;
+	char **start_argv;	/* --start: the command line */
+	char *const *exec_argv;	/* o->exec_argv or start_argv */
+	char *log;		/* QEMU's log, when snapctl started it */
 	json_t *manifest;
 	struct img_reader *img;
 	char *img_path;
@@ -207,11 +217,12 @@ static int
 start_qemu(struct rs *s, struct err *e)
 {
 	const struct restore_opts *o = s->o;
+	char *const *exec_argv = s->exec_argv;
 	char *const *a;
 	char **argv, *qmp_arg, *esc, *log;
 	size_t n = 0, i;
 
-	for (a = o->exec_argv; *a != NULL; a++) {
+	for (a = exec_argv; *a != NULL; a++) {
 		if (strcmp(*a, "-incoming") == 0 ||
 		    strcmp(*a, "--incoming") == 0)
 			return err_set(e, ERR_USAGE, "--exec: leave -incoming "
@@ -222,25 +233,26 @@ start_qemu(struct rs *s, struct err *e)
 	if (n == 0)
 		return err_set(e, ERR_USAGE, "--exec needs a QEMU command "
 		    "line after --");
-	if (strncmp(o->socket, "tcp:", 4) == 0)
+	if (strncmp(s->sock, "tcp:", 4) == 0)
 		return err_set(e, ERR_USAGE, "--exec needs -s to be a UNIX "
 		    "socket path for the QMP monitor snapctl adds");
-	esc = qemu_opt_escape(o->socket);
+	esc = qemu_opt_escape(s->sock);
 	qmp_arg = xasprintf("unix:%s,server=on,wait=off", esc);
 	free(esc);
 	argv = xcalloc(n + 6, sizeof(*argv));
 	for (i = 0; i < n; i++)
-		argv[i] = o->exec_argv[i];
+		argv[i] = exec_argv[i];
 	argv[n++] = (char *)"-incoming";
 	argv[n++] = (char *)"defer";
 	argv[n++] = (char *)"-S";
 	argv[n++] = (char *)"-qmp";
 	argv[n++] = qmp_arg;
 	argv[n] = NULL;
-	log = o->exec_log != NULL ? xstrdup(o->exec_log) :
-	    xasprintf("%s.log", o->socket);
+	log = o->exec_log != NULL ? xstrdup(o->exec_log) : s->dir != NULL ?
+	    xasprintf("%s/qemu.log", s->dir) : xasprintf("%s.log", s->sock);
 	s->proc = proc_spawn(argv, log, "QEMU", e);
-	free(log);
+	free(s->log);
+	s->log = log;
 	free(argv);
 	free(qmp_arg);
 	return s->proc != NULL ? 0 : -1;
@@ -262,7 +274,7 @@ connect_qemu(struct rs *s, struct err *e)
 	cfg.cancelled = cancelled;
 	if (s->proc == NULL) {
 		cfg.connect_ms = s->o->connect_ms;
-		s->q = qmp_open_with(s->o->socket, &cfg, e);
+		s->q = qmp_open_with(s->sock, &cfg, e);
 		return s->q != NULL ? 0 : -1;
 	}
 	/* Our QEMU: wait for its socket while it lives. */
@@ -270,7 +282,7 @@ connect_qemu(struct rs *s, struct err *e)
 	end = now_mono_ms() + RESTORE_EXEC_CONNECT_S * 1000;
 	for (;;) {
 		err_clear(&le);
-		s->q = qmp_open_with(s->o->socket, &cfg, &le);
+		s->q = qmp_open_with(s->sock, &cfg, &le);
 		if (s->q != NULL)
 			return 0;
 		if (proc_alive(s->proc, e) < 0 || sig_interrupted(e))
@@ -295,13 +307,13 @@ check_waiting(struct rs *s, struct err *e)
 	if (st.state != VM_RS_INMIGRATE)
 		return err_set(e, ERR_MISMATCH, "the QEMU at '%s' is not "
 		    "waiting for a checkpoint (it is %s): start it with "
-		    "-incoming defer", s->o->socket, st.status[0] != '\0' ?
+		    "-incoming defer", s->sock, st.status[0] != '\0' ?
 		    st.status : "in an unknown state");
 	if (vm_migration_query(s->q, &m, e) < 0)
 		return -1;
 	if (m.status[0] != '\0' && strcmp(m.status, "none") != 0)
 		return err_set(e, ERR_MISMATCH, "the QEMU at '%s' already has "
-		    "an incoming migration (%s)", s->o->socket, m.status);
+		    "an incoming migration (%s)", s->sock, m.status);
 	return 0;
 }
 
@@ -331,7 +343,7 @@ check_machine(struct rs *s, struct err *e)
 		return err_set(e, ERR_MISMATCH, "wrong machine type: "
 		    "checkpoint '%s' is of a '%s' machine, the QEMU at '%s' "
 		    "runs '%s' (start it with -machine %s)", s->o->name,
-		    m->machine, s->o->socket, s->machine, m->machine);
+		    m->machine, s->sock, s->machine, m->machine);
 	return 0;
 }
 
@@ -508,6 +520,20 @@ check_disks(struct rs *s, struct err *e)
 	return 0;
 }
 
+/* The recorded summary's devices; a signal is said the one way. */
+static int
+check_devices(struct rs *s, struct err *e)
+{
+	if (launch_compare(s->q, json_object_get(s->manifest, MF_SUMMARY),
+	    s->o->name, e) == 0)
+		return 0;
+	if (sig_caught()) {
+		err_clear(e);
+		sig_interrupted(e);
+	}
+	return -1;
+}
+
 /* ---- changing QEMU ------------------------------------------------------ */
 
 /* "/dir/d0.restore-20261123T101500Z.qcow2", a name nobody has yet. */
@@ -606,27 +632,101 @@ name_overlays(struct rs *s, struct err *e, const char *what)
 }
 
 /*
+ * QEMU's own reason in its log: the last error line it printed that is
+ * not the generic "load of migration failed" (QEMU 7.2 prints "Unknown
+ * savevm section or instance 'X'" before it), without the program name.
+ * 1 if found.
+ */
+static int
+log_reason(const char *log, char *out, size_t n)
+{
+	char buf[8192], *line, *save = NULL, *p;
+	ssize_t len;
+	off_t size;
+	int fd, found = 0;
+
+	if (log == NULL || (fd = open(log, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	size = lseek(fd, 0, SEEK_END);
+	len = pread_full(fd, buf, sizeof(buf) - 1, size > (off_t)sizeof(buf) -
+	    1 ? size - (off_t)sizeof(buf) + 1 : 0);
+	close(fd);
+	if (len <= 0)
+		return 0;
+	buf[len] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if (strstr(line, "load of migration failed") != NULL ||
+		    strstr(line, "warning:") != NULL ||
+		    (strncmp(line, "qemu", 4) != 0 && strstr(line, "/qemu") ==
+		    NULL))
+			continue;
+		p = strstr(line, ": ");
+		if (p == NULL)
+			continue;
+		for (p += 2; *p == ' '; p++)
+			;
+		snprintf(out, n, "%s", p);
+		found = 1;
+	}
+	for (p = out; found && *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20)
+			*p = ' ';
+	return found;
+}
+
+/*
+ * "WHAT: QEMU refused the checkpoint: REASON", QEMU's own reason from
+ * its log when snapctl started it, else desc (query-migrate's).
+ */
+static void
+refused(struct rs *s, struct err *e, const char *what, const char *desc)
+{
+	char reason[512];
+	int i;
+
+	/* QEMU 10 reports the failure before it prints its reason. */
+	for (i = 0; s->log != NULL && i < 20 && !log_reason(s->log, reason,
+	    sizeof(reason)); i++)
+		usleep(50000);
+	if (s->log != NULL && log_reason(s->log, reason, sizeof(reason)))
+		err_set(e, ERR_FAIL, "%s: QEMU refused the checkpoint: %s "
+		    "(log: '%s')", what, reason, s->log);
+	else
+		err_set(e, ERR_FAIL, "%s: QEMU refused the checkpoint: %s",
+		    what, desc);
+}
+
+/*
  * Why the load failed: QEMU 9.1 on stays up and query-migrate says why;
- * QEMU 7.2 exits, and when snapctl started it, its log's last line says.
+ * QEMU 7.2 exits.  When snapctl started it, its log has QEMU's own reason
+ * (the device that differs), which comes first.
  */
 static void
 load_error(struct rs *s, struct err *e, const char *what)
 {
 	struct err le = ERR_INIT;
 	struct vm_migration m;
+	char reason[512];
 	int i;
 
 	for (i = 0; i < 50; i++) {
 		if (s->proc != NULL && proc_alive(s->proc, e) < 0) {
-			err_prefix(e, "%s: ", what);
+			if (log_reason(s->log, reason, sizeof(reason))) {
+				err_clear(e);
+				err_set(e, ERR_FAIL, "%s: QEMU refused the "
+				    "checkpoint: %s (log: '%s')", what, reason,
+				    s->log);
+			} else {
+				err_prefix(e, "%s: ", what);
+			}
 			return;
 		}
 		if (qmp_usable(s->q)) {
 			err_clear(&le);
 			if (vm_migration_query(s->q, &m, &le) == 0 &&
 			    m.error_desc[0] != '\0') {
-				err_set(e, ERR_FAIL, "%s: QEMU refused the "
-				    "checkpoint: %s", what, m.error_desc);
+				refused(s, e, what, m.error_desc);
 				return;
 			}
 		} else if (proc_pid(s->proc) <= 0) {
@@ -758,8 +858,7 @@ wait_loaded(struct rs *s, uint64_t deadline, int timeout_s, struct err *e)
 		/* postcopy-paused counts: 10.0's answer to a stream that
 		 * broke in postcopy. */
 		if (vm_migration_failed(m.status)) {
-			err_set(e, ERR_FAIL, "restore: QEMU refused the "
-			    "checkpoint: %s", m.error_desc[0] != '\0' ?
+			refused(s, e, "restore", m.error_desc[0] != '\0' ?
 			    m.error_desc : m.status);
 			goto out;
 		}
@@ -929,7 +1028,7 @@ report(struct rs *s)
 		    "overlay", s->disks[i].overlay));
 	rep = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:o, "
 	    "s:{s:I, s:I}, s:{s:f, s:f, s:f}}",
-	    "name", s->o->name, "socket", s->o->socket, "qemu", s->qemu,
+	    "name", s->o->name, "socket", s->sock, "qemu", s->qemu,
 	    "machine", s->machine,
 	    "pid", proc_pid(s->proc) > 0 ? json_integer(proc_pid(s->proc)) :
 	    json_null(),
@@ -942,6 +1041,10 @@ report(struct rs *s)
 	    "load_s", s->t_loaded ? (double)(s->t_loaded - s->t_checked) /
 	    1000.0 : 0.0,
 	    "total_s", (double)(t1 - s->t0) / 1000.0);
+	if (s->dir != NULL)
+		json_object_set_new(rep, "dir", json_string(s->dir));
+	if (s->log != NULL)
+		json_object_set_new(rep, "log", json_string(s->log));
 	if (s->o->lazy && s->t_complete) {
 		/* The guest ran after load_s; its memory was all in after
 		 * memory_s.  The requests are the pages it asked for. */
@@ -988,6 +1091,10 @@ rs_free(struct rs *s)
 	free(s->img_path);
 	proc_free(s->proc);
 	json_decref(s->manifest);
+	relaunch_free(s->start_argv);
+	free(s->sock_own);
+	free(s->dir);
+	free(s->log);
 }
 
 /*
@@ -1011,6 +1118,67 @@ remember(const struct rs *s)
 	store_close(st);
 }
 
+/* Remove directory dir made by start_prepare() and the files in it. */
+static void
+remove_dir(const char *dir)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if ((d = opendir(dir)) == NULL)
+		return;
+	fd = dirfd(d);
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0)
+			(void)unlinkat(fd, de->d_name, 0);
+	closedir(d);
+	(void)rmdir(dir);
+}
+
+/*
+ * --start: QEMU's own directory (0700, new), its socket there unless -s
+ * named a new one, and the recorded command line rewritten for it.
+ */
+static int
+start_prepare(struct rs *s, struct err *e)
+{
+	const struct restore_opts *o = s->o;
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	struct stat st;
+	char *tmpl;
+
+	if (o->socket != NULL && strncmp(o->socket, "tcp:", 4) == 0)
+		return err_set(e, ERR_USAGE, "--start needs -s to be a UNIX "
+		    "socket path for the QMP monitor snapctl adds");
+	if (o->socket != NULL && lstat(o->socket, &st) == 0)
+		return err_set(e, ERR_USAGE, "--start: '%s' exists: give -s a "
+		    "new path, or leave -s out for one of snapctl's",
+		    o->socket);
+	if (base == NULL || *base == '\0' || access(base, W_OK) < 0)
+		base = getenv("TMPDIR");
+	if (base == NULL || *base == '\0')
+		base = "/tmp";
+	tmpl = xasprintf("%s/snapctl-%s.XXXXXX", base, o->name);
+	if (mkdtemp(tmpl) == NULL) {
+		err_sys(e, ERR_FAIL, "cannot create a directory '%s'", tmpl);
+		free(tmpl);
+		return -1;
+	}
+	s->dir = tmpl;
+	if (o->socket == NULL) {
+		s->sock_own = xasprintf("%s/qmp.sock", s->dir);
+		s->sock = s->sock_own;
+	}
+	s->start_argv = relaunch_argv(s->manifest, o->name, s->dir,
+	    o->start_extra, e);
+	if (s->start_argv == NULL)
+		return -1;
+	s->exec_argv = s->start_argv;
+	return 0;
+}
+
 int
 restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 {
@@ -1020,24 +1188,34 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 
 	memset(&s, 0, sizeof(s));
 	s.o = o;
+	s.sock = o->socket;
+	s.exec_argv = o->exec_argv;
 	s.lazy_fd = -1;
 	s.t0 = now_mono_ms();
 	*out = NULL;
-	if (o->exec_argv != NULL && o->dry_run)
-		return err_set(e, ERR_USAGE, "--dry-run and --exec exclude "
-		    "each other");
+	if ((o->exec_argv != NULL || o->start) && o->dry_run)
+		return err_set(e, ERR_USAGE, "--dry-run and --%s exclude "
+		    "each other", o->start ? "start" : "exec");
+	if (o->exec_argv != NULL && o->start)
+		return err_set(e, ERR_USAGE, "--start and --exec exclude each "
+		    "other");
 
 	/* Before QEMU: the checkpoint itself. */
 	if (load_checkpoint(&s, e) < 0 || sig_interrupted(e) ||
 	    verify_start(&s, e) < 0)
 		goto out;
-	if (o->exec_argv != NULL && start_qemu(&s, e) < 0)
+	if (o->start && start_prepare(&s, e) < 0)
+		goto out;
+	if (s.exec_argv != NULL && start_qemu(&s, e) < 0)
 		goto out;
 	if (connect_qemu(&s, e) < 0)
 		goto out;
 	/* Read-only questions; QEMU is not touched until they pass. */
+	/* The devices last: the RAM and disk checks say better what to
+	 * change for the memory and disks they also cover. */
 	if (check_waiting(&s, e) < 0 || check_machine(&s, e) < 0 ||
-	    check_ram(&s, e) < 0 || check_disks(&s, e) < 0)
+	    check_ram(&s, e) < 0 || check_disks(&s, e) < 0 ||
+	    check_devices(&s, e) < 0)
 		goto out;
 	if (verify_join(&s, e) < 0)
 		goto out;
@@ -1099,9 +1277,14 @@ out:
 			qmp_close(s.q);
 			s.q = NULL;
 			proc_kill(s.proc);
-			if (lstat(o->socket, &st) == 0 && S_ISSOCK(st.st_mode))
-				unlink(o->socket);
+			if (lstat(s.sock, &st) == 0 && S_ISSOCK(st.st_mode))
+				unlink(s.sock);
 		}
+		/* --start's directory goes, unless the message points
+		 * into it (QEMU's log). */
+		if (s.dir != NULL && (e == NULL || strstr(e->msg, s.dir) ==
+		    NULL))
+			remove_dir(s.dir);
 	}
 	rs_free(&s);
 	return rc;

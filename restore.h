@@ -45,6 +45,16 @@ struct restore_opts {
 	 */
 	char *const *exec_argv;
 	const char *exec_log;
+	/*
+	 * Start QEMU from the checkpoint's record of how its VM was started
+	 * (relaunch.h), with start_extra (may be NULL) appended, in a new
+	 * 0700 directory $XDG_RUNTIME_DIR (else $TMPDIR, else
+	 * /tmp)/snapctl-NAME.XXXXXX holding its QMP socket qmp.sock (unless
+	 * socket, which must not exist yet, names another), log qemu.log
+	 * (unless exec_log) and serial files; then as exec_argv.
+	 */
+	int start;
+	char *const *start_extra;
 	int timeout_s;		/* the load; 0: RESTORE_DEFAULT_TIMEOUT_S */
 	int connect_ms;		/* retry a missing socket this long */
 	int qmp_timeout_ms;	/* 0: qmp.h's default */
@@ -59,12 +69,13 @@ struct restore_opts {
 	int test_hold_ms;
 };
 #define RESTORE_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, \
-	0, 0, 0, NULL, NULL, 0 }
+	0, NULL, 0, 0, 0, NULL, NULL, 0 }
 
 /*
  * Restore checkpoint o->name of store o->store into the QEMU at o->socket.
  * On success returns 0 and *report (new reference) says what was done:
- * {name, socket, qemu, machine, pid (with exec_argv, else null), status
+ * {name, socket, qemu, machine, pid (with exec_argv or start, else
+ * null), dir and log (start: QEMU's directory and log), status
  * ("running", "paused", or "checked" for a dry run), mode ("eager" or
  * "lazy"), disks: [{device, file, overlay}], memory: {stream_bytes, pages,
  * lazy: requests, pages_on_request}, timings: {check_s, load_s (until the
@@ -74,11 +85,16 @@ struct restore_opts {
  * ERR_USAGE (bad name or options), ERR_FAIL (no such checkpoint, a
  * disk-only one, a damaged memory image), ERR_MISMATCH (a disk file that
  * changed, or a VM that is not waiting, has another machine type, other
- * RAM blocks or sizes, lacks a disk or opened another file for it; lazy:
+ * RAM blocks or sizes, lacks a disk or opened another file for it, lacks
+ * a device with an id or a memory backend of the recorded summary or has
+ * one of another type or size: see launch_compare(); lazy:
  * a RAM block the checkpoint lacks, pages over 4 KiB), ERR_QEMU (cannot
  * reach QEMU).  Later failures (QEMU refuses the transaction or the
  * stream, dies) remove the overlays snapctl made, as the guest never ran
- * on them; with exec_argv the QEMU snapctl started is killed.  Once QEMU
+ * on them; with exec_argv or start the QEMU snapctl started is killed
+ * (start: its directory removed unless the message names its log), and
+ * QEMU's own reason from its log ("Unknown savevm section ...") is the
+ * message's.  Once QEMU
  * has loaded the checkpoint (a deferred signal, a failed "cont") they
  * stay, named in the message: "...; the guest is paused on overlay 'F'".
  *

@@ -15,7 +15,7 @@
 ck_init || done_testing
 
 CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.rate=0"
-MANIFEST_KEYS="created disks forced memory mode name parent quiesced snapctl snapctl_manifest timings vm"
+MANIFEST_KEYS="created disks forced launch memory mode name parent quiesced snapctl snapctl_manifest summary timings vm"
 DISK_KEYS="backing device file file_dev file_ino file_made_by format mtime_ns node overlay overlay_dev overlay_ino overlay_node qdev size"
 
 # ---- the command line, no VM needed ------------------------------------

@@ -393,13 +393,11 @@ for ver in 7.2 10.0; do
 
 	# A stream QEMU refuses (its VM lacks the agent's virtio-serial, whose
 	# state the stream carries): no overlay is left, the QEMU is killed.
+	# The agent's virtio-serial at another PCI address: the same devices
+	# (ids, types, buses: snapctl's checks pass), a stream QEMU refuses.
 	noagent=()
-	skip_next=0
 	for a in "${xargs_[@]}"; do
-		case $a in
-		*qga*|*vser0*) unset 'noagent[${#noagent[@]}-1]'; continue ;;
-		esac
-		noagent+=("$a")
+		noagent+=("${a/id=vser0,bus=pcie.0,addr=0x8/id=vser0,bus=pcie.0,addr=0x9}")
 	done
 	rm -f "$xq" "$TESTDIR/x$v.pid"
 	before=$(cd "$dir" && ls -- *.qcow2 | sort)
@@ -410,7 +408,7 @@ for ver in 7.2 10.0; do
 	else
 		not_ok "QEMU $ver: a refused stream fails the restore" "exit $rc" "$(cat "$dir/r4.err")"
 	fi
-	expect_match "QEMU $ver: ... saying QEMU refused or exited" "^snapctl: restore: QEMU (refused the checkpoint|exited)" "$dir/r4.err"
+	expect_match "QEMU $ver: ... with QEMU's own reason" "^snapctl: restore: QEMU refused the checkpoint: Unknown savevm section or instance '0000:00:08.0/virtio-console'.* \(log: '$xq.log'\)$" "$dir/r4.err"
 	ck_one_line "QEMU $ver: ... in one line" "$dir/r4.err"
 	expect_eq "QEMU $ver: ... and leaves no overlay" "$before" "$(cd "$dir" && ls -- *.qcow2 | sort)"
 	sleep 0.5
