@@ -220,23 +220,6 @@ print_word(const char *s)
 		print_quoted(s);
 }
 
-/* QEMU's option syntax doubles commas inside a value. */
-static char *
-qemu_escape(const char *s)
-{
-	struct buf b = BUF_INIT;
-	char *out;
-
-	for (; *s != '\0'; s++) {
-		if (*s == ',')
-			buf_addc(&b, ',');
-		buf_addc(&b, (uint8_t)*s);
-	}
-	out = xstrndup(b.data != NULL ? (const char *)b.data : "", b.len);
-	buf_release(&b);
-	return out;
-}
-
 static void
 print_blockdev(json_t *j)
 {
@@ -349,7 +332,7 @@ info_text(const json_t *m, const json_t *raw)
 		    json_str(d, "device")[0] != '\0') {
 			/* A -drive VM: QEMU's own node names are not for
 			 * the command line; the drive's id is. */
-			char *f = qemu_escape(file);
+			char *f = qemu_opt_escape(file);
 			char *w = xasprintf("if=none,id=%s,file=%s,format=%s",
 			    json_str(d, "device"), f, fmt);
 

@@ -26,15 +26,6 @@ static const char *const formats[] = {
 	"parallels", "luks", "bochs", "cloop", "dmg", NULL,
 };
 
-static int
-one_of(const char *s, const char *const *set)
-{
-	for (; *set != NULL; set++)
-		if (strcmp(s, *set) == 0)
-			return 1;
-	return 0;
-}
-
 /* Where a bad field is: "disks[0].format". */
 struct where {
 	const char *shown;
@@ -160,7 +151,7 @@ check_disk(const json_t *d, struct where *w, struct err *e)
 		if (want_str(d, *k, 1, w, e) < 0)
 			return -1;
 	fmt = json_string_value(json_object_get(d, "format"));
-	if (fmt != NULL && !one_of(fmt, formats))
+	if (fmt != NULL && !str_in_set(fmt, formats))
 		return bad(w, "format", "is not a disk image format", e);
 	return 0;
 }
@@ -214,7 +205,7 @@ manifest_check(const json_t *m, const char *shown, const char *dirname,
 	    want_bool(m, MF_QUIESCED, &w, e) < 0)
 		return -1;
 	mode = json_str(m, MF_MODE);
-	if (!one_of(mode, modes))
+	if (!str_in_set(mode, modes))
 		return bad(&w, MF_MODE, "is not live, pause, background or "
 		    "disk-only", e);
 	if (check_vm(json_object_get(m, MF_VM), &w, e) < 0 ||

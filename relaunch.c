@@ -33,15 +33,6 @@ static const char *const single[] = {
 	"-k", NULL,
 };
 
-static int
-one_of(const char *s, const char *const *set)
-{
-	for (; *set != NULL; set++)
-		if (strcmp(s, *set) == 0)
-			return 1;
-	return 0;
-}
-
 struct qarg {
 	char *name;	/* "-drive"; NULL for a bare argument */
 	char *val;	/* NULL for a flag */
@@ -93,7 +84,7 @@ cmd_parse(struct cmd *c, char *const *argv, size_t argc)
 			s++;
 		snprintf(name, sizeof(name), "%s", strcmp(s, "-M") == 0 ?
 		    "-machine" : s);
-		if (one_of(name, flags) || i + 1 == argc)
+		if (str_in_set(name, flags) || i + 1 == argc)
 			cmd_add(c, name, NULL);
 		else
 			cmd_add(c, name, argv[++i]);
@@ -438,7 +429,7 @@ rewrite_side(struct cmd *c, const char *dir)
 
 		if (a->drop || a->name == NULL)
 			continue;
-		if (one_of(a->name, drop)) {
+		if (str_in_set(a->name, drop)) {
 			a->drop = 1;
 		} else if (strcmp(a->name, "-vnc") == 0 && a->val != NULL) {
 			free(a->val);
@@ -496,7 +487,7 @@ replace_with(struct cmd *c, const char *name, const char *val)
 
 		if (a->drop || a->name == NULL || strcmp(a->name, name) != 0)
 			continue;
-		if (one_of(name, single)) {
+		if (str_in_set(name, single)) {
 			a->drop = 1;
 			continue;
 		}
@@ -534,7 +525,7 @@ relaunch_argv(const json_t *m, const char *name, const char *dir,
 		rec[i] = (char *)json_string_value(json_array_get(v, i));
 	cmd_parse(&c, rec + 1, json_array_size(v) - 1);
 	for (i = 0; i < c.n; i++)
-		if (c.a[i].name != NULL && one_of(c.a[i].name, gone))
+		if (c.a[i].name != NULL && str_in_set(c.a[i].name, gone))
 			c.a[i].drop = 1;
 	if (rewrite_disks(&c, m, name, dir != NULL, e) < 0)
 		goto out;

@@ -196,23 +196,6 @@ verify_join(struct rs *s, struct err *e)
 
 /* ---- starting QEMU (--exec) --------------------------------------------- */
 
-/* QEMU's option syntax doubles commas inside a value. */
-static char *
-qemu_opt_escape(const char *s)
-{
-	struct buf b = BUF_INIT;
-	char *out;
-
-	for (; *s != '\0'; s++) {
-		if (*s == ',')
-			buf_addc(&b, ',');
-		buf_addc(&b, (uint8_t)*s);
-	}
-	out = xstrndup(b.data != NULL ? (const char *)b.data : "", b.len);
-	buf_release(&b);
-	return out;
-}
-
 static int
 start_qemu(struct rs *s, struct err *e)
 {

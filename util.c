@@ -810,3 +810,28 @@ proc_start_ticks(pid_t pid, uint64_t *ticks)
 	p[strcspn(p, " ")] = '\0';
 	return parse_u64(p, 0, UINT64_MAX, ticks, &why);
 }
+
+int
+str_in_set(const char *s, const char *const *set)
+{
+	for (; *set != NULL; set++)
+		if (strcmp(s, *set) == 0)
+			return 1;
+	return 0;
+}
+
+char *
+qemu_opt_escape(const char *s)
+{
+	struct buf b = BUF_INIT;
+	char *out;
+
+	for (; *s != '\0'; s++) {
+		if (*s == ',')
+			buf_addc(&b, ',');
+		buf_addc(&b, (uint8_t)*s);
+	}
+	out = xstrndup(b.data != NULL ? (const char *)b.data : "", b.len);
+	buf_release(&b);
+	return out;
+}

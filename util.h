@@ -162,6 +162,13 @@ void format_bytes(uint64_t n, char out[32]);
 /* 1 if len bytes at p are all zero. */
 int is_zero(const void *p, size_t len);
 
+/* 1 if s equals one of set[], a NULL-terminated array, else 0. */
+int str_in_set(const char *s, const char *const *set);
+
+/* s with each ',' doubled, as QEMU's option syntax wants inside a value.
+ * Allocated. */
+char *qemu_opt_escape(const char *s);
+
 /* Last, so system headers see the real names (include us after them). */
 #include "banned.h"
 
