@@ -261,6 +261,30 @@ vm_qdev_id(const char *qdev)
 	return slash != NULL ? xstrndup(p, (size_t)(slash - p)) : xstrdup(p);
 }
 
+/*
+ * The file of an image QEMU names "json:{...}": QEMU does so for a qcow2
+ * whose backing name is not its backing node's name (after a disk swap,
+ * see diskswap.h), its own file in "file": {"driver": "file", "filename":
+ * ...}.  Any other name: a copy.
+ */
+static char *
+image_file(const char *name)
+{
+	json_t *j, *f;
+	char *out = NULL;
+
+	if (strncmp(name, "json:", 5) != 0)
+		return xstrdup(name);
+	j = json_loads(name + 5, 0, NULL);
+	f = json_object_get(j, "file");
+	if (json_str(f, "driver") != NULL &&
+	    strcmp(json_str(f, "driver"), "file") == 0 &&
+	    json_str(f, "filename") != NULL)
+		out = xstrdup(json_str(f, "filename"));
+	json_decref(j);
+	return out != NULL ? out : xstrdup(name);
+}
+
 static void
 disk_chain(struct blockinfo *b, const json_t *img)
 {
@@ -270,7 +294,7 @@ disk_chain(struct blockinfo *b, const json_t *img)
 		if (json_str(img, "filename") != NULL) {
 			b->chain = xreallocarray(b->chain, b->nchain + 1,
 			    sizeof(*b->chain));
-			b->chain[b->nchain++] = xstrdup(json_str(img,
+			b->chain[b->nchain++] = image_file(json_str(img,
 			    "filename"));
 		}
 		img = json_object_get(img, "backing-image");
@@ -317,10 +341,13 @@ vm_disks_query(struct qmp *q, struct blockinfo **out, size_t *n,
 		b->device = xstrdup(device != NULL ? device : "");
 		b->qdev = dup_or_null(qdev);
 		b->node = dup_or_null(node);
-		b->file = dup_or_null(file);
+		b->file = file != NULL ? image_file(file) : NULL;
 		b->format = dup_or_null(fmt);
 		b->backing = dup_or_null(bk);
 		b->ro = json_is_true(json_object_get(ins, "ro"));
+		if (json_is_integer(json_object_get(img, "virtual-size")))
+			b->size = (uint64_t)json_integer_value(
+			    json_object_get(img, "virtual-size"));
 		b->id = *b->device != '\0' ? xstrdup(b->device) :
 		    qdev != NULL ? vm_qdev_id(qdev) :
 		    xstrdup(node != NULL ? node : "?");
@@ -373,6 +400,8 @@ overlays_precreate(const struct qmp *q, struct vm_overlay *v, size_t n,
 	if (qmp_peer_cred(q, NULL, &uid) < 0 || uid != geteuid())
 		return 0;
 	for (i = 0; i < n; i++) {
+		if (v[i].existing)
+			continue;
 		fd = open(v[i].file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 		    O_CLOEXEC, 0600);
 		if (fd < 0) {
@@ -411,8 +440,8 @@ vm_overlays_cut(struct qmp *q, struct vm_overlay *v, size_t n,
 		    "snapshot-file", v[i].file,
 		    "snapshot-node-name", v[i].node_name,
 		    "format", v[i].format != NULL ? v[i].format : "qcow2",
-		    "mode", "absolute-paths"));
-		v[i].created = 1;	/* QEMU may make them all */
+		    "mode", v[i].existing ? "existing" : "absolute-paths"));
+		v[i].created = !v[i].existing;	/* QEMU may make them all */
 	}
 	if (qmp_do(q, "transaction", json_pack("{s:o}", "actions", actions),
 	    &le) == 0)
