@@ -134,6 +134,20 @@ diskswap_plan(struct diskswap *s, const char *p, const char *qemu_file,
 	if (size == 0)
 		return err_set(e, ERR_FAIL, "QEMU did not say the virtual "
 		    "size of '%s'", p);
+	if (!same_dir) {
+		struct stat sp, sd;
+		char *ld = path_dirname(layer);
+		int other = stat(p, &sp) == 0 && stat(ld, &sd) == 0 &&
+		    sp.st_dev != sd.st_dev;
+
+		if (other)
+			err_set(e, ERR_FAIL, "--overlay-dir '%s' is on another "
+			    "filesystem than '%s': the checkpoint's state is a "
+			    "hard link of it", ld, p);
+		free(ld);
+		if (other)
+			return -1;
+	}
 	/* F keeps A's header: a relative backing name would name another
 	 * file from another directory. */
 	if (!same_dir && backing_relative(p))

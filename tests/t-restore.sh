@@ -114,7 +114,7 @@ for ver in 7.2 10.0; do
 	fi
 	m=$store/c1/manifest.json
 	file=$(jq_get "$m" disks.0.file)
-	expect_eq "QEMU $ver: c1's disk state is in d0.qcow2" "$dir/d0.qcow2" "$file"
+	expect_eq "QEMU $ver: c1's disk state is in d0.c1.qcow2" "$dir/d0.c1.qcow2" "$file"
 	machine=$(jq_get "$m" vm.machine)
 	vm_kill "src$v" KILL
 	stamp=$(stat -c '%s %Y' "$file")
@@ -187,9 +187,11 @@ for ver in 7.2 10.0; do
 			"$SNAPCTL" -s "$tq" -d "$store" -q checkpoint --disk-only p2 2>"$dir/p2.err"; then
 			expect_eq "QEMU $ver: a checkpoint of the restored VM has c1 as its parent" c1 "$(jq_get "$store/p1/manifest.json" parent)"
 			expect_eq "QEMU $ver: ... and the next one p1" p1 "$(jq_get "$store/p2/manifest.json" parent)"
-			# Names do not compound: d0.p1.qcow2 on d0.restore-T.qcow2.
-			expect_eq "QEMU $ver: p1's overlay is d0.p1.qcow2" "$(dirname "$ov")/d0.p1.qcow2" "$(jq_get "$store/p1/manifest.json" disks.0.overlay)"
-			expect_eq "QEMU $ver: p2's overlay is d0.p2.qcow2" "$(dirname "$ov")/d0.p2.qcow2" "$(jq_get "$store/p2/manifest.json" disks.0.overlay)"
+			# The restored VM's path stays its disk; names do not
+			# compound: p2's state is not ...p1.p2.
+			expect_eq "QEMU $ver: p1's state is <its disk's stem>.p1.qcow2" "${ov%.qcow2}.p1.qcow2" "$(jq_get "$store/p1/manifest.json" disks.0.file)"
+			expect_eq "QEMU $ver: p2's state is <its disk's stem>.p2.qcow2" "${ov%.qcow2}.p2.qcow2" "$(jq_get "$store/p2/manifest.json" disks.0.file)"
+			expect_eq "QEMU $ver: the restored VM writes on at its overlay" "$ov" "$(ck_active_file "t$v" vd0)"
 			check "QEMU $ver: the store notes which checkpoint that QEMU came from" test -f "$store/.last-$(vm_pid "t$v").json"
 		else
 			not_ok "QEMU $ver: checkpoints of the restored VM" "$(cat "$dir/p1.err" "$dir/p2.err")"
