@@ -463,6 +463,14 @@ diskswap_recover(struct qmp *q, const json_t *entry, json_t *actions,
 		vm_disks_free(bi, n);
 	} else
 		cut = !pristine(tmp, backing);
+	if (!cut && q != NULL && !pristine(tmp, backing)) {
+		/* Not this QEMU's: one that is gone wrote into it, and this
+		 * one started on P without it.  Never deleted. */
+		json_array_append_new(actions, json_sprintf("kept '%s': it "
+		    "holds writes of a QEMU that is gone; the VM runs on '%s' "
+		    "without them", tmp, path));
+		return 0;
+	}
 	if (!cut) {
 		undo_entry(path, layer, tmp, qname, backing, actions);
 		return 0;

@@ -99,7 +99,8 @@ json_t *diskswap_note(const struct diskswap *s);
 /*
  * Recover the swap a note's entry describes.  With q (QEMU answers): when
  * QEMU's active image of the disk is the entry's node, the cut happened:
- * finish; else undo.  Without q (QEMU is gone): undo while O is as snapctl
+ * finish; else undo, but an O that holds writes (a QEMU that is gone cut
+ * onto it, and the VM restarted without it) is kept and said so.  Without q (QEMU is gone): undo while O is as snapctl
  * wrote it (the guest never wrote into it), else finish (O holds writes:
  * P must lead to them).  Appends what it did to actions.  0, or -1 with e
  * filled.
