@@ -92,13 +92,13 @@ plan_swap(struct ckpt *c, struct disk *d, const struct blockinfo *b,
 	int pending, rc;
 
 	if (fmt == NULL || strcmp(fmt, "qcow2") != 0)
-		return err_set(e, ERR_USAGE, "disk '%s': '%s' is %s, not qcow2: "
+		return err_set(e, ERR_FAIL, "disk '%s': '%s' is %s, not qcow2: "
 		    "its path cannot become the qcow2 overlay that keeps the "
 		    "VM's command line valid: --exclude %s, or convert it to "
 		    "qcow2", d->device, file ? file : "?", fmt ? fmt :
 		    "of no known format", d->device);
 	if (!plain_path(file))
-		return err_set(e, ERR_USAGE, "disk '%s': '%s' is not a plain "
+		return err_set(e, ERR_FAIL, "disk '%s': '%s' is not a plain "
 		    "file name: snapctl cannot keep it as the VM's current "
 		    "disk: --exclude %s", d->device, file ? file : "?",
 		    d->device);

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -119,7 +120,9 @@ diskswap_plan(struct diskswap *s, const char *p, const char *qemu_file,
 	s->backing = xstrdup(same_dir ? base_of(layer) : layer);
 	s->tmp = xasprintf("%s/.%s%s%s", dir, base_of(p), DISKSWAP_TMP_INFIX,
 	    ckpt);
-	if (strcmp(qemu_file, p) != 0)
+	/* QEMU's name of the active image, when it is not P and gone:
+	 * linked for the cut (an earlier swap keeps it as a link of P). */
+	if (strcmp(qemu_file, p) != 0 && lstat(qemu_file, &st) < 0)
 		s->qname = xstrdup(qemu_file);
 	s->size = size;
 	free(dir);
@@ -128,9 +131,6 @@ diskswap_plan(struct diskswap *s, const char *p, const char *qemu_file,
 		return err_set(e, ERR_FAIL, "'%s' already exists", s->layer);
 	if (lstat(s->tmp, &st) == 0)
 		return err_set(e, ERR_FAIL, "'%s' already exists", s->tmp);
-	if (s->qname != NULL && lstat(s->qname, &st) == 0)
-		return err_set(e, ERR_FAIL, "'%s' exists: an unfinished disk "
-		    "swap (run 'snapctl recover')", s->qname);
 	if (size == 0)
 		return err_set(e, ERR_FAIL, "QEMU did not say the virtual "
 		    "size of '%s'", p);
@@ -358,31 +358,79 @@ diskswap_undo(struct diskswap *s)
 	s->linked = s->qlinked = s->created = 0;
 }
 
-/* rename(O, P), unlink Q: each step may be done already (recover). */
+/*
+ * Remove the temporary names of P's earlier swaps that name the state
+ * layer now: QEMU calls that layer by one of them (Q), read-only since the
+ * cut, or a QEMU that restarted left one behind.
+ */
+static void
+drop_old_names(const char *path, const char *tmp, const char *layer)
+{
+	char *dir = path_dirname(path), *pfx, *f;
+	struct dirent *de;
+	size_t n;
+	DIR *d;
+
+	pfx = xasprintf(".%s%s", base_of(path), DISKSWAP_TMP_INFIX);
+	n = strlen(pfx);
+	if ((d = opendir(dir)) != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (strncmp(de->d_name, pfx, n) != 0)
+				continue;
+			f = xasprintf("%s/%s", dir, de->d_name);
+			if (strcmp(f, tmp) != 0 && same_file(f, layer))
+				unlink(f);
+			free(f);
+		}
+		closedir(d);
+	}
+	free(pfx);
+	free(dir);
+}
+
+/*
+ * P becomes O's inode while O keeps its name: link(O, X), rename(X, P).
+ * QEMU reopens a node by the name it opened it under when the node's
+ * mode changes (a -drive image, auto-read-only, at every migration's
+ * end), so O must go on naming the VM's current disk.  Each step may be
+ * done already (recover).  1 if P was switched here, 0 if it was before.
+ */
 static int
-finish(const char *path, const char *tmp, const char *qname,
-    const char *layer, struct err *e)
+finish(const char *path, const char *tmp, const char *layer, struct err *e)
 {
 	struct stat st;
+	char *x;
+	int rc = 0;
 
 	diskswap_test_hold("cut");
-	if (lstat(tmp, &st) == 0 && !same_file(tmp, path) &&
-	    rename(tmp, path) < 0)
-		return err_sys(e, ERR_FAIL, "cannot rename '%s' to '%s'", tmp,
-		    path);
+	if (lstat(tmp, &st) == 0 && !same_file(tmp, path)) {
+		x = xasprintf("%s.new", tmp);
+		if (lstat(x, &st) == 0 && !same_file(x, tmp))
+			unlink(x);
+		if (lstat(x, &st) < 0 && link(tmp, x) < 0) {
+			err_sys(e, ERR_FAIL, "cannot link '%s' to '%s'", tmp, x);
+			free(x);
+			return -1;
+		}
+		if (rename(x, path) < 0) {
+			err_sys(e, ERR_FAIL, "cannot rename '%s' to '%s'", x,
+			    path);
+			unlink(x);
+			free(x);
+			return -1;
+		}
+		free(x);
+		rc = 1;
+	}
 	diskswap_test_hold("renamed");
-	/* Q was linked for the cut: now a name of the state, F. */
-	if (qname != NULL && lstat(qname, &st) == 0 && S_ISREG(st.st_mode) &&
-	    same_file(qname, layer) && unlink(qname) < 0)
-		return err_sys(e, ERR_FAIL, "cannot remove '%s'", qname);
-	return 0;
+	drop_old_names(path, tmp, layer);
+	return rc;
 }
 
 int
 diskswap_finish(struct diskswap *s, struct err *e)
 {
-	if (finish(s->path, s->tmp, s->qlinked ? s->qname : NULL, s->layer,
-	    e) < 0)
+	if (finish(s->path, s->tmp, s->layer, e) < 0)
 		return -1;
 	s->renamed = 1;
 	s->qlinked = 0;
@@ -403,10 +451,11 @@ diskswap_note(const struct diskswap *s)
 	    "qname", s->qname, "node", s->node);
 }
 
-/* Undo from the note: only links of P's inode and a pristine O go. */
+/* Undo from the note: O, Q (ours: the note names it only then) and F
+ * while they are links of P. */
 static void
 undo_entry(const char *path, const char *layer, const char *tmp,
-    const char *qname, const char *backing, json_t *actions)
+    const char *qname, json_t *actions)
 {
 	struct stat st;
 
@@ -414,7 +463,6 @@ undo_entry(const char *path, const char *layer, const char *tmp,
 	    !same_file(tmp, path) && unlink(tmp) == 0)
 		json_array_append_new(actions, json_sprintf("removed '%s' (the "
 		    "disks were not cut)", tmp));
-	(void)backing;
 	if (qname != NULL && lstat(qname, &st) == 0 && same_file(qname,
 	    path) && unlink(qname) == 0)
 		json_array_append_new(actions, json_sprintf("removed the link "
@@ -438,48 +486,47 @@ diskswap_recover(struct qmp *q, const json_t *entry, json_t *actions,
 	struct blockinfo *bi = NULL;
 	struct stat st;
 	size_t i, n = 0;
-	int cut = 0;
+	int cut = 0, rc;
 
 	if (path == NULL || layer == NULL || tmp == NULL || backing == NULL ||
 	    node == NULL)
 		return err_set(e, ERR_FAIL, "the recovery note's disk swap "
 		    "entry is incomplete");
-	if (lstat(tmp, &st) < 0 || same_file(tmp, path)) {
-		/* O is P already (or was never made): drop Q if it is ours. */
-		if (lstat(tmp, &st) < 0 && !same_file(layer, path)) {
-			if (finish(path, tmp, qname, layer, e) < 0)
+	if (lstat(tmp, &st) < 0) {
+		/* Never made (or undone): only links of P may be left. */
+		undo_entry(path, layer, tmp, qname, actions);
+		return 0;
+	}
+	if (!same_file(tmp, path)) {
+		if (q != NULL) {
+			if (vm_disks_query(q, &bi, &n, e) < 0)
 				return -1;
+			for (i = 0; i < n; i++)
+				if (bi[i].node != NULL &&
+				    strcmp(bi[i].node, node) == 0)
+					cut = 1;
+			vm_disks_free(bi, n);
+		} else
+			cut = !pristine(tmp, backing);
+		if (!cut && q != NULL && !pristine(tmp, backing)) {
+			/* Not this QEMU's: one that is gone wrote into it,
+			 * and this one started on P without it.  Kept. */
+			json_array_append_new(actions, json_sprintf("kept '%s': "
+			    "it holds writes of a QEMU that is gone; the VM "
+			    "runs on '%s' without them", tmp, path));
 			return 0;
 		}
-		undo_entry(path, layer, tmp, qname, backing, actions);
-		return 0;
+		if (!cut) {
+			undo_entry(path, layer, tmp, qname, actions);
+			return 0;
+		}
 	}
-	if (q != NULL) {
-		if (vm_disks_query(q, &bi, &n, e) < 0)
-			return -1;
-		for (i = 0; i < n; i++)
-			if (bi[i].node != NULL && strcmp(bi[i].node, node) == 0)
-				cut = 1;
-		vm_disks_free(bi, n);
-	} else
-		cut = !pristine(tmp, backing);
-	if (!cut && q != NULL && !pristine(tmp, backing)) {
-		/* Not this QEMU's: one that is gone wrote into it, and this
-		 * one started on P without it.  Never deleted. */
-		json_array_append_new(actions, json_sprintf("kept '%s': it "
-		    "holds writes of a QEMU that is gone; the VM runs on '%s' "
-		    "without them", tmp, path));
-		return 0;
-	}
-	if (!cut) {
-		undo_entry(path, layer, tmp, qname, backing, actions);
-		return 0;
-	}
-	if (finish(path, tmp, qname, layer, e) < 0 ||
+	if ((rc = finish(path, tmp, layer, e)) < 0 ||
 	    sync_dir_of(path, e) < 0)
 		return -1;
-	json_array_append_new(actions, json_sprintf("finished the disk swap: "
-	    "'%s' is the current disk, '%s' the checkpoint's state", path,
-	    layer));
+	if (rc == 1)
+		json_array_append_new(actions, json_sprintf("finished the disk "
+		    "swap: '%s' is the current disk, '%s' the checkpoint's "
+		    "state", path, layer));
 	return 0;
 }

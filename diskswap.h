@@ -13,18 +13,23 @@
  *     an empty qcow2 (0600, O_EXCL|O_NOFOLLOW, written by snapctl) whose
  *     backing file is F; fsync O and the directory.
  *   cut (guest held): blockdev-snapshot-sync mode "existing" onto O.
- *   finish: rename(O, P); unlink Q; fsync the directory.
- * undo (the cut did not happen) removes O, Q and F (only while they are
- * links of P's inode).
+ *   finish: link(O, O.new), rename(O.new, P): P names the new overlay and
+ *     so does O still; the temporary names of earlier swaps that now name
+ *     the state F (Q among them) go; fsync the directory.
+ * undo (the cut did not happen) removes O, Q (if linked here) and F, only
+ * while they are links of P's inode.
  *
- * Why Q: QEMU keeps the name it opened a node under and reopens a node by
- * that name when its mode changes: the cut makes the old active image
- * read-only that way.  After a swap QEMU names the VM's active image O,
- * gone since the rename; the next checkpoint links it again just for its
- * cut.  Hazard left for whoever reopens older nodes read-write (block
- * commit into them): QEMU's name of the VM's original image is P, which
- * after the first swap names the current disk, and QEMU's names of older
- * layers are temporary names that no longer exist.
+ * Why O stays and why Q: QEMU keeps the name it opened a node under and
+ * reopens a node's file by that name when its mode changes: the cut makes
+ * the old active image read-only that way, and a -drive image
+ * (auto-read-only) is reopened at every migration's end and start.  So O,
+ * QEMU's name of the VM's active image, is kept as a hidden link of P for
+ * as long as that QEMU runs; the next checkpoint's cut reopens it
+ * read-only by that name (Q), then it goes.  A QEMU that restarted opens
+ * P; the O it left is removed by the next checkpoint.  Hazard left for
+ * whoever reopens older nodes read-write (block commit into them): QEMU's
+ * name of the VM's original image is P, which after the first swap names
+ * the current disk, and QEMU's names of older layers are gone.
  * Never prints.
  */
 #ifndef SNAPCTL_DISKSWAP_H
@@ -46,7 +51,8 @@ struct diskswap {
 	char *backing;		/* O's backing name: F relative to P's
 				 * directory when it is there, else F */
 	char *qname;		/* QEMU's name of the active image when it is
-				 * an earlier swap's O, else NULL */
+				 * an earlier swap's O that is gone: linked
+				 * to P for the cut; else NULL */
 	const char *node;	/* the new overlay's node name */
 	uint64_t size;		/* the disk's virtual size */
 	int linked;		/* F made by us */
@@ -82,9 +88,9 @@ int diskswap_prepare(struct diskswap *s, struct err *e);
 void diskswap_undo(struct diskswap *s);
 
 /*
- * After the cut: rename(O, P), unlink Q.  No fsync: diskswap_sync() (the
- * guest is usually held meanwhile).  0, or -1 with e filled (the step
- * named).  Test hook: SNAPCTL_TEST_HOLD_SWAP=STEP:MS sleeps at STEP
+ * After the cut: link(O, O.new), rename(O.new, P), drop the earlier
+ * temporary names of F.  No fsync: diskswap_sync() (the guest is usually
+ * held meanwhile).  0, or -1 with e filled (the step named).  Test hook: SNAPCTL_TEST_HOLD_SWAP=STEP:MS sleeps at STEP
  * ("linked", "prepared" before the cut, "cut" after it, "renamed").
  */
 int diskswap_finish(struct diskswap *s, struct err *e);

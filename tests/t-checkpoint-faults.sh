@@ -207,7 +207,8 @@ for ver in "${versions[@]}"; do
 		SNAPCTL_TEST_HOLD_COMMIT_MS=60000 bg_checkpoint k$sg
 		# Held before the commit: the disks cut, this migration over.
 		for i in $(seq 600); do
-			[ -e "$dir/d0.k$sg.qcow2" ] && [ ! -e "$dir/.d0.qcow2.snapctl-k$sg" ] &&
+			[ -e "$dir/d0.k$sg.qcow2" ] && [ -z "$(ck_stray "$dir")" ] &&
+				[ -e "$dir/.d0.qcow2.snapctl-k$sg" ] &&
 				[ "$(ck_mig_status "$name")" = completed ] && break
 			sleep 0.1
 		done

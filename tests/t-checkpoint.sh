@@ -171,7 +171,8 @@ for ver in "${versions[@]}"; do
 	check "QEMU $ver c1: QEMU holds d0.qcow2 open" ck_holds "$name" "$dir/d0.qcow2"
 	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.qcow2" | jq_get - full-backing-filename)
 	expect_eq "QEMU $ver c1: d0.qcow2 is backed by the state" "$dir/d0.c1.qcow2" "$back"
-	expect_eq "QEMU $ver c1: no temporary name left" "" "$(ls -A "$dir" | grep -F .snapctl-)"
+	expect_eq "QEMU $ver c1: QEMU's name of it, .d0.qcow2.snapctl-c1, is a link of it" ".d0.qcow2.snapctl-c1 $(stat -c %i "$dir/d0.qcow2")" \
+		"$(cd "$dir" && ls -A | grep -F .snapctl-) $(stat -c %i "$dir/.d0.qcow2.snapctl-c1")"
 	expect_eq "QEMU $ver c1: size of the frozen image" "$(stat -c %s "$dir/d0.c1.qcow2")" "$(jq_get "$m" disks.0.size)"
 	after=$(ck_settings "$name")
 	expect_eq "QEMU $ver c1: capabilities and parameters as before" "$before" "$after"
@@ -197,7 +198,8 @@ for ver in "${versions[@]}"; do
 	expect_eq "QEMU $ver c2: its state is backed by c1's" "$dir/d0.c1.qcow2" "$back"
 	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.qcow2" | jq_get - full-backing-filename)
 	expect_eq "QEMU $ver c2: d0.qcow2 is backed by c2's state" "$dir/d0.c2.qcow2" "$back"
-	expect_eq "QEMU $ver c2: no temporary name left" "" "$(ls -A "$dir" | grep -F .snapctl-)"
+	expect_eq "QEMU $ver c2: c1's temporary name went, c2's names d0.qcow2" ".d0.qcow2.snapctl-c2" "$(cd "$dir" && ls -A | grep -F .snapctl-)"
+	expect_eq "QEMU $ver c2: ... no stray temporary name" "" "$(ck_stray "$dir")"
 	check "QEMU $ver c2: snapctl verify c1 (its state did not change)" "$SNAPCTL" "${S[@]}" verify c1
 	check "QEMU $ver c2: snapctl verify" "$SNAPCTL" verify "$store/c2/memory.img"
 
@@ -321,7 +323,8 @@ for ver in "${versions[@]}"; do
 		expect_eq "QEMU $ver: after recover nothing is left in the store" "" "$(ck_leftovers "$store")"
 		check "QEMU $ver: no checkpoint k1" test ! -e "$store/k1"
 		check "QEMU $ver: no state file for k1" test ! -e "$dir/d0.k1.qcow2"
-		expect_eq "QEMU $ver: no temporary name left" "" "$(ls -A "$dir" | grep -F .snapctl-)"
+		expect_eq "QEMU $ver: no temporary name of k1" "" "$(ls -A "$dir" | grep -F .snapctl-k1)"
+		expect_eq "QEMU $ver: ... no stray one" "" "$(ck_stray "$dir")"
 		expect_eq "QEMU $ver: the VM still writes to d0.qcow2" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
 		expect_code 0 "QEMU $ver: recover again: nothing to do, exit 0" "$SNAPCTL" -s "$(vm_path "$name" qmp)" recover
 		expect_code 0 "QEMU $ver: the store works after recover" "$SNAPCTL" "${S[@]}" checkpoint c4

@@ -49,7 +49,7 @@ wait_file() {
 snap() { (cd "$1" && find . -maxdepth 1 -type f -printf '%p %i %s %T@\n' | sort); }
 names() { (cd "$1" && find . -maxdepth 1 -printf '%p %i\n' | sort); }
 # temps DIR: the swap's temporary names left there.
-temps() { (cd "$1" && ls -A | grep -F .snapctl- || true); }
+temps() { (cd "$1" && ls -A | grep -F .snapctl- | tr '\n' ' ' || true); }
 
 # start_vm NAME VER DIR: the -drive VM, its disks in DIR.
 start_vm() {
@@ -90,7 +90,7 @@ kill_at() {
 	check "$d: its recovery note is left" test -f "$store/.recover.json"
 	expect_code 0 "$d: snapctl recover" "$SNAPCTL" -d "$store" recover
 	cp "$TESTDIR/stdout" "$dir/$n.recover"
-	expect_eq "$d: no temporary name left" "" "$(temps "$dir")"
+	expect_eq "$d: every temporary name left is QEMU's name of a current disk" "" "$(ck_stray "$dir")"
 	expect_eq "$d: the VM writes on at d0.qcow2" "$dir/d0.qcow2" "$(ck_active_file "$name" drive0)"
 	expect_eq "$d: ... and d1.qcow2" "$dir/d1.qcow2" "$(ck_active_file "$name" drive1)"
 	check "$d: QEMU holds d0.qcow2 open" ck_holds "$name" "$dir/d0.qcow2"
@@ -172,7 +172,8 @@ for ver in 7.2 10.0; do
 		back=$(vm_qemu_img "$ver" info -U --output=json "$dir/$f.qcow2" | jq_get - full-backing-filename)
 		expect_eq "QEMU $ver c1: $f.qcow2 is backed by $f.c1.qcow2" "$dir/$f.c1.qcow2" "$back"
 	done
-	expect_eq "QEMU $ver c1: no temporary name left" "" "$(temps "$dir")"
+	expect_eq "QEMU $ver c1: QEMU's names of the new layers, links of the VM's paths" ".d0.qcow2.snapctl-c1 .d1.qcow2.snapctl-c1 " "$(temps "$dir")"
+	expect_eq "QEMU $ver c1: ... no stray one" "" "$(ck_stray "$dir")"
 	check "QEMU $ver c1: verify" "$SNAPCTL" "${S[@]}" verify c1
 
 	# ---- SIGKILL at each step of a swap; recover --------------------------
@@ -231,7 +232,7 @@ for ver in 7.2 10.0; do
 	expect_eq "QEMU $ver c3: the VM writes on at d0.qcow2" "$dir/d0.qcow2" "$(ck_active_file "$name" drive0)"
 	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.c3.qcow2" | jq_get - full-backing-filename)
 	expect_eq "QEMU $ver c3: its state is the disk QEMU restarted on, backed by c2's" "$dir/d0.c2.qcow2" "$back"
-	expect_eq "QEMU $ver c3: no temporary name left" "" "$(temps "$dir")"
+	expect_eq "QEMU $ver c3: the restarted QEMU's old names went, c3's are left" ".d0.qcow2.snapctl-c3 .d1.qcow2.snapctl-c3 " "$(temps "$dir")"
 	check "QEMU $ver: verify c2 after the restart" "$SNAPCTL" "${S[@]}" verify c2
 	vm_kill "$name" KILL
 

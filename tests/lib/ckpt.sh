@@ -21,6 +21,9 @@
 #                            "max=M missing=K", K the seqs of the last
 #                            min(M, 1024) that their slot does not hold
 #   ck_quit VM               QMP quit, and wait until QEMU is gone
+#   ck_stray DIR             the disk swap's temporary names in DIR
+#                            (.X.snapctl-NAME) that are not a link of X
+#                            (QEMU's name of the VM's current disk X is)
 #   ck_guest_back VM STORE BEFORE DESC
 #                            the checks after every failure: VM running,
 #                            settings equal BEFORE (ck_settings output), no
@@ -123,6 +126,18 @@ ck_records() {
 			for (s = lo; s <= max; s++) if (seq[(s - 1) % 1024] != s) miss++
 			printf "max=%d missing=%d\n", max, miss
 		}'
+}
+
+ck_stray() {
+	local f x
+	for f in "$1"/.*.snapctl-*; do
+		[ -e "$f" ] || continue
+		x=${f##*/}
+		x=${x#.}
+		x=$1/${x%%.snapctl-*}
+		[ "$(stat -c %d:%i "$f")" = "$(stat -c %d:%i "$x" 2>/dev/null)" ] || echo "$f"
+	done
+	return 0
 }
 
 ck_quit() {

@@ -117,8 +117,9 @@ main(void)
 	check(plan(&s, "c2") == 0 && diskswap_prepare(&s, NULL) == 0,
 	    "prepare c2");
 	check(diskswap_finish(&s, NULL) == 0, "finish");
-	check(ino(f) == a && ino(p) != a && !exists(o), "d0.qcow2 is the new "
-	    "overlay, d0.c2.qcow2 the old file, no temporary name");
+	check(ino(f) == a && ino(p) != a && ino(o) == ino(p), "d0.qcow2 is "
+	    "the new overlay, d0.c2.qcow2 the old file; the temporary name "
+	    "(QEMU's) still names the overlay");
 	check(diskfile_probe(p, &df, NULL) == 0 && df.backing != NULL &&
 	    strcmp(df.backing, f) == 0, "d0.qcow2 is backed by d0.c2.qcow2");
 	diskfile_release(&df);
@@ -143,6 +144,16 @@ main(void)
 	json_decref(nt);
 	json_decref(actions);
 
+	/* A checkpoint of a QEMU that restarted on d0.qcow2: c2's temporary
+	 * name, left behind, goes with the cut. */
+	check(plan(&s, "c3") == 0 && diskswap_prepare(&s, NULL) == 0 &&
+	    diskswap_finish(&s, NULL) == 0, "c3 of the restarted VM");
+	snprintf(tq, sizeof(tq), "%s/.d0.qcow2.snapctl-c2", dir);
+	check(!exists(tq) && ino(o) == ino(p), "... c2's temporary name went, "
+	    "c3's names d0.qcow2");
+	diskswap_release(&s);
+	a = ino(p);
+
 	/* Killed after the cut, QEMU gone: an overlay with writes wins. */
 	check(plan(&s, "k2") == 0 && diskswap_prepare(&s, NULL) == 0,
 	    "prepare k2");
@@ -157,8 +168,8 @@ main(void)
 	actions = json_array();
 	check(diskswap_recover(NULL, nt, actions, NULL) == 0, "recover k2 "
 	    "without QEMU");
-	check(!exists(o) && ino(f) == a && ino(p) != a, "... finished: "
-	    "d0.qcow2 holds the writes, d0.k2.qcow2 the state");
+	check(ino(o) == ino(p) && ino(f) == a && ino(p) != a, "... "
+	    "finished: d0.qcow2 holds the writes, d0.k2.qcow2 the state");
 	check(diskswap_recover(NULL, nt, actions, NULL) == 0 &&
 	    ino(f) == a && exists(p), "recover again changes nothing");
 	json_decref(nt);
