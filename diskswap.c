@@ -127,6 +127,14 @@ diskswap_plan(struct diskswap *s, const char *p, const char *qemu_file,
 	s->size = size;
 	free(dir);
 	free(ldir);
+	if (lstat(p, &st) < 0)
+		return err_sys(e, ERR_FAIL, "cannot look at '%s'", p);
+	if (!S_ISREG(st.st_mode))
+		return err_set(e, ERR_FAIL, "'%s' is %s: snapctl keeps the VM's "
+		    "path as its current disk by renaming a new overlay over "
+		    "it; point the VM at the image file itself, or --exclude "
+		    "the disk", p, S_ISLNK(st.st_mode) ? "a symbolic link" :
+		    "not a regular file");
 	if (lstat(s->layer, &st) == 0)
 		return err_set(e, ERR_FAIL, "'%s' already exists", s->layer);
 	if (lstat(s->tmp, &st) == 0)

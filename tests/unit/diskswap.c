@@ -93,6 +93,20 @@ main(void)
 	check(strcmp(vp, p) == 0 && !pending, "a plain name is itself");
 	free(vp);
 
+	/* A symbolic link cannot be renamed over: refused. */
+	{
+		char ln[300], lay[300];
+
+		snprintf(ln, sizeof(ln), "%s/ln.qcow2", dir);
+		snprintf(lay, sizeof(lay), "%s/ln.c1.qcow2", dir);
+		if (symlink(p, ln) < 0)
+			abort();
+		check(diskswap_plan(&s, ln, ln, lay, "c1", 1 << 20, NULL) < 0,
+		    "a VM path that is a symbolic link is refused");
+		diskswap_release(&s);
+		unlink(ln);
+	}
+
 	/* prepare, then undo: as before. */
 	check(plan(&s, "c1") == 0, "plan c1");
 	check(diskswap_prepare(&s, NULL) == 0, "prepare");
