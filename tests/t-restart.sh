@@ -3,7 +3,7 @@
 # swap), on QEMU 7.2 and 10.0, with a -drive VM of five disks: d0 (churn's
 # records) and d1, writable qcow2; ro, a read-only one (left alone); x,
 # excluded with --exclude; r, a raw one.
-#   - the raw disk is refused before anything changes: exit 2, one line
+#   - the raw disk is refused before anything changes: exit 1, one line
 #     naming it and saying what to do; no file changed or made;
 #   - a checkpoint (live on 10.0, --pause on 7.2 under TCG: README Limits)
 #     leaves d0.qcow2 and d1.qcow2 the VM's disks, their states in
@@ -47,7 +47,7 @@ wait_file() {
 # snap DIR: every file there with its inode, size and mtime; names DIR:
 # with its inode only (churn writes d0.qcow2 all the time).
 snap() { (cd "$1" && find . -maxdepth 1 -type f -printf '%p %i %s %T@\n' | sort); }
-names() { (cd "$1" && find . -maxdepth 1 -printf '%p %i\n' | sort); }
+names() { (cd "$1" && find . -maxdepth 1 -type f -printf '%p %i\n' | sort); }
 # temps DIR: the swap's temporary names left there.
 temps() { (cd "$1" && ls -A | grep -F .snapctl- | tr '\n' ' ' || true); }
 
@@ -145,7 +145,7 @@ for ver in 7.2 10.0; do
 
 	# ---- a raw disk is refused before anything changes ---------------------
 	b=$(names "$dir")
-	expect_code 2 "QEMU $ver: a raw disk is refused: exit 2" "$SNAPCTL" "${S[@]}" checkpoint --exclude drive3 c0
+	expect_code 1 "QEMU $ver: a raw disk is refused: exit 1" "$SNAPCTL" "${S[@]}" checkpoint --exclude drive3 c0
 	ck_one_line "QEMU $ver: ... one line" "$TESTDIR/stderr"
 	expect_match "QEMU $ver: ... naming it, why and what to do" \
 		"^snapctl: disk 'drive4': '$dir/r.raw' is raw, not qcow2: its path cannot become the qcow2 overlay that keeps the VM's command line valid: --exclude drive4, or convert it to qcow2$" "$TESTDIR/stderr"
