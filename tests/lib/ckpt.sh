@@ -15,7 +15,7 @@
 #                            VM's own path (QEMU's "json:{...}" name read
 #                            through to its file, a disk swap's temporary
 #                            name .X.snapctl-NAME as X, diskswap.h)
-#   ck_holds VM FILE         0 if VM's QEMU holds FILE open (by that name)
+#   ck_holds VM FILE         0 if VM's QEMU holds FILE open (its inode)
 #   ck_records RAW RUN       churn's disk records of run RUN (hex, as in its
 #                            READY line) in the raw image RAW: prints
 #                            "max=M missing=K", K the seqs of the last
@@ -107,10 +107,11 @@ ck_active_file() {
 }
 
 ck_holds() {
-	local pid l
+	local pid l want
 	pid=$(vm_pid "$1") || return 1
+	want=$(stat -c %d:%i "$2") || return 1
 	for l in /proc/"$pid"/fd/*; do
-		[ "$(readlink "$l")" = "$2" ] && return 0
+		[ "$(stat -L -c %d:%i "$l" 2>/dev/null)" = "$want" ] && return 0
 	done
 	return 1
 }
