@@ -285,6 +285,53 @@ image_file(const char *name)
 	return out != NULL ? out : xstrdup(name);
 }
 
+/*
+ * The file name of node's "file" child, from QEMU's block graph
+ * (x-debug-query-block-graph, 4.0 on) and that child's plain name
+ * (query-named-block-nodes): for an image whose own "json:{...}" name
+ * QEMU cut short at PATH_MAX (a deep chain of swapped layers).  NULL when
+ * QEMU will not say.
+ */
+static char *
+node_file(struct qmp *q, const char *node)
+{
+	json_t *g, *nodes, *v, *nb = NULL;
+	const char *child = NULL;
+	json_int_t id = -1, cid = -1;
+	char *out = NULL;
+	size_t i;
+
+	g = qmp_execute(q, "x-debug-query-block-graph", NULL, NULL);
+	nodes = json_object_get(g, "nodes");
+	json_array_foreach(nodes, i, v)
+		if (json_str(v, "name") != NULL &&
+		    strcmp(json_str(v, "name"), node) == 0 &&
+		    json_str(v, "type") != NULL &&
+		    strcmp(json_str(v, "type"), "block-driver") == 0)
+			id = json_integer_value(json_object_get(v, "id"));
+	json_array_foreach(json_object_get(g, "edges"), i, v)
+		if (json_integer_value(json_object_get(v, "parent")) == id &&
+		    json_str(v, "name") != NULL &&
+		    strcmp(json_str(v, "name"), "file") == 0)
+			cid = json_integer_value(json_object_get(v, "child"));
+	json_array_foreach(nodes, i, v)
+		if (cid >= 0 && json_integer_value(json_object_get(v, "id")) ==
+		    cid)
+			child = json_str(v, "name");
+	if (child != NULL)
+		nb = qmp_execute(q, "query-named-block-nodes",
+		    json_pack("{s:b}", "flat", 1), NULL);
+	json_array_foreach(nb, i, v)
+		if (json_str(v, "node-name") != NULL &&
+		    strcmp(json_str(v, "node-name"), child) == 0 &&
+		    json_str(v, "file") != NULL &&
+		    json_str(v, "file")[0] == '/')
+			out = xstrdup(json_str(v, "file"));
+	json_decref(nb);
+	json_decref(g);
+	return out;
+}
+
 static void
 disk_chain(struct blockinfo *b, const json_t *img)
 {
@@ -342,6 +389,15 @@ vm_disks_query(struct qmp *q, struct blockinfo **out, size_t *n,
 		b->qdev = dup_or_null(qdev);
 		b->node = dup_or_null(node);
 		b->file = file != NULL ? image_file(file) : NULL;
+		if (b->file != NULL && strncmp(b->file, "json:", 5) == 0 &&
+		    node != NULL) {
+			char *nf = node_file(q, node);
+
+			if (nf != NULL) {
+				free(b->file);
+				b->file = nf;
+			}
+		}
 		b->format = dup_or_null(fmt);
 		b->backing = dup_or_null(bk);
 		b->ro = json_is_true(json_object_get(ins, "ro"));
