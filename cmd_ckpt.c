@@ -446,9 +446,11 @@ const struct cmd_entry cmd_checkpoint_entry = {
 const struct cmd_entry cmd_recover_entry = {
 	"recover", "[--agent SOCKET]",
 	"resume a guest an interrupted checkpoint left stopped",
-	"Cancels a pending migration, thaws filesystems (--agent), puts\n"
-	"back the migration settings recorded in STORE/.recover.json\n"
-	"(with -d), resumes the guest.  -s may be left out when -d is\n"
-	"given: the recovery note names the socket.",
+	"Finishes or undoes the disk swap of each disk (with -d: the\n"
+	"recovery note lists them; also when QEMU is gone), cancels a\n"
+	"pending migration, thaws filesystems (--agent), puts back the\n"
+	"migration settings recorded in STORE/.recover.json (with -d),\n"
+	"resumes the guest.  -s may be left out when -d is given: the\n"
+	"recovery note names the socket.",
 	"", recover_opts, 0, 0, CMD_JSON, cmd_recover,
 };
