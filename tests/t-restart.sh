@@ -16,6 +16,8 @@
 #   - QEMU quits; d0.qcow2 holds every record churn wrote, none missing;
 #     every checkpoint verifies; the same command line starts the VM again,
 #     and a checkpoint of it swaps again;
+#   - snapctl killed after the cut, then QEMU: recover (exit 3: QEMU is
+#     gone) finishes the swap, d0.qcow2 holds every record, the VM starts;
 #   - restore c1 --start: the guest is run 1 again and verifies memory and
 #     disk.
 . "$(dirname "$0")/lib.sh"
@@ -234,6 +236,40 @@ for ver in 7.2 10.0; do
 	expect_eq "QEMU $ver c3: its state is the disk QEMU restarted on, backed by c2's" "$dir/d0.c2.qcow2" "$back"
 	expect_eq "QEMU $ver c3: the restarted QEMU's old names went, c3's are left" ".d0.qcow2.snapctl-c3 .d1.qcow2.snapctl-c3 " "$(temps "$dir")"
 	check "QEMU $ver: verify c2 after the restart" "$SNAPCTL" "${S[@]}" verify c2
+
+	# ---- snapctl killed after the cut, then QEMU: recover, restart --------
+	run2=$(field run "$(tr -d '\r' <"$dir/ready2")")
+	SNAPCTL_TEST_HOLD_SWAP=cut:60000 "$SNAPCTL" "${S[@]}" checkpoint --disk-only "${X[@]}" k5 \
+		>"$dir/k5.out" 2>"$dir/k5.err" &
+	p=$!
+	node0=$(ck_node "$name" drive0)
+	for ((i = 0; i < 300; i++)); do
+		[ "$(ck_node "$name" drive0)" != "$node0" ] && break
+		sleep 0.1
+	done
+	sleep 1		# churn writes into the new overlay meanwhile
+	kill -KILL "$p"
+	wait "$p" 2>/dev/null
+	vm_kill "$name" KILL
+	dq=$(field disk_seq "$(last_tick "$(vm_path "$name" serial)")")
+	expect_code 3 "QEMU $ver k5: snapctl and QEMU killed after the cut: recover says QEMU is gone (exit 3)" \
+		"$SNAPCTL" -d "$store" recover
+	expect_match "QEMU $ver k5: ... and that the swaps were recovered" "the disk swaps were recovered" "$TESTDIR/stderr"
+	back=$(vm_qemu_img "$ver" info --output=json "$dir/d0.qcow2" | jq_get - full-backing-filename)
+	expect_eq "QEMU $ver k5: d0.qcow2 is the overlay the guest wrote into, backed by k5's state" "$dir/d0.k5.qcow2" "$back"
+	expect_eq "QEMU $ver k5: no stray temporary name" "" "$(ck_stray "$dir")"
+	vm_qemu_img "$ver" convert -O raw "$dir/d0.qcow2" "$dir/d0.raw"
+	rec=$(ck_records "$dir/d0.raw" "$run2")
+	rm -f "$dir/d0.raw"
+	max=${rec#max=}
+	max=${max%% *}
+	check "QEMU $ver k5: d0.qcow2 holds every record written ($rec, >= $dq)" test "$max" -ge "$dq"
+	expect_eq "QEMU $ver k5: ... without a gap" "missing=0" "${rec##* }"
+	if start_vm "$name" "$ver" "$dir" 2>"$dir/start3.err" && vm_wait_ready "$name" 150 >/dev/null; then
+		ok "QEMU $ver k5: the VM starts again from its command line"
+	else
+		not_ok "QEMU $ver k5: the VM starts again from its command line" "$(tail -n 5 "$dir/start3.err")"
+	fi
 	vm_kill "$name" KILL
 
 	# ---- restore c1: memory and disk of its instant ------------------------
