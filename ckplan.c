@@ -17,6 +17,7 @@
 #include "checkpoint_int.h"
 #include "diskfile.h"
 #include "diskswap.h"
+#include "launch.h"
 #include "store.h"
 #include "util.h"
 #include "vm.h"
@@ -85,7 +86,7 @@ overlay_node_name(const char *name, size_t i)
  */
 static int
 plan_swap(struct ckpt *c, struct disk *d, const struct blockinfo *b,
-    const char *overlay_dir, struct err *e)
+    const char *overlay_dir, const json_t *launch, struct err *e)
 {
 	const char *file = b->file, *fmt = b->format;
 	char *p, *stem, *dir, *layer;
@@ -113,6 +114,9 @@ plan_swap(struct ckpt *c, struct disk *d, const struct blockinfo *b,
 	dir = overlay_dir != NULL ? xstrdup(overlay_dir) : path_dirname(p);
 	layer = xasprintf("%s/%s.%s.qcow2", dir, stem, c->name);
 	rc = diskswap_plan(&d->sw, p, file, layer, c->name, b->size, e);
+	if (rc == 0)
+		rc = diskswap_cmdline_check(json_object_get(launch, "argv"), p,
+		    d->device, e);
 	d->sw.node = d->overlay_node;
 	d->file = p;
 	d->overlay = xstrdup(p);
@@ -132,6 +136,7 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 {
 	const struct ckpt_opts *o = c->o;
 	char *overlay_dir = NULL;
+	json_t *launch = launch_record(c->q);
 	size_t i, k;
 	int rc = -1;
 
@@ -176,7 +181,7 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 		d->format = fmt != NULL ? xstrdup(fmt) : NULL;
 		d->backing = bk != NULL ? xstrdup(bk) : NULL;
 		d->overlay_node = overlay_node_name(c->name, c->ndisks - 1);
-		if (plan_swap(c, d, b, overlay_dir, e) < 0)
+		if (plan_swap(c, d, b, overlay_dir, launch, e) < 0)
 			goto out;
 		for (k = 0; k + 1 < c->ndisks; k++)
 			if (strcmp(c->disks[k].sw.layer, d->sw.layer) == 0) {
@@ -210,6 +215,7 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 	rc = 0;
 out:
 	free(overlay_dir);
+	json_decref(launch);
 	return rc;
 }
 

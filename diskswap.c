@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "diskfile.h"
 #include "diskswap.h"
 #include "sig.h"
 #include "util.h"
@@ -162,6 +163,135 @@ diskswap_plan(struct diskswap *s, const char *p, const char *qemu_file,
 		return err_set(e, ERR_FAIL, "'%s' names its backing file by a "
 		    "relative name: its checkpoint state cannot go to another "
 		    "directory (leave out --overlay-dir)", p);
+	return 0;
+}
+
+/* "-blockdev" key=value options: the value of key, or NULL.  Allocated. */
+static char *
+kv_value(const char *opts, const char *key)
+{
+	size_t n = strlen(key);
+	const char *p = opts, *q;
+	struct buf b = BUF_INIT;
+	int match;
+
+	for (;;) {
+		match = strncmp(p, key, n) == 0 && p[n] == '=';
+		/* To the option's end: a ',' not doubled (",," is a comma). */
+		for (q = match ? p + n + 1 : p; *q != '\0'; q++) {
+			if (*q == ',' && q[1] == ',') {
+				if (match)
+					buf_addf(&b, ",");
+				q++;
+				continue;
+			}
+			if (*q == ',')
+				break;
+			if (match)
+				buf_addf(&b, "%c", *q);
+		}
+		if (match)
+			return b.data != NULL ? (char *)b.data : xstrdup("");
+		if (*q == '\0')
+			return NULL;
+		p = q + 1;
+	}
+}
+
+/* One -blockdev's driver, node-name, backing (set: 1), file (a node name,
+ * or the filename of a nested file object). */
+struct bdopt {
+	char *driver, *node, *file_node, *filename;
+	int backing;
+};
+
+static void
+bdopt_parse(const char *v, struct bdopt *o)
+{
+	json_t *j, *f;
+	char *x;
+
+	memset(o, 0, sizeof(*o));
+	if (v[0] == '{') {
+		if ((j = json_loads(v, 0, NULL)) == NULL)
+			return;
+		if (json_str(j, "driver") != NULL)
+			o->driver = xstrdup(json_str(j, "driver"));
+		if (json_str(j, "node-name") != NULL)
+			o->node = xstrdup(json_str(j, "node-name"));
+		if (json_str(j, "filename") != NULL)
+			o->filename = xstrdup(json_str(j, "filename"));
+		o->backing = json_object_get(j, "backing") != NULL;
+		f = json_object_get(j, "file");
+		if (json_is_string(f))
+			o->file_node = xstrdup(json_string_value(f));
+		else if (json_str(f, "filename") != NULL)
+			o->filename = xstrdup(json_str(f, "filename"));
+		json_decref(j);
+		return;
+	}
+	o->driver = kv_value(v, "driver");
+	o->node = kv_value(v, "node-name");
+	o->file_node = kv_value(v, "file");
+	if ((o->filename = kv_value(v, "file.filename")) == NULL)
+		o->filename = kv_value(v, "filename");
+	x = kv_value(v, "backing");
+	o->backing = x != NULL;
+	free(x);
+}
+
+static void
+bdopt_release(struct bdopt *o)
+{
+	free(o->driver);
+	free(o->node);
+	free(o->file_node);
+	free(o->filename);
+}
+
+int
+diskswap_cmdline_check(const json_t *argv, const char *p, const char *device,
+    struct err *e)
+{
+	size_t n = json_array_size(argv), i, k;
+	const char *a, *v;
+	struct bdopt o, fo;
+	int bad = 0;
+
+	for (i = 0; i + 1 < n && !bad; i++) {
+		a = json_string_value(json_array_get(argv, i));
+		v = json_string_value(json_array_get(argv, i + 1));
+		if (a == NULL || v == NULL || strcmp(a, "-blockdev") != 0)
+			continue;
+		bdopt_parse(v, &o);
+		if (o.driver != NULL && strcmp(o.driver, "qcow2") == 0 &&
+		    o.backing) {
+			if (o.filename != NULL)
+				bad = diskfile_same(o.filename, p) ||
+				    strcmp(o.filename, p) == 0;
+			for (k = 0; k + 1 < n && !bad && o.file_node != NULL;
+			    k++) {
+				a = json_string_value(json_array_get(argv, k));
+				v = json_string_value(json_array_get(argv,
+				    k + 1));
+				if (a == NULL || v == NULL ||
+				    strcmp(a, "-blockdev") != 0)
+					continue;
+				bdopt_parse(v, &fo);
+				if (fo.node != NULL && fo.filename != NULL &&
+				    strcmp(fo.node, o.file_node) == 0)
+					bad = diskfile_same(fo.filename, p) ||
+					    strcmp(fo.filename, p) == 0;
+				bdopt_release(&fo);
+			}
+		}
+		bdopt_release(&o);
+	}
+	if (bad)
+		return err_set(e, ERR_FAIL, "its -blockdev sets 'backing': "
+		    "started again from that command line, QEMU would not "
+		    "open the checkpoint's state below '%s'; drop 'backing' "
+		    "from that -blockdev, or --exclude %s", p, device);
 	return 0;
 }
 

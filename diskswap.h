@@ -80,6 +80,16 @@ int diskswap_plan(struct diskswap *s, const char *p, const char *qemu_file,
     const char *layer, const char *ckpt, uint64_t size, struct err *e);
 void diskswap_release(struct diskswap *s);
 
+/*
+ * The VM's command line argv (the launch record's, borrowed; NULL: not
+ * known) must not give the qcow2 image at p a "backing" of its own
+ * ("backing": null or a node): started again from it, QEMU would not open
+ * the states below p.  0, or -1 with e filled (ERR_FAIL) saying so and
+ * naming device for --exclude.
+ */
+int diskswap_cmdline_check(const json_t *argv, const char *p,
+    const char *device, struct err *e);
+
 /* The prepare steps above.  0, or -1 with e filled and what was done undone. */
 int diskswap_prepare(struct diskswap *s, struct err *e);
 

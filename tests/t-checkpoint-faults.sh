@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # t-checkpoint-faults: snapctl checkpoint when things go wrong, on QEMU 7.2
 # and 10.0 (one churning guest each, two disks: d0 beside the store, d1 a
-# qcow2 image on a small tmpfs).  After every failure the guest must run,
+# qcow2 image on a small tmpfs), and a firmware-only -blockdev VM per QEMU
+# whose qcow2 node sets "backing" and whose third disk is raw: refused.  After every failure the guest must run,
 # the migration capabilities and parameters must be as before, no
 # checkpoint, staging directory, recovery note or overlay may be left, and
 # snapctl must say what happened in one line with the right exit code:
@@ -320,6 +321,40 @@ for ver in "${versions[@]}"; do
 	fi
 	left=$(pgrep -f "checkpoint.*$store" || true)
 	expect_eq "$d: snapctl is gone" "" "$left"
+done
+
+# ---- disks the swap cannot follow: refused before anything changes --------
+# (-blockdev: a qcow2 node that sets "backing", a raw image)
+for ver in "${versions[@]}"; do
+	d="QEMU $ver -blockdev"
+	bd=$TESTDIR/bd${ver//./}
+	mkdir -p "$bd"
+	qemu-img create -q -f qcow2 "$bd/n0.qcow2" 16M
+	qemu-img create -q -f qcow2 "$bd/n1.qcow2" 16M
+	qemu-img create -q -f raw "$bd/n2.raw" 16M
+	if ! vm_start "b${ver//./}" --qemu "$ver" --no-kernel \
+		--arg -blockdev --arg "{\"driver\":\"file\",\"filename\":\"$bd/n0.qcow2\",\"node-name\":\"f0\"}" \
+		--arg -blockdev --arg "{\"driver\":\"qcow2\",\"file\":\"f0\",\"node-name\":\"q0\",\"backing\":null}" \
+		--arg -device --arg virtio-blk-pci,drive=q0,id=vd0,bus=pcie.0,addr=0x10 \
+		--arg -blockdev --arg "driver=qcow2,node-name=q1,file.driver=file,file.filename=$bd/n1.qcow2" \
+		--arg -device --arg virtio-blk-pci,drive=q1,id=vd1,bus=pcie.0,addr=0x11 \
+		--arg -blockdev --arg "driver=raw,node-name=q2,file.driver=file,file.filename=$bd/n2.raw" \
+		--arg -device --arg virtio-blk-pci,drive=q2,id=vd2,bus=pcie.0,addr=0x12 2>"$bd/start.err"; then
+		not_ok "$d: a firmware-only VM starts" "$(tail -n 3 "$bd/start.err")"
+		continue
+	fi
+	B=(-s "$(vm_path "b${ver//./}" qmp)" -d "$bd/store")
+	before=$(cd "$bd" && ls -A | tr '\n' ' ' | sed 's/ $//')
+	expect_code 1 "$d: a qcow2 node with \"backing\": null is refused" "$SNAPCTL" "${B[@]}" checkpoint --disk-only --exclude vd2 b1
+	ck_one_line "$d: ... in one line" "$TESTDIR/stderr"
+	expect_match "$d: ... saying why and what to do" "^snapctl: disk 'vd0': its -blockdev sets 'backing': started again from that command line, QEMU would not open the checkpoint's state below '$bd/n0.qcow2'; drop 'backing' from that -blockdev, or --exclude vd0$" "$TESTDIR/stderr"
+	expect_code 1 "$d: a raw -blockdev is refused" "$SNAPCTL" "${B[@]}" checkpoint --disk-only --exclude vd0 b2
+	expect_match "$d: ... naming it" "^snapctl: disk 'vd2': '$bd/n2.raw' is raw, not qcow2: .*--exclude vd2, or convert it to qcow2$" "$TESTDIR/stderr"
+	expect_eq "$d: ... no file made" "$before store" "$(cd "$bd" && ls -A | tr '\n' ' ' | sed 's/ $//')"
+	expect_code 0 "$d: with both excluded, the key=value disk is swapped" "$SNAPCTL" "${B[@]}" checkpoint --disk-only --exclude vd0 --exclude vd2 b3
+	expect_eq "$d: ... its state n1.b3.qcow2" "$bd/n1.b3.qcow2" "$(jq_get "$bd/store/b3/manifest.json" disks.0.file)"
+	expect_eq "$d: ... the VM writes on at n1.qcow2" "$bd/n1.qcow2" "$(ck_active_file "b${ver//./}" vd1)"
+	vm_kill "b${ver//./}" KILL
 done
 
 vm_stop_all
