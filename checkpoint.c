@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #include "checkpoint_int.h"
+#include "diskswap.h"
 #include "ingest.h"
 #include "launch.h"
 #include "manifest.h"
@@ -102,6 +103,18 @@ ckpt_mode_name(enum ckpt_mode m)
 
 /* ---- the recovery note -------------------------------------------------- */
 
+/* What recover needs to finish or undo each disk swap (diskswap.h). */
+static json_t *
+swap_note(const struct ckpt *c)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; i < c->ndisks; i++)
+		json_array_append_new(a, diskswap_note(&c->disks[i].sw));
+	return a;
+}
+
 int
 ckpt_note_write(struct ckpt *c, struct err *e)
 {
@@ -124,6 +137,7 @@ ckpt_note_write(struct ckpt *c, struct err *e)
 	    "pause_before_switchover_set", c->mode != CKPT_MODE_BACKGROUND);
 	if (note == NULL)
 		return err_set(e, ERR_FAIL, "cannot build the recovery note");
+	json_object_set_new(note, "swaps", swap_note(c));
 	rc = store_note_write(c->store, note, e);
 	json_decref(note);
 	if (rc == 0)
@@ -133,36 +147,105 @@ ckpt_note_write(struct ckpt *c, struct err *e)
 
 /* ---- the disk cut ------------------------------------------------------- */
 
-/* After a failed transaction QEMU's rollback leaves no overlay behind;
- * after a timeout or disconnect they stay: they may be in use. */
+/* e becomes "...: the disk swap is not finished: run 'snapctl recover'". */
+static void
+attention_swap(struct ckpt *c, struct err *e)
+{
+	size_t len = strlen(e->msg);
+
+	snprintf(e->msg + len, sizeof(e->msg) - len, "; the disk swap is not "
+	    "finished: run 'snapctl -s %s -d %s recover'", c->socket_abs,
+	    store_path(c->store));
+	e->kind = ERR_ATTENTION;
+}
+
+/* Before the capture: every disk's state linked, its overlay made. */
+static int
+prepare_swaps(struct ckpt *c, struct err *e)
+{
+	size_t i, k;
+
+	for (i = 0; i < c->ndisks; i++)
+		if (diskswap_prepare(&c->disks[i].sw, e) < 0) {
+			for (k = 0; k < i; k++)
+				diskswap_undo(&c->disks[k].sw);
+			err_prefix(e, "disk '%s': ", c->disks[i].device);
+			return -1;
+		}
+	c->swaps_prepared = 1;
+	diskswap_test_hold("prepared");
+	return 0;
+}
+
+/* The cut did not happen: the files go as they came. */
+static void
+undo_swaps(struct ckpt *c)
+{
+	size_t i;
+
+	if (!c->swaps_prepared || c->disks_cut || c->cut_unknown)
+		return;
+	for (i = 0; i < c->ndisks; i++)
+		diskswap_undo(&c->disks[i].sw);
+	c->swaps_prepared = 0;
+}
+
+/* The directories of the swapped disks, once the guest runs again. */
+static int
+sync_swaps(struct ckpt *c, struct err *e)
+{
+	size_t i;
+
+	for (i = 0; i < c->ndisks; i++)
+		if (c->disks[i].sw.renamed &&
+		    diskswap_sync(&c->disks[i].sw, e) < 0)
+			return -1;
+	return 0;
+}
+
+/*
+ * One transaction cuts every disk onto the overlay prepare_swaps() made
+ * (QEMU's mode "existing"); then each overlay is renamed over the VM's
+ * path.  After an error reply QEMU rolled back: the swaps are undone
+ * later; after a timeout or a disconnect QEMU may have cut, and recover
+ * decides (the recovery note stays).
+ */
 int
 ckpt_cut_disks(struct ckpt *c, struct err *e)
 {
 	struct err le = ERR_INIT;
 	struct vm_overlay *ov;
-	struct stat st;
 	size_t i;
 	int rc;
 
 	if (c->ndisks == 0)
 		return 0;
-	for (i = 0; i < c->ndisks; i++)
-		if (lstat(c->disks[i].overlay, &st) == 0)
-			return err_set(e, ERR_FAIL, "overlay '%s' for disk '%s' "
-			    "appeared meanwhile: not overwritten",
-			    c->disks[i].overlay, c->disks[i].device);
 	ov = xcalloc(c->ndisks, sizeof(*ov));
 	for (i = 0; i < c->ndisks; i++) {
 		ov[i].device = c->disks[i].drive;
 		ov[i].node = c->disks[i].node;
-		ov[i].file = c->disks[i].overlay;
+		ov[i].file = c->disks[i].sw.tmp;
 		ov[i].node_name = c->disks[i].overlay_node;
+		ov[i].existing = 1;
 	}
 	rc = vm_overlays_cut(c->q, ov, c->ndisks, &le);
 	free(ov);
-	if (rc < 0)
-		return err_propagate(e, &le, "cannot cut the disks");
+	if (rc < 0) {
+		if (le.qmp_class[0] == '\0')
+			c->cut_unknown = 1;
+		err_propagate(e, &le, "cannot cut the disks");
+		if (c->cut_unknown)
+			attention_swap(c, e);
+		return -1;
+	}
 	c->disks_cut = 1;
+	for (i = 0; i < c->ndisks; i++)
+		if (diskswap_finish(&c->disks[i].sw, &le) < 0) {
+			c->cut_unknown = 1;
+			err_propagate(e, &le, NULL);
+			attention_swap(c, e);
+			return -1;
+		}
 	return 0;
 }
 
@@ -376,10 +459,11 @@ build_manifest(struct ckpt *c, const char *parent)
 		disks[i].device = d->device;
 		disks[i].qdev = d->qdev;
 		disks[i].node = d->node;
-		disks[i].file = d->file;
+		disks[i].file = d->sw.layer;
 		disks[i].format = d->format;
 		disks[i].backing = d->backing;
-		disks[i].overlay = d->overlay;
+		disks[i].overlay = d->sw.path;
+		disks[i].swapped = 1;
 		disks[i].overlay_node = d->overlay_node;
 	}
 	in.name = c->name;
@@ -434,12 +518,13 @@ note_overlays(struct ckpt *c, struct err *e)
 	if (!c->disks_cut || !err_isset(e))
 		return;
 	for (i = 0; i < c->ndisks; i++)
-		buf_addf(&b, "%s'%s'", i ? ", " : "", c->disks[i].overlay);
+		buf_addf(&b, "%s'%s'", i ? ", " : "", c->disks[i].sw.layer);
 	{
 		size_t len = strlen(e->msg);
 
 		snprintf(e->msg + len, sizeof(e->msg) - len, "; the disks "
-		    "were cut: the guest now writes to %s (kept)",
+		    "were cut: the guest writes on at its own path%s, the "
+		    "state it had is %s (kept)", c->ndisks > 1 ? "s" : "",
 		    (char *)b.data);
 	}
 	buf_release(&b);
@@ -530,9 +615,10 @@ dry_run(struct ckpt *c, json_t **plan, struct err *e)
 	disks = json_array();
 	for (i = 0; i < c->ndisks; i++)
 		json_array_append_new(disks, json_pack("{s:s, s:s?, s:s?, "
-		    "s:s}", "device", c->disks[i].device, "file",
-		    c->disks[i].file, "format", c->disks[i].format, "overlay",
-		    c->disks[i].overlay));
+		    "s:s, s:s}", "device", c->disks[i].device, "file",
+		    c->disks[i].sw.layer, "format", c->disks[i].format,
+		    "overlay", c->disks[i].sw.path, "vm_path",
+		    c->disks[i].sw.path));
 	if (c->mode != CKPT_MODE_DISK_ONLY) {
 		ram = ckpt_guest_ram(c);
 		/* The man page's plan: three times the RAM + 200 MiB. */
@@ -632,6 +718,8 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 		goto out;
 	if (ckpt_note_write(c, e) < 0)
 		goto out;
+	if (sig_interrupted(e) || prepare_swaps(c, e) < 0)
+		goto out;
 
 	/* From here on, every path goes through settle(). */
 	ckpt_state_set(c, CKPT_S_PREPARED);
@@ -683,6 +771,8 @@ ckpt_run(const struct ckpt_opts *o, json_t **manifest, struct err *e)
 	}
 settle:
 	settle(c, e);
+	if (!err_isset(e) && sync_swaps(c, e) < 0)
+		attention_swap(c, e);
 	if (err_isset(e))
 		goto out;
 	m = build_manifest(c, c->parent);
@@ -705,6 +795,7 @@ settle:
 out:
 	if (rc < 0 && c->state != CKPT_S_FAILED)
 		ckpt_state_set(c, CKPT_S_FAILED);
+	undo_swaps(c);
 	note_overlays(c, e);
 	if (c->stage != NULL) {
 		ingest_free(c->ing);

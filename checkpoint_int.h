@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "checkpoint.h"
+#include "diskswap.h"
 #include "err.h"
 #include "qmp.h"
 #include "save.h"
@@ -24,11 +25,13 @@ struct disk {
 	char *qdev;
 	char *node;		/* root node of the device: the active image */
 	char *drive;		/* the drive's device name, or NULL: node */
-	char *file;		/* the active image's file name */
+	char *file;		/* the VM's own path P of the active image */
 	char *format;
 	char *backing;		/* its backing file, or NULL */
-	char *overlay;		/* the new active image */
+	char *overlay;		/* the VM's current disk after the cut: P */
 	char *overlay_node;
+	struct diskswap sw;	/* the swap: the state goes to sw.layer,
+				 * QEMU cuts onto sw.tmp (diskswap.h) */
 };
 
 /*
@@ -115,6 +118,9 @@ struct ckpt {
 	int frozen;		/* its filesystems: thaw them */
 	int fd_registered;	/* getfd done, migrate not yet: closefd */
 	int disks_cut;		/* the overlays are in use: kept */
+	int swaps_prepared;
+	int cut_unknown;	/* QEMU may have cut, or a swap is unfinished:
+				 * for recover */	/* diskswap_prepare() done on every disk */
 	uint64_t freeze_ms;
 
 	/* the migration */

@@ -16,6 +16,8 @@
 
 #include "checkpoint_int.h"
 #include "diskfile.h"
+#include "diskswap.h"
+#include "launch.h"
 #include "store.h"
 #include "util.h"
 #include "vm.h"
@@ -56,6 +58,7 @@ ckpt_disk_free(struct disk *d)
 	free(d->backing);
 	free(d->overlay);
 	free(d->overlay_node);
+	diskswap_release(&d->sw);
 }
 
 /* A node name QEMU accepts (letter first, <= 31 chars) and unique enough. */
@@ -74,13 +77,66 @@ overlay_node_name(const char *name, size_t i)
 	return xasprintf("snapctl%08x-%zu", h, i);
 }
 
+/*
+ * The disk swap (diskswap.h) of d: the VM's own path P (QEMU names the
+ * active image of a VM checkpointed before by an earlier swap's temporary
+ * name), the state file F "STEM.NAME.qcow2" beside P (or in --overlay-dir)
+ * and the temporary names.  A disk that cannot be swapped is refused here,
+ * before anything changes.
+ */
+static int
+plan_swap(struct ckpt *c, struct disk *d, const struct blockinfo *b,
+    const char *overlay_dir, const json_t *launch, struct err *e)
+{
+	const char *file = b->file, *fmt = b->format;
+	char *p, *stem, *dir, *layer;
+	int pending, rc;
+
+	if (fmt == NULL || strcmp(fmt, "qcow2") != 0)
+		return err_set(e, ERR_FAIL, "disk '%s': '%s' is %s, not qcow2: "
+		    "its path cannot become the qcow2 overlay that keeps the "
+		    "VM's command line valid: --exclude %s, or convert it to "
+		    "qcow2", d->device, file ? file : "?", fmt ? fmt :
+		    "of no known format", d->device);
+	if (!plain_path(file))
+		return err_set(e, ERR_FAIL, "disk '%s': '%s' is not a plain "
+		    "file name: snapctl cannot keep it as the VM's current "
+		    "disk: --exclude %s", d->device, file ? file : "?",
+		    d->device);
+	p = diskswap_vm_path(file, &pending);
+	if (pending) {
+		err_set(e, ERR_FAIL, "disk '%s': '%s' is an unfinished disk "
+		    "swap: run 'snapctl recover'", d->device, file);
+		free(p);
+		return -1;
+	}
+	stem = diskfile_stem(p);
+	dir = overlay_dir != NULL ? xstrdup(overlay_dir) : path_dirname(p);
+	layer = xasprintf("%s/%s.%s.qcow2", dir, stem, c->name);
+	rc = diskswap_plan(&d->sw, p, file, layer, c->name, b->size, e);
+	if (rc == 0)
+		rc = diskswap_cmdline_check(json_object_get(launch, "argv"), p,
+		    d->device, e);
+	d->sw.node = d->overlay_node;
+	d->file = p;
+	d->overlay = xstrdup(p);
+	free(stem);
+	free(dir);
+	free(layer);
+	if (rc < 0) {
+		err_prefix(e, "disk '%s': ", d->device);
+		return -1;
+	}
+	return 0;
+}
+
 static int
 collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
     struct err *e)
 {
 	const struct ckpt_opts *o = c->o;
 	char *overlay_dir = NULL;
-	struct stat st;
+	json_t *launch = launch_record(c->q);
 	size_t i, k;
 	int rc = -1;
 
@@ -98,7 +154,7 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 		const char *node = b->node, *file = b->file;
 		const char *fmt = b->format, *bk = b->backing;
 		struct disk *d;
-		char *id, *stem, *dir;
+		char *id;
 
 		if (b->ro || excluded(o, b->id, qdev, node) ||
 		    (*device != '\0' && excluded(o, device, NULL, NULL))) {
@@ -122,40 +178,16 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 			    "nor a node name", id);
 			goto out;
 		}
-		d->file = file != NULL ? xstrdup(file) : NULL;
 		d->format = fmt != NULL ? xstrdup(fmt) : NULL;
 		d->backing = bk != NULL ? xstrdup(bk) : NULL;
-		if (overlay_dir != NULL) {
-			stem = plain_path(file) ? diskfile_stem(file) :
-			    xstrdup(id);
-			d->overlay = xasprintf("%s/%s.%s.qcow2", overlay_dir,
-			    stem, c->name);
-			free(stem);
-		} else {
-			if (!plain_path(file)) {
-				err_set(e, ERR_FAIL, "cannot place an overlay "
-				    "beside '%s' of disk '%s': use "
-				    "--overlay-dir", file ? file : "?", id);
-				goto out;
-			}
-			stem = diskfile_stem(file);
-			dir = path_dirname(file);
-			d->overlay = xasprintf("%s/%s.%s.qcow2", dir, stem,
-			    c->name);
-			free(stem);
-			free(dir);
-		}
 		d->overlay_node = overlay_node_name(c->name, c->ndisks - 1);
-		if (lstat(d->overlay, &st) == 0) {
-			err_set(e, ERR_FAIL, "overlay '%s' for disk '%s' "
-			    "already exists", d->overlay, id);
+		if (plan_swap(c, d, b, overlay_dir, launch, e) < 0)
 			goto out;
-		}
 		for (k = 0; k + 1 < c->ndisks; k++)
-			if (strcmp(c->disks[k].overlay, d->overlay) == 0) {
+			if (strcmp(c->disks[k].sw.layer, d->sw.layer) == 0) {
 				err_set(e, ERR_FAIL, "disks '%s' and '%s' would "
-				    "both get the overlay '%s'",
-				    c->disks[k].device, id, d->overlay);
+				    "both keep their state in '%s'",
+				    c->disks[k].device, id, d->sw.layer);
 				goto out;
 			}
 	}
@@ -183,6 +215,7 @@ collect_disks(struct ckpt *c, const struct blockinfo *bi, size_t nbi,
 	rc = 0;
 out:
 	free(overlay_dir);
+	json_decref(launch);
 	return rc;
 }
 

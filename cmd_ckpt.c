@@ -106,8 +106,8 @@ print_summary(const json_t *m)
 	    json_number_value(json_object_get(t, "total_s")),
 	    (long long)json_integer_value(json_object_get(t, "passes")));
 	json_array_foreach(json_object_get(m, "disks"), i, d)
-		printf("disk %s: checkpoint in '%s', the guest now writes to "
-		    "'%s'\n", json_string_value(json_object_get(d, "device")),
+		printf("disk %s: checkpoint in '%s', the guest writes on at its "
+		    "own path '%s'\n", json_string_value(json_object_get(d, "device")),
 		    json_string_value(json_object_get(d, "file")),
 		    json_string_value(json_object_get(d, "overlay")));
 }
@@ -133,11 +133,11 @@ print_plan(const json_t *p)
 	printf("would checkpoint '%s' (%s) into '%s'\n", json_str(p, "name"),
 	    json_str(p, "mode"), json_str(p, "store"));
 	json_array_foreach(json_object_get(p, "disks"), i, d)
-		printf("disk %s: '%s' (%s) would be cut; the guest would then "
-		    "write to '%s'\n", json_str(d, "device"),
-		    json_str(d, "file") ? json_str(d, "file") : "?",
+		printf("disk %s: '%s' (%s) would be cut: its state kept as "
+		    "'%s', the guest writing on at '%s'\n",
+		    json_str(d, "device"), json_str(d, "vm_path"),
 		    json_str(d, "format") ? json_str(d, "format") : "?",
-		    json_str(d, "overlay"));
+		    json_str(d, "file"), json_str(d, "vm_path"));
 	json_array_foreach(json_object_get(p, "skipped"), i, d)
 		printf("disk %s: '%s' left alone (%s)\n", json_str(d, "device"),
 		    json_str(d, "file") ? json_str(d, "file") : "?",
@@ -425,15 +425,20 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"(\"forced\")\n"
 	"  --on-timeout abort   ... or give up instead (exit 7)\n"
 	"  --exclude DEVICE     leave this disk alone (repeatable)\n"
-	"  --overlay-dir DIR    new overlays here, not beside the images\n"
+	"  --overlay-dir DIR    the disks' states here, not beside the\n"
+	"                       images (same filesystem: hard links)\n"
 	"  --level N, --threads N  zstd level and threads for the image\n"
 	"  --progress           progress lines also when stderr is not a\n"
 	"                       terminal (a line a second at most)\n"
 	"  --dry-run            say what would be cut and where, and the\n"
 	"                       room needed; change nothing\n"
 	"NAME defaults to the UTC time to the millisecond\n"
-	"(20261123T081500.123Z).  The checkpoint goes to STORE/NAME; each\n"
-	"disk's new overlay is <image-stem>.NAME.qcow2 beside its image.",
+	"(20261123T081500.123Z).  The checkpoint goes to STORE/NAME.  Each\n"
+	"writable disk keeps its own path as the VM's current disk (a new\n"
+	"qcow2 overlay there); the state it had goes to\n"
+	"<image-stem>.NAME.qcow2 beside it, the overlay's backing file, so\n"
+	"the VM's unchanged command line starts it with every write.  A\n"
+	"disk that is not qcow2 is refused (exit 1): --exclude it.",
 	"", checkpoint_opts, 0, 1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
 	CMD_JSON, cmd_checkpoint,
 };
@@ -441,9 +446,11 @@ const struct cmd_entry cmd_checkpoint_entry = {
 const struct cmd_entry cmd_recover_entry = {
 	"recover", "[--agent SOCKET]",
 	"resume a guest an interrupted checkpoint left stopped",
-	"Cancels a pending migration, thaws filesystems (--agent), puts\n"
-	"back the migration settings recorded in STORE/.recover.json\n"
-	"(with -d), resumes the guest.  -s may be left out when -d is\n"
-	"given: the recovery note names the socket.",
+	"Finishes or undoes the disk swap of each disk (with -d: the\n"
+	"recovery note lists them; also when QEMU is gone), cancels a\n"
+	"pending migration, thaws filesystems (--agent), puts back the\n"
+	"migration settings recorded in STORE/.recover.json (with -d),\n"
+	"resumes the guest.  -s may be left out when -d is given: the\n"
+	"recovery note names the socket.",
 	"", recover_opts, 0, 0, CMD_JSON, cmd_recover,
 };

@@ -293,8 +293,12 @@ info_text(const json_t *m, const json_t *raw)
 		    json_str(d, "file") ? json_str(d, "file") : "?",
 		    json_str(d, "format") ? json_str(d, "format") : "?",
 		    json_str(d, "backing") ? json_str(d, "backing") : "none");
-		printf("  VM moved to: %s\n", json_str(d, "overlay") ?
-		    json_str(d, "overlay") : "?");
+		if (json_str(d, "vm_path") != NULL)
+			printf("  VM writes on at: %s (its own path)\n",
+			    json_str(d, "vm_path"));
+		else
+			printf("  VM moved to: %s\n", json_str(d, "overlay") ?
+			    json_str(d, "overlay") : "?");
 	}
 
 	machine = json_str(vm, "machine");

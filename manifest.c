@@ -131,7 +131,7 @@ check_disk(const json_t *d, struct where *w, struct err *e)
 {
 	static const char *const strs[] = {
 		"node", MF_DISK_FILE, "backing", "overlay_node", "qdev",
-		"file_made_by", NULL,
+		"file_made_by", MF_DISK_VM_PATH, NULL,
 	};
 	const char *const *k, *fmt;
 
@@ -303,7 +303,8 @@ set_identity(json_t *dj, const char *dev_key, const char *ino_key,
 }
 
 static json_t *
-build_disk(const struct manifest_disk *d, const json_t *parent_m)
+build_disk(const struct manifest_disk *d, const json_t *parent_m,
+    const char *self)
 {
 	struct stat st;
 	const char *by;
@@ -328,13 +329,17 @@ build_disk(const struct manifest_disk *d, const json_t *parent_m)
 	json_object_set_new(dj, "qdev", d->qdev ? json_string(d->qdev) :
 	    json_null());
 	/* Survives the parent's deletion: delete --disks needs it. */
-	by = made_by(d, parent_m);
+	by = d->swapped ? self : made_by(d, parent_m);
 	json_object_set_new(dj, "file_made_by", by ? json_string(by) :
 	    json_null());
 	/* The proof that snapctl made them, for delete --disks: a path
 	 * edited in the manifest names another inode. */
 	set_identity(dj, "file_dev", "file_ino", by ? d->file : NULL);
-	set_identity(dj, "overlay_dev", "overlay_ino", d->overlay);
+	set_identity(dj, "overlay_dev", "overlay_ino", d->swapped ? NULL :
+	    d->overlay);
+	if (d->swapped)
+		json_object_set_new(dj, MF_DISK_VM_PATH,
+		    json_string(d->overlay));
 	return dj;
 }
 
@@ -354,7 +359,7 @@ manifest_build(const struct manifest_input *in)
 		    MF_MEM_STREAM, (json_int_t)in->stream_bytes);
 	disks = json_array();
 	for (i = 0; i < in->ndisks; i++) {
-		if ((dj = build_disk(&in->disks[i], in->parent_m)) == NULL) {
+		if ((dj = build_disk(&in->disks[i], in->parent_m, in->name)) == NULL) {
 			json_decref(mem);
 			json_decref(disks);
 			return NULL;

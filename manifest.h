@@ -42,6 +42,7 @@
 #define MF_DISK_DEVICE "device"
 #define MF_DISK_FILE "file"
 #define MF_DISK_OVERLAY "overlay"
+#define MF_DISK_VM_PATH "vm_path"	/* the VM's own path: its current disk */
 /* Version 2 disks (issue 11): the checkpoint's state is a layer in its own
  * directory; the VM's disk never moves.  See layer.h. */
 #define MF_DISK_PATH "path"		/* the VM's own disk file */
@@ -119,6 +120,12 @@ struct manifest_disk {
 	const char *backing;
 	const char *overlay;	/* required */
 	const char *overlay_node;	/* required */
+	int swapped;		/* file is a name this checkpoint made for
+				 * the state (diskswap.h) and overlay the VM's
+				 * own path: "file_made_by" is the checkpoint
+				 * itself, "vm_path" names the overlay, and
+				 * the overlay gets no identity (it is the
+				 * VM's disk, never snapctl's to delete) */
 };
 
 /* What a checkpoint knows, for manifest_build().  Strings are borrowed. */
@@ -151,7 +158,8 @@ struct manifest_input {
  * size and mtime_ns its file has now (null when it cannot be looked at),
  * and "file_made_by", the parent's name when the disk's file is the
  * overlay the parent made for that device (so delete --disks still knows
- * after the parent is gone).  New reference, or NULL when a required
+ * after the parent is gone), the checkpoint's own name for a swapped
+ * disk's state file.  New reference, or NULL when a required
  * string is missing.
  */
 json_t *manifest_build(const struct manifest_input *in);

@@ -1,6 +1,7 @@
 /*
  * recover.c - ckpt_recover() (checkpoint.h): bring back a guest a killed
- * snapctl left behind, one step per function, in order: cancel the
+ * snapctl left behind, one step per function, in order: finish or undo
+ * each disk swap (diskswap.h; also when QEMU is gone), cancel the
  * migration, thaw, restore the capabilities and parameters, resume, remove
  * stale staging directories, remove the recovery note.  Each step appends
  * what it did to the report's "actions".
@@ -11,6 +12,7 @@
 #include <jansson.h>
 
 #include "checkpoint.h"
+#include "diskswap.h"
 #include "store.h"
 #include "util.h"
 #include "vm.h"
@@ -102,6 +104,20 @@ connect_vm(struct recover *r, struct err *e)
 	if (!same)
 		return err_set(e, ERR_MISMATCH, "the recovery note in '%s' is "
 		    "about another VM than '%s'", r->o->store, r->sock);
+	return 0;
+}
+
+/* 0. Each disk swap the killed run began: finished if QEMU cut (or,
+ * QEMU gone, if the guest wrote into the new overlay), else undone. */
+static int
+recover_swaps(struct recover *r, struct err *e)
+{
+	const json_t *v;
+	size_t i;
+
+	json_array_foreach(json_object_get(r->note, "swaps"), i, v)
+		if (diskswap_recover(r->q, v, r->done, e) < 0)
+			return -1;
 	return 0;
 }
 
@@ -268,8 +284,25 @@ ckpt_recover(const struct ckpt_recover_opts *o, json_t **report,
 	r->rep = json_object();
 	r->done = json_array();
 	json_object_set_new(r->rep, "actions", r->done);
-	if (read_note(r, e) < 0 || connect_vm(r, e) < 0 ||
-	    cancel_migration(r, e) < 0 || thaw(r, e) < 0 ||
+	if (read_note(r, e) < 0)
+		goto out;
+	if (connect_vm(r, e) < 0) {
+		/* QEMU is gone: its disks must still lead to every write. */
+		if (r->q == NULL && r->note != NULL) {
+			struct err se = ERR_INIT;
+
+			size_t len = strlen(e->msg);
+
+			if (recover_swaps(r, &se) < 0)
+				snprintf(e->msg + len, sizeof(e->msg) - len,
+				    "; and %s", se.msg);
+			else if (json_array_size(r->done) > 0)
+				snprintf(e->msg + len, sizeof(e->msg) - len,
+				    "; the disk swaps were recovered");
+		}
+		goto out;
+	}
+	if (recover_swaps(r, e) < 0 || cancel_migration(r, e) < 0 || thaw(r, e) < 0 ||
 	    restore_settings(r, e) < 0 || resume(r, e) < 0)
 		goto out;
 	clean_stale(r);

@@ -261,6 +261,77 @@ vm_qdev_id(const char *qdev)
 	return slash != NULL ? xstrndup(p, (size_t)(slash - p)) : xstrdup(p);
 }
 
+/*
+ * The file of an image QEMU names "json:{...}": QEMU does so for a qcow2
+ * whose backing name is not its backing node's name (after a disk swap,
+ * see diskswap.h), its own file in "file": {"driver": "file", "filename":
+ * ...}.  Any other name: a copy.
+ */
+static char *
+image_file(const char *name)
+{
+	json_t *j, *f;
+	char *out = NULL;
+
+	if (strncmp(name, "json:", 5) != 0)
+		return xstrdup(name);
+	j = json_loads(name + 5, 0, NULL);
+	f = json_object_get(j, "file");
+	if (json_str(f, "driver") != NULL &&
+	    strcmp(json_str(f, "driver"), "file") == 0 &&
+	    json_str(f, "filename") != NULL)
+		out = xstrdup(json_str(f, "filename"));
+	json_decref(j);
+	return out != NULL ? out : xstrdup(name);
+}
+
+/*
+ * The file name of node's "file" child, from QEMU's block graph
+ * (x-debug-query-block-graph, 4.0 on) and that child's plain name
+ * (query-named-block-nodes): for an image whose own "json:{...}" name
+ * QEMU cut short at PATH_MAX (a deep chain of swapped layers).  NULL when
+ * QEMU will not say.
+ */
+static char *
+node_file(struct qmp *q, const char *node)
+{
+	json_t *g, *nodes, *v, *nb = NULL;
+	const char *child = NULL;
+	json_int_t id = -1, cid = -1;
+	char *out = NULL;
+	size_t i;
+
+	g = qmp_execute(q, "x-debug-query-block-graph", NULL, NULL);
+	nodes = json_object_get(g, "nodes");
+	json_array_foreach(nodes, i, v)
+		if (json_str(v, "name") != NULL &&
+		    strcmp(json_str(v, "name"), node) == 0 &&
+		    json_str(v, "type") != NULL &&
+		    strcmp(json_str(v, "type"), "block-driver") == 0)
+			id = json_integer_value(json_object_get(v, "id"));
+	json_array_foreach(json_object_get(g, "edges"), i, v)
+		if (json_integer_value(json_object_get(v, "parent")) == id &&
+		    json_str(v, "name") != NULL &&
+		    strcmp(json_str(v, "name"), "file") == 0)
+			cid = json_integer_value(json_object_get(v, "child"));
+	json_array_foreach(nodes, i, v)
+		if (cid >= 0 && json_integer_value(json_object_get(v, "id")) ==
+		    cid)
+			child = json_str(v, "name");
+	if (child != NULL)
+		nb = qmp_execute(q, "query-named-block-nodes",
+		    json_pack("{s:b}", "flat", 1), NULL);
+	json_array_foreach(nb, i, v)
+		if (json_str(v, "node-name") != NULL &&
+		    strcmp(json_str(v, "node-name"), child) == 0 &&
+		    json_str(v, "file") != NULL &&
+		    json_str(v, "file")[0] == '/')
+			out = xstrdup(json_str(v, "file"));
+	json_decref(nb);
+	json_decref(g);
+	return out;
+}
+
 static void
 disk_chain(struct blockinfo *b, const json_t *img)
 {
@@ -270,7 +341,7 @@ disk_chain(struct blockinfo *b, const json_t *img)
 		if (json_str(img, "filename") != NULL) {
 			b->chain = xreallocarray(b->chain, b->nchain + 1,
 			    sizeof(*b->chain));
-			b->chain[b->nchain++] = xstrdup(json_str(img,
+			b->chain[b->nchain++] = image_file(json_str(img,
 			    "filename"));
 		}
 		img = json_object_get(img, "backing-image");
@@ -317,10 +388,22 @@ vm_disks_query(struct qmp *q, struct blockinfo **out, size_t *n,
 		b->device = xstrdup(device != NULL ? device : "");
 		b->qdev = dup_or_null(qdev);
 		b->node = dup_or_null(node);
-		b->file = dup_or_null(file);
+		b->file = file != NULL ? image_file(file) : NULL;
+		if (b->file != NULL && strncmp(b->file, "json:", 5) == 0 &&
+		    node != NULL) {
+			char *nf = node_file(q, node);
+
+			if (nf != NULL) {
+				free(b->file);
+				b->file = nf;
+			}
+		}
 		b->format = dup_or_null(fmt);
 		b->backing = dup_or_null(bk);
 		b->ro = json_is_true(json_object_get(ins, "ro"));
+		if (json_is_integer(json_object_get(img, "virtual-size")))
+			b->size = (uint64_t)json_integer_value(
+			    json_object_get(img, "virtual-size"));
 		b->id = *b->device != '\0' ? xstrdup(b->device) :
 		    qdev != NULL ? vm_qdev_id(qdev) :
 		    xstrdup(node != NULL ? node : "?");
@@ -373,6 +456,8 @@ overlays_precreate(const struct qmp *q, struct vm_overlay *v, size_t n,
 	if (qmp_peer_cred(q, NULL, &uid) < 0 || uid != geteuid())
 		return 0;
 	for (i = 0; i < n; i++) {
+		if (v[i].existing)
+			continue;
 		fd = open(v[i].file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 		    O_CLOEXEC, 0600);
 		if (fd < 0) {
@@ -411,8 +496,8 @@ vm_overlays_cut(struct qmp *q, struct vm_overlay *v, size_t n,
 		    "snapshot-file", v[i].file,
 		    "snapshot-node-name", v[i].node_name,
 		    "format", v[i].format != NULL ? v[i].format : "qcow2",
-		    "mode", "absolute-paths"));
-		v[i].created = 1;	/* QEMU may make them all */
+		    "mode", v[i].existing ? "existing" : "absolute-paths"));
+		v[i].created = !v[i].existing;	/* QEMU may make them all */
 	}
 	if (qmp_do(q, "transaction", json_pack("{s:o}", "actions", actions),
 	    &le) == 0)

@@ -109,10 +109,12 @@ struct blockinfo {
 	char *device;		/* "" for -blockdev + -device */
 	char *qdev;		/* "/machine/peripheral/vd0/virtio-backend" or NULL */
 	char *node;		/* the active layer's node name, or NULL */
-	char *file;		/* its image file, or NULL */
+	char *file;		/* its image file, or NULL ("json:{...}":
+				 * its "file" child's name, a plain file) */
 	char *format;		/* "qcow2", "raw", ... or NULL */
 	char *backing;		/* its backing file (full name), or NULL */
 	int ro;
+	uint64_t size;		/* its virtual size, 0 if not said */
 	char **chain;		/* "filename" of the image and of each image
 				   of its backing-image chain */
 	size_t nchain;
@@ -139,12 +141,15 @@ struct vm_overlay {
 	const char *file;	/* the new overlay, an absolute path */
 	const char *node_name;	/* the overlay's node name */
 	const char *format;	/* NULL: "qcow2" */
+	int existing;		/* the caller made the image (QEMU's mode
+				 * "existing"): never made nor removed here */
 	int created;		/* out: the file may be ours (see below) */
 };
 
 /*
  * Put a new overlay on top of each disk in one transaction: all disks or
- * none.  Each file is made 0600 first (O_EXCL, O_NOFOLLOW: an existing
+ * none.  An "existing" overlay is opened as it is (its backing name
+ * stays); each other file is made 0600 first (O_EXCL, O_NOFOLLOW: an existing
  * file or symlink is "cannot create the overlay 'FILE': it exists
  * already") when QEMU runs as this user; QEMU creates the image in it
  * (else creates the file itself, and would overwrite one: the caller makes

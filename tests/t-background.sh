@@ -95,8 +95,8 @@ for ver in 7.2 10.0; do
 	fi
 	check "$d: snapctl verify memory.img" "$SNAPCTL" verify "$store/b1/memory.img"
 	file=$(jq_get "$m" disks.0.file)
-	expect_eq "$d: disks.0.file is the old image" "$dir/d0.qcow2" "$file"
-	expect_eq "$d: the VM writes to the overlay" "$dir/d0.b1.qcow2" "$(ck_active_file "$name" vd0)"
+	expect_eq "$d: disks.0.file is the state, d0.b1.qcow2" "$dir/d0.b1.qcow2" "$file"
+	expect_eq "$d: the VM writes on at its own path" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
 
 	# ---- SIGINT during the background capture ----------------------------
 	d="QEMU $ver SIGINT background"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # t-checkpoint-faults: snapctl checkpoint when things go wrong, on QEMU 7.2
 # and 10.0 (one churning guest each, two disks: d0 beside the store, d1 a
-# raw image on a small tmpfs).  After every failure the guest must run,
+# qcow2 image on a small tmpfs), and a firmware-only -blockdev VM per QEMU
+# whose qcow2 node sets "backing" and whose third disk is raw: refused.  After every failure the guest must run,
 # the migration capabilities and parameters must be as before, no
 # checkpoint, staging directory, recovery note or overlay may be left, and
 # snapctl must say what happened in one line with the right exit code:
@@ -9,10 +10,10 @@
 #   SIGINT or SIGTERM after the cut, during the commit (0, a warning, the
 #   checkpoint complete);
 #   a full filesystem for the store (6), also one that the live phase
-#   fits but the commit would not (6, before the cut); a transaction that fails half-way
-#   (d1's filesystem full: d0's overlay was already created) and one into a
-#   read-only --overlay-dir (1); the same for --disk-only --quiesce, which
-#   must thaw; --timeout with --on-timeout abort (7) and with stop (0,
+#   fits but the commit would not (6, before the cut); a disk swap that
+#   fails half-way (d1's filesystem full: d0's state was already linked and
+#   its overlay made: 6) and an --overlay-dir on another filesystem (1,
+#   before anything changes, also for --disk-only --quiesce: no freeze); --timeout with --on-timeout abort (7) and with stop (0,
 #   "forced"); QEMU killed mid-capture (3).
 # Needs root for the tmpfs mounts; without it those cases are skipped.
 . "$(dirname "$0")/lib.sh"
@@ -52,8 +53,8 @@ for ver in 7.2 10.0; do
 	small_ok[$ver]=0
 	if tmpfs_at "$dir/small" 4M; then
 		# Preallocated, so the full filesystem never stops its writes.
-		fallocate -l 1M "$dir/small/d1.raw" && small_ok[$ver]=1
-		disks+=(--disk "$dir/small/d1.raw,format=raw")
+		qemu-img create -q -f qcow2 -o preallocation=full "$dir/small/d1.qcow2" 1M && small_ok[$ver]=1
+		disks+=(--disk "$dir/small/d1.qcow2")
 	fi
 	if vm_start "$name" --qemu "$ver" --agent "${disks[@]}" --append "$CHURN" \
 		2>"$TESTDIR/$name.err"; then
@@ -64,10 +65,11 @@ for ver in 7.2 10.0; do
 done
 [ "$(id -u)" = 0 ] || skip "tmpfs cases" "not root"
 
-# no_overlays DESC NAME: no file of checkpoint NAME beside any disk.
+# no_overlays DESC NAME: no file of checkpoint NAME beside any disk (its
+# state, or the temporary name of its disk swap).
 no_overlays() {
 	local left
-	left=$(find "$dir" -name "*.$2.qcow2" 2>/dev/null)
+	left=$(find "$dir" -name "*.$2.qcow2" -o -name ".*.snapctl-$2" 2>/dev/null)
 	expect_eq "$1: no overlay left" "" "$left"
 }
 
@@ -155,14 +157,14 @@ for ver in "${versions[@]}"; do
 	fi
 
 	# ---- the transaction fails half-way --------------------------------------
-	d="QEMU $ver transaction fails on the 2nd disk"
+	d="QEMU $ver disk swap fails on the 2nd disk"
 	if [ "${small_ok[$ver]}" = 1 ]; then
 		dd if=/dev/zero of="$dir/small/filler" bs=64k 2>/dev/null
-		expect_code 1 "$d: exit 1" "$SNAPCTL" "${S[@]}" checkpoint x1
+		expect_code 6 "$d: exit 6" "$SNAPCTL" "${S[@]}" checkpoint x1
 		cp "$TESTDIR/stderr" "$dir/x1.err"
 		rm -f "$dir/small/filler"
 		ck_one_line "$d: one line on stderr" "$dir/x1.err"
-		expect_match "$d: QEMU's reason" "transaction: .*No space left on device" "$dir/x1.err"
+		expect_match "$d: names the disk and the file" "^snapctl: disk 'vd1': cannot write '$dir/small/\.d1\.qcow2\.snapctl-x1': No space left on device" "$dir/x1.err"
 		ck_guest_back "$name" "$store" "$before" "$d"
 		no_overlays "$d" x1
 		check "$d: no checkpoint" test ! -e "$store/x1"
@@ -172,30 +174,23 @@ for ver in "${versions[@]}"; do
 	fi
 
 	# ---- ... and into a read-only --overlay-dir ------------------------------
-	d="QEMU $ver read-only --overlay-dir"
+	d="QEMU $ver --overlay-dir on another filesystem"
 	if tmpfs_at "$dir/ro" 1M ro; then
 		expect_code 1 "$d: exit 1" "$SNAPCTL" "${S[@]}" checkpoint --overlay-dir "$dir/ro" x2
 		cp "$TESTDIR/stderr" "$dir/x2.err"
 		ck_one_line "$d: one line on stderr" "$dir/x2.err"
-		expect_match "$d: names the overlay it cannot create" "cannot create the overlay '$dir/ro/d0.x2.qcow2': Read-only file system" "$dir/x2.err"
+		expect_match "$d: says why" "^snapctl: disk 'vd0': --overlay-dir '$dir/ro' is on another filesystem than '$dir/d0.qcow2': the checkpoint's state is a hard link of it$" "$dir/x2.err"
 		ck_guest_back "$name" "$store" "$before" "$d"
 		no_overlays "$d" x2
 		check "$d: no checkpoint" test ! -e "$store/x2"
 
-		d="QEMU $ver --disk-only --quiesce, snapshot fails"
+		d="QEMU $ver --disk-only --quiesce, refused"
 		if vm_wait_agent "$name" 60 2>/dev/null; then
 			SNAPCTL_TRACE=1 expect_code 1 "$d: exit 1" "$SNAPCTL" "${S[@]}" checkpoint \
 				--disk-only --quiesce --agent "$(vm_path "$name" qga)" --overlay-dir "$dir/ro" x3
 			tr=$TESTDIR/stderr
-			fr=$(grep -n '^-> .*"guest-fsfreeze-freeze"' "$tr" | head -n1 | cut -d: -f1)
-			th=$(grep -n '^-> .*"guest-fsfreeze-thaw"' "$tr" | head -n1 | cut -d: -f1)
-			if [ -n "$fr" ] && [ -n "$th" ] && [ "$fr" -lt "$th" ] &&
-				sed -n "$((th + 1))p" "$tr" | grep -q '^<- {"return"'; then
-				ok "$d: the agent froze and thawed"
-			else
-				not_ok "$d: the agent froze and thawed" "$(grep fsfreeze "$tr" | cut -c1-100)"
-			fi
-			expect_match "$d: one error line" '^snapctl: .*cannot create the overlay .*Read-only file system' <(grep -v '^[<-]' "$tr")
+			expect_eq "$d: refused before the guest was frozen" "" "$(grep '^-> .*"guest-fsfreeze-freeze"' "$tr")"
+			expect_match "$d: one error line" "^snapctl: disk 'vd0': --overlay-dir .* is on another filesystem" <(grep -v '^[<-]' "$tr")
 			st=$(vm_qga "$name" '{"execute":"guest-fsfreeze-status"}' | jq_get - return)
 			expect_eq "$d: the agent says thawed" thawed "$st"
 			ck_guest_back "$name" "$store" "$before" "$d"
@@ -213,7 +208,8 @@ for ver in "${versions[@]}"; do
 		SNAPCTL_TEST_HOLD_COMMIT_MS=60000 bg_checkpoint k$sg
 		# Held before the commit: the disks cut, this migration over.
 		for i in $(seq 600); do
-			[ "$(ck_active_file "$name" vd0)" = "$dir/d0.k$sg.qcow2" ] &&
+			[ -e "$dir/d0.k$sg.qcow2" ] && [ -z "$(ck_stray "$dir")" ] &&
+				[ -e "$dir/.d0.qcow2.snapctl-k$sg" ] &&
 				[ "$(ck_mig_status "$name")" = completed ] && break
 			sleep 0.1
 		done
@@ -267,7 +263,9 @@ for ver in "${versions[@]}"; do
 		expect_eq "$d: one disk in the manifest" 1 "$(jq_get -n "$store/e1/manifest.json" disks)"
 		expect_eq "$d: ... vd0" vd0 "$(jq_get "$store/e1/manifest.json" disks.0.device)"
 		expect_eq "$d: vd1 was left alone" "$vd1" "$(ck_active_file "$name" vd1)"
-		expect_eq "$d: vd0 to its overlay" "$dir/d0.e1.qcow2" "$(ck_active_file "$name" vd0)"
+		expect_eq "$d: vd0 writes on at its own path" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
+		expect_eq "$d: ... its state d0.e1.qcow2" "$dir/d0.e1.qcow2" "$(jq_get "$store/e1/manifest.json" disks.0.file)"
+		check "$d: no state file for vd1" test ! -e "$dir/small/d1.e1.qcow2"
 		ck_guest_back "$name" "$store" "$before" "$d"
 	else
 		skip "$d" "no second disk"
@@ -323,6 +321,40 @@ for ver in "${versions[@]}"; do
 	fi
 	left=$(pgrep -f "checkpoint.*$store" || true)
 	expect_eq "$d: snapctl is gone" "" "$left"
+done
+
+# ---- disks the swap cannot follow: refused before anything changes --------
+# (-blockdev: a qcow2 node that sets "backing", a raw image)
+for ver in "${versions[@]}"; do
+	d="QEMU $ver -blockdev"
+	bd=$TESTDIR/bd${ver//./}
+	mkdir -p "$bd"
+	qemu-img create -q -f qcow2 "$bd/n0.qcow2" 16M
+	qemu-img create -q -f qcow2 "$bd/n1.qcow2" 16M
+	qemu-img create -q -f raw "$bd/n2.raw" 16M
+	if ! vm_start "b${ver//./}" --qemu "$ver" --no-kernel \
+		--arg -blockdev --arg "{\"driver\":\"file\",\"filename\":\"$bd/n0.qcow2\",\"node-name\":\"f0\"}" \
+		--arg -blockdev --arg "{\"driver\":\"qcow2\",\"file\":\"f0\",\"node-name\":\"q0\",\"backing\":null}" \
+		--arg -device --arg virtio-blk-pci,drive=q0,id=vd0,bus=pcie.0,addr=0x10 \
+		--arg -blockdev --arg "driver=qcow2,node-name=q1,file.driver=file,file.filename=$bd/n1.qcow2" \
+		--arg -device --arg virtio-blk-pci,drive=q1,id=vd1,bus=pcie.0,addr=0x11 \
+		--arg -blockdev --arg "driver=raw,node-name=q2,file.driver=file,file.filename=$bd/n2.raw" \
+		--arg -device --arg virtio-blk-pci,drive=q2,id=vd2,bus=pcie.0,addr=0x12 2>"$bd/start.err"; then
+		not_ok "$d: a firmware-only VM starts" "$(tail -n 3 "$bd/start.err")"
+		continue
+	fi
+	B=(-s "$(vm_path "b${ver//./}" qmp)" -d "$bd/store")
+	before=$(cd "$bd" && ls -A | tr '\n' ' ' | sed 's/ $//')
+	expect_code 1 "$d: a qcow2 node with \"backing\": null is refused" "$SNAPCTL" "${B[@]}" checkpoint --disk-only --exclude vd2 b1
+	ck_one_line "$d: ... in one line" "$TESTDIR/stderr"
+	expect_match "$d: ... saying why and what to do" "^snapctl: disk 'vd0': its -blockdev sets 'backing': started again from that command line, QEMU would not open the checkpoint's state below '$bd/n0.qcow2'; drop 'backing' from that -blockdev, or --exclude vd0$" "$TESTDIR/stderr"
+	expect_code 1 "$d: a raw -blockdev is refused" "$SNAPCTL" "${B[@]}" checkpoint --disk-only --exclude vd0 b2
+	expect_match "$d: ... naming it" "^snapctl: disk 'vd2': '$bd/n2.raw' is raw, not qcow2: .*--exclude vd2, or convert it to qcow2$" "$TESTDIR/stderr"
+	expect_eq "$d: ... no file made" "$before store" "$(cd "$bd" && ls -A | tr '\n' ' ' | sed 's/ $//')"
+	expect_code 0 "$d: with both excluded, the key=value disk is swapped" "$SNAPCTL" "${B[@]}" checkpoint --disk-only --exclude vd0 --exclude vd2 b3
+	expect_eq "$d: ... its state n1.b3.qcow2" "$bd/n1.b3.qcow2" "$(jq_get "$bd/store/b3/manifest.json" disks.0.file)"
+	expect_eq "$d: ... the VM writes on at n1.qcow2" "$bd/n1.qcow2" "$(ck_active_file "b${ver//./}" vd1)"
+	vm_kill "b${ver//./}" KILL
 done
 
 vm_stop_all

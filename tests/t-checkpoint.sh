@@ -16,7 +16,7 @@ ck_init || done_testing
 
 CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.rate=0"
 MANIFEST_KEYS="created disks forced launch memory mode name parent quiesced snapctl snapctl_manifest summary timings vm"
-DISK_KEYS="backing device file file_dev file_ino file_made_by format mtime_ns node overlay overlay_dev overlay_ino overlay_node qdev size"
+DISK_KEYS="backing device file file_dev file_ino file_made_by format mtime_ns node overlay overlay_dev overlay_ino overlay_node qdev size vm_path"
 
 # ---- the command line, no VM needed ------------------------------------
 N=(-s "$TESTDIR/nodir/qmp.sock" -d "$TESTDIR/cli-store")
@@ -159,12 +159,21 @@ for ver in "${versions[@]}"; do
 	expect_eq "QEMU $ver c1: memory.img is 0600" 600 "$(stat -c %a "$store/c1/memory.img")"
 	expect_eq "QEMU $ver c1: manifest is 0600" 600 "$(stat -c %a "$m")"
 	expect_eq "QEMU $ver c1: store is 0700" 700 "$(stat -c %a "$store")"
-	expect_eq "QEMU $ver c1: disks.0.file is the old image" "$dir/d0.qcow2" "$(jq_get "$m" disks.0.file)"
-	expect_eq "QEMU $ver c1: overlay beside it as d0.c1.qcow2" "$dir/d0.c1.qcow2" "$(jq_get "$m" disks.0.overlay)"
-	check "QEMU $ver c1: the overlay exists" test -f "$dir/d0.c1.qcow2"
-	expect_eq "QEMU $ver c1: the overlay is 0600 (guest data)" 600 "$(stat -c %a "$dir/d0.c1.qcow2")"
-	expect_eq "QEMU $ver c1: the VM writes to the overlay" "$dir/d0.c1.qcow2" "$(ck_active_file "$name" vd0)"
-	expect_eq "QEMU $ver c1: size of the frozen image" "$(stat -c %s "$dir/d0.qcow2")" "$(jq_get "$m" disks.0.size)"
+	# The disk swap: the VM's own path stays its current disk.
+	expect_eq "QEMU $ver c1: disks.0.file is the state, d0.c1.qcow2" "$dir/d0.c1.qcow2" "$(jq_get "$m" disks.0.file)"
+	expect_eq "QEMU $ver c1: the overlay is the VM's own path" "$dir/d0.qcow2" "$(jq_get "$m" disks.0.overlay)"
+	expect_eq "QEMU $ver c1: vm_path names it" "$dir/d0.qcow2" "$(jq_get "$m" disks.0.vm_path)"
+	expect_eq "QEMU $ver c1: file_made_by is c1 itself" c1 "$(jq_get "$m" disks.0.file_made_by)"
+	expect_eq "QEMU $ver c1: file_ino is the state's inode" "$(stat -c %i "$dir/d0.c1.qcow2")" "$(jq_get "$m" disks.0.file_ino)"
+	expect_eq "QEMU $ver c1: no inode proof for the VM's disk" null "$(jq_get "$m" disks.0.overlay_ino)"
+	expect_eq "QEMU $ver c1: the new d0.qcow2 is 0600 (guest data)" 600 "$(stat -c %a "$dir/d0.qcow2")"
+	expect_eq "QEMU $ver c1: the VM writes to its own path" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
+	check "QEMU $ver c1: QEMU holds d0.qcow2 open" ck_holds "$name" "$dir/d0.qcow2"
+	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.qcow2" | jq_get - full-backing-filename)
+	expect_eq "QEMU $ver c1: d0.qcow2 is backed by the state" "$dir/d0.c1.qcow2" "$back"
+	expect_eq "QEMU $ver c1: QEMU's name of it, .d0.qcow2.snapctl-c1, is a link of it" ".d0.qcow2.snapctl-c1 $(stat -c %i "$dir/d0.qcow2")" \
+		"$(cd "$dir" && ls -A | grep -F .snapctl-) $(stat -c %i "$dir/.d0.qcow2.snapctl-c1")"
+	expect_eq "QEMU $ver c1: size of the frozen image" "$(stat -c %s "$dir/d0.c1.qcow2")" "$(jq_get "$m" disks.0.size)"
 	after=$(ck_settings "$name")
 	expect_eq "QEMU $ver c1: capabilities and parameters as before" "$before" "$after"
 	expect_eq "QEMU $ver c1: no staging dir or note left" "" "$(ck_leftovers "$store")"
@@ -181,12 +190,17 @@ for ver in "${versions[@]}"; do
 	fi
 	manifest_checks "$ver" "QEMU $ver c2" "$m2"
 	expect_eq "QEMU $ver c2: parent is c1" c1 "$(jq_get "$m2" parent)"
-	expect_eq "QEMU $ver c2: its disk is c1's overlay" "$(jq_get "$m" disks.0.overlay)" "$(jq_get "$m2" disks.0.file)"
-	expect_eq "QEMU $ver c2: new overlay d0.c2.qcow2" "$dir/d0.c2.qcow2" "$(jq_get "$m2" disks.0.overlay)"
-	expect_eq "QEMU $ver c2: the VM writes to it" "$dir/d0.c2.qcow2" "$(ck_active_file "$name" vd0)"
+	expect_eq "QEMU $ver c2: its state is d0.c2.qcow2" "$dir/d0.c2.qcow2" "$(jq_get "$m2" disks.0.file)"
+	expect_eq "QEMU $ver c2: the VM's path stays its overlay" "$dir/d0.qcow2" "$(jq_get "$m2" disks.0.overlay)"
+	expect_eq "QEMU $ver c2: the VM writes to it" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
 	expect_eq "QEMU $ver c2: settings as before" "$before" "$(ck_settings "$name")"
-	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.c2.qcow2" | jq_get - backing-filename)
-	expect_eq "QEMU $ver c2: the overlay's backing file is c1's overlay" "$dir/d0.c1.qcow2" "$back"
+	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.c2.qcow2" | jq_get - full-backing-filename)
+	expect_eq "QEMU $ver c2: its state is backed by c1's" "$dir/d0.c1.qcow2" "$back"
+	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.qcow2" | jq_get - full-backing-filename)
+	expect_eq "QEMU $ver c2: d0.qcow2 is backed by c2's state" "$dir/d0.c2.qcow2" "$back"
+	expect_eq "QEMU $ver c2: c1's temporary name went, c2's names d0.qcow2" ".d0.qcow2.snapctl-c2" "$(cd "$dir" && ls -A | grep -F .snapctl-)"
+	expect_eq "QEMU $ver c2: ... no stray temporary name" "" "$(ck_stray "$dir")"
+	check "QEMU $ver c2: snapctl verify c1 (its state did not change)" "$SNAPCTL" "${S[@]}" verify c1
 	check "QEMU $ver c2: snapctl verify" "$SNAPCTL" verify "$store/c2/memory.img"
 
 	# ---- the guest noticed nothing --------------------------------------
@@ -227,12 +241,13 @@ for ver in "${versions[@]}"; do
 	expect_code 0 "QEMU $ver: checkpoint --dry-run" "$SNAPCTL" "${S[@]}" checkpoint --dry-run dr1
 	cp "$TESTDIR/stdout" "$dir/dr1.out"
 	expect_match "QEMU $ver dr1: says what it would do" "^would checkpoint 'dr1' \(live\) into '$store'$" "$dir/dr1.out"
-	expect_match "QEMU $ver dr1: names the disk, its file and overlay" "^disk vd0: '$act' \(qcow2\) would be cut; the guest would then write to '$dir/d0\.dr1\.qcow2'$" "$dir/dr1.out"
+	expect_match "QEMU $ver dr1: names the disk, its state and its path" "^disk vd0: '$act' \(qcow2\) would be cut: its state kept as '$dir/d0\.dr1\.qcow2', the guest writing on at '$act'$" "$dir/dr1.out"
 	expect_match "QEMU $ver dr1: the room" "^room: up to [0-9]* MiB in the store, which has [0-9]* MiB free$" "$dir/dr1.out"
 	expect_code 0 "QEMU $ver: checkpoint --dry-run --json" "$SNAPCTL" "${S[@]}" --json checkpoint --dry-run dr1
 	cp "$TESTDIR/stdout" "$dir/dr1.json"
 	expect_eq "QEMU $ver dr1: dry_run true" true "$(jq_get "$dir/dr1.json" dry_run)"
-	expect_eq "QEMU $ver dr1: the overlay (stem without the parent's name)" "$dir/d0.dr1.qcow2" "$(jq_get "$dir/dr1.json" disks.0.overlay)"
+	expect_eq "QEMU $ver dr1: the state (stem without the parent's name)" "$dir/d0.dr1.qcow2" "$(jq_get "$dir/dr1.json" disks.0.file)"
+	expect_eq "QEMU $ver dr1: the overlay is the VM's path" "$dir/d0.qcow2" "$(jq_get "$dir/dr1.json" disks.0.overlay)"
 	expect_eq "QEMU $ver dr1: ram_bytes" $((256 << 20)) "$(jq_get "$dir/dr1.json" ram_bytes)"
 	expect_eq "QEMU $ver dr1: settings unchanged" "$before" "$(ck_settings "$name")"
 	expect_eq "QEMU $ver dr1: the VM writes to the same file" "$act" "$(ck_active_file "$name" vd0)"
@@ -260,7 +275,8 @@ for ver in "${versions[@]}"; do
 		expect_eq "QEMU $ver d1: quiesced" true "$(jq_get "$md" quiesced)"
 		expect_eq "QEMU $ver d1: no memory" null "$(jq_get "$md" memory)"
 		expect_eq "QEMU $ver d1: no memory.img" "" "$(ls "$store/d1" | grep -v manifest.json)"
-		expect_eq "QEMU $ver d1: overlay d0.d1.qcow2" "$dir/d0.d1.qcow2" "$(ck_active_file "$name" vd0)"
+		expect_eq "QEMU $ver d1: the VM writes on at d0.qcow2" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
+		expect_eq "QEMU $ver d1: its state d0.d1.qcow2" "$dir/d0.d1.qcow2" "$(jq_get "$md" disks.0.file)"
 		expect_eq "QEMU $ver d1: guest runs" running "$(ck_status "$name")"
 		expect_eq "QEMU $ver d1: settings as before" "$before" "$(ck_settings "$name")"
 	else
@@ -306,7 +322,10 @@ for ver in "${versions[@]}"; do
 		expect_match "QEMU $ver: pause-before-switchover is off" 'false' <(echo "$pbs")
 		expect_eq "QEMU $ver: after recover nothing is left in the store" "" "$(ck_leftovers "$store")"
 		check "QEMU $ver: no checkpoint k1" test ! -e "$store/k1"
-		check "QEMU $ver: no overlay for k1" test ! -e "$dir/d0.k1.qcow2"
+		check "QEMU $ver: no state file for k1" test ! -e "$dir/d0.k1.qcow2"
+		expect_eq "QEMU $ver: no temporary name of k1" "" "$(ls -A "$dir" | grep -F .snapctl-k1)"
+		expect_eq "QEMU $ver: ... no stray one" "" "$(ck_stray "$dir")"
+		expect_eq "QEMU $ver: the VM still writes to d0.qcow2" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
 		expect_code 0 "QEMU $ver: recover again: nothing to do, exit 0" "$SNAPCTL" -s "$(vm_path "$name" qmp)" recover
 		expect_code 0 "QEMU $ver: the store works after recover" "$SNAPCTL" "${S[@]}" checkpoint c4
 		expect_eq "QEMU $ver c4: parent d1" d1 "$(jq_get "$store/c4/manifest.json" parent)"
@@ -316,15 +335,68 @@ for ver in "${versions[@]}"; do
 	fi
 
 	# ---- names do not grow: another store, then this one again -----------
-	# Each new overlay is d0.NAME.qcow2 whatever store made the file
-	# below it (issue 11: d1.f1.f11.k13....qcow2 grew until QEMU failed).
+	# Each state is d0.NAME.qcow2 whatever store made the file below it
+	# (issue 11: d1.f1.f11.k13....qcow2 grew until QEMU failed).
 	other=$dir/other-store
 	expect_code 0 "QEMU $ver: a checkpoint into another store" "$SNAPCTL" \
 		-s "$(vm_path "$name" qmp)" -d "$other" checkpoint --disk-only o1
-	expect_eq "QEMU $ver: ... its overlay is d0.o1.qcow2" "$dir/d0.o1.qcow2" "$(ck_active_file "$name" vd0)"
+	expect_eq "QEMU $ver: ... its state is d0.o1.qcow2" "$dir/d0.o1.qcow2" "$(jq_get "$other/o1/manifest.json" disks.0.file)"
 	expect_code 0 "QEMU $ver: then one into this store" "$SNAPCTL" "${S[@]}" checkpoint --disk-only c5
-	expect_eq "QEMU $ver: ... its overlay is d0.c5.qcow2" "$dir/d0.c5.qcow2" "$(ck_active_file "$name" vd0)"
-	expect_eq "QEMU $ver: ... and c5's disk state is o1's overlay" "$dir/d0.o1.qcow2" "$(jq_get "$store/c5/manifest.json" disks.0.file)"
+	expect_eq "QEMU $ver: ... its state is d0.c5.qcow2" "$dir/d0.c5.qcow2" "$(jq_get "$store/c5/manifest.json" disks.0.file)"
+	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.c5.qcow2" | jq_get - full-backing-filename)
+	expect_eq "QEMU $ver: ... backed by o1's state" "$dir/d0.o1.qcow2" "$back"
+	expect_eq "QEMU $ver: ... and the VM writes on at d0.qcow2" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
+
+	# ---- restart from the unchanged command line (issue 11) --------------
+	# The guest writes on after the checkpoints; QEMU quits; its own
+	# command line starts it again: d0.qcow2 holds every record, and no
+	# checkpoint changed.
+	tick=$(grep -a '^CHURN TICK' "$(vm_path "$name" serial)" | tail -n1 | tr -d '\r')
+	dck=${tick##*disk_seq=}
+	dck=${dck%% *}
+	want=$((dck + 20))
+	for ((t = 0; t < 600; t++)); do
+		tick=$(grep -a '^CHURN TICK' "$(vm_path "$name" serial)" | tail -n1 | tr -d '\r')
+		dq=${tick##*disk_seq=}
+		[ "${dq%% *}" -ge "$want" ] && break
+		sleep 0.1
+	done
+	cp "$(vm_path "$name" args)" "$dir/args.before"
+	if ck_quit "$name"; then
+		ok "QEMU $ver: QEMU quits"
+	else
+		not_ok "QEMU $ver: QEMU quits"
+	fi
+	tick=$(grep -a '^CHURN TICK' "$(vm_path "$name" serial)" | tail -n1 | tr -d '\r')
+	dq=${tick##*disk_seq=}
+	dq=${dq%% *}
+	echo "# QEMU $ver: disk_seq $dck after the checkpoints, $dq before quit"
+	check "QEMU $ver: the guest wrote records after the last checkpoint ($dck -> $dq)" test "$dq" -gt "$dck"
+	rm -f "$dir/d0.raw"
+	vm_qemu_img "$ver" convert -O raw "$dir/d0.qcow2" "$dir/d0.raw"
+	rec=$(ck_records "$dir/d0.raw" "$run")
+	max=${rec#max=}
+	max=${max%% *}
+	check "QEMU $ver: d0.qcow2 holds every record up to the last one ($rec, >= $dq)" test "$max" -ge "$dq"
+	expect_eq "QEMU $ver: ... without a gap" "missing=0" "${rec##* }"
+	rm -f "$dir/d0.raw"
+	for c in c1 c2 c3 c5; do
+		check "QEMU $ver: snapctl verify $c after the quit" "$SNAPCTL" "${S[@]}" verify "$c"
+	done
+	if vm_start "$name" --qemu "$ver" --agent --disk "$dir/d0.qcow2" --append "$CHURN" 2>"$dir/restart.err"; then
+		ok "QEMU $ver: the VM starts again from its own command line"
+	else
+		not_ok "QEMU $ver: the VM starts again from its own command line" "$(tail -n 5 "$dir/restart.err")"
+	fi
+	check "QEMU $ver: ... the same command line" cmp -s "$dir/args.before" "$(vm_path "$name" args)"
+	check "QEMU $ver: the restarted guest boots and writes its disk" \
+		vm_wait_serial "$name" '^CHURN DISKVERIFY ok seq=[1-9]' 150
+	expect_code 0 "QEMU $ver: a checkpoint of the restarted VM" "$SNAPCTL" "${S[@]}" checkpoint --disk-only c6
+	expect_eq "QEMU $ver: ... its state is d0.c6.qcow2" "$dir/d0.c6.qcow2" "$(jq_get "$store/c6/manifest.json" disks.0.file)"
+	expect_eq "QEMU $ver: ... the VM writes on at d0.qcow2" "$dir/d0.qcow2" "$(ck_active_file "$name" vd0)"
+	back=$(vm_qemu_img "$ver" info -U --output=json "$dir/d0.c6.qcow2" | jq_get - full-backing-filename)
+	expect_eq "QEMU $ver: ... c6's state is the file QEMU restarted on, backed by c5's" "$dir/d0.c5.qcow2" "$back"
+	check "QEMU $ver: snapctl verify c5 after the restart" "$SNAPCTL" "${S[@]}" verify c5
 
 	# ---- restore c2: memory and disk of the same instant -----------------
 	# (QEMU < 9.0 under TCG can miss guest writes in a live checkpoint:

@@ -132,10 +132,11 @@ for ver in "${versions[@]}"; do
 	expect_eq "$P: -q checkpoint prints nothing" "" "$(cat "$dir/ck.out" "$dir/ck.err")"
 	expect_code 1 "$P: -q checkpoint that fails (c1 exists)" "$SNAPCTL" "${S[@]}" -q checkpoint c1
 	ck_one_line "$P: ... still says why" "$TESTDIR/stderr"
-	expect_eq "$P: the chain of overlays" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
-	expect_eq "$P: c2's disk is c1's overlay, made by c1" "$dir/d0.c1.qcow2 c1" \
+	expect_eq "$P: the states and the VM's disk" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_eq "$P: c2's disk state is d0.c2.qcow2, made by c2" "$dir/d0.c2.qcow2 c2" \
 		"$(jq_get "$store/c2/manifest.json" disks.0.file) $(jq_get "$store/c2/manifest.json" disks.0.file_made_by)"
-	expect_eq "$P: c1's disk was made by nobody" null "$(jq_get "$store/c1/manifest.json" disks.0.file_made_by)"
+	expect_eq "$P: c1's, d0.c1.qcow2 (the original image's inode), made by c1" "$dir/d0.c1.qcow2 c1" \
+		"$(jq_get "$store/c1/manifest.json" disks.0.file) $(jq_get "$store/c1/manifest.json" disks.0.file_made_by)"
 	expect_eq "$P: c3's parent is d1" d1 "$(jq_get "$store/c3/manifest.json" parent)"
 
 	# ---- list ------------------------------------------------------------
@@ -183,9 +184,9 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: info: mode" '^mode: +live$' "$dir/info.out"
 	expect_match "$P: info: memory" '^memory: .* on disk \(memory.img\) for .* of RAM' "$dir/info.out"
 	expect_match "$P: info: timings" '^timings: +guest paused [0-9.]+ ms' "$dir/info.out"
-	expect_match "$P: info: the disk's state" "^  state in: $dir/d0.c1.qcow2 \\(qcow2, backing $dir/d0.qcow2\\)$" "$dir/info.out"
-	expect_match "$P: info: the overlay" "^  VM moved to: $dir/d0.c2.qcow2$" "$dir/info.out"
-	frag="  -blockdev '{\"driver\":\"file\",\"filename\":\"$dir/d0.c1.qcow2\",\"node-name\":\"$node-file\"}' -blockdev '{\"driver\":\"qcow2\",\"file\":\"$node-file\",\"node-name\":\"$node\"}' \\"
+	expect_match "$P: info: the disk's state" "^  state in: $dir/d0.c2.qcow2 \\(qcow2, backing $dir/d0.c1.qcow2\\)$" "$dir/info.out"
+	expect_match "$P: info: the VM's own path" "^  VM writes on at: $dir/d0.qcow2 \\(its own path\\)$" "$dir/info.out"
+	frag="  -blockdev '{\"driver\":\"file\",\"filename\":\"$dir/d0.c2.qcow2\",\"node-name\":\"$node-file\"}' -blockdev '{\"driver\":\"qcow2\",\"file\":\"$node-file\",\"node-name\":\"$node\"}' \\"
 	if grep -qxF -- "$frag" "$dir/info.out"; then
 		ok "$P: info: the -blockdev fragment"
 	else
@@ -232,15 +233,15 @@ for ver in "${versions[@]}"; do
 	cp "$dir/c2.img.good" "$img"
 	expect_code 0 "$P: verify c2 once repaired" "$SNAPCTL" "${D[@]}" verify c2
 	# A disk file touched since the checkpoint: exit 4.
-	t=$(mtime_ns "$dir/d0.qcow2")
-	touch "$dir/d0.qcow2"
+	t=$(mtime_ns "$dir/d0.c1.qcow2")
+	touch "$dir/d0.c1.qcow2"
 	expect_code 4 "$P: verify c1 with its disk touched exits 4" "$SNAPCTL" "${D[@]}" verify c1
 	ck_one_line "$P: ... in one line" "$TESTDIR/stderr"
-	expect_match "$P: ... naming the disk and file" "^snapctl: c1: disk 'vd0': '$dir/d0.qcow2' changed since the checkpoint" "$TESTDIR/stderr"
+	expect_match "$P: ... naming the disk and file" "^snapctl: c1: disk 'vd0': '$dir/d0.c1.qcow2' changed since the checkpoint" "$TESTDIR/stderr"
 	expect_code 4 "$P: verify --json with the disk touched exits 4" "$SNAPCTL" "${D[@]}" --json verify c1
 	expect_eq "$P: ... the disk not ok, memory unchecked" "false false null" \
 		"$(for k in ok disks.0.ok memory; do jq_get "$TESTDIR/stdout" $k; done | tr '\n' ' ' | sed 's/ $//')"
-	touch -d "@${t:0:-9}.${t: -9}" "$dir/d0.qcow2"
+	touch -d "@${t:0:-9}.${t: -9}" "$dir/d0.c1.qcow2"
 	expect_code 0 "$P: verify c1 with the mtime put back" "$SNAPCTL" "${D[@]}" verify c1
 
 	# ---- malformed manifests: verify refuses them, naming the field --------
@@ -342,10 +343,10 @@ for ver in "${versions[@]}"; do
 	cp "$TESTDIR/stdout" "$dir/del1.out"
 	expect_match "$P: ... deleted c1" "^deleted checkpoint 'c1'$" "$dir/del1.out"
 	check "$P: ... its directory is gone" test ! -e "$store/c1"
-	expect_match "$P: ... keeps d0.qcow2: not snapctl's" "^kept '$dir/d0.qcow2': not created by snapctl(;|$)" "$dir/del1.out"
-	expect_match "$P: ... keeps d0.c1.qcow2: c2's disk" "^kept '$dir/d0.c1.qcow2': the disk of checkpoint 'c2'" "$dir/del1.out"
-	expect_match "$P: ... open by QEMU" "^kept '$dir/d0.c1.qcow2': .*open by process $(vm_pid "$name") \\(" "$dir/del1.out"
-	expect_match "$P: ... used by the VM" "^kept '$dir/d0.c1.qcow2': .*in use by the VM \\(-s\\)" "$dir/del1.out"
+	expect_match "$P: ... keeps d0.qcow2, the VM's own path: not snapctl's" "^kept '$dir/d0.qcow2': not created by snapctl(;|$)" "$dir/del1.out"
+	expect_match "$P: ... used by the VM" "^kept '$dir/d0.qcow2': .*in use by the VM \\(-s\\)" "$dir/del1.out"
+	expect_match "$P: ... keeps d0.c1.qcow2: open by QEMU" "^kept '$dir/d0.c1.qcow2': .*open by process $(vm_pid "$name") \\(" "$dir/del1.out"
+	expect_match "$P: ... and backing c2's state" "^kept '$dir/d0.c1.qcow2': .*the backing file of '$dir/d0.c2.qcow2'" "$dir/del1.out"
 	expect_eq "$P: ... and removes no disk file" "$before" "$(files "$dir")"
 	expect_eq "$P: ... the guest runs" running "$(ck_status "$name")"
 
@@ -355,17 +356,18 @@ for ver in "${versions[@]}"; do
 	cp "$TESTDIR/stdout" "$dir/del3.json"
 	expect_eq "$P: ... deleted c3" c3 "$(jq_get "$dir/del3.json" deleted.0)"
 	expect_eq "$P: ... two disk files considered" 2 "$(jq_get -n "$dir/del3.json" disks)"
-	expect_eq "$P: ... keeps d0.d1.qcow2 (d1 names it)" "$dir/d0.d1.qcow2 false the overlay of checkpoint 'd1'" \
+	# (d0.qcow2 stays the VM's disk, backed by every state: merging them
+	# on delete is issue 11's next part)
+	expect_eq "$P: ... keeps d0.c3.qcow2: the VM's disk is backed by it" "$dir/d0.c3.qcow2 false the backing file of '$dir/d0.qcow2'" \
 		"$(jq_get "$dir/del3.json" disks.0.file) $(jq_get "$dir/del3.json" disks.0.removed) $(jq_get "$dir/del3.json" disks.0.reasons.0)"
-	expect_eq "$P: ... removes d0.c3.qcow2" "$dir/d0.c3.qcow2 true []" \
-		"$(jq_get "$dir/del3.json" disks.1.file) $(jq_get "$dir/del3.json" disks.1.removed) $(jq_get "$dir/del3.json" disks.1.reasons)"
-	expect_eq "$P: ... on disk" "d0.c1.qcow2 d0.c2.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_eq "$P: ... keeps d0.qcow2: not snapctl's" "$dir/d0.qcow2 false not created by snapctl" \
+		"$(jq_get "$dir/del3.json" disks.1.file) $(jq_get "$dir/del3.json" disks.1.removed) $(jq_get "$dir/del3.json" disks.1.reasons.0)"
+	expect_eq "$P: ... on disk" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
 	expect_code 0 "$P: delete c2 --disks" "$SNAPCTL" "${D[@]}" delete --disks c2
 	cp "$TESTDIR/stdout" "$dir/del2.out"
-	expect_match "$P: ... keeps d0.c1.qcow2: it backs d1's disk" \
-		"^kept '$dir/d0.c1.qcow2': .*the backing file of '$dir/d0.c2.qcow2'$" "$dir/del2.out"
-	expect_match "$P: ... keeps d0.c2.qcow2: d1's disk" "^kept '$dir/d0.c2.qcow2': the disk of checkpoint 'd1'(;|$)" "$dir/del2.out"
-	expect_eq "$P: ... on disk" "d0.c1.qcow2 d0.c2.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_match "$P: ... keeps d0.c2.qcow2: it backs d1's state" \
+		"^kept '$dir/d0.c2.qcow2': .*the backing file of '$dir/d0.d1.qcow2'$" "$dir/del2.out"
+	expect_eq "$P: ... on disk" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
 	expect_code 0 "$P: verify d1 after all that" "$SNAPCTL" "${D[@]}" verify d1
 
 	# ---- prune, per VM -----------------------------------------------------------
@@ -403,8 +405,10 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: ... keeps the file it did not make" "^kept '$dir/victim.img': not created by snapctl(;|$)" "$TESTDIR/stdout"
 	expect_eq "$P: ... which is intact" "not yours" "$(cat "$dir/victim.img")"
 	rm -f "$dir/victim.img"
-	expect_eq "$P: d1's overlay records its device and inode" "$(stat -c '%d %i' "$dir/d0.d1.qcow2")" \
-		"$(jq_get "$store/d1/manifest.json" disks.0.overlay_dev) $(jq_get "$store/d1/manifest.json" disks.0.overlay_ino)"
+	expect_eq "$P: d1's state records its device and inode" "$(stat -c '%d %i' "$dir/d0.d1.qcow2")" \
+		"$(jq_get "$store/d1/manifest.json" disks.0.file_dev) $(jq_get "$store/d1/manifest.json" disks.0.file_ino)"
+	expect_eq "$P: ... the VM's own path none (never snapctl's to delete)" null \
+		"$(jq_get "$store/d1/manifest.json" disks.0.overlay_ino)"
 
 	# ---- the info fragment starts a real QEMU on d1's disk -----------------------
 	expect_code 0 "$P: info d1" "$SNAPCTL" "${D[@]}" info d1
@@ -419,9 +423,9 @@ for ver in "${versions[@]}"; do
 	if vm_start "t$name" --qemu "$ver" --no-kernel --incoming --machine "$(jq_get "$store/d1/manifest.json" vm.machine)" \
 		"${qargs[@]}" --arg -device --arg "virtio-blk-pci,drive=$dnode,id=vd0,bus=pcie.0,addr=0x10" 2>"$dir/t.err"; then
 		ok "$P: QEMU accepts info's -blockdev options"
-		expect_eq "$P: ... and opens d1's disk" "$dir/d0.c2.qcow2" "$(ck_active_file "t$name" vd0)"
+		expect_eq "$P: ... and opens d1's disk" "$dir/d0.d1.qcow2" "$(ck_active_file "t$name" vd0)"
 		expect_code 0 "$P: prune --keep 0 --disks --dry-run while it runs" "$SNAPCTL" "${D[@]}" prune --keep 0 --disks --dry-run
-		expect_match "$P: ... would keep d0.c2.qcow2: open" "^would keep '$dir/d0.c2.qcow2': open by process $(vm_pid "t$name") " "$TESTDIR/stdout"
+		expect_match "$P: ... would keep d0.d1.qcow2: open" "^would keep '$dir/d0.d1.qcow2': .*open by process $(vm_pid "t$name") " "$TESTDIR/stdout"
 		vm_kill "t$name" KILL
 	else
 		not_ok "$P: QEMU accepts info's -blockdev options" "$(tail -n 5 "$dir/t.err")" "${args[*]}"
@@ -430,10 +434,12 @@ for ver in "${versions[@]}"; do
 	# ---- prune --keep 0 --disks: everything snapctl made and nothing needs -------
 	expect_code 0 "$P: prune --keep 0 --disks" "$SNAPCTL" "${D[@]}" prune --keep 0 --disks
 	cp "$TESTDIR/stdout" "$dir/prune0.out"
-	expect_match "$P: ... removes d0.d1.qcow2" "^removed '$dir/d0.d1.qcow2'$" "$dir/prune0.out"
-	expect_match "$P: ... and the d0.c2.qcow2 it freed" "^removed '$dir/d0.c2.qcow2'$" "$dir/prune0.out"
+	# The VM's own path is its disk for good, backed by every state (until
+	# delete merges layers: issue 11's next part).
+	expect_match "$P: ... keeps d0.d1.qcow2: the VM's disk still needs it" "^kept '$dir/d0.d1.qcow2': .*the backing file of '$dir/d0.c3.qcow2'$" "$dir/prune0.out"
+	expect_match "$P: ... keeps d0.qcow2: not snapctl's" "^kept '$dir/d0.qcow2': not created by snapctl" "$dir/prune0.out"
 	expect_eq "$P: ... the store is empty" "" "$(cd "$store" && ls -1)"
-	expect_eq "$P: ... left: the base image and c1's overlay (no manifest names it)" "d0.c1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_eq "$P: ... left: the VM's disk and the states below it" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
 	mkdir -m 700 "$store/x3"
 	sed -e 's/"name": "x2"/"name": "x3"/' "$dir/x2.manifest" >"$store/x3/manifest.json"
 	expect_code 0 "$P: -q prune --keep 0" "$SNAPCTL" "${D[@]}" -q prune --keep 0

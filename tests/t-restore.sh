@@ -114,7 +114,7 @@ for ver in 7.2 10.0; do
 	fi
 	m=$store/c1/manifest.json
 	file=$(jq_get "$m" disks.0.file)
-	expect_eq "QEMU $ver: c1's disk state is in d0.qcow2" "$dir/d0.qcow2" "$file"
+	expect_eq "QEMU $ver: c1's disk state is in d0.c1.qcow2" "$dir/d0.c1.qcow2" "$file"
 	machine=$(jq_get "$m" vm.machine)
 	vm_kill "src$v" KILL
 	stamp=$(stat -c '%s %Y' "$file")
@@ -187,9 +187,13 @@ for ver in 7.2 10.0; do
 			"$SNAPCTL" -s "$tq" -d "$store" -q checkpoint --disk-only p2 2>"$dir/p2.err"; then
 			expect_eq "QEMU $ver: a checkpoint of the restored VM has c1 as its parent" c1 "$(jq_get "$store/p1/manifest.json" parent)"
 			expect_eq "QEMU $ver: ... and the next one p1" p1 "$(jq_get "$store/p2/manifest.json" parent)"
-			# Names do not compound: d0.p1.qcow2 on d0.restore-T.qcow2.
-			expect_eq "QEMU $ver: p1's overlay is d0.p1.qcow2" "$(dirname "$ov")/d0.p1.qcow2" "$(jq_get "$store/p1/manifest.json" disks.0.overlay)"
-			expect_eq "QEMU $ver: p2's overlay is d0.p2.qcow2" "$(dirname "$ov")/d0.p2.qcow2" "$(jq_get "$store/p2/manifest.json" disks.0.overlay)"
+			# The restored VM's path stays its disk; names do not
+			# compound: p2's state is not ...p1.p2.
+			# (the restored disk d0.c1.restore-T.qcow2 extends c1's
+			# state d0.c1.qcow2: its stem is d0.c1)
+			expect_eq "QEMU $ver: p1's state is d0.c1.p1.qcow2" "$(dirname "$ov")/d0.c1.p1.qcow2" "$(jq_get "$store/p1/manifest.json" disks.0.file)"
+			expect_eq "QEMU $ver: p2's state is d0.c1.p2.qcow2" "$(dirname "$ov")/d0.c1.p2.qcow2" "$(jq_get "$store/p2/manifest.json" disks.0.file)"
+			expect_eq "QEMU $ver: the restored VM writes on at its overlay" "$ov" "$(ck_active_file "t$v" vd0)"
 			check "QEMU $ver: the store notes which checkpoint that QEMU came from" test -f "$store/.last-$(vm_pid "t$v").json"
 		else
 			not_ok "QEMU $ver: checkpoints of the restored VM" "$(cat "$dir/p1.err" "$dir/p2.err")"
@@ -283,7 +287,7 @@ for ver in 7.2 10.0; do
 		# The guest ran on the overlay: it holds the guest's writes,
 		# so it stays, and the error names it.
 		ov=$(sed -n "s/.*; the guest ran on overlay '\([^']*\)'\$/\1/p" "$dir/rk.err")
-		if [[ $ov == "$dir"/d0.restore-*.qcow2 ]]; then
+		if [[ $ov == "$dir"/d0.c1.restore-*.qcow2 ]]; then
 			ok "QEMU $ver: ... naming the overlay the guest ran on ($(basename "$ov"))"
 		else
 			not_ok "QEMU $ver: ... naming the overlay the guest ran on" "$(cat "$dir/rk.err")"
@@ -330,7 +334,7 @@ for ver in 7.2 10.0; do
 		[ $try = 2 ] && d="QEMU $ver: SIGINT during the load ($try, autostart on)"
 		expect_eq "$d: exit 8" 8 "$rc"
 		expect_match "$d: ... the load went on, the guest is paused on the named overlay" \
-			"^snapctl: interrupted by SIGINT: QEMU had begun loading the checkpoint, so it went on; the guest is paused on overlay '$dir/d0\.restore-[^']*\.qcow2'\$" "$dir/sl$try"
+			"^snapctl: interrupted by SIGINT: QEMU had begun loading the checkpoint, so it went on; the guest is paused on overlay '$dir/d0\.c1\.restore-[^']*\.qcow2'\$" "$dir/sl$try"
 		ck_one_line "$d: ... in one line" "$dir/sl$try"
 		if vm_alive "$sv"; then
 			ok "$d: QEMU is still there"

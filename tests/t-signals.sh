@@ -116,7 +116,7 @@ sig_run() {
 			probs+=("stderr is not one line /$re/:" "$(head -n 3 "$dir/$n.err")")
 		fi
 		[ -e "$store/$n" ] && probs+=("checkpoint $n left in the store")
-		left=$(find "$dir" -maxdepth 1 -name "*.$n.qcow2")
+		left=$(find "$dir" -maxdepth 1 -name "*.$n.qcow2" -o -maxdepth 1 -name ".*.snapctl-$n")
 		[ -n "$left" ] && probs+=("overlay left: $left")
 	elif [ "$rc" = 0 ]; then
 		[ -f "$store/$n/manifest.json" ] || probs+=("exit 0 without checkpoint $n")

@@ -148,11 +148,11 @@ for ver in 7.2 10.0; do
 
 	# ---- VM B: -drive, two disks, USB controller without an id ----------
 	qemu-img create -q -f qcow2 "$dir/b0.qcow2" 64M
-	qemu-img create -q -f raw "$dir/b1.raw" 32M
+	qemu-img create -q -f qcow2 "$dir/b1.qcow2" 32M
 	if ! vm_start "b$v" --qemu "$ver" --append "$CHURN" \
 		--arg -drive --arg "file=$dir/b0.qcow2,if=none,id=drive0,format=qcow2" \
 		--arg -device --arg virtio-blk-pci,drive=drive0,id=vd0,bus=pcie.0,addr=0x10 \
-		--arg -drive --arg "file=$dir/b1.raw,if=none,id=drive1,format=raw" \
+		--arg -drive --arg "file=$dir/b1.qcow2,if=none,id=drive1,format=qcow2" \
 		--arg -device --arg virtio-blk-pci,drive=drive1,id=vd1,bus=pcie.0,addr=0x11 \
 		--arg -device --arg qemu-xhci,bus=pcie.0,addr=0x9 \
 		2>"$dir/b.err" || ! vm_wait_ready "b$v" 120 >"$dir/b.ready"; then
@@ -165,7 +165,8 @@ for ver in 7.2 10.0; do
 	m=$store/cB/manifest.json
 	expect_eq "QEMU $ver: B has two disks" "drive0 drive1" "$(jq_get "$m" disks.0.device) $(jq_get "$m" disks.1.device)"
 	expect_code 0 "QEMU $ver: info B" "$SNAPCTL" -d "$store" info cB
-	expect_match "QEMU $ver: ... prints -drive on the checkpoint's state" "^  .* -drive if=none,id=drive0,file=$dir/b0.qcow2,format=qcow2 .* -drive if=none,id=drive1,file=$dir/b1.raw,format=raw .*-incoming defer$" "$TESTDIR/stdout"
+	expect_match "QEMU $ver: ... prints -drive on the checkpoint's state" "^  .* -drive if=none,id=drive0,file=$dir/b0.cB.qcow2,format=qcow2 .* -drive if=none,id=drive1,file=$dir/b1.cB.qcow2,format=qcow2 .*-incoming defer$" "$TESTDIR/stdout"
+	expect_eq "QEMU $ver: ... and B writes on at its own paths" "$dir/b0.qcow2 $dir/b1.qcow2" "$(ck_active_file "b$v" drive0) $(ck_active_file "b$v" drive1)"
 	check "QEMU $ver: ... without QEMU's internal node names" sh -c "! grep -q '#block' '$TESTDIR/stdout'"
 	vm_kill "b$v" KILL
 
@@ -176,7 +177,7 @@ for ver in 7.2 10.0; do
 	[ -n "$jpid" ] && started+=("$jpid")
 	check "QEMU $ver: ... --json gives the socket" test -S "$jsock"
 	check "QEMU $ver: ... and the pid" kill -0 "$jpid"
-	expect_eq "QEMU $ver: ... both disks got an overlay" 2 "$(ls "$dir" | grep -c '^b[01]\.restore-.*\.qcow2$')"
+	expect_eq "QEMU $ver: ... both disks got an overlay" 2 "$(ls "$dir" | grep -c '^b[01]\..*restore-.*\.qcow2$')"
 	guest_ok "QEMU $ver: B" "$jdir/serial0.log" "$run"
 	kill -KILL "$jpid" 2>/dev/null
 	rm -rf "$jdir"
@@ -193,6 +194,9 @@ for ver in 7.2 10.0; do
 		case $a in
 		-qmp | -pidfile) skip_next=1; continue ;;
 		file:*.serial) a="file:$dir/x.serial" ;;
+		# B's own paths are its current disks: cB's state is in
+		# b0.cB.qcow2 and b1.cB.qcow2 (info prints so).
+		file=*) a=${a/\/b0.qcow2,/\/b0.cB.qcow2,}; a=${a/\/b1.qcow2,/\/b1.cB.qcow2,} ;;
 		esac
 		xa+=("$a")
 	done
@@ -216,7 +220,7 @@ for ver in 7.2 10.0; do
 	expect_eq "QEMU $ver: ... leaving no directory" "" "$(cd "$RT" && ls -d snapctl-cB.* 2>/dev/null)"
 	expect_match "QEMU $ver: ... saying why and what to do" "^snapctl: checkpoint 'cB' has no record of how its VM was started \(cannot read '/proc/1/exe': Permission denied\): restore it with --exec -- QEMU ARGS...$" "$TESTDIR/stderr"
 	expect_code 0 "QEMU $ver: info still works" "$SNAPCTL" -d "$store" info cB
-	expect_match "QEMU $ver: ... with the -drive fragment" "^  -drive if=none,id=drive0,file=$dir/b0.qcow2,format=qcow2" "$TESTDIR/stdout"
+	expect_match "QEMU $ver: ... with the -drive fragment" "^  -drive if=none,id=drive0,file=$dir/b0.cB.qcow2,format=qcow2" "$TESTDIR/stdout"
 	rm -f "$dir/x.serial"
 	expect_code 0 "QEMU $ver: --exec restores it as before" "$SNAPCTL" -s "$dir/x2.qmp" -d "$store" restore cB --exec -- "${xa[@]}"
 	xpid=$(pgrep -f "unix:$dir/x2.qmp" | head -n 1)

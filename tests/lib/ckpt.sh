@@ -11,7 +11,19 @@
 #   ck_wait_mig VM REGEX [TIMEOUT]  wait until that status matches REGEX
 #   ck_leftovers STORE       print what a failed checkpoint must not leave:
 #                            staging dirs, the recovery note, temporary files
-#   ck_active_file VM DEV    print the file name of DEV's active image
+#   ck_active_file VM DEV    print the file name of DEV's active image: the
+#                            VM's own path (QEMU's "json:{...}" name read
+#                            through to its file, a disk swap's temporary
+#                            name .X.snapctl-NAME as X, diskswap.h)
+#   ck_holds VM FILE         0 if VM's QEMU holds FILE open (its inode)
+#   ck_records RAW RUN       churn's disk records of run RUN (hex, as in its
+#                            READY line) in the raw image RAW: prints
+#                            "max=M missing=K", K the seqs of the last
+#                            min(M, 1024) that their slot does not hold
+#   ck_quit VM               QMP quit, and wait until QEMU is gone
+#   ck_stray DIR             the disk swap's temporary names in DIR
+#                            (.X.snapctl-NAME) that are not a link of X
+#                            (QEMU's name of the VM's current disk X is)
 #   ck_guest_back VM STORE BEFORE DESC
 #                            the checks after every failure: VM running,
 #                            settings equal BEFORE (ck_settings output), no
@@ -72,18 +84,72 @@ ck_leftovers() {
 }
 
 ck_active_file() {
-	local out i n dev qdev
+	local out i n dev qdev f b
 	out=$(vm_qmp_raw "$1" '{"execute":"query-block"}') || return 1
 	n=$(jq_get -n - return <<<"$out")
 	for ((i = 0; i < n; i++)); do
 		dev=$(jq_get - "return.$i.device" <<<"$out")
 		qdev=$(jq_get - "return.$i.qdev" <<<"$out" 2>/dev/null)
 		if [ "$dev" = "$2" ] || [[ $qdev == "/machine/peripheral/$2/"* ]]; then
-			jq_get - "return.$i.inserted.image.filename" <<<"$out"
+			f=$(jq_get - "return.$i.inserted.image.filename" <<<"$out")
+			case $f in json:*) f=$(jq_get - file.filename <<<"${f#json:}") ;; esac
+			b=${f##*/}
+			case $b in .*.snapctl-*)
+				b=${b#.}
+				b=${b%.snapctl-*}
+				f=${f%/*}/$b ;;
+			esac
+			echo "$f"
 			return 0
 		fi
 	done
 	return 1
+}
+
+ck_holds() {
+	local pid l want
+	pid=$(vm_pid "$1") || return 1
+	want=$(stat -c %d:%i "$2") || return 1
+	for l in /proc/"$pid"/fd/*; do
+		[ "$(stat -L -c %d:%i "$l" 2>/dev/null)" = "$want" ] && return 0
+	done
+	return 1
+}
+
+ck_records() {
+	local raw=$1 run=$2
+	od -v -A n -t x8 -w4096 -N $((1024 * 4096)) "$raw" |
+		awk -v run="$run" '
+		function hex(s,   i, n) { n = 0; for (i = 1; i <= length(s); i++) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return n }
+		$1 == "434552204e524843" && $2 == run { seq[NR - 1] = hex($3); if (hex($3) > max) max = hex($3) }
+		END {
+			lo = max - 1023; if (lo < 1) lo = 1
+			for (s = lo; s <= max; s++) if (seq[(s - 1) % 1024] != s) miss++
+			printf "max=%d missing=%d\n", max, miss
+		}'
+}
+
+ck_stray() {
+	local f x
+	for f in "$1"/.*.snapctl-*; do
+		[ -e "$f" ] || continue
+		x=${f##*/}
+		x=${x#.}
+		x=$1/${x%%.snapctl-*}
+		[ "$(stat -c %d:%i "$f")" = "$(stat -c %d:%i "$x" 2>/dev/null)" ] || echo "$f"
+	done
+	return 0
+}
+
+ck_quit() {
+	local pid t=0
+	pid=$(vm_pid "$1")
+	vm_qmp_raw "$1" '{"execute":"quit"}' >/dev/null 2>&1
+	while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $t -lt 300 ]; do
+		sleep 0.1
+		t=$((t + 1))
+	done
+	! kill -0 "$pid" 2>/dev/null
 }
 
 ck_guest_back() {
