@@ -240,6 +240,18 @@ collect(struct gc *g, const struct diskgc_opts *o)
 			}
 		}
 	}
+	json_array_foreach(o->restores, i, d) {
+		n = add_chain(g, json_str(d, "file"));
+		if (n < 0 || !json_is_true(json_object_get(d, "candidate")))
+			continue;
+		if (proven(&g->v[n], d, "dev", "ino"))
+			g->v[n].made = 1;
+		if (g->v[n].candidate)
+			continue;
+		g->v[n].candidate = 1;
+		g->cand = xreallocarray(g->cand, g->ncand + 1, sizeof(*g->cand));
+		g->cand[g->ncand++] = n;
+	}
 	for (c = 0; c < g->ncand; c++)
 		g->v[g->cand[c]].going = 1;
 }
@@ -475,7 +487,8 @@ remove_going(struct gc *g, struct err *e)
 			if (i < g->n)
 				continue;	/* its overlay goes first */
 			progress = 1;
-			if (unlink(nd->path) == 0) {
+			/* Gone already: another sweep was first. */
+			if (unlink(nd->path) == 0 || errno == ENOENT) {
 				nd->removed = 1;
 				continue;
 			}

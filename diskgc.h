@@ -29,8 +29,15 @@ struct diskgc_opts {
 	const json_t *gone;	/* names (strings) of the deleted ones */
 	const json_t *vm_files;	/* diskgc_vm_files(), or NULL */
 	int dry_run;		/* decide, remove nothing */
+	/*
+	 * Restore overlays (restoredir.h), or NULL: [{"file", "candidate",
+	 * "dev", "ino"}].  Each one's chain pins what it backs onto; those
+	 * with candidate true are candidates too, made by snapctl when
+	 * their device and inode are dev and ino.
+	 */
+	const json_t *restores;
 };
-#define DISKGC_OPTS_INIT { NULL, NULL, NULL, 0 }
+#define DISKGC_OPTS_INIT { NULL, NULL, NULL, 0, NULL }
 
 /*
  * Consider every disk file ("file" and "overlay") the gone checkpoints
