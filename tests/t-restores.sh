@@ -236,6 +236,25 @@ for ver in 7.2 10.0; do
 		expect_eq "$P: ... no QEMU left" "" "$(pgrep -f "$RT/snapctl-c1" || true)"
 	fi
 
+	# ---- a checkpoint of a restored VM holds its restore overlay -----------
+	if restore_into "k$v" "$f1" c1 &&
+		"$SNAPCTL" -s "$(vm_path "k$v" qmp)" "${D[@]}" -q checkpoint --disk-only p1 2>>"$dir/k$v.err"; then
+		ok "$P: restore c1, then checkpoint the restored VM as p1"
+	else
+		not_ok "$P: restore c1, then checkpoint the restored VM as p1" "$(cat "$dir/k$v.err")"
+	fi
+	ovk=$(jq_get "$dir/k$v.json" disks.0.overlay)
+	expect_eq "$P: ... p1's disk state is that restore overlay" "$ovk" "$(jq_get "$store/p1/manifest.json" disks.0.file)"
+	vm_kill "k$v" KILL
+	expect_code 0 "$P: sweep once that VM quit" "$SNAPCTL" "${D[@]}" sweep
+	expect_match "$P: ... keeps the overlay: p1's disk state" \
+		"^kept '$ovk' \\(restore overlay of checkpoint 'c1'\\): the disk of checkpoint 'p1'(;|$)" "$TESTDIR/stdout"
+	check "$P: ... p1 still verifies" "$SNAPCTL" "${D[@]}" verify p1
+	expect_code 0 "$P: delete --disks p1" "$SNAPCTL" "${D[@]}" delete --disks p1
+	expect_match "$P: ... removes p1's own overlay" "^removed '$store/.restores/d0.p1.qcow2'$" "$TESTDIR/stdout"
+	expect_match "$P: ... and the restore overlay below it" "^removed '$ovk' \\(restore overlay of checkpoint 'c1'\\)$" "$TESTDIR/stdout"
+	check "$P: ... with its record" test ! -e "$ovk" -a ! -e "$ovk.json"
+
 	# ---- delete c1: its unheld restore overlays go, held ones stay --------
 	if restore_into "w$v" "$f1" c1; then
 		ok "$P: restore c1 once more"
