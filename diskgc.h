@@ -1,10 +1,11 @@
 /*
  * diskgc.h - which disk files the deletion of checkpoints frees, for
- * "delete --disks" and "prune --disks".  A file goes only if snapctl made
- * it (an "overlay" of some manifest, or a "file" with "file_made_by"), no
- * remaining checkpoint names it, no file that stays is backed by it (qcow2
- * headers, followed to a fixed point), no process holds it open and the
- * VM, when asked, does not use it.  Never prints.
+ * "delete --disks" and "prune --disks", and which restore overlays the
+ * sweep removes (restoredir.h).  A file goes only if snapctl made it (an
+ * "overlay" of some manifest, a "file" with "file_made_by", a recorded
+ * restore overlay), no remaining checkpoint names it, no file that stays
+ * is backed by it (qcow2 headers, followed to a fixed point), no process
+ * holds it open and the VM, when asked, does not use it.  Never prints.
  */
 #ifndef SNAPCTL_DISKGC_H
 #define SNAPCTL_DISKGC_H
