@@ -675,7 +675,10 @@ const struct cmd_entry cmd_delete_entry = {
 	"            checkpoint, not backing a file that stays, not open\n"
 	"            by any process, not used by the VM at -s\n"
 	"Takes the store's lock (exit 5 when busy).  Every removed and\n"
-	"kept disk file is reported with the reason.",
+	"kept disk file is reported with the reason.  Then, with or\n"
+	"without --disks, the restore overlays no process holds go\n"
+	"('snapctl help sweep'); those of the deleted checkpoints that\n"
+	"stay are reported with the reason.",
 	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD | CMD_CKPT_ARGS,
 	cmd_delete,
 };
@@ -687,6 +690,6 @@ const struct cmd_entry cmd_prune_entry = {
 	"  --dry-run   say what would be deleted, change nothing\n"
 	"  --disks     as for delete\n"
 	"A VM is the uuid and name its manifests record; newest is by\n"
-	"created, then name.",
+	"created, then name.  Sweeps restore overlays as delete does.",
 	"", prune_opts, 0, 0, CMD_NEEDS_STORE | STORE_CMD, cmd_prune,
 };
