@@ -263,6 +263,10 @@ for ver in 7.2 10.0; do
 	fi
 	ovw=$(jq_get "$dir/w$v.json" disks.0.overlay)
 	vm_kill "w$v" KILL
+	expect_code 0 "$P: prune --keep 0 --dry-run" "$SNAPCTL" "${D[@]}" prune --keep 0 --dry-run
+	expect_match "$P: ... would remove w's overlay" "^would remove '$ovw' \\(restore overlay of checkpoint 'c1'\\)$" "$TESTDIR/stdout"
+	expect_match "$P: ... would keep h's, saying why" "^would keep '$ovh' \\(restore overlay of checkpoint 'c1'\\): open by process $(vm_pid "h$v") " "$TESTDIR/stdout"
+	check "$P: ... and changes nothing" test -f "$ovw" -a -f "$ovw.json" -a -d "$store/c1"
 	expect_code 0 "$P: delete c1 --json while h runs" "$SNAPCTL" "${D[@]}" --json delete c1
 	cp "$TESTDIR/stdout" "$dir/del1.json"
 	expect_eq "$P: ... deleted c1" c1 "$(jq_get "$dir/del1.json" deleted.0)"
