@@ -18,6 +18,7 @@
 #include "manifest.h"
 #include "qmp.h"
 #include "relaunch.h"
+#include "sig.h"
 #include "snapctl.h"
 #include "store.h"
 #include "storeops.h"
@@ -468,9 +469,26 @@ out:
 
 static void print_deleted(const json_t *r);
 
+/* A merge's progress on a terminal, at most every 200 ms. */
+static void
+merge_progress(void *opaque, const char *from, const char *into,
+    uint64_t done, uint64_t total)
+{
+	uint64_t *last = opaque, now = now_mono_ms();
+	int pct = total ? (int)(done * 100 / total) : 0;
+
+	if (done < total && *last != 0 && now - *last < 200)
+		return;
+	*last = now;
+	fprintf(stderr, "\rmerging '%s' into '%s': %3d%%%s", from, into, pct,
+	    done >= total && total > 0 ? "\n" : "");
+	fflush(stderr);
+}
+
 /*
- * With --disks and -s, how storeops_delete() reaches the VM; then delete
- * gone, print what was done (also after a failure midway).
+ * With --disks and -s, how storeops_delete() reaches the VM; a merge a
+ * killed run left is finished first; then delete gone, print what was done
+ * (also after a failure midway).  gone NULL: only the pending merge.
  */
 static int
 delete_and_print(struct store *s, const json_t *all, const json_t *bad,
@@ -478,7 +496,8 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
     struct err *e)
 {
 	struct qmp_config cfg;
-	json_t *r = NULL;
+	json_t *r = NULL, *pending = NULL;
+	uint64_t last = 0;
 	int rc;
 
 	if (o->disks && options.socket != NULL) {
@@ -487,17 +506,59 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 		o->socket = options.socket;
 		o->qmp = &cfg;
 	}
-	rc = storeops_delete(s, all, bad, gone, o, &r, e);
+	if (o->disks && options.verbosity >= 0 && isatty(STDERR_FILENO)) {
+		o->progress = merge_progress;
+		o->opaque = &last;
+	}
+	sig_catch();
+	rc = 0;
+	if (o->disks && !o->dry_run)
+		rc = storeops_merge_pending(s, o, &pending, e);
+	if (rc == 0 && gone != NULL)
+		rc = storeops_delete(s, all, bad, gone, o, &r, e);
+	sig_release();
 	if (rc == 0 && o->unseen > 0)
 		warnx_("%d processes could not be looked at: files they hold "
 		    "open were not seen", o->unseen);
+	if (r == NULL && pending != NULL) {
+		r = pending;
+		pending = NULL;
+	} else if (r != NULL && pending != NULL)
+		json_object_set(r, "pending", pending);
 	if (r != NULL) {
 		if (extra != NULL)
 			json_object_update(r, extra);
 		print_done(r, print_deleted);
 	}
 	json_decref(r);
+	json_decref(pending);
 	return rc;
+}
+
+static void
+print_merged(const json_t *r, int dry_run)
+{
+	const json_t *m;
+	char b[32];
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "merged"), i, m) {
+		if (!json_is_true(json_object_get(m, "merged"))) {
+			printf("kept '%s' of checkpoint '%s' (%s) unmerged: "
+			    "%s\n", json_str(m, "file"), json_str(m,
+			    "checkpoint"), json_str(m, "device"), json_str(m,
+			    "reason"));
+			continue;
+		}
+		format_bytes((uint64_t)json_integer_value(json_object_get(m,
+		    "bytes")), b);
+		printf("%s '%s' into '%s' (%s, %s, %s, %.1f s)\n",
+		    dry_run ? "would merge" : "merged", json_str(m, "from"),
+		    json_str(m, "into"), json_str(m, "how"),
+		    json_is_true(json_object_get(m, "live")) ? "live" :
+		    "offline", b, json_real_value(json_object_get(m,
+		    "seconds")));
+	}
 }
 
 static void
@@ -506,9 +567,13 @@ print_deleted(const json_t *r)
 	const json_t *v, *d, *why;
 	int dry_run = json_is_true(json_object_get(r, "dry_run"));
 	size_t i, j;
+
+	if (json_object_get(r, "pending") != NULL)
+		print_deleted(json_object_get(r, "pending"));
 	json_array_foreach(json_object_get(r, "deleted"), i, v)
 		printf("%s checkpoint '%s'\n", dry_run ? "would delete" :
 		    "deleted", json_string_value(v));
+	print_merged(r, dry_run);
 	json_array_foreach(json_object_get(r, "disks"), i, d) {
 		if (json_is_true(json_object_get(d, "removed"))) {
 			printf("%s '%s'\n", dry_run ? "would remove" :

@@ -10,6 +10,7 @@
 
 #include "diskfile.h"
 #include "diskgc.h"
+#include "diskmerge.h"
 #include "manifest.h"
 #include "qmp.h"
 #include "save.h"
@@ -142,6 +143,117 @@ storeops_prune_select(const json_t *all, uint64_t keep, json_t **gone,
 	}
 }
 
+/*
+ * The merges journal asks for, then the files that frees; the journal is
+ * removed once all is done.  merged and report get the reports.
+ */
+static int
+merge_and_collect(struct store *s, struct storeops_delete_opts *o,
+    struct qmp *q, json_t *journal, json_t **merged, json_t **report,
+    struct err *e)
+{
+	struct diskmerge_opts mo = DISKMERGE_OPTS_INIT;
+	struct diskgc_opts go = DISKGC_OPTS_INIT;
+	json_t *kept = NULL, *bad = NULL, *all = NULL, *names = json_array();
+	json_t *vm_files = NULL;
+	const json_t *m;
+	size_t i;
+	int rc = -1;
+
+	mo.store = s;
+	mo.q = q;
+	mo.progress = o->progress;
+	mo.opaque = o->opaque;
+	if (diskmerge_run(&mo, journal, merged, e) < 0)
+		goto out;
+	if (q != NULL && (vm_files = diskgc_vm_files(q, e)) == NULL) {
+		err_prefix(e, "query-block: ");
+		goto out;
+	}
+	if ((kept = store_list(s, &bad, e)) == NULL)
+		goto out;
+	all = json_deep_copy(kept);
+	json_array_foreach(json_object_get(journal, "gone"), i, m) {
+		json_array_append(all, (json_t *)m);
+		json_array_append_new(names, json_string(json_str(m,
+		    MF_NAME)));
+	}
+	go.all = all;
+	go.gone = names;
+	go.vm_files = vm_files;
+	go.extra = json_object_get(journal, "left");
+	if (diskgc_run(&go, report, &o->unseen, e) < 0)
+		goto out;
+	if (store_journal_remove(s, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	json_decref(kept);
+	json_decref(bad);
+	json_decref(all);
+	json_decref(names);
+	json_decref(vm_files);
+	return rc;
+}
+
+static int
+open_vm(struct storeops_delete_opts *o, struct qmp **q, struct err *e)
+{
+	*q = NULL;
+	if (o->socket == NULL)
+		return 0;
+	*q = qmp_open_with(o->socket, o->qmp, e);
+	return *q != NULL ? 0 : -1;
+}
+
+int
+storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
+    json_t **out, struct err *e)
+{
+	json_t *journal = NULL, *deleted = json_array(), *merged = NULL;
+	json_t *report = NULL;
+	const json_t *m;
+	struct qmp *q = NULL;
+	const char *name;
+	size_t i;
+	int rc = -1;
+
+	*out = NULL;
+	journal = store_journal_read(s, e);
+	if (journal == NULL) {
+		rc = err_isset(e) ? -1 : 0;
+		goto out;
+	}
+	if (!json_is_array(json_object_get(journal, "gone"))) {
+		err_set(e, ERR_FAIL, "'%s/%s' is no merge journal",
+		    store_path(s), STORE_MERGE_JOURNAL);
+		goto out;
+	}
+	json_array_foreach(json_object_get(journal, "gone"), i, m) {
+		name = json_str(m, MF_NAME);
+		if (name == NULL || store_name_check(name, NULL) < 0 ||
+		    !store_exists(s, name))
+			continue;
+		if (store_remove_checkpoint(s, name, e) < 0)
+			goto done;
+		json_array_append_new(deleted, json_string(name));
+	}
+	if (open_vm(o, &q, e) < 0)
+		goto done;
+	if (merge_and_collect(s, o, q, journal, &merged, &report, e) < 0)
+		goto done;
+	rc = 0;
+done:
+	*out = json_pack("{s:O, s:o, s:o}", "deleted", deleted, "merged",
+	    merged ? merged : json_array(), "disks",
+	    report ? report : json_array());
+out:
+	qmp_close(q);
+	json_decref(journal);
+	json_decref(deleted);
+	return rc;
+}
+
 int
 storeops_delete(struct store *s, const json_t *all, const json_t *bad,
     const json_t *gone, struct storeops_delete_opts *o, json_t **out,
@@ -150,7 +262,8 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 	struct diskgc_opts go = DISKGC_OPTS_INIT;
 	struct qmp *q = NULL;
 	json_t *deleted = json_array(), *vm_files = NULL, *report = NULL;
-	const json_t *b, *n;
+	json_t *journal = NULL, *gone_m = NULL, *merged = NULL;
+	const json_t *b, *n, *m;
 	size_t i;
 	int rc = -1;
 
@@ -167,14 +280,24 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 			    json_str(b, "name"));
 			goto out;
 		}
-		if (o->socket != NULL) {
-			if ((q = qmp_open_with(o->socket, o->qmp, e)) == NULL)
-				goto out;
-			if ((vm_files = diskgc_vm_files(q, e)) == NULL) {
-				err_prefix(e, "query-block: ");
-				goto out;
-			}
+		if (open_vm(o, &q, e) < 0)
+			goto out;
+		if (o->dry_run && q != NULL &&
+		    (vm_files = diskgc_vm_files(q, e)) == NULL) {
+			err_prefix(e, "query-block: ");
+			goto out;
 		}
+	}
+	if (o->disks && !o->dry_run) {
+		/* The journal before anything changes: a killed run is
+		 * finished by the next one or by recover. */
+		gone_m = json_array();
+		json_array_foreach(all, i, m)
+			if (in_names(gone, json_str(m, MF_NAME)))
+				json_array_append(gone_m, (json_t *)m);
+		journal = diskmerge_journal_new(gone_m);
+		if (store_journal_write(s, journal, e) < 0)
+			goto out;
 	}
 	json_array_foreach(gone, i, n) {
 		if (!o->dry_run && store_remove_checkpoint(s,
@@ -182,7 +305,11 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 			goto done;
 		json_array_append(deleted, (json_t *)n);
 	}
-	if (o->disks) {
+	if (journal != NULL) {
+		if (merge_and_collect(s, o, q, journal, &merged, &report,
+		    e) < 0)
+			goto done;
+	} else if (o->disks) {
 		go.all = all;
 		go.gone = gone;
 		go.vm_files = vm_files;
@@ -192,11 +319,14 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 	}
 	rc = 0;
 done:
-	*out = json_pack("{s:O, s:o}", "deleted", deleted, "disks",
+	*out = json_pack("{s:O, s:o, s:o}", "deleted", deleted, "merged",
+	    merged ? merged : json_array(), "disks",
 	    report ? report : json_array());
 out:
 	qmp_close(q);
 	json_decref(vm_files);
 	json_decref(deleted);
+	json_decref(journal);
+	json_decref(gone_m);
 	return rc;
 }

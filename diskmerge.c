@@ -1,0 +1,1175 @@
+/*
+ * diskmerge.c - the merges delete and prune --disks do (diskmerge.h): a
+ * graph of images from the manifests, the VM and qcow2 headers; a plan for
+ * one disk of a deleted checkpoint; the step done live (QMP block jobs) or
+ * offline (qemu-img) under the store's merge journal; the kept manifests
+ * brought up to date after it.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "diskfile.h"
+#include "diskmerge.h"
+#include "manifest.h"
+#include "proc.h"
+#include "qmp.h"
+#include "sig.h"
+#include "store.h"
+#include "util.h"
+#include "vm.h"
+
+#include "banned.h"
+
+#define CHAIN_MAX 256
+#define SIBLINGS_MAX 4096
+#define JOB_ID "snapctl-merge"
+#define JOB_POLL_MS 200
+#define CANCEL_WAIT_MS 30000
+
+struct im {
+	char *path;		/* as first named */
+	dev_t dev;
+	ino_t ino;
+	char fmt[8];
+	char *backing;		/* resolved, or NULL */
+	long below;		/* index of the backing image, or -1 */
+	int named;		/* a manifest or the VM names it */
+	int file_of;		/* some manifest's "file" */
+	uint64_t alloc;		/* bytes allocated on disk */
+};
+
+struct graph {
+	struct im *v;
+	size_t n;
+	struct blockinfo *bi;	/* the VM's disks (o->q), or NULL */
+	size_t nbi;
+	pid_t vm_pid;		/* QEMU at -s, or 0 */
+};
+
+static long
+g_find(const struct graph *g, const struct stat *st)
+{
+	size_t i;
+
+	for (i = 0; i < g->n; i++)
+		if (g->v[i].dev == st->st_dev && g->v[i].ino == st->st_ino)
+			return (long)i;
+	return -1;
+}
+
+static long
+g_lookup(const struct graph *g, const char *path)
+{
+	struct stat st;
+
+	if (path == NULL || path[0] != '/' || stat(path, &st) < 0)
+		return -1;
+	return g_find(g, &st);
+}
+
+/* Add path (an existing regular file) and its backing chain. */
+static long
+g_add(struct graph *g, const char *path, int named)
+{
+	struct diskfile df;
+	struct stat st;
+	struct im *m;
+	long i, top = -1, prev = -1;
+	int depth;
+	char *p = xstrdup(path);
+
+	for (depth = 0; p != NULL && depth < CHAIN_MAX; depth++) {
+		if (p[0] != '/' || stat(p, &st) < 0 || !S_ISREG(st.st_mode))
+			break;
+		i = g_find(g, &st);
+		if (i < 0) {
+			g->v = xreallocarray(g->v, g->n + 1, sizeof(*g->v));
+			m = &g->v[g->n];
+			memset(m, 0, sizeof(*m));
+			m->path = xstrdup(p);
+			m->dev = st.st_dev;
+			m->ino = st.st_ino;
+			m->below = -1;
+			m->alloc = (uint64_t)st.st_blocks * 512;
+			snprintf(m->fmt, sizeof(m->fmt), "raw");
+			if (diskfile_probe(p, &df, NULL) == 0) {
+				snprintf(m->fmt, sizeof(m->fmt), "%s",
+				    df.format);
+				if (df.backing != NULL &&
+				    df.backing[0] == '/')
+					m->backing = xstrdup(df.backing);
+				diskfile_release(&df);
+			}
+			i = (long)g->n++;
+		} else if (depth > 0) {
+			if (prev >= 0 && prev != i)
+				g->v[prev].below = i;
+			break;
+		}
+		if (depth == 0) {
+			top = i;
+			g->v[i].named |= named;
+		}
+		if (prev >= 0 && prev != i)
+			g->v[prev].below = i;
+		prev = i;
+		free(p);
+		p = g->v[i].backing ? xstrdup(g->v[i].backing) : NULL;
+	}
+	free(p);
+	return top;
+}
+
+/* Every absolute path a disk entry names, and its chain. */
+static void
+g_add_manifest(struct graph *g, const json_t *m)
+{
+	const json_t *d, *v;
+	const char *k;
+	size_t j;
+	long n;
+
+	json_array_foreach(json_object_get(m, MF_DISKS), j, d) {
+		json_object_foreach((json_t *)d, k, v) {
+			if (!json_is_string(v) || json_string_value(v)[0] != '/')
+				continue;
+			n = g_add(g, json_string_value(v), 1);
+			if (n >= 0 && strcmp(k, MF_DISK_FILE) == 0)
+				g->v[n].file_of = 1;
+		}
+	}
+}
+
+/* The qcow2 images beside the known ones: an overlay no manifest names. */
+static void
+g_add_siblings(struct graph *g)
+{
+	char **dirs = NULL, *dir, *p;
+	struct dirent *de;
+	size_t nd = 0, i, k, seen, n0 = g->n;
+	struct diskfile df;
+	DIR *d;
+
+	for (i = 0; i < n0; i++) {
+		dir = path_dirname(g->v[i].path);
+		for (k = 0; k < nd && strcmp(dirs[k], dir) != 0; k++)
+			;
+		if (k < nd) {
+			free(dir);
+			continue;
+		}
+		dirs = xreallocarray(dirs, nd + 1, sizeof(*dirs));
+		dirs[nd++] = dir;
+	}
+	for (k = 0; k < nd; k++) {
+		if ((d = opendir(dirs[k])) == NULL)
+			continue;
+		seen = 0;
+		while ((de = readdir(d)) != NULL && seen++ < SIBLINGS_MAX) {
+			if (de->d_name[0] == '.')
+				continue;
+			p = xasprintf("%s/%s", dirs[k], de->d_name);
+			if (g_lookup(g, p) < 0 && diskfile_probe(p, &df,
+			    NULL) == 0) {
+				if (df.backing != NULL)
+					g_add(g, p, 0);
+				diskfile_release(&df);
+			}
+			free(p);
+		}
+		closedir(d);
+	}
+	for (k = 0; k < nd; k++)
+		free(dirs[k]);
+	free(dirs);
+}
+
+static void
+g_free(struct graph *g)
+{
+	size_t i;
+
+	for (i = 0; i < g->n; i++) {
+		free(g->v[i].path);
+		free(g->v[i].backing);
+	}
+	free(g->v);
+	if (g->bi != NULL)
+		vm_disks_free(g->bi, g->nbi);
+	memset(g, 0, sizeof(*g));
+}
+
+static int
+g_build(struct graph *g, const struct diskmerge_opts *o, const json_t *kept,
+    const json_t *gone, struct err *e)
+{
+	const json_t *m;
+	size_t i, k;
+	uint64_t start;
+
+	memset(g, 0, sizeof(*g));
+	json_array_foreach(kept, i, m)
+		g_add_manifest(g, m);
+	json_array_foreach(gone, i, m)
+		g_add_manifest(g, m);
+	if (o->q != NULL) {
+		if (vm_disks_query(o->q, &g->bi, &g->nbi, e) < 0)
+			return -1;
+		for (i = 0; i < g->nbi; i++)
+			for (k = 0; k < g->bi[i].nchain; k++)
+				g_add(g, g->bi[i].chain[k], 1);
+		if (vm_process(o->q, &g->vm_pid, &start) < 0)
+			g->vm_pid = 0;
+	}
+	g_add_siblings(g);
+	return 0;
+}
+
+/* The images whose backing file is image i. */
+static size_t
+g_backers(const struct graph *g, long i, long *first, long *second)
+{
+	size_t j, n = 0;
+
+	*first = *second = -1;
+	for (j = 0; j < g->n; j++) {
+		if (g->v[j].below != i)
+			continue;
+		if (n == 0)
+			*first = (long)j;
+		else if (n == 1)
+			*second = (long)j;
+		n++;
+	}
+	return n;
+}
+
+/* The VM's disk whose chain holds image i, or NULL. */
+static const struct blockinfo *
+g_vm_disk(const struct graph *g, long i)
+{
+	struct stat st;
+	size_t d, k;
+
+	for (d = 0; d < g->nbi; d++)
+		for (k = 0; k < g->bi[d].nchain; k++)
+			if (stat(g->bi[d].chain[k], &st) == 0 &&
+			    st.st_dev == g->v[i].dev &&
+			    st.st_ino == g->v[i].ino)
+				return &g->bi[d];
+	return NULL;
+}
+
+static int
+g_vm_active(const struct graph *g, long i)
+{
+	const struct blockinfo *b = g_vm_disk(g, i);
+	struct stat st;
+
+	return b != NULL && b->file != NULL && stat(b->file, &st) == 0 &&
+	    st.st_dev == g->v[i].dev && st.st_ino == g->v[i].ino;
+}
+
+static void
+proc_comm(const char *pid, char out[64])
+{
+	char path[300];
+	ssize_t n;
+	int fd;
+
+	snprintf(out, 64, "?");
+	snprintf(path, sizeof(path), "/proc/%s/comm", pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	n = read(fd, out, 63);
+	close(fd);
+	if (n <= 0) {
+		snprintf(out, 64, "?");
+		return;
+	}
+	out[n] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+}
+
+/*
+ * "open by process N (comm)" for the first process other than this one and
+ * than skip that holds one of images ids[0..n-1] open; NULL if none.
+ */
+static char *
+held_open(const struct graph *g, const long *ids, size_t n, pid_t skip)
+{
+	struct dirent *pe, *fe;
+	struct stat st;
+	char path[300], comm[64], self[32], skipbuf[32];
+	char *out = NULL;
+	DIR *pd, *fdd;
+	size_t c;
+	int dfd;
+
+	if ((pd = opendir("/proc")) == NULL)
+		return NULL;
+	snprintf(self, sizeof(self), "%ld", (long)getpid());
+	snprintf(skipbuf, sizeof(skipbuf), "%ld", (long)skip);
+	while (out == NULL && (pe = readdir(pd)) != NULL) {
+		if (pe->d_name[0] < '1' || pe->d_name[0] > '9' ||
+		    strspn(pe->d_name, "0123456789") != strlen(pe->d_name) ||
+		    strcmp(pe->d_name, self) == 0 ||
+		    strcmp(pe->d_name, skipbuf) == 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/fd", pe->d_name);
+		if ((dfd = open(path, O_RDONLY | O_DIRECTORY |
+		    O_CLOEXEC)) < 0)
+			continue;
+		if ((fdd = fdopendir(dfd)) == NULL) {
+			close(dfd);
+			continue;
+		}
+		while (out == NULL && (fe = readdir(fdd)) != NULL) {
+			if (fe->d_name[0] == '.' ||
+			    fstatat(dfd, fe->d_name, &st, 0) < 0 ||
+			    !S_ISREG(st.st_mode))
+				continue;
+			for (c = 0; c < n; c++) {
+				if (ids[c] < 0 || g->v[ids[c]].dev !=
+				    st.st_dev || g->v[ids[c]].ino != st.st_ino)
+					continue;
+				proc_comm(pe->d_name, comm);
+				out = xasprintf("'%s' is open by process %s "
+				    "(%s)", g->v[ids[c]].path, pe->d_name,
+				    comm);
+				break;
+			}
+		}
+		closedir(fdd);
+	}
+	closedir(pd);
+	return out;
+}
+
+/* ---- the manifests ------------------------------------------------------- */
+
+static int
+same_file(const char *a, const struct im *b)
+{
+	struct stat st;
+
+	return a != NULL && b != NULL && stat(a, &st) == 0 &&
+	    st.st_dev == b->dev && st.st_ino == b->ino;
+}
+
+/* The dev and ino some manifest proves snapctl made path with, or 0. */
+static int
+proof_of(const json_t *kept, const json_t *gone, const char *path,
+    json_int_t *dev, json_int_t *ino)
+{
+	const json_t *lists[2] = { kept, gone }, *m, *d;
+	struct stat st;
+	size_t l, i, j;
+
+	if (path == NULL || lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	for (l = 0; l < 2; l++)
+		json_array_foreach(lists[l], i, m)
+			json_array_foreach(json_object_get(m, MF_DISKS), j, d) {
+				const json_t *od = json_object_get(d,
+				    "overlay_dev"), *oi = json_object_get(d,
+				    "overlay_ino"), *fd = json_object_get(d,
+				    "file_dev"), *fi = json_object_get(d,
+				    "file_ino");
+
+				if (json_is_integer(od) && json_is_integer(oi)
+				    && (uint64_t)json_integer_value(od) ==
+				    (uint64_t)st.st_dev &&
+				    (uint64_t)json_integer_value(oi) ==
+				    (uint64_t)st.st_ino)
+					goto found;
+				if (json_str(d, "file_made_by") != NULL &&
+				    json_is_integer(fd) && json_is_integer(fi)
+				    && (uint64_t)json_integer_value(fd) ==
+				    (uint64_t)st.st_dev &&
+				    (uint64_t)json_integer_value(fi) ==
+				    (uint64_t)st.st_ino)
+					goto found;
+			}
+	return 0;
+found:
+	*dev = (json_int_t)st.st_dev;
+	*ino = (json_int_t)st.st_ino;
+	return 1;
+}
+
+/* A disk entry's size, mtime_ns, format and backing, as the file is now. */
+static void
+refresh_entry(json_t *d)
+{
+	struct diskfile df;
+	const char *f = json_str(d, MF_DISK_FILE);
+
+	if (f == NULL || diskfile_probe(f, &df, NULL) < 0)
+		return;
+	json_object_set_new(d, "size", json_integer((json_int_t)df.size));
+	json_object_set_new(d, "mtime_ns", json_integer(
+	    (json_int_t)df.mtime_ns));
+	json_object_set_new(d, MF_DISK_FORMAT, json_string(df.format));
+	json_object_set_new(d, "backing", df.backing ?
+	    json_string(df.backing) : json_null());
+	diskfile_release(&df);
+}
+
+/*
+ * After step st: in manifest m, an entry whose file is the merged-away
+ * image names the one that took its state; an overlay that left the chain
+ * names the image now above; every entry whose file the step touched is
+ * refreshed.  1 if m changed.
+ */
+static int
+update_manifest(json_t *m, const json_t *st, const struct im *touched,
+    size_t ntouched, const json_t *kept, const json_t *gone)
+{
+	const char *op = json_str(st, "op");
+	const char *from = json_str(st, "from"), *into = json_str(st, "into");
+	const char *ov_old = json_str(st, "overlay_old");
+	const char *ov_new = json_str(st, "overlay_new");
+	struct im fromim;
+	struct stat sb;
+	json_int_t dev, ino;
+	json_t *d;
+	size_t j, t;
+	int changed = 0;
+
+	memset(&fromim, 0, sizeof(fromim));
+	/* The merged-away image may be gone already: its recorded id. */
+	fromim.dev = (dev_t)json_integer_value(json_object_get(st,
+	    "from_dev"));
+	fromim.ino = (ino_t)json_integer_value(json_object_get(st,
+	    "from_ino"));
+	json_array_foreach(json_object_get(m, MF_DISKS), j, d) {
+		const char *f = json_str(d, MF_DISK_FILE);
+		const char *ov = json_str(d, MF_DISK_OVERLAY);
+		int hit = 0;
+
+		if (strcmp(op, "commit") == 0 && f != NULL &&
+		    (strcmp(f, from) == 0 || same_file(f, &fromim))) {
+			json_object_set_new(d, MF_DISK_FILE, json_string(into));
+			if (proof_of(kept, gone, into, &dev, &ino)) {
+				if (json_str(d, "file_made_by") == NULL)
+					json_object_set_new(d, "file_made_by",
+					    json_string(json_str(m, MF_NAME)));
+				json_object_set_new(d, "file_dev",
+				    json_integer(dev));
+				json_object_set_new(d, "file_ino",
+				    json_integer(ino));
+			} else {
+				json_object_set_new(d, "file_made_by",
+				    json_null());
+				json_object_set_new(d, "file_dev", json_null());
+				json_object_set_new(d, "file_ino", json_null());
+			}
+			hit = 1;
+		}
+		if (ov != NULL && ov_old != NULL && strcmp(ov, ov_old) == 0 &&
+		    stat(ov_old, &sb) < 0) {
+			json_object_set_new(d, MF_DISK_OVERLAY, ov_new ?
+			    json_string(ov_new) : json_string(ov_old));
+			if (ov_new != NULL && proof_of(kept, gone, ov_new,
+			    &dev, &ino)) {
+				json_object_set_new(d, "overlay_dev",
+				    json_integer(dev));
+				json_object_set_new(d, "overlay_ino",
+				    json_integer(ino));
+			}
+			changed = 1;
+		}
+		f = json_str(d, MF_DISK_FILE);
+		for (t = 0; t < ntouched; t++)
+			hit |= same_file(f, &touched[t]);
+		if (hit) {
+			refresh_entry(d);
+			changed = 1;
+		}
+	}
+	return changed;
+}
+
+/* ---- one step -------------------------------------------------------------- */
+
+static json_t *
+load_kept(const struct diskmerge_opts *o, struct err *e)
+{
+	json_t *bad = NULL, *all;
+
+	all = store_list(o->store, &bad, e);
+	json_decref(bad);
+	return all;
+}
+
+static const char *
+node_of(struct qmp *q, const char *path, struct err *e)
+{
+	static char name[256];
+	json_t *r, *n;
+	struct stat want, st;
+	const char *drv, *f, *nn;
+	size_t i;
+	int pass;
+
+	if (stat(path, &want) < 0) {
+		err_sys(e, ERR_FAIL, "cannot stat '%s'", path);
+		return NULL;
+	}
+	if ((r = qmp_call(q, "query-named-block-nodes", json_pack("{s:b}",
+	    "flat", 1), e)) == NULL)
+		return NULL;
+	/* A format node first; a bare protocol node when there is none. */
+	for (pass = 0; pass < 2; pass++)
+		json_array_foreach(r, i, n) {
+			drv = json_str(n, "drv");
+			f = json_str(n, "file");
+			nn = json_str(n, "node-name");
+			if (drv == NULL || f == NULL || nn == NULL ||
+			    stat(f, &st) < 0 || st.st_dev != want.st_dev ||
+			    st.st_ino != want.st_ino)
+				continue;
+			if (pass == 0 && (strcmp(drv, "file") == 0 ||
+			    strcmp(drv, "host_device") == 0))
+				continue;
+			snprintf(name, sizeof(name), "%s", nn);
+			json_decref(r);
+			return name;
+		}
+	json_decref(r);
+	err_set(e, ERR_FAIL, "the VM has no node for '%s'", path);
+	return NULL;
+}
+
+/* 1 if job id is in query-block-jobs; *done and *len its progress. */
+static int
+job_running(struct qmp *q, uint64_t *done, uint64_t *len, struct err *e)
+{
+	json_t *r, *j;
+	size_t i;
+	int found = 0;
+
+	if ((r = qmp_call(q, "query-block-jobs", NULL, e)) == NULL)
+		return -1;
+	json_array_foreach(r, i, j) {
+		if (json_str(j, "device") == NULL ||
+		    strcmp(json_str(j, "device"), JOB_ID) != 0)
+			continue;
+		found = 1;
+		*done = (uint64_t)json_integer_value(json_object_get(j,
+		    "offset"));
+		*len = (uint64_t)json_integer_value(json_object_get(j, "len"));
+	}
+	json_decref(r);
+	return found;
+}
+
+/* Wait for our job to end; SIGINT cancels it. */
+static int
+job_wait(const struct diskmerge_opts *o, const char *from, const char *into,
+    struct err *e)
+{
+	json_t *match = json_pack("{s:s}", "device", JOB_ID);
+	struct qmp_event *ev = NULL;
+	struct err le = ERR_INIT;
+	uint64_t done = 0, len = 0;
+	int r, absent = 0, rc = -1;
+
+	for (;;) {
+		if (sig_caught()) {
+			qmp_do(o->q, "block-job-cancel", json_pack("{s:s}",
+			    "device", JOB_ID), NULL);
+			ev = qmp_wait_event(o->q, "BLOCK_JOB_CANCELLED", match,
+			    CANCEL_WAIT_MS, NULL);
+			qmp_event_free(ev);
+			ev = NULL;
+			sig_interrupted(e);
+			goto out;
+		}
+		err_clear(&le);
+		ev = qmp_wait_event(o->q, "BLOCK_JOB_COMPLETED", match,
+		    JOB_POLL_MS, &le);
+		if (ev != NULL)
+			break;
+		if (le.kind != ERR_TIMEOUT) {
+			err_prefix(&le, "during the merge of '%s' into "
+			    "'%s': ", from, into);
+			err_propagate(e, &le, NULL);
+			goto out;
+		}
+		err_clear(&le);
+		ev = qmp_wait_event(o->q, "BLOCK_JOB_CANCELLED", match, 0, &le);
+		if (ev != NULL) {
+			err_set(e, ERR_FAIL, "the merge of '%s' into '%s' was "
+			    "cancelled in QEMU", from, into);
+			goto out;
+		}
+		err_clear(&le);
+		if ((r = job_running(o->q, &done, &len, &le)) < 0) {
+			err_propagate(e, &le, NULL);
+			goto out;
+		}
+		if (r == 1 && o->progress != NULL)
+			o->progress(o->opaque, from, into, done, len);
+		if (r == 0 && ++absent > 25) {
+			err_set(e, ERR_FAIL, "the merge job of '%s' into '%s' "
+			    "ended without an event", from, into);
+			goto out;
+		}
+	}
+	if (json_str(ev->data, "error") != NULL) {
+		err_set(e, ERR_FAIL, "merging '%s' into '%s': %s", from, into,
+		    json_str(ev->data, "error"));
+		goto out;
+	}
+	if (o->progress != NULL)
+		o->progress(o->opaque, from, into, 1, 1);
+	rc = 0;
+out:
+	qmp_event_free(ev);
+	json_decref(match);
+	return rc;
+}
+
+static int
+run_img(const struct diskmerge_opts *o, char *const argv[], struct err *e)
+{
+	char *log = xasprintf("%s/.merge-qemu-img.log", store_path(o->store));
+	struct proc *p;
+	int rc = -1;
+
+	if ((p = proc_spawn(argv, log, "qemu-img", e)) == NULL)
+		goto out;
+	while (!proc_wait(p, JOB_POLL_MS)) {
+		if (sig_caught()) {
+			/* Killed midway, rebase and commit -d leave a valid
+			 * chain. */
+			proc_kill(p);
+			sig_interrupted(e);
+			goto out;
+		}
+	}
+	if (!proc_succeeded(p)) {
+		proc_alive(p, e);
+		goto out;
+	}
+	unlink(log);
+	rc = 0;
+out:
+	proc_free(p);
+	free(log);
+	return rc;
+}
+
+/* The backing of path, resolved, or NULL; *ok 0 when it cannot be read. */
+static char *
+backing_now(const char *path, int *ok)
+{
+	struct diskfile df;
+	char *b;
+
+	*ok = path != NULL && diskfile_probe(path, &df, NULL) == 0;
+	if (!*ok)
+		return NULL;
+	b = df.backing;
+	df.backing = NULL;
+	diskfile_release(&df);
+	return b;
+}
+
+static int
+same_path(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0 || diskfile_same(a, b);
+}
+
+/* 1 when the chain shows step st done already. */
+static int
+step_done(const json_t *st)
+{
+	const char *op = json_str(st, "op");
+	const char *S = json_str(st, "S"), *U = json_str(st, "U");
+	const char *B = json_str(st, "B"), *W = json_str(st, "W");
+	char *b;
+	int ok, done;
+
+	if (strcmp(op, "stream") == 0) {
+		b = backing_now(U, &ok);
+		done = ok && (B == NULL ? b == NULL : same_path(b, B));
+	} else {
+		if (W == NULL)
+			return 0;
+		b = backing_now(W, &ok);
+		done = ok && same_path(b, S);
+	}
+	free(b);
+	return done;
+}
+
+static int
+step_live(const struct diskmerge_opts *o, const json_t *st, struct err *e)
+{
+	const char *op = json_str(st, "op");
+	const char *S = json_str(st, "S"), *U = json_str(st, "U");
+	const char *B = json_str(st, "B"), *root = json_str(st, "root");
+	const char *speed_s = getenv(DISKMERGE_SPEED_ENV);
+	char un[256], bn[256], sn[256];
+	const char *n;
+	uint64_t done, len;
+	json_t *args;
+	int r;
+
+	if ((r = job_running(o->q, &done, &len, e)) < 0)
+		return -1;
+	if (r == 1)		/* a killed run's job: wait for it */
+		return job_wait(o, strcmp(op, "stream") == 0 ? S : U,
+		    strcmp(op, "stream") == 0 ? U : S, e);
+	if (step_done(st))
+		return 0;
+	if ((n = node_of(o->q, U, e)) == NULL)
+		return -1;
+	snprintf(un, sizeof(un), "%s", n);
+	if (strcmp(op, "stream") == 0) {
+		args = json_pack("{s:s, s:s}", "job-id", JOB_ID, "device", un);
+		if (B != NULL) {
+			if ((n = node_of(o->q, B, e)) == NULL) {
+				json_decref(args);
+				return -1;
+			}
+			snprintf(bn, sizeof(bn), "%s", n);
+			json_object_set_new(args, "base-node", json_string(bn));
+		}
+	} else {
+		if ((n = node_of(o->q, S, e)) == NULL)
+			return -1;
+		snprintf(sn, sizeof(sn), "%s", n);
+		args = json_pack("{s:s, s:s, s:s, s:s}", "job-id", JOB_ID,
+		    "device", root, "top-node", un, "base-node", sn);
+	}
+	if (speed_s != NULL && *speed_s != '\0')
+		json_object_set_new(args, "speed", json_integer(
+		    strtoll(speed_s, NULL, 10)));
+	if (qmp_do(o->q, strcmp(op, "stream") == 0 ? "block-stream" :
+	    "block-commit", args, e) < 0)
+		return -1;
+	return job_wait(o, strcmp(op, "stream") == 0 ? S : U,
+	    strcmp(op, "stream") == 0 ? U : S, e);
+}
+
+static int
+step_offline(const struct diskmerge_opts *o, const json_t *st, struct err *e)
+{
+	const char *op = json_str(st, "op");
+	const char *S = json_str(st, "S"), *U = json_str(st, "U");
+	const char *B = json_str(st, "B"), *W = json_str(st, "W");
+	const char *fB = json_str(st, "B_format");
+	const char *fS = json_str(st, "S_format");
+	char *argv[16];
+	int n = 0;
+
+	if (step_done(st))
+		return 0;
+	if (o->progress != NULL)
+		o->progress(o->opaque, strcmp(op, "stream") == 0 ? S : U,
+		    strcmp(op, "stream") == 0 ? U : S, 0, 1);
+	if (strcmp(op, "stream") == 0) {
+		/* Safe mode: U gets every cluster in which S differs from B. */
+		argv[n++] = (char *)"qemu-img";
+		argv[n++] = (char *)"rebase";
+		argv[n++] = (char *)"-f";
+		argv[n++] = (char *)"qcow2";
+		argv[n++] = (char *)"-b";
+		argv[n++] = (char *)(B != NULL ? B : "");
+		if (B != NULL) {
+			argv[n++] = (char *)"-F";
+			argv[n++] = (char *)(fB ? fB : "qcow2");
+		}
+		argv[n++] = (char *)U;
+		argv[n] = NULL;
+		if (run_img(o, argv, e) < 0)
+			return -1;
+	} else {
+		/* -d: U stays whole, so the chain is valid all along. */
+		argv[n++] = (char *)"qemu-img";
+		argv[n++] = (char *)"commit";
+		argv[n++] = (char *)"-d";
+		argv[n++] = (char *)"-f";
+		argv[n++] = (char *)"qcow2";
+		argv[n++] = (char *)U;
+		argv[n] = NULL;
+		if (run_img(o, argv, e) < 0)
+			return -1;
+		if (W != NULL) {
+			n = 0;
+			argv[n++] = (char *)"qemu-img";
+			argv[n++] = (char *)"rebase";
+			argv[n++] = (char *)"-u";
+			argv[n++] = (char *)"-f";
+			argv[n++] = (char *)"qcow2";
+			argv[n++] = (char *)"-b";
+			argv[n++] = (char *)S;
+			argv[n++] = (char *)"-F";
+			argv[n++] = (char *)(fS ? fS : "qcow2");
+			argv[n++] = (char *)W;
+			argv[n] = NULL;
+			if (run_img(o, argv, e) < 0)
+				return -1;
+		}
+	}
+	if (o->progress != NULL)
+		o->progress(o->opaque, strcmp(op, "stream") == 0 ? S : U,
+		    strcmp(op, "stream") == 0 ? U : S, 1, 1);
+	return 0;
+}
+
+static void
+test_hold(void)
+{
+	const char *h = getenv(DISKMERGE_HOLD_ENV);
+	struct timespec ts;
+	long ms;
+
+	if (h == NULL || *h == '\0')
+		return;
+	ms = strtol(h, NULL, 10);
+	fprintf(stderr, "merge: holding\n");
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR && !sig_caught())
+		;
+}
+
+/* Bring the kept manifests and the journal's gone ones up to date. */
+static int
+step_update(const struct diskmerge_opts *o, json_t *journal, const json_t *st,
+    struct err *e)
+{
+	const char *keys[] = { "S", "U", "W" };
+	json_t *kept = NULL, *m, *gone = json_object_get(journal, "gone");
+	struct im touched[3];
+	struct stat sb;
+	size_t i, nt = 0;
+	int rc = -1;
+
+	for (i = 0; i < 3; i++) {
+		const char *p = json_str(st, keys[i]);
+
+		if (p != NULL && stat(p, &sb) == 0) {
+			memset(&touched[nt], 0, sizeof(touched[nt]));
+			touched[nt].dev = sb.st_dev;
+			touched[nt].ino = sb.st_ino;
+			nt++;
+		}
+	}
+	if ((kept = load_kept(o, e)) == NULL)
+		goto out;
+	json_array_foreach(kept, i, m)
+		if (update_manifest(m, st, touched, nt, kept, gone) &&
+		    store_manifest_replace(o->store, json_str(m, MF_NAME), m,
+		    e) < 0)
+			goto out;
+	json_array_foreach(gone, i, m)
+		update_manifest(m, st, touched, nt, kept, gone);
+	rc = 0;
+out:
+	json_decref(kept);
+	return rc;
+}
+
+static int
+step_do(const struct diskmerge_opts *o, json_t *journal, json_t *st,
+    struct err *e)
+{
+	int live = json_is_true(json_object_get(st, "live"));
+	const json_t *left;
+
+	if (live && o->q == NULL) {
+		/* A killed run's live step, rerun without -s: QEMU may still
+		 * be at it, or gone (then the chain is valid: go offline). */
+		struct graph g;
+		long ids[2];
+		char *why;
+
+		memset(&g, 0, sizeof(g));
+		ids[0] = g_add(&g, json_str(st, "S"), 1);
+		ids[1] = g_add(&g, json_str(st, "U"), 1);
+		why = held_open(&g, ids, 2, 0);
+		g_free(&g);
+		if (why != NULL) {
+			err_set(e, ERR_FAIL, "an interrupted live merge is "
+			    "pending and %s: give the VM's socket (-s)", why);
+			free(why);
+			return -1;
+		}
+		live = 0;
+	}
+	if ((live ? step_live(o, st, e) : step_offline(o, st, e)) < 0)
+		return -1;
+	test_hold();
+	if (step_update(o, journal, st, e) < 0)
+		return -1;
+	left = json_object_get(st, "left");
+	if (json_is_object(left))
+		json_array_append(json_object_get(journal, "left"),
+		    (json_t *)left);
+	json_object_set_new(journal, "step", json_null());
+	return store_journal_write(o->store, journal, e);
+}
+
+/* ---- the plan ------------------------------------------------------------------ */
+
+static int
+named_file_by(const json_t *ms, const struct im *im)
+{
+	const json_t *m, *d;
+	size_t i, j;
+
+	json_array_foreach(ms, i, m)
+		json_array_foreach(json_object_get(m, MF_DISKS), j, d)
+			if (same_file(json_str(d, MF_DISK_FILE), im))
+				return 1;
+	return 0;
+}
+
+/*
+ * The step for disk d of gone checkpoint c, or NULL with *why (allocated)
+ * when it is kept, or NULL and no *why when there is nothing to merge.
+ */
+static json_t *
+plan(const struct graph *g, const json_t *kept, const json_t *gone,
+    const char *c, const json_t *d, char **why)
+{
+	const char *file = json_str(d, MF_DISK_FILE);
+	long s, u, u2, w, w2, b, ids[3];
+	const struct blockinfo *vb = NULL;
+	json_int_t dev, ino;
+	json_t *st;
+	int live, commit;
+	size_t nb;
+
+	*why = NULL;
+	if ((s = g_lookup(g, file)) < 0)
+		return NULL;
+	if (named_file_by(kept, &g->v[s]))
+		return NULL;
+	nb = g_backers(g, s, &u, &u2);
+	if (nb == 0)
+		return NULL;
+	if (nb > 1) {
+		*why = xasprintf("the backing file of '%s' and '%s'",
+		    g->v[u].path, g->v[u2].path);
+		return NULL;
+	}
+	if (!g->v[u].named) {
+		*why = xasprintf("the backing file of '%s', which no "
+		    "checkpoint names%s", g->v[u].path, g->bi != NULL ?
+		    " and the VM does not use" : "");
+		return NULL;
+	}
+	if (strcmp(g->v[u].fmt, "qcow2") != 0) {
+		*why = xasprintf("'%s' is no qcow2 image", g->v[u].path);
+		return NULL;
+	}
+	b = g->v[s].below;
+	if (g->v[s].backing != NULL && b < 0) {
+		*why = xasprintf("its backing file '%s' cannot be read",
+		    g->v[s].backing);
+		return NULL;
+	}
+	live = g->bi != NULL && (vb = g_vm_disk(g, s)) != NULL;
+	commit = b < 0 && g->v[u].file_of && !(live && g_vm_active(g, u));
+	w = -1;
+	if (commit) {
+		nb = g_backers(g, u, &w, &w2);
+		if (nb > 1) {
+			*why = xasprintf("'%s' above it is the backing file "
+			    "of '%s' and '%s'", g->v[u].path, g->v[w].path,
+			    g->v[w2].path);
+			return NULL;
+		}
+		if (w >= 0 && !g->v[w].named) {
+			*why = xasprintf("'%s' above it is the backing file "
+			    "of '%s', which no checkpoint names",
+			    g->v[u].path, g->v[w].path);
+			return NULL;
+		}
+	}
+	ids[0] = s;
+	ids[1] = u;
+	ids[2] = w;
+	if ((*why = held_open(g, ids, 3, live ? g->vm_pid : 0)) != NULL)
+		return NULL;
+	st = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:s, "
+	    "s:b, s:I}",
+	    "op", commit ? "commit" : "stream", "checkpoint", c,
+	    "device", json_str(d, MF_DISK_DEVICE) ? json_str(d,
+	    MF_DISK_DEVICE) : "?",
+	    "S", g->v[s].path, "U", g->v[u].path,
+	    "B", b >= 0 ? g->v[b].path : NULL,
+	    "W", w >= 0 ? g->v[w].path : NULL,
+	    "S_format", g->v[s].fmt, "B_format", b >= 0 ? g->v[b].fmt : "qcow2",
+	    "live", live, "bytes", (json_int_t)(commit ? g->v[u].alloc :
+	    g->v[s].alloc));
+	if (live && vb != NULL)
+		json_object_set_new(st, "root", json_string(vb->node ?
+		    vb->node : vb->device));
+	/* What is merged away, and what takes its place. */
+	json_object_set_new(st, "from", json_string(commit ? g->v[u].path :
+	    g->v[s].path));
+	json_object_set_new(st, "into", json_string(commit ? g->v[s].path :
+	    g->v[u].path));
+	json_object_set_new(st, "from_dev", json_integer(commit ?
+	    (json_int_t)g->v[u].dev : (json_int_t)g->v[s].dev));
+	json_object_set_new(st, "from_ino", json_integer(commit ?
+	    (json_int_t)g->v[u].ino : (json_int_t)g->v[s].ino));
+	json_object_set_new(st, "overlay_old", json_string(commit ?
+	    g->v[u].path : g->v[s].path));
+	json_object_set_new(st, "overlay_new", commit ? (w >= 0 ?
+	    json_string(g->v[w].path) : json_null()) :
+	    json_string(g->v[u].path));
+	if (commit) {
+		/* U leaves the chain: the proof that snapctl made it goes
+		 * with it, for diskgc. */
+		if (proof_of(kept, gone, g->v[u].path, &dev, &ino))
+			json_object_set_new(st, "left", json_pack("{s:s, s:I, "
+			    "s:I}", "file", g->v[u].path, "dev", dev, "ino",
+			    ino));
+		else
+			json_object_set_new(st, "left", json_pack("{s:s, s:n, "
+			    "s:n}", "file", g->v[u].path, "dev", "ino"));
+	}
+	return st;
+}
+
+json_t *
+diskmerge_journal_new(const json_t *gone_m)
+{
+	return json_pack("{s:O, s:n, s:[]}", "gone", gone_m, "step", "left");
+}
+
+/* The report's view of a done step. */
+static json_t *
+report_step(const json_t *st, double seconds, int recovered)
+{
+	const char *op = json_str(st, "op");
+
+	return json_pack("{s:s, s:s, s:s, s:b, s:s, s:b, s:s, s:s, s:O, "
+	    "s:f, s:b}", "checkpoint", json_str(st, "checkpoint"),
+	    "device", json_str(st, "device"), "file", json_str(st, "S"),
+	    "merged", 1, "how", op, "live", json_is_true(json_object_get(st,
+	    "live")), "from", json_str(st, "from"), "into", json_str(st,
+	    "into"), "bytes", json_object_get(st, "bytes"), "seconds", seconds,
+	    "recovered", recovered);
+}
+
+static void
+report_kept(json_t *kept_why, const char *c, const char *dev,
+    const char *file, char *why)
+{
+	char *key = xasprintf("%s\n%s", c, dev);
+
+	json_object_set_new(kept_why, key, json_pack("{s:s, s:s, s:s?, s:b, "
+	    "s:s}", "checkpoint", c, "device", dev, "file", file, "merged", 0,
+	    "reason", why));
+	free(key);
+	free(why);
+}
+
+int
+diskmerge_run(const struct diskmerge_opts *o, json_t *journal,
+    json_t **report, struct err *e)
+{
+	json_t *kept = NULL, *st, *why_map = json_object(), *v;
+	json_t *gone = json_object_get(journal, "gone");
+	const json_t *m, *d;
+	struct graph g;
+	const char *k;
+	size_t i, j, pass;
+	uint64_t t0;
+	char *why;
+	int did, rc = -1;
+
+	memset(&g, 0, sizeof(g));
+	*report = json_array();
+	if (!json_is_array(json_object_get(journal, "left")))
+		json_object_set_new(journal, "left", json_array());
+	/* A killed run's step first. */
+	st = json_object_get(journal, "step");
+	if (json_is_object(st)) {
+		json_incref(st);
+		t0 = now_mono_ms();
+		if (step_do(o, journal, st, e) < 0) {
+			json_decref(st);
+			goto out;
+		}
+		json_array_append_new(*report, report_step(st,
+		    (double)(now_mono_ms() - t0) / 1000.0, 1));
+		json_decref(st);
+	}
+	for (pass = 0, did = 1; did && pass < 64; pass++) {
+		did = 0;
+		json_object_clear(why_map);
+		json_decref(kept);
+		if ((kept = load_kept(o, e)) == NULL)
+			goto out;
+		g_free(&g);
+		if (g_build(&g, o, kept, gone, e) < 0)
+			goto out;
+		json_array_foreach(gone, i, m) {
+			json_array_foreach(json_object_get(m, MF_DISKS), j, d) {
+				st = plan(&g, kept, gone, json_str(m, MF_NAME),
+				    d, &why);
+				if (why != NULL)
+					report_kept(why_map, json_str(m,
+					    MF_NAME), json_str(d,
+					    MF_DISK_DEVICE) ? json_str(d,
+					    MF_DISK_DEVICE) : "?", json_str(d,
+					    MF_DISK_FILE), why);
+				if (st == NULL)
+					continue;
+				/* The journal first: a kill from here on is
+				 * finished by the next run. */
+				json_object_set(journal, "step", st);
+				if (store_journal_write(o->store, journal,
+				    e) < 0) {
+					json_decref(st);
+					goto out;
+				}
+				t0 = now_mono_ms();
+				if (step_do(o, journal, st, e) < 0) {
+					json_decref(st);
+					goto out;
+				}
+				json_array_append_new(*report, report_step(st,
+				    (double)(now_mono_ms() - t0) / 1000.0, 0));
+				json_decref(st);
+				did = 1;
+				break;
+			}
+			if (did)
+				break;
+		}
+	}
+	json_object_foreach(why_map, k, v)
+		json_array_append(*report, v);
+	rc = 0;
+out:
+	g_free(&g);
+	json_decref(kept);
+	json_decref(why_map);
+	return rc;
+}
