@@ -435,7 +435,7 @@ refresh_entry(json_t *d)
  */
 static int
 update_manifest(json_t *m, const json_t *st, const struct im *touched,
-    size_t ntouched, const json_t *kept, const json_t *gone)
+    size_t ntouched, const json_t *kept, const json_t *gone, int refresh_only)
 {
 	const char *op = json_str(st, "op");
 	const char *from = json_str(st, "from"), *into = json_str(st, "into");
@@ -459,7 +459,7 @@ update_manifest(json_t *m, const json_t *st, const struct im *touched,
 		const char *ov = json_str(d, MF_DISK_OVERLAY);
 		int hit = 0;
 
-		if (strcmp(op, "commit") == 0 && f != NULL &&
+		if (!refresh_only && strcmp(op, "commit") == 0 && f != NULL &&
 		    (strcmp(f, from) == 0 || same_file(f, &fromim))) {
 			json_object_set_new(d, MF_DISK_FILE, json_string(into));
 			if (proof_of(kept, gone, into, &dev, &ino)) {
@@ -478,7 +478,8 @@ update_manifest(json_t *m, const json_t *st, const struct im *touched,
 			}
 			hit = 1;
 		}
-		if (ov != NULL && ov_old != NULL && strcmp(ov, ov_old) == 0 &&
+		if (!refresh_only && ov != NULL && ov_old != NULL &&
+		    strcmp(ov, ov_old) == 0 &&
 		    stat(ov_old, &sb) < 0) {
 			json_object_set_new(d, MF_DISK_OVERLAY, ov_new ?
 			    json_string(ov_new) : json_string(ov_old));
@@ -551,6 +552,44 @@ node_of(struct qmp *q, const char *path, struct err *e)
 	json_decref(r);
 	err_set(e, ERR_FAIL, "the VM has no node for '%s'", path);
 	return NULL;
+}
+
+/*
+ * The image at path left the VM's chain.  Nodes the user made with
+ * -blockdev are the monitor's and keep their file open until blockdev-del:
+ * delete them, format nodes before protocol nodes.  A node still in use or
+ * not the monitor's refuses, which is fine.
+ */
+static void
+release_nodes(struct qmp *q, const char *path)
+{
+	struct stat want, st;
+	json_t *r, *n;
+	const char *drv, *f, *nn;
+	size_t i;
+	int pass;
+
+	if (path == NULL || stat(path, &want) < 0)
+		return;
+	if ((r = qmp_call(q, "query-named-block-nodes", json_pack("{s:b}",
+	    "flat", 1), NULL)) == NULL)
+		return;
+	for (pass = 0; pass < 2; pass++)
+		json_array_foreach(r, i, n) {
+			drv = json_str(n, "drv");
+			f = json_str(n, "file");
+			nn = json_str(n, "node-name");
+			if (drv == NULL || f == NULL || nn == NULL ||
+			    nn[0] == '#' || stat(f, &st) < 0 ||
+			    st.st_dev != want.st_dev ||
+			    st.st_ino != want.st_ino)
+				continue;
+			if ((strcmp(drv, "file") == 0) != (pass == 1))
+				continue;
+			qmp_do(q, "blockdev-del", json_pack("{s:s}",
+			    "node-name", nn), NULL);
+		}
+	json_decref(r);
 }
 
 /* 1 if job id is in query-block-jobs; *done and *len its progress. */
@@ -735,11 +774,17 @@ step_live(const struct diskmerge_opts *o, const json_t *st, struct err *e)
 
 	if ((r = job_running(o->q, &done, &len, e)) < 0)
 		return -1;
-	if (r == 1)		/* a killed run's job: wait for it */
-		return job_wait(o, strcmp(op, "stream") == 0 ? S : U,
-		    strcmp(op, "stream") == 0 ? U : S, e);
-	if (step_done(st))
+	if (r == 1) {		/* a killed run's job: wait for it */
+		if (job_wait(o, strcmp(op, "stream") == 0 ? S : U,
+		    strcmp(op, "stream") == 0 ? U : S, e) < 0)
+			return -1;
+		release_nodes(o->q, json_str(st, "from"));
 		return 0;
+	}
+	if (step_done(st)) {
+		release_nodes(o->q, json_str(st, "from"));
+		return 0;
+	}
 	if ((n = node_of(o->q, U, e)) == NULL)
 		return -1;
 	snprintf(un, sizeof(un), "%s", n);
@@ -766,8 +811,11 @@ step_live(const struct diskmerge_opts *o, const json_t *st, struct err *e)
 	if (qmp_do(o->q, strcmp(op, "stream") == 0 ? "block-stream" :
 	    "block-commit", args, e) < 0)
 		return -1;
-	return job_wait(o, strcmp(op, "stream") == 0 ? S : U,
-	    strcmp(op, "stream") == 0 ? U : S, e);
+	if (job_wait(o, strcmp(op, "stream") == 0 ? S : U,
+	    strcmp(op, "stream") == 0 ? U : S, e) < 0)
+		return -1;
+	release_nodes(o->q, json_str(st, "from"));
+	return 0;
 }
 
 static int
@@ -856,7 +904,7 @@ test_hold(void)
 /* Bring the kept manifests and the journal's gone ones up to date. */
 static int
 step_update(const struct diskmerge_opts *o, json_t *journal, const json_t *st,
-    struct err *e)
+    int refresh_only, struct err *e)
 {
 	const char *keys[] = { "S", "U", "W" };
 	json_t *kept = NULL, *m, *gone = json_object_get(journal, "gone");
@@ -878,12 +926,13 @@ step_update(const struct diskmerge_opts *o, json_t *journal, const json_t *st,
 	if ((kept = load_kept(o, e)) == NULL)
 		goto out;
 	json_array_foreach(kept, i, m)
-		if (update_manifest(m, st, touched, nt, kept, gone) &&
+		if (update_manifest(m, st, touched, nt, kept, gone,
+		    refresh_only) &&
 		    store_manifest_replace(o->store, json_str(m, MF_NAME), m,
 		    e) < 0)
 			goto out;
 	json_array_foreach(gone, i, m)
-		update_manifest(m, st, touched, nt, kept, gone);
+		update_manifest(m, st, touched, nt, kept, gone, refresh_only);
 	rc = 0;
 out:
 	json_decref(kept);
@@ -917,10 +966,19 @@ step_do(const struct diskmerge_opts *o, json_t *journal, json_t *st,
 		}
 		live = 0;
 	}
-	if ((live ? step_live(o, st, e) : step_offline(o, st, e)) < 0)
+	if ((live ? step_live(o, st, e) : step_offline(o, st, e)) < 0) {
+		/* Cancelled (SIGINT): the chain is valid, the images hold
+		 * what they held, but a partly streamed U has a new size and
+		 * mtime.  The journal keeps the rest for the next run. */
+		if (e != NULL && e->kind == ERR_INTR &&
+		    step_update(o, journal, st, 1, NULL) == 0) {
+			json_object_set_new(journal, "step", json_null());
+			store_journal_write(o->store, journal, NULL);
+		}
 		return -1;
+	}
 	test_hold();
-	if (step_update(o, journal, st, e) < 0)
+	if (step_update(o, journal, st, 0, e) < 0)
 		return -1;
 	left = json_object_get(st, "left");
 	if (json_is_object(left))

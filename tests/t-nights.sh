@@ -41,7 +41,7 @@ alloc() { local t=0 f; for f in "$@"; do t=$((t + $(stat -c '%b * %B' "$f"))); d
 chain_files() { qemu-img info --backing-chain --output=json -U "$1" | sed -n 's/^ *"filename": "\(.*\)",$/\1/p'; }
 newest() { (cd "$1" && ls -1t | head -n 1); }
 
-for ver in 7.2 10.0; do
+for ver in ${VERS:-7.2 10.0}; do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue
@@ -88,7 +88,7 @@ for ver in 7.2 10.0; do
 				bad_prune+="night $n (offline): $(head -n 2 "$dir/prune.err") "
 				break
 			fi
-			off_merges=$((off_merges + $(grep -o '"live": false' "$dir/prune.json" | wc -l)))
+			off_merges=$((off_merges + $(grep -Eo '"live": ?false' "$dir/prune.json" | wc -l)))
 			if ! vm_start "$name" --qemu "$ver" --disk "$top" --append "$CHURN" 2>"$dir/vm.err" ||
 				! vm_wait_ready "$name" 150 >/dev/null; then
 				bad_prune+="night $n: restart on '$top' failed: $(tail -n 3 "$dir/vm.err") "
@@ -100,7 +100,7 @@ for ver in 7.2 10.0; do
 				bad_prune+="night $n: $(head -n 2 "$dir/prune.err") "
 				break
 			fi
-			live_merges=$((live_merges + $(grep -o '"live": true' "$dir/prune.json" | wc -l)))
+			live_merges=$((live_merges + $(grep -Eo '"live": ?true' "$dir/prune.json" | wc -l)))
 			top=$(ck_active_file "$name" vd0)
 		fi
 		d=$(depth "$top")
@@ -112,6 +112,7 @@ for ver in 7.2 10.0; do
 		# shellcheck disable=SC2046
 		all_bytes=$(alloc "$dir"/*.qcow2)
 		echo "# night $n: depth $d, chain bytes $bytes, disk files $(ls "$dir"/*.qcow2 | wc -l) ($all_bytes bytes), store $(du -sb "$store" | cut -f1)"
+		[ "$(ls "$dir"/*.qcow2 | wc -l)" -le 4 ] || echo "# night $n: $(ls "$dir"/*.qcow2 | tr "\n" " ") $(cat "$dir/prune.json")"
 		limit=$((vsize + 4 * max_layer + (8 << 20)))
 		[ "$all_bytes" -le "$limit" ] || bad_bytes+="night $n: $all_bytes > $limit "
 	done
