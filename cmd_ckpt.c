@@ -427,7 +427,12 @@ recover_merge(json_t **rep, struct err *e)
 		if (json_is_true(json_object_get(m, "removed")))
 			json_array_append_new(acts, json_sprintf("removed "
 			    "'%s'", json_str(m, "file")));
-	json_array_append_new(acts, json_string("removed the merge journal"));
+	json_array_foreach(json_object_get(out, "merged"), i, m)
+		if (!json_is_true(json_object_get(m, "merged")))
+			json_array_append_new(acts, json_sprintf("left '%s' "
+			    "of deleted checkpoint '%s' unmerged: %s",
+			    json_str(m, "file"), json_str(m, "checkpoint"),
+			    json_str(m, "reason")));
 	*rep = json_pack("{s:o, s:o}", "merge", out, "actions", acts);
 	if (rc == 0)
 		rc = 1;

@@ -488,7 +488,7 @@ merge_progress(void *opaque, const char *from, const char *into,
 /*
  * With --disks and -s, how storeops_delete() reaches the VM; a merge a
  * killed run left is finished first; then delete gone, print what was done
- * (also after a failure midway).  gone NULL: only the pending merge.
+ * (also after a failure midway).
  */
 static int
 delete_and_print(struct store *s, const json_t *all, const json_t *bad,
@@ -496,7 +496,7 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
     struct err *e)
 {
 	struct qmp_config cfg;
-	json_t *r = NULL, *pending = NULL;
+	json_t *r = NULL;
 	uint64_t last = 0;
 	int rc;
 
@@ -511,28 +511,69 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 		o->opaque = &last;
 	}
 	sig_catch();
-	rc = 0;
-	if (o->disks && !o->dry_run)
-		rc = storeops_merge_pending(s, o, &pending, e);
-	if (rc == 0 && gone != NULL)
-		rc = storeops_delete(s, all, bad, gone, o, &r, e);
+	/* storeops_delete() finishes what a killed run left first. */
+	rc = storeops_delete(s, all, bad, gone, o, &r, e);
 	sig_release();
 	if (rc == 0 && o->unseen > 0)
 		warnx_("%d processes could not be looked at: files they hold "
 		    "open were not seen", o->unseen);
-	if (r == NULL && pending != NULL) {
-		r = pending;
-		pending = NULL;
-	} else if (r != NULL && pending != NULL)
-		json_object_set(r, "pending", pending);
 	if (r != NULL) {
 		if (extra != NULL)
 			json_object_update(r, extra);
 		print_done(r, print_deleted);
 	}
 	json_decref(r);
-	json_decref(pending);
 	return rc;
+}
+
+/* The disk report's entry for file, or NULL. */
+static const json_t *
+disk_entry(const json_t *r, const char *file)
+{
+	const json_t *d;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "disks"), i, d)
+		if (file != NULL && json_str(d, "file") != NULL &&
+		    strcmp(json_str(d, "file"), file) == 0)
+			return d;
+	return NULL;
+}
+
+/* 1 if reason says what one of d's reasons says already. */
+static int
+said(const json_t *d, const char *reason)
+{
+	static const char bk[] = "the backing file of ";
+	const json_t *why;
+	size_t j;
+
+	json_array_foreach(json_object_get(d, "reasons"), j, why) {
+		if (strcmp(json_string_value(why), reason) == 0)
+			return 1;
+		if (strncmp(reason, bk, sizeof(bk) - 1) == 0 &&
+		    strncmp(json_string_value(why), bk, sizeof(bk) - 1) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* On d's "kept" line, why a merge left its file alone (once). */
+static void
+print_unmerged_why(const json_t *r, const json_t *d)
+{
+	const json_t *m;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "merged"), i, m) {
+		if (json_is_true(json_object_get(m, "merged")) ||
+		    json_str(m, "file") == NULL ||
+		    strcmp(json_str(m, "file"), json_str(d, "file")) != 0 ||
+		    said(d, json_str(m, "reason")))
+			continue;
+		printf("%s%s", json_array_size(json_object_get(d,
+		    "reasons")) ? "; " : "", json_str(m, "reason"));
+	}
 }
 
 static void
@@ -544,6 +585,9 @@ print_merged(const json_t *r, int dry_run)
 
 	json_array_foreach(json_object_get(r, "merged"), i, m) {
 		if (!json_is_true(json_object_get(m, "merged"))) {
+			/* Said on the file's "kept" line, if it has one. */
+			if (disk_entry(r, json_str(m, "file")) != NULL)
+				continue;
 			printf("kept '%s' of checkpoint '%s' (%s) unmerged: "
 			    "%s\n", json_str(m, "file"), json_str(m,
 			    "checkpoint"), json_str(m, "device"), json_str(m,
@@ -568,8 +612,6 @@ print_deleted(const json_t *r)
 	int dry_run = json_is_true(json_object_get(r, "dry_run"));
 	size_t i, j;
 
-	if (json_object_get(r, "pending") != NULL)
-		print_deleted(json_object_get(r, "pending"));
 	json_array_foreach(json_object_get(r, "deleted"), i, v)
 		printf("%s checkpoint '%s'\n", dry_run ? "would delete" :
 		    "deleted", json_string_value(v));
@@ -584,6 +626,7 @@ print_deleted(const json_t *r)
 		    json_str(d, "file"));
 		json_array_foreach(json_object_get(d, "reasons"), j, why)
 			printf("%s%s", j ? "; " : "", json_string_value(why));
+		print_unmerged_why(r, d);
 		fputc('\n', stdout);
 	}
 }

@@ -345,9 +345,10 @@ held_open(const struct graph *g, const long *ids, size_t n, pid_t skip)
 				    st.st_dev || g->v[ids[c]].ino != st.st_ino)
 					continue;
 				proc_comm(pe->d_name, comm);
-				out = xasprintf("'%s' is open by process %s "
-				    "(%s)", g->v[ids[c]].path, pe->d_name,
-				    comm);
+				out = c == 0 ? xasprintf("open by process %s "
+				    "(%s)", pe->d_name, comm) : xasprintf("'%s' "
+				    "is open by process %s (%s)",
+				    g->v[ids[c]].path, pe->d_name, comm);
 				break;
 			}
 		}
@@ -965,6 +966,7 @@ step_do(const struct diskmerge_opts *o, json_t *journal, json_t *st,
 			return -1;
 		}
 		live = 0;
+		json_object_set_new(st, "live", json_false());
 	}
 	if ((live ? step_live(o, st, e) : step_offline(o, st, e)) < 0) {
 		/* Cancelled (SIGINT): the chain is valid, the images hold

@@ -144,6 +144,55 @@ storeops_prune_select(const json_t *all, uint64_t keep, json_t **gone,
 }
 
 /*
+ * The journal, once its merges and removals are done: kept in the store
+ * with only the checkpoints a merge had to leave alone (something else
+ * needed their layer) and the images still to remove, so the next run
+ * tries again; removed when there are none.
+ */
+static int
+journal_keep_unmerged(struct store *s, json_t *journal, const json_t *merged,
+    const json_t *gc, struct err *e)
+{
+	json_t *gone = json_array(), *left = json_array();
+	const json_t *m, *r, *d;
+	size_t i, j, k;
+	int keep, rc;
+
+	json_array_foreach(json_object_get(journal, "gone"), i, m) {
+		keep = 0;
+		json_array_foreach(merged, j, r)
+			if (!json_is_true(json_object_get(r, "merged")) &&
+			    json_str(r, "checkpoint") != NULL &&
+			    strcmp(json_str(r, "checkpoint"),
+			    json_str(m, MF_NAME)) == 0)
+				keep = 1;
+		if (keep)
+			json_array_append(gone, (json_t *)m);
+	}
+	json_array_foreach(json_object_get(journal, "left"), i, d) {
+		keep = 0;
+		json_array_foreach(gc, k, r)
+			if (json_str(r, "file") != NULL && json_str(d, "file")
+			    != NULL && strcmp(json_str(r, "file"),
+			    json_str(d, "file")) == 0 &&
+			    !json_is_true(json_object_get(r, "removed")))
+				keep = 1;
+		if (keep && json_array_size(gone) > 0)
+			json_array_append(left, (json_t *)d);
+	}
+	if (json_array_size(gone) == 0) {
+		rc = store_journal_remove(s, e);
+	} else {
+		json_object_set(journal, "gone", gone);
+		json_object_set(journal, "left", left);
+		rc = store_journal_write(s, journal, e);
+	}
+	json_decref(gone);
+	json_decref(left);
+	return rc;
+}
+
+/*
  * The merges journal asks for, then the files that frees; the journal is
  * removed once all is done.  merged and report get the reports.
  */
@@ -184,7 +233,7 @@ merge_and_collect(struct store *s, struct storeops_delete_opts *o,
 	go.extra = json_object_get(journal, "left");
 	if (diskgc_run(&go, report, &o->unseen, e) < 0)
 		goto out;
-	if (store_journal_remove(s, e) < 0)
+	if (journal_keep_unmerged(s, journal, *merged, *report, e) < 0)
 		goto out;
 	rc = 0;
 out:
@@ -194,6 +243,40 @@ out:
 	json_decref(names);
 	json_decref(vm_files);
 	return rc;
+}
+
+static int
+in_gone_m(const json_t *ms, const char *name)
+{
+	const json_t *m;
+	size_t i;
+
+	json_array_foreach(ms, i, m)
+		if (name != NULL && json_str(m, MF_NAME) != NULL &&
+		    strcmp(json_str(m, MF_NAME), name) == 0)
+			return 1;
+	return 0;
+}
+
+/* The checkpoints a killed run's journal names that are still there. */
+static int
+remove_stale(struct store *s, const json_t *journal, json_t *deleted,
+    struct err *e)
+{
+	const json_t *m;
+	const char *name;
+	size_t i;
+
+	json_array_foreach(json_object_get(journal, "gone"), i, m) {
+		name = json_str(m, MF_NAME);
+		if (name == NULL || store_name_check(name, NULL) < 0 ||
+		    !store_exists(s, name))
+			continue;
+		if (store_remove_checkpoint(s, name, e) < 0)
+			return -1;
+		json_array_append_new(deleted, json_string(name));
+	}
+	return 0;
 }
 
 static int
@@ -212,10 +295,7 @@ storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
 {
 	json_t *journal = NULL, *deleted = json_array(), *merged = NULL;
 	json_t *report = NULL;
-	const json_t *m;
 	struct qmp *q = NULL;
-	const char *name;
-	size_t i;
 	int rc = -1;
 
 	*out = NULL;
@@ -229,15 +309,8 @@ storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
 		    store_path(s), STORE_MERGE_JOURNAL);
 		goto out;
 	}
-	json_array_foreach(json_object_get(journal, "gone"), i, m) {
-		name = json_str(m, MF_NAME);
-		if (name == NULL || store_name_check(name, NULL) < 0 ||
-		    !store_exists(s, name))
-			continue;
-		if (store_remove_checkpoint(s, name, e) < 0)
-			goto done;
-		json_array_append_new(deleted, json_string(name));
-	}
+	if (remove_stale(s, journal, deleted, e) < 0)
+		goto done;
 	if (open_vm(o, &q, e) < 0)
 		goto done;
 	if (merge_and_collect(s, o, q, journal, &merged, &report, e) < 0)
@@ -295,11 +368,33 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 		json_array_foreach(all, i, m)
 			if (in_names(gone, json_str(m, MF_NAME)))
 				json_array_append(gone_m, (json_t *)m);
-		journal = diskmerge_journal_new(gone_m);
-		if (store_journal_write(s, journal, e) < 0)
+		/* Merges an earlier run had to leave: tried again. */
+		journal = store_journal_read(s, e);
+		if (journal == NULL && err_isset(e))
 			goto out;
+		if (journal == NULL) {
+			journal = diskmerge_journal_new(gone_m);
+		} else {
+			if (!json_is_array(json_object_get(journal, "gone"))) {
+				err_set(e, ERR_FAIL, "'%s/%s' is no merge "
+				    "journal", store_path(s),
+				    STORE_MERGE_JOURNAL);
+				goto out;
+			}
+			if (remove_stale(s, journal, deleted, e) < 0)
+				goto done;
+			json_array_foreach(gone_m, i, m)
+				if (!in_gone_m(json_object_get(journal,
+				    "gone"), json_str(m, MF_NAME)))
+					json_array_append(json_object_get(
+					    journal, "gone"), (json_t *)m);
+		}
+		if (store_journal_write(s, journal, e) < 0)
+			goto done;
 	}
 	json_array_foreach(gone, i, n) {
+		if (in_names(deleted, json_string_value(n)))
+			continue;
 		if (!o->dry_run && store_remove_checkpoint(s,
 		    json_string_value(n), e) < 0)
 			goto done;
