@@ -443,7 +443,6 @@ update_manifest(json_t *m, const json_t *st, const struct im *touched,
 	const char *ov_old = json_str(st, "overlay_old");
 	const char *ov_new = json_str(st, "overlay_new");
 	struct im fromim;
-	struct stat sb;
 	json_int_t dev, ino;
 	json_t *d;
 	size_t j, t;
@@ -480,16 +479,21 @@ update_manifest(json_t *m, const json_t *st, const struct im *touched,
 			hit = 1;
 		}
 		if (!refresh_only && ov != NULL && ov_old != NULL &&
-		    strcmp(ov, ov_old) == 0 &&
-		    stat(ov_old, &sb) < 0) {
-			json_object_set_new(d, MF_DISK_OVERLAY, ov_new ?
-			    json_string(ov_new) : json_string(ov_old));
-			if (ov_new != NULL && proof_of(kept, gone, ov_new,
-			    &dev, &ino)) {
+		    ov_new != NULL && strcmp(ov, ov_old) == 0) {
+			json_object_set_new(d, MF_DISK_OVERLAY,
+			    json_string(ov_new));
+			/* Proof moves only with proof: else it proves
+			 * nothing. */
+			if (proof_of(kept, gone, ov_new, &dev, &ino)) {
 				json_object_set_new(d, "overlay_dev",
 				    json_integer(dev));
 				json_object_set_new(d, "overlay_ino",
 				    json_integer(ino));
+			} else {
+				json_object_set_new(d, "overlay_dev",
+				    json_null());
+				json_object_set_new(d, "overlay_ino",
+				    json_null());
 			}
 			changed = 1;
 		}
