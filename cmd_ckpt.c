@@ -535,6 +535,8 @@ const struct cmd_entry cmd_recover_entry = {
 	"Cancels a pending migration, thaws filesystems (--agent), puts\n"
 	"back the migration settings recorded in STORE/.recover.json\n"
 	"(with -d), resumes the guest.  -s may be left out when -d is\n"
-	"given: the recovery note names the socket.",
+	"given: the recovery note names the socket.  With -d it first\n"
+	"finishes a disk merge a killed delete or prune --disks left\n"
+	"(STORE/.merge.json); then no -s is needed without a note.",
 	"", recover_opts, 0, 0, CMD_JSON, cmd_recover,
 };

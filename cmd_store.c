@@ -755,11 +755,17 @@ const struct cmd_entry cmd_list_entry = {
 
 const struct cmd_entry cmd_delete_entry = {
 	"delete", "[--disks] NAME...",
-	"delete checkpoints, and with --disks the disk files they free",
-	"  --disks   also remove disk files snapctl made that nothing\n"
-	"            needs any more: not the disk of a remaining\n"
-	"            checkpoint, not backing a file that stays, not open\n"
-	"            by any process, not used by the VM at -s\n"
+	"delete checkpoints, and with --disks merge and free their disks",
+	"  --disks   merge the deleted checkpoints' disk layers into\n"
+	"            their neighbours (live with -s: block-stream or\n"
+	"            block-commit; else qemu-img), so the chain stays\n"
+	"            kept+1 deep:  base(c1) <- L(c2) <- VM  becomes\n"
+	"            base(c2) <- VM  when c1 goes; then remove disk\n"
+	"            files snapctl made that nothing needs any more:\n"
+	"            not the disk of a remaining checkpoint, not\n"
+	"            backing a file that stays, not open by any\n"
+	"            process, not used by the VM at -s.  A killed merge\n"
+	"            is finished by recover or the next --disks run\n"
 	"Takes the store's lock (exit 5 when busy).  Every removed and\n"
 	"kept disk file is reported with the reason.",
 	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD | CMD_CKPT_ARGS,
