@@ -484,13 +484,36 @@ check_disks(struct rs *s, struct err *e)
 			    v->id);
 		s->vd_used[v - s->vd] = 1;
 		d->vm = v;
-		if (v->file == NULL || !diskfile_same(v->file, d->file))
+		if (s->o->keep_disks) {
+			struct diskfile df;
+			const char *p = json_str(d->m, "vm_path");
+			int on_state;
+
+			if (p == NULL || v->file == NULL ||
+			    !diskfile_same(v->file, p))
+				return err_set(e, ERR_MISMATCH, "wrong disk: the "
+				    "VM opened '%s' as disk '%s', not its own "
+				    "path '%s'", v->file ? v->file : "?",
+				    d->device, p ? p : "?");
+			if (diskfile_probe(p, &df, e) < 0)
+				return -1;
+			on_state = df.backing != NULL &&
+			    diskfile_same(df.backing, d->file);
+			diskfile_release(&df);
+			if (!on_state)
+				return err_set(e, ERR_MISMATCH, "wrong disk: "
+				    "'%s' is not backed by '%s', checkpoint "
+				    "'%s''s state of disk '%s' (snapctl revert "
+				    "%s first)", p, d->file, s->o->name,
+				    d->device, s->o->name);
+			d->overlay = xstrdup(p);
+		} else if (v->file == NULL || !diskfile_same(v->file, d->file))
 			return err_set(e, ERR_MISMATCH, "wrong disk: the VM "
 			    "opened '%s' as disk '%s', but checkpoint '%s' "
 			    "holds that disk's state in '%s'",
 			    v->file ? v->file : "?", d->device, s->o->name,
 			    d->file);
-		if (fmt != NULL && v->format != NULL &&
+		if (fmt != NULL && v->format != NULL && !s->o->keep_disks &&
 		    strcmp(fmt, v->format) != 0)
 			return err_set(e, ERR_MISMATCH, "wrong disk: the VM "
 			    "opened '%s' as %s, the checkpoint recorded %s",
@@ -1154,8 +1177,8 @@ start_prepare(struct rs *s, struct err *e)
 		s->sock_own = xasprintf("%s/qmp.sock", s->dir);
 		s->sock = s->sock_own;
 	}
-	s->start_argv = relaunch_argv(s->manifest, o->name, s->dir,
-	    o->start_extra, e);
+	s->start_argv = relaunch_argv_flags(s->manifest, o->name, s->dir,
+	    o->start_extra, o->keep_disks ? RELAUNCH_KEEP_DISKS : 0, e);
 	if (s->start_argv == NULL)
 		return -1;
 	s->exec_argv = s->start_argv;
@@ -1182,6 +1205,8 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 	if (o->exec_argv != NULL && o->start)
 		return err_set(e, ERR_USAGE, "--start and --exec exclude each "
 		    "other");
+	if (o->keep_disks && !o->start)
+		return err_set(e, ERR_USAGE, "keeping the disks needs --start");
 
 	/* Before QEMU: the checkpoint itself. */
 	if (load_checkpoint(&s, e) < 0 || sig_interrupted(e) ||
@@ -1222,7 +1247,7 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		s.deferring = 1;
 		qmp_set_cancel(s.q, NULL, NULL);
 	}
-	if (add_overlays(&s, e) < 0 || load(&s, e) < 0)
+	if ((!o->keep_disks && add_overlays(&s, e) < 0) || load(&s, e) < 0)
 		goto out;
 	s.loaded = 1;
 	s.t_loaded = now_mono_ms();

@@ -55,6 +55,13 @@ struct restore_opts {
 	 */
 	int start;
 	char *const *start_extra;
+	/*
+	 * With start: the disks stay as the record names them, the VM's own
+	 * paths, which revert made fresh overlays on the checkpoint's states
+	 * (revert.h): no overlay of restore's, and each disk must be opened
+	 * on the manifest's "vm_path" whose backing file is the state.
+	 */
+	int keep_disks;
 	int timeout_s;		/* the load; 0: RESTORE_DEFAULT_TIMEOUT_S */
 	int connect_ms;		/* retry a missing socket this long */
 	int qmp_timeout_ms;	/* 0: qmp.h's default */
@@ -69,7 +76,7 @@ struct restore_opts {
 	int test_hold_ms;
 };
 #define RESTORE_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, \
-	0, NULL, 0, 0, 0, NULL, NULL, 0 }
+	0, NULL, 0, 0, 0, 0, NULL, NULL, 0 }
 
 /*
  * Restore checkpoint o->name of store o->store into the QEMU at o->socket.

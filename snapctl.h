@@ -140,6 +140,7 @@ extern const struct cmd_entry cmd_prune_entry;
 extern const struct cmd_entry cmd_checkpoint_entry;	/* cmd_ckpt.c */
 extern const struct cmd_entry cmd_recover_entry;
 extern const struct cmd_entry cmd_restore_entry;	/* cmd_restore.c */
+extern const struct cmd_entry cmd_revert_entry;
 
 /* info and verify of an image file (cmd_image.c), for cmd_store.c. */
 int cmd_image_info(const char *path, struct err *e);
