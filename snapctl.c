@@ -42,6 +42,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_checkpoint_entry,
 	&cmd_recover_entry,
 	&cmd_restore_entry,
+	&cmd_sweep_entry,
 	NULL,
 };
 
