@@ -56,6 +56,10 @@ print_summary(const json_t *r)
 		    json_string_value(json_object_get(d, "device")),
 		    json_string_value(json_object_get(d, "file")),
 		    json_string_value(json_object_get(d, "overlay")));
+	json_array_foreach(json_object_get(r, "swept"), i, d)
+		printf("removed '%s' (restore overlay of checkpoint '%s'): no "
+		    "process holds it\n", json_str(d, "file"),
+		    json_str(d, "checkpoint") ? json_str(d, "checkpoint") : "?");
 	printf("checks %.2f s, load %.2f s, total %.2f s\n",
 	    json_number_value(json_object_get(t, "check_s")),
 	    json_number_value(json_object_get(t, "load_s")),
@@ -187,7 +191,7 @@ const struct cmd_entry cmd_restore_entry = {
 	"                       are in, its pages follow (those it touches\n"
 	"                       first); snapctl returns when all are in\n"
 	"  --dry-run            run every check, change nothing\n"
-	"  --overlay-dir DIR    new overlays here, not beside the disks\n"
+	"  --overlay-dir DIR    new overlays here, not in STORE/.restores\n"
 	"  --timeout SEC        give up loading after SEC (default 600)\n"
 	"  --exec -- QEMU ARGS  start QEMU with ARGS plus -incoming defer,\n"
 	"                       -S and a QMP monitor on -s SOCKET; it is\n"
@@ -203,8 +207,12 @@ const struct cmd_entry cmd_restore_entry = {
 	"Checks the memory image, the disk files and the VM (machine type,\n"
 	"RAM blocks, disks opened on the checkpoint's files: see 'snapctl\n"
 	"info NAME') before touching QEMU; then puts a fresh overlay\n"
-	"<disk-stem>.restore-TIME.qcow2 on every disk, so the checkpoint\n"
-	"can be restored again, loads the memory and resumes the guest.",
+	"STORE/.restores/<stem>.restore-TIME.qcow2 (the stem of the\n"
+	"checkpoint's state file: d0.c1 for d0.c1.qcow2; 0600, recorded in\n"
+	"the store) on every disk, so the checkpoint can be restored\n"
+	"again, loads the memory and resumes the guest.  Then it sweeps:\n"
+	"restore overlays no process holds any more are removed (see\n"
+	"'snapctl help sweep'); so are those of a checkpoint deleted.",
 	"", restore_opts, 1, -1, CMD_NEEDS_STORE |
 	CMD_JSON | CMD_OPTS_ANYWHERE | CMD_CKPT_ARGS, cmd_restore,
 };

@@ -510,13 +510,8 @@ diskswap_undo(struct diskswap *s)
 	s->linked = s->qlinked = s->created = 0;
 }
 
-/*
- * Remove the temporary names of P's earlier swaps that name the state
- * layer now: QEMU calls that layer by one of them (Q), read-only since the
- * cut, or a QEMU that restarted left one behind.
- */
-static void
-drop_old_names(const char *path, const char *tmp, const char *layer)
+void
+diskswap_drop_names(const char *path, const char *keep, const char *of)
 {
 	char *dir = path_dirname(path), *pfx, *f;
 	struct dirent *de;
@@ -530,7 +525,8 @@ drop_old_names(const char *path, const char *tmp, const char *layer)
 			if (strncmp(de->d_name, pfx, n) != 0)
 				continue;
 			f = xasprintf("%s/%s", dir, de->d_name);
-			if (strcmp(f, tmp) != 0 && same_file(f, layer))
+			if ((keep == NULL || strcmp(f, keep) != 0) &&
+			    same_file(f, of))
 				unlink(f);
 			free(f);
 		}
@@ -575,7 +571,10 @@ finish(const char *path, const char *tmp, const char *layer, struct err *e)
 		rc = 1;
 	}
 	diskswap_test_hold("renamed");
-	drop_old_names(path, tmp, layer);
+	/* The temporary names of P's earlier swaps that name the state layer
+	 * now: QEMU calls that layer by one of them (Q), read-only since
+	 * the cut, or a QEMU that restarted left one behind. */
+	diskswap_drop_names(path, tmp, layer);
 	return rc;
 }
 

@@ -130,6 +130,15 @@ void diskswap_undo(struct diskswap *s);
 int diskswap_finish(struct diskswap *s, struct err *e);
 int diskswap_sync(struct diskswap *s, struct err *e);
 
+/*
+ * Remove P's temporary names "<dir of P>/.<base of P>.snapctl-*" that are
+ * links of the file at of (same device and inode), except keep (NULL:
+ * none).  For finish (the earlier swaps' names of the state
+ * layer) and for whoever removes a file that was a VM's path (diskgc.c):
+ * a link of a file that goes goes with it.
+ */
+void diskswap_drop_names(const char *path, const char *keep, const char *of);
+
 /* Test hook (see diskswap_finish()). */
 void diskswap_test_hold(const char *step);
 

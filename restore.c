@@ -23,6 +23,7 @@
 #include "proc.h"
 #include "relaunch.h"
 #include "restore.h"
+#include "restoredir.h"
 #include "save.h"
 #include "sig.h"
 #include "store.h"
@@ -63,6 +64,8 @@ struct rs {
 	struct rs_disk *disks;
 	size_t ndisks;
 	struct vm_overlay *cut;	/* the overlays, one per disk */
+	struct restoredir_slot *slots;	/* their records, one per disk */
+	json_t *swept;		/* restore overlays the sweep removed */
 	char machine[256];
 	char qemu[32];
 	struct proc *proc;	/* QEMU started by --exec (it may have exited) */
@@ -542,57 +545,57 @@ check_devices(struct rs *s, struct err *e)
 
 /* ---- changing QEMU ------------------------------------------------------ */
 
-/* "/dir/d0.restore-20261123T101500Z.qcow2", a name nobody has yet. */
-static char *
-overlay_path(const struct rs *s, const char *file, const char *stamp)
-{
-	char *dir, *stem, *p;
-	struct stat st;
-	int i;
-
-	stem = diskfile_stem(file);
-	dir = s->o->overlay_dir != NULL ? xstrdup(s->o->overlay_dir) :
-	    path_dirname(file);
-	p = xasprintf("%s/%s.restore-%s.qcow2", dir, stem, stamp);
-	for (i = 2; lstat(p, &st) == 0 || errno != ENOENT; i++) {
-		free(p);
-		if (i > 99) {
-			p = NULL;
-			break;
-		}
-		p = xasprintf("%s/%s.restore-%s-%d.qcow2", dir, stem, stamp,
-		    i);
-	}
-	free(stem);
-	free(dir);
-	return p;
-}
-
 static int
 add_overlays(struct rs *s, struct err *e)
 {
-	char stamp[32];
+	char stamp[32], *dir;
 	size_t i;
 
 	if (s->ndisks == 0)
 		return 0;
+	/* STORE/.restores unless --overlay-dir; each overlay recorded
+	 * there before it exists (restoredir.h). */
+	if ((dir = restoredir_dir(s->o->store, s->o->overlay_dir, e)) == NULL)
+		return -1;
 	store_default_name(now_real(), stamp);
 	s->cut = xcalloc(s->ndisks, sizeof(*s->cut));
+	s->slots = xcalloc(s->ndisks, sizeof(*s->slots));
 	for (i = 0; i < s->ndisks; i++) {
 		struct rs_disk *d = &s->disks[i];
 
-		d->overlay = overlay_path(s, d->file, stamp);
-		if (d->overlay == NULL)
-			return err_set(e, ERR_FAIL, "cannot find a free name "
-			    "for the overlay of disk '%s'", d->device);
+		if (restoredir_reserve(s->o->store, dir, d->file, stamp,
+		    s->o->name, d->device, &s->slots[i], e) < 0) {
+			free(dir);
+			return -1;
+		}
+		d->overlay = xstrdup(s->slots[i].overlay);
 		snprintf(d->node, sizeof(d->node), "snapctl-restore-%zu", i);
 		s->cut[i].device = d->vm->device;
 		s->cut[i].node = d->vm->node;
 		s->cut[i].file = d->overlay;
 		s->cut[i].node_name = d->node;
 	}
+	free(dir);
 	s->touched = 1;
 	return vm_overlays_cut(s->q, s->cut, s->ndisks, e);
+}
+
+/* The records of the overlays: dropped with them, or committed. */
+static void
+records_settle(struct rs *s, int drop)
+{
+	size_t i;
+
+	for (i = 0; s->slots != NULL && i < s->ndisks; i++) {
+		if (drop)
+			restoredir_drop(&s->slots[i]);
+		else if (s->slots[i].record != NULL) {
+			/* Best effort: a record left with this process as its
+			 * owner still proves a file in STORE/.restores. */
+			(void)restoredir_commit(&s->slots[i], NULL);
+			restoredir_slot_release(&s->slots[i]);
+		}
+	}
 }
 
 static void
@@ -600,6 +603,30 @@ remove_overlays(struct rs *s)
 {
 	if (s->cut != NULL)
 		vm_overlays_remove(s->cut, s->ndisks);
+	records_settle(s, 1);
+}
+
+/*
+ * After a restore: its records committed, then the sweep of every restore
+ * overlay no process holds (restoredir_sweep()); best effort, what it
+ * removed goes into the report.
+ */
+static void
+sweep(struct rs *s)
+{
+	json_t *rep = NULL, *r;
+	size_t i;
+	int unseen;
+
+	records_settle(s, 0);
+	s->swept = json_array();
+	(void)restoredir_sweep(s->o->store, 0, &rep, &unseen, NULL);
+	json_array_foreach(rep, i, r)
+		if (json_is_true(json_object_get(r, "removed")))
+			json_array_append_new(s->swept, json_pack("{s:s?, s:s?}",
+			    "file", json_str(r, "file"), "checkpoint",
+			    json_str(r, "checkpoint")));
+	json_decref(rep);
 }
 
 /* Add to e's message (cut at ERR_MSG_MAX); e may be NULL. */
@@ -1047,6 +1074,8 @@ report(struct rs *s)
 	    "load_s", s->t_loaded ? (double)(s->t_loaded - s->t_checked) /
 	    1000.0 : 0.0,
 	    "total_s", (double)(t1 - s->t0) / 1000.0);
+	if (s->swept != NULL)
+		json_object_set(rep, "swept", s->swept);
 	if (s->dir != NULL)
 		json_object_set_new(rep, "dir", json_string(s->dir));
 	if (s->log != NULL)
@@ -1092,6 +1121,10 @@ rs_free(struct rs *s)
 		free(s->disks[i].overlay);
 	free(s->disks);
 	free(s->cut);
+	/* Reserved but never cut: no overlay, no record. */
+	records_settle(s, 1);
+	free(s->slots);
+	json_decref(s->swept);
 	qmp_close(s->q);
 	img_close(s->img);
 	free(s->img_path);
@@ -1265,6 +1298,7 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 	if (o->lazy && lazy_complete(&s, e) < 0)
 		goto out;
 	s.t_complete = now_mono_ms();
+	sweep(&s);
 	*out = report(&s);
 	rc = 0;
 out:
@@ -1280,6 +1314,9 @@ out:
 		else
 			remove_overlays(&s);
 	}
+	/* Kept overlays are recorded, for the sweep once QEMU is gone. */
+	if (s.touched)
+		records_settle(&s, 0);
 	if (rc < 0) {
 		if (s.proc != NULL) {
 			qmp_close(s.q);

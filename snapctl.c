@@ -43,6 +43,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_recover_entry,
 	&cmd_restore_entry,
 	&cmd_revert_entry,
+	&cmd_sweep_entry,
 	NULL,
 };
 

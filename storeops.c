@@ -12,6 +12,7 @@
 #include "diskgc.h"
 #include "manifest.h"
 #include "qmp.h"
+#include "restoredir.h"
 #include "save.h"
 #include "store.h"
 #include "storeops.h"
@@ -148,9 +149,11 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
     struct err *e)
 {
 	struct diskgc_opts go = DISKGC_OPTS_INIT;
+	struct restoredir_gc rg = RESTOREDIR_GC_INIT;
 	struct qmp *q = NULL;
 	json_t *deleted = json_array(), *vm_files = NULL, *report = NULL;
-	const json_t *b, *n;
+	json_t *left = json_array(), *none = json_array(), *restores = NULL;
+	const json_t *b, *n, *m;
 	size_t i;
 	int rc = -1;
 
@@ -182,19 +185,33 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 			goto done;
 		json_array_append(deleted, (json_t *)n);
 	}
-	if (o->disks) {
-		go.all = all;
-		go.gone = gone;
+	/* The restore overlays (restoredir.h) go through the same graph;
+	 * without --disks no file of a deleted checkpoint is a candidate. */
+	if (restoredir_collect(store_path(s), bad, gone, &rg, e) < 0)
+		goto done;
+	json_array_foreach(all, i, m)
+		if (!in_names(gone, json_str(m, MF_NAME)))
+			json_array_append(left, (json_t *)m);
+	if (o->disks || json_array_size(rg.files) > 0) {
+		go.all = o->disks ? all : left;
+		go.gone = o->disks ? gone : none;
 		go.vm_files = vm_files;
 		go.dry_run = o->dry_run;
+		go.restores = rg.files;
 		if (diskgc_run(&go, &report, &o->unseen, e) < 0)
 			goto done;
 	}
 	rc = 0;
 done:
-	*out = json_pack("{s:O, s:o}", "deleted", deleted, "disks",
-	    report ? report : json_array());
+	restoredir_settle(&rg, report, &restores, gone, o->dry_run);
+	*out = json_pack("{s:O, s:o, s:o}", "deleted", deleted, "disks",
+	    report ? json_incref(report) : json_array(), "restores",
+	    restores);
 out:
+	restoredir_gc_release(&rg);
+	json_decref(report);
+	json_decref(left);
+	json_decref(none);
 	qmp_close(q);
 	json_decref(vm_files);
 	json_decref(deleted);
