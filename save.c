@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@ _Static_assert(IMG_PAGE_SIZE == STREAM_PAGE_SIZE, "the image's pages are "
 #define IO_BUF		(1u << 20)
 #define DEFAULT_CACHE	(192u << 20)
 #define MAX_THREADS	64
+#define HUGE_ALIGN	(2u << 20)	/* a transparent huge page */
 
 /*
  * The writer.
@@ -116,8 +118,10 @@ struct img_writer {
 	struct slot *slots;
 	uint32_t nslots, nused;
 	int32_t lru_head, lru_tail;
-	uint8_t **bufs;			/* every buffer, for free */
-	uint32_t nbufs, maxbufs;
+	uint8_t *arena;			/* every buffer, maxbufs chunks */
+	size_t arena_len;		/* mapped bytes (arena is aligned in) */
+	uint8_t *arena_map;
+	uint32_t nbufs, maxbufs;	/* handed out, room for */
 	uint8_t **freebufs;
 	uint32_t nfree;
 
@@ -254,8 +258,7 @@ buf_take(struct img_writer *w)
 	/* Buffers = slots + jobs, and a job was taken first: never short. */
 	if (w->nbufs >= w->maxbufs)
 		abort();
-	b = xmalloc(IMG_CHUNK_BYTES);
-	w->bufs[w->nbufs++] = b;
+	b = w->arena + (size_t)w->nbufs++ * IMG_CHUNK_BYTES;
 	return b;
 }
 
@@ -765,6 +768,35 @@ pool_stop(struct img_writer *w)
 	w->started = 0;
 }
 
+/*
+ * The chunk buffers, one mapping touched only as buffers are handed out:
+ * on transparent huge pages where the kernel allows (a fault per 2 MiB
+ * instead of per 4 KiB: on a 256 MiB guest, the page faults of filling
+ * the cache were a fifth of compact's CPU).
+ */
+static int
+arena_map(struct img_writer *w, struct err *e)
+{
+	size_t want = (size_t)w->maxbufs * IMG_CHUNK_BYTES;
+	uintptr_t a;
+	void *p;
+
+	w->arena_len = want + HUGE_ALIGN;
+	p = mmap(NULL, w->arena_len, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		w->arena_len = 0;
+		return err_sys(e, ERR_FAIL, "cannot map %zu bytes for the "
+		    "chunk cache", want);
+	}
+	w->arena_map = p;
+	a = ((uintptr_t)p + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1);
+	w->arena = (uint8_t *)a;
+	/* Best effort: without THP the buffers are ordinary pages. */
+	(void)madvise(w->arena, want, MADV_HUGEPAGE);
+	return 0;
+}
+
 struct img_writer *
 img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 {
@@ -816,7 +848,8 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 	w->nworkers = w->opts.threads;
 	w->maxjobs = 2 * (uint32_t)w->nworkers + 2;
 	w->maxbufs = w->nslots + w->maxjobs;
-	w->bufs = xcalloc(w->maxbufs, sizeof(*w->bufs));
+	if (arena_map(w, e) < 0)
+		goto fail;
 	w->freebufs = xcalloc(w->maxbufs, sizeof(*w->freebufs));
 	w->jobs = xcalloc(w->maxjobs, sizeof(*w->jobs));
 	for (i = 0; i < w->maxjobs; i++) {
@@ -1122,7 +1155,6 @@ img_writer_stats(const struct img_writer *w, struct img_stats *st)
 void
 img_writer_free(struct img_writer *w)
 {
-	uint32_t i;
 	int k;
 
 	if (w == NULL)
@@ -1142,9 +1174,8 @@ img_writer_free(struct img_writer *w)
 		free(w->workers[k].out);
 	}
 	free(w->workers);
-	for (i = 0; i < w->nbufs; i++)
-		free(w->bufs[i]);
-	free(w->bufs);
+	if (w->arena_map != NULL)
+		munmap(w->arena_map, w->arena_len);
 	free(w->freebufs);
 	free(w->jobs);
 	free(w->slots);
