@@ -28,6 +28,11 @@ _Static_assert(IMG_PAGE_SIZE == STREAM_PAGE_SIZE, "the image's pages are "
 #define DEFAULT_CACHE	(192u << 20)
 #define MAX_THREADS	64
 #define HUGE_ALIGN	(2u << 20)	/* a transparent huge page */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23	/* Linux 5.14; older kernels say EINVAL */
+#endif
+#define PF_AHEAD	(16u << 20)	/* prefault this far past the buffers */
+#define PF_STEP_BUFS	8u		/* ... told every 2 MiB of buffers */
 
 /*
  * The writer.
@@ -126,6 +131,14 @@ struct img_writer {
 	size_t arena_len;		/* mapped bytes (arena is aligned in) */
 	uint8_t *arena_map;
 	uint32_t nbufs, maxbufs;	/* handed out, room for */
+	/* The prefaulter: a thread that maps the arena's pages a little
+	 * ahead of the buffers handed out, so that the parser's thread
+	 * does not spend its time in page faults zeroing them. */
+	pthread_t pf_thread;
+	int pf_started, pf_stop;
+	pthread_mutex_t pf_mu;
+	pthread_cond_t pf_cv;
+	size_t pf_done, pf_want;	/* arena bytes mapped, wanted */
 	uint8_t **freebufs;
 	uint32_t nfree;
 
@@ -254,6 +267,47 @@ worker_main(void *arg)
 	return NULL;
 }
 
+/* Tell the prefaulter how far the buffers handed out have come. */
+static void
+prefault_ahead(struct img_writer *w)
+{
+	size_t want = (size_t)w->nbufs * IMG_CHUNK_BYTES + PF_AHEAD;
+
+	pthread_mutex_lock(&w->pf_mu);
+	if (want > w->pf_want) {
+		w->pf_want = want;
+		pthread_cond_signal(&w->pf_cv);
+	}
+	pthread_mutex_unlock(&w->pf_mu);
+}
+
+static void *
+prefault_main(void *arg)
+{
+	struct img_writer *w = arg;
+	size_t from, to, end = (size_t)w->maxbufs * IMG_CHUNK_BYTES;
+
+	pthread_mutex_lock(&w->pf_mu);
+	while (!w->pf_stop) {
+		if (w->pf_done >= w->pf_want || w->pf_done >= end) {
+			pthread_cond_wait(&w->pf_cv, &w->pf_mu);
+			continue;
+		}
+		from = w->pf_done;
+		to = w->pf_want < end ? w->pf_want : end;
+		pthread_mutex_unlock(&w->pf_mu);
+		/* Pages the parser faulted in meanwhile are left alone.  A
+		 * kernel without it (before 5.14): the parser faults. */
+		if (madvise(w->arena + from, to - from,
+		    MADV_POPULATE_WRITE) < 0 && errno == EINVAL)
+			to = end;
+		pthread_mutex_lock(&w->pf_mu);
+		w->pf_done = to;
+	}
+	pthread_mutex_unlock(&w->pf_mu);
+	return NULL;
+}
+
 static void
 buf_put(struct img_writer *w, uint8_t *b)
 {
@@ -271,6 +325,8 @@ buf_take(struct img_writer *w)
 	if (w->nbufs >= w->maxbufs)
 		abort();
 	b = w->arena + (size_t)w->nbufs++ * IMG_CHUNK_BYTES;
+	if (w->pf_started && w->nbufs % PF_STEP_BUFS == 1)
+		prefault_ahead(w);
 	return b;
 }
 
@@ -784,6 +840,14 @@ pool_stop(struct img_writer *w)
 	for (i = 0; i < w->started; i++)
 		pthread_join(w->workers[i].thread, NULL);
 	w->started = 0;
+	if (w->pf_started) {
+		pthread_mutex_lock(&w->pf_mu);
+		w->pf_stop = 1;
+		pthread_cond_signal(&w->pf_cv);
+		pthread_mutex_unlock(&w->pf_mu);
+		pthread_join(w->pf_thread, NULL);
+		w->pf_started = 0;
+	}
 }
 
 /*
@@ -899,7 +963,13 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv_work, NULL);
 	pthread_cond_init(&w->cv_done, NULL);
+	pthread_mutex_init(&w->pf_mu, NULL);
+	pthread_cond_init(&w->pf_cv, NULL);
 	w->sync_ok = 1;
+	if (thread_start(&w->pf_thread, prefault_main, w, "prefaulting",
+	    e) < 0)
+		goto fail;
+	w->pf_started = 1;
 	/* Workers block every signal, so SIGINT interrupts the caller's
 	 * read() rather than a worker's write. */
 	for (k = 0; k < w->nworkers; k++) {
@@ -1322,6 +1392,8 @@ img_writer_free(struct img_writer *w)
 		pthread_mutex_destroy(&w->mu);
 		pthread_cond_destroy(&w->cv_work);
 		pthread_cond_destroy(&w->cv_done);
+		pthread_mutex_destroy(&w->pf_mu);
+		pthread_cond_destroy(&w->pf_cv);
 	}
 	atomic_file_release(&w->out);
 	if (w->scratch >= 0)
