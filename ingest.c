@@ -6,8 +6,10 @@
  */
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@
 
 #define READ_CHUNK (1u << 20)
 #define DIRECT_CHUNK (4u << 20)	/* direct: one read() parsed in place */
+#define DIRECT_PIPE (1u << 20)	/* direct: pipe size asked for */
 #define SPOOL_MEM (32u << 20)	/* stream bytes buffered in memory */
 
 struct ingest {
@@ -308,7 +311,14 @@ fail:
 int
 ingest_start(struct ingest *g, int fd, struct err *e)
 {
+	struct stat st;
+
 	g->fd = fd;
+	/* Direct from a pipe: a larger pipe means fewer, larger reads and
+	 * wakeups on both sides (best effort: the limit is the kernel's). */
+	if (g->direct && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) &&
+	    fcntl(fd, F_GETPIPE_SZ) < (int)DIRECT_PIPE)
+		(void)fcntl(fd, F_SETPIPE_SZ, (int)DIRECT_PIPE);
 	if (thread_start(&g->feeder, feeder_main, g, "the stream parser",
 	    e) < 0)
 		return -1;
