@@ -124,6 +124,7 @@ compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 	sig_catch();
 	name = xasprintf("'%s'", raw);
 	o.name = name;
+	o.direct = 1;	/* a file or a program's pipe: it can wait */
 	g = ingest_new(image, &o, e);
 	if (g == NULL)
 		goto out;

@@ -6,8 +6,10 @@
  */
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -21,6 +23,8 @@
 #include "util.h"
 
 #define READ_CHUNK (1u << 20)
+#define DIRECT_CHUNK (4u << 20)	/* direct: one read() parsed in place */
+#define DIRECT_PIPE (1u << 20)	/* direct: pipe size asked for */
 #define SPOOL_MEM (32u << 20)	/* stream bytes buffered in memory */
 
 struct ingest {
@@ -28,6 +32,7 @@ struct ingest {
 	int wake;		/* eventfd the owner polls */
 	int stopfd;		/* eventfd: ingest_stop() to the reader */
 	int can_overflow;	/* a spool directory was given */
+	int direct;		/* no reader thread: the feeder reads fd */
 	char *name;		/* the fd, in messages */
 	struct stream_parser *parser;
 	struct img_writer *writer;
@@ -87,9 +92,13 @@ is_page(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
     struct err *e)
 {
 	struct ingest *g = opaque;
+	uint64_t n;
 
-	/* The first page ends a background checkpoint's setup. */
-	if (__atomic_add_fetch(&g->pages, 1, __ATOMIC_RELAXED) == 1)
+	/* The first page ends a background checkpoint's setup.  Only this
+	 * thread writes the count: no locked add per page. */
+	n = __atomic_load_n(&g->pages, __ATOMIC_RELAXED) + 1;
+	__atomic_store_n(&g->pages, n, __ATOMIC_RELAXED);
+	if (n == 1)
 		wake_owner(g);
 	if (img_writer_sink()->page == NULL)
 		return 0;
@@ -208,17 +217,42 @@ reader_main(void *arg)
 	return NULL;
 }
 
-/* The feeder: the spool into the parser, which fills the image. */
+/*
+ * Direct: up to max bytes of the fd into buf, as spool_get() would give
+ * them: how many, 0 at EOF or when told to stop, -1 with e filled.
+ */
+static ssize_t
+direct_get(struct ingest *g, uint8_t *buf, size_t max, struct err *e)
+{
+	ssize_t n;
+
+	for (;;) {
+		if (!wait_readable(g))
+			return 0;
+		n = read(g->fd, buf, max);
+		if (n >= 0)
+			break;
+		if (errno != EINTR && errno != EAGAIN)
+			return err_sys(e, ERR_FAIL, "cannot read %s", g->name);
+	}
+	__atomic_add_fetch(&g->bytes, (uint64_t)n, __ATOMIC_RELAXED);
+	return n;
+}
+
+/* The feeder: the spool (or the fd) into the parser, which fills the
+ * image. */
 static void *
 feeder_main(void *arg)
 {
 	struct ingest *g = arg;
 	struct err le = ERR_INIT;
-	uint8_t *buf = xmalloc(READ_CHUNK);
+	size_t cap = g->direct ? DIRECT_CHUNK : READ_CHUNK;
+	uint8_t *buf = xmalloc(cap);
 	int failed = 0;
 	ssize_t n;
 
-	while ((n = spool_get(g->spool, buf, READ_CHUNK, &le)) > 0) {
+	while ((n = g->direct ? direct_get(g, buf, cap, &le) :
+	    spool_get(g->spool, buf, cap, &le)) > 0) {
 		if (stream_parser_feed(g->parser, buf, (size_t)n, &le) < 0) {
 			n = -1;
 			break;
@@ -264,7 +298,8 @@ ingest_new(const char *path, const struct ingest_opts *o, struct err *e)
 		err_sys(e, ERR_FAIL, "eventfd");
 		goto fail;
 	}
-	g->can_overflow = o->spool_dir != NULL;
+	g->direct = o->direct;
+	g->can_overflow = o->spool_dir != NULL && !o->direct;
 	g->spool = spool_new(o->spool_dir != NULL ? o->spool_dir : "",
 	    SPOOL_MEM, o->spool_file_max);
 	return g;
@@ -276,10 +311,21 @@ fail:
 int
 ingest_start(struct ingest *g, int fd, struct err *e)
 {
+	struct stat st;
+
 	g->fd = fd;
+	/* Direct from a pipe: a larger pipe means fewer, larger reads and
+	 * wakeups on both sides (best effort: the limit is the kernel's). */
+	if (g->direct && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) &&
+	    fcntl(fd, F_GETPIPE_SZ) < (int)DIRECT_PIPE)
+		(void)fcntl(fd, F_SETPIPE_SZ, (int)DIRECT_PIPE);
 	if (thread_start(&g->feeder, feeder_main, g, "the stream parser",
 	    e) < 0)
 		return -1;
+	if (g->direct) {
+		g->started = 1;
+		return 0;
+	}
 	if (thread_start(&g->reader, reader_main, g, "reading the stream",
 	    e) < 0) {
 		spool_abort(g->spool);
@@ -362,7 +408,8 @@ ingest_stop(struct ingest *g)
 	if (write(g->stopfd, &one, sizeof(one)) < 0) {
 		/* cannot overflow */
 	}
-	pthread_join(g->reader, NULL);
+	if (!g->direct)
+		pthread_join(g->reader, NULL);
 	pthread_join(g->feeder, NULL);
 	g->started = 0;
 }

@@ -6,6 +6,10 @@
  * that compresses on threads of its own.  Used by a live checkpoint (the
  * fd is QEMU's migration socket) and by compact (a raw stream file).
  *
+ * With opts.direct the feeder reads the fd itself instead (no reader,
+ * no spool): for a sender that may wait, this saves two copies of
+ * every stream byte and a thread.
+ *
  * The owner polls: ingest_wake_fd() becomes readable when something it
  * may act on happened (the first page record, a failure, the end of the
  * stream); the accessors below read the state at any time.  Every thread
@@ -28,8 +32,13 @@ struct ingest_opts {
 				 * NULL: "the migration stream" */
 	const char *spool_dir;	/* overflow file here; NULL: memory only */
 	uint64_t spool_file_max;/* bytes the overflow file may hold */
+	int direct;		/* the sender can wait (a file, a pipe from
+				 * a program: compact): the parser's thread
+				 * reads the fd itself in large blocks and
+				 * parses them in place; no reader thread,
+				 * no spool, ingest_overflow() is a no-op */
 };
-#define INGEST_OPTS_INIT { IMG_OPTS_INIT, NULL, NULL, 0 }
+#define INGEST_OPTS_INIT { IMG_OPTS_INIT, NULL, NULL, 0, 0 }
 
 struct ingest;
 

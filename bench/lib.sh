@@ -40,14 +40,16 @@ need_space() {
 		die "needs $1 MiB free in $BENCHDIR, has ${avail:-?} (set BENCH_TMP)"
 }
 
-# measure OUTVAR CMD...: runs CMD with GNU time; sets OUTVAR_s (seconds)
-# and OUTVAR_rss (peak RSS in KiB) of the measured command.
+# measure OUTVAR CMD...: runs CMD with GNU time; sets OUTVAR_s (seconds),
+# OUTVAR_rss (peak RSS in KiB) and OUTVAR_cpu (user + system CPU seconds,
+# children included) of the measured command.
 measure() {
-	local var=$1 tf
+	local var=$1 tf u s
 	shift
 	tf=$(mktemp)
-	/usr/bin/time -f '%e %M' -o "$tf" "$@" || { rm -f "$tf"; return 1; }
-	read -r "${var}_s" "${var}_rss" <"$tf"
+	/usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" || { rm -f "$tf"; return 1; }
+	read -r "${var}_s" "${var}_rss" u s <"$tf"
+	printf -v "${var}_cpu" '%s' "$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')"
 	rm -f "$tf"
 }
 

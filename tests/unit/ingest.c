@@ -4,7 +4,8 @@
  * is woken and sees bytes, pages, the machine type; a truncated stream is
  * incomplete but no failure; garbage is a failure that wakes the owner; a
  * stop while the sender is silent returns at once; an existing image path
- * is refused; NULL handles read as "nothing yet".
+ * is refused; NULL handles read as "nothing yet".  All but the last run
+ * twice: through the spool and direct (the parser's thread reads the fd).
  */
 #include <poll.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@ static const uint8_t tail[] = { 0x04, 1, 2, 3, 0x7e, 0, 0, 0, 9, 0,
 	0x06, 0, 0, 0, 2, '{', '}' };
 
 static char *tmpdir;
+static int direct;	/* this round's ingest_opts.direct */
 
 static int
 mem_write(void *opaque, const void *p, size_t len, struct err *e)
@@ -113,13 +115,14 @@ test_whole(const struct buf *s)
 	struct img_stats st;
 	struct img_reader *r;
 	struct ingest *g;
-	char *path = xasprintf("%s/whole.img", tmpdir);
+	char *path = xasprintf("%s/whole%d.img", tmpdir, direct);
 	uint8_t page[PAGE], want[PAGE];
 	enum img_page_state state;
 	uint64_t pg;
 	int fd = file_of("whole.raw", s->data, s->len), bad = 0, wakes, rc;
 
 	o.img.threads = 2;
+	o.direct = direct;
 	g = ingest_new(path, &o, &e);
 	check(g != NULL, "ingest_new: %s", e.msg);
 	check(ingest_start(g, fd, &e) == 0, "ingest_start: %s", e.msg);
@@ -163,9 +166,10 @@ test_truncated(const struct buf *s)
 	struct ingest_opts o = INGEST_OPTS_INIT;
 	struct err e = ERR_INIT;
 	struct ingest *g;
-	char *path = xasprintf("%s/cut.img", tmpdir);
+	char *path = xasprintf("%s/cut%d.img", tmpdir, direct);
 	int fd = file_of("cut.raw", s->data, s->len / 2);
 
+	o.direct = direct;
 	g = ingest_new(path, &o, &e);
 	check(g != NULL && ingest_start(g, fd, &e) == 0, "start: %s", e.msg);
 	wait_finished(g);
@@ -186,10 +190,11 @@ test_garbage(void)
 	struct err e = ERR_INIT;
 	struct ingest *g;
 	struct pollfd pfd;
-	char *path = xasprintf("%s/bad.img", tmpdir);
+	char *path = xasprintf("%s/bad%d.img", tmpdir, direct);
 	static const char junk[] = "this is not a migration stream";
 	int fd = file_of("bad.raw", junk, sizeof(junk));
 
+	o.direct = direct;
 	g = ingest_new(path, &o, &e);
 	check(g != NULL && ingest_start(g, fd, &e) == 0, "start: %s", e.msg);
 	pfd.fd = ingest_wake_fd(g);
@@ -209,7 +214,7 @@ test_stop_silent(void)
 	struct ingest_opts o = INGEST_OPTS_INIT;
 	struct err e = ERR_INIT;
 	struct ingest *g;
-	char *path = xasprintf("%s/silent.img", tmpdir);
+	char *path = xasprintf("%s/silent%d.img", tmpdir, direct);
 	uint64_t t0;
 	int p[2];
 
@@ -217,6 +222,7 @@ test_stop_silent(void)
 		exit(1);
 	o.spool_dir = tmpdir;
 	o.spool_file_max = 1 << 20;
+	o.direct = direct;
 	g = ingest_new(path, &o, &e);
 	check(g != NULL && ingest_start(g, p[0], &e) == 0, "start: %s",
 	    e.msg);
@@ -243,7 +249,7 @@ test_refused(void)
 {
 	struct ingest_opts o = INGEST_OPTS_INIT;
 	struct err e = ERR_INIT;
-	char *path = xasprintf("%s/whole.img", tmpdir);
+	char *path = xasprintf("%s/whole0.img", tmpdir);
 
 	check(ingest_new(path, &o, &e) == NULL && e.kind == ERR_FAIL,
 	    "an existing image path is refused: %s", e.msg);
@@ -268,10 +274,14 @@ main(void)
 	if ((tmpdir = mkdtemp(tmpl)) == NULL)
 		return 1;
 	make_stream(&s);
-	test_whole(&s);
-	test_truncated(&s);
-	test_garbage();
-	test_stop_silent();
+	for (direct = 0; direct <= 1; direct++) {
+		note("%s", direct ? "direct: the parser reads the fd" :
+		    "through the spool");
+		test_whole(&s);
+		test_truncated(&s);
+		test_garbage();
+		test_stop_silent();
+	}
 	test_refused();
 	buf_release(&s);
 	cmd = xasprintf("rm -rf '%s'", tmpdir);
