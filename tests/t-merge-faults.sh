@@ -33,6 +33,17 @@ wait_file() {
 	done
 }
 depth() { qemu-img info --backing-chain --output=json -U "$1" | grep -c '"virtual-size"'; }
+# hdr_ok DESC: no backing name in the VM path's chain is the VM's path or a
+# temporary ".snapctl-" name (QEMU writes its node names without explicit
+# backing names, and after a disk swap those are wrong), and no temporary
+# name is left but the one the last swap keeps while its QEMU runs.
+hdr_ok() {
+	local bad
+	bad=$(qemu-img info --backing-chain --output=json -U "$dir/d0.qcow2" |
+		sed -n 's/^ *"backing-filename": "\(.*\)",$/\1/p' | grep -E '(^|/)d0\.qcow2$|\.snapctl-')
+	expect_eq "$1: no header names d0.qcow2 or a temporary name" "" "$bad"
+	check "$1: ... at most one temporary name beside the disk" test "$(ls -A "$dir" | grep -c 'snapctl-')" -le 1
+}
 # verify_all DESC: every checkpoint of the store verifies.
 verify_all() {
 	local c bad=''
@@ -86,7 +97,9 @@ for ver in ${VERS:-7.2 10.0}; do
 	wait "$sp" 2>/dev/null
 	check "$P: ... the merge journal is left" test -f "$store/.merge.json"
 	check "$P: ... c1 is deleted" test ! -e "$store/c1"
-	expect_code 4 "$P: ... c3's manifest is behind its disk (exit 4)" "$SNAPCTL" -d "$store" verify c3
+	# QEMU knows c1's image (the VM's original) as d0.qcow2: it is
+	# streamed into c2's, never reopened.
+	expect_code 4 "$P: ... c2's manifest is behind its disk (exit 4)" "$SNAPCTL" -d "$store" verify c2
 	expect_code 0 "$P: recover -s finishes the merge" "$SNAPCTL" -s "$sock" -d "$store" recover
 	expect_match "$P: ... saying so" "^finished merging '.*' into '.*'$" "$TESTDIR/stdout"
 	expect_match "$P: ... and the guest runs" "^guest is running$" "$TESTDIR/stdout"
@@ -95,6 +108,7 @@ for ver in ${VERS:-7.2 10.0}; do
 	top=$(ck_active_file "$name" vd0)
 	expect_eq "$P: ... the chain is 4 deep" 4 "$(depth "$top")"
 	expect_eq "$P: ... 4 disk files are left" 4 "$(ls "$dir"/*.qcow2 | wc -l)"
+	hdr_ok "$P: ... after the stream"
 
 	# ---- SIGINT during a live job: cancelled, the chain valid ---------------
 	ck c5
@@ -109,10 +123,14 @@ for ver in ${VERS:-7.2 10.0}; do
 	if job_seen "$name"; then not_ok "$P: ... the job is gone from QEMU"; else ok "$P: ... the job is gone from QEMU"; fi
 	expect_eq "$P: ... the guest runs" running "$(ck_status "$name")"
 	verify_all "$P: ... every kept checkpoint verifies"
+	hdr_ok "$P: ... after the cancel"
 	expect_code 0 "$P: the next prune --disks finishes it" "$SNAPCTL" -s "$sock" -d "$store" prune --keep 3 --disks
-	expect_match "$P: ... merging live" "^merged '.*' into '.*' \((commit|stream), live, " "$TESTDIR/stdout"
+	# c2's image is the bottom now; QEMU's names of it and of c4's are
+	# gone: linked back for the job.
+	expect_match "$P: ... committing live" "^merged '.*' into '.*' \(commit, live, " "$TESTDIR/stdout"
 	verify_all "$P: ... every kept checkpoint verifies"
-	expect_eq "$P: ... the chain is 4 deep" 4 "$(depth "$(ck_active_file "$name" vd0)")"
+	expect_eq "$P: ... the chain is 4 deep" 4 "$(depth "$dir/d0.qcow2")"
+	hdr_ok "$P: ... after the commit"
 
 	# ---- SIGKILL of QEMU during a live job: an offline prune finishes ------
 	ck c6
@@ -120,7 +138,7 @@ for ver in ${VERS:-7.2 10.0}; do
 		>"$dir/p3.out" 2>"$dir/p3.err" &
 	sp=$!
 	check "$P: a slow live job runs" wait_job "$name"
-	top=$(ck_active_file "$name" vd0)
+	top=$dir/d0.qcow2
 	vm_kill "$name" KILL
 	wait "$sp"
 	check "$P: ... prune fails when QEMU dies" test $? -ne 0
@@ -130,18 +148,19 @@ for ver in ${VERS:-7.2 10.0}; do
 	check "$P: ... the journal is gone" test ! -e "$store/.merge.json"
 	verify_all "$P: ... every kept checkpoint verifies"
 	expect_eq "$P: ... the chain is 4 deep" 4 "$(depth "$top")"
+	hdr_ok "$P: ... after the offline finish"
 
 	# ---- SIGKILL of snapctl during an offline merge: recover finishes -------
 	# The VM is down for good; c7 is a checkpoint as it was (a copy of
 	# c6's manifest would do no work: take one from a restarted VM).
 	if ! vm_start "$name" --qemu "$ver" --disk "$top" --append "$CHURN" 2>"$dir/vm.err" ||
 		! vm_wait_ready "$name" 150 >/dev/null; then
-		not_ok "$P: the VM restarts on its top image" "$(tail -n 5 "$dir/vm.err")"
+		not_ok "$P: the VM restarts from its command line" "$(tail -n 5 "$dir/vm.err")"
 		continue
 	fi
 	vm_wait_serial "$name" '^CHURN DISKVERIFY ok' 60 >/dev/null
 	ck c7
-	top=$(jq_get "$store/c7/manifest.json" disks.0.overlay)
+	expect_eq "$P: c7's overlay is the VM's path" "$top" "$(jq_get "$store/c7/manifest.json" disks.0.overlay)"
 	vm_stop "$name"
 	SNAPCTL_TEST_MERGE_HOLD_MS=60000 "$SNAPCTL" -d "$store" prune --keep 3 --disks \
 		>"$dir/p4.out" 2>"$dir/p4.err" &
