@@ -760,10 +760,24 @@ links_make(const json_t *st, struct err *e)
 			    f);
 			return -1;
 		}
-		if (link(f, n) < 0 && errno != EEXIST) {
+		if (link(f, n) == 0)
+			continue;
+		if (errno != EEXIST) {
 			err_sys(e, ERR_FAIL, "cannot link '%s' to '%s' for "
 			    "QEMU", n, f);
 			return -1;
+		}
+		/* A killed run's link, or a file QEMU must not open. */
+		{
+			struct stat nb;
+
+			if (lstat(n, &nb) < 0 || !S_ISREG(nb.st_mode) ||
+			    nb.st_dev != sb.st_dev || nb.st_ino != sb.st_ino) {
+				err_set(e, ERR_FAIL, "'%s' exists and is not "
+				    "'%s': QEMU would reopen it as that "
+				    "image", n, f);
+				return -1;
+			}
 		}
 	}
 	return 0;

@@ -5,7 +5,8 @@
 # takes --pause), one row a night: the active image's chain depth (qcow2
 # headers), the bytes its chain files take on disk, the store's bytes, what
 # that night's merge moved and how long it took, and the guest's pause
-# during the prune from QEMU's STOP/RESUME events (expected: none).  Then
+# during the prune from QEMU's STOP/RESUME events (expected: none).  The
+# chain is read from the VM's own path, its current disk after every swap.  Then
 # the merge time per GiB of layer over all nights.  Knobs: BENCH_NIGHTS,
 # BENCH_QEMU (10.0), BENCH_CHURN.
 . "$(dirname "$0")/lib.sh"
@@ -57,7 +58,8 @@ for n in $(seq 1 "$NIGHTS"); do
 	done
 	tot_b=$((tot_b + mb))
 	tot_s=$(awk -v a="$tot_s" -v b="$ms" 'BEGIN { print a + b }')
-	top=$(vm_qmp_raw lc '{"execute":"query-block"}' | grep -o '"file": *"[^"]*"' | head -n 1 | sed 's/.*: *"//; s/"$//')
+	# The VM's own path is always its current disk (the disk swap).
+	top=$BENCHDIR/d0.qcow2
 	files=$(chain "$top")
 	cb=0
 	for f in $files; do cb=$((cb + $(allocated "$f"))); done
