@@ -4,6 +4,8 @@
 # c1..c4; then, each time with the newest 3 kept and every kept checkpoint
 # verified: SIGKILL of snapctl while a live merge is done in QEMU but not
 # yet in the manifests (SNAPCTL_TEST_MERGE_HOLD_MS), finished by recover -s;
+# SIGKILL of snapctl while the job runs (SNAPCTL_TEST_MERGE_SPEED), which
+# recover -s waits for;
 # SIGINT during a live job held slow (SNAPCTL_TEST_MERGE_SPEED): cancelled,
 # exit 8, chain valid, the next prune finishes; SIGKILL of QEMU during a
 # live job, finished by an offline prune; SIGKILL of snapctl during an
@@ -131,6 +133,25 @@ for ver in ${VERS:-7.2 10.0}; do
 	verify_all "$P: ... every kept checkpoint verifies"
 	expect_eq "$P: ... the chain is 4 deep" 4 "$(depth "$dir/d0.qcow2")"
 	hdr_ok "$P: ... after the commit"
+
+	# ---- SIGKILL of snapctl during a live job: QEMU runs it to its end -----
+	# (the names QEMU reopens images by were linked back for the job and
+	# are in the journal: recover removes them once the job is over)
+	ck c5k
+	SNAPCTL_TEST_MERGE_SPEED=131072 "$SNAPCTL" -s "$sock" -d "$store" prune --keep 3 --disks \
+		>"$dir/p5.out" 2>"$dir/p5.err" &
+	sp=$!
+	check "$P: a slowed live job runs" wait_job "$name"
+	kill -KILL "$sp"
+	wait "$sp" 2>/dev/null
+	check "$P: ... SIGKILL of snapctl leaves the journal" test -f "$store/.merge.json"
+	expect_code 0 "$P: recover -s waits for the job and finishes the merge" "$SNAPCTL" -s "$sock" -d "$store" recover
+	expect_match "$P: ... saying so" "^finished merging '.*' into '.*'$" "$TESTDIR/stdout"
+	check "$P: ... the journal is gone" test ! -e "$store/.merge.json"
+	if job_seen "$name"; then not_ok "$P: ... no job is left in QEMU"; else ok "$P: ... no job is left in QEMU"; fi
+	verify_all "$P: ... every kept checkpoint verifies"
+	expect_eq "$P: ... the chain is 4 deep" 4 "$(depth "$dir/d0.qcow2")"
+	hdr_ok "$P: ... after the job QEMU finished alone"
 
 	# ---- SIGKILL of QEMU during a live job: an offline prune finishes ------
 	ck c6
