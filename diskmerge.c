@@ -1303,8 +1303,10 @@ plan_live(const struct graph *g, struct qmp *q, size_t vd, long s, long u,
 	} else {
 		nm = qname_of(&qc.v[du], &g->v[u]);
 		if (du > 0 && nm == QNAME_OTHER) {
-			*why = xasprintf("the VM knows '%s' by a name that is "
-			    "another file now", g->v[u].path);
+			*why = xasprintf("QEMU knows '%s' by the VM's path, "
+			    "which names its current disk now, and would "
+			    "reopen that: merged once the VM restarted",
+			    g->v[u].path);
 			json_decref(out);
 			out = NULL;
 			goto out;
@@ -1352,8 +1354,16 @@ plan(const struct graph *g, struct qmp *q, const json_t *kept,
 	if (nb == 0)
 		return NULL;
 	if (nb > 1) {
-		*why = xasprintf("the backing file of '%s' and '%s'",
-		    g->v[u].path, g->v[u2].path);
+		/* One no checkpoint knows (a user's overlay, a layer revert
+		 * kept, a restored VM's) is the one worth naming. */
+		if (!g->v[u2].named || !g->v[u].named)
+			*why = xasprintf("the backing file of '%s', which no "
+			    "checkpoint names%s", g->v[!g->v[u2].named ? u2 :
+			    u].path, g->bi != NULL ? " and the VM does not "
+			    "use" : "");
+		else
+			*why = xasprintf("the backing file of '%s' and '%s'",
+			    g->v[u].path, g->v[u2].path);
 		return NULL;
 	}
 	if (!g->v[u].named) {

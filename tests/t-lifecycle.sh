@@ -345,13 +345,25 @@ for ver in "${versions[@]}"; do
 	# image is streamed into c2's with an explicit (empty) backing name.
 	hdrs() { qemu-img info --backing-chain --output=json -U "$dir/d0.qcow2" | sed -n 's/^ *"backing-filename": "\(.*\)",$/\1/p' | tr '\n' ' '; }
 	expect_eq "$P: the chain's backing names before" "d0.c3.qcow2 d0.d1.qcow2 d0.c2.qcow2 d0.c1.qcow2 " "$(hdrs)"
-	expect_code 0 "$P: delete c1 --disks while the VM runs" "$SNAPCTL" "${S[@]}" delete c1 --disks
+	# A qcow2 file beside the disk that no checkpoint knows (the user's
+	# own overlay, a layer revert kept) backs onto c1's image: it stays.
+	qemu-img create -q -f qcow2 -b d0.c1.qcow2 -F qcow2 "$dir/mine.qcow2"
+	expect_code 0 "$P: delete c1 --disks while the VM runs, an overlay of the user's on c1's image" "$SNAPCTL" "${S[@]}" delete c1 --disks
 	cp "$TESTDIR/stdout" "$dir/del1.out"
 	expect_match "$P: ... deleted c1" "^deleted checkpoint 'c1'$" "$dir/del1.out"
 	check "$P: ... its directory is gone" test ! -e "$store/c1"
+	expect_match "$P: ... keeps c1's image: the user's overlay backs onto it" \
+		"^kept '$dir/d0.c1.qcow2': .*the backing file of '$dir/mine.qcow2'" "$dir/del1.out"
+	expect_eq "$P: ... said once" 1 "$(grep -o "mine.qcow2" "$dir/del1.out" | wc -l)"
+	check "$P: ... the image is there" test -f "$dir/d0.c1.qcow2"
+	check "$P: ... the merge journal keeps it" test -f "$store/.merge.json"
+	rm -f "$dir/mine.qcow2"
+	expect_code 0 "$P: once the overlay is gone, recover -s finishes the merge" "$SNAPCTL" "${S[@]}" recover
+	cp "$TESTDIR/stdout" "$dir/rec1.out"
 	expect_match "$P: ... streams c1's image into c2's, live (QEMU knows c1's by the VM's path)" \
-		"^merged '$dir/d0.c1.qcow2' into '$dir/d0.c2.qcow2' \\(stream, live, [0-9.]+ [KMG]?i?B, [0-9.]+ s\\)$" "$dir/del1.out"
-	expect_match "$P: ... removes it" "^removed '$dir/d0.c1.qcow2'$" "$dir/del1.out"
+		"^finished merging '$dir/d0.c1.qcow2' into '$dir/d0.c2.qcow2'$" "$dir/rec1.out"
+	expect_match "$P: ... removes it" "^removed '$dir/d0.c1.qcow2'$" "$dir/rec1.out"
+	check "$P: ... the journal is gone" test ! -e "$store/.merge.json"
 	expect_match "$P: ... keeps d0.qcow2: not snapctl's" "^kept '$dir/d0.qcow2': not created by snapctl(;|$)" "$dir/del1.out"
 	expect_match "$P: ... open by QEMU" "^kept '$dir/d0.qcow2': .*open by process $(vm_pid "$name") \\(" "$dir/del1.out"
 	expect_match "$P: ... used by the VM" "^kept '$dir/d0.qcow2': .*in use by the VM \\(-s\\)" "$dir/del1.out"
