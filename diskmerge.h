@@ -11,7 +11,14 @@
  *                                   manifests naming U now name S)
  *   S is the bottom, U is active:   stream S into U (U gets all of it)
  * Live (QMP block-stream / block-commit, the guest runs on) when the VM at
- * -s holds S, else offline (qemu-img, no shell).  Every step is written to
+ * -s holds S, else offline (qemu-img, no shell).  Live, QEMU's chain is
+ * mapped to the files by depth (its names after a disk swap are not the
+ * files': diskswap.h); every job gets an explicit backing-file (the
+ * relative name, as offline); the image QEMU knows by the VM's path is
+ * never reopened (a commit into or through it becomes "stream S into U";
+ * a stream into it is kept until the VM restarted); a gone name QEMU
+ * reopens a node by for the job is linked to that node's file for the job
+ * (the step's "links", removed after it, by recover too).  Every step is written to
  * the store's merge journal first (store_journal_write()); the kept
  * checkpoints' manifests are then updated, each atomically; a killed run is
  * finished by diskmerge_run() on the same journal.  S is kept (with a
