@@ -32,6 +32,7 @@
 #include "ingest.h"
 #include "launch.h"
 #include "manifest.h"
+#include "restoredir.h"
 #include "sig.h"
 #include "store.h"
 #include "util.h"
@@ -172,6 +173,13 @@ prepare_swaps(struct ckpt *c, struct err *e)
 			err_prefix(e, "disk '%s': ", c->disks[i].device);
 			return -1;
 		}
+	/* A restored VM's path is a recorded restore overlay: its record
+	 * learns the new overlay before the cut (restoredir.h).  Best
+	 * effort: a record that did not learn it makes the sweep keep the
+	 * file, never remove it. */
+	for (i = 0; i < c->ndisks; i++)
+		(void)restoredir_follow_swap(store_path(c->store),
+		    c->disks[i].sw.path, c->disks[i].sw.tmp, NULL);
 	c->swaps_prepared = 1;
 	diskswap_test_hold("prepared");
 	return 0;

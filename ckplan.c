@@ -321,7 +321,7 @@ ckpt_discover(struct ckpt *c, struct err *e)
 	struct blockinfo *bi = NULL;
 	struct vm_status st;
 	struct vm_migration mig;
-	size_t nbi = 0;
+	size_t nbi = 0, i;
 	uint64_t start;
 	const char *s;
 	pid_t pid;
@@ -374,13 +374,20 @@ ckpt_discover(struct ckpt *c, struct err *e)
 	 * checkpointed into; else the newest of the same VM. */
 	if (c->store != NULL && vm_process(c->q, &pid, &start) == 0)
 		c->parent = store_last_read(c->store, pid, start);
+	if (vm_disks_query(c->q, &bi, &nbi, e) < 0 ||
+	    collect_disks(c, bi, nbi, e) < 0)
+		goto out;
+	/* Else the checkpoint a disk of it was reverted to (revert.h);
+	 * else the newest of the same VM. */
+	for (i = 0; c->parent == NULL && c->store != NULL && i < c->ndisks;
+	    i++)
+		if (c->disks[i].sw.path != NULL)
+			c->parent = store_revert_read(c->store,
+			    c->disks[i].sw.path);
 	if (c->parent == NULL && c->store != NULL)
 		c->parent = store_find_parent(c->store, c->uuid, c->vm_name);
 	if (c->parent != NULL)
 		c->parent_m = store_manifest_read(c->store, c->parent, NULL);
-	if (vm_disks_query(c->q, &bi, &nbi, e) < 0 ||
-	    collect_disks(c, bi, nbi, e) < 0)
-		goto out;
 	if (c->mode == CKPT_MODE_DISK_ONLY && c->ndisks == 0) {
 		err_set(e, ERR_FAIL, "no writable disk to snapshot");
 		goto out;

@@ -473,6 +473,38 @@ merge_progress(void *opaque, const char *from, const char *into,
 }
 
 /*
+ * "removed 'F'" or "kept 'F': REASON; REASON" for each entry of a
+ * diskgc_run() report; a restore overlay says whose it is.
+ */
+void
+print_files(const json_t *files, int dry_run)
+{
+	const json_t *d, *why;
+	const char *ck;
+	size_t i, j;
+
+	json_array_foreach(files, i, d) {
+		ck = json_str(d, "checkpoint");
+		if (json_is_true(json_object_get(d, "removed")))
+			printf("%s '%s'", dry_run ? "would remove" : "removed",
+			    json_str(d, "file"));
+		else
+			printf("%s '%s'", dry_run ? "would keep" : "kept",
+			    json_str(d, "file"));
+		if (ck != NULL)
+			printf(" (restore overlay of checkpoint '%s')", ck);
+		if (json_is_true(json_object_get(d, "removed"))) {
+			fputc('\n', stdout);
+			continue;
+		}
+		fputs(": ", stdout);
+		json_array_foreach(json_object_get(d, "reasons"), j, why)
+			printf("%s%s", j ? "; " : "", json_string_value(why));
+		fputc('\n', stdout);
+	}
+}
+
+/*
  * With --disks and -s, how storeops_delete() reaches the VM; a merge a
  * killed run left is finished first; then delete gone, print what was done
  * (also after a failure midway).
@@ -616,6 +648,7 @@ print_deleted(const json_t *r)
 		print_unmerged_why(r, d);
 		fputc('\n', stdout);
 	}
+	print_files(json_object_get(r, "restores"), dry_run);
 }
 
 static int
@@ -756,7 +789,10 @@ const struct cmd_entry cmd_delete_entry = {
 	"            process, not used by the VM at -s.  A killed merge\n"
 	"            is finished by recover or the next --disks run\n"
 	"Takes the store's lock (exit 5 when busy).  Every removed and\n"
-	"kept disk file is reported with the reason.",
+	"kept disk file is reported with the reason.  Then, with or\n"
+	"without --disks, the restore overlays no process holds go\n"
+	"('snapctl help sweep'); those of the deleted checkpoints that\n"
+	"stay are reported with the reason.",
 	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD | CMD_CKPT_ARGS,
 	cmd_delete,
 };
@@ -768,6 +804,6 @@ const struct cmd_entry cmd_prune_entry = {
 	"  --dry-run   say what would be deleted, change nothing\n"
 	"  --disks     as for delete\n"
 	"A VM is the uuid and name its manifests record; newest is by\n"
-	"created, then name.",
+	"created, then name.  Sweeps restore overlays as delete does.",
 	"", prune_opts, 0, 0, CMD_NEEDS_STORE | STORE_CMD, cmd_prune,
 };

@@ -21,6 +21,7 @@
 
 #include "diskfile.h"
 #include "diskgc.h"
+#include "diskswap.h"
 #include "util.h"
 #include "vm.h"
 
@@ -243,16 +244,23 @@ collect(struct gc *g, const struct diskgc_opts *o)
 		}
 	}
 	json_array_foreach(o->extra, i, d) {
-		const json_t *dev = json_object_get(d, "dev");
-		const json_t *ino = json_object_get(d, "ino");
-
-		add_chain(g, json_str(d, "file"));
-		if ((n = lookup(g, json_str(d, "file"))) < 0)
+		n = add_chain(g, json_str(d, "file"));
+		if (n < 0)
 			continue;
-		if (json_is_integer(dev) && json_is_integer(ino) &&
-		    g->v[n].exists && (uint64_t)json_integer_value(dev) ==
-		    (uint64_t)g->v[n].dev && (uint64_t)json_integer_value(ino)
-		    == (uint64_t)g->v[n].ino)
+		if (proven(&g->v[n], d, "dev", "ino"))
+			g->v[n].made = 1;
+		if (g->v[n].candidate)
+			continue;
+		g->v[n].candidate = 1;
+		g->cand = xreallocarray(g->cand, g->ncand + 1,
+		    sizeof(*g->cand));
+		g->cand[g->ncand++] = n;
+	}
+	json_array_foreach(o->restores, i, d) {
+		n = add_chain(g, json_str(d, "file"));
+		if (n < 0 || !json_is_true(json_object_get(d, "candidate")))
+			continue;
+		if (proven(&g->v[n], d, "dev", "ino"))
 			g->v[n].made = 1;
 		if (g->v[n].candidate)
 			continue;
@@ -347,8 +355,9 @@ pin_static(struct gc *g, const struct diskgc_opts *o)
 				    "'%s'", name);
 			if ((n = lookup(g, json_str(d, "overlay"))) >= 0 &&
 			    g->v[n].candidate)
-				add_reason(&g->v[n], "the overlay of "
-				    "checkpoint '%s'", name);
+				add_reason(&g->v[n], json_str(d, "vm_path") ?
+				    "the VM's own disk in checkpoint '%s'" :
+				    "the overlay of checkpoint '%s'", name);
 			if ((n = lookup(g, json_str(d, "backing"))) >= 0 &&
 			    g->v[n].candidate)
 				add_reason(&g->v[n], "a backing file of "
@@ -496,7 +505,12 @@ remove_going(struct gc *g, struct err *e)
 			if (i < g->n)
 				continue;	/* its overlay goes first */
 			progress = 1;
-			if (unlink(nd->path) == 0) {
+			/* A file that was a VM's path (a restore overlay a
+			 * checkpoint swapped) may have hidden links of the
+			 * swap (diskswap.h): they go with it, first. */
+			diskswap_drop_names(nd->path, NULL, nd->path);
+			/* Gone already: another sweep was first. */
+			if (unlink(nd->path) == 0 || errno == ENOENT) {
 				nd->removed = 1;
 				continue;
 			}

@@ -1,10 +1,11 @@
 /*
  * diskgc.h - which disk files the deletion of checkpoints frees, for
- * "delete --disks" and "prune --disks".  A file goes only if snapctl made
- * it (an "overlay" of some manifest, or a "file" with "file_made_by"), no
- * remaining checkpoint names it, no file that stays is backed by it (qcow2
- * headers, followed to a fixed point), no process holds it open and the
- * VM, when asked, does not use it.  Never prints.
+ * "delete --disks" and "prune --disks", and which restore overlays the
+ * sweep removes (restoredir.h).  A file goes only if snapctl made it (an
+ * "overlay" of some manifest, a "file" with "file_made_by", a recorded
+ * restore overlay), no remaining checkpoint names it, no file that stays
+ * is backed by it (qcow2 headers, followed to a fixed point), no process
+ * holds it open and the VM, when asked, does not use it.  Never prints.
  */
 #ifndef SNAPCTL_DISKGC_H
 #define SNAPCTL_DISKGC_H
@@ -33,8 +34,15 @@ struct diskgc_opts {
 				 * of their chains (diskmerge.h), each
 				 * {"file", "dev", "ino"}: made by snapctl
 				 * when dev and ino are its own; or NULL */
+	/*
+	 * Restore overlays (restoredir.h), or NULL: [{"file", "candidate",
+	 * "dev", "ino"}].  Each one's chain pins what it backs onto; those
+	 * with candidate true are candidates too, made by snapctl when
+	 * their device and inode are dev and ino.
+	 */
+	const json_t *restores;
 };
-#define DISKGC_OPTS_INIT { NULL, NULL, NULL, 0, NULL }
+#define DISKGC_OPTS_INIT { NULL, NULL, NULL, 0, NULL, NULL }
 
 /*
  * Consider every disk file ("file" and "overlay") the gone checkpoints

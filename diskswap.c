@@ -344,14 +344,8 @@ l1_geometry(uint64_t size, uint64_t *entries, uint64_t *clusters)
 	*clusters = (*entries * 8 + CL - 1) / CL;
 }
 
-/*
- * An empty qcow2 v3 image of size bytes at path (0600, O_EXCL,
- * O_NOFOLLOW) backed by the qcow2 image named backing: the header with a
- * backing format extension and the name, a refcount table, one refcount
- * block, an empty L1 table; 64 KiB clusters, 16-bit refcounts.
- */
-static int
-qcow2_create(const char *path, const char *backing, uint64_t size,
+int
+diskswap_overlay_write(const char *path, const char *backing, uint64_t size,
     struct err *e)
 {
 	uint64_t l1_size, l1_clusters, nclusters, i;
@@ -410,12 +404,8 @@ out:
 	return rc;
 }
 
-/*
- * 1 if the image at path is still as qcow2_create() made it with backing
- * name backing: nothing written into it since.
- */
-static int
-pristine(const char *path, const char *backing)
+int
+diskswap_overlay_pristine(const char *path, const char *backing)
 {
 	uint8_t h[HDR_BACKING + 1024], *l1 = NULL;
 	uint64_t size, l1_entries, l1_clusters, i;
@@ -451,6 +441,30 @@ out:
 	return ok;
 }
 
+char *
+diskswap_overlay_ours(const char *path)
+{
+	uint8_t h[HDR_BACKING + 1024];
+	size_t blen;
+	char *name = NULL;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	if (pread_full(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+	    get_be32(h) == 0x514649fb && get_be32(h + 4) == 3 &&
+	    get_be64(h + 8) == HDR_BACKING && get_be32(h + 20) == 16 &&
+	    get_be32(h + 96) == 4 && get_be32(h + 100) == 104 &&
+	    get_be32(h + 104) == 0xe2792aca && get_be32(h + 108) == 5 &&
+	    memcmp(h + 112, "qcow2", 5) == 0 &&
+	    (blen = get_be32(h + 16)) > 0 && blen <= 1023 &&
+	    memchr(h + HDR_BACKING, '\0', blen) == NULL)
+		name = xstrndup((const char *)h + HDR_BACKING, blen);
+	close(fd);
+	return name;
+}
+
 int
 diskswap_prepare(struct diskswap *s, struct err *e)
 {
@@ -470,7 +484,7 @@ diskswap_prepare(struct diskswap *s, struct err *e)
 		}
 		s->qlinked = 1;
 	}
-	if (qcow2_create(s->tmp, s->backing, s->size, e) < 0)
+	if (diskswap_overlay_write(s->tmp, s->backing, s->size, e) < 0)
 		goto fail;
 	s->created = 1;
 	if (sync_dir_of(s->path, e) < 0)
@@ -496,13 +510,8 @@ diskswap_undo(struct diskswap *s)
 	s->linked = s->qlinked = s->created = 0;
 }
 
-/*
- * Remove the temporary names of P's earlier swaps that name the state
- * layer now: QEMU calls that layer by one of them (Q), read-only since the
- * cut, or a QEMU that restarted left one behind.
- */
-static void
-drop_old_names(const char *path, const char *tmp, const char *layer)
+void
+diskswap_drop_names(const char *path, const char *keep, const char *of)
 {
 	char *dir = path_dirname(path), *pfx, *f;
 	struct dirent *de;
@@ -516,7 +525,8 @@ drop_old_names(const char *path, const char *tmp, const char *layer)
 			if (strncmp(de->d_name, pfx, n) != 0)
 				continue;
 			f = xasprintf("%s/%s", dir, de->d_name);
-			if (strcmp(f, tmp) != 0 && same_file(f, layer))
+			if ((keep == NULL || strcmp(f, keep) != 0) &&
+			    same_file(f, of))
 				unlink(f);
 			free(f);
 		}
@@ -561,7 +571,10 @@ finish(const char *path, const char *tmp, const char *layer, struct err *e)
 		rc = 1;
 	}
 	diskswap_test_hold("renamed");
-	drop_old_names(path, tmp, layer);
+	/* The temporary names of P's earlier swaps that name the state layer
+	 * now: QEMU calls that layer by one of them (Q), read-only since
+	 * the cut, or a QEMU that restarted left one behind. */
+	diskswap_drop_names(path, tmp, layer);
 	return rc;
 }
 
@@ -645,8 +658,8 @@ diskswap_recover(struct qmp *q, const json_t *entry, json_t *actions,
 					cut = 1;
 			vm_disks_free(bi, n);
 		} else
-			cut = !pristine(tmp, backing);
-		if (!cut && q != NULL && !pristine(tmp, backing)) {
+			cut = !diskswap_overlay_pristine(tmp, backing);
+		if (!cut && q != NULL && !diskswap_overlay_pristine(tmp, backing)) {
 			/* Not this QEMU's: one that is gone wrote into it,
 			 * and this one started on P without it.  Kept. */
 			json_array_append_new(actions, json_sprintf("kept '%s': "

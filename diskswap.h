@@ -90,6 +90,30 @@ void diskswap_release(struct diskswap *s);
 int diskswap_cmdline_check(const json_t *argv, const char *p,
     const char *device, struct err *e);
 
+/*
+ * The overlay snapctl writes itself: an empty qcow2 v3 image of size
+ * bytes at path (0600, O_EXCL, O_NOFOLLOW; fsynced) backed by the qcow2
+ * image named backing (as given: relative names are resolved against
+ * path's directory): the header with a backing format extension and the
+ * name, a refcount table, one refcount block, an empty L1 table; 64 KiB
+ * clusters, 16-bit refcounts.  0, or -1 with e filled (ERR_FAIL), nothing
+ * left at path.
+ */
+int diskswap_overlay_write(const char *path, const char *backing,
+    uint64_t size, struct err *e);
+
+/* 1 if the image at path is still as diskswap_overlay_write() made it
+ * with backing name backing: nothing written into it since. */
+int diskswap_overlay_pristine(const char *path, const char *backing);
+
+/*
+ * The backing name (as written) when the image at path has the header
+ * diskswap_overlay_write() writes (written into since or not: a swap's
+ * overlay, a revert's), else NULL.  QEMU's own qcow2 images have another
+ * header length.  Allocated.
+ */
+char *diskswap_overlay_ours(const char *path);
+
 /* The prepare steps above.  0, or -1 with e filled and what was done undone. */
 int diskswap_prepare(struct diskswap *s, struct err *e);
 
@@ -105,6 +129,15 @@ void diskswap_undo(struct diskswap *s);
  */
 int diskswap_finish(struct diskswap *s, struct err *e);
 int diskswap_sync(struct diskswap *s, struct err *e);
+
+/*
+ * Remove P's temporary names "<dir of P>/.<base of P>.snapctl-*" that are
+ * links of the file at of (same device and inode), except keep (NULL:
+ * none).  For finish (the earlier swaps' names of the state
+ * layer) and for whoever removes a file that was a VM's path (diskgc.c):
+ * a link of a file that goes goes with it.
+ */
+void diskswap_drop_names(const char *path, const char *keep, const char *of);
 
 /* Test hook (see diskswap_finish()). */
 void diskswap_test_hold(const char *step);

@@ -505,6 +505,13 @@ char **
 relaunch_argv(const json_t *m, const char *name, const char *dir,
     char *const *extra, struct err *e)
 {
+	return relaunch_argv_flags(m, name, dir, extra, 0, e);
+}
+
+char **
+relaunch_argv_flags(const json_t *m, const char *name, const char *dir,
+    char *const *extra, unsigned how, struct err *e)
+{
 	static const char *const gone[] = { "-incoming", "-S", "-loadvm",
 	    NULL };
 	const json_t *l = json_object_get(m, MF_LAUNCH), *v;
@@ -527,7 +534,8 @@ relaunch_argv(const json_t *m, const char *name, const char *dir,
 	for (i = 0; i < c.n; i++)
 		if (c.a[i].name != NULL && str_in_set(c.a[i].name, gone))
 			c.a[i].drop = 1;
-	if (rewrite_disks(&c, m, name, dir != NULL, e) < 0)
+	if (!(how & RELAUNCH_KEEP_DISKS) &&
+	    rewrite_disks(&c, m, name, dir != NULL, e) < 0)
 		goto out;
 	if (dir != NULL)
 		rewrite_side(&c, dir);

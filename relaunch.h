@@ -50,6 +50,15 @@
 char **relaunch_argv(const json_t *m, const char *name, const char *dir,
     char *const *extra, struct err *e);
 
+/*
+ * As relaunch_argv(), with flags: RELAUNCH_KEEP_DISKS leaves every disk
+ * option as recorded (the VM's own paths, which revert made hold the
+ * checkpoint's state: revert.h), without file.locking=off.
+ */
+#define RELAUNCH_KEEP_DISKS 0x1
+char **relaunch_argv_flags(const json_t *m, const char *name,
+    const char *dir, char *const *extra, unsigned how, struct err *e);
+
 void relaunch_free(char **argv);
 
 #endif

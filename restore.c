@@ -23,6 +23,7 @@
 #include "proc.h"
 #include "relaunch.h"
 #include "restore.h"
+#include "restoredir.h"
 #include "save.h"
 #include "sig.h"
 #include "store.h"
@@ -63,6 +64,8 @@ struct rs {
 	struct rs_disk *disks;
 	size_t ndisks;
 	struct vm_overlay *cut;	/* the overlays, one per disk */
+	struct restoredir_slot *slots;	/* their records, one per disk */
+	json_t *swept;		/* restore overlays the sweep removed */
 	char machine[256];
 	char qemu[32];
 	struct proc *proc;	/* QEMU started by --exec (it may have exited) */
@@ -484,13 +487,36 @@ check_disks(struct rs *s, struct err *e)
 			    v->id);
 		s->vd_used[v - s->vd] = 1;
 		d->vm = v;
-		if (v->file == NULL || !diskfile_same(v->file, d->file))
+		if (s->o->keep_disks) {
+			struct diskfile df;
+			const char *p = json_str(d->m, "vm_path");
+			int on_state;
+
+			if (p == NULL || v->file == NULL ||
+			    !diskfile_same(v->file, p))
+				return err_set(e, ERR_MISMATCH, "wrong disk: the "
+				    "VM opened '%s' as disk '%s', not its own "
+				    "path '%s'", v->file ? v->file : "?",
+				    d->device, p ? p : "?");
+			if (diskfile_probe(p, &df, e) < 0)
+				return -1;
+			on_state = df.backing != NULL &&
+			    diskfile_same(df.backing, d->file);
+			diskfile_release(&df);
+			if (!on_state)
+				return err_set(e, ERR_MISMATCH, "wrong disk: "
+				    "'%s' is not backed by '%s', checkpoint "
+				    "'%s''s state of disk '%s' (snapctl revert "
+				    "%s first)", p, d->file, s->o->name,
+				    d->device, s->o->name);
+			d->overlay = xstrdup(p);
+		} else if (v->file == NULL || !diskfile_same(v->file, d->file))
 			return err_set(e, ERR_MISMATCH, "wrong disk: the VM "
 			    "opened '%s' as disk '%s', but checkpoint '%s' "
 			    "holds that disk's state in '%s'",
 			    v->file ? v->file : "?", d->device, s->o->name,
 			    d->file);
-		if (fmt != NULL && v->format != NULL &&
+		if (fmt != NULL && v->format != NULL && !s->o->keep_disks &&
 		    strcmp(fmt, v->format) != 0)
 			return err_set(e, ERR_MISMATCH, "wrong disk: the VM "
 			    "opened '%s' as %s, the checkpoint recorded %s",
@@ -519,57 +545,57 @@ check_devices(struct rs *s, struct err *e)
 
 /* ---- changing QEMU ------------------------------------------------------ */
 
-/* "/dir/d0.restore-20261123T101500Z.qcow2", a name nobody has yet. */
-static char *
-overlay_path(const struct rs *s, const char *file, const char *stamp)
-{
-	char *dir, *stem, *p;
-	struct stat st;
-	int i;
-
-	stem = diskfile_stem(file);
-	dir = s->o->overlay_dir != NULL ? xstrdup(s->o->overlay_dir) :
-	    path_dirname(file);
-	p = xasprintf("%s/%s.restore-%s.qcow2", dir, stem, stamp);
-	for (i = 2; lstat(p, &st) == 0 || errno != ENOENT; i++) {
-		free(p);
-		if (i > 99) {
-			p = NULL;
-			break;
-		}
-		p = xasprintf("%s/%s.restore-%s-%d.qcow2", dir, stem, stamp,
-		    i);
-	}
-	free(stem);
-	free(dir);
-	return p;
-}
-
 static int
 add_overlays(struct rs *s, struct err *e)
 {
-	char stamp[32];
+	char stamp[32], *dir;
 	size_t i;
 
 	if (s->ndisks == 0)
 		return 0;
+	/* STORE/.restores unless --overlay-dir; each overlay recorded
+	 * there before it exists (restoredir.h). */
+	if ((dir = restoredir_dir(s->o->store, s->o->overlay_dir, e)) == NULL)
+		return -1;
 	store_default_name(now_real(), stamp);
 	s->cut = xcalloc(s->ndisks, sizeof(*s->cut));
+	s->slots = xcalloc(s->ndisks, sizeof(*s->slots));
 	for (i = 0; i < s->ndisks; i++) {
 		struct rs_disk *d = &s->disks[i];
 
-		d->overlay = overlay_path(s, d->file, stamp);
-		if (d->overlay == NULL)
-			return err_set(e, ERR_FAIL, "cannot find a free name "
-			    "for the overlay of disk '%s'", d->device);
+		if (restoredir_reserve(s->o->store, dir, d->file, stamp,
+		    s->o->name, d->device, &s->slots[i], e) < 0) {
+			free(dir);
+			return -1;
+		}
+		d->overlay = xstrdup(s->slots[i].overlay);
 		snprintf(d->node, sizeof(d->node), "snapctl-restore-%zu", i);
 		s->cut[i].device = d->vm->device;
 		s->cut[i].node = d->vm->node;
 		s->cut[i].file = d->overlay;
 		s->cut[i].node_name = d->node;
 	}
+	free(dir);
 	s->touched = 1;
 	return vm_overlays_cut(s->q, s->cut, s->ndisks, e);
+}
+
+/* The records of the overlays: dropped with them, or committed. */
+static void
+records_settle(struct rs *s, int drop)
+{
+	size_t i;
+
+	for (i = 0; s->slots != NULL && i < s->ndisks; i++) {
+		if (drop)
+			restoredir_drop(&s->slots[i]);
+		else if (s->slots[i].record != NULL) {
+			/* Best effort: a record left with this process as its
+			 * owner still proves a file in STORE/.restores. */
+			(void)restoredir_commit(&s->slots[i], NULL);
+			restoredir_slot_release(&s->slots[i]);
+		}
+	}
 }
 
 static void
@@ -577,6 +603,30 @@ remove_overlays(struct rs *s)
 {
 	if (s->cut != NULL)
 		vm_overlays_remove(s->cut, s->ndisks);
+	records_settle(s, 1);
+}
+
+/*
+ * After a restore: its records committed, then the sweep of every restore
+ * overlay no process holds (restoredir_sweep()); best effort, what it
+ * removed goes into the report.
+ */
+static void
+sweep(struct rs *s)
+{
+	json_t *rep = NULL, *r;
+	size_t i;
+	int unseen;
+
+	records_settle(s, 0);
+	s->swept = json_array();
+	(void)restoredir_sweep(s->o->store, 0, &rep, &unseen, NULL);
+	json_array_foreach(rep, i, r)
+		if (json_is_true(json_object_get(r, "removed")))
+			json_array_append_new(s->swept, json_pack("{s:s?, s:s?}",
+			    "file", json_str(r, "file"), "checkpoint",
+			    json_str(r, "checkpoint")));
+	json_decref(rep);
 }
 
 /* Add to e's message (cut at ERR_MSG_MAX); e may be NULL. */
@@ -1024,6 +1074,8 @@ report(struct rs *s)
 	    "load_s", s->t_loaded ? (double)(s->t_loaded - s->t_checked) /
 	    1000.0 : 0.0,
 	    "total_s", (double)(t1 - s->t0) / 1000.0);
+	if (s->swept != NULL)
+		json_object_set(rep, "swept", s->swept);
 	if (s->dir != NULL)
 		json_object_set_new(rep, "dir", json_string(s->dir));
 	if (s->log != NULL)
@@ -1069,6 +1121,10 @@ rs_free(struct rs *s)
 		free(s->disks[i].overlay);
 	free(s->disks);
 	free(s->cut);
+	/* Reserved but never cut: no overlay, no record. */
+	records_settle(s, 1);
+	free(s->slots);
+	json_decref(s->swept);
 	qmp_close(s->q);
 	img_close(s->img);
 	free(s->img_path);
@@ -1154,8 +1210,8 @@ start_prepare(struct rs *s, struct err *e)
 		s->sock_own = xasprintf("%s/qmp.sock", s->dir);
 		s->sock = s->sock_own;
 	}
-	s->start_argv = relaunch_argv(s->manifest, o->name, s->dir,
-	    o->start_extra, e);
+	s->start_argv = relaunch_argv_flags(s->manifest, o->name, s->dir,
+	    o->start_extra, o->keep_disks ? RELAUNCH_KEEP_DISKS : 0, e);
 	if (s->start_argv == NULL)
 		return -1;
 	s->exec_argv = s->start_argv;
@@ -1182,6 +1238,8 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 	if (o->exec_argv != NULL && o->start)
 		return err_set(e, ERR_USAGE, "--start and --exec exclude each "
 		    "other");
+	if (o->keep_disks && !o->start)
+		return err_set(e, ERR_USAGE, "keeping the disks needs --start");
 
 	/* Before QEMU: the checkpoint itself. */
 	if (load_checkpoint(&s, e) < 0 || sig_interrupted(e) ||
@@ -1222,7 +1280,7 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 		s.deferring = 1;
 		qmp_set_cancel(s.q, NULL, NULL);
 	}
-	if (add_overlays(&s, e) < 0 || load(&s, e) < 0)
+	if ((!o->keep_disks && add_overlays(&s, e) < 0) || load(&s, e) < 0)
 		goto out;
 	s.loaded = 1;
 	s.t_loaded = now_mono_ms();
@@ -1240,6 +1298,7 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 	if (o->lazy && lazy_complete(&s, e) < 0)
 		goto out;
 	s.t_complete = now_mono_ms();
+	sweep(&s);
 	*out = report(&s);
 	rc = 0;
 out:
@@ -1255,6 +1314,9 @@ out:
 		else
 			remove_overlays(&s);
 	}
+	/* Kept overlays are recorded, for the sweep once QEMU is gone. */
+	if (s.touched)
+		records_settle(&s, 0);
 	if (rc < 0) {
 		if (s.proc != NULL) {
 			qmp_close(s.q);

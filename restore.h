@@ -6,8 +6,9 @@
  * against the checkpoint (waiting for a migration, machine type, RAM
  * blocks and sizes, each disk opened on the file that holds the
  * checkpoint's disk state).  Then a fresh overlay goes on every disk in one
- * transaction, so the checkpoint's files are never written and it can be
- * restored again; the regenerated stream goes to QEMU over a file
+ * transaction (in STORE/.restores or the given directory, recorded in the
+ * store: restoredir.h), so the checkpoint's files are never written and it
+ * can be restored again; the regenerated stream goes to QEMU over a file
  * descriptor; the guest is resumed.  Optionally snapctl starts that QEMU
  * itself.  Never prints.
  */
@@ -35,7 +36,8 @@ struct restore_opts {
 	 */
 	int lazy;
 	int dry_run;		/* every check, and nothing else */
-	const char *overlay_dir;	/* NULL: beside each disk file */
+	/* NULL: STORE/.restores; each overlay recorded (restoredir.h) */
+	const char *overlay_dir;
 	/*
 	 * Non-NULL: start QEMU as exec_argv[0] with exec_argv[1..] plus
 	 * "-incoming defer -S -qmp unix:SOCKET,server=on,wait=off" (socket
@@ -55,6 +57,13 @@ struct restore_opts {
 	 */
 	int start;
 	char *const *start_extra;
+	/*
+	 * With start: the disks stay as the record names them, the VM's own
+	 * paths, which revert made fresh overlays on the checkpoint's states
+	 * (revert.h): no overlay of restore's, and each disk must be opened
+	 * on the manifest's "vm_path" whose backing file is the state.
+	 */
+	int keep_disks;
 	int timeout_s;		/* the load; 0: RESTORE_DEFAULT_TIMEOUT_S */
 	int connect_ms;		/* retry a missing socket this long */
 	int qmp_timeout_ms;	/* 0: qmp.h's default */
@@ -69,13 +78,15 @@ struct restore_opts {
 	int test_hold_ms;
 };
 #define RESTORE_OPTS_INIT { NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, \
-	0, NULL, 0, 0, 0, NULL, NULL, 0 }
+	0, NULL, 0, 0, 0, 0, NULL, NULL, 0 }
 
 /*
  * Restore checkpoint o->name of store o->store into the QEMU at o->socket.
  * On success returns 0 and *report (new reference) says what was done:
  * {name, socket, qemu, machine, pid (with exec_argv or start, else
- * null), dir and log (start: QEMU's directory and log), status
+ * null), dir and log (start: QEMU's directory and log), swept (the
+ * restore overlays of the sweep after the restore that it removed:
+ * [{file, checkpoint}]), status
  * ("running", "paused", or "checked" for a dry run), mode ("eager" or
  * "lazy"), disks: [{device, file, overlay}], memory: {stream_bytes, pages,
  * lazy: requests, pages_on_request}, timings: {check_s, load_s (until the

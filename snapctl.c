@@ -42,6 +42,8 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_checkpoint_entry,
 	&cmd_recover_entry,
 	&cmd_restore_entry,
+	&cmd_revert_entry,
+	&cmd_sweep_entry,
 	NULL,
 };
 

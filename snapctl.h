@@ -140,6 +140,12 @@ extern const struct cmd_entry cmd_prune_entry;
 extern const struct cmd_entry cmd_checkpoint_entry;	/* cmd_ckpt.c */
 extern const struct cmd_entry cmd_recover_entry;
 extern const struct cmd_entry cmd_restore_entry;	/* cmd_restore.c */
+extern const struct cmd_entry cmd_revert_entry;
+extern const struct cmd_entry cmd_sweep_entry;		/* cmd_sweep.c */
+
+/* "removed 'F'" / "kept 'F': WHY" per entry of a diskgc_run() or
+ * restoredir report (cmd_store.c). */
+void print_files(const json_t *files, int dry_run);
 
 /* info and verify of an image file (cmd_image.c), for cmd_store.c. */
 int cmd_image_info(const char *path, struct err *e);

@@ -878,6 +878,106 @@ store_last_read(const struct store *s, pid_t pid, uint64_t start)
 	return name;
 }
 
+#define REVERT_PREFIX ".revert-"
+
+/* The note's file name for the file path names now; -1 if none. */
+static int
+revert_fname(const char *path, char out[96], dev_t *dev, ino_t *ino)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return -1;
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	snprintf(out, 96, REVERT_PREFIX "%llu-%llu" LAST_SUFFIX,
+	    (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+	return 0;
+}
+
+/* Remove the revert notes whose path names another file by now. */
+static void
+revert_sweep(const struct store *s)
+{
+	struct dirent *de;
+	struct stat st;
+	const char *p;
+	json_t *j;
+	DIR *d;
+	int fd, stale;
+
+	fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, REVERT_PREFIX,
+		    strlen(REVERT_PREFIX)) != 0)
+			continue;
+		j = read_json_at(s->dirfd, de->d_name, de->d_name, NULL);
+		p = json_str(j, "path");
+		stale = j == NULL || p == NULL || stat(p, &st) < 0 ||
+		    (json_int_t)st.st_dev != json_integer_value(
+		    json_object_get(j, "dev")) ||
+		    (json_int_t)st.st_ino != json_integer_value(
+		    json_object_get(j, "ino"));
+		json_decref(j);
+		if (stale)
+			unlinkat(s->dirfd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
+int
+store_revert_write(const struct store *s, const char *path,
+    const char *checkpoint, struct err *e)
+{
+	char fname[96], *full;
+	dev_t dev;
+	ino_t ino;
+	json_t *j;
+	int rc;
+
+	revert_sweep(s);
+	if (revert_fname(path, fname, &dev, &ino) < 0)
+		return err_sys(e, ERR_FAIL, "cannot look at '%s'", path);
+	j = json_pack("{s:s, s:I, s:I, s:s}", "path", path, "dev",
+	    (json_int_t)dev, "ino", (json_int_t)ino, "checkpoint", checkpoint);
+	if (j == NULL)
+		return err_set(e, ERR_FAIL, "cannot describe checkpoint '%s'",
+		    checkpoint);
+	full = xasprintf("%s/%s", s->path, fname);
+	rc = write_json_atomic(full, j, e);
+	free(full);
+	json_decref(j);
+	return rc;
+}
+
+char *
+store_revert_read(const struct store *s, const char *path)
+{
+	char fname[96], *name = NULL;
+	dev_t dev;
+	ino_t ino;
+	json_t *j;
+	const char *c;
+
+	if (revert_fname(path, fname, &dev, &ino) < 0)
+		return NULL;
+	j = read_json_at(s->dirfd, fname, fname, NULL);
+	c = json_str(j, "checkpoint");
+	if (c != NULL && json_str(j, "path") != NULL &&
+	    strcmp(json_str(j, "path"), path) == 0 &&
+	    json_integer_value(json_object_get(j, "ino")) ==
+	    (json_int_t)ino && store_name_check(c, NULL) == 0 &&
+	    store_exists(s, c))
+		name = xstrdup(c);
+	json_decref(j);
+	return name;
+}
+
 void
 store_close(struct store *s)
 {

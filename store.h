@@ -183,6 +183,21 @@ int store_last_write(const struct store *s, pid_t pid, uint64_t start,
     const char *checkpoint, struct err *e);
 char *store_last_read(const struct store *s, pid_t pid, uint64_t start);
 
+/*
+ * Which checkpoint a disk path was last reverted to (revert.h), so the
+ * next checkpoint of a VM started on it names that checkpoint as its
+ * parent (when no process note above says otherwise).  One file a path,
+ * STORE/.revert-DEV-INO.json = {path, dev, ino, checkpoint}, DEV and INO
+ * the file path names after the revert; written atomically; notes whose
+ * path names another file by now (a checkpoint swapped it, the user
+ * replaced it) are removed on the way.  store_revert_read returns the
+ * checkpoint's name (caller frees) when a note matches the file path
+ * names now and the checkpoint is still in the store, else NULL.
+ */
+int store_revert_write(const struct store *s, const char *path,
+    const char *checkpoint, struct err *e);
+char *store_revert_read(const struct store *s, const char *path);
+
 /* Release the lock and free; NULL is fine. */
 void store_close(struct store *s);
 

@@ -13,6 +13,7 @@
 #include "diskmerge.h"
 #include "manifest.h"
 #include "qmp.h"
+#include "restoredir.h"
 #include "save.h"
 #include "store.h"
 #include "storeops.h"
@@ -198,8 +199,8 @@ journal_keep_unmerged(struct store *s, json_t *journal, const json_t *merged,
  */
 static int
 merge_and_collect(struct store *s, struct storeops_delete_opts *o,
-    struct qmp *q, json_t *journal, json_t **merged, json_t **report,
-    struct err *e)
+    struct qmp *q, json_t *journal, const json_t *restores, json_t **merged,
+    json_t **report, struct err *e)
 {
 	struct diskmerge_opts mo = DISKMERGE_OPTS_INIT;
 	struct diskgc_opts go = DISKGC_OPTS_INIT;
@@ -231,6 +232,7 @@ merge_and_collect(struct store *s, struct storeops_delete_opts *o,
 	go.gone = names;
 	go.vm_files = vm_files;
 	go.extra = json_object_get(journal, "left");
+	go.restores = restores;
 	if (diskgc_run(&go, report, &o->unseen, e) < 0)
 		goto out;
 	if (journal_keep_unmerged(s, journal, *merged, *report, e) < 0)
@@ -313,7 +315,8 @@ storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
 		goto done;
 	if (open_vm(o, &q, e) < 0)
 		goto done;
-	if (merge_and_collect(s, o, q, journal, &merged, &report, e) < 0)
+	if (merge_and_collect(s, o, q, journal, NULL, &merged, &report,
+	    e) < 0)
 		goto done;
 	rc = 0;
 done:
@@ -333,9 +336,11 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
     struct err *e)
 {
 	struct diskgc_opts go = DISKGC_OPTS_INIT;
+	struct restoredir_gc rg = RESTOREDIR_GC_INIT;
 	struct qmp *q = NULL;
 	json_t *deleted = json_array(), *vm_files = NULL, *report = NULL;
 	json_t *journal = NULL, *gone_m = NULL, *merged = NULL;
+	json_t *left = json_array(), *none = json_array(), *restores = NULL;
 	const json_t *b, *n, *m;
 	size_t i;
 	int rc = -1;
@@ -400,24 +405,38 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 			goto done;
 		json_array_append(deleted, (json_t *)n);
 	}
+	/* The restore overlays (restoredir.h) go through the same graph;
+	 * without --disks no file of a deleted checkpoint is a candidate. */
+	if (restoredir_collect(store_path(s), bad, gone, &rg, e) < 0)
+		goto done;
+	json_array_foreach(all, i, m)
+		if (!in_names(gone, json_str(m, MF_NAME)))
+			json_array_append(left, (json_t *)m);
 	if (journal != NULL) {
-		if (merge_and_collect(s, o, q, journal, &merged, &report,
-		    e) < 0)
+		if (merge_and_collect(s, o, q, journal, rg.files, &merged,
+		    &report, e) < 0)
 			goto done;
-	} else if (o->disks) {
-		go.all = all;
-		go.gone = gone;
+	} else if (o->disks || json_array_size(rg.files) > 0) {
+		go.all = o->disks ? all : left;
+		go.gone = o->disks ? gone : none;
 		go.vm_files = vm_files;
 		go.dry_run = o->dry_run;
+		go.restores = rg.files;
 		if (diskgc_run(&go, &report, &o->unseen, e) < 0)
 			goto done;
 	}
 	rc = 0;
 done:
-	*out = json_pack("{s:O, s:o, s:o}", "deleted", deleted, "merged",
-	    merged ? merged : json_array(), "disks",
-	    report ? report : json_array());
+	restoredir_settle(&rg, report, &restores, gone, o->dry_run);
+	*out = json_pack("{s:O, s:o, s:o, s:o}", "deleted", deleted,
+	    "merged", merged ? merged : json_array(), "disks",
+	    report ? json_incref(report) : json_array(), "restores",
+	    restores);
 out:
+	restoredir_gc_release(&rg);
+	json_decref(report);
+	json_decref(left);
+	json_decref(none);
 	qmp_close(q);
 	json_decref(vm_files);
 	json_decref(deleted);

@@ -70,8 +70,13 @@ struct storeops_delete_opts {
  * every manifest not being deleted must be readable (ERR_FAIL "--disks
  * needs every manifest of the store, ...").  *out (new reference) says
  * what was done, {"deleted": [NAME...], "merged": [diskmerge_run()'s
- * report], "disks": [diskgc_run()'s report]}, also on a failure after something was done (else NULL).  0,
- * or -1 with e filled.
+ * report], "disks": [diskgc_run()'s report], "restores":
+ * [restoredir_settle()'s report]}, also on a failure after something was
+ * done (else NULL).  0, or -1 with e filled.
+ *
+ * With or without o->disks the restore overlays of the store are swept
+ * (restoredir.h): every one no process holds goes, and those of the
+ * deleted checkpoints that stay are reported with the reason.
  */
 int storeops_delete(struct store *s, const json_t *all, const json_t *bad,
     const json_t *gone, struct storeops_delete_opts *o, json_t **out,

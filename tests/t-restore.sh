@@ -34,12 +34,15 @@ ck_one_line "... one line" "$TESTDIR/stderr"
 last_tick() { grep -a '^CHURN TICK' "$(vm_path "$1" serial)" | tail -n 1 | tr -d '\r'; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 
-# untouched VM DESC DIR: a refused restore left the waiting QEMU and the
-# disk directory alone.
+# untouched VM DESC DIR: a refused restore left the waiting QEMU, the
+# disk directory and the store's restore overlays alone.
 untouched() {
 	expect_eq "$2: QEMU still waits" inmigrate "$(ck_status "$1")"
-	expect_eq "$2: no overlay was made" "" "$(cd "$3" && ls -- *.restore-* 2>/dev/null)"
+	expect_eq "$2: no overlay was made" "" "$(cd "$3" && ls -- *.restore-* "$store"/.restores/* 2>/dev/null)"
 }
+
+# ovls: the restore overlays (and records) in the store, sorted.
+ovls() { (cd "$store/.restores" 2>/dev/null && ls -1 | sort); }
 
 # carries_on VM DESC RUN COUNTER: the restored guest is the checkpointed
 # run carrying on, not a reboot, and verifies its memory and its disk.
@@ -176,6 +179,12 @@ for ver in 7.2 10.0; do
 		ov=$(jq_get "$dir/r1.json" disks.0.overlay)
 		check "QEMU $ver: the new overlay exists" test -f "$ov"
 		expect_eq "QEMU $ver: ... 0600 (guest data)" 600 "$(stat -c %a "$ov")"
+		case $ov in
+		"$store"/.restores/d0.c1.restore-*.qcow2) ok "QEMU $ver: ... in STORE/.restores, named after the stem of c1's state d0.c1.qcow2" ;;
+		*) not_ok "QEMU $ver: ... in STORE/.restores, named after the stem of c1's state d0.c1.qcow2" "$ov" ;;
+		esac
+		expect_eq "QEMU $ver: ... and recorded there: checkpoint, device and inode" "c1 $(stat -c '%d %i' "$ov")" \
+			"$(jq_get "$ov.json" checkpoint) $(jq_get "$ov.json" dev) $(jq_get "$ov.json" ino)"
 		expect_eq "QEMU $ver: the guest writes to it" "$ov" "$(ck_active_file "t$v" vd0)"
 		expect_eq "QEMU $ver: the guest runs" running "$(ck_status "t$v")"
 		expect_eq "QEMU $ver: --json status" running "$(jq_get "$dir/r1.json" status)"
@@ -194,6 +203,8 @@ for ver in 7.2 10.0; do
 			expect_eq "QEMU $ver: p1's state is d0.c1.p1.qcow2" "$(dirname "$ov")/d0.c1.p1.qcow2" "$(jq_get "$store/p1/manifest.json" disks.0.file)"
 			expect_eq "QEMU $ver: p2's state is d0.c1.p2.qcow2" "$(dirname "$ov")/d0.c1.p2.qcow2" "$(jq_get "$store/p2/manifest.json" disks.0.file)"
 			expect_eq "QEMU $ver: the restored VM writes on at its overlay" "$ov" "$(ck_active_file "t$v" vd0)"
+			expect_eq "QEMU $ver: ... whose record followed both swaps (it proves the file there now)" \
+				"$(stat -c '%d %i' "$ov")" "$(jq_get "$ov.json" swap.dev) $(jq_get "$ov.json" swap.ino)"
 			check "QEMU $ver: the store notes which checkpoint that QEMU came from" test -f "$store/.last-$(vm_pid "t$v").json"
 		else
 			not_ok "QEMU $ver: checkpoints of the restored VM" "$(cat "$dir/p1.err" "$dir/p2.err")"
@@ -240,11 +251,11 @@ for ver in 7.2 10.0; do
 	# A RAM block the checkpoint lacks (a VGA's video memory): postcopy
 	# would leave it empty, so --lazy refuses before touching QEMU.
 	vm_start "n$v" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming --arg -device --arg VGA
-	before=$(cd "$dir" && ls -- *.qcow2 | sort)
+	before=$(ovls)
 	expect_code 4 "QEMU $ver: --lazy refuses a VM with a RAM block the checkpoint lacks: exit 4" "$SNAPCTL" -s "$(vm_path "n$v" qmp)" "${R[@]}" restore --lazy c1
 	expect_match "QEMU $ver: ... naming it" "^snapctl: the VM has a RAM block '[^']*vga.vram' that checkpoint 'c1' does not hold" "$TESTDIR/stderr"
 	expect_eq "QEMU $ver: ... QEMU still waits" inmigrate "$(ck_status "n$v")"
-	expect_eq "QEMU $ver: ... no overlay was made" "$before" "$(cd "$dir" && ls -- *.qcow2 | sort)"
+	expect_eq "QEMU $ver: ... no overlay was made" "$before" "$(ovls)"
 	vm_kill "n$v" KILL
 
 	# SIGINT once QEMU loads a lazy restore (here: once the guest runs):
@@ -287,7 +298,7 @@ for ver in 7.2 10.0; do
 		# The guest ran on the overlay: it holds the guest's writes,
 		# so it stays, and the error names it.
 		ov=$(sed -n "s/.*; the guest ran on overlay '\([^']*\)'\$/\1/p" "$dir/rk.err")
-		if [[ $ov == "$dir"/d0.c1.restore-*.qcow2 ]]; then
+		if [[ $ov == "$store"/.restores/d0.c1.restore-*.qcow2 ]]; then
 			ok "QEMU $ver: ... naming the overlay the guest ran on ($(basename "$ov"))"
 		else
 			not_ok "QEMU $ver: ... naming the overlay the guest ran on" "$(cat "$dir/rk.err")"
@@ -308,14 +319,14 @@ for ver in 7.2 10.0; do
 	for try in 1 2 3; do
 		sv=s$v$try
 		vm_start "$sv" --qemu "$ver" --agent --disk "$file" --append "$CHURN" --incoming
-		before=$(cd "$dir" && ls -- *.qcow2 | sort)
+		before=$(ovls)
 		sig_restore "$sv" '"execute":"query-block"' 0.3 "$dir/si$try" SNAPCTL_TEST_RESTORE_HOLD_MS=2000
 		expect_eq "QEMU $ver: SIGINT during the checks ($try): exit 8" 8 "$rc"
 		expect_match "QEMU $ver: ... interrupted by SIGINT" "^snapctl: interrupted by SIGINT$" "$dir/si$try"
 		ck_one_line "QEMU $ver: ... in one line" "$dir/si$try"
 		expect_eq "QEMU $ver: ... QEMU still waits" inmigrate "$(ck_status "$sv")"
 		expect_eq "QEMU $ver: ... with no incoming migration" none "$(ck_mig_status "$sv")"
-		expect_eq "QEMU $ver: ... no overlay was made" "$before" "$(cd "$dir" && ls -- *.qcow2 | sort)"
+		expect_eq "QEMU $ver: ... no overlay was made" "$before" "$(ovls)"
 		if "$SNAPCTL" -s "$(vm_path "$sv" qmp)" "${R[@]}" restore c1 >/dev/null 2>"$dir/si$try.2"; then
 			ok "QEMU $ver: ... and a second restore then succeeds"
 			expect_eq "QEMU $ver: ... its guest runs" running "$(ck_status "$sv")"
@@ -334,7 +345,7 @@ for ver in 7.2 10.0; do
 		[ $try = 2 ] && d="QEMU $ver: SIGINT during the load ($try, autostart on)"
 		expect_eq "$d: exit 8" 8 "$rc"
 		expect_match "$d: ... the load went on, the guest is paused on the named overlay" \
-			"^snapctl: interrupted by SIGINT: QEMU had begun loading the checkpoint, so it went on; the guest is paused on overlay '$dir/d0\.c1\.restore-[^']*\.qcow2'\$" "$dir/sl$try"
+			"^snapctl: interrupted by SIGINT: QEMU had begun loading the checkpoint, so it went on; the guest is paused on overlay '$store/\.restores/d0\.c1\.restore-[^']*\.qcow2'\$" "$dir/sl$try"
 		ck_one_line "$d: ... in one line" "$dir/sl$try"
 		if vm_alive "$sv"; then
 			ok "$d: QEMU is still there"
@@ -404,7 +415,7 @@ for ver in 7.2 10.0; do
 		noagent+=("${a/id=vser0,bus=pcie.0,addr=0x8/id=vser0,bus=pcie.0,addr=0x9}")
 	done
 	rm -f "$xq" "$TESTDIR/x$v.pid"
-	before=$(cd "$dir" && ls -- *.qcow2 | sort)
+	before=$(ovls)
 	"$SNAPCTL" -s "$xq" "${R[@]}" restore c1 --exec -- "${noagent[@]}" >/dev/null 2>"$dir/r4.err"
 	rc=$?
 	if [ $rc -eq 1 ] || [ $rc -eq 3 ]; then
@@ -414,7 +425,7 @@ for ver in 7.2 10.0; do
 	fi
 	expect_match "QEMU $ver: ... with QEMU's own reason" "^snapctl: restore: QEMU refused the checkpoint: Unknown savevm section or instance '0000:00:08.0/virtio-console'.* \(log: '$xq.log'\)$" "$dir/r4.err"
 	ck_one_line "QEMU $ver: ... in one line" "$dir/r4.err"
-	expect_eq "QEMU $ver: ... and leaves no overlay" "$before" "$(cd "$dir" && ls -- *.qcow2 | sort)"
+	expect_eq "QEMU $ver: ... and leaves no overlay" "$before" "$(ovls)"
 	sleep 0.5
 	pid=$(cat "$TESTDIR/x$v.pid" 2>/dev/null)
 	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then

@@ -137,11 +137,11 @@ for ver in 7.2 10.0; do
 	rm -rf "${dirs[@]}"
 
 	# A device of another type: refused before the stream, QEMU killed.
-	before=$(ls "$dir" | grep -c 'restore-')
+	before=$(ls "$store/.restores" | grep -c 'restore-')
 	expect_code 4 "QEMU $ver: a USB controller of another type: exit 4" "${RUN[@]}" "$SNAPCTL" -d "$store" \
 		restore cA --start -- -device usb-ehci,id=usb0,bus=pcie.0,addr=0x9
 	expect_match "QEMU $ver: ... naming the device" "^snapctl: wrong devices: device 'usb0' is a usb-ehci in the VM, a qemu-xhci in checkpoint 'cA'$" "$TESTDIR/stderr"
-	expect_eq "QEMU $ver: ... no overlay was made" "$before" "$(ls "$dir" | grep -c 'restore-')"
+	expect_eq "QEMU $ver: ... no overlay was made" "$before" "$(ls "$store/.restores" | grep -c 'restore-')"
 	expect_eq "QEMU $ver: ... no QEMU left" "" "$(pgrep -f "$RT/snapctl-cA" || true)"
 	expect_eq "QEMU $ver: ... nor its directory" "" "$(cd "$RT" && ls -d snapctl-cA.* 2>/dev/null)"
 	vm_kill "a$v" KILL
@@ -177,7 +177,7 @@ for ver in 7.2 10.0; do
 	[ -n "$jpid" ] && started+=("$jpid")
 	check "QEMU $ver: ... --json gives the socket" test -S "$jsock"
 	check "QEMU $ver: ... and the pid" kill -0 "$jpid"
-	expect_eq "QEMU $ver: ... both disks got an overlay" 2 "$(ls "$dir" | grep -c '^b[01]\..*restore-.*\.qcow2$')"
+	expect_eq "QEMU $ver: ... both disks got an overlay" 2 "$(ls "$store/.restores" | grep -c '^b[01]\..*restore-.*\.qcow2$')"
 	guest_ok "QEMU $ver: B" "$jdir/serial0.log" "$run"
 	kill -KILL "$jpid" 2>/dev/null
 	rm -rf "$jdir"
@@ -207,12 +207,12 @@ for ver in 7.2 10.0; do
 		fi
 		xa_nousb+=("${xa[$i]}")
 	done
-	before=$(ls "$dir" | grep -c 'restore-')
+	before=$(ls "$store/.restores" | grep -c 'restore-')
 	expect_code 1 "QEMU $ver: --exec without the USB controller: exit 1" "$SNAPCTL" -s "$dir/x1.qmp" -d "$store" \
 		restore cB --exec -- "${xa_nousb[@]}"
 	expect_match "QEMU $ver: ... with QEMU's own reason" "^snapctl: restore: QEMU refused the checkpoint: Unknown savevm section or instance '0000:00:09.0/xhci'.* \(log: '$dir/x1.qmp.log'\)$" "$TESTDIR/stderr"
 	ck_one_line "QEMU $ver: ... one line" "$TESTDIR/stderr"
-	expect_eq "QEMU $ver: ... no overlay was left" "$before" "$(ls "$dir" | grep -c 'restore-')"
+	expect_eq "QEMU $ver: ... no overlay was left" "$before" "$(ls "$store/.restores" | grep -c 'restore-')"
 
 	# A record that cannot be read: --start says so, --exec restores.
 	sed -i 's/"readable": true/"readable": false/; s/"reason": null/"reason": "cannot read \x27\/proc\/1\/exe\x27: Permission denied"/' "$m"

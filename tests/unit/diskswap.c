@@ -19,6 +19,7 @@
 #include "diskfile.h"
 #include "diskswap.h"
 #include "tap.h"
+#include "util.h"
 
 static char dir[] = "/tmp/snapctl-unit-diskswap.XXXXXX";
 static char p[300], f[300], o[300];
@@ -188,6 +189,45 @@ main(void)
 	    ino(f) == a && exists(p), "recover again changes nothing");
 	json_decref(nt);
 	json_decref(actions);
+
+	/* The overlay writer revert reuses, and telling its files from
+	 * QEMU's (revert --discard). */
+	{
+		char ov[300], *b;
+		unsigned char h[8];
+		int wfd;
+
+		snprintf(ov, sizeof(ov), "%s/.d0.qcow2.revert-c1", dir);
+		check(diskswap_overlay_write(ov, "d0.c1.qcow2", 64u << 20,
+		    NULL) == 0, "overlay_write makes an overlay");
+		check(diskswap_overlay_write(ov, "d0.c1.qcow2", 64u << 20,
+		    NULL) < 0, "... never over a file that exists");
+		check(diskswap_overlay_pristine(ov, "d0.c1.qcow2") &&
+		    !diskswap_overlay_pristine(ov, "d0.c2.qcow2"),
+		    "... pristine, with that backing name only");
+		b = diskswap_overlay_ours(ov);
+		check(b != NULL && strcmp(b, "d0.c1.qcow2") == 0,
+		    "overlay_ours gives its backing name");
+		free(b);
+		/* A header length of 112, as QEMU writes: not ours. */
+		wfd = open(ov, O_RDWR);
+		put_be32(h, 112);
+		check(wfd >= 0 && pwrite(wfd, h, 4, 100) == 4,
+		    "... made QEMU's");
+		close(wfd);
+		check(diskswap_overlay_ours(ov) == NULL, "... then it is not");
+		unlink(ov);
+		check(diskswap_overlay_write(ov, "d0.c1.qcow2", 64u << 20,
+		    NULL) == 0, "another overlay");
+		wfd = open(ov, O_RDWR);
+		memset(h, 0, sizeof(h));
+		check(wfd >= 0 && pwrite(wfd, h, 4, 16) == 4,
+		    "... its backing name's length made 0");
+		close(wfd);
+		check(diskswap_overlay_ours(ov) == NULL,
+		    "... then it is not ours");
+		unlink(ov);
+	}
 
 	{
 		char cmd[400];
