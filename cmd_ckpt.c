@@ -15,6 +15,8 @@
 #include "qmp.h"
 #include "sig.h"
 #include "snapctl.h"
+#include "store.h"
+#include "storeops.h"
 #include "util.h"
 
 #define MAX_EXCLUDE 64
@@ -379,15 +381,73 @@ print_recovered(const json_t *rep)
 
 	json_array_foreach(json_object_get(rep, "actions"), i, a)
 		printf("%s\n", json_string_value(a));
-	printf("guest is %s\n", json_str(rep, "status"));
+	if (json_str(rep, "status") != NULL)
+		printf("guest is %s\n", json_str(rep, "status"));
+}
+
+/*
+ * A merge a killed delete or prune --disks left (STORE/.merge.json):
+ * finished, with the VM at -s when given.  *rep gets {"merge": REPORT,
+ * "actions": [...]} when there was one.  1 if there was, 0 if not, -1.
+ */
+static int
+recover_merge(json_t **rep, struct err *e)
+{
+	struct storeops_delete_opts o = STOREOPS_DELETE_OPTS_INIT;
+	struct qmp_config cfg;
+	struct store *s = NULL;
+	json_t *out = NULL, *acts, *m;
+	size_t i;
+	int rc = -1;
+
+	*rep = NULL;
+	if ((s = store_open(options.dir, 0, e)) == NULL)
+		return -1;
+	if (store_lock(s, options.lock_wait_ms, e) < 0)
+		goto out;
+	if (options.socket != NULL) {
+		if (cmd_qmp_config(&cfg, e) < 0)
+			goto out;
+		o.socket = options.socket;
+		o.qmp = &cfg;
+	}
+	o.disks = 1;
+	sig_catch();
+	rc = storeops_merge_pending(s, &o, &out, e);
+	sig_release();
+	if (out == NULL)
+		goto out;
+	acts = json_array();
+	json_array_foreach(json_object_get(out, "merged"), i, m)
+		if (json_is_true(json_object_get(m, "merged")))
+			json_array_append_new(acts, json_sprintf("finished "
+			    "merging '%s' into '%s'", json_str(m, "from"),
+			    json_str(m, "into")));
+	json_array_foreach(json_object_get(out, "disks"), i, m)
+		if (json_is_true(json_object_get(m, "removed")))
+			json_array_append_new(acts, json_sprintf("removed "
+			    "'%s'", json_str(m, "file")));
+	json_array_foreach(json_object_get(out, "merged"), i, m)
+		if (!json_is_true(json_object_get(m, "merged")))
+			json_array_append_new(acts, json_sprintf("left '%s' "
+			    "of deleted checkpoint '%s' unmerged: %s",
+			    json_str(m, "file"), json_str(m, "checkpoint"),
+			    json_str(m, "reason")));
+	*rep = json_pack("{s:o, s:o}", "merge", out, "actions", acts);
+	if (rc == 0)
+		rc = 1;
+out:
+	store_close(s);
+	return rc;
 }
 
 static int
 cmd_recover(const struct cmd_args *a, struct err *e)
 {
 	struct ckpt_recover_opts o = CKPT_RECOVER_OPTS_INIT;
-	json_t *rep = NULL;
-	int i;
+	struct store *s = NULL;
+	json_t *rep = NULL, *mrep = NULL, *note;
+	int i, merged;
 
 	for (i = 0; i < a->nopts; i++)
 		o.agent = a->opts[i].arg;	/* --agent, the only one */
@@ -397,10 +457,41 @@ cmd_recover(const struct cmd_args *a, struct err *e)
 		    "it");
 	from_options(&o.socket, &o.store, &o.qmp_timeout_ms, &o.lock_wait_ms,
 	    &o.trace);
-	if (ckpt_recover(&o, &rep, e) < 0)
+	if (options.dir != NULL) {
+		merged = recover_merge(&mrep, e);
+		if (merged < 0) {
+			if (mrep != NULL)
+				print_done(mrep, print_recovered);
+			json_decref(mrep);
+			return -1;
+		}
+		/* Only a merge to finish: no VM to ask. */
+		if (merged && options.socket == NULL &&
+		    (s = store_open(options.dir, 0, NULL)) != NULL) {
+			note = store_note_read(s, NULL);
+			store_close(s);
+			if (note == NULL) {
+				print_done(mrep, print_recovered);
+				json_decref(mrep);
+				return 0;
+			}
+			json_decref(note);
+		}
+	}
+	if (ckpt_recover(&o, &rep, e) < 0) {
+		json_decref(mrep);
 		return -1;
+	}
+	if (mrep != NULL) {
+		json_array_extend(json_object_get(mrep, "actions"),
+		    json_object_get(rep, "actions"));
+		json_object_set(rep, "actions", json_object_get(mrep,
+		    "actions"));
+		json_object_set(rep, "merge", json_object_get(mrep, "merge"));
+	}
 	print_done(rep, print_recovered);
 	json_decref(rep);
+	json_decref(mrep);
 	return 0;
 }
 
@@ -451,6 +542,8 @@ const struct cmd_entry cmd_recover_entry = {
 	"pending migration, thaws filesystems (--agent), puts back the\n"
 	"migration settings recorded in STORE/.recover.json (with -d),\n"
 	"resumes the guest.  -s may be left out when -d is given: the\n"
-	"recovery note names the socket.",
+	"recovery note names the socket.  With -d it first finishes a\n"
+	"disk merge a killed delete or prune --disks left\n"
+	"(STORE/.merge.json); then no -s is needed without a note.",
 	"", recover_opts, 0, 0, CMD_JSON, cmd_recover,
 };

@@ -18,6 +18,7 @@
 #include "manifest.h"
 #include "qmp.h"
 #include "relaunch.h"
+#include "sig.h"
 #include "snapctl.h"
 #include "store.h"
 #include "storeops.h"
@@ -455,6 +456,22 @@ out:
 
 static void print_deleted(const json_t *r);
 
+/* A merge's progress on a terminal, at most every 200 ms. */
+static void
+merge_progress(void *opaque, const char *from, const char *into,
+    uint64_t done, uint64_t total)
+{
+	uint64_t *last = opaque, now = now_mono_ms();
+	int pct = total ? (int)(done * 100 / total) : 0;
+
+	if (done < total && *last != 0 && now - *last < 200)
+		return;
+	*last = now;
+	fprintf(stderr, "\rmerging '%s' into '%s': %3d%%%s", from, into, pct,
+	    done >= total && total > 0 ? "\n" : "");
+	fflush(stderr);
+}
+
 /*
  * "removed 'F'" or "kept 'F': REASON; REASON" for each entry of a
  * diskgc_run() report; a restore overlay says whose it is.
@@ -488,8 +505,9 @@ print_files(const json_t *files, int dry_run)
 }
 
 /*
- * With --disks and -s, how storeops_delete() reaches the VM; then delete
- * gone, print what was done (also after a failure midway).
+ * With --disks and -s, how storeops_delete() reaches the VM; a merge a
+ * killed run left is finished first; then delete gone, print what was done
+ * (also after a failure midway).
  */
 static int
 delete_and_print(struct store *s, const json_t *all, const json_t *bad,
@@ -498,6 +516,7 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 {
 	struct qmp_config cfg;
 	json_t *r = NULL;
+	uint64_t last = 0;
 	int rc;
 
 	if (o->disks && options.socket != NULL) {
@@ -506,7 +525,14 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 		o->socket = options.socket;
 		o->qmp = &cfg;
 	}
+	if (o->disks && options.verbosity >= 0 && isatty(STDERR_FILENO)) {
+		o->progress = merge_progress;
+		o->opaque = &last;
+	}
+	sig_catch();
+	/* storeops_delete() finishes what a killed run left first. */
 	rc = storeops_delete(s, all, bad, gone, o, &r, e);
+	sig_release();
 	if (rc == 0 && o->unseen > 0)
 		warnx_("%d processes could not be looked at: files they hold "
 		    "open were not seen", o->unseen);
@@ -519,16 +545,109 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 	return rc;
 }
 
+/* The disk report's entry for file, or NULL. */
+static const json_t *
+disk_entry(const json_t *r, const char *file)
+{
+	const json_t *d;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "disks"), i, d)
+		if (file != NULL && json_str(d, "file") != NULL &&
+		    strcmp(json_str(d, "file"), file) == 0)
+			return d;
+	return NULL;
+}
+
+/* 1 if reason says what one of d's reasons says already. */
+static int
+said(const json_t *d, const char *reason)
+{
+	static const char bk[] = "the backing file of ";
+	const json_t *why;
+	size_t j;
+
+	json_array_foreach(json_object_get(d, "reasons"), j, why) {
+		if (strcmp(json_string_value(why), reason) == 0)
+			return 1;
+		if (strncmp(reason, bk, sizeof(bk) - 1) == 0 &&
+		    strncmp(json_string_value(why), bk, sizeof(bk) - 1) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* On d's "kept" line, why a merge left its file alone (once). */
+static void
+print_unmerged_why(const json_t *r, const json_t *d)
+{
+	const json_t *m;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "merged"), i, m) {
+		if (json_is_true(json_object_get(m, "merged")) ||
+		    json_str(m, "file") == NULL ||
+		    strcmp(json_str(m, "file"), json_str(d, "file")) != 0 ||
+		    said(d, json_str(m, "reason")))
+			continue;
+		printf("%s%s", json_array_size(json_object_get(d,
+		    "reasons")) ? "; " : "", json_str(m, "reason"));
+	}
+}
+
+static void
+print_merged(const json_t *r, int dry_run)
+{
+	const json_t *m;
+	char b[32];
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "merged"), i, m) {
+		if (!json_is_true(json_object_get(m, "merged"))) {
+			/* Said on the file's "kept" line, if it has one. */
+			if (disk_entry(r, json_str(m, "file")) != NULL)
+				continue;
+			printf("kept '%s' of checkpoint '%s' (%s) unmerged: "
+			    "%s\n", json_str(m, "file"), json_str(m,
+			    "checkpoint"), json_str(m, "device"), json_str(m,
+			    "reason"));
+			continue;
+		}
+		format_bytes((uint64_t)json_integer_value(json_object_get(m,
+		    "bytes")), b);
+		printf("%s '%s' into '%s' (%s, %s, %s, %.1f s)\n",
+		    dry_run ? "would merge" : "merged", json_str(m, "from"),
+		    json_str(m, "into"), json_str(m, "how"),
+		    json_is_true(json_object_get(m, "live")) ? "live" :
+		    "offline", b, json_real_value(json_object_get(m,
+		    "seconds")));
+	}
+}
+
 static void
 print_deleted(const json_t *r)
 {
-	const json_t *v;
+	const json_t *v, *d, *why;
 	int dry_run = json_is_true(json_object_get(r, "dry_run"));
-	size_t i;
+	size_t i, j;
+
 	json_array_foreach(json_object_get(r, "deleted"), i, v)
 		printf("%s checkpoint '%s'\n", dry_run ? "would delete" :
 		    "deleted", json_string_value(v));
-	print_files(json_object_get(r, "disks"), dry_run);
+	print_merged(r, dry_run);
+	json_array_foreach(json_object_get(r, "disks"), i, d) {
+		if (json_is_true(json_object_get(d, "removed"))) {
+			printf("%s '%s'\n", dry_run ? "would remove" :
+			    "removed", json_str(d, "file"));
+			continue;
+		}
+		printf("%s '%s': ", dry_run ? "would keep" : "kept",
+		    json_str(d, "file"));
+		json_array_foreach(json_object_get(d, "reasons"), j, why)
+			printf("%s%s", j ? "; " : "", json_string_value(why));
+		print_unmerged_why(r, d);
+		fputc('\n', stdout);
+	}
 	print_files(json_object_get(r, "restores"), dry_run);
 }
 
@@ -656,11 +775,19 @@ const struct cmd_entry cmd_list_entry = {
 
 const struct cmd_entry cmd_delete_entry = {
 	"delete", "[--disks] NAME...",
-	"delete checkpoints, and with --disks the disk files they free",
-	"  --disks   also remove disk files snapctl made that nothing\n"
-	"            needs any more: not the disk of a remaining\n"
-	"            checkpoint, not backing a file that stays, not open\n"
-	"            by any process, not used by the VM at -s\n"
+	"delete checkpoints, and with --disks merge and free their disks",
+	"  --disks   merge the deleted checkpoints' disk layers into\n"
+	"            their neighbours (live with -s: block-stream or\n"
+	"            block-commit; else qemu-img), so the chain stays\n"
+	"            kept+1 deep:  P -> P.c2 (c2) -> P.c1 (c1)\n"
+	"            becomes  P -> P.c2 (c2)  when c1 goes (P: the\n"
+	"            VM's own path, always its current disk); then\n"
+	"            remove disk files snapctl made that nothing\n"
+	"            needs any more:\n"
+	"            not the disk of a remaining checkpoint, not\n"
+	"            backing a file that stays, not open by any\n"
+	"            process, not used by the VM at -s.  A killed merge\n"
+	"            is finished by recover or the next --disks run\n"
 	"Takes the store's lock (exit 5 when busy).  Every removed and\n"
 	"kept disk file is reported with the reason.  Then, with or\n"
 	"without --disks, the restore overlays no process holds go\n"

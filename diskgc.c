@@ -40,6 +40,7 @@ struct node {
 	int made;		/* snapctl made it */
 	int going;		/* to be (or was) removed */
 	int removed;
+	uint64_t bytes;		/* allocated on disk */
 	json_t *reasons;	/* why it stays (candidates only) */
 };
 
@@ -106,6 +107,7 @@ node_get(struct gc *g, const char *path, int *added)
 		nd->exists = 1;
 		nd->dev = st.st_dev;
 		nd->ino = st.st_ino;
+		nd->bytes = (uint64_t)st.st_blocks * 512;
 		nd->regular = lstat(path, &lst) == 0 && S_ISREG(lst.st_mode);
 		if (S_ISREG(st.st_mode) && diskfile_probe(path, &df,
 		    NULL) == 0) {
@@ -241,6 +243,19 @@ collect(struct gc *g, const struct diskgc_opts *o)
 			}
 		}
 	}
+	json_array_foreach(o->extra, i, d) {
+		n = add_chain(g, json_str(d, "file"));
+		if (n < 0)
+			continue;
+		if (proven(&g->v[n], d, "dev", "ino"))
+			g->v[n].made = 1;
+		if (g->v[n].candidate)
+			continue;
+		g->v[n].candidate = 1;
+		g->cand = xreallocarray(g->cand, g->ncand + 1,
+		    sizeof(*g->cand));
+		g->cand[g->ncand++] = n;
+	}
 	json_array_foreach(o->restores, i, d) {
 		n = add_chain(g, json_str(d, "file"));
 		if (n < 0 || !json_is_true(json_object_get(d, "candidate")))
@@ -250,7 +265,8 @@ collect(struct gc *g, const struct diskgc_opts *o)
 		if (g->v[n].candidate)
 			continue;
 		g->v[n].candidate = 1;
-		g->cand = xreallocarray(g->cand, g->ncand + 1, sizeof(*g->cand));
+		g->cand = xreallocarray(g->cand, g->ncand + 1,
+		    sizeof(*g->cand));
 		g->cand[g->ncand++] = n;
 	}
 	for (c = 0; c < g->ncand; c++)
@@ -567,10 +583,10 @@ diskgc_run(const struct diskgc_opts *o, json_t **report, int *unseen,
 	}
 	for (i = 0; i < g.ncand; i++) {
 		nd = &g.v[g.cand[i]];
-		json_array_append_new(*report, json_pack("{s:s, s:b, s:O}",
-		    "file", nd->path,
+		json_array_append_new(*report, json_pack("{s:s, s:b, s:O, "
+		    "s:I}", "file", nd->path,
 		    "removed", o->dry_run ? nd->going : nd->removed,
-		    "reasons", nd->reasons));
+		    "reasons", nd->reasons, "bytes", (json_int_t)nd->bytes));
 	}
 	for (i = 0; i < g.n; i++) {
 		free(g.v[i].path);

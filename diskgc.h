@@ -30,6 +30,10 @@ struct diskgc_opts {
 	const json_t *gone;	/* names (strings) of the deleted ones */
 	const json_t *vm_files;	/* diskgc_vm_files(), or NULL */
 	int dry_run;		/* decide, remove nothing */
+	const json_t *extra;	/* more candidates: images merges took out
+				 * of their chains (diskmerge.h), each
+				 * {"file", "dev", "ino"}: made by snapctl
+				 * when dev and ino are its own; or NULL */
 	/*
 	 * Restore overlays (restoredir.h), or NULL: [{"file", "candidate",
 	 * "dev", "ino"}].  Each one's chain pins what it backs onto; those
@@ -38,7 +42,7 @@ struct diskgc_opts {
 	 */
 	const json_t *restores;
 };
-#define DISKGC_OPTS_INIT { NULL, NULL, NULL, 0, NULL }
+#define DISKGC_OPTS_INIT { NULL, NULL, NULL, 0, NULL, NULL }
 
 /*
  * Consider every disk file ("file" and "overlay") the gone checkpoints
@@ -47,7 +51,7 @@ struct diskgc_opts {
  * dry_run).  *report (new reference) gets one object per distinct file, in
  * manifest order: {"file": PATH, "removed": BOOL, "reasons": [STRING...]}
  * ("removed": would be, with dry_run; "reasons" says why it stays, empty
- * when it goes).  *unseen gets the number of processes whose open files
+ * when it goes; "bytes": what it took on disk).  *unseen gets the number of processes whose open files
  * could not be inspected (no permission).  0, or -1 with e filled when a
  * file could not be removed (the report says which; it and its backing
  * chain were kept, the others were still done).

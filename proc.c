@@ -206,6 +206,13 @@ proc_alive(struct proc *p, struct err *e)
 	return -1;
 }
 
+int
+proc_succeeded(const struct proc *p)
+{
+	return p != NULL && p->ended && WIFEXITED(p->status) &&
+	    WEXITSTATUS(p->status) == 0;
+}
+
 void
 proc_kill(struct proc *p)
 {

@@ -46,6 +46,9 @@ int proc_wait(struct proc *p, int timeout_ms);
  */
 int proc_alive(struct proc *p, struct err *e);
 
+/* 1 if it ended with exit status 0, else 0 (still running, failed). */
+int proc_succeeded(const struct proc *p);
+
 /* Stop it if it runs: SIGTERM, then SIGKILL after 3 s; reaped either way. */
 void proc_kill(struct proc *p);
 

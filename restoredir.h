@@ -154,7 +154,7 @@ void restoredir_gc_release(struct restoredir_gc *g);
  * The whole sweep of store (no lock taken: removing is idempotent, and a
  * restore in progress is protected by its owner): every recorded overlay
  * that may go is removed (with dry_run: said).  *report (new reference):
- * [{"file", "checkpoint", "removed", "reasons"}], as diskgc_run();
+ * [{"file", "checkpoint", "removed", "reasons", "bytes"}], as diskgc_run();
  * *unseen as diskgc_run().  0, or -1 with e filled.
  */
 int restoredir_sweep(const char *store, int dry_run, json_t **report,

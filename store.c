@@ -734,6 +734,54 @@ store_note_remove(const struct store *s, struct err *e)
 	return store_sync(s, e);
 }
 
+int
+store_manifest_replace(const struct store *s, const char *name,
+    const json_t *m, struct err *e)
+{
+	char *path = xasprintf("%s/%s/%s", s->path, name, MANIFEST_FILE);
+	int rc;
+
+	rc = write_json_atomic(path, m, e);
+	free(path);
+	return rc;
+}
+
+int
+store_journal_write(const struct store *s, const json_t *j, struct err *e)
+{
+	char *path = xasprintf("%s/%s", s->path, STORE_MERGE_JOURNAL);
+	int rc;
+
+	rc = write_json_atomic(path, j, e);
+	free(path);
+	return rc;
+}
+
+json_t *
+store_journal_read(const struct store *s, struct err *e)
+{
+	struct stat st;
+	char *shown;
+	json_t *j;
+
+	if (fstatat(s->dirfd, STORE_MERGE_JOURNAL, &st,
+	    AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+		return NULL;
+	shown = xasprintf("%s/%s", s->path, STORE_MERGE_JOURNAL);
+	j = read_json_at(s->dirfd, STORE_MERGE_JOURNAL, shown, e);
+	free(shown);
+	return j;
+}
+
+int
+store_journal_remove(const struct store *s, struct err *e)
+{
+	if (unlinkat(s->dirfd, STORE_MERGE_JOURNAL, 0) < 0 && errno != ENOENT)
+		return err_sys(e, ERR_FAIL, "cannot remove '%s/%s'", s->path,
+		    STORE_MERGE_JOURNAL);
+	return store_sync(s, e);
+}
+
 #define LAST_PREFIX ".last-"
 #define LAST_SUFFIX ".json"
 

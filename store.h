@@ -148,6 +148,26 @@ json_t *store_note_read(const struct store *s, struct err *e);
 int store_note_remove(const struct store *s, struct err *e);
 
 /*
+ * Replace the manifest of checkpoint NAME by m (borrowed) atomically
+ * (temporary, fsync, rename, fsync): a disk merge updating a kept
+ * checkpoint.  The caller holds the lock.  0, or -1 with e filled.
+ */
+int store_manifest_replace(const struct store *s, const char *name,
+    const json_t *m, struct err *e);
+
+/*
+ * The merge journal, STORE/.merge.json (diskmerge.h): what a delete or
+ * prune --disks is merging, so that a killed one is finished by the next
+ * run or by recover.  As the recovery note: write atomically, read NULL
+ * with e untouched when there is none, remove 0 also when absent.
+ */
+#define STORE_MERGE_JOURNAL ".merge.json"
+int store_journal_write(const struct store *s, const json_t *j,
+    struct err *e);
+json_t *store_journal_read(const struct store *s, struct err *e);
+int store_journal_remove(const struct store *s, struct err *e);
+
+/*
  * Which checkpoint a running QEMU process last came from: restore writes
  * it after a load, checkpoint after a capture, so the next checkpoint of
  * that process names it as its parent even when the store holds newer

@@ -10,6 +10,7 @@
 
 #include "diskfile.h"
 #include "diskgc.h"
+#include "diskmerge.h"
 #include "manifest.h"
 #include "qmp.h"
 #include "restoredir.h"
@@ -143,6 +144,192 @@ storeops_prune_select(const json_t *all, uint64_t keep, json_t **gone,
 	}
 }
 
+/*
+ * The journal, once its merges and removals are done: kept in the store
+ * with only the checkpoints a merge had to leave alone (something else
+ * needed their layer) and the images still to remove, so the next run
+ * tries again; removed when there are none.
+ */
+static int
+journal_keep_unmerged(struct store *s, json_t *journal, const json_t *merged,
+    const json_t *gc, struct err *e)
+{
+	json_t *gone = json_array(), *left = json_array();
+	const json_t *m, *r, *d;
+	size_t i, j, k;
+	int keep, rc;
+
+	json_array_foreach(json_object_get(journal, "gone"), i, m) {
+		keep = 0;
+		json_array_foreach(merged, j, r)
+			if (!json_is_true(json_object_get(r, "merged")) &&
+			    json_str(r, "checkpoint") != NULL &&
+			    strcmp(json_str(r, "checkpoint"),
+			    json_str(m, MF_NAME)) == 0)
+				keep = 1;
+		if (keep)
+			json_array_append(gone, (json_t *)m);
+	}
+	json_array_foreach(json_object_get(journal, "left"), i, d) {
+		keep = 0;
+		json_array_foreach(gc, k, r)
+			if (json_str(r, "file") != NULL && json_str(d, "file")
+			    != NULL && strcmp(json_str(r, "file"),
+			    json_str(d, "file")) == 0 &&
+			    !json_is_true(json_object_get(r, "removed")))
+				keep = 1;
+		if (keep && json_array_size(gone) > 0)
+			json_array_append(left, (json_t *)d);
+	}
+	if (json_array_size(gone) == 0) {
+		rc = store_journal_remove(s, e);
+	} else {
+		json_object_set(journal, "gone", gone);
+		json_object_set(journal, "left", left);
+		rc = store_journal_write(s, journal, e);
+	}
+	json_decref(gone);
+	json_decref(left);
+	return rc;
+}
+
+/*
+ * The merges journal asks for, then the files that frees; the journal is
+ * removed once all is done.  merged and report get the reports.
+ */
+static int
+merge_and_collect(struct store *s, struct storeops_delete_opts *o,
+    struct qmp *q, json_t *journal, const json_t *restores, json_t **merged,
+    json_t **report, struct err *e)
+{
+	struct diskmerge_opts mo = DISKMERGE_OPTS_INIT;
+	struct diskgc_opts go = DISKGC_OPTS_INIT;
+	json_t *kept = NULL, *bad = NULL, *all = NULL, *names = json_array();
+	json_t *vm_files = NULL;
+	const json_t *m;
+	size_t i;
+	int rc = -1;
+
+	mo.store = s;
+	mo.q = q;
+	mo.progress = o->progress;
+	mo.opaque = o->opaque;
+	if (diskmerge_run(&mo, journal, merged, e) < 0)
+		goto out;
+	if (q != NULL && (vm_files = diskgc_vm_files(q, e)) == NULL) {
+		err_prefix(e, "query-block: ");
+		goto out;
+	}
+	if ((kept = store_list(s, &bad, e)) == NULL)
+		goto out;
+	all = json_deep_copy(kept);
+	json_array_foreach(json_object_get(journal, "gone"), i, m) {
+		json_array_append(all, (json_t *)m);
+		json_array_append_new(names, json_string(json_str(m,
+		    MF_NAME)));
+	}
+	go.all = all;
+	go.gone = names;
+	go.vm_files = vm_files;
+	go.extra = json_object_get(journal, "left");
+	go.restores = restores;
+	if (diskgc_run(&go, report, &o->unseen, e) < 0)
+		goto out;
+	if (journal_keep_unmerged(s, journal, *merged, *report, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	json_decref(kept);
+	json_decref(bad);
+	json_decref(all);
+	json_decref(names);
+	json_decref(vm_files);
+	return rc;
+}
+
+static int
+in_gone_m(const json_t *ms, const char *name)
+{
+	const json_t *m;
+	size_t i;
+
+	json_array_foreach(ms, i, m)
+		if (name != NULL && json_str(m, MF_NAME) != NULL &&
+		    strcmp(json_str(m, MF_NAME), name) == 0)
+			return 1;
+	return 0;
+}
+
+/* The checkpoints a killed run's journal names that are still there. */
+static int
+remove_stale(struct store *s, const json_t *journal, json_t *deleted,
+    struct err *e)
+{
+	const json_t *m;
+	const char *name;
+	size_t i;
+
+	json_array_foreach(json_object_get(journal, "gone"), i, m) {
+		name = json_str(m, MF_NAME);
+		if (name == NULL || store_name_check(name, NULL) < 0 ||
+		    !store_exists(s, name))
+			continue;
+		if (store_remove_checkpoint(s, name, e) < 0)
+			return -1;
+		json_array_append_new(deleted, json_string(name));
+	}
+	return 0;
+}
+
+static int
+open_vm(struct storeops_delete_opts *o, struct qmp **q, struct err *e)
+{
+	*q = NULL;
+	if (o->socket == NULL)
+		return 0;
+	*q = qmp_open_with(o->socket, o->qmp, e);
+	return *q != NULL ? 0 : -1;
+}
+
+int
+storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
+    json_t **out, struct err *e)
+{
+	json_t *journal = NULL, *deleted = json_array(), *merged = NULL;
+	json_t *report = NULL;
+	struct qmp *q = NULL;
+	int rc = -1;
+
+	*out = NULL;
+	journal = store_journal_read(s, e);
+	if (journal == NULL) {
+		rc = err_isset(e) ? -1 : 0;
+		goto out;
+	}
+	if (!json_is_array(json_object_get(journal, "gone"))) {
+		err_set(e, ERR_FAIL, "'%s/%s' is no merge journal",
+		    store_path(s), STORE_MERGE_JOURNAL);
+		goto out;
+	}
+	if (remove_stale(s, journal, deleted, e) < 0)
+		goto done;
+	if (open_vm(o, &q, e) < 0)
+		goto done;
+	if (merge_and_collect(s, o, q, journal, NULL, &merged, &report,
+	    e) < 0)
+		goto done;
+	rc = 0;
+done:
+	*out = json_pack("{s:O, s:o, s:o}", "deleted", deleted, "merged",
+	    merged ? merged : json_array(), "disks",
+	    report ? report : json_array());
+out:
+	qmp_close(q);
+	json_decref(journal);
+	json_decref(deleted);
+	return rc;
+}
+
 int
 storeops_delete(struct store *s, const json_t *all, const json_t *bad,
     const json_t *gone, struct storeops_delete_opts *o, json_t **out,
@@ -152,6 +339,7 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 	struct restoredir_gc rg = RESTOREDIR_GC_INIT;
 	struct qmp *q = NULL;
 	json_t *deleted = json_array(), *vm_files = NULL, *report = NULL;
+	json_t *journal = NULL, *gone_m = NULL, *merged = NULL;
 	json_t *left = json_array(), *none = json_array(), *restores = NULL;
 	const json_t *b, *n, *m;
 	size_t i;
@@ -170,16 +358,48 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 			    json_str(b, "name"));
 			goto out;
 		}
-		if (o->socket != NULL) {
-			if ((q = qmp_open_with(o->socket, o->qmp, e)) == NULL)
-				goto out;
-			if ((vm_files = diskgc_vm_files(q, e)) == NULL) {
-				err_prefix(e, "query-block: ");
-				goto out;
-			}
+		if (open_vm(o, &q, e) < 0)
+			goto out;
+		if (o->dry_run && q != NULL &&
+		    (vm_files = diskgc_vm_files(q, e)) == NULL) {
+			err_prefix(e, "query-block: ");
+			goto out;
 		}
 	}
+	if (o->disks && !o->dry_run) {
+		/* The journal before anything changes: a killed run is
+		 * finished by the next one or by recover. */
+		gone_m = json_array();
+		json_array_foreach(all, i, m)
+			if (in_names(gone, json_str(m, MF_NAME)))
+				json_array_append(gone_m, (json_t *)m);
+		/* Merges an earlier run had to leave: tried again. */
+		journal = store_journal_read(s, e);
+		if (journal == NULL && err_isset(e))
+			goto out;
+		if (journal == NULL) {
+			journal = diskmerge_journal_new(gone_m);
+		} else {
+			if (!json_is_array(json_object_get(journal, "gone"))) {
+				err_set(e, ERR_FAIL, "'%s/%s' is no merge "
+				    "journal", store_path(s),
+				    STORE_MERGE_JOURNAL);
+				goto out;
+			}
+			if (remove_stale(s, journal, deleted, e) < 0)
+				goto done;
+			json_array_foreach(gone_m, i, m)
+				if (!in_gone_m(json_object_get(journal,
+				    "gone"), json_str(m, MF_NAME)))
+					json_array_append(json_object_get(
+					    journal, "gone"), (json_t *)m);
+		}
+		if (store_journal_write(s, journal, e) < 0)
+			goto done;
+	}
 	json_array_foreach(gone, i, n) {
+		if (in_names(deleted, json_string_value(n)))
+			continue;
 		if (!o->dry_run && store_remove_checkpoint(s,
 		    json_string_value(n), e) < 0)
 			goto done;
@@ -192,7 +412,11 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 	json_array_foreach(all, i, m)
 		if (!in_names(gone, json_str(m, MF_NAME)))
 			json_array_append(left, (json_t *)m);
-	if (o->disks || json_array_size(rg.files) > 0) {
+	if (journal != NULL) {
+		if (merge_and_collect(s, o, q, journal, rg.files, &merged,
+		    &report, e) < 0)
+			goto done;
+	} else if (o->disks || json_array_size(rg.files) > 0) {
 		go.all = o->disks ? all : left;
 		go.gone = o->disks ? gone : none;
 		go.vm_files = vm_files;
@@ -204,7 +428,8 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 	rc = 0;
 done:
 	restoredir_settle(&rg, report, &restores, gone, o->dry_run);
-	*out = json_pack("{s:O, s:o, s:o}", "deleted", deleted, "disks",
+	*out = json_pack("{s:O, s:o, s:o, s:o}", "deleted", deleted,
+	    "merged", merged ? merged : json_array(), "disks",
 	    report ? json_incref(report) : json_array(), "restores",
 	    restores);
 out:
@@ -215,5 +440,7 @@ out:
 	qmp_close(q);
 	json_decref(vm_files);
 	json_decref(deleted);
+	json_decref(journal);
+	json_decref(gone_m);
 	return rc;
 }

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "diskmerge.h"
 #include "err.h"
 
 struct qmp_config;
@@ -55,18 +56,23 @@ struct storeops_delete_opts {
 	const struct qmp_config *qmp;	/* how to connect to socket */
 	int unseen;		/* out: processes whose open files could
 				 * not be looked at (diskgc_run()) */
+	diskmerge_progress_fn progress;	/* merges' progress, or NULL */
+	void *opaque;
 };
-#define STOREOPS_DELETE_OPTS_INIT { 0, 0, NULL, NULL, 0 }
+#define STOREOPS_DELETE_OPTS_INIT { 0, 0, NULL, NULL, 0, NULL, NULL }
 
 /*
  * Delete the checkpoints named in gone (strings; the caller holds the
- * store's lock unless dry_run), then with o->disks the disk files that
- * frees (diskgc_run()).  all and bad are store_list()'s: with o->disks
+ * store's lock unless dry_run), then with o->disks merge their disk layers
+ * into their neighbours (diskmerge_run(), under the store's merge journal,
+ * written before anything is deleted) and remove the disk files that
+ * frees (diskgc_run()); with dry_run no merge is done or shown.  all and bad are store_list()'s: with o->disks
  * every manifest not being deleted must be readable (ERR_FAIL "--disks
  * needs every manifest of the store, ...").  *out (new reference) says
- * what was done, {"deleted": [NAME...], "disks": [diskgc_run()'s
- * report], "restores": [restoredir_settle()'s report]}, also on a failure
- * after something was done (else NULL).  0, or -1 with e filled.
+ * what was done, {"deleted": [NAME...], "merged": [diskmerge_run()'s
+ * report], "disks": [diskgc_run()'s report], "restores":
+ * [restoredir_settle()'s report]}, also on a failure after something was
+ * done (else NULL).  0, or -1 with e filled.
  *
  * With or without o->disks the restore overlays of the store are swept
  * (restoredir.h): every one no process holds goes, and those of the
@@ -75,5 +81,16 @@ struct storeops_delete_opts {
 int storeops_delete(struct store *s, const json_t *all, const json_t *bad,
     const json_t *gone, struct storeops_delete_opts *o, json_t **out,
     struct err *e);
+
+/*
+ * Finish what a killed delete or prune --disks left in the store's merge
+ * journal (the caller holds the lock): delete the checkpoints it names
+ * that are still there, do or finish their merges, remove the files that
+ * frees, remove the journal.  o->socket as for storeops_delete().  *out
+ * (new reference) as storeops_delete()'s, or NULL when there was no
+ * journal.  0, or -1 with e filled.
+ */
+int storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
+    json_t **out, struct err *e);
 
 #endif

@@ -5,10 +5,10 @@
 # --json); info NAME and its QEMU fragment (which a real QEMU accepts);
 # info --json is the manifest; verify ok, a damaged memory image (exit 1)
 # and a touched disk (exit 4); NAME or IMAGE dispatch; delete under a held
-# lock (exit 5); delete --disks while the VM runs keeps what it uses and
-# says why; after the VM is gone a delete removes the overlay nothing needs
-# and keeps the rest; prune --dry-run changes nothing, prune keeps the
-# newest per VM.
+# lock (exit 5); delete --disks while the VM runs merges live (block-commit)
+# and keeps what the VM uses, saying why; after the VM is gone deletes merge
+# offline (stream, commit) and remove the layers nothing needs; prune
+# --dry-run changes nothing, prune keeps the newest per VM.
 . "$(dirname "$0")/lib.sh"
 . "$TOP/tests/lib/ckpt.sh"
 ck_init || done_testing
@@ -337,37 +337,71 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: ... naming it" "^snapctl: no checkpoint 'nosuch' in " "$TESTDIR/stderr"
 	check "$P: ... and deletes nothing" test -f "$store/c1/manifest.json"
 
-	# ---- delete --disks while the VM runs --------------------------------------
-	before=$(files "$dir")
-	expect_code 0 "$P: delete c1 --disks while the VM runs" "$SNAPCTL" "${S[@]}" delete c1 --disks
+	# ---- delete --disks while the VM runs: a live merge ---------------------
+	# d0.qcow2 (the VM's disk) <- d0.c3.qcow2 (c3) <- d0.d1.qcow2 (d1) <-
+	# d0.c2.qcow2 (c2) <- d0.c1.qcow2 (c1, the VM's original image).  QEMU
+	# knows that original image as d0.qcow2, which names the top now: it
+	# is never reopened (a commit into it would write the top), so c1's
+	# image is streamed into c2's with an explicit (empty) backing name.
+	hdrs() { qemu-img info --backing-chain --output=json -U "$dir/d0.qcow2" | sed -n 's/^ *"backing-filename": "\(.*\)",$/\1/p' | tr '\n' ' '; }
+	expect_eq "$P: the chain's backing names before" "d0.c3.qcow2 d0.d1.qcow2 d0.c2.qcow2 d0.c1.qcow2 " "$(hdrs)"
+	# A qcow2 file beside the disk that no checkpoint knows (the user's
+	# own overlay, a layer revert kept) backs onto c1's image: it stays.
+	qemu-img create -q -f qcow2 -b d0.c1.qcow2 -F qcow2 "$dir/mine.qcow2"
+	expect_code 0 "$P: delete c1 --disks while the VM runs, an overlay of the user's on c1's image" "$SNAPCTL" "${S[@]}" delete c1 --disks
 	cp "$TESTDIR/stdout" "$dir/del1.out"
 	expect_match "$P: ... deleted c1" "^deleted checkpoint 'c1'$" "$dir/del1.out"
 	check "$P: ... its directory is gone" test ! -e "$store/c1"
-	expect_match "$P: ... keeps d0.qcow2, the VM's own path: not snapctl's" "^kept '$dir/d0.qcow2': not created by snapctl(;|$)" "$dir/del1.out"
+	expect_match "$P: ... keeps c1's image: the user's overlay backs onto it" \
+		"^kept '$dir/d0.c1.qcow2': .*the backing file of '$dir/mine.qcow2'" "$dir/del1.out"
+	expect_eq "$P: ... said once" 1 "$(grep -o "mine.qcow2" "$dir/del1.out" | wc -l)"
+	check "$P: ... the image is there" test -f "$dir/d0.c1.qcow2"
+	check "$P: ... the merge journal keeps it" test -f "$store/.merge.json"
+	rm -f "$dir/mine.qcow2"
+	expect_code 0 "$P: once the overlay is gone, recover -s finishes the merge" "$SNAPCTL" "${S[@]}" recover
+	cp "$TESTDIR/stdout" "$dir/rec1.out"
+	expect_match "$P: ... streams c1's image into c2's, live (QEMU knows c1's by the VM's path)" \
+		"^finished merging '$dir/d0.c1.qcow2' into '$dir/d0.c2.qcow2'$" "$dir/rec1.out"
+	expect_match "$P: ... removes it" "^removed '$dir/d0.c1.qcow2'$" "$dir/rec1.out"
+	check "$P: ... the journal is gone" test ! -e "$store/.merge.json"
+	expect_match "$P: ... keeps d0.qcow2: not snapctl's" "^kept '$dir/d0.qcow2': not created by snapctl(;|$)" "$dir/del1.out"
+	expect_match "$P: ... open by QEMU" "^kept '$dir/d0.qcow2': .*open by process $(vm_pid "$name") \\(" "$dir/del1.out"
 	expect_match "$P: ... used by the VM" "^kept '$dir/d0.qcow2': .*in use by the VM \\(-s\\)" "$dir/del1.out"
-	expect_match "$P: ... keeps d0.c1.qcow2: open by QEMU" "^kept '$dir/d0.c1.qcow2': .*open by process $(vm_pid "$name") \\(" "$dir/del1.out"
-	expect_match "$P: ... and backing c2's state" "^kept '$dir/d0.c1.qcow2': .*the backing file of '$dir/d0.c2.qcow2'" "$dir/del1.out"
-	expect_eq "$P: ... and removes no disk file" "$before" "$(files "$dir")"
+	expect_eq "$P: ... on disk" "d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_eq "$P: ... c2's disk is still d0.c2.qcow2, made by c2" "$dir/d0.c2.qcow2 c2" \
+		"$(jq_get "$store/c2/manifest.json" disks.0.file) $(jq_get "$store/c2/manifest.json" disks.0.file_made_by)"
+	expect_eq "$P: ... the chain's backing names after (no VM path, no temporary name)" "d0.c3.qcow2 d0.d1.qcow2 d0.c2.qcow2 " "$(hdrs)"
+	for c in c2 d1 c3; do
+		expect_code 0 "$P: ... verify $c" "$SNAPCTL" "${D[@]}" verify $c
+	done
 	expect_eq "$P: ... the guest runs" running "$(ck_status "$name")"
 
-	# ---- the VM is gone: what nothing needs goes ------------------------------
+	# ---- the VM is gone: offline merges -------------------------------------
 	vm_kill "$name" KILL
 	expect_code 0 "$P: delete c3 --disks --json once the VM is gone" "$SNAPCTL" "${D[@]}" --json delete --disks c3
 	cp "$TESTDIR/stdout" "$dir/del3.json"
 	expect_eq "$P: ... deleted c3" c3 "$(jq_get "$dir/del3.json" deleted.0)"
+	expect_eq "$P: ... streams c3's image into the VM's disk, offline" "c3 vd0 stream false $dir/d0.c3.qcow2 $dir/d0.qcow2 true" \
+		"$(for k in checkpoint device how live from into merged; do jq_get "$dir/del3.json" merged.0.$k; done | tr '\n' ' ' | sed 's/ $//')"
+	check "$P: ... with its size" test "$(jq_get "$dir/del3.json" merged.0.bytes)" -gt 0
 	expect_eq "$P: ... two disk files considered" 2 "$(jq_get -n "$dir/del3.json" disks)"
-	# (d0.qcow2 stays the VM's disk, backed by every state: merging them
-	# on delete is issue 11's next part)
-	expect_eq "$P: ... keeps d0.c3.qcow2: the VM's disk is backed by it" "$dir/d0.c3.qcow2 false the backing file of '$dir/d0.qcow2'" \
-		"$(jq_get "$dir/del3.json" disks.0.file) $(jq_get "$dir/del3.json" disks.0.removed) $(jq_get "$dir/del3.json" disks.0.reasons.0)"
+	expect_eq "$P: ... removes d0.c3.qcow2" "$dir/d0.c3.qcow2 true []" \
+		"$(jq_get "$dir/del3.json" disks.0.file) $(jq_get "$dir/del3.json" disks.0.removed) $(jq_get "$dir/del3.json" disks.0.reasons)"
 	expect_eq "$P: ... keeps d0.qcow2: not snapctl's" "$dir/d0.qcow2 false not created by snapctl" \
 		"$(jq_get "$dir/del3.json" disks.1.file) $(jq_get "$dir/del3.json" disks.1.removed) $(jq_get "$dir/del3.json" disks.1.reasons.0)"
-	expect_eq "$P: ... on disk" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_eq "$P: ... on disk" "d0.c2.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_eq "$P: ... the VM's disk is backed by d1's state (relative name)" "d0.d1.qcow2 d0.c2.qcow2 " "$(hdrs)"
+	expect_code 0 "$P: verify d1" "$SNAPCTL" "${D[@]}" verify d1
 	expect_code 0 "$P: delete c2 --disks" "$SNAPCTL" "${D[@]}" delete --disks c2
 	cp "$TESTDIR/stdout" "$dir/del2.out"
-	expect_match "$P: ... keeps d0.c2.qcow2: it backs d1's state" \
-		"^kept '$dir/d0.c2.qcow2': .*the backing file of '$dir/d0.d1.qcow2'$" "$dir/del2.out"
-	expect_eq "$P: ... on disk" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_match "$P: ... commits d1's image into c2's, offline" \
+		"^merged '$dir/d0.d1.qcow2' into '$dir/d0.c2.qcow2' \\(commit, offline, " "$dir/del2.out"
+	expect_match "$P: ... removes d1's old image" "^removed '$dir/d0.d1.qcow2'$" "$dir/del2.out"
+	expect_match "$P: ... keeps d0.c2.qcow2: d1's disk now" "^kept '$dir/d0.c2.qcow2': .*the disk of checkpoint 'd1'(;|$)" "$dir/del2.out"
+	expect_eq "$P: ... on disk" "d0.c2.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_eq "$P: ... d1 names d0.c2.qcow2 with its device and inode" "$dir/d0.c2.qcow2 $(stat -c '%d %i' "$dir/d0.c2.qcow2")" \
+		"$(jq_get "$store/d1/manifest.json" disks.0.file) $(jq_get "$store/d1/manifest.json" disks.0.file_dev) $(jq_get "$store/d1/manifest.json" disks.0.file_ino)"
+	expect_eq "$P: ... d0.qcow2 is backed by it (relative name in its header)" "d0.c2.qcow2 " "$(hdrs)"
 	expect_code 0 "$P: verify d1 after all that" "$SNAPCTL" "${D[@]}" verify d1
 
 	# ---- prune, per VM -----------------------------------------------------------
@@ -405,7 +439,7 @@ for ver in "${versions[@]}"; do
 	expect_match "$P: ... keeps the file it did not make" "^kept '$dir/victim.img': not created by snapctl(;|$)" "$TESTDIR/stdout"
 	expect_eq "$P: ... which is intact" "not yours" "$(cat "$dir/victim.img")"
 	rm -f "$dir/victim.img"
-	expect_eq "$P: d1's state records its device and inode" "$(stat -c '%d %i' "$dir/d0.d1.qcow2")" \
+	expect_eq "$P: d1's state records its device and inode" "$(stat -c '%d %i' "$dir/d0.c2.qcow2")" \
 		"$(jq_get "$store/d1/manifest.json" disks.0.file_dev) $(jq_get "$store/d1/manifest.json" disks.0.file_ino)"
 	expect_eq "$P: ... the VM's own path none (never snapctl's to delete)" null \
 		"$(jq_get "$store/d1/manifest.json" disks.0.overlay_ino)"
@@ -423,9 +457,9 @@ for ver in "${versions[@]}"; do
 	if vm_start "t$name" --qemu "$ver" --no-kernel --incoming --machine "$(jq_get "$store/d1/manifest.json" vm.machine)" \
 		"${qargs[@]}" --arg -device --arg "virtio-blk-pci,drive=$dnode,id=vd0,bus=pcie.0,addr=0x10" 2>"$dir/t.err"; then
 		ok "$P: QEMU accepts info's -blockdev options"
-		expect_eq "$P: ... and opens d1's disk" "$dir/d0.d1.qcow2" "$(ck_active_file "t$name" vd0)"
+		expect_eq "$P: ... and opens d1's disk" "$dir/d0.c2.qcow2" "$(ck_active_file "t$name" vd0)"
 		expect_code 0 "$P: prune --keep 0 --disks --dry-run while it runs" "$SNAPCTL" "${D[@]}" prune --keep 0 --disks --dry-run
-		expect_match "$P: ... would keep d0.d1.qcow2: open" "^would keep '$dir/d0.d1.qcow2': .*open by process $(vm_pid "t$name") " "$TESTDIR/stdout"
+		expect_match "$P: ... would keep d0.c2.qcow2: open" "^would keep '$dir/d0.c2.qcow2': .*open by process $(vm_pid "t$name") " "$TESTDIR/stdout"
 		vm_kill "t$name" KILL
 	else
 		not_ok "$P: QEMU accepts info's -blockdev options" "$(tail -n 5 "$dir/t.err")" "${args[*]}"
@@ -434,12 +468,12 @@ for ver in "${versions[@]}"; do
 	# ---- prune --keep 0 --disks: everything snapctl made and nothing needs -------
 	expect_code 0 "$P: prune --keep 0 --disks" "$SNAPCTL" "${D[@]}" prune --keep 0 --disks
 	cp "$TESTDIR/stdout" "$dir/prune0.out"
-	# The VM's own path is its disk for good, backed by every state (until
-	# delete merges layers: issue 11's next part).
-	expect_match "$P: ... keeps d0.d1.qcow2: the VM's disk still needs it" "^kept '$dir/d0.d1.qcow2': .*the backing file of '$dir/d0.c3.qcow2'$" "$dir/prune0.out"
-	expect_match "$P: ... keeps d0.qcow2: not snapctl's" "^kept '$dir/d0.qcow2': not created by snapctl" "$dir/prune0.out"
+	expect_match "$P: ... streams d1's disk into the VM's" "^merged '$dir/d0.c2.qcow2' into '$dir/d0.qcow2' \(stream, offline, " "$dir/prune0.out"
+	expect_match "$P: ... removes d0.c2.qcow2 (d1's state)" "^removed '$dir/d0.c2.qcow2'$" "$dir/prune0.out"
+	expect_eq "$P: ... the VM's disk stands alone" "" "$(hdrs)"
+	expect_match "$P: ... keeps d0.qcow2" "^kept '$dir/d0.qcow2': not created by snapctl$" "$dir/prune0.out"
 	expect_eq "$P: ... the store is empty" "" "$(cd "$store" && ls -1)"
-	expect_eq "$P: ... left: the VM's disk and the states below it" "d0.c1.qcow2 d0.c2.qcow2 d0.c3.qcow2 d0.d1.qcow2 d0.qcow2 " "$(files "$dir")"
+	expect_eq "$P: ... left: the VM's disk" "d0.qcow2 " "$(files "$dir")"
 	mkdir -m 700 "$store/x3"
 	sed -e 's/"name": "x2"/"name": "x3"/' "$dir/x2.manifest" >"$store/x3/manifest.json"
 	expect_code 0 "$P: -q prune --keep 0" "$SNAPCTL" "${D[@]}" -q prune --keep 0

@@ -123,7 +123,7 @@ for ver in 7.2 10.0; do
 	check "$P: ... both still there" test -f "$ova" -a -f "$ovb"
 	expect_code 0 "$P: sweep --json" "$SNAPCTL" "${D[@]}" --json sweep
 	expect_eq "$P: ... its keys" "dry_run restores " "$(jq_get -k "$TESTDIR/stdout" . | tr '\n' ' ')"
-	expect_eq "$P: ... an entry's keys" "checkpoint file reasons removed " "$(jq_get -k "$TESTDIR/stdout" restores.0 | tr '\n' ' ')"
+	expect_eq "$P: ... an entry's keys" "bytes checkpoint file reasons removed " "$(jq_get -k "$TESTDIR/stdout" restores.0 | tr '\n' ' ')"
 
 	# ---- b quits: the sweep removes its overlay and record ----------------
 	vm_kill "b$v" KILL
