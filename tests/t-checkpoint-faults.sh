@@ -146,7 +146,9 @@ for ver in "${versions[@]}"; do
 		expect_code 6 "$d: exit 6" "$SNAPCTL" -s "$qmp" -d "$dir/full/store" checkpoint n1
 		cp "$TESTDIR/stderr" "$dir/n1.err"
 		ck_one_line "$d: one line on stderr" "$dir/n1.err"
-		expect_match "$d: says the device is full" 'No space left on device' "$dir/n1.err"
+		# A write fails, or the room check before the cut sees the store
+		# fill up first (faster compaction gets there first more often).
+		expect_match "$d: says the device is full" 'No space left on device|short of room: .* \(the disks were not cut\)$' "$dir/n1.err"
 		ck_guest_back "$name" "$dir/full/store" "$before" "$d"
 		check "$d: no checkpoint" test ! -e "$dir/full/store/n1"
 		expect_eq "$d: the store holds only its lock" ".lock" "$(ls -A "$dir/full/store")"
