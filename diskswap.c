@@ -309,27 +309,7 @@ diskswap_release(struct diskswap *s)
 void
 diskswap_test_hold(const char *step)
 {
-	const char *v = getenv("SNAPCTL_TEST_HOLD_SWAP"), *colon;
-	uint64_t ms, end;
-
-	if (v == NULL || (colon = strchr(v, ':')) == NULL ||
-	    strlen(step) != (size_t)(colon - v) ||
-	    strncmp(v, step, (size_t)(colon - v)) != 0 ||
-	    parse_u64(colon + 1, 0, 600000, &ms, NULL) < 0)
-		return;
-	end = now_mono_ms() + ms;
-	while (now_mono_ms() < end && sig_caught() == 0)
-		poll(NULL, 0, 20);
-}
-
-static int
-sync_dir_of(const char *path, struct err *e)
-{
-	char *dir = path_dirname(path);
-	int rc = fsync_dir(dir, e);
-
-	free(dir);
-	return rc;
+	sig_test_hold("SNAPCTL_TEST_HOLD_SWAP", step);
 }
 
 /* The L1 table of an image of size bytes: entries, clusters. */
@@ -487,7 +467,7 @@ diskswap_prepare(struct diskswap *s, struct err *e)
 	if (diskswap_overlay_write(s->tmp, s->backing, s->size, e) < 0)
 		goto fail;
 	s->created = 1;
-	if (sync_dir_of(s->path, e) < 0)
+	if (fsync_parent_dir(s->path, e) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -591,7 +571,7 @@ diskswap_finish(struct diskswap *s, struct err *e)
 int
 diskswap_sync(struct diskswap *s, struct err *e)
 {
-	return sync_dir_of(s->path, e);
+	return fsync_parent_dir(s->path, e);
 }
 
 json_t *
@@ -673,7 +653,7 @@ diskswap_recover(struct qmp *q, const json_t *entry, json_t *actions,
 		}
 	}
 	if ((rc = finish(path, tmp, layer, e)) < 0 ||
-	    sync_dir_of(path, e) < 0)
+	    fsync_parent_dir(path, e) < 0)
 		return -1;
 	if (rc == 1)
 		json_array_append_new(actions, json_sprintf("finished the disk "

@@ -61,27 +61,7 @@ same_file(const char *a, const char *b)
 static void
 test_hold(const char *step)
 {
-	const char *v = getenv("SNAPCTL_TEST_HOLD_REVERT"), *colon;
-	uint64_t ms, end;
-
-	if (v == NULL || (colon = strchr(v, ':')) == NULL ||
-	    strlen(step) != (size_t)(colon - v) ||
-	    strncmp(v, step, (size_t)(colon - v)) != 0 ||
-	    parse_u64(colon + 1, 0, 600000, &ms, NULL) < 0)
-		return;
-	end = now_mono_ms() + ms;
-	while (now_mono_ms() < end && sig_caught() == 0)
-		poll(NULL, 0, 20);
-}
-
-static int
-sync_dir_of(const char *path, struct err *e)
-{
-	char *dir = path_dirname(path);
-	int rc = fsync_dir(dir, e);
-
-	free(dir);
-	return rc;
+	sig_test_hold("SNAPCTL_TEST_HOLD_REVERT", step);
 }
 
 /* A process (not this one) holding the file st open: its pid, or 0. */
@@ -356,7 +336,7 @@ revert_disk(struct rdisk *rd, struct err *e)
 		return err_sys(e, ERR_FAIL, "disk '%s': cannot remove '%s'",
 		    rd->device, rd->tmp);
 	if (diskswap_overlay_write(rd->tmp, rd->backing, rd->vsize, e) < 0 ||
-	    sync_dir_of(rd->path, e) < 0)
+	    fsync_parent_dir(rd->path, e) < 0)
 		goto fail;
 	test_hold("written");
 	if (rd->exists && rd->keep != NULL) {
@@ -367,7 +347,7 @@ revert_disk(struct rdisk *rd, struct err *e)
 			goto fail;
 		}
 		(void)chmod(rd->keep, 0600);
-		if (sync_dir_of(rd->path, e) < 0)
+		if (fsync_parent_dir(rd->path, e) < 0)
 			goto fail;
 	}
 	test_hold("linked");
@@ -376,7 +356,7 @@ revert_disk(struct rdisk *rd, struct err *e)
 		    rd->path);
 		goto fail;
 	}
-	if (sync_dir_of(rd->path, e) < 0)
+	if (fsync_parent_dir(rd->path, e) < 0)
 		goto fail;
 	test_hold("renamed");
 	return 0;

@@ -3,11 +3,15 @@
  * process-wide state besides the options: a signal handler can reach
  * nothing else.
  */
+#include <poll.h>
 #include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
 #include "sig.h"
+#include "util.h"
 
 static volatile sig_atomic_t caught;
 
@@ -76,4 +80,20 @@ sig_interrupted(struct err *e)
 		return 0;
 	err_set(e, ERR_INTR, "interrupted by %s", sig_name(sig));
 	return 1;
+}
+
+void
+sig_test_hold(const char *env, const char *step)
+{
+	const char *v = getenv(env), *colon;
+	uint64_t ms, end;
+
+	if (v == NULL || (colon = strchr(v, ':')) == NULL ||
+	    strlen(step) != (size_t)(colon - v) ||
+	    strncmp(v, step, (size_t)(colon - v)) != 0 ||
+	    parse_u64(colon + 1, 0, 600000, &ms, NULL) < 0)
+		return;
+	end = now_mono_ms() + ms;
+	while (now_mono_ms() < end && sig_caught() == 0)
+		poll(NULL, 0, 20);
 }

@@ -27,6 +27,13 @@ const char *sig_name(int sig);
 struct err;
 int sig_interrupted(struct err *e);
 
+/*
+ * Test hook: when the environment variable env is "STEP:MS" and STEP is
+ * step, wait MS milliseconds (at most 600000) or until a signal is caught,
+ * so a test can kill snapctl at that step.  Otherwise return at once.
+ */
+void sig_test_hold(const char *env, const char *step);
+
 /* Put the default handlers back. */
 void sig_release(void);
 

@@ -698,40 +698,61 @@ store_find_parent(const struct store *s, const char *uuid,
 	return best;
 }
 
-int
-store_note_write(const struct store *s, const json_t *note, struct err *e)
+/* A JSON file fname at the store's top: written atomically, read (NULL
+ * without an error when it does not exist), removed with the store synced. */
+static int
+top_json_write(const struct store *s, const char *fname, const json_t *j,
+    struct err *e)
 {
-	char *path = xasprintf("%s/%s", s->path, STORE_RECOVER_NOTE);
+	char *path = xasprintf("%s/%s", s->path, fname);
 	int rc;
 
-	rc = write_json_atomic(path, note, e);
+	rc = write_json_atomic(path, j, e);
 	free(path);
 	return rc;
 }
 
-json_t *
-store_note_read(const struct store *s, struct err *e)
+static json_t *
+top_json_read(const struct store *s, const char *fname, struct err *e)
 {
 	struct stat st;
 	char *shown;
 	json_t *j;
 
-	if (fstatat(s->dirfd, STORE_RECOVER_NOTE, &st,
-	    AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+	if (fstatat(s->dirfd, fname, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    errno == ENOENT)
 		return NULL;
-	shown = xasprintf("%s/%s", s->path, STORE_RECOVER_NOTE);
-	j = read_json_at(s->dirfd, STORE_RECOVER_NOTE, shown, e);
+	shown = xasprintf("%s/%s", s->path, fname);
+	j = read_json_at(s->dirfd, fname, shown, e);
 	free(shown);
 	return j;
+}
+
+static int
+top_json_remove(const struct store *s, const char *fname, struct err *e)
+{
+	if (unlinkat(s->dirfd, fname, 0) < 0 && errno != ENOENT)
+		return err_sys(e, ERR_FAIL, "cannot remove '%s/%s'", s->path,
+		    fname);
+	return store_sync(s, e);
+}
+
+int
+store_note_write(const struct store *s, const json_t *note, struct err *e)
+{
+	return top_json_write(s, STORE_RECOVER_NOTE, note, e);
+}
+
+json_t *
+store_note_read(const struct store *s, struct err *e)
+{
+	return top_json_read(s, STORE_RECOVER_NOTE, e);
 }
 
 int
 store_note_remove(const struct store *s, struct err *e)
 {
-	if (unlinkat(s->dirfd, STORE_RECOVER_NOTE, 0) < 0 && errno != ENOENT)
-		return err_sys(e, ERR_FAIL, "cannot remove '%s/%s'", s->path,
-		    STORE_RECOVER_NOTE);
-	return store_sync(s, e);
+	return top_json_remove(s, STORE_RECOVER_NOTE, e);
 }
 
 int
@@ -749,37 +770,19 @@ store_manifest_replace(const struct store *s, const char *name,
 int
 store_journal_write(const struct store *s, const json_t *j, struct err *e)
 {
-	char *path = xasprintf("%s/%s", s->path, STORE_MERGE_JOURNAL);
-	int rc;
-
-	rc = write_json_atomic(path, j, e);
-	free(path);
-	return rc;
+	return top_json_write(s, STORE_MERGE_JOURNAL, j, e);
 }
 
 json_t *
 store_journal_read(const struct store *s, struct err *e)
 {
-	struct stat st;
-	char *shown;
-	json_t *j;
-
-	if (fstatat(s->dirfd, STORE_MERGE_JOURNAL, &st,
-	    AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
-		return NULL;
-	shown = xasprintf("%s/%s", s->path, STORE_MERGE_JOURNAL);
-	j = read_json_at(s->dirfd, STORE_MERGE_JOURNAL, shown, e);
-	free(shown);
-	return j;
+	return top_json_read(s, STORE_MERGE_JOURNAL, e);
 }
 
 int
 store_journal_remove(const struct store *s, struct err *e)
 {
-	if (unlinkat(s->dirfd, STORE_MERGE_JOURNAL, 0) < 0 && errno != ENOENT)
-		return err_sys(e, ERR_FAIL, "cannot remove '%s/%s'", s->path,
-		    STORE_MERGE_JOURNAL);
-	return store_sync(s, e);
+	return top_json_remove(s, STORE_MERGE_JOURNAL, e);
 }
 
 #define LAST_PREFIX ".last-"

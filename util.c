@@ -475,6 +475,16 @@ out:
 	return rc;
 }
 
+int
+fsync_parent_dir(const char *path, struct err *e)
+{
+	char *dir = path_dirname(path);
+	int rc = fsync_dir(dir, e);
+
+	free(dir);
+	return rc;
+}
+
 /*
  * CRC-32C.  The register here is the raw one; crc32c() inverts it on entry
  * and exit.  With SSE4.2 the crc32 instruction runs on three interleaved

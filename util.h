@@ -99,6 +99,8 @@ int pwrite_full(int fd, const void *buf, size_t len, off_t off);
 
 /* fsync() the directory that holds path (or path itself if a directory). */
 int fsync_dir(const char *dir, struct err *e);
+/* fsync() the directory that holds the file path. */
+int fsync_parent_dir(const char *path, struct err *e);
 
 /*
  * A file that appears under its name only when complete: written to a
