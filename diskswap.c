@@ -28,14 +28,6 @@
 #define CL 65536u		/* the overlay's cluster size */
 #define HDR_BACKING 128		/* where its backing name starts */
 
-static const char *
-base_of(const char *p)
-{
-	const char *b = strrchr(p, '/');
-
-	return b != NULL ? b + 1 : p;
-}
-
 /* 1 if a and b name the same inode (both exist, a not followed). */
 static int
 same_file(const char *a, const char *b)
@@ -50,7 +42,7 @@ same_file(const char *a, const char *b)
 static char *
 vm_path_of(const char *t)
 {
-	const char *base = base_of(t), *q;
+	const char *base = path_base(t), *q;
 	struct stat st;
 	char *dir, *p;
 
@@ -118,8 +110,8 @@ diskswap_plan(struct diskswap *s, const char *p, const char *qemu_file,
 	same_dir = strcmp(dir, ldir) == 0;
 	s->path = xstrdup(p);
 	s->layer = xstrdup(layer);
-	s->backing = xstrdup(same_dir ? base_of(layer) : layer);
-	s->tmp = xasprintf("%s/.%s%s%s", dir, base_of(p), DISKSWAP_TMP_INFIX,
+	s->backing = xstrdup(same_dir ? path_base(layer) : layer);
+	s->tmp = xasprintf("%s/.%s%s%s", dir, path_base(p), DISKSWAP_TMP_INFIX,
 	    ckpt);
 	/* QEMU's name of the active image, when it is not P and gone:
 	 * linked for the cut (an earlier swap keeps it as a link of P). */
@@ -498,7 +490,7 @@ diskswap_drop_names(const char *path, const char *keep, const char *of)
 	size_t n;
 	DIR *d;
 
-	pfx = xasprintf(".%s%s", base_of(path), DISKSWAP_TMP_INFIX);
+	pfx = xasprintf(".%s%s", path_base(path), DISKSWAP_TMP_INFIX);
 	n = strlen(pfx);
 	if ((d = opendir(dir)) != NULL) {
 		while ((de = readdir(d)) != NULL) {

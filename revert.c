@@ -41,14 +41,6 @@ struct rdisk {
 	int already;		/* P is an untouched overlay on S */
 };
 
-static const char *
-base_of(const char *p)
-{
-	const char *b = strrchr(p, '/');
-
-	return b != NULL ? b + 1 : p;
-}
-
 static int
 same_file(const char *a, const char *b)
 {
@@ -256,9 +248,9 @@ plan_disk(const struct revert_opts *o, const json_t *d, const json_t *all,
 		return -1;
 	pdir = path_dirname(rd->path);
 	sdir = path_dirname(rd->state);
-	rd->backing = xstrdup(strcmp(pdir, sdir) == 0 ? base_of(rd->state) :
+	rd->backing = xstrdup(strcmp(pdir, sdir) == 0 ? path_base(rd->state) :
 	    rd->state);
-	rd->tmp = xasprintf("%s/.%s.revert-%s", pdir, base_of(rd->path),
+	rd->tmp = xasprintf("%s/.%s.revert-%s", pdir, path_base(rd->path),
 	    o->name);
 	free(pdir);
 	free(sdir);
@@ -305,7 +297,7 @@ drop_qemu_names(const char *p)
 	size_t n;
 	DIR *d;
 
-	pfx = xasprintf(".%s%s", base_of(p), DISKSWAP_TMP_INFIX);
+	pfx = xasprintf(".%s%s", path_base(p), DISKSWAP_TMP_INFIX);
 	n = strlen(pfx);
 	if ((d = opendir(dir)) != NULL) {
 		while ((de = readdir(d)) != NULL) {

@@ -665,6 +665,14 @@ is_zero(const void *p, size_t len)
 	return b[0] == 0 && memcmp(b, b + 1, len - 1) == 0;
 }
 
+const char *
+path_base(const char *path)
+{
+	const char *b = strrchr(path, '/');
+
+	return b != NULL ? b + 1 : path;
+}
+
 char *
 path_dirname(const char *path)
 {

@@ -129,6 +129,8 @@ void atomic_file_release(struct atomic_file *f);
 
 /* The directory part of path ("." if none), newly allocated. */
 char *path_dirname(const char *path);
+/* The last component of path: a pointer into path. */
+const char *path_base(const char *path);
 
 /*
  * CRC-32C (Castagnoli), as used by the image format; crc starts at 0, and
