@@ -16,7 +16,7 @@ PKG_CONFIG ?= pkg-config
 FUZZ_SECONDS ?= 20
 
 VERSION := 0.1.0
-PKGS := jansson libzstd readline
+PKGS := jansson libzstd readline libcrypto
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 

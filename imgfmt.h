@@ -51,6 +51,7 @@
 #define IMG_MAGIC		"SNAPIMG"	/* 8 bytes with its NUL */
 #define IMG_MAGIC_LEN		8u
 #define IMG_VERSION		1u
+#define IMG_VERSION_2		2u	/* shared frames, any order */
 
 /* Header flags.  Other bits are reserved. */
 #define IMG_F_SWITCHOVER_START	0x1u	/* source sent COMMAND 11 */
@@ -58,6 +59,8 @@
 #define IMG_F_FRAME_CRCS	0x4u	/* index and header hold frame CRCs */
 #define IMG_F_ALL		(IMG_F_SWITCHOVER_START | IMG_F_NO_END | \
 				    IMG_F_FRAME_CRCS)
+#define IMG_F_PACKS		0x8u	/* v2: entries may name packs */
+#define IMG_F_ALL_V2		(IMG_F_ALL | IMG_F_PACKS)
 
 /* Metadata: the fixed part, offsets from the payload (after 8 bytes). */
 #define IMG_META_FIXED		64u
@@ -71,6 +74,21 @@
 #define IMG_META_PAGES		40	/* 8: pages the source sent */
 #define IMG_META_ZERO_PAGES	48	/* 8: of those, zero pages */
 #define IMG_META_TAIL_LEN	56	/* 8: device state, uncompressed */
+
+/* Version 2: the fixed part is longer (image id, packs). */
+#define IMG_META_FIXED_V2	96u
+#define IMG_META_IMAGE_ID	64	/* 16: random, never all zero */
+#define IMG_META_NPACKS		80	/* 4: 0 without IMG_F_PACKS */
+#define IMG_META_RESERVED_V2	84	/* 12: reserved */
+#define IMG_ID_SIZE		16u
+
+/* Version 2: a pack table entry (after the block table), then its name. */
+#define IMG_PACK_FIXED		28u
+#define IMG_PACK_ID		0	/* 16: the pack's image id */
+#define IMG_PACK_FILE_SIZE	16	/* 8: the pack's file size */
+#define IMG_PACK_NAME_LEN	24	/* 2: 0 to 255 */
+#define IMG_PACK_RESERVED	26	/* 2: reserved */
+#define IMG_MAX_PACKS		65535u
 
 /* A block table entry: IMG_BLOCK_FIXED bytes, then the name. */
 #define IMG_BLOCK_FIXED		24u
@@ -88,6 +106,14 @@
 #define IMG_ENTRY_FRAME_CRC	12	/* 4: with IMG_F_FRAME_CRCS */
 #define IMG_ENTRY_PRESENT	16	/* 8: bit i: page i sent */
 #define IMG_ENTRY_ZERO		24	/* 8: bit i: page i zero */
+
+/* Version 2: an index entry is longer (pack, hash). */
+#define IMG_ENTRY2_SIZE		80u
+#define IMG_ENTRY_PACK		32	/* 2: 0 this image, else pack number */
+#define IMG_ENTRY_RESERVED2	34	/* 6: reserved */
+#define IMG_ENTRY_HASH		40	/* 32: SHA-256, see imghash.h */
+#define IMG_ENTRY_RESERVED3	72	/* 8: reserved */
+#define IMG_HASH_SIZE		32u
 
 /* Limits. */
 #define IMG_MAX_BLOCKS		65535u

@@ -45,11 +45,100 @@ struct img_meta {
 	uint64_t tail_bytes;		/* device tail, uncompressed */
 	uint64_t file_bytes;
 	uint64_t chunks;		/* chunks holding a frame */
+	/* Version 2 (all zero for version 1). */
+	uint8_t id[IMG_ID_SIZE];	/* this image's id */
+	size_t npacks;			/* pack table entries */
+	uint64_t own_bytes;		/* frames in this file (pack 0) */
+	uint64_t shared_bytes;		/* frames read from packs */
+	uint64_t shared_chunks;		/* entries that name a pack */
 };
 
 enum img_page_state { IMG_PAGE_ABSENT = 0, IMG_PAGE_ZERO, IMG_PAGE_DATA };
 
 struct img_reader;
+
+/*
+ * Version 2 packs (man/snapctl-image.5): where the reader finds the image
+ * called id, of file_size bytes, that the image at image_path names hint.
+ * Returns a descriptor opened O_RDONLY|O_NOFOLLOW|O_CLOEXEC (the reader
+ * owns it), or -1 with e filled (ERR_FAIL, naming hint).  The reader then
+ * checks the file's header, metadata and index and that its id and size
+ * are the ones asked for.  A NULL finder means img_pack_find_beside().
+ */
+struct img_pack_finder {
+	int (*open)(void *opaque, const char *image_path,
+	    const uint8_t id[IMG_ID_SIZE], uint64_t file_size,
+	    const char *hint, struct err *e);
+	void *opaque;
+};
+
+/* The default finder: the file called hint in image_path's directory. */
+int img_pack_find_beside(void *opaque, const char *image_path,
+    const uint8_t id[IMG_ID_SIZE], uint64_t file_size, const char *hint,
+    struct err *e);
+
+/*
+ * img_open() with a finder for its packs.  Every pack that an index entry
+ * names is found and checked at open (a missing pack fails the open:
+ * "pack 'c1' (image 0123abcd...) of 'x': ..."); packs no entry names are
+ * not looked for.  A frame read from a pack is checked against the
+ * referring entry's size, CRC and hash.  The finder is kept (borrowed) for
+ * the readers img_verify_parallel() opens on the same path.
+ */
+struct img_reader *img_open_finder(const char *path,
+    const struct img_pack_finder *finder, struct err *e);
+
+/*
+ * Chunk ci (0 to img_nchunks() - 1, in index order) as its entry says:
+ * masks, frame (where: pack 0 is r's own file, else 1..npacks), CRC and
+ * hash (version 2; has_hash 0 for version 1 and for a chunk without a
+ * frame).  Pure: threads may call it on a shared reader.
+ */
+struct img_chunk_ref {
+	uint64_t present, zero;
+	uint64_t off;
+	uint32_t size, crc;
+	uint32_t pack;
+	int has_hash;
+	uint8_t hash[IMG_HASH_SIZE];
+};
+uint64_t img_nchunks(const struct img_reader *r);
+void img_chunk_ref(const struct img_reader *r, uint64_t ci,
+    struct img_chunk_ref *out);
+
+/* Pack p (1 to npacks) of the pack table: id, file size, name hint. */
+struct img_pack_info {
+	uint8_t id[IMG_ID_SIZE];
+	uint64_t file_size;
+	char hint[256];
+	uint64_t refs;			/* entries of r that name it */
+};
+void img_pack_info(const struct img_reader *r, uint32_t p,
+    struct img_pack_info *out);
+
+/*
+ * The raw bytes of chunk ci's frame (wherever it lives) into buf
+ * (IMG_FRAME_MAX bytes), checked as a lazy read checks it, not decoded;
+ * *size its length (0 for a chunk without a frame).  0 or -1.
+ */
+int img_read_frame(struct img_reader *r, uint64_t ci, uint8_t *buf,
+    uint32_t *size, struct err *e);
+
+/*
+ * Chunk ci's data pages, decoded and packed in page order, into out
+ * (IMG_CHUNK_BYTES); *datamask which pages they are.  0 or -1.
+ */
+int img_read_chunk(struct img_reader *r, uint64_t ci, uint8_t *out,
+    uint64_t *datamask, struct err *e);
+
+/*
+ * Write a self-contained copy of r (wherever its frames live) at path:
+ * version 2 without packs and with a new id, its frames copied, not
+ * recompressed; created 0600 with O_EXCL|O_NOFOLLOW beside path, fsynced,
+ * renamed into place.  0 or -1 with e filled (nothing left at path).
+ */
+int img_write_standalone(struct img_reader *r, const char *path,
+    struct err *e);
 
 /*
  * Open and check header, metadata and index (checksums, bounds, that frames

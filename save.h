@@ -34,8 +34,18 @@ struct img_opts {
 	int level;		/* zstd level; 0 means the default (1) */
 	int threads;		/* compression threads; 0 means online CPUs */
 	size_t cache_bytes;	/* chunk cache; 0 means the default (192 MiB) */
+	/*
+	 * Incremental: the parent's image (borrowed, opened with its packs
+	 * found; it must outlive the writer).  A chunk whose hash equals
+	 * the base's entry for the same chunk is not compressed: its entry
+	 * names the base's frame (pack 1 is the base, named base_hint; the
+	 * base's own packs that its entries name follow it).  A base of
+	 * version 1, or whose block table differs, shares nothing.
+	 */
+	struct img_reader *base;
+	const char *base_hint;	/* the base's name for pack lookups */
 };
-#define IMG_OPTS_INIT { 0, 0, 0 }
+#define IMG_OPTS_INIT { 0, 0, 0, NULL, NULL }
 
 struct img_stats {
 	uint64_t ram_bytes;	/* sum of block used_lengths */
@@ -45,6 +55,10 @@ struct img_stats {
 	uint64_t file_bytes;	/* size of the image file */
 	uint64_t tail_bytes;	/* device tail, uncompressed */
 	uint64_t recompressions;/* chunks compressed more than once */
+	uint64_t shared_chunks;	/* entries naming a base's frame */
+	uint64_t shared_bytes;	/* their frames' bytes */
+	uint64_t hashed_only;	/* chunks hashed and found unchanged,
+				 * never compressed */
 };
 
 struct img_writer;

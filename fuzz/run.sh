@@ -23,9 +23,9 @@ fi
 flags=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 	-fno-omit-frame-pointer -g -O1 -D_GNU_SOURCE -std=c11 -I.)
 # shellcheck disable=SC2207
-pkg_cflags=($(pkg-config --cflags jansson libzstd readline)) || exit 1
+pkg_cflags=($(pkg-config --cflags jansson libzstd readline libcrypto)) || exit 1
 # shellcheck disable=SC2207
-pkg_libs=($(pkg-config --libs jansson libzstd readline)) || exit 1
+pkg_libs=($(pkg-config --libs jansson libzstd readline libcrypto)) || exit 1
 
 # The core: every top-level .c but the command-line layer.
 core=()

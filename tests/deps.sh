@@ -25,16 +25,17 @@ QEMU10_MARKER=$QEMU10_DIR/.snapctl-complete
 BACKPORTS_LIST=/etc/apt/sources.list.d/snapctl-backports.sources
 DEBIAN_SOURCES=/etc/apt/sources.list.d/debian.sources
 
-# Build: gcc make pkg-config libc6-dev + the -dev packages.  Tests: QEMU,
+# Build: gcc make pkg-config libc6-dev + the -dev packages (libssl-dev:
+# libcrypto's SHA-256 for chunk identity in images, imghash.c).  Tests: QEMU,
 # the guest (busybox-static cpio gzip qemu-guest-agent; xz-utils and zstd
 # for compressed kernel modules), mandoc (make lint), clang and
 # libclang-rt-14-dev (libFuzzer); bench/: time (/usr/bin/time) and
 # bsdextrautils (column), python3 (bench/qmpseq.py: the scripted QMP
 # sequence); the shell tests: tmux (a real terminal).
 PKGS=(gcc make pkg-config libc6-dev libjansson-dev libzstd-dev libreadline-dev
-	qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils zstd
-	qemu-guest-agent mandoc clang libclang-rt-14-dev time bsdextrautils tmux
-	python3)
+	libssl-dev qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils
+	zstd qemu-guest-agent mandoc clang libclang-rt-14-dev time bsdextrautils
+	tmux python3)
 
 # The QEMU 10.0 packages to unpack (gui and modules-* so that every module
 # the binary probes exists in its own module folder).
