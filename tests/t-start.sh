@@ -41,6 +41,8 @@ wait_file() {
 		sleep 0.5
 	done
 }
+# A whole TICK line (its run id is the last field, 16 hex digits).
+TICK_RE='^CHURN TICK .* run=[0-9a-f]{16}$'
 
 # start_restore DESC NAME [ARGS...]: restore NAME --start ARGS; sets sock,
 # pid and rdir from its output.
@@ -61,7 +63,10 @@ guest_ok() {
 	local d=$1 f=$2 run=$3 tick
 	check "$d: the guest verifies its whole memory" wait_file "$f" '^CHURN VERIFY ok' 120
 	check "$d: its disk records agree with its memory" wait_file "$f" '^CHURN DISKVERIFY ok' 60
-	tick=$(tr -d '\r' <"$f" | grep -a '^CHURN TICK' | head -n 1)
+	# Resumed, the guest may verify before its first TICK (both were
+	# due): wait for a whole TICK line, not just the verification.
+	wait_file "$f" "$TICK_RE" 60
+	tick=$(tr -d '\r' <"$f" | grep -aE "$TICK_RE" | head -n 1)
 	expect_eq "$d: the same churn run, not a reboot" "$run" "$(field run "$tick")"
 	if grep -aqE 'FAIL|^CHURN READY' "$f"; then
 		not_ok "$d: no FAIL and no READY line" "$(grep -aE 'FAIL|READY' "$f" | head -n 3)"
