@@ -70,6 +70,8 @@ struct rs {
 	char qemu[32];
 	struct proc *proc;	/* QEMU started by --exec (it may have exited) */
 	int touched;		/* QEMU was changed */
+	int cut_unsure;		/* no answer to the cut: QEMU may yet take
+				 * (and make) the overlays */
 	int deferring;		/* QEMU cannot go back: signals wait */
 	int loaded;		/* QEMU has the whole checkpoint */
 	int guest_ran;
@@ -577,7 +579,13 @@ add_overlays(struct rs *s, struct err *e)
 	}
 	free(dir);
 	s->touched = 1;
-	return vm_overlays_cut(s->q, s->cut, s->ndisks, e);
+	if (vm_overlays_cut(s->q, s->cut, s->ndisks, e) == 0)
+		return 0;
+	/* Still marked created: QEMU did not say it rolled back (vm.h). */
+	for (i = 0; i < s->ndisks; i++)
+		if (s->cut[i].created)
+			s->cut_unsure = 1;
+	return -1;
 }
 
 /* The records of the overlays: dropped with them, or committed. */
@@ -604,6 +612,21 @@ remove_overlays(struct rs *s)
 	if (s->cut != NULL)
 		vm_overlays_remove(s->cut, s->ndisks);
 	records_settle(s, 1);
+}
+
+/*
+ * A QEMU not ours may still act on a cut it never answered, and make an
+ * overlay after any unlink here: the overlays and their records stay as
+ * they are, the records naming this process, so the sweep decides once
+ * it is gone (restoredir.h).
+ */
+static void
+leave_overlays(struct rs *s)
+{
+	size_t i;
+
+	for (i = 0; s->slots != NULL && i < s->ndisks; i++)
+		restoredir_slot_release(&s->slots[i]);
 }
 
 /*
@@ -1304,6 +1327,19 @@ restore_run(const struct restore_opts *o, json_t **out, struct err *e)
 out:
 	if (s.verifying && verify_join(&s, e) < 0 && !s.touched)
 		rc = -1;	/* a bad image outranks the VM's mismatch */
+	/*
+	 * The QEMU snapctl started goes first, and is waited for: until it
+	 * has exited it may still be making an overlay for a cut this
+	 * process stopped waiting on (a signal), and a file made after
+	 * remove_overlays() would stay without its record, for ever.
+	 */
+	if (rc < 0 && s.proc != NULL) {
+		qmp_close(s.q);
+		s.q = NULL;
+		proc_kill(s.proc);
+		if (lstat(s.sock, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(s.sock);
+	}
 	if (rc < 0 && s.touched) {
 		/* Kept: what the guest wrote, or the disks of a QEMU that
 		 * holds the loaded checkpoint (and stays). */
@@ -1311,20 +1347,17 @@ out:
 			name_overlays(&s, e, "the guest ran on");
 		else if (s.loaded && s.proc == NULL)
 			name_overlays(&s, e, "the guest is paused on");
-		else
+		else if (s.cut_unsure && s.proc == NULL) {
+			name_overlays(&s, e, "left for the sweep, as QEMU may "
+			    "yet open");
+			leave_overlays(&s);
+		} else
 			remove_overlays(&s);
 	}
 	/* Kept overlays are recorded, for the sweep once QEMU is gone. */
 	if (s.touched)
 		records_settle(&s, 0);
 	if (rc < 0) {
-		if (s.proc != NULL) {
-			qmp_close(s.q);
-			s.q = NULL;
-			proc_kill(s.proc);
-			if (lstat(s.sock, &st) == 0 && S_ISSOCK(st.st_mode))
-				unlink(s.sock);
-		}
 		/* --start's directory goes, unless the message points
 		 * into it (QEMU's log). */
 		if (s.dir != NULL && (e == NULL || strstr(e->msg, s.dir) ==

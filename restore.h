@@ -103,7 +103,9 @@ struct restore_opts {
  * reach QEMU).  Later failures (QEMU refuses the transaction or the
  * stream, dies) remove the overlays snapctl made, as the guest never ran
  * on them; with exec_argv or start the QEMU snapctl started is killed
- * (start: its directory removed unless the message names its log), and
+ * first and waited for (it may be making an overlay of a cut it was not
+ * heard out on), its directory removed (start) unless the message names
+ * its log, and
  * QEMU's own reason from its log ("Unknown savevm section ...") is the
  * message's.  Once QEMU
  * has loaded the checkpoint (a deferred signal, a failed "cont") they
@@ -118,6 +120,11 @@ struct restore_opts {
  * with ERR_INTR, the guest paused on the overlays (named in the message,
  * kept); a lazy one completes (0).  With exec_argv an eager restore
  * stops at once, as the QEMU is killed anyway.
+ *
+ * A transaction a QEMU not snapctl's never answered (a timeout) leaves
+ * the overlays and their records, still naming this process, to the
+ * sweep, as that QEMU may yet make and open them; the message names them:
+ * "...; left for the sweep, as QEMU may yet open overlay 'F'".
  *
  * A failure after the guest ran (a lazy restore whose QEMU died) keeps
  * the overlays, which hold the guest's writes, and names them in the
