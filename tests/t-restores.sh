@@ -14,7 +14,9 @@
 # in the store and in that directory) and records that name another file
 # (edited, or from a killed restore outside the store) never get a file
 # removed.  A --start restore interrupted by SIGINT leaves no overlay and
-# no record.  A checkpoint p1 of a restored VM swaps the restore overlay's
+# no record, also when QEMU is still making the overlay (faultinject makes
+# that 1.5 s slow): its QEMU is gone before the overlay is removed, so no
+# file comes back without its record.  A checkpoint p1 of a restored VM swaps the restore overlay's
 # path like any VM's disk: the path stays the VM's disk (its record
 # learns the new file), p1's state d0.c1.p1.qcow2 and the swap's hidden
 # link go beside it; the sweep keeps the path while p1 names it, a restore
@@ -27,6 +29,7 @@ ck_init || done_testing
 
 CHURN="churn.mb=32 churn.verify=1000 churn.disk=/dev/vda churn.rate=0"
 RT=$TESTDIR/rt
+FAULT_SO=$TOP/build/faultinject.so
 mkdir -m 700 "$RT"
 export XDG_RUNTIME_DIR=$RT
 # name_re CKPT: a restore overlay of checkpoint CKPT's state d0.CKPT.qcow2.
@@ -244,6 +247,31 @@ for ver in 7.2 10.0; do
 		expect_match "$P: ... its overlay was cut in STORE/.restores" "\"snapshot-file\": *\"$store/\\.restores/d0\\.c1\\.restore-" "$dir/si.trace"
 		expect_eq "$P: ... and is gone, with its record" "$before" "$(ovls)"
 		expect_eq "$P: ... no QEMU left" "" "$(pgrep -f "$RT/snapctl-c1" || true)"
+	fi
+
+	# ---- SIGINT while QEMU still makes the overlay --------------------------
+	# Every create under STORE/.restores sleeps 1.5 s first (QEMU's of the
+	# overlay, snapctl's of the record and the empty overlay): SIGINT
+	# comes while QEMU is in the transaction, before it made the file.
+	if [ -f "$FAULT_SO" ]; then
+		before=$(ovls)
+		env "${RUN[@]:1}" SNAPCTL_TRACE=1 LD_PRELOAD="$FAULT_SO" \
+			ASAN_OPTIONS="$ASAN_OPTIONS:verify_asan_link_order=0" \
+			SNAPCTL_FAULT_PATH="$store/.restores" SNAPCTL_FAULT_SLOW_CREATE=1500 \
+			"$SNAPCTL" "${D[@]}" restore c1 --start >/dev/null 2>"$dir/ss.trace" &
+		spid=$!
+		for t in $(seq 3000); do
+			grep -q '"execute":"transaction"' "$dir/ss.trace" && break
+			sleep 0.01
+		done
+		kill -INT "$spid"
+		wait "$spid"
+		rc=$?
+		expect_eq "$P: SIGINT while QEMU makes the overlay: exit 8" 8 "$rc"
+		expect_eq "$P: ... no overlay and no record left" "$before" "$(ovls)"
+		expect_eq "$P: ... no QEMU left" "" "$(pgrep -f "$RT/snapctl-c1" || true)"
+	else
+		skip "$P: SIGINT while QEMU makes the overlay" "no $FAULT_SO (make helpers)"
 	fi
 
 	# ---- a checkpoint of a restored VM: the disk swap in STORE/.restores ---

@@ -17,6 +17,11 @@
  *	append "FN N PATH" for every counted call, and "FN N PATH FAILED
  *	ERRNO" for the one made to fail: how a test learns how many calls of
  *	each kind a command makes along its path.
+ *   SNAPCTL_FAULT_SLOW_CREATE=MS
+ *	every open or openat with O_CREAT (under SNAPCTL_FAULT_PATH when
+ *	set) first sleeps MS milliseconds, signals or not, then is made: a
+ *	process (QEMU making an image) still about to create a file when
+ *	another gives up on it.  Logged as "slow PATH MS".
  * Never fails a call it does not count; the shim itself calls only the real
  * functions (through dlsym(RTLD_NEXT)) and raw system calls.  The
  * environment is read once, before main() (or at the first call).
@@ -30,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 enum fn { F_WRITE, F_PWRITE, F_FSYNC, F_FDATASYNC, F_RENAME, F_RENAMEAT,
@@ -52,6 +58,7 @@ static unsigned long counts[F_N];
 static const char *only;	/* SNAPCTL_FAULT_PATH, or NULL */
 static size_t only_len;
 static int logfd = -1;
+static long slow_ms;		/* SNAPCTL_FAULT_SLOW_CREATE */
 
 static const struct { const char *name; int err; } errnos[] = {
 	{ "ENOSPC", ENOSPC }, { "EIO", EIO }, { "EDQUOT", EDQUOT },
@@ -83,7 +90,7 @@ say(const char *fmt, ...)
 static void __attribute__((constructor))
 setup(void)
 {
-	const char *spec = getenv("SNAPCTL_FAULT"), *lf;
+	const char *spec = getenv("SNAPCTL_FAULT"), *lf, *sl;
 	char buf[512], *tok, *save = NULL, *a, *b;
 	int i, k;
 
@@ -95,6 +102,8 @@ setup(void)
 	only_len = only != NULL ? strlen(only) : 0;
 	while (only_len > 1 && only[only_len - 1] == '/')
 		only_len--;
+	sl = getenv("SNAPCTL_FAULT_SLOW_CREATE");
+	slow_ms = sl != NULL ? strtol(sl, NULL, 10) : 0;
 	lf = getenv("SNAPCTL_FAULT_LOG");
 	if (lf != NULL && lf[0] != '\0')
 		logfd = (int)syscall(SYS_openat, AT_FDCWD, lf,
@@ -230,6 +239,28 @@ fault_at(enum fn fn, int dirfd, const char *path, int dirfd2,
 	return err;
 }
 
+/* SNAPCTL_FAULT_SLOW_CREATE: the whole delay, whatever interrupts it. */
+static void
+slow_create(int dirfd, const char *path, int flags)
+{
+	struct timespec ts, rem;
+	char p[PATH_MAX];
+	int saved = errno;
+
+	setup();
+	if (slow_ms <= 0 || !(flags & O_CREAT))
+		return;
+	resolve(dirfd, path, p, sizeof(p));
+	if (!under(p))
+		return;
+	say("slow %s %ld", p, slow_ms);
+	ts.tv_sec = slow_ms / 1000;
+	ts.tv_nsec = (slow_ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &rem) < 0 && errno == EINTR)
+		ts = rem;
+	errno = saved;
+}
+
 #define REAL(name) \
 	static __typeof__(&name) real_; \
 	if (real_ == NULL) \
@@ -345,6 +376,7 @@ open(const char *path, int flags, ...)
 	REAL(open);
 
 	MODE_ARG(flags, mode);
+	slow_create(AT_FDCWD, path, flags);
 	if ((err = fault_at(F_OPEN, AT_FDCWD, path, AT_FDCWD, NULL)) != 0)
 		FAIL_WITH(err, -1);
 	return real_(path, flags, mode);
@@ -358,6 +390,7 @@ open64(const char *path, int flags, ...)
 	REAL(open64);
 
 	MODE_ARG(flags, mode);
+	slow_create(AT_FDCWD, path, flags);
 	if ((err = fault_at(F_OPEN, AT_FDCWD, path, AT_FDCWD, NULL)) != 0)
 		FAIL_WITH(err, -1);
 	return real_(path, flags, mode);
@@ -371,6 +404,7 @@ openat(int dirfd, const char *path, int flags, ...)
 	REAL(openat);
 
 	MODE_ARG(flags, mode);
+	slow_create(dirfd, path, flags);
 	if ((err = fault_at(F_OPENAT, dirfd, path, AT_FDCWD, NULL)) != 0)
 		FAIL_WITH(err, -1);
 	return real_(dirfd, path, flags, mode);
@@ -384,6 +418,7 @@ openat64(int dirfd, const char *path, int flags, ...)
 	REAL(openat64);
 
 	MODE_ARG(flags, mode);
+	slow_create(dirfd, path, flags);
 	if ((err = fault_at(F_OPENAT, dirfd, path, AT_FDCWD, NULL)) != 0)
 		FAIL_WITH(err, -1);
 	return real_(dirfd, path, flags, mode);
