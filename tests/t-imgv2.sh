@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # t-imgv2: memory images of version 2 (man/snapctl-image.5, VERSION 2) on
 # real QEMU, before snapctl writes them: a checkpoint's memory.img is
-# split (build/helper-imgtool split) into a self-contained version 2 pack
+# split (build/helper-imgv2tool split) into a self-contained version 2 pack
 # in the store's .packs and an image that takes every other frame from it,
 # its own frames in reverse order.  verify, info, read and export read it
 # as the original; restore and restore --lazy bring the guest back from
@@ -10,7 +10,7 @@
 . "$TOP/tests/lib/ckpt.sh"
 ck_init || done_testing
 
-IMGTOOL=$TOP/build/helper-imgtool
+IMGTOOL=$TOP/build/helper-imgv2tool
 CHURN="churn.mb=96 churn.verify=1000 churn.disk=/dev/vda churn.diskrate=50 churn.tick=200"
 ver=10.0
 vm_have_qemu "$ver" || ver=7.2
