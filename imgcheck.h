@@ -22,9 +22,8 @@ int img_verify(struct img_reader *r, struct err *e);
 /*
  * The same, the chunks shared among nthreads threads, each with a reader
  * of its own opened on path (r's file, its packs found with r's finder);
- * r does the first share and the
- * tail; nthreads <= 0: the online CPUs, at most 8.  The error names the
- * first bad chunk in file order.
+ * r does the first share and the tail; nthreads <= 0: the online CPUs, at
+ * most 8.  The error names the first bad chunk in file order.
  */
 int img_verify_parallel(struct img_reader *r, const char *path, int nthreads,
     struct err *e);
