@@ -673,7 +673,42 @@ test_packs(void)
 		    "packs: img_read_chunk %s", e.msg);
 		check(img_read_frame(r, 2, frame, &fsize, &e) == 0 &&
 		    fsize == 0, "packs: no frame, size 0");
+		check(img_read_chunk(r, NALL, out, &dm, &e) < 0 &&
+		    img_read_frame(r, NALL, frame, &fsize, &e) < 0,
+		    "packs: a chunk past the end is an error: %s", e.msg);
+		err_clear(&e);
+		img_pack_info(r, 2, &pi);
+		img_chunk_ref(r, NALL, &ref);
+		check(pi.file_size == 0 && pi.refs == 0 && ref.size == 0 &&
+		    ref.present == 0, "packs: a pack or chunk past the end "
+		    "reads as zero");
 		img_close(r);
+	}
+	bimg_free(&a);
+	bimg_free(&b);
+
+	/* a finder of one's own, kept for img_verify_parallel()'s readers */
+	make_pair(&a, &b, 0);
+	{
+		char *ap = tpath("a.img"), *hp = tpath("elsewhere.img");
+		char *bp = tpath("b.img");
+		struct img_pack_finder f = { fixed_finder, NULL };
+
+		rename(ap, hp);
+		f.opaque = (void *)"elsewhere.img";
+		open_fails("b.img", NULL, "not found", NULL,
+		    "the default finder does not look elsewhere");
+		r = img_open_finder(bp, &f, &e);
+		check(r != NULL && img_verify_parallel(r, bp, 3, &e) == 0 &&
+		    reads_as(r, &b, "own finder"),
+		    "own finder: opens, img_verify_parallel's readers use it "
+		    "too %s", e.msg);
+		err_clear(&e);
+		img_close(r);
+		rename(hp, ap);
+		free(ap);
+		free(hp);
+		free(bp);
 	}
 	bimg_free(&a);
 	bimg_free(&b);
