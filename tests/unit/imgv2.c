@@ -359,25 +359,6 @@ bimg_build(struct bimg *b)
 	fix_crcs(p);
 }
 
-/* With IMGV2_SEEDS=DIR, b as a fuzz seed DIR/name too. */
-static void
-seed_out(const char *name, const struct bimg *b)
-{
-	const char *dir = getenv("IMGV2_SEEDS");
-	char *path;
-	int fd;
-
-	if (dir == NULL)
-		return;
-	path = xasprintf("%s/%s", dir, name);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write_full(fd, b->buf, b->len) < 0)
-		note("cannot write seed %s", path);
-	if (fd >= 0)
-		close(fd);
-	free(path);
-}
-
 /* Entry ci of a built image, to damage it. */
 static uint8_t *
 bentry(struct bimg *b, unsigned ci)
@@ -614,7 +595,6 @@ test_self_contained(void)
 	check(b.c[0].off > b.c[1].off, "reverse: frames are in reverse order");
 	write_file("rev.img", b.buf, b.len);
 	all_good("rev.img", &b, "v2 frames in reverse order");
-	seed_out("v2-reverse", &b);
 	bimg_free(&b);
 
 	bimg_init(&b, IMG_VERSION, 1, 0);
@@ -649,7 +629,6 @@ test_packs(void)
 
 	make_pair(&a, &b, 0);
 	all_good("b.img", &b, "v2 with a pack beside it");
-	seed_out("v2-packs", &b);
 	r = open_name("b.img", NULL, msg, sizeof(msg));
 	if (r != NULL) {
 		m = img_meta(r);
