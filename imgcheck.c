@@ -25,11 +25,9 @@ verify_chunks(struct img_reader *r, uint64_t first, uint64_t end,
 {
 	uint64_t ci;
 
-	for (ci = first; ci < end; ci++) {
-		r->cached = UINT64_MAX;
-		if (imgr_load_chunk(r, ci, e) < 0)
+	for (ci = first; ci < end; ci++)
+		if (imgr_verify_chunk(r, ci, e) < 0)
 			return -1;
-	}
 	return 0;
 }
 
@@ -123,7 +121,8 @@ img_verify_parallel(struct img_reader *r, const char *path, int nthreads,
 		v[k].first = r->nchunks * (uint64_t)k / (uint64_t)nthreads;
 		v[k].end = r->nchunks * (uint64_t)(k + 1) / (uint64_t)nthreads;
 		v[k].check = verify_chunks;
-		v[k].r = k == 0 ? r : img_open(path, e);
+		v[k].r = k == 0 ? r : img_open_finder(path,
+		    r->finder.open != NULL ? &r->finder : NULL, e);
 		if (v[k].r == NULL)
 			goto out;
 	}
@@ -142,9 +141,10 @@ out:
 }
 
 /*
- * img_check_frames() on chunks [first, end): each frame's CRC and header,
- * read in large sequential reads; a frame that runs past the end of the
- * buffer moves to its front before the next read.  Only reads r.
+ * img_check_frames() on r's own frames [first, end) in file order
+ * (r->byoff): each frame's CRC and header, read in large sequential
+ * reads; a frame that runs past the end of the buffer moves to its front
+ * before the next read.  Only reads r.
  */
 static int
 check_chunks(struct img_reader *r, uint64_t first, uint64_t end,
@@ -152,19 +152,17 @@ check_chunks(struct img_reader *r, uint64_t first, uint64_t end,
 {
 	const struct rentry *x;
 	uint8_t *buf = NULL;
-	uint64_t ci, bpos = 0, have = 0, stop = 0, keep, n;
+	uint64_t k, ci, bpos = 0, have = 0, stop, keep, n;
 	int rc = -1;
 
-	for (ci = end; ci > first && stop == 0; ci--)
-		if (r->idx[ci - 1].size != 0)
-			stop = r->idx[ci - 1].off + r->idx[ci - 1].size;
-	if (stop == 0)
+	if (first >= end)
 		return 0;
+	x = &r->idx[r->byoff[end - 1]];
+	stop = x->off + x->size;
 	buf = xmalloc(CHECK_BUF);
-	for (ci = first; ci < end; ci++) {
+	for (k = first; k < end; k++) {
+		ci = r->byoff[k];
 		x = &r->idx[ci];
-		if (x->size == 0)
-			continue;
 		/* Frames are back to back: x starts where the last ended. */
 		if (have == 0 || x->off + x->size > bpos + have) {
 			keep = have == 0 ? 0 : bpos + have - x->off;
@@ -190,6 +188,36 @@ check_chunks(struct img_reader *r, uint64_t first, uint64_t end,
 	rc = 0;
 out:
 	free(buf);
+	return rc;
+}
+
+/* The frames r's entries take from packs: CRC and header each. */
+static int
+check_pack_frames(struct img_reader *r, struct err *e)
+{
+	const struct rentry *x;
+	uint8_t *z = NULL;
+	uint64_t ci;
+	int rc = -1;
+
+	if (r->meta.shared_chunks == 0)
+		return 0;
+	z = xmalloc(IMG_FRAME_MAX);
+	for (ci = 0; ci < r->nchunks; ci++) {
+		x = &r->idx[ci];
+		if (x->pack == 0 || x->size == 0)
+			continue;
+		if (imgr_frame_check(imgr_frame_home(r, ci), x->off, x->size,
+		    z, (size_t)img_mask_count(x->present & ~x->zero) *
+		    IMG_PAGE_SIZE, x->crc, e) < 0) {
+			imgr_pack_prefix(r, ci, e);
+			imgr_chunk_prefix(r, ci, e);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(z);
 	return rc;
 }
 
@@ -220,19 +248,22 @@ img_check_frames(struct img_reader *r, const char *path, int nthreads,
 		v[k].r = r;
 		v[k].check = check_chunks;
 	}
-	v[nthreads - 1].end = r->nchunks;
-	for (ci = 0, k = 1; ci < r->nchunks && k < nthreads; ci++) {
-		x = &r->idx[ci];
-		while (k < nthreads && x->size != 0 &&
+	/* Shares are ranges of r->byoff, the own frames in file order. */
+	v[nthreads - 1].end = r->nown;
+	for (ci = 0, k = 1; ci < r->nown && k < nthreads; ci++) {
+		x = &r->idx[r->byoff[ci]];
+		while (k < nthreads &&
 		    x->off - r->data_off >= share * (uint64_t)k) {
 			v[k - 1].end = v[k].first = ci;
 			k++;
 		}
 	}
 	for (; k < nthreads; k++)
-		v[k - 1].end = v[k].first = r->nchunks;
+		v[k - 1].end = v[k].first = r->nown;
 
 	if (chunk_parts_run(v, nthreads, e) < 0)
+		goto out;
+	if (check_pack_frames(r, e) < 0)
 		goto out;
 	z = xmalloc((size_t)r->tail_size);
 	if (imgr_frame_check(r, r->tail_off, (size_t)r->tail_size, z,

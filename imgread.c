@@ -1,8 +1,11 @@
 /*
- * imgread.c - the compact memory image's reader (man/snapctl-image.5).
- * Everything in the file is checked before it is used; the index is held
- * in memory (32 bytes per chunk, bounded by the file size), frames are read
- * and decoded one at a time into one chunk buffer, or ahead on threads.
+ * imgread.c - the compact memory image's reader (man/snapctl-image.5),
+ * versions 1 and 2.  Everything in the file is checked before it is used;
+ * the index is held in memory (40 bytes per chunk, and a 32-byte hash in
+ * version 2, bounded by the file size), and so are the indexes of the
+ * packs its entries name, opened at open; frames are read (from this file
+ * or a pack) and decoded one at a time into one chunk buffer, or ahead on
+ * threads.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -61,14 +64,19 @@ check_header(struct img_reader *r, const uint8_t *h, uint32_t *meta_crc,
 		return err_set(e, ERR_FAIL, "not a snapctl image");
 	if (get_le32(h + IMG_HDR_CRC) != crc32c(0, h, IMG_HDR_CRC))
 		return err_set(e, ERR_FAIL, "header checksum mismatch");
-	if (get_le32(h + IMG_HDR_VERSION) != IMG_VERSION)
+	r->meta.version = get_le32(h + IMG_HDR_VERSION);
+	if (r->meta.version != IMG_VERSION && r->meta.version != IMG_VERSION_2)
 		return err_set(e, ERR_FAIL, "unsupported image version %u",
-		    get_le32(h + IMG_HDR_VERSION));
-	r->meta.version = IMG_VERSION;
+		    r->meta.version);
 	r->meta.flags = get_le32(h + IMG_HDR_FLAGS);
-	if (r->meta.flags & ~IMG_F_ALL)
+	if (r->meta.flags & ~(r->meta.version == IMG_VERSION ? IMG_F_ALL :
+	    IMG_F_ALL_V2))
 		return err_set(e, ERR_FAIL, "unknown image flags 0x%x",
 		    r->meta.flags);
+	if (r->meta.version == IMG_VERSION_2 &&
+	    !(r->meta.flags & IMG_F_FRAME_CRCS))
+		return err_set(e, ERR_FAIL, "version 2 image without frame "
+		    "CRCs (flag 0x4)");
 	if (get_le32(h + IMG_HDR_PAGE_SIZE) != IMG_PAGE_SIZE ||
 	    get_le32(h + IMG_HDR_CHUNK_PAGES) != IMG_CHUNK_PAGES)
 		return err_set(e, ERR_FAIL, "unsupported page or chunk size");
@@ -94,7 +102,9 @@ check_header(struct img_reader *r, const uint8_t *h, uint32_t *meta_crc,
 		    (unsigned long long)fsize);
 	/* Each region starts where the one before ends; sizes are bounded
 	 * by the file, so none of these sums overflows. */
-	if (moff != IMG_HDR_SIZE || msize < IMG_SKIP_SIZE + IMG_META_FIXED ||
+	if (moff != IMG_HDR_SIZE || msize < IMG_SKIP_SIZE +
+	    (r->meta.version == IMG_VERSION ? IMG_META_FIXED :
+	    IMG_META_FIXED_V2) ||
 	    msize > IMG_MAX_META || msize > fsize || doff != moff + msize ||
 	    dsize > fsize || toff != doff + dsize || tsize > fsize ||
 	    tsize > TAIL_FRAME_MAX || ioff != toff + tsize ||
@@ -113,6 +123,103 @@ check_header(struct img_reader *r, const uint8_t *h, uint32_t *meta_crc,
 	*meta_crc = get_le32(h + IMG_HDR_META_CRC);
 	*index_crc = get_le32(h + IMG_HDR_INDEX_CRC);
 	*meta_size = msize;
+	return 0;
+}
+
+void
+imgr_id_hex(const uint8_t id[IMG_ID_SIZE], char out[2 * IMG_ID_SIZE + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < IMG_ID_SIZE; i++) {
+		out[2 * i] = hex[id[i] >> 4];
+		out[2 * i + 1] = hex[id[i] & 15];
+	}
+	out[2 * IMG_ID_SIZE] = '\0';
+}
+
+static int
+all_zero(const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (p[i] != 0)
+			return 0;
+	return 1;
+}
+
+/* Version 2's fixed metadata past the first 64 bytes: id, packs. */
+static int
+parse_meta_v2(struct img_reader *r, const uint8_t *p, struct err *e)
+{
+	uint32_t npacks = get_le32(p + IMG_META_NPACKS);
+
+	memcpy(r->meta.id, p + IMG_META_IMAGE_ID, IMG_ID_SIZE);
+	if (all_zero(r->meta.id, IMG_ID_SIZE))
+		return err_set(e, ERR_FAIL, "image id is all zero");
+	if (!all_zero(p + IMG_META_RESERVED_V2, IMG_META_FIXED_V2 -
+	    IMG_META_RESERVED_V2))
+		return err_set(e, ERR_FAIL, "reserved metadata bytes are not "
+		    "zero");
+	if (npacks > IMG_MAX_PACKS ||
+	    (npacks != 0) != ((r->meta.flags & IMG_F_PACKS) != 0))
+		return err_set(e, ERR_FAIL, "bad number of packs %u (flag "
+		    "0x8 %s)", npacks, r->meta.flags & IMG_F_PACKS ? "set" :
+		    "clear");
+	r->meta.npacks = npacks;
+	return 0;
+}
+
+/* Version 2's pack table, from *pp (after the block table) on. */
+static int
+parse_packs(struct img_reader *r, const uint8_t **pp, const uint8_t *end,
+    struct err *e)
+{
+	const uint8_t *p = *pp;
+	struct rpack *k;
+	size_t i, j, nlen;
+	char hex[2 * IMG_ID_SIZE + 1];
+
+	if (r->meta.npacks == 0)
+		return 0;
+	r->packs = xcalloc(r->meta.npacks, sizeof(*r->packs));
+	for (i = 0; i < r->meta.npacks; i++) {
+		k = &r->packs[i];
+		if ((size_t)(end - p) < IMG_PACK_FIXED)
+			return err_set(e, ERR_FAIL, "pack table is truncated");
+		memcpy(k->id, p + IMG_PACK_ID, IMG_ID_SIZE);
+		k->file_size = get_le64(p + IMG_PACK_FILE_SIZE);
+		nlen = get_le16(p + IMG_PACK_NAME_LEN);
+		if (get_le16(p + IMG_PACK_RESERVED) != 0)
+			return err_set(e, ERR_FAIL, "pack %zu: reserved "
+			    "fields are not zero", i + 1);
+		p += IMG_PACK_FIXED;
+		if (nlen > 255 || (size_t)(end - p) < nlen)
+			return err_set(e, ERR_FAIL, "pack %zu: bad name",
+			    i + 1);
+		memcpy(k->hint, p, nlen);
+		k->hint[nlen] = '\0';
+		p += nlen;
+		if (memchr(p - nlen, 0, nlen) != NULL ||
+		    memchr(p - nlen, '/', nlen) != NULL ||
+		    strcmp(k->hint, ".") == 0 || strcmp(k->hint, "..") == 0)
+			return err_set(e, ERR_FAIL, "pack %zu: bad name", i + 1);
+		imgr_id_hex(k->id, hex);
+		if (all_zero(k->id, IMG_ID_SIZE) ||
+		    memcmp(k->id, r->meta.id, IMG_ID_SIZE) == 0)
+			return err_set(e, ERR_FAIL, "pack %zu: bad image id "
+			    "%s", i + 1, hex);
+		if (k->file_size < IMG_HDR_SIZE || k->file_size >= 1ull << 62)
+			return err_set(e, ERR_FAIL, "pack %zu: bad file size "
+			    "%llu", i + 1, (unsigned long long)k->file_size);
+		for (j = 0; j < i; j++)
+			if (memcmp(r->packs[j].id, k->id, IMG_ID_SIZE) == 0)
+				return err_set(e, ERR_FAIL, "pack %zu: image "
+				    "%s listed twice", i + 1, hex);
+	}
+	*pp = p;
 	return 0;
 }
 
@@ -142,7 +249,12 @@ parse_meta(struct img_reader *r, const uint8_t *m, size_t size,
 	if (nblocks > IMG_MAX_BLOCKS || mlen > IMG_MAX_MACHINE ||
 	    clen > IMG_MAX_CONFIG || r->meta.tail_bytes > STREAM_TAIL_MAX)
 		return err_set(e, ERR_FAIL, "metadata counts out of range");
-	p += IMG_META_FIXED;
+	if (r->meta.version == IMG_VERSION_2) {
+		if (parse_meta_v2(r, p, e) < 0)
+			return -1;
+		p += IMG_META_FIXED_V2;
+	} else
+		p += IMG_META_FIXED;
 	if ((size_t)(end - p) < (size_t)mlen + clen)
 		return err_set(e, ERR_FAIL, "metadata is truncated");
 	if (memchr(p, 0, mlen) != NULL)
@@ -198,6 +310,8 @@ parse_meta(struct img_reader *r, const uint8_t *m, size_t size,
 		ram += used;	/* < 65535 * 2^50: no overflow */
 	}
 	r->bfirst[nblocks] = n;
+	if (parse_packs(r, &p, end, e) < 0)
+		return -1;
 	if (p != end)
 		return err_set(e, ERR_FAIL, "metadata has %zu stray bytes",
 		    (size_t)(end - p));
@@ -209,6 +323,92 @@ parse_meta(struct img_reader *r, const uint8_t *m, size_t size,
 	return 0;
 }
 
+/* qsort() of (frame offset, chunk) pairs by offset. */
+static int
+off_cmp(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/*
+ * The own frames sorted by offset (version 2 writes them in any order)
+ * into r->byoff: they must cover the data region exactly.
+ */
+static int
+sort_frames(struct img_reader *r, struct err *e)
+{
+	uint64_t *pairs, ci, k = 0, pos = r->data_off;
+	int rc = -1;
+
+	pairs = xcalloc(r->nown ? 2 * r->nown : 1, sizeof(*pairs));
+	for (ci = 0; ci < r->nchunks; ci++) {
+		if (r->idx[ci].size == 0 || r->idx[ci].pack != 0)
+			continue;
+		pairs[2 * k] = r->idx[ci].off;
+		pairs[2 * k + 1] = ci;
+		k++;
+	}
+	if (r->meta.version != IMG_VERSION)
+		qsort(pairs, (size_t)r->nown, 2 * sizeof(*pairs), off_cmp);
+	r->byoff = xcalloc(r->nown ? r->nown : 1, sizeof(*r->byoff));
+	for (k = 0; k < r->nown; k++) {
+		ci = pairs[2 * k + 1];
+		if (pairs[2 * k] > pos) {
+			err_set(e, ERR_FAIL, "index entry %llu: frame at 0x%llx "
+			    "leaves a gap in the data region at 0x%llx",
+			    (unsigned long long)ci,
+			    (unsigned long long)pairs[2 * k],
+			    (unsigned long long)pos);
+			goto out;
+		}
+		if (pairs[2 * k] < pos) {
+			err_set(e, ERR_FAIL, "index entry %llu: frame at 0x%llx "
+			    "overlaps the one before it, which ends at 0x%llx",
+			    (unsigned long long)ci,
+			    (unsigned long long)pairs[2 * k],
+			    (unsigned long long)pos);
+			goto out;
+		}
+		pos += r->idx[ci].size;
+		r->byoff[k] = ci;
+	}
+	if (pos != r->tail_off) {
+		err_set(e, ERR_FAIL, "frames do not fill the data region");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(pairs);
+	return rc;
+}
+
+/* Check entry ci of version 2 beyond what version 1 checks, at p. */
+static int
+entry_v2(struct img_reader *r, uint64_t ci, const uint8_t *p, uint64_t data,
+    struct err *e)
+{
+	struct rentry *x = &r->idx[ci];
+	const uint8_t *hash = p + IMG_ENTRY_HASH;
+
+	x->pack = get_le16(p + IMG_ENTRY_PACK);
+	if (!all_zero(p + IMG_ENTRY_RESERVED2, IMG_ENTRY_HASH -
+	    IMG_ENTRY_RESERVED2) || !all_zero(p + IMG_ENTRY_RESERVED3,
+	    IMG_ENTRY2_SIZE - IMG_ENTRY_RESERVED3))
+		return err_set(e, ERR_FAIL, "index entry %llu: reserved "
+		    "bytes are not zero", (unsigned long long)ci);
+	if (data == 0 && (x->pack != 0 || !all_zero(hash, IMG_HASH_SIZE)))
+		return err_set(e, ERR_FAIL, "index entry %llu: pack or hash "
+		    "without a frame", (unsigned long long)ci);
+	if (x->pack > r->meta.npacks)
+		return err_set(e, ERR_FAIL, "index entry %llu: pack %u is not "
+		    "in the pack table (%zu)", (unsigned long long)ci, x->pack,
+		    r->meta.npacks);
+	memcpy(r->hashes + ci * IMG_HASH_SIZE, hash, IMG_HASH_SIZE);
+	return 0;
+}
+
 static int
 parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
     struct err *e)
@@ -217,12 +417,13 @@ parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
 	uint64_t off, done = 0, left, ci, pos, valid, data;
 	uint64_t nframes = 0, pages = 0, zero = 0, used;
 	uint32_t crc = 0, b = 0;
-	size_t step, k;
+	size_t step, k, esize;
 	struct rentry *x;
-	int rc = -1;
+	int v2 = r->meta.version != IMG_VERSION, rc = -1;
 
-	if ((r->index_size - IMG_SKIP_SIZE) / IMG_ENTRY_SIZE != r->nchunks ||
-	    (r->index_size - IMG_SKIP_SIZE) % IMG_ENTRY_SIZE != 0) {
+	esize = v2 ? IMG_ENTRY2_SIZE : IMG_ENTRY_SIZE;
+	if ((r->index_size - IMG_SKIP_SIZE) / esize != r->nchunks ||
+	    (r->index_size - IMG_SKIP_SIZE) % esize != 0) {
 		err_set(e, ERR_FAIL, "index size does not match %llu chunks",
 		    (unsigned long long)r->nchunks);
 		goto out;
@@ -240,17 +441,20 @@ parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
 	}
 	crc = crc32c(0, buf, IMG_SKIP_SIZE);
 	r->idx = xcalloc(r->nchunks ? r->nchunks : 1, sizeof(*r->idx));
+	if (v2)
+		r->hashes = xcalloc(r->nchunks ? r->nchunks : 1,
+		    IMG_HASH_SIZE);
 	pos = r->data_off;
 	ci = 0;
 	off = r->index_off + IMG_SKIP_SIZE;
 	left = r->index_size - IMG_SKIP_SIZE;
 	while (left > 0) {
-		step = left < INDEX_BUF ? (size_t)left : INDEX_BUF /
-		    IMG_ENTRY_SIZE * IMG_ENTRY_SIZE;
+		step = left < INDEX_BUF ? (size_t)left : INDEX_BUF / esize *
+		    esize;
 		if (imgr_pread(r, buf, step, off + done, "index", e) < 0)
 			goto out;
 		crc = crc32c(crc, buf, step);
-		for (k = 0; k < step; k += IMG_ENTRY_SIZE, ci++) {
+		for (k = 0; k < step; k += esize, ci++) {
 			p = buf + k;
 			x = &r->idx[ci];
 			while (ci >= r->bfirst[b + 1])
@@ -273,15 +477,32 @@ parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
 				    (unsigned long long)ci);
 				goto out;
 			}
+			if (v2 && entry_v2(r, ci, p, data, e) < 0)
+				goto out;
+			/* Version 1: frames back to back in index order;
+			 * version 2: in the data region, or in a pack. */
 			if (data == 0 ? x->off != 0 || x->size != 0 :
-			    x->off != pos || x->size == 0 ||
-			    x->size > IMG_FRAME_MAX ||
-			    x->size > r->tail_off - pos) {
+			    x->size == 0 || x->size > IMG_FRAME_MAX ||
+			    (x->pack != 0 ? x->off < IMG_HDR_SIZE ||
+			    x->size > r->packs[x->pack - 1].file_size ||
+			    x->off > r->packs[x->pack - 1].file_size -
+			    x->size :
+			    (v2 ? x->off < r->data_off : x->off != pos) ||
+			    x->off > r->tail_off ||
+			    x->size > r->tail_off - x->off)) {
 				err_set(e, ERR_FAIL, "index entry %llu: bad "
 				    "frame position", (unsigned long long)ci);
 				goto out;
 			}
-			pos += x->size;
+			if (data != 0 && x->pack == 0) {
+				pos += x->size;
+				r->nown++;
+				r->meta.own_bytes += x->size;
+			} else if (data != 0) {
+				r->packs[x->pack - 1].refs++;
+				r->meta.shared_chunks++;
+				r->meta.shared_bytes += x->size;
+			}
 			nframes += data != 0;
 			pages += img_mask_count(x->present);
 			zero += img_mask_count(x->zero);
@@ -293,10 +514,8 @@ parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
 		err_set(e, ERR_FAIL, "index checksum mismatch");
 		goto out;
 	}
-	if (pos != r->tail_off) {
-		err_set(e, ERR_FAIL, "frames do not fill the data region");
+	if (sort_frames(r, e) < 0)
 		goto out;
-	}
 	if (nframes != frames || pages != r->meta.pages ||
 	    zero != r->meta.zero_pages) {
 		err_set(e, ERR_FAIL, "index totals do not match the "
@@ -304,14 +523,17 @@ parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
 		goto out;
 	}
 	r->meta.chunks = nframes;
+	if (!v2)
+		r->meta.own_bytes = 0;	/* version 2 fields only */
 	rc = 0;
 out:
 	free(buf);
 	return rc;
 }
 
-struct img_reader *
-img_open_io(const struct img_io *io, struct err *e)
+/* Open and check header, metadata and index; packs are not looked at. */
+static struct img_reader *
+open_io(const struct img_io *io, struct err *e)
 {
 	struct img_reader *r = xcalloc(1, sizeof(*r));
 	uint8_t hdr[IMG_HDR_SIZE], *m = NULL;
@@ -345,6 +567,11 @@ img_open_io(const struct img_io *io, struct err *e)
 		err_set(e, ERR_FAIL, "zstd: cannot create a context");
 		goto fail;
 	}
+	if (r->meta.version != IMG_VERSION &&
+	    (r->hasher = img_hasher_new()) == NULL) {
+		err_set(e, ERR_FAIL, "libcrypto: no SHA-256");
+		goto fail;
+	}
 	r->zbuf = xmalloc(IMG_FRAME_MAX);
 	r->cbuf = xmalloc(IMG_CHUNK_BYTES);
 	free(m);
@@ -355,25 +582,40 @@ fail:
 	return NULL;
 }
 
+struct img_reader *
+img_open_io(const struct img_io *io, struct err *e)
+{
+	struct img_reader *r = open_io(io, e);
+	uint32_t p;
+
+	if (r == NULL)
+		return NULL;
+	for (p = 1; p <= r->meta.npacks; p++) {
+		if (r->packs[p - 1].refs != 0) {
+			err_set(e, ERR_FAIL, "image names pack %u '%s': it is "
+			    "found beside a file, not in memory", p,
+			    r->packs[p - 1].hint);
+			img_close(r);
+			return NULL;
+		}
+	}
+	return r;
+}
+
 static ssize_t
 fd_pread(void *opaque, void *buf, size_t len, uint64_t off)
 {
 	return pread_full(*(int *)opaque, buf, len, (off_t)off);
 }
 
-struct img_reader *
-img_open(const char *path, struct err *e)
+/* open_io() on fd, which the reader takes (closed on failure too). */
+static struct img_reader *
+open_fd(int fd, const char *path, int prefix, struct err *e)
 {
 	struct img_reader *r = NULL;
 	struct img_io io;
 	struct stat st;
-	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		err_sys(e, ERR_FAIL, "cannot open '%s'", path);
-		return NULL;
-	}
 	if (fstat(fd, &st) < 0) {
 		err_sys(e, ERR_FAIL, "cannot stat '%s'", path);
 		goto out;
@@ -386,9 +628,10 @@ img_open(const char *path, struct err *e)
 	io.pread = fd_pread;
 	io.size = (uint64_t)st.st_size;
 	io.opaque = &fd;
-	r = img_open_io(&io, e);
+	r = open_io(&io, e);
 	if (r == NULL) {
-		err_prefix(e, "'%s': ", path);
+		if (prefix)
+			err_prefix(e, "'%s': ", path);
 		goto out;
 	}
 	r->fd = fd;
@@ -398,6 +641,141 @@ out:
 	if (fd >= 0)
 		close(fd);
 	return r;
+}
+
+void
+imgr_pack_prefix(const struct img_reader *r, uint64_t ci, struct err *e)
+{
+	const struct rpack *k;
+	char hex[2 * IMG_ID_SIZE + 1];
+
+	if (r->idx[ci].pack == 0)
+		return;
+	k = &r->packs[r->idx[ci].pack - 1];
+	imgr_id_hex(k->id, hex);
+	err_prefix(e, "pack %u '%s' (image %s): ", r->idx[ci].pack, k->hint,
+	    hex);
+}
+
+const struct img_reader *
+imgr_frame_home(const struct img_reader *r, uint64_t ci)
+{
+	return r->idx[ci].pack == 0 ? r : r->packs[r->idx[ci].pack - 1].r;
+}
+
+/* The chunk of pack reader pr whose own frame starts at off, or -1. */
+static int64_t
+own_frame_at(const struct img_reader *pr, uint64_t off)
+{
+	uint64_t lo = 0, hi = pr->nown, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (pr->idx[pr->byoff[mid]].off < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < pr->nown && pr->idx[pr->byoff[lo]].off == off)
+		return (int64_t)pr->byoff[lo];
+	return -1;
+}
+
+/*
+ * Find, open and check pack p: its own header, metadata and index, its id
+ * and size, and that every entry of r naming it names one of its own
+ * frames with the same size, CRC and hash (one hop).
+ */
+static int
+open_pack(struct img_reader *r, const char *path, uint32_t p, struct err *e)
+{
+	struct rpack *k = &r->packs[p - 1];
+	struct img_reader *pr;
+	const struct rentry *x, *y;
+	char hex[2 * IMG_ID_SIZE + 1];
+	int64_t pc;
+	uint64_t ci;
+	int fd;
+
+	imgr_id_hex(k->id, hex);
+	fd = r->finder.open != NULL ? r->finder.open(r->finder.opaque, path,
+	    k->id, k->file_size, k->hint, e) :
+	    img_pack_find_beside(NULL, path, k->id, k->file_size, k->hint, e);
+	if (fd < 0)
+		return -1;	/* the finder names hint and id */
+	if ((k->r = pr = open_fd(fd, k->hint, 0, e)) == NULL)
+		goto fail;
+	if (pr->meta.version != IMG_VERSION_2 ||
+	    memcmp(pr->meta.id, k->id, IMG_ID_SIZE) != 0) {
+		err_set(e, ERR_FAIL, "the file found is another image");
+		goto fail;
+	}
+	if (pr->meta.file_bytes != k->file_size) {
+		err_set(e, ERR_FAIL, "the file found is %llu bytes, not %llu",
+		    (unsigned long long)pr->meta.file_bytes,
+		    (unsigned long long)k->file_size);
+		goto fail;
+	}
+	for (ci = 0; ci < r->nchunks; ci++) {
+		x = &r->idx[ci];
+		if (x->pack != p)
+			continue;
+		if ((pc = own_frame_at(pr, x->off)) < 0) {
+			err_set(e, ERR_FAIL, "no frame of its own at 0x%llx "
+			    "(a reference is one hop)",
+			    (unsigned long long)x->off);
+			goto chunk;
+		}
+		y = &pr->idx[pc];
+		if (y->size != x->size || y->crc != x->crc ||
+		    memcmp(pr->hashes + (uint64_t)pc * IMG_HASH_SIZE,
+		    r->hashes + ci * IMG_HASH_SIZE, IMG_HASH_SIZE) != 0) {
+			err_set(e, ERR_FAIL, "its frame at 0x%llx differs in "
+			    "size, CRC or hash", (unsigned long long)x->off);
+			goto chunk;
+		}
+	}
+	return 0;
+chunk:
+	err_prefix(e, "pack %u '%s' (image %s): ", p, k->hint, hex);
+	imgr_chunk_prefix(r, ci, e);
+	return -1;
+fail:
+	err_prefix(e, "pack %u '%s' (image %s): ", p, k->hint, hex);
+	return -1;
+}
+
+struct img_reader *
+img_open_finder(const char *path, const struct img_pack_finder *finder,
+    struct err *e)
+{
+	struct img_reader *r;
+	uint32_t p;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		err_sys(e, ERR_FAIL, "cannot open '%s'", path);
+		return NULL;
+	}
+	if ((r = open_fd(fd, path, 1, e)) == NULL)
+		return NULL;
+	if (finder != NULL)
+		r->finder = *finder;
+	for (p = 1; p <= r->meta.npacks; p++) {
+		if (r->packs[p - 1].refs != 0 && open_pack(r, path, p, e) < 0) {
+			err_prefix(e, "'%s': ", path);
+			img_close(r);
+			return NULL;
+		}
+	}
+	return r;
+}
+
+struct img_reader *
+img_open(const char *path, struct err *e)
+{
+	return img_open_finder(path, NULL, e);
 }
 
 const struct img_meta *
@@ -484,24 +862,43 @@ frame_decode(ZSTD_DCtx *dctx, const uint8_t *zbuf, size_t size,
 }
 
 /*
- * Read, check and decode chunk ci's frame into out with dctx and zbuf
- * (IMG_FRAME_MAX).  Only reads r: threads with a dctx and zbuf each may
- * share it (with a thread-safe io).
+ * Read, check and decode chunk ci's frame (from r's file or its pack)
+ * into out with dctx, zbuf (IMG_FRAME_MAX) and h; a frame from a pack,
+ * or any version 2 frame with hash_all, is checked against the entry's
+ * hash too.  Only reads r: threads with a dctx, zbuf and h each may share
+ * it (with a thread-safe io).
  */
 static int
 chunk_decode(const struct img_reader *r, ZSTD_DCtx *dctx, uint8_t *zbuf,
-    uint64_t ci, uint8_t *out, struct err *e)
+    struct img_hasher *h, uint64_t ci, uint8_t *out, int hash_all,
+    struct err *e)
 {
 	const struct rentry *x = &r->idx[ci];
-	size_t want = (size_t)img_mask_count(x->present & ~x->zero) *
-	    IMG_PAGE_SIZE;
+	uint64_t data = x->present & ~x->zero;
+	size_t want = (size_t)img_mask_count(data) * IMG_PAGE_SIZE;
+	uint8_t got[IMG_HASH_SIZE];
 
-	if (imgr_frame_check(r, x->off, x->size, zbuf, want, x->crc, e) < 0 ||
-	    frame_decode(dctx, zbuf, x->size, out, want, e) < 0) {
-		imgr_chunk_prefix(r, ci, e);
-		return -1;
+	if (imgr_frame_check(imgr_frame_home(r, ci), x->off, x->size, zbuf,
+	    want, x->crc, e) < 0 ||
+	    frame_decode(dctx, zbuf, x->size, out, want, e) < 0)
+		goto fail;
+	if (r->hashes != NULL && (x->pack != 0 || hash_all)) {
+		if (h == NULL || img_hash_chunk(h, data, out, want, got) < 0) {
+			err_set(e, ERR_FAIL, "libcrypto: cannot hash");
+			goto fail;
+		}
+		if (memcmp(got, r->hashes + ci * IMG_HASH_SIZE,
+		    IMG_HASH_SIZE) != 0) {
+			err_set(e, ERR_FAIL, "frame content does not match "
+			    "its SHA-256");
+			goto fail;
+		}
 	}
 	return 0;
+fail:
+	imgr_pack_prefix(r, ci, e);
+	imgr_chunk_prefix(r, ci, e);
+	return -1;
 }
 
 int
@@ -512,9 +909,115 @@ imgr_load_chunk(struct img_reader *r, uint64_t ci, struct err *e)
 	if (r->cached == ci || (x->present & ~x->zero) == 0)
 		return 0;
 	r->cached = UINT64_MAX;
-	if (chunk_decode(r, r->dctx, r->zbuf, ci, r->cbuf, e) < 0)
+	if (chunk_decode(r, r->dctx, r->zbuf, r->hasher, ci, r->cbuf, 0, e)
+	    < 0)
 		return -1;
 	r->cached = ci;
+	return 0;
+}
+
+int
+imgr_verify_chunk(struct img_reader *r, uint64_t ci, struct err *e)
+{
+	struct rentry *x = &r->idx[ci];
+
+	r->cached = UINT64_MAX;
+	if ((x->present & ~x->zero) == 0)
+		return 0;
+	if (chunk_decode(r, r->dctx, r->zbuf, r->hasher, ci, r->cbuf, 1, e)
+	    < 0)
+		return -1;
+	r->cached = ci;
+	return 0;
+}
+
+uint64_t
+img_nchunks(const struct img_reader *r)
+{
+	return r->nchunks;
+}
+
+void
+img_chunk_ref(const struct img_reader *r, uint64_t ci,
+    struct img_chunk_ref *out)
+{
+	const struct rentry *x;
+
+	memset(out, 0, sizeof(*out));
+	if (ci >= r->nchunks)
+		return;
+	x = &r->idx[ci];
+	out->present = x->present;
+	out->zero = x->zero;
+	out->off = x->off;
+	out->size = x->size;
+	out->crc = x->crc;
+	out->pack = x->pack;
+	if (r->hashes != NULL && x->size != 0) {
+		out->has_hash = 1;
+		memcpy(out->hash, r->hashes + ci * IMG_HASH_SIZE,
+		    IMG_HASH_SIZE);
+	}
+}
+
+void
+img_pack_info(const struct img_reader *r, uint32_t p,
+    struct img_pack_info *out)
+{
+	const struct rpack *k;
+
+	memset(out, 0, sizeof(*out));
+	if (p == 0 || p > r->meta.npacks)
+		return;
+	k = &r->packs[p - 1];
+	memcpy(out->id, k->id, IMG_ID_SIZE);
+	out->file_size = k->file_size;
+	memcpy(out->hint, k->hint, sizeof(out->hint));
+	out->refs = k->refs;
+}
+
+int
+img_read_frame(struct img_reader *r, uint64_t ci, uint8_t *buf,
+    uint32_t *size, struct err *e)
+{
+	const struct rentry *x;
+
+	*size = 0;
+	if (ci >= r->nchunks)
+		return err_set(e, ERR_FAIL, "no chunk %llu in the image",
+		    (unsigned long long)ci);
+	x = &r->idx[ci];
+	if (x->size == 0)
+		return 0;
+	if (imgr_frame_check(imgr_frame_home(r, ci), x->off, x->size, buf,
+	    (size_t)img_mask_count(x->present & ~x->zero) * IMG_PAGE_SIZE,
+	    x->crc, e) < 0) {
+		imgr_pack_prefix(r, ci, e);
+		imgr_chunk_prefix(r, ci, e);
+		return -1;
+	}
+	*size = x->size;
+	return 0;
+}
+
+int
+img_read_chunk(struct img_reader *r, uint64_t ci, uint8_t *out,
+    uint64_t *datamask, struct err *e)
+{
+	const struct rentry *x;
+
+	*datamask = 0;
+	if (ci >= r->nchunks)
+		return err_set(e, ERR_FAIL, "no chunk %llu in the image",
+		    (unsigned long long)ci);
+	x = &r->idx[ci];
+	*datamask = x->present & ~x->zero;
+	if (*datamask == 0)
+		return 0;
+	if (imgr_load_chunk(r, ci, e) < 0)
+		return -1;
+	memcpy(out, r->cbuf, (size_t)img_mask_count(*datamask) *
+	    IMG_PAGE_SIZE);
 	return 0;
 }
 
@@ -674,6 +1177,7 @@ struct ahead_worker {
 	pthread_t thread;
 	ZSTD_DCtx *dctx;
 	uint8_t *zbuf;		/* IMG_FRAME_MAX */
+	struct img_hasher *h;	/* version 2 */
 };
 
 struct ahead {
@@ -713,8 +1217,8 @@ ahead_claim(struct ahead *a, uint64_t *ci, uint64_t *seq)
 
 /* Decode a claimed chunk into its slot, mu dropped meanwhile. */
 static void
-ahead_fill(struct ahead *a, ZSTD_DCtx *dctx, uint8_t *zbuf, uint64_t ci,
-    uint64_t seq)
+ahead_fill(struct ahead *a, ZSTD_DCtx *dctx, uint8_t *zbuf,
+    struct img_hasher *h, uint64_t ci, uint64_t seq)
 {
 	/* The slot's last chunk, seq - nslots, was consumed. */
 	struct ahead_slot *sl = &a->slots[seq % a->nslots];
@@ -722,7 +1226,7 @@ ahead_fill(struct ahead *a, ZSTD_DCtx *dctx, uint8_t *zbuf, uint64_t ci,
 	int rc;
 
 	pthread_mutex_unlock(&a->mu);
-	rc = chunk_decode(a->r, dctx, zbuf, ci, sl->buf, &err);
+	rc = chunk_decode(a->r, dctx, zbuf, h, ci, sl->buf, 0, &err);
 	pthread_mutex_lock(&a->mu);
 	sl->seq = seq;
 	sl->rc = rc;
@@ -746,7 +1250,7 @@ ahead_main(void *arg)
 			a->idle--;
 			continue;
 		}
-		ahead_fill(a, wk->dctx, wk->zbuf, ci, seq);
+		ahead_fill(a, wk->dctx, wk->zbuf, wk->h, ci, seq);
 		if (a->caller_waits)
 			pthread_cond_signal(&a->cv_full);
 	}
@@ -764,7 +1268,7 @@ ahead_get(struct ahead *a, struct img_reader *r, uint64_t seq)
 	pthread_mutex_lock(&a->mu);
 	while (!sl->full || sl->seq != seq) {
 		if (ahead_claim(a, &ci, &s) > 0) {
-			ahead_fill(a, r->dctx, r->zbuf, ci, s);
+			ahead_fill(a, r->dctx, r->zbuf, r->hasher, ci, s);
 			continue;
 		}
 		a->caller_waits = 1;
@@ -822,6 +1326,11 @@ img_foreach_page_parallel(struct img_reader *r, int nthreads, img_page_fn fn,
 			err_set(e, ERR_FAIL, "zstd: cannot create a context");
 			goto out;
 		}
+		if (r->hashes != NULL &&
+		    (wk[i].h = img_hasher_new()) == NULL) {
+			err_set(e, ERR_FAIL, "libcrypto: no SHA-256");
+			goto out;
+		}
 	}
 	r->cached = UINT64_MAX;		/* the caller decodes with r's */
 	pthread_mutex_init(&a.mu, NULL);
@@ -872,6 +1381,7 @@ stop:
 out:
 	for (i = 0; i < nworkers; i++) {
 		ZSTD_freeDCtx(wk[i].dctx);
+		img_hasher_free(wk[i].h);
 		free(wk[i].zbuf);
 	}
 	free(wk);
@@ -917,6 +1427,8 @@ out:
 void
 img_close(struct img_reader *r)
 {
+	size_t i;
+
 	if (r == NULL)
 		return;
 	if (r->fd >= 0)
@@ -925,6 +1437,12 @@ img_close(struct img_reader *r)
 	free(r->zbuf);
 	free(r->cbuf);
 	free(r->idx);
+	free(r->hashes);
+	free(r->byoff);
+	for (i = 0; i < r->meta.npacks && r->packs != NULL; i++)
+		img_close(r->packs[i].r);
+	free(r->packs);
+	img_hasher_free(r->hasher);
 	free(r->blocks);
 	free(r->bfirst);
 	free(r->config);

@@ -92,7 +92,8 @@ struct img_reader *img_open_finder(const char *path,
  * Chunk ci (0 to img_nchunks() - 1, in index order) as its entry says:
  * masks, frame (where: pack 0 is r's own file, else 1..npacks), CRC and
  * hash (version 2; has_hash 0 for version 1 and for a chunk without a
- * frame).  Pure: threads may call it on a shared reader.
+ * frame).  Pure: threads may call it on a shared reader.  A ci past the
+ * end gives an all-zero ref.
  */
 struct img_chunk_ref {
 	uint64_t present, zero;
@@ -106,7 +107,10 @@ uint64_t img_nchunks(const struct img_reader *r);
 void img_chunk_ref(const struct img_reader *r, uint64_t ci,
     struct img_chunk_ref *out);
 
-/* Pack p (1 to npacks) of the pack table: id, file size, name hint. */
+/*
+ * Pack p (1 to npacks) of the pack table: id, file size, name hint (all
+ * zero for another p).
+ */
 struct img_pack_info {
 	uint8_t id[IMG_ID_SIZE];
 	uint64_t file_size;
@@ -135,7 +139,9 @@ int img_read_chunk(struct img_reader *r, uint64_t ci, uint8_t *out,
  * Write a self-contained copy of r (wherever its frames live) at path:
  * version 2 without packs and with a new id, its frames copied, not
  * recompressed; created 0600 with O_EXCL|O_NOFOLLOW beside path, fsynced,
- * renamed into place.  0 or -1 with e filled (nothing left at path).
+ * renamed into place; an existing path is an error ("'x' already
+ * exists").  A version 1 r is copied as version 2 (its chunks decoded once
+ * to hash them).  0 or -1 with e filled (nothing left at path).
  */
 int img_write_standalone(struct img_reader *r, const char *path,
     struct err *e);
@@ -147,7 +153,9 @@ int img_write_standalone(struct img_reader *r, const char *path,
  * img_verify() or img_check_frames() (imgcheck.h).  NULL with e filled
  * (ERR_FAIL, "'x': not a snapctl image" / "index checksum mismatch").
  * img_open() keeps its file open until img_close(); img_open_io() copies
- * *io, whose opaque must outlive the reader.
+ * *io, whose opaque must outlive the reader.  img_open() is
+ * img_open_finder(path, NULL, e); img_open_io() refuses an image whose
+ * entries name packs (there is no file to find them beside).
  */
 struct img_reader *img_open(const char *path, struct err *e);
 struct img_reader *img_open_io(const struct img_io *io, struct err *e);

@@ -1,6 +1,7 @@
 /*
  * imgread_int.h - what the reader (imgread.c) shares with the checks
- * (imgcheck.c) and no one else: the reader's fields and its frame
+ * (imgcheck.c), the standalone copy (imgcopy.c) and the pack finder
+ * (imgpack.c) and no one else: the reader's fields and its frame
  * primitives.  Not a public header.
  */
 #ifndef SNAPCTL_IMGREAD_INT_H
@@ -12,6 +13,7 @@
 #include <zstd.h>
 
 #include "err.h"
+#include "imghash.h"
 #include "imgread.h"
 
 /* An index entry, as read and checked. */
@@ -22,6 +24,16 @@ struct rentry {
 	uint32_t size;
 	uint32_t block;
 	uint32_t crc;		/* of the frame, with IMG_F_FRAME_CRCS */
+	uint32_t pack;		/* version 2: 0 this file, else 1..npacks */
+};
+
+/* A pack table entry (version 2) and, when an entry names it, its reader. */
+struct rpack {
+	uint8_t id[IMG_ID_SIZE];
+	uint64_t file_size;
+	char hint[256];
+	uint64_t refs;		/* entries that name it */
+	struct img_reader *r;	/* opened at open when refs > 0 */
 };
 
 struct img_reader {
@@ -33,6 +45,12 @@ struct img_reader {
 	uint64_t *bfirst;		/* nblocks + 1 */
 	struct rentry *idx;
 	uint64_t nchunks;
+	uint8_t *hashes;		/* version 2: 32 bytes per chunk */
+	uint64_t *byoff;		/* own framed chunks by frame offset */
+	uint64_t nown;			/* ... how many */
+	struct rpack *packs;		/* version 2: npacks */
+	struct img_pack_finder finder;	/* open NULL: the default */
+	struct img_hasher *hasher;	/* version 2 */
 	uint64_t data_off, data_size, tail_off, tail_size;
 	uint64_t index_off, index_size;
 	uint32_t tail_crc;		/* with IMG_F_FRAME_CRCS */
@@ -66,7 +84,24 @@ int imgr_frame_check(const struct img_reader *r, uint64_t off, size_t size,
 void imgr_chunk_prefix(const struct img_reader *r, uint64_t ci,
     struct err *e);
 
-/* Decode chunk ci's frame into r->cbuf (no-op when it is there). */
+/*
+ * Decode chunk ci's frame (wherever it lives) into r->cbuf (no-op when it
+ * is there); a frame from a pack is checked against the entry's hash too.
+ */
 int imgr_load_chunk(struct img_reader *r, uint64_t ci, struct err *e);
+
+/* The same, never cached, and every version 2 frame's hash checked. */
+int imgr_verify_chunk(struct img_reader *r, uint64_t ci, struct err *e);
+
+/* The reader that holds chunk ci's frame: r, or the pack's. */
+const struct img_reader *imgr_frame_home(const struct img_reader *r,
+    uint64_t ci);
+
+/* Prefix e with "pack P 'HINT' (image HEX): " when chunk ci names a pack. */
+void imgr_pack_prefix(const struct img_reader *r, uint64_t ci,
+    struct err *e);
+
+/* id as 32 lowercase hex digits and a NUL. */
+void imgr_id_hex(const uint8_t id[IMG_ID_SIZE], char out[2 * IMG_ID_SIZE + 1]);
 
 #endif
