@@ -42,6 +42,15 @@ draw_progress(void *opaque, const struct ckpt_progress *p)
 	struct progress_line *pl = opaque;
 	char rec[32], rate[32], dirty[32], rem[32], eta[32];
 
+	/* One whole line, whatever the mode. */
+	if (strcmp(p->phase, "base") == 0) {
+		fprintf(stderr, "%ssnapctl: %s\n", pl->drawn ? "\r\033[K" :
+		    "", p->note != NULL ? p->note : "");
+		fflush(stderr);
+		pl->drawn = 0;
+		return;
+	}
+
 	format_bytes(p->received, rec);
 	format_bytes(p->rate, rate);
 	/* QEMU knows the dirty rate from the second pass on. */
