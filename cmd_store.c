@@ -630,6 +630,9 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 	if (rc == 0 && o->unseen > 0)
 		warnx_("%d processes could not be looked at: files they hold "
 		    "open were not seen", o->unseen);
+	if (json_str(json_object_get(r, "packs"), "skipped") != NULL)
+		warnx_("no pack freed: %s", json_str(json_object_get(r,
+		    "packs"), "skipped"));
 	if (r != NULL) {
 		if (extra != NULL)
 			json_object_update(r, extra);
@@ -743,6 +746,9 @@ print_deleted(const json_t *r)
 		fputc('\n', stdout);
 	}
 	print_files(json_object_get(r, "restores"), dry_run);
+	json_array_foreach(json_object_get(json_object_get(r, "packs"),
+	    "removed"), i, v)
+		printf("removed pack '%s'\n", json_string_value(v));
 }
 
 static int
