@@ -352,12 +352,19 @@ sort_frames(struct img_reader *r, struct err *e)
 	r->byoff = xcalloc(r->nown ? r->nown : 1, sizeof(*r->byoff));
 	for (k = 0; k < r->nown; k++) {
 		ci = pairs[2 * k + 1];
-		if (pairs[2 * k] != pos) {
+		if (pairs[2 * k] > pos) {
 			err_set(e, ERR_FAIL, "index entry %llu: frame at 0x%llx "
-			    "leaves a %s in the data region at 0x%llx",
+			    "leaves a gap in the data region at 0x%llx",
 			    (unsigned long long)ci,
 			    (unsigned long long)pairs[2 * k],
-			    pairs[2 * k] > pos ? "gap" : "overlap",
+			    (unsigned long long)pos);
+			goto out;
+		}
+		if (pairs[2 * k] < pos) {
+			err_set(e, ERR_FAIL, "index entry %llu: frame at 0x%llx "
+			    "overlaps the one before it, which ends at 0x%llx",
+			    (unsigned long long)ci,
+			    (unsigned long long)pairs[2 * k],
 			    (unsigned long long)pos);
 			goto out;
 		}
@@ -692,7 +699,7 @@ open_pack(struct img_reader *r, const char *path, uint32_t p, struct err *e)
 	    k->id, k->file_size, k->hint, e) :
 	    img_pack_find_beside(NULL, path, k->id, k->file_size, k->hint, e);
 	if (fd < 0)
-		goto fail;
+		return -1;	/* the finder names hint and id */
 	if ((k->r = pr = open_fd(fd, k->hint, 0, e)) == NULL)
 		goto fail;
 	if (pr->meta.version != IMG_VERSION_2 ||

@@ -135,7 +135,9 @@ int img_read_chunk(struct img_reader *r, uint64_t ci, uint8_t *out,
  * Write a self-contained copy of r (wherever its frames live) at path:
  * version 2 without packs and with a new id, its frames copied, not
  * recompressed; created 0600 with O_EXCL|O_NOFOLLOW beside path, fsynced,
- * renamed into place.  0 or -1 with e filled (nothing left at path).
+ * renamed into place; an existing path is an error ("'x' already
+ * exists").  A version 1 r is copied as version 2 (its chunks decoded once
+ * to hash them).  0 or -1 with e filled (nothing left at path).
  */
 int img_write_standalone(struct img_reader *r, const char *path,
     struct err *e);
@@ -147,7 +149,9 @@ int img_write_standalone(struct img_reader *r, const char *path,
  * img_verify() or img_check_frames() (imgcheck.h).  NULL with e filled
  * (ERR_FAIL, "'x': not a snapctl image" / "index checksum mismatch").
  * img_open() keeps its file open until img_close(); img_open_io() copies
- * *io, whose opaque must outlive the reader.
+ * *io, whose opaque must outlive the reader.  img_open() is
+ * img_open_finder(path, NULL, e); img_open_io() refuses an image whose
+ * entries name packs (there is no file to find them beside).
  */
 struct img_reader *img_open(const char *path, struct err *e);
 struct img_reader *img_open_io(const struct img_io *io, struct err *e);

@@ -1,6 +1,7 @@
 /*
  * imgread_int.h - what the reader (imgread.c) shares with the checks
- * (imgcheck.c) and no one else: the reader's fields and its frame
+ * (imgcheck.c), the standalone copy (imgcopy.c) and the pack finder
+ * (imgpack.c) and no one else: the reader's fields and its frame
  * primitives.  Not a public header.
  */
 #ifndef SNAPCTL_IMGREAD_INT_H

@@ -1,5 +1,5 @@
 /*
- * fuzz_image - libFuzzer target for the image reader in save.c.  Opens the
+ * fuzz_image - libFuzzer target for the image reader (imgread.c).  Opens the
  * input from memory; if it opens, verifies it, reads a few pages and byte
  * ranges of every block, walks every page and reads the device tail.  Any
  * failure must be a clean error with a message; reads of an image that
@@ -13,7 +13,10 @@
  * pass whatever img_verify() passes.
  *
  * Seeds: fuzz/corpus/image/, small images written by the writer
- * (build/helper-imgtool seeds DIR), some of them damaged.
+ * (build/helper-imgtool seeds DIR), some of them damaged; v2-* are
+ * version 2 (imgtool standalone of a seed; v2-reverse, frames in reverse
+ * order, and v2-packs, which names a pack and so is refused from memory,
+ * from IMGV2_SEEDS=DIR build/unit-imgv2).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -76,18 +79,24 @@ fail_if(int cond)
 static void
 fix_crcs(uint8_t *p, size_t n)
 {
-	uint64_t off, len, ioff, ilen, k, foff, fsize;
+	uint64_t off, len, ioff, ilen, k, foff, fsize, esize;
 
 	if (n < IMG_HDR_SIZE)
 		return;
 	ioff = get_le64(p + IMG_HDR_INDEX_OFF);
 	ilen = get_le64(p + IMG_HDR_INDEX_SIZE);
+	/* Version 2 entries are longer; a frame in a pack is not here. */
+	esize = get_le32(p + IMG_HDR_VERSION) == IMG_VERSION_2 ?
+	    IMG_ENTRY2_SIZE : IMG_ENTRY_SIZE;
 	if ((get_le32(p + IMG_HDR_FLAGS) & IMG_F_FRAME_CRCS) && ioff <= n &&
 	    ilen <= n - ioff) {
-		for (k = ioff + IMG_SKIP_SIZE; k + IMG_ENTRY_SIZE <=
-		    ioff + ilen; k += IMG_ENTRY_SIZE) {
+		for (k = ioff + IMG_SKIP_SIZE; k + esize <= ioff + ilen;
+		    k += esize) {
 			foff = get_le64(p + k + IMG_ENTRY_FRAME_OFF);
 			fsize = get_le32(p + k + IMG_ENTRY_FRAME_SIZE);
+			if (esize == IMG_ENTRY2_SIZE &&
+			    (p[k + IMG_ENTRY_PACK] | p[k + IMG_ENTRY_PACK + 1]))
+				continue;
 			if (fsize != 0 && foff <= n && fsize <= n - foff)
 				put_le32(p + k + IMG_ENTRY_FRAME_CRC,
 				    crc32c(0, p + foff, (size_t)fsize));

@@ -12,6 +12,8 @@
  *   imgtool nocrc IMAGE OUT
  *       Write IMAGE as an image from before frame CRCs: flag 0x4 clear,
  *       the CRC fields zero, the header and index CRCs made right again.
+ *   imgtool standalone IMAGE OUT
+ *       img_write_standalone(): a self-contained version 2 copy.
  *   imgtool dump IMAGE
  *       Print what the header, metadata and index say.
  *   imgtool refs IMAGE
@@ -462,6 +464,16 @@ dump(const char *path)
 	    (unsigned long long)m->data_bytes,
 	    (unsigned long long)m->tail_bytes,
 	    (unsigned long long)m->file_bytes);
+	if (m->version >= 2) {
+		printf("id ");
+		for (i = 0; i < IMG_ID_SIZE; i++)
+			printf("%02x", m->id[i]);
+		printf("\nnpacks %zu\nown_bytes %llu\nshared_bytes %llu\n"
+		    "shared_chunks %llu\n", m->npacks,
+		    (unsigned long long)m->own_bytes,
+		    (unsigned long long)m->shared_bytes,
+		    (unsigned long long)m->shared_chunks);
+	}
 	img_close(r);
 	return 0;
 }
@@ -492,6 +504,22 @@ refs(const char *path)
 	}
 	img_close(r);
 	return 0;
+}
+
+static int
+standalone(const char *path, const char *out)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	int rc = 1;
+
+	if ((r = img_open(path, &e)) != NULL &&
+	    img_write_standalone(r, out, &e) == 0)
+		rc = 0;
+	else
+		fprintf(stderr, "imgtool standalone: %s\n", e.msg);
+	img_close(r);
+	return rc;
 }
 
 static int
@@ -543,6 +571,8 @@ main(int argc, char **argv)
 		return refs(argv[2]);
 	if ((argc == 3 || argc == 4) && strcmp(argv[1], "check") == 0)
 		return check_image(argc, argv);
+	if (argc == 4 && strcmp(argv[1], "standalone") == 0)
+		return standalone(argv[2], argv[3]);
 	if (argc == 4 && strcmp(argv[1], "nocrc") == 0) {
 		if (damage(argv[2], argv[3], 0, 0, 0, 1) == 0)
 			return 0;
@@ -550,6 +580,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "usage: imgtool synth [options] IMAGE | seeds DIR | "
-	    "dump IMAGE | refs IMAGE | check IMAGE [THREADS] | nocrc IMAGE OUT\n");
+	    "dump IMAGE | refs IMAGE | check IMAGE [THREADS] | nocrc IMAGE OUT | "
+	    "standalone IMAGE OUT\n");
 	return 2;
 }
