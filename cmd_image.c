@@ -81,27 +81,62 @@ failed(struct err *e, struct err *le, const char *cmd)
 	return err_propagate(e, le, NULL);
 }
 
-enum { OPT_LEVEL = 'l', OPT_THREADS = 'T' };
+enum { OPT_LEVEL = 'l', OPT_THREADS = 'T', OPT_PARENT = 'p' };
 
 static const struct option compact_opts[] = {
 	{ "level", required_argument, NULL, OPT_LEVEL },
 	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "parent", required_argument, NULL, OPT_PARENT },
 	{ NULL, 0, NULL, 0 },
 };
+
+/*
+ * compact --parent: the parent's image opened (its packs found beside it)
+ * when it is a file in the output image's directory, as the image will
+ * name it by its file name alone.  Misuse is ERR_USAGE.
+ */
+static struct img_reader *
+parent_open(const char *parent, const char *image, struct err *e)
+{
+	char *pd = path_dirname(parent), *id = path_dirname(image);
+	struct stat ps, ds, is;
+	struct img_reader *r = NULL;
+
+	if (stat(pd, &ds) < 0 || stat(id, &is) < 0 ||
+	    ds.st_dev != is.st_dev || ds.st_ino != is.st_ino) {
+		err_set(e, ERR_USAGE, "compact: parent '%s' is not in the "
+		    "directory of '%s'", parent, image);
+		goto out;
+	}
+	if (lstat(parent, &ps) < 0 || !S_ISREG(ps.st_mode)) {
+		err_set(e, ERR_USAGE, "compact: parent '%s' is not an image "
+		    "file", parent);
+		goto out;
+	}
+	r = img_open_finder(parent, NULL, e);
+out:
+	free(pd);
+	free(id);
+	return r;
+}
 
 static int
 compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 {
 	struct ingest_opts o = INGEST_OPTS_INIT;
 	struct ingest *g = NULL;
+	struct img_reader *base = NULL;
 	struct img_stats st;
 	struct pollfd pfd;
 	char *name = NULL;
 	uint64_t total, start, last = 0;
 	const char *raw = args->argv[0], *image = args->argv[1];
+	const char *parent = NULL;
 	int i, fd = -1, rc = -1, progress;
 
 	for (i = 0; i < args->nopts; i++) {
+		if (args->opts[i].id == OPT_PARENT)
+			parent = args->opts[i].arg;
 		if (args->opts[i].id == OPT_LEVEL && opt_int("--level",
 		    args->opts[i].arg, 1, 19, &o.img.level, e) < 0)
 			return -1;
@@ -110,15 +145,25 @@ compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 			return -1;
 	}
 
+	if (parent != NULL) {
+		if ((base = parent_open(parent, image, e)) == NULL)
+			return -1;
+		o.img.base = base;
+		o.img.base_hint = path_base(parent);
+	}
 	if (strcmp(raw, "-") == 0) {
-		if (isatty(STDIN_FILENO))
+		if (isatty(STDIN_FILENO)) {
+			img_close(base);
 			return err_set(e, ERR_USAGE, "compact: refusing to "
 			    "read a migration stream from a terminal");
+		}
 		fd = STDIN_FILENO;
 	} else {
 		fd = open(raw, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			img_close(base);
 			return err_sys(e, ERR_FAIL, "cannot open '%s'", raw);
+		}
 	}
 
 	sig_catch();
@@ -161,7 +206,8 @@ compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 		goto out;
 	if (progress)
 		progress_line("compact: read", total, start, 1);
-	*out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:f}",
+	*out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I,"
+	    " s:I}",
 	    "image", image,
 	    "ok", 1,
 	    "stream_bytes", (json_int_t)total,
@@ -169,11 +215,17 @@ compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 	    "pages", (json_int_t)st.pages,
 	    "zero_pages", (json_int_t)st.zero_pages,
 	    "file_bytes", (json_int_t)st.file_bytes,
-	    "seconds", (double)(now_mono_ms() - start) / 1000.0);
+	    "seconds", (double)(now_mono_ms() - start) / 1000.0,
+	    "shared_chunks", (json_int_t)st.shared_chunks,
+	    "shared_bytes", (json_int_t)st.shared_bytes,
+	    "hashed_only", (json_int_t)st.hashed_only);
+	if (parent != NULL && *out != NULL)
+		json_object_set_new(*out, "parent", json_string(parent));
 	rc = 0;
 out:
 	sig_release();
 	ingest_free(g);
+	img_close(base);
 	free(name);
 	if (fd > STDIN_FILENO)
 		close(fd);
@@ -193,6 +245,14 @@ print_compacted(const json_t *j)
 	    json_str(j, "image"), a, b,
 	    (long long)json_integer_value(json_object_get(j, "pages")),
 	    (long long)json_integer_value(json_object_get(j, "zero_pages")));
+	if (json_object_get(j, "parent") != NULL) {
+		format_bytes((uint64_t)json_integer_value(json_object_get(j,
+		    "shared_bytes")), a);
+		printf("%s: shares %lld chunks (%s of frames) with '%s'\n",
+		    json_str(j, "image"), (long long)json_integer_value(
+		    json_object_get(j, "shared_chunks")), a,
+		    json_str(j, "parent"));
+	}
 }
 
 static int
@@ -480,13 +540,17 @@ cmd_image_info(const char *path, struct err *e)
 }
 
 const struct cmd_entry cmd_compact_entry = {
-	"compact", "[-l LEVEL] [-T THREADS] RAW IMAGE",
+	"compact", "[-l LEVEL] [-T THREADS] [-p PARENT] RAW IMAGE",
 	"import a raw QEMU migration stream into a compact image",
 	"  -l, --level N     zstd level (1-19, default 1)\n"
 	"  -T, --threads N   compression threads (default: online CPUs)\n"
+	"  -p, --parent P    share the frames of chunks unchanged since image\n"
+	"                    P, a file in IMAGE's directory (needed to read\n"
+	"                    IMAGE later)\n"
 	"RAW is a file or - for standard input.  --json: {image, ok,\n"
-	"stream_bytes, ram_bytes, pages, zero_pages, file_bytes, seconds}.",
-	"l:T:", compact_opts, 2, 2, CMD_JSON, cmd_compact,
+	"stream_bytes, ram_bytes, pages, zero_pages, file_bytes, seconds,\n"
+	"shared_chunks, shared_bytes, hashed_only[, parent]}.",
+	"l:T:p:", compact_opts, 2, 2, CMD_JSON, cmd_compact,
 };
 
 const struct cmd_entry cmd_export_entry = {

@@ -1,8 +1,25 @@
 /*
  * save.c - the compact memory image's writer (man/snapctl-image.5): fed by
  * the stream parser, it keeps only the newest copy of every page in a
- * fixed chunk cache, compresses evicted chunks on a thread pool into a
- * scratch log, and assembles the image at commit.
+ * fixed chunk cache, hashes evicted chunks on a thread pool and compresses
+ * those its base does not hold into the image's own data region, and
+ * writes the index at commit (version 2: frames in any order).
+ *
+ * Where frames go: the image's temporary file is the log.  A worker
+ * appends its frame, tightly, at the end of the data region as it
+ * finishes; the index records where each landed, so the commit never
+ * rewrites frames in index order.  A chunk dirtied again after its frame
+ * was written gets a newer frame; the older one is dead (its whole blocks
+ * are punched at once, so the disk holds about one copy of the guest).
+ * The spec wants the own frames to cover the data region exactly, so the
+ * commit closes the holes that dead frames left by sliding the frames
+ * after the first hole down over them (one forward copy, in file order).
+ * That is the simplest exact way: a stream that never replaces a written
+ * frame (a chunk rewritten while still cached costs nothing) commits
+ * without copying a byte, and the worst case, every page sent again after
+ * its frame was written, copies the live frames once, as the version 1
+ * writer always did.  Filling holes with later frames cannot be exact
+ * (frame sizes are what they are), so it is not tried.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,12 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <zstd.h>
 
 #include "imgfmt.h"
+#include "imghash.h"
 #include "save.h"
 #include "util.h"
 
@@ -23,7 +42,7 @@ _Static_assert(IMG_PAGE_SIZE == STREAM_PAGE_SIZE, "the image's pages are "
     "the stream's");
 
 #define MAX_RAM		(1ull << 44)	/* index < 4 GiB */
-#define SCRATCH_ALIGN	4096u	/* frames start on blocks: holes free them */
+#define PUNCH_ALIGN	4096u	/* dead frames free their whole blocks */
 #define IO_BUF		(1u << 20)
 #define DEFAULT_CACHE	(192u << 20)
 #define MAX_THREADS	64
@@ -39,8 +58,9 @@ _Static_assert(IMG_PAGE_SIZE == STREAM_PAGE_SIZE, "the image's pages are "
  *
  * Every chunk has, besides its present and zero bitmaps, a newest
  * "version": the data pages last handed to compression (vmask).  That
- * version lives in a job's buffer while it is in flight and in the scratch
- * log once done; generations order versions, so a job that finishes after
+ * version lives in a job's buffer while it is in flight and, once done, in
+ * the log (a frame) or in the base (unchanged: shared, never compressed);
+ * generations order versions, so a job that finishes after
  * a newer one was installed is simply dead.  A cache slot holds only the
  * pages written during its residency (written); on eviction the other data
  * pages are merged from the newest version, which a whole new pass over
@@ -51,12 +71,15 @@ struct wchunk {
 	uint64_t present;
 	uint64_t zero;
 	uint64_t vmask;		/* data pages of the newest version */
-	uint64_t foff;		/* newest finished frame in the scratch log */
+	uint64_t foff;		/* newest finished frame, from the log's start
+				 * (after the commit: in the file) */
 	uint32_t fsize;
 	uint32_t fcrc;		/* its CRC-32C */
 	uint32_t fgen;		/* its generation (0: no frame) */
 	uint32_t gen;		/* generation of the newest version */
 	int32_t slot;		/* cache slot, or -1 */
+	int shared;		/* the newest finished version is the base's
+				 * frame for this chunk (fsize 0) */
 	struct job *job;	/* newest version's job while in flight */
 };
 
@@ -73,15 +96,12 @@ struct job {
 	uint32_t gen;
 	uint64_t mask;		/* data pages of buf to compress */
 	uint8_t *buf;
-	uint64_t off;		/* result: where in the scratch log */
-	uint64_t alloc;		/* bytes reserved there */
-	size_t size;		/* compressed size */
+	uint64_t off;		/* result: where in the log */
+	size_t size;		/* compressed size (0 when shared) */
 	uint32_t crc;		/* of the compressed bytes */
+	int shared;		/* the base holds the same chunk */
+	uint8_t hash[IMG_HASH_SIZE];
 	struct err err;
-	/* At commit (direct): the frame stays in out for the committer to
-	 * write in index order; finished is set under mu when it is done. */
-	int direct, finished;
-	uint8_t *out;		/* IMG_FRAME_MAX, allocated at commit */
 };
 
 struct worker {
@@ -90,15 +110,16 @@ struct worker {
 	ZSTD_CCtx *cctx;
 	uint8_t *pack;		/* the data pages, packed */
 	uint8_t *out;		/* IMG_FRAME_MAX */
+	struct img_hasher *hasher;
 };
 
 struct img_writer {
 	struct img_opts opts;
 	struct atomic_file out;
-	int scratch;			/* unlinked log of frames */
-	uint64_t log_end;		/* atomic: next free scratch offset */
+	int rfd;			/* the temporary file, read-only */
+	uint64_t log_base;		/* where the log starts in the file */
+	uint64_t log_end;		/* atomic: next free log offset */
 	int no_punch;
-	int no_copy_range;
 	int committed;
 	int failed;
 	struct err err;			/* the first failure, sticky */
@@ -115,8 +136,16 @@ struct img_writer {
 	uint64_t ram_bytes;
 	int switchover, saw_end;
 	uint32_t sections;
-	uint64_t tail_off, tail_size, tail_len;
+	uint8_t *tail;			/* the device state, compressed */
+	uint64_t tail_size, tail_len;
 	uint32_t tail_crc;
+
+	/* version 2 */
+	uint8_t id[IMG_ID_SIZE];
+	int share;			/* the base's block table is ours */
+	uint32_t npacks;		/* with share: 1 + the base's */
+	uint8_t *hashes;		/* IMG_HASH_SIZE per chunk */
+	uint64_t hashed_only;
 
 	/* per chunk */
 	struct wchunk *chunks;
@@ -162,6 +191,11 @@ struct img_writer {
 	int sync_ok;			/* mu and the conds were set up */
 };
 
+static void share_decide(struct img_writer *w);
+static void meta_build(struct img_writer *w, struct buf *m, uint64_t frames,
+    int packs);
+static int id_make(struct img_writer *w, struct err *e);
+
 static int
 writer_fail(struct img_writer *w, struct err *e)
 {
@@ -171,41 +205,43 @@ writer_fail(struct img_writer *w, struct err *e)
 	return -1;
 }
 
+/* Free the whole blocks of a dead frame at off (from the log's start). */
 static void
 punch(struct img_writer *w, uint64_t off, uint64_t len)
 {
-	if (w->no_punch || len == 0)
+	uint64_t a = w->log_base + off, b = a + len;
+
+	a = (a + PUNCH_ALIGN - 1) / PUNCH_ALIGN * PUNCH_ALIGN;
+	b = b / PUNCH_ALIGN * PUNCH_ALIGN;
+	if (w->no_punch || b <= a)
 		return;
 	/* Best effort: a file system without holes just keeps the bytes. */
-	if (fallocate(w->scratch, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-	    (off_t)off, (off_t)len) < 0 && errno == EOPNOTSUPP)
+	if (fallocate(w->out.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	    (off_t)a, (off_t)(b - a)) < 0 && errno == EOPNOTSUPP)
 		w->no_punch = 1;
 }
 
-static uint64_t
-aligned(uint64_t n)
-{
-	return (n + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
-}
-
+/* Append a frame to the log (any thread): *off where, from its start. */
 static int
-scratch_append(struct img_writer *w, const void *buf, size_t len,
-    uint64_t *off, uint64_t *alloc, struct err *e)
+log_append(struct img_writer *w, const void *buf, size_t len, uint64_t *off,
+    struct err *e)
 {
-	*alloc = aligned(len);
-	*off = __atomic_fetch_add(&w->log_end, *alloc, __ATOMIC_RELAXED);
-	if (pwrite_full(w->scratch, buf, len, (off_t)*off) < 0)
-		return err_sys(e, ERR_FAIL, "cannot write scratch file beside "
-		    "'%s'", w->out.path);
+	*off = __atomic_fetch_add(&w->log_end, len, __ATOMIC_RELAXED);
+	if (pwrite_full(w->out.fd, buf, len, (off_t)(w->log_base + *off)) < 0)
+		return err_sys(e, ERR_FAIL, "cannot write '%s'", w->out.tmp);
 	return 0;
 }
 
-/* Compress one job's pages into the scratch log (worker thread). */
+/*
+ * Hash one job's pages and, unless the base holds the same chunk, compress
+ * them into the log (worker thread).
+ */
 static void
 job_run(struct worker *wk, struct job *j)
 {
+	struct img_writer *w = wk->w;
+	struct img_chunk_ref ref;
 	const uint8_t *src = j->buf;
-	uint8_t *out;
 	size_t len, n = 0;
 	uint64_t m;
 	unsigned i;
@@ -222,17 +258,32 @@ job_run(struct worker *wk, struct job *j)
 		src = wk->pack;
 		len = n;
 	}
-	out = j->direct ? j->out : wk->out;
-	j->size = ZSTD_compress2(wk->cctx, out, IMG_FRAME_MAX, src, len);
+	if (img_hash_chunk(wk->hasher, j->mask, src, len, j->hash) < 0) {
+		err_set(&j->err, ERR_FAIL, "chunk %llu: SHA-256 failed",
+		    (unsigned long long)j->chunk);
+		return;
+	}
+	j->shared = 0;
+	j->size = 0;
+	if (w->share) {
+		/* img_chunk_ref() is pure: workers share the base. */
+		img_chunk_ref(w->opts.base, j->chunk, &ref);
+		if (ref.has_hash && ref.size != 0 &&
+		    memcmp(ref.hash, j->hash, IMG_HASH_SIZE) == 0) {
+			j->shared = 1;
+			return;
+		}
+	}
+	j->size = ZSTD_compress2(wk->cctx, wk->out, IMG_FRAME_MAX, src, len);
 	if (ZSTD_isError(j->size)) {
 		err_set(&j->err, ERR_FAIL, "chunk %llu: zstd: %s",
 		    (unsigned long long)j->chunk, ZSTD_getErrorName(j->size));
+		j->size = 0;
 		return;
 	}
-	j->crc = crc32c(0, out, j->size);
-	if (!j->direct)
-		scratch_append(wk->w, out, j->size, &j->off, &j->alloc,
-		    &j->err);
+	j->crc = crc32c(0, wk->out, j->size);
+	if (log_append(w, wk->out, j->size, &j->off, &j->err) < 0)
+		j->size = 0;
 }
 
 static void *
@@ -255,12 +306,8 @@ worker_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		job_run(wk, j);
 		pthread_mutex_lock(&w->mu);
-		if (j->direct) {
-			j->finished = 1;
-		} else {
-			j->next = w->done;
-			w->done = j;
-		}
+		j->next = w->done;
+		w->done = j;
 		pthread_cond_signal(&w->cv_done);
 	}
 	pthread_mutex_unlock(&w->mu);
@@ -347,17 +394,22 @@ reap_list(struct img_writer *w, struct job *j)
 			}
 		} else if (j->gen > c->fgen) {
 			if (c->fsize != 0) {
-				punch(w, c->foff, aligned(c->fsize));
+				punch(w, c->foff, c->fsize);
 				w->live_bytes -= c->fsize;
 			}
-			c->foff = j->off;
+			c->foff = j->shared ? 0 : j->off;
 			c->fsize = (uint32_t)j->size;
-			c->fcrc = j->crc;
+			c->fcrc = j->shared ? 0 : j->crc;
 			c->fgen = j->gen;
+			c->shared = j->shared;
+			memcpy(w->hashes + j->chunk * IMG_HASH_SIZE, j->hash,
+			    IMG_HASH_SIZE);
 			w->live_bytes += j->size;
-		} else {
-			punch(w, j->off, j->alloc);
+		} else if (j->size != 0) {
+			punch(w, j->off, j->size);
 		}
+		if (!err_isset(&j->err) && j->shared)
+			w->hashed_only++;
 		if (c->job == j)
 			c->job = NULL;
 		buf_put(w, j->buf);
@@ -414,34 +466,32 @@ job_submit(struct img_writer *w, struct job *j)
 }
 
 /*
- * Decode a frame of npages packed pages from the scratch log into out
- * (the writer's own frames, but a disk can still lie).
+ * Decode a frame of npages packed pages from the log into out (the
+ * writer's own frames, but a disk can still lie).
  */
 static int
-scratch_decode(struct img_writer *w, uint64_t ci, uint64_t off,
+log_decode(struct img_writer *w, uint64_t ci, uint64_t off,
     uint32_t size, uint32_t crc, unsigned npages, uint8_t *out,
     struct err *e)
 {
 	size_t want = (size_t)npages * IMG_PAGE_SIZE, n;
 	ssize_t got;
 
-	got = pread_full(w->scratch, w->zbuf, size, (off_t)off);
+	got = pread_full(w->rfd, w->zbuf, size, (off_t)(w->log_base + off));
 	if (got < 0)
-		return err_sys(e, ERR_FAIL, "cannot read scratch file beside "
-		    "'%s'", w->out.path);
+		return err_sys(e, ERR_FAIL, "cannot read '%s'", w->out.tmp);
 	if ((size_t)got != size)
-		return err_set(e, ERR_FAIL, "scratch file beside '%s' is "
-		    "truncated", w->out.path);
+		return err_set(e, ERR_FAIL, "'%s' is truncated", w->out.tmp);
 	if (crc32c(0, w->zbuf, size) != crc)
-		return err_set(e, ERR_FAIL, "chunk %llu in the scratch file: "
-		    "CRC-32C mismatch", (unsigned long long)ci);
+		return err_set(e, ERR_FAIL, "chunk %llu in '%s': CRC-32C "
+		    "mismatch", (unsigned long long)ci, w->out.tmp);
 	n = ZSTD_decompressDCtx(w->dctx, out, want, w->zbuf, size);
 	if (ZSTD_isError(n))
-		return err_set(e, ERR_FAIL, "chunk %llu in the scratch file: "
-		    "zstd: %s", (unsigned long long)ci, ZSTD_getErrorName(n));
+		return err_set(e, ERR_FAIL, "chunk %llu in '%s': zstd: %s",
+		    (unsigned long long)ci, w->out.tmp, ZSTD_getErrorName(n));
 	if (n != want)
-		return err_set(e, ERR_FAIL, "chunk %llu in the scratch file: "
-		    "short frame", (unsigned long long)ci);
+		return err_set(e, ERR_FAIL, "chunk %llu in '%s': short frame",
+		    (unsigned long long)ci, w->out.tmp);
 	return 0;
 }
 
@@ -464,13 +514,23 @@ merge(struct img_writer *w, uint64_t ci, uint8_t *buf, uint64_t mask,
 		}
 		return 0;
 	}
-	if (c->fgen != c->gen || c->fsize == 0 || (mask & ~c->vmask) != 0)
+	if (c->fgen != c->gen || (c->fsize == 0 && !c->shared) ||
+	    (mask & ~c->vmask) != 0)
 		return err_set(e, ERR_FAIL, "chunk %llu: internal error: "
 		    "pages to merge are in no version",
 		    (unsigned long long)ci);
-	if (scratch_decode(w, ci, c->foff, c->fsize, c->fcrc,
-	    img_mask_count(c->vmask), w->dbuf, e) < 0)
+	if (c->shared) {
+		/* The base's frame: its reader is this thread's alone. */
+		if (img_read_chunk(w->opts.base, ci, w->dbuf, &m, e) < 0)
+			return -1;
+		if (m != c->vmask)
+			return err_set(e, ERR_FAIL, "chunk %llu: the base "
+			    "changed under the writer",
+			    (unsigned long long)ci);
+	} else if (log_decode(w, ci, c->foff, c->fsize, c->fcrc,
+	    img_mask_count(c->vmask), w->dbuf, e) < 0) {
 		return -1;
+	}
 	for (m = mask; m != 0; m &= m - 1) {
 		i = (unsigned)__builtin_ctzll(m);
 		rank = img_mask_count(c->vmask & ((1ull << i) - 1));
@@ -516,9 +576,10 @@ drop_versions(struct img_writer *w, struct wchunk *c)
 {
 	c->gen++;
 	if (c->fsize != 0) {
-		punch(w, c->foff, aligned(c->fsize));
+		punch(w, c->foff, c->fsize);
 		w->live_bytes -= c->fsize;
 	}
+	c->shared = 0;
 	c->foff = 0;
 	c->fsize = 0;
 	c->fcrc = 0;
@@ -594,6 +655,9 @@ sink_config(void *opaque, const uint8_t *raw, size_t len,
 		return writer_fail(w, e);
 	if (w->have_config)
 		return err_set(e, ERR_FAIL, "second configuration section");
+	if (w->have_blocks)	/* the log starts after the metadata */
+		return err_set(e, ERR_FAIL, "configuration section after the "
+		    "RAM block list");
 	if (len > IMG_MAX_CONFIG)
 		return err_set(e, ERR_FAIL, "configuration section too large "
 		    "(%zu bytes)", len);
@@ -615,6 +679,7 @@ sink_blocks(void *opaque, const struct stream_block *blocks, size_t nblocks,
     uint32_t ram_section_id, struct err *e)
 {
 	struct img_writer *w = opaque;
+	struct buf m = BUF_INIT;
 	uint64_t ram = 0, n = 0;
 	size_t i, k, len;
 
@@ -658,9 +723,20 @@ sink_blocks(void *opaque, const struct stream_block *blocks, size_t nblocks,
 	w->ram_bytes = ram;
 	w->ram_section_id = ram_section_id;
 	w->chunks = xcalloc(n ? n : 1, sizeof(*w->chunks));
+	w->hashes = xcalloc(n ? n : 1, IMG_HASH_SIZE);
 	for (k = 0; k < n; k++)
 		w->chunks[k].slot = -1;
 	w->have_blocks = 1;
+	share_decide(w);
+	/* The log starts where the data region will (with the pack table
+	 * that sharing may need; without it the commit slides the frames). */
+	meta_build(w, &m, 0, w->share);
+	if (m.len > IMG_MAX_META) {
+		buf_release(&m);
+		return err_set(e, ERR_FAIL, "image metadata too large");
+	}
+	w->log_base = IMG_HDR_SIZE + m.len;
+	buf_release(&m);
 	return 0;
 }
 
@@ -752,7 +828,6 @@ sink_tail(void *opaque, const uint8_t *data, size_t len, struct err *e)
 	ZSTD_CCtx *cctx = NULL;
 	uint8_t *out = NULL;
 	size_t cap, n;
-	uint64_t alloc;
 	int rc = -1;
 
 	if (w->failed)
@@ -776,13 +851,13 @@ sink_tail(void *opaque, const uint8_t *data, size_t len, struct err *e)
 		    ZSTD_getErrorName(n));
 		goto out;
 	}
-	if (scratch_append(w, out, n, &w->tail_off, &alloc, &w->err) < 0) {
-		writer_fail(w, e);
-		goto out;
-	}
+	/* Kept in memory (at most the bound of 64 MiB) until the commit
+	 * writes it after the data region. */
+	w->tail = out;
+	out = NULL;
 	w->tail_size = n;
 	w->tail_len = len;
-	w->tail_crc = crc32c(0, out, n);
+	w->tail_crc = crc32c(0, w->tail, n);
 	w->have_tail = 1;
 	rc = 0;
 out:
@@ -800,30 +875,6 @@ img_writer_sink(void)
 	};
 
 	return &sink;
-}
-
-static int
-scratch_open(struct img_writer *w, struct err *e)
-{
-	char *dir = path_dirname(w->out.path), *name = NULL;
-	int rc = -1;
-
-	w->scratch = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (w->scratch < 0) {
-		name = xasprintf("%s/.snapctl-scratch-XXXXXX", dir);
-		w->scratch = mkostemp(name, O_CLOEXEC);
-		if (w->scratch < 0) {
-			err_sys(e, ERR_FAIL, "cannot create a scratch file in "
-			    "'%s'", dir);
-			goto out;
-		}
-		unlink(name);
-	}
-	rc = 0;
-out:
-	free(name);
-	free(dir);
-	return rc;
 }
 
 static void
@@ -889,7 +940,7 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 	uint32_t i;
 	int k;
 
-	w->scratch = -1;
+	w->rfd = -1;
 	w->lru_head = w->lru_tail = -1;
 	w->out.fd = -1;
 	w->opts = o != NULL ? *o : def;
@@ -919,7 +970,13 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 	}
 	if (atomic_file_open(&w->out, path, 0600, e) < 0)
 		goto fail;
-	if (scratch_open(w, e) < 0)
+	/* The log is read back for merges (the temporary name is ours). */
+	w->rfd = open(w->out.tmp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (w->rfd < 0) {
+		err_sys(e, ERR_FAIL, "cannot open '%s'", w->out.tmp);
+		goto fail;
+	}
+	if (id_make(w, e) < 0)
 		goto fail;
 
 	w->nslots = (uint32_t)(w->opts.cache_bytes / IMG_CHUNK_BYTES <
@@ -951,6 +1008,10 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 		wk->w = w;
 		wk->pack = xmalloc(IMG_CHUNK_BYTES);
 		wk->out = xmalloc(IMG_FRAME_MAX);
+		if ((wk->hasher = img_hasher_new()) == NULL) {
+			err_set(e, ERR_FAIL, "libcrypto: no SHA-256");
+			goto fail;
+		}
 		if ((wk->cctx = ZSTD_createCCtx()) == NULL) {
 			err_set(e, ERR_FAIL, "zstd: cannot create a context");
 			goto fail;
@@ -984,53 +1045,6 @@ fail:
 	return NULL;
 }
 
-/* Copy len bytes from the scratch log to the image file. */
-static int
-copy_out(struct img_writer *w, uint64_t src, uint64_t dst, uint64_t len,
-    uint8_t *iobuf, struct err *e)
-{
-	loff_t in, out;
-	ssize_t n;
-	size_t step;
-
-	while (len > 0) {
-		if (!w->no_copy_range) {
-			in = (loff_t)src;
-			out = (loff_t)dst;
-			n = copy_file_range(w->scratch, &in, w->out.fd, &out,
-			    (size_t)len, 0);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 && (errno == EXDEV || errno == ENOSYS ||
-			    errno == EINVAL || errno == EOPNOTSUPP ||
-			    errno == EBADF)) {
-				w->no_copy_range = 1;
-				continue;
-			}
-			if (n < 0)
-				return err_sys(e, ERR_FAIL, "cannot write '%s'",
-				    w->out.tmp);
-		} else {
-			step = len < IO_BUF ? (size_t)len : IO_BUF;
-			n = pread_full(w->scratch, iobuf, step, (off_t)src);
-			if (n < 0)
-				return err_sys(e, ERR_FAIL, "cannot read "
-				    "scratch file beside '%s'", w->out.path);
-			if (n > 0 && pwrite_full(w->out.fd, iobuf, (size_t)n,
-			    (off_t)dst) < 0)
-				return err_sys(e, ERR_FAIL, "cannot write '%s'",
-				    w->out.tmp);
-		}
-		if (n == 0)
-			return err_set(e, ERR_FAIL, "scratch file beside '%s' "
-			    "is truncated", w->out.path);
-		src += (uint64_t)n;
-		dst += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	return 0;
-}
-
 static void
 put_skippable(uint8_t *p, uint32_t magic, uint64_t region_size)
 {
@@ -1045,12 +1059,62 @@ put_le16(uint8_t *p, uint16_t v)
 	p[1] = v >> 8;
 }
 
-/* The metadata region, complete (frame header included). */
+/*
+ * Sharing is possible when the base is version 2 with our block table
+ * (names and used lengths: then chunk i is the same guest range in both)
+ * and its pack table leaves room for it in ours.
+ */
 static void
-meta_build(struct img_writer *w, struct buf *m, uint64_t frames)
+share_decide(struct img_writer *w)
 {
-	uint8_t fixed[IMG_META_FIXED], be[IMG_BLOCK_FIXED];
+	const struct img_meta *m;
+	size_t i;
+
+	w->share = 0;
+	if (w->opts.base == NULL)
+		return;
+	m = img_meta(w->opts.base);
+	if (m->version != IMG_VERSION_2 || m->nblocks != w->nblocks ||
+	    m->npacks + 1 > IMG_MAX_PACKS ||
+	    img_nchunks(w->opts.base) != w->nchunks)
+		return;
+	for (i = 0; i < w->nblocks; i++)
+		if (strcmp(m->blocks[i].name, w->blocks[i].name) != 0 ||
+		    m->blocks[i].used_length != w->blocks[i].used_length)
+			return;
+	w->share = 1;
+	w->npacks = 1 + (uint32_t)m->npacks;
+}
+
+/* A pack table entry: id, file size and a name hint (cut at 255). */
+static void
+pack_add(struct buf *m, const uint8_t *id, uint64_t file_size,
+    const char *hint)
+{
+	uint8_t pe[IMG_PACK_FIXED];
+	size_t n = hint != NULL ? strnlen(hint, 255) : 0;
+
+	memset(pe, 0, sizeof(pe));
+	memcpy(pe + IMG_PACK_ID, id, IMG_ID_SIZE);
+	put_le64(pe + IMG_PACK_FILE_SIZE, file_size);
+	put_le16(pe + IMG_PACK_NAME_LEN, (uint16_t)n);
+	buf_add(m, pe, sizeof(pe));
+	buf_add(m, hint, n);
+}
+
+/*
+ * The metadata region, complete (frame header included), version 2; with
+ * packs, the pack table: the base, then the base's own packs in its order
+ * (the candidates a shared entry may name, one hop away).
+ */
+static void
+meta_build(struct img_writer *w, struct buf *m, uint64_t frames, int packs)
+{
+	uint8_t fixed[IMG_META_FIXED_V2], be[IMG_BLOCK_FIXED];
 	size_t mlen = strlen(w->machine), i, nlen;
+	const struct img_meta *bm;
+	struct img_pack_info pi;
+	uint32_t p;
 
 	memset(fixed, 0, sizeof(fixed));
 	buf_add(m, fixed, IMG_SKIP_SIZE);
@@ -1064,6 +1128,8 @@ meta_build(struct img_writer *w, struct buf *m, uint64_t frames)
 	put_le64(fixed + IMG_META_PAGES, w->pages);
 	put_le64(fixed + IMG_META_ZERO_PAGES, w->zero_pages);
 	put_le64(fixed + IMG_META_TAIL_LEN, w->tail_len);
+	memcpy(fixed + IMG_META_IMAGE_ID, w->id, IMG_ID_SIZE);
+	put_le32(fixed + IMG_META_NPACKS, packs ? w->npacks : 0);
 	buf_add(m, fixed, sizeof(fixed));
 	buf_add(m, w->machine, mlen);
 	buf_add(m, w->config, w->config_len);
@@ -1078,180 +1144,199 @@ meta_build(struct img_writer *w, struct buf *m, uint64_t frames)
 		buf_add(m, be, sizeof(be));
 		buf_add(m, w->blocks[i].name, nlen);
 	}
+	if (packs) {
+		bm = img_meta(w->opts.base);
+		pack_add(m, bm->id, bm->file_bytes, w->opts.base_hint);
+		for (p = 1; p < w->npacks; p++) {
+			img_pack_info(w->opts.base, p, &pi);
+			pack_add(m, pi.id, pi.file_size, pi.hint);
+		}
+	}
 	put_skippable(m->data, IMG_SKIP_META, m->len);
 }
 
-/*
- * The data region at commit, frame after frame in index order from *pos.
- * A chunk still in the cache is compressed now by the pool straight for
- * the image (its frame never goes through the scratch log and back); the
- * frame of any other chunk is copied from the log.  A window of entries
- * lets the pool compress ahead while the main thread writes.  Fills each
- * chunk's fsize and fcrc as written, counts frames.
- */
-struct pending {
-	uint64_t ci;
-	struct job *job;	/* NULL: the frame is in the scratch log */
-};
-
-#define COMMIT_WINDOW	256u
-
-/* Write the oldest pending entry, waiting for its job if it must. */
+/* A new image id: random, never all zero, none of the packs' ids. */
 static int
-pending_write(struct img_writer *w, const struct pending *p, uint64_t *pos,
-    uint8_t *iobuf, struct err *e)
+id_make(struct img_writer *w, struct err *e)
 {
-	struct wchunk *c = &w->chunks[p->ci];
-	struct job *j = p->job;
-	int rc = 0;
+	static const uint8_t zero[IMG_ID_SIZE];
+	const struct img_meta *bm;
+	struct img_pack_info pi;
+	uint32_t p;
+	int again;
 
-	if (j == NULL) {
-		if (copy_out(w, c->foff, *pos, c->fsize, iobuf, e) < 0)
-			return -1;
-		*pos += c->fsize;
-		return 0;
-	}
-	pthread_mutex_lock(&w->mu);
-	while (!j->finished)
-		pthread_cond_wait(&w->cv_done, &w->mu);
-	pthread_mutex_unlock(&w->mu);
-	if (err_isset(&j->err)) {
-		err_propagate(e, &j->err, NULL);
-		rc = -1;
-	} else if (pwrite_full(w->out.fd, j->out, j->size, (off_t)*pos) < 0) {
-		err_sys(e, ERR_FAIL, "cannot write '%s'", w->out.tmp);
-		rc = -1;
-	} else {
-		c->foff = 0;	/* in the image now, not the log */
-		c->fsize = (uint32_t)j->size;
-		c->fcrc = j->crc;
-		c->fgen = j->gen;
-		*pos += j->size;
-	}
-	buf_put(w, j->buf);
-	j->buf = NULL;
-	j->direct = j->finished = 0;
-	err_clear(&j->err);
-	j->next = w->freejobs;
-	w->freejobs = j;
-	return rc;
-}
-
-static int
-pending_ready(const struct pending *p)
-{
-	return p->job == NULL || __atomic_load_n(&p->job->finished,
-	    __ATOMIC_ACQUIRE);
-}
-
-/* Slot s's chunk as a direct job, or NULL if it has no data left. */
-static int
-commit_job(struct img_writer *w, int32_t s, struct job **jp, struct err *e)
-{
-	struct slot *sl = &w->slots[s];
-	struct wchunk *c = &w->chunks[sl->chunk];
-	uint64_t data = c->present & ~c->zero;
-	struct job *j;
-
-	*jp = NULL;
-	if ((data & ~sl->written) != 0 &&
-	    merge(w, sl->chunk, sl->buf, data & ~sl->written, e) < 0)
-		return -1;
-	lru_unlink(w, s);
-	c->slot = -1;
-	if (data == 0) {
-		drop_versions(w, c);
-		buf_put(w, sl->buf);
-		sl->buf = NULL;
-		return 0;
-	}
-	j = w->freejobs;
-	w->freejobs = j->next;
-	if (c->gen > 0)
-		w->recompressions++;
-	j->next = NULL;
-	j->chunk = sl->chunk;
-	j->gen = ++c->gen;
-	j->mask = data;
-	j->buf = sl->buf;
-	j->direct = 1;
-	j->finished = 0;
-	sl->buf = NULL;
-	c->vmask = data;
-	c->job = NULL;
-	pthread_mutex_lock(&w->mu);
-	if (w->qtail != NULL)
-		w->qtail->next = j;
-	else
-		w->qhead = j;
-	w->qtail = j;
-	pthread_cond_signal(&w->cv_work);
-	pthread_mutex_unlock(&w->mu);
-	*jp = j;
+	do {
+		if (getrandom(w->id, IMG_ID_SIZE, 0) != IMG_ID_SIZE)
+			return err_sys(e, ERR_FAIL, "cannot get random bytes "
+			    "for an image id");
+		again = memcmp(w->id, zero, IMG_ID_SIZE) == 0;
+		if (w->opts.base != NULL && !again) {
+			bm = img_meta(w->opts.base);
+			again = memcmp(w->id, bm->id, IMG_ID_SIZE) == 0;
+			for (p = 1; !again && p <= bm->npacks; p++) {
+				img_pack_info(w->opts.base, p, &pi);
+				again = memcmp(w->id, pi.id, IMG_ID_SIZE) == 0;
+			}
+		}
+	} while (again);
 	return 0;
 }
 
 static int
-write_data(struct img_writer *w, uint64_t *pos, uint64_t *frames,
+off_cmp(const void *a, const void *b, void *arg)
+{
+	const struct wchunk *c = arg;
+	uint64_t x = c[*(const uint64_t *)a].foff;
+	uint64_t y = c[*(const uint64_t *)b].foff;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Move len bytes from src down to dst (dst < src; they may overlap). */
+static int
+move_down(struct img_writer *w, uint64_t src, uint64_t dst, uint64_t len,
     uint8_t *iobuf, struct err *e)
 {
-	struct pending ring[COMMIT_WINDOW], *p;
-	uint32_t head = 0, n = 0, i;
-	struct wchunk *c;
-	struct job *j;
-	uint64_t ci;
+	size_t step;
+	ssize_t n;
 
-	/* Every eviction's frame into the log first: merges read it there,
-	 * and every job is free for the commit. */
+	while (len > 0) {
+		step = len < IO_BUF ? (size_t)len : IO_BUF;
+		/* Forward in steps: a step only overwrites bytes already
+		 * read, as dst < src. */
+		n = pread_full(w->rfd, iobuf, step, (off_t)src);
+		if (n < 0)
+			return err_sys(e, ERR_FAIL, "cannot read '%s'",
+			    w->out.tmp);
+		if ((size_t)n != step)
+			return err_set(e, ERR_FAIL, "'%s' is truncated",
+			    w->out.tmp);
+		if (pwrite_full(w->out.fd, iobuf, step, (off_t)dst) < 0)
+			return err_sys(e, ERR_FAIL, "cannot write '%s'",
+			    w->out.tmp);
+		src += step;
+		dst += step;
+		len -= step;
+	}
+	return 0;
+}
+
+/* At commit: every cached chunk evicted (hashed, compressed into the log
+ * unless shared) and every job reaped. */
+static int
+flush_all(struct img_writer *w, struct err *e)
+{
+	while (w->lru_tail >= 0)
+		if (evict(w, w->lru_tail, e) < 0)
+			return -1;
 	while (w->inflight > 0)
 		reap(w, 1);
 	if (w->failed)
 		return writer_fail(w, e);
-	for (i = 0; i < w->maxjobs; i++)
-		if (w->jobs[i].out == NULL)
-			w->jobs[i].out = xmalloc(IMG_FRAME_MAX);
-	*frames = 0;
-	for (ci = 0; ci <= w->nchunks; ci++) {
-		/* Room: a free job and a free entry (at the end: none left). */
-		while (n > 0 && (ci == w->nchunks || n == COMMIT_WINDOW ||
-		    w->freejobs == NULL || pending_ready(&ring[head]))) {
-			if (pending_write(w, &ring[head], pos, iobuf, e) < 0)
-				return -1;
-			head = (head + 1) % COMMIT_WINDOW;
-			n--;
-		}
-		if (ci == w->nchunks)
-			break;
-		c = &w->chunks[ci];
-		j = NULL;
-		if (c->slot >= 0) {
-			if (commit_job(w, c->slot, &j, e) < 0)
-				return -1;
-			if (j == NULL)
-				continue;
-		} else if (c->fsize == 0) {
-			continue;
-		}
-		p = &ring[(head + n) % COMMIT_WINDOW];
-		p->ci = ci;
-		p->job = j;
-		n++;
-		++*frames;
-	}
 	return 0;
+}
+
+/*
+ * The data region at commit: the own frames, in log order, slid down over
+ * the holes (dead frames, or a pack table the image turned out not to
+ * need) so that they cover the region from data_off exactly.  Frames
+ * before the first hole, all of them when there is none, stay where their
+ * worker wrote them.  Sets each chunk's foff to its place in the file;
+ * *end is where the region ends, *moved the bytes moved.
+ */
+static int
+write_data(struct img_writer *w, uint64_t data_off, uint64_t *end,
+    uint64_t *moved, struct err *e)
+{
+	uint64_t *order = NULL, n = 0, k, ci, pos = data_off, src, run_src;
+	uint64_t run_dst = 0, run_len = 0;
+	uint8_t *iobuf = NULL;
+	struct wchunk *c;
+	int rc = -1;
+
+	order = xcalloc(w->nchunks ? w->nchunks : 1, sizeof(*order));
+	for (ci = 0; ci < w->nchunks; ci++)
+		if (w->chunks[ci].fsize != 0)
+			order[n++] = ci;
+	qsort_r(order, n, sizeof(*order), off_cmp, w->chunks);
+	iobuf = xmalloc(IO_BUF);
+	*moved = 0;
+	run_src = 0;
+	for (k = 0; k <= n; k++) {
+		c = k < n ? &w->chunks[order[k]] : NULL;
+		src = c != NULL ? w->log_base + c->foff : 0;
+		/* A run of frames back to back in the log moves as one. */
+		if (run_len > 0 && (c == NULL || src != run_src + run_len)) {
+			if (run_src != run_dst && move_down(w, run_src,
+			    run_dst, run_len, iobuf, e) < 0)
+				goto out;
+			if (run_src != run_dst)
+				*moved += run_len;
+			run_len = 0;
+		}
+		if (c == NULL)
+			break;
+		if (run_len == 0) {
+			run_src = src;
+			run_dst = pos;
+		}
+		run_len += c->fsize;
+		c->foff = pos;
+		pos += c->fsize;
+	}
+	*end = pos;
+	rc = 0;
+out:
+	free(order);
+	free(iobuf);
+	return rc;
+}
+
+/* Chunk ci's index entry (version 2). */
+static void
+entry_build(struct img_writer *w, uint64_t ci, uint8_t *p,
+    struct img_stats *sh)
+{
+	const struct wchunk *c = &w->chunks[ci];
+	struct img_chunk_ref ref;
+
+	memset(p, 0, IMG_ENTRY2_SIZE);
+	if (c->fsize != 0) {
+		put_le64(p + IMG_ENTRY_FRAME_OFF, c->foff);
+		put_le32(p + IMG_ENTRY_FRAME_SIZE, c->fsize);
+		put_le32(p + IMG_ENTRY_FRAME_CRC, c->fcrc);
+		memcpy(p + IMG_ENTRY_HASH, w->hashes + ci * IMG_HASH_SIZE,
+		    IMG_HASH_SIZE);
+	} else if (c->shared) {
+		/* One hop: the base's own frame is pack 1, a frame the base
+		 * names in its pack k is ours in pack 1 + k. */
+		img_chunk_ref(w->opts.base, ci, &ref);
+		put_le64(p + IMG_ENTRY_FRAME_OFF, ref.off);
+		put_le32(p + IMG_ENTRY_FRAME_SIZE, ref.size);
+		put_le32(p + IMG_ENTRY_FRAME_CRC, ref.crc);
+		put_le16(p + IMG_ENTRY_PACK, (uint16_t)(1 + ref.pack));
+		memcpy(p + IMG_ENTRY_HASH, w->hashes + ci * IMG_HASH_SIZE,
+		    IMG_HASH_SIZE);
+		sh->shared_chunks++;
+		sh->shared_bytes += ref.size;
+	}
+	put_le64(p + IMG_ENTRY_PRESENT, c->present);
+	put_le64(p + IMG_ENTRY_ZERO, c->zero);
 }
 
 int
 img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 {
 	struct buf meta = BUF_INIT;
-	uint8_t hdr[IMG_HDR_SIZE], *iobuf = NULL, *ib = NULL;
+	struct img_stats sh;
+	uint8_t hdr[IMG_HDR_SIZE], *ib = NULL;
 	uint64_t pos, frames = 0, ci, data_off, tail_off, index_off, end;
+	uint64_t moved = 0;
 	size_t ilen = 0;
 	uint32_t icrc;
-	struct wchunk *c;
-	int rc = -1;
+	int rc = -1, packs;
 
+	memset(&sh, 0, sizeof(sh));
 	if (w->failed)
 		return writer_fail(w, e);
 	if (w->committed)
@@ -1263,40 +1348,45 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 		    !w->have_blocks ? "RAM block list" : "device state");
 		goto out;
 	}
-	/* The metadata's length does not depend on the frame count: build
-	 * it once for the data offset, again once the frames are known. */
-	meta_build(w, &meta, 0);
+	/* Flush everything first: only then is it known whether an entry
+	 * names a pack (the pack table is there only if one does). */
+	if (flush_all(w, e) < 0)
+		goto out;
+	packs = 0;
+	for (ci = 0; ci < w->nchunks; ci++) {
+		packs |= w->chunks[ci].shared;
+		frames += w->chunks[ci].fsize != 0 || w->chunks[ci].shared;
+	}
+	meta_build(w, &meta, frames, packs);
+	data_off = IMG_HDR_SIZE + meta.len;
 	if (meta.len > IMG_MAX_META) {
 		err_set(e, ERR_FAIL, "image metadata too large");
 		goto out;
 	}
-	iobuf = xmalloc(IO_BUF);
-	ib = xmalloc(IO_BUF);
-	data_off = pos = IMG_HDR_SIZE + meta.len;
-	if (write_data(w, &pos, &frames, iobuf, e) < 0)
+	if (write_data(w, data_off, &pos, &moved, e) < 0)
 		goto out;
-	buf_reset(&meta);
-	meta_build(w, &meta, frames);
 	if (pwrite_full(w->out.fd, meta.data, meta.len, IMG_HDR_SIZE) < 0) {
 		err_sys(e, ERR_FAIL, "cannot write '%s'", w->out.tmp);
 		goto out;
 	}
 	tail_off = pos;
-	if (copy_out(w, w->tail_off, pos, w->tail_size, iobuf, e) < 0)
+	if (pwrite_full(w->out.fd, w->tail, w->tail_size, (off_t)pos) < 0) {
+		err_sys(e, ERR_FAIL, "cannot write '%s'", w->out.tmp);
 		goto out;
+	}
 	pos += w->tail_size;
 
 	/* The index, streamed: its CRC runs over the whole region. */
+	ib = xmalloc(IO_BUF);
 	index_off = pos;
 	put_skippable(ib, IMG_SKIP_INDEX, IMG_SKIP_SIZE +
-	    w->nchunks * IMG_ENTRY_SIZE);
+	    w->nchunks * IMG_ENTRY2_SIZE);
 	ilen = IMG_SKIP_SIZE;
 	icrc = 0;
-	pos = data_off;
 	for (ci = 0; ci <= w->nchunks; ci++) {
-		if (ilen + IMG_ENTRY_SIZE > IO_BUF || ci == w->nchunks) {
+		if (ilen + IMG_ENTRY2_SIZE > IO_BUF || ci == w->nchunks) {
 			icrc = crc32c(icrc, ib, ilen);
-			end = index_off + (uint64_t)(ci * IMG_ENTRY_SIZE +
+			end = index_off + (uint64_t)(ci * IMG_ENTRY2_SIZE +
 			    IMG_SKIP_SIZE) - ilen;
 			if (pwrite_full(w->out.fd, ib, ilen, (off_t)end) < 0) {
 				err_sys(e, ERR_FAIL, "cannot write '%s'",
@@ -1307,25 +1397,22 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 		}
 		if (ci == w->nchunks)
 			break;
-		c = &w->chunks[ci];
-		memset(ib + ilen, 0, IMG_ENTRY_SIZE);
-		if (c->fsize != 0) {
-			put_le64(ib + ilen + IMG_ENTRY_FRAME_OFF, pos);
-			put_le32(ib + ilen + IMG_ENTRY_FRAME_SIZE, c->fsize);
-			put_le32(ib + ilen + IMG_ENTRY_FRAME_CRC, c->fcrc);
-			pos += c->fsize;
-		}
-		put_le64(ib + ilen + IMG_ENTRY_PRESENT, c->present);
-		put_le64(ib + ilen + IMG_ENTRY_ZERO, c->zero);
-		ilen += IMG_ENTRY_SIZE;
+		entry_build(w, ci, ib + ilen, &sh);
+		ilen += IMG_ENTRY2_SIZE;
 	}
-	end = index_off + IMG_SKIP_SIZE + w->nchunks * IMG_ENTRY_SIZE;
+	end = index_off + IMG_SKIP_SIZE + w->nchunks * IMG_ENTRY2_SIZE;
+	/* The log may have run past the end (dead frames, slid down). */
+	if (ftruncate(w->out.fd, (off_t)end) < 0) {
+		err_sys(e, ERR_FAIL, "cannot truncate '%s'", w->out.tmp);
+		goto out;
+	}
 
 	memset(hdr, 0, sizeof(hdr));
 	put_skippable(hdr, IMG_SKIP_HDR, IMG_HDR_SIZE);
 	memcpy(hdr + IMG_HDR_MAGIC, IMG_MAGIC, IMG_MAGIC_LEN);
-	put_le32(hdr + IMG_HDR_VERSION, IMG_VERSION);
+	put_le32(hdr + IMG_HDR_VERSION, IMG_VERSION_2);
 	put_le32(hdr + IMG_HDR_FLAGS, IMG_F_FRAME_CRCS |
+	    (packs ? IMG_F_PACKS : 0) |
 	    (w->switchover ? IMG_F_SWITCHOVER_START : 0) |
 	    (w->saw_end ? 0 : IMG_F_NO_END));
 	put_le32(hdr + IMG_HDR_PAGE_SIZE, IMG_PAGE_SIZE);
@@ -1354,6 +1441,9 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 	if (st != NULL) {
 		img_writer_stats(w, st);
 		st->file_bytes = end;
+		st->shared_chunks = sh.shared_chunks;
+		st->shared_bytes = sh.shared_bytes;
+		st->moved_bytes = moved;
 	}
 	rc = 0;
 out:
@@ -1362,7 +1452,6 @@ out:
 	if (rc < 0 && !err_isset(&w->err) && e != NULL)
 		w->err = *e;
 	buf_release(&meta);
-	free(iobuf);
 	free(ib);
 	return rc;
 }
@@ -1377,12 +1466,12 @@ img_writer_stats(const struct img_writer *w, struct img_stats *st)
 	st->data_bytes = w->live_bytes;
 	st->tail_bytes = w->tail_len;
 	st->recompressions = w->recompressions;
+	st->hashed_only = w->hashed_only;
 }
 
 void
 img_writer_free(struct img_writer *w)
 {
-	uint32_t i;
 	int k;
 
 	if (w == NULL)
@@ -1395,13 +1484,12 @@ img_writer_free(struct img_writer *w)
 		pthread_mutex_destroy(&w->pf_mu);
 		pthread_cond_destroy(&w->pf_cv);
 	}
+	if (w->rfd >= 0)
+		close(w->rfd);
 	atomic_file_release(&w->out);
-	if (w->scratch >= 0)
-		close(w->scratch);
-	for (i = 0; w->jobs != NULL && i < w->maxjobs; i++)
-		free(w->jobs[i].out);
 	for (k = 0; w->workers != NULL && k < w->nworkers; k++) {
 		ZSTD_freeCCtx(w->workers[k].cctx);
+		img_hasher_free(w->workers[k].hasher);
 		free(w->workers[k].pack);
 		free(w->workers[k].out);
 	}
@@ -1412,9 +1500,11 @@ img_writer_free(struct img_writer *w)
 	free(w->jobs);
 	free(w->slots);
 	free(w->chunks);
+	free(w->hashes);
 	free(w->blocks);
 	free(w->bfirst);
 	free(w->config);
+	free(w->tail);
 	ZSTD_freeDCtx(w->dctx);
 	free(w->zbuf);
 	free(w->dbuf);

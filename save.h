@@ -59,6 +59,8 @@ struct img_stats {
 	uint64_t shared_bytes;	/* their frames' bytes */
 	uint64_t hashed_only;	/* chunks hashed and found unchanged,
 				 * never compressed */
+	uint64_t moved_bytes;	/* frame bytes the commit slid down over
+				 * the holes replaced frames left */
 };
 
 struct img_writer;

@@ -1,0 +1,463 @@
+/*
+ * tests/unit/share.c - image version 2's writer with a base (issue 13):
+ * synthetic guests compacted twice, the second time with the first image as
+ * base; unchanged chunks name the base's frame (pack 1, never compressed),
+ * changed ones have their own; every page read back equals the guest's
+ * newest; a chain of three names the first image's frames in one hop; a
+ * base with another block table, or of version 1, shares nothing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "save.h"
+#include "util.h"
+#include "tap.h"
+
+#define PAGE	IMG_PAGE_SIZE
+#define CPAGES	IMG_CHUNK_PAGES
+#define NCHUNK	24		/* chunks of pc.ram */
+#define NPAGES	(NCHUNK * CPAGES + 2 * CPAGES)	/* and 2 of vga */
+
+static char *tmpdir;
+
+static char *
+tpath(const char *name)
+{
+	return xasprintf("%s/%s", tmpdir, name);
+}
+
+static uint64_t
+rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+/* A guest: per page a seed, 0 for a zero page. */
+struct guest {
+	uint64_t seed[NPAGES];
+	uint64_t vga_len;	/* used length of block 1 */
+};
+
+static void
+fill(uint8_t *p, uint64_t seed)
+{
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull | 1, v;
+	size_t n;
+
+	if (seed % 3 == 0) {
+		for (n = 0; n < PAGE; n += 8) {
+			v = rnd(&s);
+			memcpy(p + n, &v, 8);
+		}
+		return;
+	}
+	memset(p, (int)(seed % 251) + 1, PAGE);
+	for (n = 0; n < PAGE; n += 512) {
+		v = rnd(&s);
+		memcpy(p + n, &v, 8);
+	}
+}
+
+static void
+guest_init(struct guest *g, uint64_t seed)
+{
+	uint64_t s = seed | 1;
+	size_t i;
+
+	g->vga_len = 2 * CPAGES * PAGE;
+	for (i = 0; i < NPAGES; i++)
+		g->seed[i] = rnd(&s) % 5 == 0 ? 0 : rnd(&s) | 1;
+	/* A chunk of zero pages only: no frame, nothing to share. */
+	for (i = 5 * CPAGES; i < 6 * CPAGES; i++)
+		g->seed[i] = 0;
+}
+
+/* Change some pages of chunk ci. */
+static void
+guest_touch(struct guest *g, unsigned ci, uint64_t seed)
+{
+	uint64_t s = seed | 1;
+	size_t i;
+
+	for (i = 0; i < 3; i++)
+		g->seed[ci * CPAGES + rnd(&s) % CPAGES] = rnd(&s) | 1;
+}
+
+static const uint8_t config_bytes[] = {
+	0x07, 0, 0, 0, 0, 13, 'c', 'o', 'n', 'f', 'i', 'g', 'u', 'r', 'a', 't',
+	'i', 'o', 'n', 0, 0, 0, 0, 0, 0, 0, 0, 10, 'p', 'c', '-', 'q', '3', '5',
+	'-', '7', '.', '2',
+};
+
+static int
+send_page(struct img_writer *w, const struct guest *g, size_t pg,
+    uint64_t seed, struct err *e)
+{
+	uint8_t buf[PAGE];
+	uint32_t b = pg < NCHUNK * CPAGES ? 0 : 1;
+	uint64_t off = (pg - (b ? NCHUNK * CPAGES : 0)) * PAGE;
+
+	if (b == 1 && off >= g->vga_len)
+		return 0;	/* a smaller vga block */
+	if (seed == 0)
+		return img_writer_sink()->page(w, b, off, NULL, e);
+	fill(buf, seed);
+	return img_writer_sink()->page(w, b, off, buf, e);
+}
+
+/*
+ * Compact g at path (base: NULL or an open image, hint its file name):
+ * pass 1 sends an older version of every page (stale seeds), pass 2 and 3
+ * send the final contents, so that a small cache evicts chunks whose
+ * frames are replaced later (dead frames, merges through the base).
+ */
+static int
+compact(const struct guest *g, const char *path, struct img_reader *base,
+    const char *hint, struct img_stats *st, struct err *e)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	struct img_opts o = IMG_OPTS_INIT;
+	struct stream_block blocks[2];
+	struct img_writer *w;
+	uint8_t tail[2000];
+	size_t pg;
+	int rc = -1;
+
+	err_clear(e);
+	o.threads = 2;
+	o.cache_bytes = 3 * IMG_CHUNK_BYTES;
+	o.base = base;
+	o.base_hint = hint;
+	memset(blocks, 0, sizeof(blocks));
+	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
+	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
+	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
+	blocks[1].used_length = g->vga_len;
+	if ((w = img_writer_new(path, &o, e)) == NULL)
+		return -1;
+	if (sink->config(w, config_bytes, sizeof(config_bytes),
+	    "pc-q35-7.2", e) < 0 || sink->blocks(w, blocks, 2, 2, e) < 0 ||
+	    sink->section(w, 1, e) < 0)
+		goto out;
+	/* Pass 1: the final pages of the even chunks, stale odd ones. */
+	for (pg = 0; pg < NPAGES; pg++)
+		if (send_page(w, g, pg, (pg / CPAGES) % 2 ? g->seed[pg] ^ 0x55 :
+		    g->seed[pg], e) < 0)
+			goto out;
+	/* Pass 2: half of every chunk's pages (a chunk shared in pass 1
+	 * merges the rest from the base), pass 3 the odd chunks' all. */
+	for (pg = 0; pg < NPAGES; pg++)
+		if (pg % 2 && send_page(w, g, pg, g->seed[pg], e) < 0)
+			goto out;
+	for (pg = 0; pg < NPAGES; pg++)
+		if ((pg / CPAGES) % 2 && send_page(w, g, pg, g->seed[pg], e) < 0)
+			goto out;
+	memset(tail, 0x5a, sizeof(tail));
+	if (sink->section(w, 3, e) < 0 ||
+	    sink->tail(w, tail, sizeof(tail), e) < 0)
+		goto out;
+	if (img_writer_commit(w, st, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	img_writer_free(w);
+	return rc;
+}
+
+/* Every page of path, read through the reader (packs found beside). */
+static int
+same_pages(const struct guest *g, const char *path, const char *what)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r = img_open_finder(path, NULL, &e);
+	enum img_page_state state;
+	uint8_t got[PAGE], want[PAGE];
+	size_t pg;
+	uint32_t b;
+	int bad = 0;
+
+	if (!check(r != NULL, "%s: opens with its packs (%s)", what, e.msg))
+		return 0;
+	for (pg = 0; pg < NPAGES && !bad; pg++) {
+		b = pg < NCHUNK * CPAGES ? 0 : 1;
+		if (b == 1 && (pg - NCHUNK * CPAGES) * PAGE >= g->vga_len)
+			break;
+		if (img_read_page(r, b, (pg - (b ? NCHUNK * CPAGES : 0)) *
+		    PAGE, got, &state, &e) < 0) {
+			note("page %zu: %s", pg, e.msg);
+			bad = 1;
+			break;
+		}
+		if (g->seed[pg] == 0) {
+			memset(want, 0, PAGE);
+			bad = state != IMG_PAGE_ZERO;
+		} else {
+			fill(want, g->seed[pg]);
+			bad = state != IMG_PAGE_DATA;
+		}
+		if (memcmp(got, want, PAGE) != 0)
+			bad = 1;
+		if (bad)
+			note("page %zu differs (state %d)", pg, state);
+	}
+	check(!bad, "%s: every page equals the guest's newest", what);
+	if (!bad) {
+		err_clear(&e);
+		check(img_verify(r, &e) == 0, "%s: verifies (%s)", what,
+		    e.msg);
+	}
+	img_close(r);
+	return !bad;
+}
+
+/* Chunks of g with a frame. */
+static unsigned
+framed(const struct guest *g)
+{
+	unsigned n = 0, c, i;
+
+	for (c = 0; c < NPAGES / CPAGES; c++) {
+		for (i = 0; i < CPAGES && g->seed[c * CPAGES + i] == 0; i++)
+			;
+		n += i < CPAGES;
+	}
+	return n;
+}
+
+static void
+test_share(void)
+{
+	struct err e = ERR_INIT;
+	struct guest *g = xcalloc(1, sizeof(*g));
+	struct img_stats st;
+	struct img_reader *a = NULL, *b = NULL, *c = NULL;
+	struct img_chunk_ref ref;
+	struct img_pack_info pi;
+	const struct img_meta *m;
+	char *pa = tpath("a.img"), *pb = tpath("b.img"), *pc = tpath("c.img");
+	static const uint8_t zero[IMG_ID_SIZE];
+	uint8_t ida[IMG_ID_SIZE], idb[IMG_ID_SIZE];
+	unsigned n, ci, bad, touched_b[] = { 1, 2, 9 }, touched_c[] = { 3, 9 };
+	size_t i;
+
+	guest_init(g, 11);
+	n = framed(g);
+	check(compact(g, pa, NULL, NULL, &st, &e) == 0, "full image (%s)",
+	    e.msg);
+	check(st.shared_chunks == 0 && st.hashed_only == 0 &&
+	    st.moved_bytes > 0, "no base: nothing shared; dead frames slid "
+	    "over (%llu bytes)", (unsigned long long)st.moved_bytes);
+	a = img_open(pa, &e);
+	if (!check(a != NULL, "full image opens (%s)", e.msg))
+		goto out;
+	m = img_meta(a);
+	check(m->version == IMG_VERSION_2 && (m->flags & IMG_F_FRAME_CRCS) &&
+	    !(m->flags & IMG_F_PACKS) && m->npacks == 0 &&
+	    memcmp(m->id, zero, IMG_ID_SIZE) != 0, "version 2, CRCs, no "
+	    "packs, a non-zero id");
+	memcpy(ida, m->id, IMG_ID_SIZE);
+	bad = 0;
+	for (ci = 0; ci < img_nchunks(a); ci++) {
+		img_chunk_ref(a, ci, &ref);
+		bad += ref.pack != 0 || (ref.size != 0) != ref.has_hash;
+	}
+	check(bad == 0 && m->chunks == n, "every frame (%u) has a hash, "
+	    "pack 0", n);
+	same_pages(g, pa, "full image");
+
+	/* Second: a few chunks changed, the base is the first. */
+	for (i = 0; i < ARRAY_SIZE(touched_b); i++)
+		guest_touch(g, touched_b[i], 100 + i);
+	memset(&st, 0, sizeof(st));
+	check(compact(g, pb, a, "a.img", &st, &e) == 0, "image with a base "
+	    "(%s)", e.msg);
+	check(st.shared_chunks == n - ARRAY_SIZE(touched_b) &&
+	    st.hashed_only >= st.shared_chunks, "%llu of %u chunks shared, "
+	    "%llu hashed only", (unsigned long long)st.shared_chunks, n,
+	    (unsigned long long)st.hashed_only);
+	b = img_open_finder(pb, NULL, &e);
+	if (!check(b != NULL, "it opens, its base found beside (%s)", e.msg))
+		goto out;
+	m = img_meta(b);
+	memcpy(idb, m->id, IMG_ID_SIZE);
+	check(m->version == IMG_VERSION_2 && (m->flags & IMG_F_PACKS) &&
+	    m->npacks == 1 && memcmp(idb, ida, IMG_ID_SIZE) != 0,
+	    "flag packs, one pack, its own id");
+	img_pack_info(b, 1, &pi);
+	check(memcmp(pi.id, ida, IMG_ID_SIZE) == 0 &&
+	    strcmp(pi.hint, "a.img") == 0 && pi.refs == st.shared_chunks,
+	    "pack 1 is the base, named a.img, %llu references",
+	    (unsigned long long)pi.refs);
+	bad = 0;
+	for (ci = 0; ci < img_nchunks(b); ci++) {
+		struct img_chunk_ref ra;
+		int touched = ci == 1 || ci == 2 || ci == 9;
+
+		img_chunk_ref(b, ci, &ref);
+		img_chunk_ref(a, ci, &ra);
+		if (ref.size == 0)
+			continue;
+		if (touched)
+			bad += ref.pack != 0;
+		else
+			bad += ref.pack != 1 || ref.off != ra.off ||
+			    ref.size != ra.size || ref.crc != ra.crc ||
+			    memcmp(ref.hash, ra.hash, IMG_HASH_SIZE) != 0;
+	}
+	check(bad == 0, "changed chunks have their own frame, the others name "
+	    "the base's");
+	check(st.data_bytes < m->data_bytes + 1 && st.data_bytes <
+	    (uint64_t)ARRAY_SIZE(touched_b) * IMG_FRAME_MAX, "own frames: "
+	    "the changed chunks' only (%llu bytes)",
+	    (unsigned long long)st.data_bytes);
+	same_pages(g, pb, "image with a base");
+
+	/* Third: its base the second; chunks the first holds stay there. */
+	for (i = 0; i < ARRAY_SIZE(touched_c); i++)
+		guest_touch(g, touched_c[i], 200 + i);
+	memset(&st, 0, sizeof(st));
+	check(compact(g, pc, b, "b.img", &st, &e) == 0, "third image of "
+	    "the chain (%s)", e.msg);
+	c = img_open_finder(pc, NULL, &e);
+	if (!check(c != NULL, "it opens with both packs (%s)", e.msg))
+		goto out;
+	m = img_meta(c);
+	check(m->npacks == 2, "its pack table lists the base and the base's "
+	    "pack");
+	img_pack_info(c, 1, &pi);
+	check(memcmp(pi.id, idb, IMG_ID_SIZE) == 0 &&
+	    strcmp(pi.hint, "b.img") == 0, "pack 1: the second image");
+	img_pack_info(c, 2, &pi);
+	check(memcmp(pi.id, ida, IMG_ID_SIZE) == 0 &&
+	    strcmp(pi.hint, "a.img") == 0, "pack 2: the first image");
+	bad = 0;
+	for (ci = 0; ci < img_nchunks(c); ci++) {
+		img_chunk_ref(c, ci, &ref);
+		if (ref.size == 0)
+			continue;
+		if (ci == 3 || ci == 9)
+			bad += ref.pack != 0;
+		else if (ci == 1 || ci == 2)
+			bad += ref.pack != 1;	/* the second's own */
+		else
+			bad += ref.pack != 2;	/* the first's, one hop */
+	}
+	check(bad == 0, "chain: changed own, the second's frames pack 1, the "
+	    "first's pack 2 (one hop)");
+	check(st.shared_chunks == n - 2, "%llu chunks shared",
+	    (unsigned long long)st.shared_chunks);
+	same_pages(g, pc, "third image");
+out:
+	img_close(a);
+	img_close(b);
+	img_close(c);
+	free(pa);
+	free(pb);
+	free(pc);
+	free(g);
+}
+
+/* Bases that share nothing: another block table, version 1; a base whose
+ * every chunk changed (the pack table dropped again). */
+static void
+test_no_share(void)
+{
+	struct err e = ERR_INIT;
+	struct guest *g = xcalloc(1, sizeof(*g));
+	struct img_stats st;
+	struct img_reader *a = NULL, *r = NULL;
+	char *pa = tpath("n-a.img"), *pd = tpath("n-d.img");
+	char *pv1 = tpath("n-v1.img"), *pe = tpath("n-e.img");
+	char *pf = tpath("n-f.img"), *cmd = NULL;
+	size_t i;
+
+	guest_init(g, 21);
+	check(compact(g, pa, NULL, NULL, &st, &e) == 0, "base (%s)", e.msg);
+	a = img_open(pa, &e);
+	if (a == NULL)
+		goto out;
+
+	g->vga_len = CPAGES * PAGE;	/* another block table */
+	for (i = NCHUNK * CPAGES + CPAGES; i < NPAGES; i++)
+		g->seed[i] = 0;
+	check(compact(g, pd, a, "n-a.img", &st, &e) == 0 &&
+	    st.shared_chunks == 0 && st.hashed_only == 0, "another block "
+	    "table: nothing shared (%s)", e.msg);
+	r = img_open(pd, &e);
+	check(r != NULL && img_meta(r)->npacks == 0 &&
+	    !(img_meta(r)->flags & IMG_F_PACKS), "... no pack table");
+	img_close(r);
+	r = NULL;
+	g->vga_len = 2 * CPAGES * PAGE;
+
+	/* Every chunk changed: a table was reserved, the frames slide. */
+	guest_init(g, 22);
+	check(compact(g, pf, a, "n-a.img", &st, &e) == 0 &&
+	    st.shared_chunks == 0, "every chunk changed: nothing shared (%s)",
+	    e.msg);
+	r = img_open(pf, &e);
+	check(r != NULL && img_meta(r)->npacks == 0, "... no pack table "
+	    "(%s)", e.msg);
+	img_close(r);
+	r = NULL;
+	same_pages(g, pf, "every chunk changed");
+
+	guest_init(g, 21);
+	if (access("build/helper-imgv1", X_OK) != 0) {
+		note("skip: no build/helper-imgv1 (make helpers)");
+		goto out;
+	}
+	cmd = xasprintf("build/helper-imgv1 '%s' '%s'", pa, pv1);
+	if (!check(system(cmd) == 0, "a version 1 copy of the base"))
+		goto out;
+	img_close(a);
+	a = img_open(pv1, &e);
+	check(a != NULL && img_meta(a)->version == 1, "it reads as version 1");
+	if (a == NULL)
+		goto out;
+	check(compact(g, pe, a, "n-v1.img", &st, &e) == 0 &&
+	    st.shared_chunks == 0 && st.hashed_only == 0, "version 1 base: "
+	    "nothing shared (%s)", e.msg);
+	same_pages(g, pe, "after a version 1 base");
+out:
+	img_close(a);
+	free(pa);
+	free(pd);
+	free(pv1);
+	free(pe);
+	free(pf);
+	free(cmd);
+	free(g);
+}
+
+int
+main(void)
+{
+	const char *base = getenv("TMPDIR");
+	char *t = xasprintf("%s/unit-share.XXXXXX", base ? base : "/tmp");
+
+	tmpdir = mkdtemp(t);
+	if (tmpdir == NULL) {
+		printf("not ok 1 - cannot create a temporary directory\n");
+		return 1;
+	}
+	test_share();
+	test_no_share();
+	if (tap_failed == 0) {
+		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
+
+		if (system(cmd) != 0)
+			note("cannot remove %s", tmpdir);
+		free(cmd);
+	}
+	free(t);
+	return tap_done();
+}
