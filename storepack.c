@@ -234,7 +234,7 @@ packs_list(const char *dir, struct pack **out, size_t *n, struct err *e)
 		memset(&p[*n], 0, sizeof(p[*n]));
 		if (hex_id(de->d_name, p[*n].id) < 0)
 			continue;
-		snprintf(p[*n].name, sizeof(p[*n].name), "%s", de->d_name);
+		memcpy(p[*n].name, de->d_name, HEX_ID + 5);
 		(*n)++;
 	}
 	closedir(d);

@@ -11,7 +11,8 @@
 # pack it names is missing), and after each delete one survivor is
 # restored into a fresh QEMU whose guest verifies its memory and its disk.
 # At the end STORE/.packs holds exactly the images the survivor names,
-# their unnamed frames punched.  An idle guest's second checkpoint shares
+# their unnamed frames punched; export --standalone takes the survivor out
+# as one self-contained image with the same stream.  An idle guest's second checkpoint shares
 # at least 90% of its frames' bytes.
 . "$(dirname "$0")/lib.sh"
 . "$TOP/tests/lib/ckpt.sh"
@@ -135,11 +136,11 @@ for ver in 7.2 10.0; do
 	survivors_verify "$P: before any delete"
 
 	# ---- a damaged frame of c1 that others share ------------------------
-	read -r _ _ id1 off size < <("$IMGTOOL" refs "$store/c2/memory.img" | awk '$2 == "c1"' | head -n 1)
+	read -r ci _ id1 off size < <("$IMGTOOL" refs "$store/c2/memory.img" | awk '$2 == "c1"' | head -n 1)
 	if [ -z "$off" ]; then
 		not_ok "$P: c2 shares a frame of c1"
 	else
-		ok "$P: c2 shares a frame of c1 (at $off, $size bytes)"
+		ok "$P: c2 shares a frame of c1 (chunk $ci at $off, $size bytes)"
 		at=$((off + size / 2))
 		orig=$(od -An -tx1 -j "$at" -N1 "$store/c1/memory.img" | tr -d ' ')
 		printf "\\x$(printf %02x $((0x$orig ^ 0xff)))" | dd of="$store/c1/memory.img" bs=1 seek="$at" conv=notrunc status=none
@@ -149,7 +150,7 @@ for ver in 7.2 10.0; do
 				if [ "$i" = 1 ]; then
 					expect_match "$P: ... naming c1" "^snapctl: c1: " "$TESTDIR/stderr"
 				else
-					expect_match "$P: ... naming c1's image and the frame" "^snapctl: c$i: .*'c1' \\(image $id1\\).*chunk" "$TESTDIR/stderr"
+					expect_match "$P: ... naming c1's image and the frame" "^snapctl: c$i: .*chunk $ci .*'c1' \\(image $id1\\): frame CRC-32C mismatch" "$TESTDIR/stderr"
 				fi
 			else
 				expect_code 0 "$P: c$i does not need it: verify passes" "$SNAPCTL" -d "$store" verify "c$i"
@@ -195,6 +196,18 @@ for ver in 7.2 10.0; do
 	check "$P: ... their unnamed frames punched ($alloc of $size bytes allocated)" test "$alloc" -lt "$size"
 	expect_eq "$P: .packs is 0700" 700 "$(stat -c %a "$store/.packs")"
 	survivors_verify "$P: only c4 left"
+
+	# ---- export --standalone: c4 taken out of the store -----------------
+	expect_code 2 "$P: export --standalone to standard output is refused" \
+		"$SNAPCTL" export --standalone "$store/c4/memory.img" -
+	mkdir -p "$dir/out"
+	expect_code 0 "$P: export --standalone c4" "$SNAPCTL" --json export --standalone "$store/c4/memory.img" "$dir/out/c4.img"
+	expect_eq "$P: ... its report" "true $(stat -c %s "$dir/out/c4.img")" \
+		"$(jq_get "$TESTDIR/stdout" standalone) $(jq_get "$TESTDIR/stdout" file_bytes)"
+	expect_eq "$P: ... names no other image" "" "$("$IMGTOOL" refs "$dir/out/c4.img")"
+	expect_code 0 "$P: ... and verifies on its own" "$SNAPCTL" verify "$dir/out/c4.img"
+	expect_eq "$P: ... the same stream as c4's image" \
+		"$("$SNAPCTL" export "$store/c4/memory.img" - | sha256sum)" "$("$SNAPCTL" export "$dir/out/c4.img" - | sha256sum)"
 
 	# ---- an idle guest shares almost everything -------------------------
 	istore=$dir/istore
