@@ -14,7 +14,7 @@
  *
  * Seeds: fuzz/corpus/image/, small images written by the writer
  * (build/helper-imgtool seeds DIR), some of them damaged; v2-* are
- * version 2 (imgtool standalone of a seed; v2-reverse, frames in reverse
+ * version 2 (imgv2tool standalone of a seed; v2-reverse, frames in reverse
  * order, and v2-packs, which names a pack and so is refused from memory,
  * from IMGV2_SEEDS=DIR build/unit-imgv2).
  */

@@ -1,0 +1,173 @@
+/*
+ * imgv2tool - test helper for image version 2 before the writer makes it
+ * (man/snapctl-image.5, VERSION 2): copies and splits of an image.
+ *
+ *   imgv2tool standalone IMAGE OUT
+ *       img_write_standalone(): a self-contained version 2 copy.
+ *   imgv2tool split IMAGE PACK OUT HINT
+ *       A version 2 pair from IMAGE: PACK its standalone copy, OUT an
+ *       image naming PACK (as HINT) for every other framed chunk, its own
+ *       frames in reverse index order; print PACK's id in hex.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "imgfmt.h"
+#include "imgread.h"
+#include "util.h"
+
+static void
+put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+/* The bytes of a whole file into *buf. */
+static int
+slurp(const char *path, uint8_t **buf, size_t *len)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -1;
+	*len = (size_t)st.st_size;
+	*buf = xmalloc(*len ? *len : 1);
+	if (read_full(fd, *buf, *len) != (ssize_t)*len) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int
+split(const char *path, const char *pack, const char *out, const char *hint)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	uint8_t *p = NULL, *o = NULL, *hdr, *x, *y;
+	size_t len, hlen = strlen(hint), msize, nmeta, isize, i, k, n;
+	uint64_t moff, toff, tsize, ioff, nch, ci, pos, doff, framed = 0;
+	int fd, rc = 1;
+
+	if ((r = img_open(path, &e)) == NULL ||
+	    img_write_standalone(r, pack, &e) < 0) {
+		fprintf(stderr, "imgv2tool split: %s\n", e.msg);
+		img_close(r);
+		return 1;
+	}
+	img_close(r);
+	if (slurp(pack, &p, &len) < 0) {
+		perror(pack);
+		goto out;
+	}
+	moff = get_le64(p + IMG_HDR_META_OFF);
+	msize = (size_t)get_le64(p + IMG_HDR_META_SIZE);
+	toff = get_le64(p + IMG_HDR_TAIL_OFF);
+	tsize = get_le64(p + IMG_HDR_TAIL_SIZE);
+	ioff = get_le64(p + IMG_HDR_INDEX_OFF);
+	isize = (size_t)get_le64(p + IMG_HDR_INDEX_SIZE);
+	nch = (isize - IMG_SKIP_SIZE) / IMG_ENTRY2_SIZE;
+	nmeta = msize + IMG_PACK_FIXED + hlen;
+	o = xcalloc(1, len + nmeta);
+	/* metadata: P's, a pack table of one */
+	memcpy(o + IMG_HDR_SIZE, p + moff, msize);
+	put_le32(o + IMG_HDR_SIZE + 4, (uint32_t)(nmeta - IMG_SKIP_SIZE));
+	put_le32(o + IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_NPACKS, 1);
+	x = o + IMG_HDR_SIZE + msize;
+	memcpy(x + IMG_PACK_ID, p + moff + IMG_SKIP_SIZE + IMG_META_IMAGE_ID,
+	    IMG_ID_SIZE);
+	put_le64(x + IMG_PACK_FILE_SIZE, len);
+	put16(x + IMG_PACK_NAME_LEN, (uint16_t)hlen);
+	memcpy(x + IMG_PACK_FIXED, hint, hlen);
+	/* a new id: P's with its first byte changed */
+	o[IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_IMAGE_ID] ^= 0x5a;
+	doff = pos = IMG_HDR_SIZE + nmeta;
+	/* the index: P's entries; every other framed one stays in P */
+	n = IMG_SKIP_SIZE + (size_t)nch * IMG_ENTRY2_SIZE;
+	y = xmalloc(n);
+	memcpy(y, p + ioff, n);
+	for (k = 0, ci = nch; ci-- > 0;) {
+		x = y + IMG_SKIP_SIZE + ci * IMG_ENTRY2_SIZE;
+		if (get_le32(x + IMG_ENTRY_FRAME_SIZE) == 0)
+			continue;
+		framed++;
+		if (ci % 2 == 0) {
+			put16(x + IMG_ENTRY_PACK, 1);
+			continue;
+		}
+		i = get_le32(x + IMG_ENTRY_FRAME_SIZE);
+		memcpy(o + pos, p + get_le64(x + IMG_ENTRY_FRAME_OFF), i);
+		put_le64(x + IMG_ENTRY_FRAME_OFF, pos);
+		pos += i;
+		k++;
+	}
+	memcpy(o + pos, p + toff, (size_t)tsize);
+	memcpy(o + pos + tsize, y, n);
+	hdr = o;
+	memcpy(hdr, p, IMG_HDR_SIZE);
+	put_le32(hdr + IMG_HDR_FLAGS, get_le32(p + IMG_HDR_FLAGS) | IMG_F_PACKS);
+	put_le64(hdr + IMG_HDR_FILE_SIZE, pos + tsize + n);
+	put_le64(hdr + IMG_HDR_META_SIZE, nmeta);
+	put_le64(hdr + IMG_HDR_DATA_OFF, doff);
+	put_le64(hdr + IMG_HDR_DATA_SIZE, pos - doff);
+	put_le64(hdr + IMG_HDR_TAIL_OFF, pos);
+	put_le64(hdr + IMG_HDR_INDEX_OFF, pos + tsize);
+	put_le32(hdr + IMG_HDR_META_CRC, crc32c(0, o + IMG_HDR_SIZE, nmeta));
+	put_le32(hdr + IMG_HDR_INDEX_CRC, crc32c(0, y, n));
+	put_le32(hdr + IMG_HDR_CRC, crc32c(0, hdr, IMG_HDR_CRC));
+	free(y);
+	unlink(out);
+	fd = open(out, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0 || write_full(fd, o, (size_t)(pos + tsize + n)) < 0) {
+		perror(out);
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	close(fd);
+	for (i = 0; i < IMG_ID_SIZE; i++)
+		printf("%02x", p[moff + IMG_SKIP_SIZE + IMG_META_IMAGE_ID + i]);
+	printf("\n");
+	fprintf(stderr, "imgv2tool split: %llu framed chunks, %zu own\n",
+	    (unsigned long long)framed, k);
+	rc = 0;
+out:
+	free(p);
+	free(o);
+	return rc;
+}
+
+static int
+standalone(const char *path, const char *out)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	int rc = 1;
+
+	if ((r = img_open(path, &e)) != NULL &&
+	    img_write_standalone(r, out, &e) == 0)
+		rc = 0;
+	else
+		fprintf(stderr, "imgv2tool standalone: %s\n", e.msg);
+	img_close(r);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc == 6 && strcmp(argv[1], "split") == 0)
+		return split(argv[2], argv[3], argv[4], argv[5]);
+	if (argc == 4 && strcmp(argv[1], "standalone") == 0)
+		return standalone(argv[2], argv[3]);
+	fprintf(stderr, "usage: imgv2tool standalone IMAGE OUT | "
+	    "split IMAGE PACK OUT HINT\n");
+	return 2;
+}
