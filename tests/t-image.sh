@@ -153,15 +153,87 @@ fi
 img=$TESTDIR/72.img
 size=$(stat -c %s "$img")
 
-# An image from before frame CRCs (the same bytes with flag 0x4 and its
-# CRC fields cleared) still reads: verify, info and the same export.
-"$TOP/build/helper-imgtool" nocrc "$img" "$TESTDIR/nocrc.img"
+# snapctl writes version 2; a version 1 copy of the same image (what an
+# older snapctl wrote) reads the same: verify, info and the same export.
+expect_match "the image is version 2" '"format_version": *2' "$TESTDIR/72.info"
+expect_code 0 "a version 1 copy of it" "$TOP/build/helper-imgv1" "$img" "$TESTDIR/v1.img"
+"$SNAPCTL" --json info "$TESTDIR/v1.img" >"$TESTDIR/v1.info"
+expect_match "... info says version 1" '"format_version": *1' "$TESTDIR/v1.info"
+expect_code 0 "... it verifies" "$SNAPCTL" verify "$TESTDIR/v1.img"
+expect_code 0 "... it exports" "$SNAPCTL" export "$TESTDIR/v1.img" "$TESTDIR/v1.exp"
+if cmp -s "$TESTDIR/v1.exp" "$TESTDIR/72.exp"; then ok "... the same stream as version 2"
+else not_ok "... the same stream as version 2"; fi
+
+# An image from before frame CRCs (version 1 with flag 0x4 and its CRC
+# fields cleared) still reads: verify, info and the same export.
+"$TOP/build/helper-imgtool" nocrc "$TESTDIR/v1.img" "$TESTDIR/nocrc.img"
 expect_code 0 "an image without frame CRCs verifies" "$SNAPCTL" verify "$TESTDIR/nocrc.img"
 "$SNAPCTL" --json info "$TESTDIR/nocrc.img" >"$TESTDIR/nocrc.info"
 expect_match "info says it has no frame CRCs" '"frame_crcs": *false' "$TESTDIR/nocrc.info"
 expect_code 0 "an image without frame CRCs exports" "$SNAPCTL" export "$TESTDIR/nocrc.img" "$TESTDIR/nocrc.exp"
 if cmp -s "$TESTDIR/nocrc.exp" "$TESTDIR/72.exp"; then ok "... the same stream as with them"
 else not_ok "... the same stream as with them"; fi
+
+# compact --parent: an image shares the frames of the chunks its parent
+# (beside it) holds unchanged.  The same stream again shares every frame;
+# a later capture of the same guest shares some; a chain of three reads
+# through one hop; the image reads the same as without a parent.
+JQ=$TOP/build/helper-jsonq
+frames_of() { "$SNAPCTL" --json info "$1" | "$JQ" - data_bytes; }
+expect_code 0 "compact --parent of the same stream" \
+	"$SNAPCTL" --json compact --parent "$img" "$TESTDIR/72.raw" "$TESTDIR/72b.img"
+cp "$TESTDIR/stdout" "$TESTDIR/72b.json"
+expect_eq "... every frame shared: its shared bytes are the parent's frames" \
+	"$(frames_of "$img")" "$("$JQ" "$TESTDIR/72b.json" shared_bytes)"
+sc=$("$JQ" "$TESTDIR/72b.json" shared_chunks)
+ho=$("$JQ" "$TESTDIR/72b.json" hashed_only)
+if [ "${sc:-0}" -gt 0 ] && [ "$ho" -ge "$sc" ]; then ok "... $sc chunks shared, each hashed and not compressed ($ho)"
+else not_ok "... chunks shared and not compressed" "shared_chunks=$sc hashed_only=$ho"; fi
+bsz=$(stat -c %s "$TESTDIR/72b.img")
+if [ "$bsz" -lt $((size / 4)) ]; then ok "... the image is small ($bsz bytes, its parent $size)"
+else not_ok "... the image is small ($bsz bytes, its parent $size)"; fi
+expect_code 0 "... it verifies (its pack found beside it)" "$SNAPCTL" verify "$TESTDIR/72b.img"
+expect_code 0 "... it exports" "$SNAPCTL" export "$TESTDIR/72b.img" "$TESTDIR/72b.exp"
+if cmp -s "$TESTDIR/72b.exp" "$TESTDIR/72.exp"; then ok "... the same stream as its parent's"
+else not_ok "... the same stream as its parent's"; fi
+expect_code 0 "compact without --parent prints no sharing" "$SNAPCTL" compact "$TESTDIR/72.raw" "$TESTDIR/72c.img"
+if grep -q shares "$TESTDIR/stdout"; then not_ok "... no 'shares' line"; else ok "... no 'shares' line"; fi
+expect_code 0 "compact --parent prints what it shares" \
+	"$SNAPCTL" compact -p "$TESTDIR/72b.img" "$TESTDIR/72.raw" "$TESTDIR/72d.img"
+expect_match "... in a line" "shares [0-9]+ chunks .* with '.*72b.img'" "$TESTDIR/stdout"
+expect_code 0 "... a chain of three verifies (one hop to the first)" "$SNAPCTL" verify "$TESTDIR/72d.img"
+expect_code 0 "... and exports" "$SNAPCTL" export "$TESTDIR/72d.img" "$TESTDIR/72d.exp"
+if cmp -s "$TESTDIR/72d.exp" "$TESTDIR/72.exp"; then ok "... the same stream"
+else not_ok "... the same stream"; fi
+# Another capture of the same guest (7.2, live): shares what did not change.
+expect_code 0 "compact --parent of another capture" \
+	"$SNAPCTL" --json compact --parent "$img" "$TESTDIR/72live.raw" "$TESTDIR/72e.img"
+cp "$TESTDIR/stdout" "$TESTDIR/72e.json"
+sh=$("$JQ" "$TESTDIR/72e.json" shared_chunks)
+if [ "${sh:-0}" -gt 0 ]; then ok "... some chunks shared ($sh)"; else not_ok "... some chunks shared ($sh)"; fi
+expect_code 0 "... it exports" "$SNAPCTL" export "$TESTDIR/72e.img" "$TESTDIR/72e.exp"
+"$DIGEST" --tail "$TESTDIR/72e.tail" "$TESTDIR/72e.exp" >"$TESTDIR/72e.d"
+if cmp -s "$TESTDIR/72live.d1" "$TESTDIR/72e.d"; then
+	ok "... exactly the pages its raw stream ends with"
+else
+	not_ok "... exactly the pages its raw stream ends with" "$(diff "$TESTDIR/72live.d1" "$TESTDIR/72e.d" | head -n 6)"
+fi
+mkdir -p "$TESTDIR/elsewhere"
+cp "$img" "$TESTDIR/elsewhere/p.img"
+expect_code 2 "compact --parent outside the image's directory is misuse" \
+	"$SNAPCTL" compact --parent "$TESTDIR/elsewhere/p.img" "$TESTDIR/72.raw" "$TESTDIR/72f.img"
+# One line, then the usage hint every misuse gets.
+if head -n 1 "$TESTDIR/stderr" | grep -q "^snapctl: compact: parent .* is not in the directory of" &&
+	[ "$(grep -vc "^Try 'snapctl help compact'" "$TESTDIR/stderr")" -eq 1 ] &&
+	[ ! -e "$TESTDIR/72f.img" ]; then ok "... said in one line, no image: $(head -n 1 "$TESTDIR/stderr")"
+else not_ok "... said in one line, no image" "$(cat "$TESTDIR/stderr")"; fi
+expect_code 0 "compact --parent of a version 1 image shares nothing" \
+	"$SNAPCTL" --json compact --parent "$TESTDIR/v1.img" "$TESTDIR/72.raw" "$TESTDIR/72g.img"
+expect_eq "... shared_chunks 0" 0 "$("$JQ" "$TESTDIR/stdout" shared_chunks)"
+mv "$img" "$TESTDIR/72.moved"
+expect_code 1 "a child without its parent does not verify" "$SNAPCTL" verify "$TESTDIR/72b.img"
+expect_match "... the error names the pack" "72.img" "$TESTDIR/stderr"
+mv "$TESTDIR/72.moved" "$img"
 
 # Bad input.  A damaged or cut image: verify says which part, export and
 # read refuse, nothing crashes, no output file is left behind.

@@ -12,6 +12,8 @@
  *   imgtool nocrc IMAGE OUT
  *       Write IMAGE as an image from before frame CRCs: flag 0x4 clear,
  *       the CRC fields zero, the header and index CRCs made right again.
+ *       IMAGE must be version 1 (version 2 requires the flag): make one
+ *       with helper-imgv1.
  *   imgtool standalone IMAGE OUT
  *       img_write_standalone(): a self-contained version 2 copy.
  *   imgtool dump IMAGE
@@ -321,18 +323,23 @@ out:
 	return rc;
 }
 
-/* Clear flag 0x4 and what it adds; fix the CRCs over index and header. */
-static void
+/*
+ * Clear flag 0x4 and what it adds; fix the CRCs over index and header.
+ * -1 (EINVAL) for anything but version 1.
+ */
+static int
 drop_frame_crcs(uint8_t *p, size_t n)
 {
 	uint64_t ioff, isize, k;
 
-	if (n < IMG_HDR_SIZE)
-		return;
+	if (n < IMG_HDR_SIZE || get_le32(p + IMG_HDR_VERSION) != IMG_VERSION) {
+		errno = EINVAL;
+		return -1;
+	}
 	ioff = get_le64(p + IMG_HDR_INDEX_OFF);
 	isize = get_le64(p + IMG_HDR_INDEX_SIZE);
 	if (ioff > n || isize > n - ioff || isize < IMG_SKIP_SIZE)
-		return;
+		return 0;
 	put_le32(p + IMG_HDR_FLAGS, get_le32(p + IMG_HDR_FLAGS) &
 	    ~IMG_F_FRAME_CRCS);
 	put_le32(p + IMG_HDR_TAIL_CRC, 0);
@@ -341,6 +348,7 @@ drop_frame_crcs(uint8_t *p, size_t n)
 		put_le32(p + k + IMG_ENTRY_FRAME_CRC, 0);
 	put_le32(p + IMG_HDR_INDEX_CRC, crc32c(0, p + ioff, (size_t)isize));
 	put_le32(p + IMG_HDR_CRC, crc32c(0, p, IMG_HDR_CRC));
+	return 0;
 }
 
 /* Copy src to dst with byte off XORed with x, cut at cut (0: whole). */
@@ -359,8 +367,8 @@ damage(const char *src, const char *dst, uint64_t off, uint8_t x,
 		goto out;
 	close(fd);
 	fd = -1;
-	if (nocrc)
-		drop_frame_crcs(buf, (size_t)st.st_size);
+	if (nocrc && drop_frame_crcs(buf, (size_t)st.st_size) < 0)
+		goto out;
 	if (off < (uint64_t)st.st_size)
 		buf[off] ^= x;
 	if (cut == 0 || cut > (uint64_t)st.st_size)
