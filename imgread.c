@@ -1,8 +1,11 @@
 /*
- * imgread.c - the compact memory image's reader (man/snapctl-image.5).
- * Everything in the file is checked before it is used; the index is held
- * in memory (32 bytes per chunk, bounded by the file size), frames are read
- * and decoded one at a time into one chunk buffer, or ahead on threads.
+ * imgread.c - the compact memory image's reader (man/snapctl-image.5),
+ * versions 1 and 2.  Everything in the file is checked before it is used;
+ * the index is held in memory (40 bytes per chunk, and a 32-byte hash in
+ * version 2, bounded by the file size), and so are the indexes of the
+ * packs its entries name, opened at open; frames are read (from this file
+ * or a pack) and decoded one at a time into one chunk buffer, or ahead on
+ * threads.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -938,9 +941,12 @@ void
 img_chunk_ref(const struct img_reader *r, uint64_t ci,
     struct img_chunk_ref *out)
 {
-	const struct rentry *x = &r->idx[ci];
+	const struct rentry *x;
 
 	memset(out, 0, sizeof(*out));
+	if (ci >= r->nchunks)
+		return;
+	x = &r->idx[ci];
 	out->present = x->present;
 	out->zero = x->zero;
 	out->off = x->off;
@@ -958,9 +964,12 @@ void
 img_pack_info(const struct img_reader *r, uint32_t p,
     struct img_pack_info *out)
 {
-	const struct rpack *k = &r->packs[p - 1];
+	const struct rpack *k;
 
 	memset(out, 0, sizeof(*out));
+	if (p == 0 || p > r->meta.npacks)
+		return;
+	k = &r->packs[p - 1];
 	memcpy(out->id, k->id, IMG_ID_SIZE);
 	out->file_size = k->file_size;
 	memcpy(out->hint, k->hint, sizeof(out->hint));
@@ -971,9 +980,13 @@ int
 img_read_frame(struct img_reader *r, uint64_t ci, uint8_t *buf,
     uint32_t *size, struct err *e)
 {
-	const struct rentry *x = &r->idx[ci];
+	const struct rentry *x;
 
 	*size = 0;
+	if (ci >= r->nchunks)
+		return err_set(e, ERR_FAIL, "no chunk %llu in the image",
+		    (unsigned long long)ci);
+	x = &r->idx[ci];
 	if (x->size == 0)
 		return 0;
 	if (imgr_frame_check(imgr_frame_home(r, ci), x->off, x->size, buf,
@@ -991,8 +1004,13 @@ int
 img_read_chunk(struct img_reader *r, uint64_t ci, uint8_t *out,
     uint64_t *datamask, struct err *e)
 {
-	const struct rentry *x = &r->idx[ci];
+	const struct rentry *x;
 
+	*datamask = 0;
+	if (ci >= r->nchunks)
+		return err_set(e, ERR_FAIL, "no chunk %llu in the image",
+		    (unsigned long long)ci);
+	x = &r->idx[ci];
 	*datamask = x->present & ~x->zero;
 	if (*datamask == 0)
 		return 0;

@@ -92,7 +92,8 @@ struct img_reader *img_open_finder(const char *path,
  * Chunk ci (0 to img_nchunks() - 1, in index order) as its entry says:
  * masks, frame (where: pack 0 is r's own file, else 1..npacks), CRC and
  * hash (version 2; has_hash 0 for version 1 and for a chunk without a
- * frame).  Pure: threads may call it on a shared reader.
+ * frame).  Pure: threads may call it on a shared reader.  A ci past the
+ * end gives an all-zero ref.
  */
 struct img_chunk_ref {
 	uint64_t present, zero;
@@ -106,7 +107,10 @@ uint64_t img_nchunks(const struct img_reader *r);
 void img_chunk_ref(const struct img_reader *r, uint64_t ci,
     struct img_chunk_ref *out);
 
-/* Pack p (1 to npacks) of the pack table: id, file size, name hint. */
+/*
+ * Pack p (1 to npacks) of the pack table: id, file size, name hint (all
+ * zero for another p).
+ */
 struct img_pack_info {
 	uint8_t id[IMG_ID_SIZE];
 	uint64_t file_size;

@@ -14,9 +14,9 @@
  *
  * Seeds: fuzz/corpus/image/, small images written by the writer
  * (build/helper-imgtool seeds DIR), some of them damaged; v2-* are
- * version 2 (imgv2tool standalone of a seed; v2-reverse, frames in reverse
- * order, and v2-packs, which names a pack and so is refused from memory,
- * from IMGV2_SEEDS=DIR build/unit-imgv2).
+ * version 2 (build/helper-imgv2tool: standalone of a seed; v2-reverse,
+ * split with its frames in reverse order; v2-packs, split naming a pack,
+ * which an image read from memory cannot find, so it is refused).
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -7,7 +7,8 @@
  *   imgv2tool split IMAGE PACK OUT HINT
  *       A version 2 pair from IMAGE: PACK its standalone copy, OUT an
  *       image naming PACK (as HINT) for every other framed chunk, its own
- *       frames in reverse index order; print PACK's id in hex.
+ *       frames in reverse index order; print PACK's id in hex.  HINT
+ *       "-": no pack table, OUT holds every frame, in reverse order.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -53,6 +54,7 @@ split(const char *path, const char *pack, const char *out, const char *hint)
 	struct img_reader *r;
 	uint8_t *p = NULL, *o = NULL, *hdr, *x, *y;
 	size_t len, hlen = strlen(hint), msize, nmeta, isize, i, k, n;
+	int packs = strcmp(hint, "-") != 0;	/* "-": reverse only */
 	uint64_t moff, toff, tsize, ioff, nch, ci, pos, doff, framed = 0;
 	int fd, rc = 1;
 
@@ -74,18 +76,21 @@ split(const char *path, const char *pack, const char *out, const char *hint)
 	ioff = get_le64(p + IMG_HDR_INDEX_OFF);
 	isize = (size_t)get_le64(p + IMG_HDR_INDEX_SIZE);
 	nch = (isize - IMG_SKIP_SIZE) / IMG_ENTRY2_SIZE;
-	nmeta = msize + IMG_PACK_FIXED + hlen;
+	nmeta = msize + (packs ? IMG_PACK_FIXED + hlen : 0);
 	o = xcalloc(1, len + nmeta);
 	/* metadata: P's, a pack table of one */
 	memcpy(o + IMG_HDR_SIZE, p + moff, msize);
 	put_le32(o + IMG_HDR_SIZE + 4, (uint32_t)(nmeta - IMG_SKIP_SIZE));
-	put_le32(o + IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_NPACKS, 1);
-	x = o + IMG_HDR_SIZE + msize;
+	put_le32(o + IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_NPACKS,
+	    packs ? 1 : 0);
+	x = packs ? o + IMG_HDR_SIZE + msize : xcalloc(1, 512);
 	memcpy(x + IMG_PACK_ID, p + moff + IMG_SKIP_SIZE + IMG_META_IMAGE_ID,
 	    IMG_ID_SIZE);
 	put_le64(x + IMG_PACK_FILE_SIZE, len);
 	put16(x + IMG_PACK_NAME_LEN, (uint16_t)hlen);
 	memcpy(x + IMG_PACK_FIXED, hint, hlen);
+	if (!packs)
+		free(x);
 	/* a new id: P's with its first byte changed */
 	o[IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_IMAGE_ID] ^= 0x5a;
 	doff = pos = IMG_HDR_SIZE + nmeta;
@@ -98,7 +103,7 @@ split(const char *path, const char *pack, const char *out, const char *hint)
 		if (get_le32(x + IMG_ENTRY_FRAME_SIZE) == 0)
 			continue;
 		framed++;
-		if (ci % 2 == 0) {
+		if (packs && ci % 2 == 0) {
 			put16(x + IMG_ENTRY_PACK, 1);
 			continue;
 		}
@@ -112,7 +117,8 @@ split(const char *path, const char *pack, const char *out, const char *hint)
 	memcpy(o + pos + tsize, y, n);
 	hdr = o;
 	memcpy(hdr, p, IMG_HDR_SIZE);
-	put_le32(hdr + IMG_HDR_FLAGS, get_le32(p + IMG_HDR_FLAGS) | IMG_F_PACKS);
+	put_le32(hdr + IMG_HDR_FLAGS, get_le32(p + IMG_HDR_FLAGS) |
+	    (packs ? IMG_F_PACKS : 0));
 	put_le64(hdr + IMG_HDR_FILE_SIZE, pos + tsize + n);
 	put_le64(hdr + IMG_HDR_META_SIZE, nmeta);
 	put_le64(hdr + IMG_HDR_DATA_OFF, doff);

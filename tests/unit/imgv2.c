@@ -359,25 +359,6 @@ bimg_build(struct bimg *b)
 	fix_crcs(p);
 }
 
-/* With IMGV2_SEEDS=DIR, b as a fuzz seed DIR/name too. */
-static void
-seed_out(const char *name, const struct bimg *b)
-{
-	const char *dir = getenv("IMGV2_SEEDS");
-	char *path;
-	int fd;
-
-	if (dir == NULL)
-		return;
-	path = xasprintf("%s/%s", dir, name);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write_full(fd, b->buf, b->len) < 0)
-		note("cannot write seed %s", path);
-	if (fd >= 0)
-		close(fd);
-	free(path);
-}
-
 /* Entry ci of a built image, to damage it. */
 static uint8_t *
 bentry(struct bimg *b, unsigned ci)
@@ -614,7 +595,6 @@ test_self_contained(void)
 	check(b.c[0].off > b.c[1].off, "reverse: frames are in reverse order");
 	write_file("rev.img", b.buf, b.len);
 	all_good("rev.img", &b, "v2 frames in reverse order");
-	seed_out("v2-reverse", &b);
 	bimg_free(&b);
 
 	bimg_init(&b, IMG_VERSION, 1, 0);
@@ -649,7 +629,6 @@ test_packs(void)
 
 	make_pair(&a, &b, 0);
 	all_good("b.img", &b, "v2 with a pack beside it");
-	seed_out("v2-packs", &b);
 	r = open_name("b.img", NULL, msg, sizeof(msg));
 	if (r != NULL) {
 		m = img_meta(r);
@@ -673,7 +652,42 @@ test_packs(void)
 		    "packs: img_read_chunk %s", e.msg);
 		check(img_read_frame(r, 2, frame, &fsize, &e) == 0 &&
 		    fsize == 0, "packs: no frame, size 0");
+		check(img_read_chunk(r, NALL, out, &dm, &e) < 0 &&
+		    img_read_frame(r, NALL, frame, &fsize, &e) < 0,
+		    "packs: a chunk past the end is an error: %s", e.msg);
+		err_clear(&e);
+		img_pack_info(r, 2, &pi);
+		img_chunk_ref(r, NALL, &ref);
+		check(pi.file_size == 0 && pi.refs == 0 && ref.size == 0 &&
+		    ref.present == 0, "packs: a pack or chunk past the end "
+		    "reads as zero");
 		img_close(r);
+	}
+	bimg_free(&a);
+	bimg_free(&b);
+
+	/* a finder of one's own, kept for img_verify_parallel()'s readers */
+	make_pair(&a, &b, 0);
+	{
+		char *ap = tpath("a.img"), *hp = tpath("elsewhere.img");
+		char *bp = tpath("b.img");
+		struct img_pack_finder f = { fixed_finder, NULL };
+
+		rename(ap, hp);
+		f.opaque = (void *)"elsewhere.img";
+		open_fails("b.img", NULL, "not found", NULL,
+		    "the default finder does not look elsewhere");
+		r = img_open_finder(bp, &f, &e);
+		check(r != NULL && img_verify_parallel(r, bp, 3, &e) == 0 &&
+		    reads_as(r, &b, "own finder"),
+		    "own finder: opens, img_verify_parallel's readers use it "
+		    "too %s", e.msg);
+		err_clear(&e);
+		img_close(r);
+		rename(hp, ap);
+		free(ap);
+		free(hp);
+		free(bp);
 	}
 	bimg_free(&a);
 	bimg_free(&b);
