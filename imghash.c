@@ -51,6 +51,30 @@ img_hash_chunk(struct img_hasher *h, uint64_t datamask, const void *content,
 	return 0;
 }
 
+int
+img_hash_pages(struct img_hasher *h, uint64_t datamask, const uint8_t *chunk,
+    uint8_t out[IMG_HASH_SIZE])
+{
+	uint8_t le[8];
+	unsigned int n = 0;
+	uint64_t m;
+	int i, ok;
+
+	for (i = 0; i < 8; i++)
+		le[i] = (uint8_t)(datamask >> (8 * i));
+	ok = EVP_DigestInit_ex(h->ctx, h->md, NULL) == 1 &&
+	    EVP_DigestUpdate(h->ctx, le, sizeof(le)) == 1;
+	for (m = datamask; ok && m != 0; m &= m - 1)
+		ok = EVP_DigestUpdate(h->ctx, chunk + (size_t)__builtin_ctzll(m) *
+		    IMG_PAGE_SIZE, IMG_PAGE_SIZE) == 1;
+	if (!ok || EVP_DigestFinal_ex(h->ctx, out, &n) != 1 ||
+	    n != IMG_HASH_SIZE) {
+		memset(out, 0, IMG_HASH_SIZE);
+		return -1;
+	}
+	return 0;
+}
+
 void
 img_hasher_free(struct img_hasher *h)
 {

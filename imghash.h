@@ -27,6 +27,13 @@ struct img_hasher *img_hasher_new(void);
 int img_hash_chunk(struct img_hasher *h, uint64_t datamask,
     const void *content, size_t len, uint8_t out[IMG_HASH_SIZE]);
 
+/*
+ * The same hash of a chunk not packed: chunk holds page i at i * 4096, and
+ * the pages of datamask are hashed in order (no copy).  0 or -1.
+ */
+int img_hash_pages(struct img_hasher *h, uint64_t datamask,
+    const uint8_t *chunk, uint8_t out[IMG_HASH_SIZE]);
+
 /* NULL is fine. */
 void img_hasher_free(struct img_hasher *h);
 

@@ -246,19 +246,8 @@ job_run(struct worker *wk, struct job *j)
 	uint64_t m;
 	unsigned i;
 
-	if (j->mask != 0 && (j->mask & (j->mask + 1)) == 0) {
-		len = img_mask_count(j->mask) * (size_t)IMG_PAGE_SIZE;
-	} else {
-		for (m = j->mask; m != 0; m &= m - 1) {
-			i = (unsigned)__builtin_ctzll(m);
-			memcpy(wk->pack + n, j->buf + (size_t)i *
-			    IMG_PAGE_SIZE, IMG_PAGE_SIZE);
-			n += IMG_PAGE_SIZE;
-		}
-		src = wk->pack;
-		len = n;
-	}
-	if (img_hash_chunk(wk->hasher, j->mask, src, len, j->hash) < 0) {
+	/* Hashed where the pages are: an unchanged chunk is never copied. */
+	if (img_hash_pages(wk->hasher, j->mask, j->buf, j->hash) < 0) {
 		err_set(&j->err, ERR_FAIL, "chunk %llu: SHA-256 failed",
 		    (unsigned long long)j->chunk);
 		return;
@@ -273,6 +262,18 @@ job_run(struct worker *wk, struct job *j)
 			j->shared = 1;
 			return;
 		}
+	}
+	if (j->mask != 0 && (j->mask & (j->mask + 1)) == 0) {
+		len = img_mask_count(j->mask) * (size_t)IMG_PAGE_SIZE;
+	} else {
+		for (m = j->mask; m != 0; m &= m - 1) {
+			i = (unsigned)__builtin_ctzll(m);
+			memcpy(wk->pack + n, j->buf + (size_t)i *
+			    IMG_PAGE_SIZE, IMG_PAGE_SIZE);
+			n += IMG_PAGE_SIZE;
+		}
+		src = wk->pack;
+		len = n;
 	}
 	j->size = ZSTD_compress2(wk->cctx, wk->out, IMG_FRAME_MAX, src, len);
 	if (ZSTD_isError(j->size)) {

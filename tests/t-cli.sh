@@ -189,7 +189,7 @@ man_keys() {
 ij=$TESTDIR/ij
 mkdir "$ij"
 zstd -qdc "$TOP/tests/data/streams/stream_72_pc-q35-7.2.bin.zst" >"$ij/s.raw"
-img_keys="file_bytes image ok pages ram_bytes seconds stream_bytes zero_pages"
+img_keys="file_bytes hashed_only image ok pages ram_bytes seconds shared_bytes shared_chunks stream_bytes zero_pages"
 expect_code 0 "compact --json" "$SNAPCTL" compact --json "$ij/s.raw" "$ij/a.img"
 one_doc "compact --json" "$img_keys"
 expect_eq "... ok, the image, the stream's bytes" "true|$ij/a.img|$(stat -c %s "$ij/s.raw")" \
@@ -199,7 +199,7 @@ expect_code 0 "--json compact (the global option)" "$SNAPCTL" --json compact "$i
 one_doc "--json compact" "$img_keys"
 expect_code 0 "compact, text" "$SNAPCTL" compact "$ij/s.raw" "$ij/c.img"
 expect_eq "... one line as before" \
-	"$ij/c.img: 2.3 MiB stream -> 932.7 KiB image, 69906 pages (69577 zero)" "$(cat "$TESTDIR/stdout")"
+	"$ij/c.img: 2.3 MiB stream -> 984.1 KiB image, 69906 pages (69577 zero)" "$(cat "$TESTDIR/stdout")"
 expect_code 1 "compact --json onto an existing image" "$SNAPCTL" compact --json "$ij/s.raw" "$ij/a.img"
 one_doc "... fails" "error image ok"
 failed_doc "... fails"
