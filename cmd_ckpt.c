@@ -538,7 +538,10 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"qcow2 overlay there); the state it had goes to\n"
 	"<image-stem>.NAME.qcow2 beside it, the overlay's backing file, so\n"
 	"the VM's unchanged command line starts it with every write.  A\n"
-	"disk that is not qcow2 is refused (exit 1): --exclude it.",
+	"disk that is not qcow2 is refused (exit 1): --exclude it.  The\n"
+	"memory image is incremental on the parent's when the parent is\n"
+	"in the store: unchanged chunks name the frames already there\n"
+	"(--progress says which, or why the image is full).",
 	"", checkpoint_opts, 0, 1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
 	CMD_JSON, cmd_checkpoint,
 };

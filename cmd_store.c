@@ -855,9 +855,10 @@ const struct cmd_entry cmd_verify_entry = {
 const struct cmd_entry cmd_info_entry = {
 	"info", "NAME|IMAGE",
 	"show a checkpoint and how to restore it, or an image",
-	"NAME is checkpoint STORE/NAME: its manifest, readably, and the\n"
-	"QEMU options to start a restore target (--json: the manifest as\n"
-	"written).  An argument with a '/', or one that is no checkpoint\n"
+	"NAME is checkpoint STORE/NAME: its manifest, readably, what its\n"
+	"memory image shares (own and shared frame bytes, the images it\n"
+	"reads from), and the QEMU options to start a restore target\n"
+	"(--json: the manifest as written).  An argument with a '/', or one that is no checkpoint\n"
 	"of the store (-d), is an image file: machine type, RAM blocks,\n"
 	"pages and sizes.",
 	"", NULL, 1, 1, STORE_CMD | CMD_CKPT_ARGS, cmd_info,
@@ -866,8 +867,10 @@ const struct cmd_entry cmd_info_entry = {
 const struct cmd_entry cmd_list_entry = {
 	"list", "",
 	"list the checkpoints of the store, oldest first",
-	"One line each: name, created, parent, memory image size, disks.\n"
-	"--json: [{name, created, parent, vm, mode, memory_bytes,\n"
+	"One line each: name, created, parent, memory image size, OWN and\n"
+	"SHARED (frame bytes in the image itself, and read from the images\n"
+	"of other checkpoints), disks.  --json: [{name, created, parent,\n"
+	"vm, mode, memory_bytes, own_bytes, shared_bytes,\n"
 	"disks: [DEVICE...]}].  Unreadable manifests are skipped with a\n"
 	"warning.",
 	"", NULL, 0, 0, CMD_NEEDS_STORE | STORE_CMD, cmd_list,
@@ -892,7 +895,9 @@ const struct cmd_entry cmd_delete_entry = {
 	"kept disk file is reported with the reason.  Then, with or\n"
 	"without --disks, the restore overlays no process holds go\n"
 	"('snapctl help sweep'); those of the deleted checkpoints that\n"
-	"stay are reported with the reason.",
+	"stay are reported with the reason.  A memory image other images\n"
+	"read frames from is kept as STORE/.packs/ID.img; the images and\n"
+	"frames no remaining image names are then freed.",
 	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD | CMD_CKPT_ARGS,
 	cmd_delete,
 };
@@ -904,6 +909,7 @@ const struct cmd_entry cmd_prune_entry = {
 	"  --dry-run   say what would be deleted, change nothing\n"
 	"  --disks     as for delete\n"
 	"A VM is the uuid and name its manifests record; newest is by\n"
-	"created, then name.  Sweeps restore overlays as delete does.",
+	"created, then name.  Sweeps restore overlays and frees memory\n"
+	"images no remaining image names as delete does.",
 	"", prune_opts, 0, 0, CMD_NEEDS_STORE | STORE_CMD, cmd_prune,
 };
