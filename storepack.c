@@ -39,6 +39,9 @@ struct pack {
 	char name[HEX_ID + 8];
 	uint8_t id[IMG_ID_SIZE];
 	int named;
+	int held;		/* open in another process: not punched */
+	dev_t dev;
+	ino_t ino;
 	struct range { uint64_t off, len; } *r;
 	size_t n, cap;
 };
@@ -330,6 +333,59 @@ out:
 	return rc;
 }
 
+/*
+ * Which packs another process holds open (a lazy restore or an export of
+ * the deleted checkpoint reads frames no remaining image names): those
+ * are not punched.  Processes we may not look at are not seen.
+ */
+static void
+mark_held(const char *dir, struct pack *p, size_t n)
+{
+	struct dirent *pe, *fe;
+	struct stat st;
+	char path[300], self[32];
+	DIR *pd, *fdd;
+	size_t i, want = 0;
+	int dfd;
+
+	for (i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, p[i].name);
+		if (p[i].named && lstat(path, &st) == 0) {
+			p[i].dev = st.st_dev;
+			p[i].ino = st.st_ino;
+			want++;
+		} else
+			p[i].ino = 0;
+	}
+	if (want == 0 || (pd = opendir("/proc")) == NULL)
+		return;
+	snprintf(self, sizeof(self), "%ld", (long)getpid());
+	while ((pe = readdir(pd)) != NULL) {
+		if (pe->d_name[0] < '1' || pe->d_name[0] > '9' ||
+		    strcmp(pe->d_name, self) == 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/fd", pe->d_name);
+		if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			continue;
+		if ((fdd = fdopendir(dfd)) == NULL) {
+			close(dfd);
+			continue;
+		}
+		while ((fe = readdir(fdd)) != NULL) {
+			if (fe->d_name[0] == '.' ||
+			    fstatat(dfd, fe->d_name, &st, 0) < 0 ||
+			    !S_ISREG(st.st_mode))
+				continue;
+			for (i = 0; i < n; i++)
+				if (p[i].ino != 0 && p[i].dev == st.st_dev &&
+				    p[i].ino == st.st_ino)
+					p[i].held = 1;
+		}
+		closedir(fdd);
+	}
+	closedir(pd);
+}
+
 static int
 range_cmp(const void *a, const void *b)
 {
@@ -398,7 +454,7 @@ storepack_gc(struct store *s, json_t **report, struct err *e)
 	json_t *removed = json_array();
 	char *dir, *path;
 	uint64_t punched = 0;
-	size_t n = 0, i, kept = 0;
+	size_t n = 0, i, kept = 0, held = 0;
 	int rc = -1, unlinked = 0;
 
 	*report = NULL;
@@ -414,6 +470,7 @@ storepack_gc(struct store *s, json_t **report, struct err *e)
 		goto out;
 	}
 	sig_test_hold(STOREPACK_HOLD_ENV, "gc");
+	mark_held(dir, p, n);
 	for (i = 0; i < n; i++) {
 		path = xasprintf("%s/%s", dir, p[i].name);
 		if (!p[i].named) {
@@ -426,7 +483,9 @@ storepack_gc(struct store *s, json_t **report, struct err *e)
 			json_array_append_new(removed, json_string(path));
 		} else {
 			kept++;
-			if (punch_pack(path, &p[i], &punched, e) < 0) {
+			if (p[i].held)
+				held++;
+			else if (punch_pack(path, &p[i], &punched, e) < 0) {
 				free(path);
 				goto done;
 			}
@@ -437,8 +496,9 @@ storepack_gc(struct store *s, json_t **report, struct err *e)
 		goto done;
 	rc = 0;
 done:
-	*report = json_pack("{s:I, s:O, s:I}", "packs", (json_int_t)kept,
-	    "removed", removed, "punched_bytes", (json_int_t)punched);
+	*report = json_pack("{s:I, s:O, s:I, s:I}", "packs", (json_int_t)kept,
+	    "removed", removed, "punched_bytes", (json_int_t)punched, "held",
+	    (json_int_t)held);
 out:
 	packs_free(p, n);
 	json_decref(removed);

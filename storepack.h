@@ -43,10 +43,12 @@ int storepack_keep(struct store *s, const char *name, const json_t *m,
  * manifest it cannot read) to the files of STORE/.packs; a file nothing names is unlinked, in one that
  * something names the frames nothing names are punched
  * (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE; not in a file with other
- * links: a checkpoint's own image).  When an image that remains cannot be
- * opened, nothing is freed (*report says why).  *report (new reference):
- * {"packs": N kept, "removed": [FILE...], "punched_bytes": N, "skipped":
- * REASON (only then)}.  0, or -1 with e filled (a failed unlink or fsync;
+ * links: a checkpoint's own image, nor in one another process holds
+ * open: a restore of the deleted checkpoint may read any of its frames).
+ * When an image that remains cannot be opened, nothing is freed (*report
+ * says why).  *report (new reference): {"packs": N kept, "removed":
+ * [FILE...], "punched_bytes": N, "held": N kept whole as open elsewhere,
+ * "skipped": REASON (only then)}.  0, or -1 with e filled (a failed unlink or fsync;
  * *report set too).
  *
  * Test hook: SNAPCTL_TEST_HOLD_PACKS=gc:MS holds once the references are
