@@ -5,8 +5,8 @@
 # ENOSPC and then with EIO.  Each failing run must exit 6 (ENOSPC) or 1
 # (EIO), say so in one line "snapctl: ...: <strerror>", and leave the
 # directory as it was: no temporary, scratch or partial file, and the image
-# already there unchanged.  A fault the command works around (the scratch
-# file's O_TMPFILE falls back to a named file) must end in exit 0 and an
+# already there unchanged.  A fault the command works around (there is
+# none since the writer keeps no scratch file) must end in exit 0 and an
 # output that verifies.  Needs no QEMU; the store commands need a real
 # checkpoint and are t-lifecycle's.
 . "$(dirname "$0")/lib.sh"
