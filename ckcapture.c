@@ -11,7 +11,6 @@
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -339,40 +338,23 @@ bg_recheck(struct ckpt *c, struct err *e)
 	return st.state == VM_RS_PAUSED ? ckpt_resume_guest(c, e) : 0;
 }
 
-/* Bytes the staging directory's files take on disk. */
-static uint64_t
-stage_usage(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	struct stat st;
-	uint64_t sum = 0;
-
-	if (d == NULL)
-		return 0;
-	while ((de = readdir(d)) != NULL)
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISREG(st.st_mode))
-			sum += (uint64_t)st.st_blocks * 512;
-	closedir(d);
-	return sum;
-}
-
 /*
  * What the rest of the checkpoint may still write to the store, given
- * rest, a bound on the stream bytes still to come: the scratch log grows
- * by the chunk cache, the spool's pending bytes and rest (compressed is at
- * most raw, plus the frames' alignment); the last pass may also sit in
- * the spool's file; and the commit copies the live frames, at most the
- * whole scratch log, into the image.
+ * rest, a bound on the stream bytes still to come: the image's log (its
+ * temporary file, already counted by the free space) grows by the chunk
+ * cache, the spool's pending bytes and rest (compressed is at most raw,
+ * plus frame headers); the last pass may also sit in the spool's file;
+ * the commit writes the index (80 bytes a chunk) and the device state
+ * after the frames, and copies nothing (it moves frames down within the
+ * file, which then shrinks).
  */
 static uint64_t
-room_needed(struct ckpt *c, uint64_t used, uint64_t rest)
+room_needed(struct ckpt *c, uint64_t rest)
 {
 	uint64_t grow = CKPT_CACHE_BYTES + ingest_pending(c->ing) + rest;
 
 	grow += grow / 32 + TAIL_SLACK;
-	return grow + rest + used + grow;
+	return grow + rest + c->ram_bytes / IMG_CHUNK_BYTES * IMG_ENTRY2_SIZE;
 }
 
 /*
@@ -393,7 +375,7 @@ room_check(struct ckpt *c, struct err *e)
 
 	if (statvfs(c->stage, &sv) < 0)
 		return 0;
-	need = room_needed(c, stage_usage(c->stage), c->ram_bytes);
+	need = room_needed(c, c->ram_bytes);
 	if ((uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize >= need)
 		return 0;
 	while (ingest_pending(c->ing) > 0) {
@@ -406,8 +388,7 @@ room_check(struct ckpt *c, struct err *e)
 	if (ingest_check(c->ing, e) < 0)
 		return -1;
 	if (vm_migration_query(c->q, &mig, NULL) == 0 && mig.has_ram)
-		need = room_needed(c, stage_usage(c->stage),
-		    mig.ram_remaining);
+		need = room_needed(c, mig.ram_remaining);
 	if (statvfs(c->stage, &sv) < 0 ||
 	    (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize >= need)
 		return 0;
