@@ -11,7 +11,8 @@
 # pack it names is missing), and after each delete one survivor is
 # restored into a fresh QEMU whose guest verifies its memory and its disk.
 # At the end STORE/.packs holds exactly the images the survivor names,
-# their unnamed frames punched (not while a process holds one open); export --standalone takes the survivor out
+# their unnamed frames punched (not while a process holds one open;
+# nothing at all while a remaining image cannot be read); export --standalone takes the survivor out
 # as one self-contained image with the same stream.  An idle guest's second checkpoint shares
 # at least 90% of its frames' bytes.
 . "$(dirname "$0")/lib.sh"
@@ -194,6 +195,17 @@ for ver in 7.2 10.0; do
 	exec 7<&-
 	expect_code 0 "$P: prune --keep 1 again, the pack closed" "$SNAPCTL" -d "$store" --json prune --keep 1
 	expect_eq "$P: ... holds none" 0 "$(jq_get "$TESTDIR/stdout" packs.held)"
+	# A remaining image that cannot be read may name anything: nothing goes.
+	zp=$store/.packs/00000000000000000000000000000001.img
+	: >"$zp"
+	orig=$(od -An -tx1 -j 20 -N1 "$store/c4/memory.img" | tr -d ' ')
+	printf "\\x$(printf %02x $((0x$orig ^ 0xff)))" | dd of="$store/c4/memory.img" bs=1 seek=20 conv=notrunc status=none
+	expect_code 0 "$P: prune --keep 1 with c4's image damaged" "$SNAPCTL" -d "$store" prune --keep 1
+	expect_match "$P: ... warns that nothing was freed, naming c4's image" "^snapctl: warning: no pack freed: .*c4/memory.img" "$TESTDIR/stderr"
+	check "$P: ... and keeps a pack no one names" test -e "$zp"
+	printf "\\x$orig" | dd of="$store/c4/memory.img" bs=1 seek=20 conv=notrunc status=none
+	expect_code 0 "$P: prune --keep 1, c4 repaired" "$SNAPCTL" -d "$store" prune --keep 1
+	expect_match "$P: ... removes the pack no one names" "^removed pack '$zp'$" "$TESTDIR/stdout"
 	want=$(ids_named c4 | tr '\n' ' ')
 	have=$(cd "$store/.packs" && ls | sed 's/\.img$//' | sort | tr '\n' ' ')
 	expect_eq "$P: .packs holds exactly the images c4 names" "$want" "$have"
