@@ -9,12 +9,14 @@
 # killed (SIGKILL) at the hooks SNAPCTL_TEST_HOLD_PACKS (gc, linked,
 # removed) and run again: after each step every survivor verifies (so no
 # pack it names is missing), and after each delete one survivor is
-# restored into a fresh QEMU whose guest verifies its memory and its disk.
+# restored into a fresh QEMU (once lazily, its pages served from the packs)
+# whose guest verifies its memory and its disk.
 # At the end STORE/.packs holds exactly the images the survivor names,
 # their unnamed frames punched (not while a process holds one open;
-# nothing at all while a remaining image cannot be read); export --standalone takes the survivor out
-# as one self-contained image with the same stream.  An idle guest's second checkpoint shares
-# at least 90% of its frames' bytes.
+# nothing at all while a remaining image cannot be read); export
+# --standalone takes the survivor out as one self-contained image with the
+# same stream.  An idle guest's second checkpoint shares at least 90% of
+# its frames' bytes.
 . "$(dirname "$0")/lib.sh"
 . "$TOP/tests/lib/ckpt.sh"
 ck_init || done_testing
@@ -37,18 +39,20 @@ survivors_verify() {
 	expect_eq "$1: every survivor verifies ($(ls "$store" | grep -E '^c[0-9]$' | tr '\n' ' '))" "" "$bad"
 }
 
-# restore_check NAME DESC: restore NAME into a fresh QEMU on its disk
-# state; the guest carries on and verifies its memory and its disk.
+# restore_check NAME DESC [ARGS...]: restore NAME (with ARGS) into a fresh
+# QEMU on its disk state; the guest carries on and verifies its memory and
+# its disk.
 restore_check() {
-	local n=$1 d=$2 vm=r$v$1
+	local n=$1 d=$2 vm=r$v$1$RANDOM
+	shift 2
 	if ! vm_start "$vm" --qemu "$ver" --machine "$(mjq "$n" vm.machine)" \
 		--disk "$(mjq "$n" disks.0.file)" --append "$CHURN" --incoming 2>"$dir/$vm.err" ||
-		! "$SNAPCTL" -s "$(vm_path "$vm" qmp)" -d "$store" restore "$n" >/dev/null 2>>"$dir/$vm.err"; then
-		not_ok "$d: restore $n" "$(tail -n 5 "$dir/$vm.err")"
+		! "$SNAPCTL" -s "$(vm_path "$vm" qmp)" -d "$store" restore "$@" "$n" >/dev/null 2>>"$dir/$vm.err"; then
+		not_ok "$d: restore $* $n" "$(tail -n 5 "$dir/$vm.err")"
 		vm_kill "$vm" KILL
 		return
 	fi
-	ok "$d: restore $n"
+	ok "$d: restore $* $n"
 	expect_eq "$d: ... the same churn run" "$run" "$(field run "$(vm_wait_serial "$vm" '^CHURN TICK' 60)")"
 	check "$d: ... the guest verifies its memory" vm_wait_serial "$vm" '^CHURN VERIFY ok' 60
 	check "$d: ... and its disk" vm_wait_serial "$vm" '^CHURN DISKVERIFY ok' 60
@@ -182,7 +186,7 @@ for ver in 7.2 10.0; do
 	killed_delete removed c2
 	check "$P: ... c2 is gone" test ! -e "$store/c2"
 	survivors_verify "$P: delete c2 killed at removed"
-	restore_check c4 "$P: c2 deleted"
+	restore_check c4 "$P: c2 deleted" --lazy
 	# The GC of the next delete: nothing left that c4 does not name.
 	sleep 1
 	# A pack some process holds open (a restore of a deleted checkpoint
