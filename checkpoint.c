@@ -491,6 +491,9 @@ build_manifest(struct ckpt *c, const char *parent)
 	in.pages = c->img.pages;
 	in.zero_pages = c->img.zero_pages;
 	in.stream_bytes = ingest_bytes(c->ing);
+	in.own_bytes = c->img.data_bytes;
+	in.shared_bytes = c->img.shared_bytes;
+	in.base = c->base != NULL ? c->parent : NULL;
 	in.disks = disks;
 	in.ndisks = c->ndisks;
 	in.total_s = (double)(now_mono_ms() - c->t0) / 1000.0;
@@ -546,6 +549,7 @@ ckpt_release(struct ckpt *c)
 	size_t i;
 
 	ingest_free(c->ing);
+	img_close(c->base);
 	if (c->sv[0] >= 0)
 		close(c->sv[0]);
 	if (c->sv[1] >= 0)

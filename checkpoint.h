@@ -40,6 +40,12 @@ struct ckpt_progress {
 	int pass;		/* dirty-bitmap sync count */
 	double eta_s;		/* < 0 when unknown */
 	int forced;		/* --timeout stopped the guest */
+	/*
+	 * Phase "base", once before the capture: which image the new one
+	 * shares unchanged chunks with, or why it is a full image (one
+	 * line, e.g. "incremental on parent 'c1'").
+	 */
+	const char *note;
 };
 typedef void (*ckpt_progress_fn)(void *opaque, const struct ckpt_progress *p);
 

@@ -136,6 +136,8 @@ struct ckpt {
 	uint64_t resume_mono;
 	int64_t qemu_downtime;
 	struct ingest *ing;	/* the stream into the image */
+	struct img_reader *base;/* the parent's image the new one shares
+				 * frames with (save.h), or NULL: full */
 	struct img_stats img;
 
 	/* progress */

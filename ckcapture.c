@@ -24,6 +24,7 @@
 
 #include "checkpoint_int.h"
 #include "ingest.h"
+#include "manifest.h"
 #include "sig.h"
 #include "store.h"
 #include "util.h"
@@ -144,6 +145,49 @@ guest_held(struct ckpt *c, enum ckpt_state state, struct err *e)
 	return sig_interrupted(e) ? -1 : 0;
 }
 
+/*
+ * The parent's image, when the parent is in this store and its image
+ * opens with its packs (storepack.h): the new image shares the frames of
+ * the chunks that did not change (save.h).  Else a full image; either way
+ * the progress says which.
+ */
+static void
+open_base(struct ckpt *c)
+{
+	struct ckpt_progress p;
+	struct err le = ERR_INIT;
+	const json_t *mem = json_object_get(c->parent_m, MF_MEMORY);
+	const char *file = json_str(mem, MF_MEM_PATH);
+	char *path, *note;
+
+	if (c->parent == NULL || c->store == NULL)
+		note = xstrdup("full image: no parent checkpoint");
+	else if (c->parent_m == NULL)
+		note = xasprintf("full image: the manifest of parent '%s' "
+		    "cannot be read", c->parent);
+	else if (file == NULL || *file == '.' || strchr(file, '/') != NULL)
+		note = xasprintf("full image: parent '%s' has no memory "
+		    "image", c->parent);
+	else {
+		path = xasprintf("%s/%s/%s", store_path(c->store), c->parent,
+		    file);
+		c->base = img_open(path, &le);
+		free(path);
+		note = c->base != NULL ? xasprintf("incremental on parent "
+		    "'%s'", c->parent) : xasprintf("full image: the image of "
+		    "parent '%s' does not open: %s", c->parent, le.msg);
+	}
+	if (c->o->progress != NULL) {
+		memset(&p, 0, sizeof(p));
+		p.phase = "base";
+		p.elapsed_s = (double)(now_mono_ms() - c->t0) / 1000.0;
+		p.eta_s = -1;
+		p.note = note;
+		c->o->progress(c->o->progress_opaque, &p);
+	}
+	free(note);
+}
+
 static int
 start_migration(struct ckpt *c, struct err *e)
 {
@@ -159,6 +203,9 @@ start_migration(struct ckpt *c, struct err *e)
 	 * checkpoint before the disks are cut, not after. */
 	io.img.cache_bytes = CKPT_CACHE_BYTES;
 	io.spool_dir = c->stage;
+	open_base(c);
+	io.img.base = c->base;
+	io.img.base_hint = c->base != NULL ? c->parent : NULL;
 	c->ram_bytes = ckpt_guest_ram(c);
 	io.spool_file_max = c->ram_bytes + SPOOL_SLACK;
 	c->ing = ingest_new(path, &io, e);

@@ -42,6 +42,15 @@ draw_progress(void *opaque, const struct ckpt_progress *p)
 	struct progress_line *pl = opaque;
 	char rec[32], rate[32], dirty[32], rem[32], eta[32];
 
+	/* One whole line, whatever the mode. */
+	if (strcmp(p->phase, "base") == 0) {
+		fprintf(stderr, "%ssnapctl: %s\n", pl->drawn ? "\r\033[K" :
+		    "", p->note != NULL ? p->note : "");
+		fflush(stderr);
+		pl->drawn = 0;
+		return;
+	}
+
 	format_bytes(p->received, rec);
 	format_bytes(p->rate, rate);
 	/* QEMU knows the dirty rate from the second pass on. */
@@ -529,7 +538,10 @@ const struct cmd_entry cmd_checkpoint_entry = {
 	"qcow2 overlay there); the state it had goes to\n"
 	"<image-stem>.NAME.qcow2 beside it, the overlay's backing file, so\n"
 	"the VM's unchanged command line starts it with every write.  A\n"
-	"disk that is not qcow2 is refused (exit 1): --exclude it.",
+	"disk that is not qcow2 is refused (exit 1): --exclude it.  The\n"
+	"memory image is incremental on the parent's when the parent is\n"
+	"in the store: unchanged chunks name the frames already there\n"
+	"(--progress says which, or why the image is full).",
 	"", checkpoint_opts, 0, 1, CMD_NEEDS_SOCKET | CMD_NEEDS_STORE |
 	CMD_JSON, cmd_checkpoint,
 };

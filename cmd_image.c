@@ -271,6 +271,69 @@ cmd_compact(const struct cmd_args *a, struct err *e)
 	return 0;
 }
 
+enum { OPT_STANDALONE = 256 };
+
+/* A finder that finds nothing: a self-contained image needs none. */
+static int
+find_none(void *opaque, const char *image_path, const uint8_t id[IMG_ID_SIZE],
+    uint64_t file_size, const char *hint, struct err *e)
+{
+	(void)opaque;
+	(void)image_path;
+	(void)id;
+	(void)file_size;
+	return err_set(e, ERR_FAIL, "it names pack '%s': not self-contained",
+	    hint);
+}
+
+static const struct img_pack_finder no_packs = { find_none, NULL };
+
+static const struct option export_opts[] = {
+	{ "standalone", no_argument, NULL, OPT_STANDALONE },
+	{ NULL, 0, NULL, 0 },
+};
+
+/*
+ * export --standalone: IMAGE (its packs found beside it, as every reader
+ * finds them) copied into a self-contained image OUT, frames copied, not
+ * recompressed.
+ */
+static int
+standalone_run(const char *image, const char *out, json_t **res,
+    struct err *e)
+{
+	struct img_reader *r = NULL, *w = NULL;
+	uint64_t start = now_mono_ms();
+	int rc = -1;
+
+	if (strcmp(out, "-") == 0)
+		return err_set(e, ERR_USAGE, "export: --standalone writes an "
+		    "image file, not to standard output");
+	if ((r = img_open(image, e)) == NULL)
+		return -1;
+	if (img_write_standalone(r, out, e) < 0) {
+		err_prefix(e, "export: ");
+		goto out;
+	}
+	/* What was written opens by itself. */
+	if ((w = img_open_finder(out, &no_packs, e)) == NULL) {
+		err_prefix(e, "export: ");
+		goto out;
+	}
+	*res = json_pack("{s:s, s:s, s:b, s:b, s:I, s:f}",
+	    "image", image,
+	    "output", out,
+	    "ok", 1,
+	    "standalone", 1,
+	    "file_bytes", (json_int_t)img_meta(w)->file_bytes,
+	    "seconds", (double)(now_mono_ms() - start) / 1000.0);
+	rc = 0;
+out:
+	img_close(w);
+	img_close(r);
+	return rc;
+}
+
 static int
 export_run(const struct cmd_args *a, json_t **res, struct err *e)
 {
@@ -279,8 +342,11 @@ export_run(const struct cmd_args *a, json_t **res, struct err *e)
 	const char *image = a->argv[0], *out = a->argv[1];
 	uint64_t bytes = 0, start = now_mono_ms();
 	struct stat sb;
-	int fd = -1, rc = -1;
+	int i, fd = -1, rc = -1;
 
+	for (i = 0; i < a->nopts; i++)
+		if (a->opts[i].id == OPT_STANDALONE)
+			return standalone_run(image, out, res, e);
 	r = img_open(image, e);
 	if (r == NULL)
 		return -1;
@@ -329,9 +395,14 @@ out:
 static void
 print_exported(const json_t *j)
 {
-	verbose("export: wrote %lld bytes to '%s'", (long long)
-	    json_integer_value(json_object_get(j, "stream_bytes")),
-	    json_str(j, "output"));
+	if (json_is_true(json_object_get(j, "standalone")))
+		verbose("export: wrote a self-contained image of %lld bytes "
+		    "to '%s'", (long long)json_integer_value(json_object_get(j,
+		    "file_bytes")), json_str(j, "output"));
+	else
+		verbose("export: wrote %lld bytes to '%s'", (long long)
+		    json_integer_value(json_object_get(j, "stream_bytes")),
+		    json_str(j, "output"));
 }
 
 static int
@@ -554,11 +625,16 @@ const struct cmd_entry cmd_compact_entry = {
 };
 
 const struct cmd_entry cmd_export_entry = {
-	"export", "IMAGE OUT",
+	"export", "[--standalone] IMAGE OUT",
 	"regenerate a QEMU migration stream from an image",
+	"  --standalone   write a self-contained image instead: no packs,\n"
+	"                 frames copied (an image of a store checkpoint\n"
+	"                 that shares frames with others, taken out)\n"
 	"OUT is a file or - for standard output (not a terminal).\n"
-	"--json (OUT a file): {image, output, ok, stream_bytes, seconds}.",
-	"", NULL, 2, 2, CMD_JSON, cmd_export,
+	"--json (OUT a file): {image, output, ok, stream_bytes, seconds};\n"
+	"with --standalone {image, output, ok, standalone, file_bytes,\n"
+	"seconds}.",
+	"", export_opts, 2, 2, CMD_JSON, cmd_export,
 };
 
 const struct cmd_entry cmd_read_entry = {

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "imgread.h"
 #include "launch.h"
 #include "manifest.h"
 #include "qmp.h"
@@ -22,6 +23,7 @@
 #include "snapctl.h"
 #include "store.h"
 #include "storeops.h"
+#include "storepack.h"
 #include "util.h"
 
 enum {
@@ -69,6 +71,33 @@ warn_bad(const json_t *bad)
 
 /* ---- list ---------------------------------------------------------------- */
 
+/*
+ * The bytes of frames a checkpoint's image holds itself and those it reads
+ * from other images (null without an image).  A manifest from before
+ * version 2 images says neither: all its image is its own.
+ */
+static json_t *
+own_bytes(const json_t *mem)
+{
+	const json_t *v = json_object_get(mem, MF_MEM_OWN);
+
+	if (!json_is_object(mem))
+		return json_null();
+	if (!json_is_integer(v))
+		v = json_object_get(mem, MF_MEM_BYTES);
+	return json_is_integer(v) ? json_copy((json_t *)v) : json_null();
+}
+
+static json_t *
+shared_bytes(const json_t *mem)
+{
+	const json_t *v = json_object_get(mem, MF_MEM_SHARED);
+
+	if (!json_is_object(mem))
+		return json_null();
+	return json_is_integer(v) ? json_copy((json_t *)v) : json_integer(0);
+}
+
 static json_t *
 list_entry(const json_t *m)
 {
@@ -81,13 +110,16 @@ list_entry(const json_t *m)
 		if (json_str(d, "device") != NULL)
 			json_array_append_new(disks,
 			    json_string(json_str(d, "device")));
-	return json_pack("{s:s?, s:s?, s:s?, s:O?, s:s?, s:O?, s:o}",
+	return json_pack("{s:s?, s:s?, s:s?, s:O?, s:s?, s:O?, s:o, s:o, "
+	    "s:o}",
 	    "name", json_str(m, "name"),
 	    "created", json_str(m, "created"),
 	    "parent", json_str(m, "parent"),
 	    "vm", json_object_get(m, "vm"),
 	    "mode", json_str(m, "mode"),
 	    "memory_bytes", json_object_get(mem, "bytes_on_disk"),
+	    "own_bytes", own_bytes(mem),
+	    "shared_bytes", shared_bytes(mem),
 	    "disks", disks);
 }
 
@@ -98,7 +130,7 @@ cmd_list(const struct cmd_args *a, struct err *e)
 	json_t *all = NULL, *bad = NULL, *out = NULL, *m, *d;
 	size_t i, j;
 	int w = 4, wp = 6, rc = -1;
-	char mem[32];
+	char mem[32], own[32], shared[32];
 
 	if ((s = open_store(e)) == NULL)
 		goto out;
@@ -126,16 +158,27 @@ cmd_list(const struct cmd_args *a, struct err *e)
 			wp = (int)strlen(json_str(m, "parent"));
 	}
 	json_array_foreach(all, i, m) {
-		const json_t *b = json_object_get(json_object_get(m,
-		    "memory"), "bytes_on_disk");
+		const json_t *mj = json_object_get(m, "memory");
+		const json_t *b = json_object_get(mj, "bytes_on_disk");
+		json_t *ob = own_bytes(mj), *sb = shared_bytes(mj);
 
 		if (json_is_integer(b))
 			bytes_short((uint64_t)json_integer_value(b), mem);
 		else
 			snprintf(mem, sizeof(mem), "-");
-		printf("%-*s  %-20s  %-*s  %9s  ", w, json_str(m, "name"),
-		    json_str(m, "created"), wp, json_str(m, "parent") ?
-		    json_str(m, "parent") : "-", mem);
+		if (json_is_integer(ob))
+			bytes_short((uint64_t)json_integer_value(ob), own);
+		else
+			snprintf(own, sizeof(own), "-");
+		if (json_is_integer(sb))
+			bytes_short((uint64_t)json_integer_value(sb), shared);
+		else
+			snprintf(shared, sizeof(shared), "-");
+		json_decref(ob);
+		json_decref(sb);
+		printf("%-*s  %-20s  %-*s  %9s  %9s  %9s  ", w, json_str(m,
+		    "name"), json_str(m, "created"), wp, json_str(m, "parent") ?
+		    json_str(m, "parent") : "-", mem, own, shared);
 		if (json_array_size(json_object_get(m, "disks")) == 0)
 			fputs("-", stdout);
 		json_array_foreach(json_object_get(m, "disks"), j, d)
@@ -232,6 +275,56 @@ print_blockdev(json_t *j)
 	json_decref(j);
 }
 
+/*
+ * What the image shares (storepack.h): its own frames, the frames it
+ * reads from other images, and which images those are.
+ */
+static void
+info_sharing(const json_t *m)
+{
+	struct err le = ERR_INIT;
+	struct img_reader *r;
+	const json_t *p;
+	json_t *sh;
+	char *path, a[32], b[32];
+	const char *file = json_str(json_object_get(m, MF_MEMORY),
+	    MF_MEM_PATH);
+	size_t i;
+
+	if (file == NULL || *file == '.' || strchr(file, '/') != NULL)
+		return;
+	path = xasprintf("%s/%s/%s", options.dir, json_str(m, MF_NAME), file);
+	r = img_open(path, &le);
+	free(path);
+	if (r == NULL) {
+		path = text_escape(le.msg);
+		printf("sharing:    unknown: %s\n", path);
+		free(path);
+		return;
+	}
+	sh = storepack_sharing(r);
+	img_close(r);
+	format_bytes((uint64_t)json_integer_value(json_object_get(sh,
+	    "own_bytes")), a);
+	format_bytes((uint64_t)json_integer_value(json_object_get(sh,
+	    "shared_bytes")), b);
+	printf("sharing:    %s of frames its own, %s shared (%lld chunks)%s\n",
+	    a, b, (long long)json_integer_value(json_object_get(sh,
+	    "shared_chunks")), json_array_size(json_object_get(sh, "packs")) ?
+	    " from:" : "");
+	json_array_foreach(json_object_get(sh, "packs"), i, p) {
+		char *hint = text_escape(json_str(p, "hint"));
+
+		format_bytes((uint64_t)json_integer_value(json_object_get(p,
+		    "bytes")), a);
+		printf("  pack %s (image %s): %lld chunks, %s\n", hint,
+		    json_str(p, "id"), (long long)json_integer_value(
+		    json_object_get(p, "chunks")), a);
+		free(hint);
+	}
+	json_decref(sh);
+}
+
 /* m with its strings escaped; raw as read, for the -blockdev JSON (which
  * json_dumps() escapes itself). */
 static void
@@ -274,6 +367,7 @@ info_text(const json_t *m, const json_t *raw)
 		    "pages")),
 		    (long long)json_integer_value(json_object_get(mem,
 		    "zero_pages")), c);
+		info_sharing(m);
 	} else {
 		printf("memory:     none (disk-only)\n");
 	}
@@ -536,6 +630,9 @@ delete_and_print(struct store *s, const json_t *all, const json_t *bad,
 	if (rc == 0 && o->unseen > 0)
 		warnx_("%d processes could not be looked at: files they hold "
 		    "open were not seen", o->unseen);
+	if (json_str(json_object_get(r, "packs"), "skipped") != NULL)
+		warnx_("no pack freed: %s", json_str(json_object_get(r,
+		    "packs"), "skipped"));
 	if (r != NULL) {
 		if (extra != NULL)
 			json_object_update(r, extra);
@@ -649,6 +746,9 @@ print_deleted(const json_t *r)
 		fputc('\n', stdout);
 	}
 	print_files(json_object_get(r, "restores"), dry_run);
+	json_array_foreach(json_object_get(json_object_get(r, "packs"),
+	    "removed"), i, v)
+		printf("removed pack '%s'\n", json_string_value(v));
 }
 
 static int
@@ -755,9 +855,10 @@ const struct cmd_entry cmd_verify_entry = {
 const struct cmd_entry cmd_info_entry = {
 	"info", "NAME|IMAGE",
 	"show a checkpoint and how to restore it, or an image",
-	"NAME is checkpoint STORE/NAME: its manifest, readably, and the\n"
-	"QEMU options to start a restore target (--json: the manifest as\n"
-	"written).  An argument with a '/', or one that is no checkpoint\n"
+	"NAME is checkpoint STORE/NAME: its manifest, readably, what its\n"
+	"memory image shares (own and shared frame bytes, the images it\n"
+	"reads from), and the QEMU options to start a restore target\n"
+	"(--json: the manifest as written).  An argument with a '/', or one that is no checkpoint\n"
 	"of the store (-d), is an image file: machine type, RAM blocks,\n"
 	"pages and sizes.",
 	"", NULL, 1, 1, STORE_CMD | CMD_CKPT_ARGS, cmd_info,
@@ -766,8 +867,10 @@ const struct cmd_entry cmd_info_entry = {
 const struct cmd_entry cmd_list_entry = {
 	"list", "",
 	"list the checkpoints of the store, oldest first",
-	"One line each: name, created, parent, memory image size, disks.\n"
-	"--json: [{name, created, parent, vm, mode, memory_bytes,\n"
+	"One line each: name, created, parent, memory image size, OWN and\n"
+	"SHARED (frame bytes in the image itself, and read from the images\n"
+	"of other checkpoints), disks.  --json: [{name, created, parent,\n"
+	"vm, mode, memory_bytes, own_bytes, shared_bytes,\n"
 	"disks: [DEVICE...]}].  Unreadable manifests are skipped with a\n"
 	"warning.",
 	"", NULL, 0, 0, CMD_NEEDS_STORE | STORE_CMD, cmd_list,
@@ -792,7 +895,9 @@ const struct cmd_entry cmd_delete_entry = {
 	"kept disk file is reported with the reason.  Then, with or\n"
 	"without --disks, the restore overlays no process holds go\n"
 	"('snapctl help sweep'); those of the deleted checkpoints that\n"
-	"stay are reported with the reason.",
+	"stay are reported with the reason.  A memory image other images\n"
+	"read frames from is kept as STORE/.packs/ID.img; the images and\n"
+	"frames no remaining image names are then freed.",
 	"", delete_opts, 1, -1, CMD_NEEDS_STORE | STORE_CMD | CMD_CKPT_ARGS,
 	cmd_delete,
 };
@@ -804,6 +909,7 @@ const struct cmd_entry cmd_prune_entry = {
 	"  --dry-run   say what would be deleted, change nothing\n"
 	"  --disks     as for delete\n"
 	"A VM is the uuid and name its manifests record; newest is by\n"
-	"created, then name.  Sweeps restore overlays as delete does.",
+	"created, then name.  Sweeps restore overlays and frees memory\n"
+	"images no remaining image names as delete does.",
 	"", prune_opts, 0, 0, CMD_NEEDS_STORE | STORE_CMD, cmd_prune,
 };

@@ -357,6 +357,14 @@ manifest_build(const struct manifest_input *in)
 		    MF_MEM_PAGES, (json_int_t)in->pages,
 		    MF_MEM_ZERO, (json_int_t)in->zero_pages,
 		    MF_MEM_STREAM, (json_int_t)in->stream_bytes);
+	if (in->memory) {
+		json_object_set_new(mem, MF_MEM_OWN,
+		    json_integer((json_int_t)in->own_bytes));
+		json_object_set_new(mem, MF_MEM_SHARED,
+		    json_integer((json_int_t)in->shared_bytes));
+		json_object_set_new(mem, MF_MEM_BASE, in->base != NULL ?
+		    json_string(in->base) : json_null());
+	}
 	disks = json_array();
 	for (i = 0; i < in->ndisks; i++) {
 		if ((dj = build_disk(&in->disks[i], in->parent_m, in->name)) == NULL) {

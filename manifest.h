@@ -38,6 +38,10 @@
 #define MF_MEM_PAGES "pages"
 #define MF_MEM_ZERO "zero_pages"
 #define MF_MEM_STREAM "stream_bytes"
+#define MF_MEM_OWN "own_bytes"		/* frames in the image itself */
+#define MF_MEM_SHARED "shared_bytes"	/* frames it reads from packs */
+#define MF_MEM_BASE "base"		/* the checkpoint whose image it
+					 * shares frames with, or null */
 #define MF_DISKS "disks"		/* array of objects */
 #define MF_DISK_DEVICE "device"
 #define MF_DISK_FILE "file"
@@ -143,6 +147,8 @@ struct manifest_input {
 	int quiesced;
 	int memory;		/* 0: no memory image ("memory": null) */
 	uint64_t mem_file_bytes, ram_bytes, pages, zero_pages, stream_bytes;
+	uint64_t own_bytes, shared_bytes;	/* frames: own, from packs */
+	const char *base;	/* the base's checkpoint, or NULL: full */
 	const struct manifest_disk *disks;
 	size_t ndisks;
 	double total_s;

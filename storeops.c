@@ -15,8 +15,10 @@
 #include "qmp.h"
 #include "restoredir.h"
 #include "save.h"
+#include "sig.h"
 #include "store.h"
 #include "storeops.h"
+#include "storepack.h"
 #include "util.h"
 
 int
@@ -94,6 +96,28 @@ in_names(const json_t *names, const char *name)
 		if (strcmp(json_string_value(v), name) == 0)
 			return 1;
 	return 0;
+}
+
+/*
+ * Remove checkpoint name (manifest m, or NULL): its image first kept as a
+ * pack (storepack.h), linked before anything goes.
+ */
+static int
+remove_checkpoint(struct store *s, const char *name, const json_t *m,
+    struct err *e)
+{
+	json_t *own = NULL;
+	int rc;
+
+	if (m == NULL)
+		m = own = store_manifest_read(s, name, NULL);
+	rc = storepack_keep(s, name, m, e);
+	json_decref(own);
+	if (rc < 0) {
+		err_prefix(e, "'%s' stays: ", name);
+		return -1;
+	}
+	return store_remove_checkpoint(s, name, e);
 }
 
 int
@@ -274,7 +298,7 @@ remove_stale(struct store *s, const json_t *journal, json_t *deleted,
 		if (name == NULL || store_name_check(name, NULL) < 0 ||
 		    !store_exists(s, name))
 			continue;
-		if (store_remove_checkpoint(s, name, e) < 0)
+		if (remove_checkpoint(s, name, NULL, e) < 0)
 			return -1;
 		json_array_append_new(deleted, json_string(name));
 	}
@@ -296,7 +320,7 @@ storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
     json_t **out, struct err *e)
 {
 	json_t *journal = NULL, *deleted = json_array(), *merged = NULL;
-	json_t *report = NULL;
+	json_t *report = NULL, *packs = NULL;
 	struct qmp *q = NULL;
 	int rc = -1;
 
@@ -313,6 +337,8 @@ storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
 	}
 	if (remove_stale(s, journal, deleted, e) < 0)
 		goto done;
+	if (storepack_gc(s, &packs, e) < 0)
+		goto done;
 	if (open_vm(o, &q, e) < 0)
 		goto done;
 	if (merge_and_collect(s, o, q, journal, NULL, &merged, &report,
@@ -320,9 +346,10 @@ storeops_merge_pending(struct store *s, struct storeops_delete_opts *o,
 		goto done;
 	rc = 0;
 done:
-	*out = json_pack("{s:O, s:o, s:o}", "deleted", deleted, "merged",
-	    merged ? merged : json_array(), "disks",
-	    report ? report : json_array());
+	*out = json_pack("{s:O, s:o, s:o, s:o}", "deleted", deleted,
+	    "merged", merged ? merged : json_array(), "disks",
+	    report ? report : json_array(), "packs",
+	    packs ? packs : json_null());
 out:
 	qmp_close(q);
 	json_decref(journal);
@@ -341,6 +368,7 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 	json_t *deleted = json_array(), *vm_files = NULL, *report = NULL;
 	json_t *journal = NULL, *gone_m = NULL, *merged = NULL;
 	json_t *left = json_array(), *none = json_array(), *restores = NULL;
+	json_t *packs = NULL;
 	const json_t *b, *n, *m;
 	size_t i;
 	int rc = -1;
@@ -400,10 +428,16 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 	json_array_foreach(gone, i, n) {
 		if (in_names(deleted, json_string_value(n)))
 			continue;
-		if (!o->dry_run && store_remove_checkpoint(s,
-		    json_string_value(n), e) < 0)
+		if (!o->dry_run && remove_checkpoint(s,
+		    json_string_value(n), NULL, e) < 0)
 			goto done;
 		json_array_append(deleted, (json_t *)n);
+	}
+	/* The images no remaining one names, and their unnamed frames. */
+	if (!o->dry_run) {
+		sig_test_hold(STOREPACK_HOLD_ENV, "removed");
+		if (storepack_gc(s, &packs, e) < 0)
+			goto done;
 	}
 	/* The restore overlays (restoredir.h) go through the same graph;
 	 * without --disks no file of a deleted checkpoint is a candidate. */
@@ -428,10 +462,10 @@ storeops_delete(struct store *s, const json_t *all, const json_t *bad,
 	rc = 0;
 done:
 	restoredir_settle(&rg, report, &restores, gone, o->dry_run);
-	*out = json_pack("{s:O, s:o, s:o, s:o}", "deleted", deleted,
+	*out = json_pack("{s:O, s:o, s:o, s:o, s:o}", "deleted", deleted,
 	    "merged", merged ? merged : json_array(), "disks",
 	    report ? json_incref(report) : json_array(), "restores",
-	    restores);
+	    restores, "packs", packs ? packs : json_null());
 out:
 	restoredir_gc_release(&rg);
 	json_decref(report);

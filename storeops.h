@@ -71,8 +71,15 @@ struct storeops_delete_opts {
  * needs every manifest of the store, ...").  *out (new reference) says
  * what was done, {"deleted": [NAME...], "merged": [diskmerge_run()'s
  * report], "disks": [diskgc_run()'s report], "restores":
- * [restoredir_settle()'s report]}, also on a failure after something was
- * done (else NULL).  0, or -1 with e filled.
+ * [restoredir_settle()'s report], "packs": storepack_gc()'s report or
+ * null}, also on a failure after something was done (else NULL).  0, or
+ * -1 with e filled.
+ *
+ * Each checkpoint's memory image is kept as a pack first when it is of
+ * version 2 (storepack_keep()): a checkpoint whose image cannot be kept
+ * stays.  After the removals (not with dry_run) the pack GC runs
+ * (storepack_gc()).  Test hook: SNAPCTL_TEST_HOLD_PACKS=removed:MS holds
+ * after the removals, before the GC.
  *
  * With or without o->disks the restore overlays of the store are swept
  * (restoredir.h): every one no process holds goes, and those of the

@@ -222,14 +222,18 @@ for ver in "${versions[@]}"; do
 	expect_code 0 "QEMU $ver: checkpoint --progress, stderr to a file" "$SNAPCTL" "${S[@]}" \
 		checkpoint --progress --bandwidth 32M --timeout 3 p1
 	cp "$TESTDIR/stdout" "$dir/p1.out"
-	n=$(grep -c '^snapctl: *[0-9.]* s  .* received' "$TESTDIR/stderr")
+	cp "$TESTDIR/stderr" "$dir/p1.err"
+	n=$(grep -c '^snapctl: *[0-9.]* s  .* received' "$dir/p1.err")
 	check "QEMU $ver p1: progress lines on stderr ($n)" test "$n" -ge 2
-	expect_eq "QEMU $ver p1: no carriage return, no escape" 0 "$(tr -cd '\r\033' <"$TESTDIR/stderr" | wc -c)"
+	expect_eq "QEMU $ver p1: no carriage return, no escape" 0 "$(tr -cd '\r\033' <"$dir/p1.err" | wc -c)"
 	# (and on QEMU < 9.0 without KVM the warning of a live checkpoint:
 	# t-blkstress tests it)
 	TCGW='^snapctl: warning: QEMU [0-8]\.[0-9.]* without KVM can miss guest writes'
-	expect_eq "QEMU $ver p1: only progress lines" "" "$(grep -v -e '^snapctl: *[0-9.]* s  ' -e "$TCGW" "$TESTDIR/stderr")"
-	t=$(sed -n 's/^snapctl: *\([0-9.]*\) s .*/\1/p' "$TESTDIR/stderr" | awk 'NR > 1 && $1 - p < 0.95 { bad = 1 } { p = $1 } END { print bad + 0 }')
+	# (and the one line that says which image the new one builds on)
+	BASEL="^snapctl: \\(incremental on parent '[^']*'\\|full image: .*\\)\$"
+	expect_eq "QEMU $ver p1: only progress lines" "" "$(grep -v -e '^snapctl: *[0-9.]* s  ' -e "$TCGW" -e "$BASEL" "$dir/p1.err")"
+	expect_eq "QEMU $ver p1: ... one of them says which image it builds on" 1 "$(grep -c -e "$BASEL" "$dir/p1.err")"
+	t=$(sed -n 's/^snapctl: *\([0-9.]*\) s .*/\1/p' "$dir/p1.err" | awk 'NR > 1 && $1 - p < 0.95 { bad = 1 } { p = $1 } END { print bad + 0 }')
 	expect_eq "QEMU $ver p1: a line a second at most" 0 "$t"
 	expect_match "QEMU $ver p1: the summary on stdout" "^checkpoint 'p1' " "$dir/p1.out"
 	expect_code 0 "QEMU $ver: without --progress nothing on stderr" "$SNAPCTL" "${S[@]}" checkpoint p2

@@ -14,7 +14,7 @@
 ck_init || done_testing
 
 CHURN="churn.mb=32 churn.verify=1000 churn.disk=/dev/vda churn.rate=0"
-LIST_KEYS="created disks memory_bytes mode name parent vm"
+LIST_KEYS="created disks memory_bytes mode name own_bytes parent shared_bytes vm"
 
 # ---- the command line, no VM needed ------------------------------------
 E=$TESTDIR/empty-store
@@ -145,8 +145,8 @@ for ver in "${versions[@]}"; do
 	expect_eq "$P: list: oldest first, one line each" "c1 c2 d1 c3 " "$(awk '{ printf "%s ", $1 }' "$dir/list.out")"
 	expect_eq "$P: list: the parents" "- c1 c2 d1 " "$(awk '{ printf "%s ", $3 }' "$dir/list.out")"
 	expect_eq "$P: list: created" "$(jq_get "$store/c2/manifest.json" created)" "$(awk '$1 == "c2" { print $2 }' "$dir/list.out")"
-	expect_match "$P: list: c1's memory size" '^c1 +[^ ]+ +- +[0-9.]+(KiB|MiB|GiB) +vd0$' "$dir/list.out"
-	expect_match "$P: list: d1 has no memory" '^d1 +[^ ]+ +c2 +- +vd0$' "$dir/list.out"
+	expect_match "$P: list: c1's memory size, own and shared bytes" '^c1 +[^ ]+ +- +[0-9.]+(KiB|MiB|GiB) +[0-9.]+(KiB|MiB|GiB) +0B +vd0$' "$dir/list.out"
+	expect_match "$P: list: d1 has no memory" '^d1 +[^ ]+ +c2 +- +- +- +vd0$' "$dir/list.out"
 	expect_code 0 "$P: list --json" "$SNAPCTL" "${D[@]}" --json list
 	cp "$TESTDIR/stdout" "$dir/list.json"
 	expect_eq "$P: list --json: four entries" 4 "$(jq_get -n "$dir/list.json" .)"

@@ -18,6 +18,9 @@
  *       img_write_standalone(): a self-contained version 2 copy.
  *   imgtool dump IMAGE
  *       Print what the header, metadata and index say.
+ *   imgtool refs IMAGE
+ *       One line per chunk whose frame lives in another image: "CHUNK
+ *       HINT ID OFFSET SIZE" (ID in hex; the image opened with its packs).
  *   imgtool check IMAGE [THREADS]
  *       Time img_check_frames() and img_verify_parallel() on IMAGE (one
  *       reader, THREADS as they take it, default 0), one "key value" line
@@ -484,6 +487,34 @@ dump(const char *path)
 }
 
 static int
+refs(const char *path)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	struct img_chunk_ref cr;
+	struct img_pack_info pi;
+	uint64_t ci;
+	unsigned k;
+
+	if ((r = img_open(path, &e)) == NULL) {
+		fprintf(stderr, "imgtool refs: %s\n", e.msg);
+		return 1;
+	}
+	for (ci = 0; ci < img_nchunks(r); ci++) {
+		img_chunk_ref(r, ci, &cr);
+		if (cr.pack == 0)
+			continue;
+		img_pack_info(r, cr.pack, &pi);
+		printf("%llu %s ", (unsigned long long)ci, pi.hint);
+		for (k = 0; k < IMG_ID_SIZE; k++)
+			printf("%02x", pi.id[k]);
+		printf(" %llu %u\n", (unsigned long long)cr.off, cr.size);
+	}
+	img_close(r);
+	return 0;
+}
+
+static int
 standalone(const char *path, const char *out)
 {
 	struct err e = ERR_INIT;
@@ -544,6 +575,8 @@ main(int argc, char **argv)
 		return seeds(argv[2]);
 	if (argc == 3 && strcmp(argv[1], "dump") == 0)
 		return dump(argv[2]);
+	if (argc == 3 && strcmp(argv[1], "refs") == 0)
+		return refs(argv[2]);
 	if ((argc == 3 || argc == 4) && strcmp(argv[1], "check") == 0)
 		return check_image(argc, argv);
 	if (argc == 4 && strcmp(argv[1], "standalone") == 0)
@@ -555,7 +588,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "usage: imgtool synth [options] IMAGE | seeds DIR | "
-	    "dump IMAGE | check IMAGE [THREADS] | nocrc IMAGE OUT | "
+	    "dump IMAGE | refs IMAGE | check IMAGE [THREADS] | nocrc IMAGE OUT | "
 	    "standalone IMAGE OUT\n");
 	return 2;
 }
