@@ -539,6 +539,55 @@ allocated_bytes(const char *path)
 	return (uint64_t)sb.st_blocks * 512u;
 }
 
+/*
+ * The packs whose frames an image reads (pack table entries some index
+ * entry names): [{pack, hint, id, file_bytes, chunks}].
+ */
+static json_t *
+image_packs_json(const struct img_reader *r)
+{
+	const struct img_meta *m = img_meta(r);
+	struct img_pack_info pi;
+	char hex[IMG_ID_HEX];
+	json_t *a = json_array();
+	uint32_t p;
+
+	for (p = 1; p <= m->npacks; p++) {
+		img_pack_info(r, p, &pi);
+		if (pi.refs == 0)
+			continue;
+		img_id_hex(pi.id, hex);
+		json_array_append_new(a, json_pack("{s:I, s:s, s:s, s:I, s:I}",
+		    "pack", (json_int_t)p, "hint", pi.hint, "id", hex,
+		    "file_bytes", (json_int_t)pi.file_size,
+		    "chunks", (json_int_t)pi.refs));
+	}
+	return a;
+}
+
+/* "shared: ..." and a line per pack an image reads from. */
+static void
+print_image_packs(const struct img_reader *r)
+{
+	const struct img_meta *m = img_meta(r);
+	struct img_pack_info pi;
+	char a[32], b[32], hex[IMG_ID_HEX];
+	uint32_t p;
+
+	format_bytes(m->own_bytes, a);
+	format_bytes(m->shared_bytes, b);
+	printf("shared:     %llu chunks, %s of frames in other images "
+	    "(own %s)\n", (unsigned long long)m->shared_chunks, b, a);
+	for (p = 1; p <= m->npacks; p++) {
+		img_pack_info(r, p, &pi);
+		if (pi.refs == 0)
+			continue;
+		img_id_hex(pi.id, hex);
+		printf("  pack %u '%s' (image %s): %llu chunks\n", p, pi.hint,
+		    hex, (unsigned long long)pi.refs);
+	}
+}
+
 int
 cmd_image_info(const char *path, struct err *e)
 {
@@ -546,7 +595,8 @@ cmd_image_info(const char *path, struct err *e)
 	struct img_reader *r;
 	const struct img_meta *m;
 	json_t *j, *blocks;
-	uint64_t alloc;
+	uint64_t alloc, own;
+	char idhex[IMG_ID_HEX];
 	double ratio;
 	size_t i;
 
@@ -557,6 +607,9 @@ cmd_image_info(const char *path, struct err *e)
 	}
 	m = img_meta(r);
 	alloc = allocated_bytes(path);
+	img_id_hex(m->id, idhex);
+	/* A version 1 image holds all its frames. */
+	own = m->version >= IMG_VERSION_2 ? m->own_bytes : m->data_bytes;
 	ratio = m->file_bytes ? (double)m->ram_bytes / (double)m->file_bytes :
 	    0.0;
 	if (options.json) {
@@ -565,10 +618,14 @@ cmd_image_info(const char *path, struct err *e)
 			json_array_append_new(blocks, json_pack("{s:s, s:I}",
 			    "name", m->blocks[i].name,
 			    "bytes", (json_int_t)m->blocks[i].used_length));
-		j = json_pack("{s:s, s:i, s:s, s:o, s:I, s:I, s:I, s:I, s:I, "
-		    "s:I, s:I, s:f, s:b, s:b, s:b}",
+		j = json_pack("{s:s, s:i, s:s?, s:I, s:I, s:o, s:s, s:o, s:I, "
+		    "s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:b, s:b}",
 		    "image", path,
 		    "format_version", (int)m->version,
+		    "image_id", m->version >= IMG_VERSION_2 ? idhex : NULL,
+		    "own_bytes", (json_int_t)own,
+		    "shared_bytes", (json_int_t)m->shared_bytes,
+		    "packs", image_packs_json(r),
 		    "machine", m->machine,
 		    "blocks", blocks,
 		    "ram_bytes", (json_int_t)m->ram_bytes,
@@ -589,6 +646,8 @@ cmd_image_info(const char *path, struct err *e)
 		char a[32], b[32], c[32];
 
 		printf("image:      %s (format %u)\n", path, m->version);
+		if (m->version >= IMG_VERSION_2)
+			printf("id:         %s\n", idhex);
 		printf("machine:    %s\n", m->machine);
 		format_bytes(m->ram_bytes, a);
 		printf("ram:        %s in %zu blocks\n", a, m->nblocks);
@@ -605,6 +664,8 @@ cmd_image_info(const char *path, struct err *e)
 		printf("compressed: %s of pages, file %s, allocated %s\n", a,
 		    b, c);
 		printf("ratio:      %.1f:1\n", ratio);
+		if (m->shared_chunks > 0)
+			print_image_packs(r);
 	}
 	img_close(r);
 	return 0;

@@ -49,7 +49,7 @@ img_pack_find_beside(void *opaque, const char *image_path,
 	int fd = -1, k, saw = 0;
 
 	(void)opaque;
-	imgr_id_hex(id, hex);
+	img_id_hex(id, hex);
 	/* An empty hint names no file: only .packs can hold it. */
 	if (hint[0] != '\0') {
 		cand[0] = xasprintf("%s/%s", dir, hint);

@@ -127,7 +127,7 @@ check_header(struct img_reader *r, const uint8_t *h, uint32_t *meta_crc,
 }
 
 void
-imgr_id_hex(const uint8_t id[IMG_ID_SIZE], char out[2 * IMG_ID_SIZE + 1])
+img_id_hex(const uint8_t id[IMG_ID_SIZE], char out[IMG_ID_HEX])
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t i;
@@ -206,7 +206,7 @@ parse_packs(struct img_reader *r, const uint8_t **pp, const uint8_t *end,
 		    memchr(p - nlen, '/', nlen) != NULL ||
 		    strcmp(k->hint, ".") == 0 || strcmp(k->hint, "..") == 0)
 			return err_set(e, ERR_FAIL, "pack %zu: bad name", i + 1);
-		imgr_id_hex(k->id, hex);
+		img_id_hex(k->id, hex);
 		if (all_zero(k->id, IMG_ID_SIZE) ||
 		    memcmp(k->id, r->meta.id, IMG_ID_SIZE) == 0)
 			return err_set(e, ERR_FAIL, "pack %zu: bad image id "
@@ -652,7 +652,7 @@ imgr_pack_prefix(const struct img_reader *r, uint64_t ci, struct err *e)
 	if (r->idx[ci].pack == 0)
 		return;
 	k = &r->packs[r->idx[ci].pack - 1];
-	imgr_id_hex(k->id, hex);
+	img_id_hex(k->id, hex);
 	err_prefix(e, "pack %u '%s' (image %s): ", r->idx[ci].pack, k->hint,
 	    hex);
 }
@@ -697,7 +697,7 @@ open_pack(struct img_reader *r, const char *path, uint32_t p, struct err *e)
 	uint64_t ci;
 	int fd;
 
-	imgr_id_hex(k->id, hex);
+	img_id_hex(k->id, hex);
 	fd = r->finder.open != NULL ? r->finder.open(r->finder.opaque, path,
 	    k->id, k->file_size, k->hint, e) :
 	    img_pack_find_beside(NULL, path, k->id, k->file_size, k->hint, e);

@@ -57,6 +57,10 @@ enum img_page_state { IMG_PAGE_ABSENT = 0, IMG_PAGE_ZERO, IMG_PAGE_DATA };
 
 struct img_reader;
 
+/* An image id as 32 lowercase hex digits and a NUL (IMG_ID_HEX bytes). */
+#define IMG_ID_HEX		(2 * IMG_ID_SIZE + 1)
+void img_id_hex(const uint8_t id[IMG_ID_SIZE], char out[IMG_ID_HEX]);
+
 /*
  * Version 2 packs (man/snapctl-image.5): where the reader finds the image
  * called id, of file_size bytes, that the image at image_path names hint.

@@ -101,7 +101,4 @@ const struct img_reader *imgr_frame_home(const struct img_reader *r,
 void imgr_pack_prefix(const struct img_reader *r, uint64_t ci,
     struct err *e);
 
-/* id as 32 lowercase hex digits and a NUL. */
-void imgr_id_hex(const uint8_t id[IMG_ID_SIZE], char out[2 * IMG_ID_SIZE + 1]);
-
 #endif

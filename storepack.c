@@ -46,15 +46,6 @@ struct pack {
 	size_t n, cap;
 };
 
-static void
-id_hex(const uint8_t id[IMG_ID_SIZE], char out[HEX_ID + 1])
-{
-	size_t i;
-
-	for (i = 0; i < IMG_ID_SIZE; i++)
-		snprintf(out + 2 * i, 3, "%02x", id[i]);
-}
-
 static int
 nibble(char c)
 {
@@ -65,7 +56,7 @@ nibble(char c)
 	return -1;
 }
 
-/* 32 lowercase hex digits (what id_hex() writes) into id. */
+/* 32 lowercase hex digits (what img_id_hex() writes) into id. */
 static int
 hex_id(const char *s, uint8_t id[IMG_ID_SIZE])
 {
@@ -161,7 +152,7 @@ storepack_keep(struct store *s, const char *name, const json_t *m,
 		rc = 0;
 		goto out;
 	}
-	id_hex(h.id, hex);
+	img_id_hex(h.id, hex);
 	dir = xasprintf("%s/%s", store_path(s), STOREPACK_DIR);
 	dst = xasprintf("%s/%s.img", dir, hex);
 	if (packs_dir_make(s, dir, e) < 0)
@@ -529,7 +520,7 @@ storepack_sharing(const struct img_reader *r)
 		img_pack_info(r, k, &pi);
 		if (pi.refs == 0)
 			continue;
-		id_hex(pi.id, hex);
+		img_id_hex(pi.id, hex);
 		json_array_append_new(packs, json_pack("{s:s, s:s, s:I, s:I}",
 		    "hint", pi.hint, "id", hex, "chunks", (json_int_t)pi.refs,
 		    "bytes", (json_int_t)bytes[k]));

@@ -193,6 +193,13 @@ bsz=$(stat -c %s "$TESTDIR/72b.img")
 if [ "$bsz" -lt $((size / 4)) ]; then ok "... the image is small ($bsz bytes, its parent $size)"
 else not_ok "... the image is small ($bsz bytes, its parent $size)"; fi
 expect_code 0 "... it verifies (its pack found beside it)" "$SNAPCTL" verify "$TESTDIR/72b.img"
+expect_code 0 "... info --json of it" "$SNAPCTL" --json info "$TESTDIR/72b.img"
+cp "$TESTDIR/stdout" "$TESTDIR/72b.info"
+expect_eq "... names its parent as its one pack" \
+	"1 $(basename "$img") $("$JQ" "$TESTDIR/72b.json" shared_chunks) 0" \
+	"$("$JQ" -n "$TESTDIR/72b.info" packs) $("$JQ" "$TESTDIR/72b.info" packs.0.hint) $("$JQ" "$TESTDIR/72b.info" packs.0.chunks) $("$JQ" "$TESTDIR/72b.info" own_bytes)"
+"$SNAPCTL" --json info "$img" >"$TESTDIR/72a.info" 2>/dev/null
+expect_eq "... by its parent's id" "$("$JQ" "$TESTDIR/72a.info" image_id)" "$("$JQ" "$TESTDIR/72b.info" packs.0.id)"
 expect_code 0 "... it exports" "$SNAPCTL" export "$TESTDIR/72b.img" "$TESTDIR/72b.exp"
 if cmp -s "$TESTDIR/72b.exp" "$TESTDIR/72.exp"; then ok "... the same stream as its parent's"
 else not_ok "... the same stream as its parent's"; fi
