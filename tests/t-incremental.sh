@@ -28,18 +28,7 @@ RT=$TESTDIR/rt
 mkdir -m 700 "$RT"
 export XDG_RUNTIME_DIR=$RT
 
-started=()
-kill_started() { local p; for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
-at_exit kill_started
 
-wait_file() {
-	local end=$(($(date +%s) + $3))
-	while :; do
-		tr -d '\r' <"$1" 2>/dev/null | grep -aEq -- "$2" && return 0
-		[ "$(date +%s)" -ge "$end" ] && return 1
-		sleep 0.5
-	done
-}
 # info_field STORE NAME FIELD: a field of `info --json` of NAME's image.
 info_field() { "$SNAPCTL" --json info "$1/$2/memory.img" 2>/dev/null | jq_get - "$3" 2>/dev/null; }
 # sums STORE: "name sha256" of every file of the store but the lock, sorted.

@@ -22,18 +22,7 @@ RT=$TESTDIR/rt
 mkdir -m 700 "$RT"
 export XDG_RUNTIME_DIR=$RT
 
-started=()
-kill_started() { local p; for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
-at_exit kill_started
 
-wait_file() {
-	local end=$(($(date +%s) + $3))
-	while :; do
-		tr -d '\r' <"$1" 2>/dev/null | grep -aEq -- "$2" && return 0
-		[ "$(date +%s)" -ge "$end" ] && return 1
-		sleep 0.2
-	done
-}
 depth() { qemu-img info --backing-chain --output=json -U "$1" | grep -c '"virtual-size"'; }
 # hdr_ok DESC: no backing name in the VM path's chain is the VM's path or a
 # temporary ".snapctl-" name (QEMU writes its node names without explicit

@@ -29,19 +29,8 @@ RT=$TESTDIR/rt
 mkdir -m 700 "$RT"
 export XDG_RUNTIME_DIR=$RT
 
-started=()
-kill_started() { local p; for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
-at_exit kill_started
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
-wait_file() {
-	local end=$(($(date +%s) + $3))
-	while :; do
-		tr -d '\r' <"$1" 2>/dev/null | grep -aEq -- "$2" && return 0
-		[ "$(date +%s)" -ge "$end" ] && return 1
-		sleep 0.5
-	done
-}
 # depth IMAGE: images in IMAGE's backing chain, from the qcow2 headers.
 depth() { qemu-img info --backing-chain --output=json -U "$1" | grep -c '"virtual-size"'; }
 # alloc FILE...: bytes allocated on disk.

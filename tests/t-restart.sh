@@ -29,22 +29,11 @@ RT=$TESTDIR/rt
 mkdir -m 700 "$RT"
 export XDG_RUNTIME_DIR=$RT
 
-started=()
-kill_started() { local p; for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
-at_exit kill_started
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 last_tick() { grep -a '^CHURN TICK' "$1" | tail -n 1 | tr -d '\r'; }
 
 # wait_file FILE REGEX TIMEOUT: a line of FILE matches.
-wait_file() {
-	local end=$(($(date +%s) + $3))
-	while :; do
-		tr -d '\r' <"$1" 2>/dev/null | grep -aEq -- "$2" && return 0
-		[ "$(date +%s)" -ge "$end" ] && return 1
-		sleep 0.5
-	done
-}
 # A whole TICK line (its run id is the last field, 16 hex digits).
 TICK_RE='^CHURN TICK .* run=[0-9a-f]{16}$'
 

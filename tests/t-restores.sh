@@ -35,9 +35,6 @@ export XDG_RUNTIME_DIR=$RT
 # name_re CKPT: a restore overlay of checkpoint CKPT's state d0.CKPT.qcow2.
 name_re() { echo "^d0\\.$1\\.restore-[0-9]{8}T[0-9]{6}\\.[0-9]{3}Z(-[0-9]+)?\\.qcow2\$"; }
 
-started=()
-kill_started() { local p; for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
-at_exit kill_started
 
 # restore_into VM FILE NAME [ARGS...]: start VM waiting on disk FILE and
 # restore checkpoint NAME into it; --json report in $dir/VM.json.

@@ -35,21 +35,10 @@ expect_code 2 "revert: --start and --dry-run exclude each other" "$SNAPCTL" "${N
 expect_code 2 "revert: arguments after NAME need --start --" "$SNAPCTL" "${N[@]}" revert c1 c2
 expect_code 1 "revert: a missing store: exit 1" "$SNAPCTL" "${N[@]}" revert c1
 
-started=()
-kill_started() { local p; for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
-at_exit kill_started
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 last_tick() { grep -a '^CHURN TICK' "$1" | tail -n 1 | tr -d '\r'; }
 
-wait_file() {
-	local end=$(($(date +%s) + $3))
-	while :; do
-		tr -d '\r' <"$1" 2>/dev/null | grep -aEq -- "$2" && return 0
-		[ "$(date +%s)" -ge "$end" ] && return 1
-		sleep 0.5
-	done
-}
 # A whole TICK line (its run id is the last field, 16 hex digits).
 TICK_RE='^CHURN TICK .* run=[0-9a-f]{16}$'
 

@@ -26,21 +26,10 @@ expect_code 2 "restore without --start still needs a socket" "$SNAPCTL" "${N[@]}
 expect_match "... saying so" "no QMP socket" "$TESTDIR/stderr"
 expect_code 1 "restore --start needs no socket (a missing store: exit 1)" "$SNAPCTL" "${N[@]}" restore c1 --start
 
-started=()
-kill_started() { local p; for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
-at_exit kill_started
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 
 # wait_file FILE REGEX TIMEOUT: a line of FILE matches.
-wait_file() {
-	local end=$(($(date +%s) + $3))
-	while :; do
-		tr -d '\r' <"$1" 2>/dev/null | grep -aEq -- "$2" && return 0
-		[ "$(date +%s)" -ge "$end" ] && return 1
-		sleep 0.5
-	done
-}
 # A whole TICK line (its run id is the last field, 16 hex digits).
 TICK_RE='^CHURN TICK .* run=[0-9a-f]{16}$'
 

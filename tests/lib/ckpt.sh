@@ -29,8 +29,24 @@
 #                            settings equal BEFORE (ck_settings output), no
 #                            leftovers in STORE
 #   ck_one_line DESC FILE    FILE holds exactly one "snapctl: " line
+#   wait_file FILE REGEX TIMEOUT  wait until a line of FILE (CRs dropped)
+#                            matches REGEX; 1 after TIMEOUT seconds
+#   started+=(PID)           processes (restored QEMUs) killed at exit
 
 JSONQ=$TOP/build/helper-jsonq
+
+started=()
+kill_started() { local p; for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
+at_exit kill_started
+
+wait_file() {
+	local end=$(($(date +%s) + $3))
+	while :; do
+		tr -d '\r' <"$1" 2>/dev/null | grep -aEq -- "$2" && return 0
+		[ "$(date +%s)" -ge "$end" ] && return 1
+		sleep 0.2
+	done
+}
 
 ck_init() {
 	if [ ! -x "$JSONQ" ]; then
