@@ -1,0 +1,317 @@
+/*
+ * tests/unit/storepack.c - the store's pack GC (storepack.h) must free
+ * less, never more: a pack file whose id is also a live checkpoint's
+ * (a copied checkpoint directory) is punched by the GC using only the
+ * references of that moment; a later checkpoint based on the live copy
+ * names frames the punched file lacks, and deleting the live copy then
+ * accepts the punched file as "an equal copy" (storepack_keep) -- the
+ * later image reads holes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "save.h"
+#include "store.h"
+#include "storepack.h"
+#include "util.h"
+#include "tap.h"
+
+#define PAGE	IMG_PAGE_SIZE
+#define CPAGES	IMG_CHUNK_PAGES
+#define NCHUNK	24		/* chunks of pc.ram */
+#define NPAGES	(NCHUNK * CPAGES + 2 * CPAGES)	/* and 2 of vga */
+
+static char *tmpdir;
+
+static char *
+tpath(const char *name)
+{
+	return xasprintf("%s/%s", tmpdir, name);
+}
+
+static uint64_t
+rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+/* A guest: per page a seed, 0 for a zero page. */
+struct guest {
+	uint64_t seed[NPAGES];
+	uint64_t vga_len;	/* used length of block 1 */
+};
+
+static void
+fill(uint8_t *p, uint64_t seed)
+{
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull | 1, v;
+	size_t n;
+
+	if (seed % 3 == 0) {
+		for (n = 0; n < PAGE; n += 8) {
+			v = rnd(&s);
+			memcpy(p + n, &v, 8);
+		}
+		return;
+	}
+	memset(p, (int)(seed % 251) + 1, PAGE);
+	for (n = 0; n < PAGE; n += 512) {
+		v = rnd(&s);
+		memcpy(p + n, &v, 8);
+	}
+}
+
+static void
+guest_init(struct guest *g, uint64_t seed)
+{
+	uint64_t s = seed | 1;
+	size_t i;
+
+	g->vga_len = 2 * CPAGES * PAGE;
+	for (i = 0; i < NPAGES; i++)
+		g->seed[i] = rnd(&s) % 5 == 0 ? 0 : rnd(&s) | 1;
+	/* A chunk of zero pages only: no frame, nothing to share. */
+	for (i = 5 * CPAGES; i < 6 * CPAGES; i++)
+		g->seed[i] = 0;
+}
+
+/* Change some pages of chunk ci. */
+static void
+guest_touch(struct guest *g, unsigned ci, uint64_t seed)
+{
+	uint64_t s = seed | 1;
+	size_t i;
+
+	for (i = 0; i < 3; i++)
+		g->seed[ci * CPAGES + rnd(&s) % CPAGES] = rnd(&s) | 1;
+}
+
+static const uint8_t config_bytes[] = {
+	0x07, 0, 0, 0, 0, 13, 'c', 'o', 'n', 'f', 'i', 'g', 'u', 'r', 'a', 't',
+	'i', 'o', 'n', 0, 0, 0, 0, 0, 0, 0, 0, 10, 'p', 'c', '-', 'q', '3', '5',
+	'-', '7', '.', '2',
+};
+
+static int
+send_page(struct img_writer *w, const struct guest *g, size_t pg,
+    uint64_t seed, struct err *e)
+{
+	uint8_t buf[PAGE];
+	uint32_t b = pg < NCHUNK * CPAGES ? 0 : 1;
+	uint64_t off = (pg - (b ? NCHUNK * CPAGES : 0)) * PAGE;
+
+	if (b == 1 && off >= g->vga_len)
+		return 0;	/* a smaller vga block */
+	if (seed == 0)
+		return img_writer_sink()->page(w, b, off, NULL, e);
+	fill(buf, seed);
+	return img_writer_sink()->page(w, b, off, buf, e);
+}
+
+/* g in one pass, each page once, at path: no frame is ever replaced. */
+static int
+one_pass(const struct guest *g, const char *path, struct img_reader *base,
+    const char *hint, struct img_stats *st, struct err *e)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	struct img_opts o = IMG_OPTS_INIT;
+	struct stream_block blocks[2];
+	struct img_writer *w;
+	uint8_t tail[100];
+	size_t pg;
+	int rc = -1;
+
+	err_clear(e);
+	o.threads = 2;
+	o.cache_bytes = 2 * IMG_CHUNK_BYTES;
+	o.base = base;
+	o.base_hint = hint;
+	memset(blocks, 0, sizeof(blocks));
+	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
+	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
+	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
+	blocks[1].used_length = g->vga_len;
+	if ((w = img_writer_new(path, &o, e)) == NULL)
+		return -1;
+	if (sink->config(w, config_bytes, sizeof(config_bytes),
+	    "pc-q35-7.2", e) < 0 || sink->blocks(w, blocks, 2, 2, e) < 0 ||
+	    sink->section(w, 1, e) < 0)
+		goto out;
+	for (pg = 0; pg < NPAGES; pg++)
+		if (send_page(w, g, pg, g->seed[pg], e) < 0)
+			goto out;
+	memset(tail, 0x33, sizeof(tail));
+	if (sink->section(w, 3, e) < 0 ||
+	    sink->tail(w, tail, sizeof(tail), e) < 0 ||
+	    img_writer_commit(w, st, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	img_writer_free(w);
+	return rc;
+}
+
+/* Every page of path, read through the reader (packs found beside). */
+static int
+same_pages(const struct guest *g, const char *path, const char *what)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r = img_open_finder(path, NULL, &e);
+	enum img_page_state state;
+	uint8_t got[PAGE], want[PAGE];
+	size_t pg;
+	uint32_t b;
+	int bad = 0;
+
+	if (!check(r != NULL, "%s: opens with its packs (%s)", what, e.msg))
+		return 0;
+	for (pg = 0; pg < NPAGES && !bad; pg++) {
+		b = pg < NCHUNK * CPAGES ? 0 : 1;
+		if (b == 1 && (pg - NCHUNK * CPAGES) * PAGE >= g->vga_len)
+			break;
+		if (img_read_page(r, b, (pg - (b ? NCHUNK * CPAGES : 0)) *
+		    PAGE, got, &state, &e) < 0) {
+			note("page %zu: %s", pg, e.msg);
+			bad = 1;
+			break;
+		}
+		if (g->seed[pg] == 0) {
+			memset(want, 0, PAGE);
+			bad = state != IMG_PAGE_ZERO;
+		} else {
+			fill(want, g->seed[pg]);
+			bad = state != IMG_PAGE_DATA;
+		}
+		if (memcmp(got, want, PAGE) != 0)
+			bad = 1;
+		if (bad)
+			note("page %zu differs (state %d)", pg, state);
+	}
+	check(!bad, "%s: every page equals the guest's newest", what);
+	if (!bad) {
+		err_clear(&e);
+		check(img_verify(r, &e) == 0, "%s: verifies (%s)", what,
+		    e.msg);
+	}
+	img_close(r);
+	return !bad;
+}
+
+
+static void
+test_copied_checkpoint(void)
+{
+	struct guest *g = xcalloc(1, sizeof(*g)), *g2 = xcalloc(1, sizeof(*g2));
+	struct err e = ERR_INIT;
+	struct img_stats st;
+	struct img_reader *base;
+	struct store *s;
+	json_t *rep = NULL;
+	char *dir = tpath("store"), *cmd;
+	char *pp, *qp, *cp, *dp;
+
+	guest_init(g, 42);
+	*g2 = *g;
+	guest_touch(g2, 1, 7);
+	guest_touch(g2, 2, 9);
+	s = store_open(dir, 1, &e);
+	if (!check(s != NULL, "store opens (%s)", e.msg))
+		return;
+	pp = xasprintf("%s/P/memory.img", dir);
+	qp = xasprintf("%s/Q/memory.img", dir);
+	cp = xasprintf("%s/C/memory.img", dir);
+	dp = xasprintf("%s/D/memory.img", dir);
+	cmd = xasprintf("mkdir -p '%s/P' '%s/Q' '%s/C' '%s/D'", dir, dir, dir,
+	    dir);
+	check(system(cmd) == 0, "checkpoint directories");
+	free(cmd);
+	check(one_pass(g, pp, NULL, NULL, &st, &e) == 0, "P written (%s)",
+	    e.msg);
+	/* Q: a copy of P's directory (same image id, another inode). */
+	cmd = xasprintf("cp '%s' '%s'", pp, qp);
+	check(system(cmd) == 0, "Q is a copy of P");
+	free(cmd);
+	base = img_open(pp, &e);
+	check(base != NULL && one_pass(g2, cp, base, "P", &st, &e) == 0,
+	    "C written on P (%s)", e.msg);
+	img_close(base);
+	check(st.shared_chunks > 0, "C shares P's frames");
+
+	/* Delete P: kept as .packs/<id>.img, its frames C does not name
+	 * (chunks 1, 2) punched. */
+	err_clear(&e);
+	check(storepack_keep(s, "P", NULL, &e) == 0 &&
+	    store_remove_checkpoint(s, "P", &e) == 0 &&
+	    storepack_gc(s, &rep, &e) == 0, "P deleted (%s)", e.msg);
+	{
+		char *j = rep ? json_dumps(rep, JSON_COMPACT) : NULL;
+
+		note("gc: %s", j ? j : "-");
+		free(j);
+	}
+	json_decref(rep);
+	rep = NULL;
+
+	/* D on Q (live, P's id): shares every frame, chunks 1, 2 too. */
+	base = img_open(qp, &e);
+	check(base != NULL && one_pass(g, dp, base, "Q", &st, &e) == 0,
+	    "D written on Q (%s)", e.msg);
+	img_close(base);
+
+	/* Delete Q: its whole image must be what D's pack resolves to. */
+	err_clear(&e);
+	check(storepack_keep(s, "Q", NULL, &e) == 0 &&
+	    store_remove_checkpoint(s, "Q", &e) == 0 &&
+	    storepack_gc(s, &rep, &e) == 0, "Q deleted (%s)", e.msg);
+	{
+		char *j = rep ? json_dumps(rep, JSON_COMPACT) : NULL;
+
+		note("gc: %s", j ? j : "-");
+		free(j);
+	}
+	json_decref(rep);
+
+	same_pages(g2, cp, "C");
+	same_pages(g, dp, "D (on Q, whose id the punched pack has)");
+	store_close(s);
+	free(pp);
+	free(qp);
+	free(cp);
+	free(dp);
+	free(dir);
+	free(g);
+	free(g2);
+}
+
+int
+main(void)
+{
+	const char *base = getenv("TMPDIR");
+	char *t = xasprintf("%s/unit-storepack.XXXXXX", base ? base : "/tmp");
+
+	tmpdir = mkdtemp(t);
+	if (tmpdir == NULL) {
+		printf("not ok 1 - cannot create a temporary directory\n");
+		return 1;
+	}
+	test_copied_checkpoint();
+	if (tap_failed == 0) {
+		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
+
+		if (system(cmd) != 0)
+			note("cannot remove %s", tmpdir);
+		free(cmd);
+	}
+	free(t);
+	return tap_done();
+}
