@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -293,6 +294,99 @@ test_copied_checkpoint(void)
 	free(g2);
 }
 
+/*
+ * A lazy restore (another process) holds deleted checkpoint P's image
+ * open: the GC must keep the pack whole ("held"), whatever the length of
+ * the store's path (mark_held() builds paths in a 300-byte buffer).
+ */
+static void
+held_case(const char *sub, const char *what)
+{
+	struct guest *g = xcalloc(1, sizeof(*g)), *g2 = xcalloc(1, sizeof(*g2));
+	struct err e = ERR_INIT;
+	struct img_stats st;
+	struct img_reader *base;
+	struct store *s;
+	json_t *rep = NULL;
+	char *dir = tpath(sub), *cmd, *pp, *cp, c;
+	int tochild[2], fromchild[2];
+	pid_t pid;
+
+	guest_init(g, 77);
+	*g2 = *g;
+	guest_touch(g2, 3, 5);
+	cmd = xasprintf("mkdir -p '%s/P' '%s/C'", dir, dir);
+	check(system(cmd) == 0, "%s: directories", what);
+	free(cmd);
+	s = store_open(dir, 1, &e);
+	if (!check(s != NULL, "%s: store opens (%s)", what, e.msg)) {
+		free(dir);
+		free(g);
+		free(g2);
+		return;
+	}
+	pp = xasprintf("%s/P/memory.img", dir);
+	cp = xasprintf("%s/C/memory.img", dir);
+	check(one_pass(g, pp, NULL, NULL, &st, &e) == 0, "%s: P (%s)", what,
+	    e.msg);
+	base = img_open(pp, &e);
+	check(base != NULL && one_pass(g2, cp, base, "P", &st, &e) == 0,
+	    "%s: C on P (%s)", what, e.msg);
+	img_close(base);
+	if (pipe(tochild) < 0 || pipe(fromchild) < 0)
+		return;
+	if ((pid = fork()) == 0) {
+		struct img_reader *r = img_open(pp, &e);
+
+		c = r != NULL ? 'y' : 'n';
+		if (write(fromchild[1], &c, 1) != 1 ||
+		    read(tochild[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	check(read(fromchild[0], &c, 1) == 1 && c == 'y',
+	    "%s: the reader holds P open", what);
+	err_clear(&e);
+	check(storepack_keep(s, "P", NULL, &e) == 0 &&
+	    store_remove_checkpoint(s, "P", &e) == 0 &&
+	    storepack_gc(s, &rep, &e) == 0, "%s: P deleted (%s)", what,
+	    e.msg);
+	check(rep != NULL && json_integer_value(json_object_get(rep,
+	    "held")) == 1 && json_integer_value(json_object_get(rep,
+	    "punched_bytes")) == 0, "%s: the pack another process reads is "
+	    "held, nothing punched (held %lld, punched %lld)", what,
+	    rep ? (long long)json_integer_value(json_object_get(rep, "held")) :
+	    -1, rep ? (long long)json_integer_value(json_object_get(rep,
+	    "punched_bytes")) : -1);
+	json_decref(rep);
+	c = 'x';
+	if (write(tochild[1], &c, 1) != 1)
+		note("child");
+	waitpid(pid, NULL, 0);
+	close(tochild[0]);
+	close(tochild[1]);
+	close(fromchild[0]);
+	close(fromchild[1]);
+	store_close(s);
+	free(pp);
+	free(cp);
+	free(dir);
+	free(g);
+	free(g2);
+}
+
+static void
+test_held(void)
+{
+	char longsub[320];
+
+	held_case("short", "short store path");
+	memset(longsub, 'x', 280);
+	longsub[140] = '/';
+	longsub[280] = '\0';
+	held_case(longsub, "store path > 300 bytes");
+}
+
 int
 main(void)
 {
@@ -305,6 +399,7 @@ main(void)
 		return 1;
 	}
 	test_copied_checkpoint();
+	test_held();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
 
