@@ -39,6 +39,7 @@ struct pack {
 	char name[HEX_ID + 8];
 	uint8_t id[IMG_ID_SIZE];
 	int named;
+	int live;		/* a remaining checkpoint's image has its id */
 	int held;		/* open in another process: not punched */
 	dev_t dev;
 	ino_t ino;
@@ -147,10 +148,10 @@ int
 storepack_keep(struct store *s, const char *name, const json_t *m,
     struct err *e)
 {
-	struct head h, h2;
+	struct head h;
 	struct stat a, b;
-	char hex[HEX_ID + 1], *path, *dir = NULL, *dst = NULL;
-	int fd = -1, fd2 = -1, rc = -1;
+	char hex[HEX_ID + 1], *path, *dir = NULL, *dst = NULL, *tmp = NULL;
+	int fd = -1, rc = -1;
 
 	if ((path = image_path(s, name, m)) == NULL)
 		return 0;
@@ -172,15 +173,26 @@ storepack_keep(struct store *s, const char *name, const json_t *m,
 			    dst);
 			goto out;
 		}
-		/* A killed delete linked it, or an equal copy is there. */
-		fd2 = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd2 < 0 || fstat(fd2, &b) < 0 || !((a.st_dev == b.st_dev &&
-		    a.st_ino == b.st_ino) || (read_head(fd2, &h2) == 0 &&
-		    memcmp(h.id, h2.id, IMG_ID_SIZE) == 0 &&
-		    h.file_size == h2.file_size && b.st_size == a.st_size))) {
-			err_set(e, ERR_FAIL, "cannot keep '%s' as '%s': "
-			    "another file is there", path, dst);
-			goto out;
+		/*
+		 * A killed delete linked it, or another file with this id is
+		 * there: a pack the GC may have punched by the references of
+		 * another moment.  This image is whole: it takes the name.
+		 */
+		if (lstat(dst, &b) < 0 || a.st_dev != b.st_dev ||
+		    a.st_ino != b.st_ino) {
+			tmp = xasprintf("%s/.tmp-%s", dir, hex);
+			if ((unlink(tmp) < 0 && errno != ENOENT) ||
+			    link(path, tmp) < 0) {
+				err_sys(e, ERR_FAIL, "cannot keep '%s' as '%s'",
+				    path, tmp);
+				goto out;
+			}
+			if (rename(tmp, dst) < 0) {
+				err_sys(e, ERR_FAIL, "cannot keep '%s' as '%s'",
+				    path, dst);
+				unlink(tmp);
+				goto out;
+			}
 		}
 	}
 	if (fsync_dir(dir, e) < 0)
@@ -190,11 +202,10 @@ storepack_keep(struct store *s, const char *name, const json_t *m,
 out:
 	if (fd >= 0)
 		close(fd);
-	if (fd2 >= 0)
-		close(fd2);
 	free(path);
 	free(dir);
 	free(dst);
+	free(tmp);
 	return rc;
 }
 
@@ -257,7 +268,10 @@ range_add(struct pack *p, uint64_t off, uint64_t len)
 	p->n++;
 }
 
-/* The frames image path names in the packs of p[0..n-1]. */
+/*
+ * The frames image path names in the packs of p[0..n-1], and which pack
+ * has the image's own id (a copied checkpoint: kept whole).
+ */
 static int
 note_refs(const char *path, struct pack *p, size_t n, struct err *e)
 {
@@ -273,6 +287,10 @@ note_refs(const char *path, struct pack *p, size_t n, struct err *e)
 	if ((r = img_open(path, e)) == NULL)
 		return -1;
 	m = img_meta(r);
+	/* A copy of this image under its id: whole, however it got there. */
+	for (j = 0; j < n; j++)
+		if (memcmp(p[j].id, m->id, IMG_ID_SIZE) == 0)
+			p[j].named = p[j].live = 1;
 	map = xcalloc(m->npacks + 1, sizeof(*map));
 	for (k = 1; k <= m->npacks; k++) {
 		map[k] = -1;
@@ -485,6 +503,8 @@ storepack_gc(struct store *s, json_t **report, struct err *e)
 			kept++;
 			if (p[i].held)
 				held++;
+			else if (p[i].live)
+				;	/* a live image's id: never punched */
 			else if (punch_pack(path, &p[i], &punched, e) < 0) {
 				free(path);
 				goto done;
