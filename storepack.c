@@ -361,20 +361,24 @@ mark_held(const char *dir, struct pack *p, size_t n)
 {
 	struct dirent *pe, *fe;
 	struct stat st;
-	char path[300], self[32];
+	char path[64], self[32];
 	DIR *pd, *fdd;
 	size_t i, want = 0;
 	int dfd;
 
+	/* By name under a dirfd: no path to truncate, however long dir. */
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	for (i = 0; i < n; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, p[i].name);
-		if (p[i].named && lstat(path, &st) == 0) {
+		if (dfd >= 0 && p[i].named && fstatat(dfd, p[i].name, &st,
+		    AT_SYMLINK_NOFOLLOW) == 0) {
 			p[i].dev = st.st_dev;
 			p[i].ino = st.st_ino;
 			want++;
 		} else
 			p[i].ino = 0;
 	}
+	if (dfd >= 0)
+		close(dfd);
 	if (want == 0 || (pd = opendir("/proc")) == NULL)
 		return;
 	snprintf(self, sizeof(self), "%ld", (long)getpid());
@@ -382,7 +386,9 @@ mark_held(const char *dir, struct pack *p, size_t n)
 		if (pe->d_name[0] < '1' || pe->d_name[0] > '9' ||
 		    strcmp(pe->d_name, self) == 0)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%s/fd", pe->d_name);
+		if (strlen(pe->d_name) > 20)
+			continue;	/* not a pid */
+		snprintf(path, sizeof(path), "/proc/%.20s/fd", pe->d_name);
 		if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 			continue;
 		if ((fdd = fdopendir(dfd)) == NULL) {
