@@ -85,19 +85,23 @@ hex_id(const char *s, uint8_t id[IMG_ID_SIZE])
 /*
  * The header of a version 2 image on fd (the fields the reader checks
  * first: magic, header CRC, version, metadata right after the header).
- * 0, or -1 for anything else (not an image, version 1, damaged).
+ * 0; 1 for anything else (not an image, version 1, damaged, too short);
+ * -1 when it cannot be read (errno set).
  */
 static int
 read_head(int fd, struct head *h)
 {
 	uint8_t b[IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_FIXED_V2];
+	ssize_t got;
 
-	if (pread_full(fd, b, sizeof(b), 0) != (ssize_t)sizeof(b) ||
+	if ((got = pread_full(fd, b, sizeof(b), 0)) < 0)
+		return -1;
+	if (got != (ssize_t)sizeof(b) ||
 	    memcmp(b + IMG_HDR_MAGIC, IMG_MAGIC, IMG_MAGIC_LEN) != 0 ||
 	    get_le32(b + IMG_HDR_CRC) != crc32c(0, b, IMG_HDR_CRC) ||
 	    get_le32(b + IMG_HDR_VERSION) != IMG_VERSION_2 ||
 	    get_le64(b + IMG_HDR_META_OFF) != IMG_HDR_SIZE)
-		return -1;
+		return 1;
 	memcpy(h->id, b + IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_IMAGE_ID,
 	    IMG_ID_SIZE);
 	h->file_size = get_le64(b + IMG_HDR_FILE_SIZE);
@@ -105,7 +109,7 @@ read_head(int fd, struct head *h)
 	h->data_size = get_le64(b + IMG_HDR_DATA_SIZE);
 	if (h->data_off > h->file_size || h->data_size > h->file_size -
 	    h->data_off)
-		return -1;
+		return 1;
 	return 0;
 }
 
@@ -151,15 +155,35 @@ storepack_keep(struct store *s, const char *name, const json_t *m,
 	struct head h;
 	struct stat a, b;
 	char hex[HEX_ID + 1], *path, *dir = NULL, *dst = NULL, *tmp = NULL;
-	int fd = -1, rc = -1;
+	int fd = -1, rc = -1, got;
 
 	if ((path = image_path(s, name, m)) == NULL)
 		return 0;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	/* Nothing, or nothing an image of version 2 can name. */
-	if (fd < 0 || fstat(fd, &a) < 0 || !S_ISREG(a.st_mode) ||
-	    read_head(fd, &h) < 0) {
+	/*
+	 * Nothing (no file, a symbolic link, not a regular file, not an
+	 * image of version 2): nothing another image can name.  Any other
+	 * failure: what it would keep is unknown, so the checkpoint stays.
+	 */
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		if (errno == ENOENT || errno == ELOOP)
+			rc = 0;
+		else
+			err_sys(e, ERR_FAIL, "cannot open '%s'", path);
+		goto out;
+	}
+	if (fstat(fd, &a) < 0) {
+		err_sys(e, ERR_FAIL, "cannot stat '%s'", path);
+		goto out;
+	}
+	if (!S_ISREG(a.st_mode)) {
 		rc = 0;
+		goto out;
+	}
+	if ((got = read_head(fd, &h)) != 0) {
+		if (got > 0)
+			rc = 0;
+		else
+			err_sys(e, ERR_FAIL, "cannot read '%s'", path);
 		goto out;
 	}
 	id_hex(h.id, hex);
@@ -438,7 +462,7 @@ punch_pack(const char *path, struct pack *p, uint64_t *punched,
 	if (fd < 0)
 		return err_sys(e, ERR_FAIL, "cannot open '%s'", path);
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-	    read_head(fd, &h) < 0 || memcmp(h.id, p->id, IMG_ID_SIZE) != 0) {
+	    read_head(fd, &h) != 0 || memcmp(h.id, p->id, IMG_ID_SIZE) != 0) {
 		rc = 0;
 		goto out;
 	}

@@ -31,7 +31,10 @@ struct img_reader;
  * and the store fsynced.  An image of version 1, none, or one already
  * linked there is fine.  Another file there with the same id (a copy,
  * perhaps punched by the GC) is replaced atomically by this whole image
- * (a link STORE/.packs/.tmp-<hex id> renamed over it).  The caller holds the lock.  0, or -1 with e
+ * (a link STORE/.packs/.tmp-<hex id> renamed over it).  No file, a
+ * symbolic link or not a regular file, or not an image of version 2:
+ * nothing to keep (0); an image that cannot be opened or read otherwise
+ * is an error.  The caller holds the lock.  0, or -1 with e
  * filled: then the checkpoint must stay.
  *
  * Test hook: SNAPCTL_TEST_HOLD_PACKS=linked:MS holds after the link.

@@ -7,9 +7,11 @@
  * accepts the punched file as "an equal copy" (storepack_keep) -- the
  * later image reads holes.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -387,6 +389,63 @@ test_held(void)
 	held_case(longsub, "store path > 300 bytes");
 }
 
+/*
+ * An image storepack_keep cannot open (here: out of file descriptors) is
+ * not "nothing to keep": -1 naming the file, the checkpoint stays; no
+ * file, a symbolic link or a file that is no image are nothing to keep.
+ */
+static void
+test_keep_errors(void)
+{
+	struct guest *g = xcalloc(1, sizeof(*g));
+	struct err e = ERR_INIT;
+	struct img_stats st;
+	struct rlimit old, lim;
+	struct store *s;
+	char *dir = tpath("kerr"), *cmd, *pp;
+	int fd, rc;
+
+	guest_init(g, 5);
+	cmd = xasprintf("mkdir -p '%s/P' '%s/N' '%s/L' '%s/J' && "
+	    "echo junk > '%s/J/memory.img' && "
+	    "ln -s /nonexistent '%s/L/memory.img'", dir, dir, dir, dir, dir,
+	    dir);
+	check(system(cmd) == 0, "keep errors: directories");
+	free(cmd);
+	s = store_open(dir, 1, &e);
+	if (!check(s != NULL, "keep errors: store opens (%s)", e.msg)) {
+		free(dir);
+		free(g);
+		return;
+	}
+	pp = xasprintf("%s/P/memory.img", dir);
+	check(one_pass(g, pp, NULL, NULL, &st, &e) == 0, "keep errors: P (%s)",
+	    e.msg);
+	err_clear(&e);
+	check(storepack_keep(s, "N", NULL, &e) == 0 &&
+	    storepack_keep(s, "L", NULL, &e) == 0 &&
+	    storepack_keep(s, "J", NULL, &e) == 0,
+	    "no image, a symbolic link, junk: nothing to keep (%s)", e.msg);
+	/* The lowest free descriptor is the last one allowed. */
+	fd = open("/dev/null", O_RDONLY);
+	getrlimit(RLIMIT_NOFILE, &old);
+	lim = old;
+	lim.rlim_cur = (rlim_t)fd;
+	close(fd);
+	setrlimit(RLIMIT_NOFILE, &lim);
+	err_clear(&e);
+	rc = storepack_keep(s, "P", NULL, &e);
+	setrlimit(RLIMIT_NOFILE, &old);
+	check(rc == -1 && strstr(e.msg, "P/memory.img") != NULL,
+	    "an image that cannot be opened (EMFILE): -1 naming it (rc %d, "
+	    "'%s')", rc, e.msg);
+	check(access(pp, F_OK) == 0, "P's image is still there");
+	store_close(s);
+	free(pp);
+	free(dir);
+	free(g);
+}
+
 int
 main(void)
 {
@@ -400,6 +459,7 @@ main(void)
 	}
 	test_copied_checkpoint();
 	test_held();
+	test_keep_errors();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
 
