@@ -502,6 +502,66 @@ out:
 	free(g);
 }
 
+/*
+ * A chain of 5 images, each on the one before: 2 to 4 change chunk 1, the
+ * 5th nothing.  The 5th names the 4th (chunk 1) and the 1st (the rest):
+ * its pack table lists those two, not every generation's (the table grew
+ * by one per generation and sharing stopped after 65534).
+ */
+static void
+test_chain(void)
+{
+	struct err e = ERR_INIT;
+	struct guest *g = xcalloc(1, sizeof(*g));
+	struct img_stats st;
+	struct img_reader *base = NULL, *r;
+	struct img_pack_info pi;
+	const struct img_meta *m;
+	char name[32], hint[32], *path;
+	uint32_t k, named;
+	int i, ok = 1;
+
+	guest_init(g, 23);
+	for (i = 1; i <= 5; i++) {
+		snprintf(name, sizeof(name), "chain%d.img", i);
+		path = tpath(name);
+		if (i >= 2 && i <= 4)
+			guest_touch(g, 1, 100 + (uint64_t)i);
+		if (one_pass(g, path, base, base ? hint : NULL, &st, &e) < 0)
+			ok = 0;
+		img_close(base);
+		base = img_open_finder(path, NULL, &e);
+		if (base == NULL)
+			ok = 0;
+		memcpy(hint, name, sizeof(hint));
+		free(path);
+		if (!ok)
+			break;
+	}
+	if (!check(ok, "chain of 5 images written (%s)", e.msg)) {
+		img_close(base);
+		free(g);
+		return;
+	}
+	r = base;
+	m = img_meta(r);
+	named = 0;
+	for (k = 1; k <= m->npacks; k++) {
+		img_pack_info(r, k, &pi);
+		note("5th: pack %u '%s' refs %llu", k, pi.hint,
+		    (unsigned long long)pi.refs);
+		named += pi.refs > 0;
+	}
+	check(m->npacks == 2 && named == m->npacks, "the 5th's pack table "
+	    "holds only the packs its entries name (%u packs, %u named)",
+	    (unsigned)m->npacks, named);
+	img_close(r);
+	path = tpath("chain5.img");
+	same_pages(g, path, "5th of a chain");
+	free(path);
+	free(g);
+}
+
 int
 main(void)
 {
@@ -515,6 +575,7 @@ main(void)
 	}
 	test_share();
 	test_no_share();
+	test_chain();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
 
