@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include "imgfmt.h"
 #include "save.h"
 #include "util.h"
 #include "tap.h"
@@ -503,6 +506,114 @@ out:
 }
 
 /*
+ * Set chunk ci's frame CRC in image path to crc (index and header CRCs
+ * made right again); with flip, first flip a byte in the middle of its
+ * frame and take the frame's new CRC.  The new CRC, or 0 on failure.
+ */
+static uint32_t
+patch_entry(const char *path, uint64_t ci, int flip, uint32_t crc)
+{
+	uint8_t hdr[IMG_HDR_SIZE], *idx = NULL, *ent, *fr = NULL;
+	uint64_t ioff, isize, off;
+	uint32_t size;
+	int fd;
+
+	if ((fd = open(path, O_RDWR)) < 0)
+		return 0;
+	if (pread_full(fd, hdr, sizeof(hdr), 0) != sizeof(hdr))
+		goto fail;
+	ioff = get_le64(hdr + IMG_HDR_INDEX_OFF);
+	isize = get_le64(hdr + IMG_HDR_INDEX_SIZE);
+	idx = xmalloc(isize);
+	if (pread_full(fd, idx, isize, (off_t)ioff) != (ssize_t)isize)
+		goto fail;
+	ent = idx + IMG_SKIP_SIZE + ci * IMG_ENTRY2_SIZE;
+	if (flip) {
+		off = get_le64(ent + IMG_ENTRY_FRAME_OFF);
+		size = get_le32(ent + IMG_ENTRY_FRAME_SIZE);
+		fr = xmalloc(size);
+		if (pread_full(fd, fr, size, (off_t)off) != (ssize_t)size)
+			goto fail;
+		fr[size / 2] ^= 0x5a;
+		crc = crc32c(0, fr, size);
+		if (pwrite_full(fd, fr, size, (off_t)off) < 0)
+			goto fail;
+	}
+	put_le32(ent + IMG_ENTRY_FRAME_CRC, crc);
+	put_le32(hdr + IMG_HDR_INDEX_CRC, crc32c(0, idx, isize));
+	put_le32(hdr + IMG_HDR_CRC, crc32c(0, hdr, IMG_HDR_CRC));
+	if (pwrite_full(fd, idx, isize, (off_t)ioff) < 0 ||
+	    pwrite_full(fd, hdr, sizeof(hdr), 0) < 0)
+		goto fail;
+	free(idx);
+	free(fr);
+	close(fd);
+	return crc;
+fail:
+	free(idx);
+	free(fr);
+	close(fd);
+	return 0;
+}
+
+/*
+ * img_read_frame() of an entry naming a pack checks the frame against the
+ * entry's hash (export --standalone copies such frames): copies of the
+ * chain where a frame of the 1st changed (its CRC, and the 5th entry's,
+ * made right again, its hash not) fail there; the 5th's own frames read.
+ */
+static void
+frame_hash_case(void)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	struct img_chunk_ref ref;
+	uint8_t *frame = xmalloc(IMG_FRAME_MAX);
+	uint64_t ci, nc, shared = UINT64_MAX, own = UINT64_MAX;
+	char *d = tpath("fh"), *cmd, *p5 = tpath("fh/chain5.img");
+	char *p1 = tpath("fh/chain1.img");
+	uint32_t size, crc = 0;
+
+	cmd = xasprintf("mkdir -p '%s' && cd '%s' && cp ../chain1.img "
+	    "../chain4.img ../chain5.img .", d, d);
+	check(system(cmd) == 0, "frame hash: copies of the chain");
+	free(cmd);
+	r = img_open_finder(p5, NULL, &e);
+	if (!check(r != NULL, "frame hash: the copy opens (%s)", e.msg))
+		goto out;
+	nc = img_nchunks(r);
+	for (ci = 0; ci < nc; ci++) {
+		img_chunk_ref(r, ci, &ref);
+		if (ref.size != 0 && ref.pack == 2 && shared == UINT64_MAX)
+			shared = ci;
+		if (ref.size != 0 && ref.pack == 0 && own == UINT64_MAX)
+			own = ci;
+	}
+	img_close(r);
+	if (!check(shared != UINT64_MAX, "frame hash: an entry names the 1st"))
+		goto out;
+	crc = patch_entry(p1, shared, 1, 0);
+	check(crc != 0 && patch_entry(p5, shared, 0, crc) == crc,
+	    "frame hash: a frame of the 1st changed, CRCs made right");
+	r = img_open_finder(p5, NULL, &e);
+	if (!check(r != NULL, "frame hash: the changed copy opens (%s)",
+	    e.msg))
+		goto out;
+	err_clear(&e);
+	check(img_read_frame(r, shared, frame, &size, &e) == -1,
+	    "frame hash: img_read_frame of the pack entry fails (%s)", e.msg);
+	err_clear(&e);
+	check(own == UINT64_MAX || (img_read_frame(r, own, frame, &size, &e)
+	    == 0 && size > 0), "frame hash: its own frames read (%s)", e.msg);
+	img_close(r);
+out:
+	free(frame);
+	free(d);
+	free(p1);
+	free(p5);
+}
+
+/*
  * A chain of 5 images, each on the one before: 2 to 4 change chunk 1, the
  * 5th nothing.  The 5th names the 4th (chunk 1) and the 1st (the rest):
  * its pack table lists those two, not every generation's (the table grew
@@ -558,6 +669,7 @@ test_chain(void)
 	img_close(r);
 	path = tpath("chain5.img");
 	same_pages(g, path, "5th of a chain");
+	frame_hash_case();
 	free(path);
 	free(g);
 }
