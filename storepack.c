@@ -245,7 +245,10 @@ packs_free(struct pack *p, size_t n)
 	free(p);
 }
 
-/* The files STORE/.packs/<32 hex>.img.  0, or -1 with e filled. */
+/*
+ * The files STORE/.packs/<32 hex>.img (a stale .tmp-<hex> is removed).
+ * 0, or -1 with e filled.
+ */
 static int
 packs_list(const char *dir, struct pack **out, size_t *n, struct err *e)
 {
@@ -262,6 +265,19 @@ packs_list(const char *dir, struct pack **out, size_t *n, struct err *e)
 		return err_sys(e, ERR_FAIL, "cannot read '%s'", dir);
 	}
 	while ((de = readdir(d)) != NULL) {
+		/* A storepack_keep() killed before its rename (under the lock
+		 * we hold: none is running). */
+		if (strncmp(de->d_name, ".tmp-", 5) == 0) {
+			if (unlinkat(dirfd(d), de->d_name, 0) < 0 &&
+			    errno != ENOENT) {
+				err_sys(e, ERR_FAIL, "cannot remove '%s/%s'",
+				    dir, de->d_name);
+				closedir(d);
+				free(p);
+				return -1;
+			}
+			continue;
+		}
 		if (strlen(de->d_name) != HEX_ID + 4 ||
 		    strcmp(de->d_name + HEX_ID, ".img") != 0)
 			continue;

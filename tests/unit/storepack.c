@@ -284,6 +284,18 @@ test_copied_checkpoint(void)
 	}
 	json_decref(rep);
 
+	/* A keep killed between its link and its rename: the GC removes
+	 * the stale link. */
+	cmd = xasprintf("touch '%s/.packs/.tmp-0123'", dir);
+	check(system(cmd) == 0, "a stale .tmp- link");
+	free(cmd);
+	err_clear(&e);
+	check(storepack_gc(s, &rep, &e) == 0, "gc again (%s)", e.msg);
+	json_decref(rep);
+	cmd = xasprintf("%s/.packs/.tmp-0123", dir);
+	check(access(cmd, F_OK) != 0, "the GC removed the stale .tmp- link");
+	free(cmd);
+
 	same_pages(g2, cp, "C");
 	same_pages(g, dp, "D (on Q, whose id the punched pack has)");
 	store_close(s);
