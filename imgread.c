@@ -989,6 +989,17 @@ img_read_frame(struct img_reader *r, uint64_t ci, uint8_t *buf,
 	x = &r->idx[ci];
 	if (x->size == 0)
 		return 0;
+	if (x->pack != 0) {
+		/* Another image's frame: its hash must be this entry's
+		 * (decoded and hashed, as a read through the pack is). */
+		r->cached = UINT64_MAX;
+		if (chunk_decode(r, r->dctx, buf, r->hasher, ci, r->cbuf, 0,
+		    e) < 0)
+			return -1;
+		r->cached = ci;
+		*size = x->size;
+		return 0;
+	}
 	if (imgr_frame_check(imgr_frame_home(r, ci), x->off, x->size, buf,
 	    (size_t)img_mask_count(x->present & ~x->zero) * IMG_PAGE_SIZE,
 	    x->crc, e) < 0) {

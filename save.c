@@ -143,7 +143,8 @@ struct img_writer {
 	/* version 2 */
 	uint8_t id[IMG_ID_SIZE];
 	int share;			/* the base's block table is ours */
-	uint32_t npacks;		/* with share: 1 + the base's */
+	uint32_t npacks;		/* with share: 1 + the base's used */
+	uint16_t *pack_map;		/* base pack k -> ours (0: unused) */
 	uint8_t *hashes;		/* IMG_HASH_SIZE per chunk */
 	uint64_t hashed_only;
 
@@ -1084,7 +1085,37 @@ share_decide(struct img_writer *w)
 		    m->blocks[i].used_length != w->blocks[i].used_length)
 			return;
 	w->share = 1;
-	w->npacks = 1 + (uint32_t)m->npacks;
+	w->npacks = 1;
+}
+
+/*
+ * Our pack table: the base (pack 1), then only those of the base's packs
+ * that a shared entry names, in the base's order; pack_map[k] is our
+ * number for the base's pack k (0 the base's own frames).  Without this
+ * the table would grow by one entry per generation.
+ */
+static void
+packs_plan(struct img_writer *w)
+{
+	const struct img_meta *bm = img_meta(w->opts.base);
+	struct img_chunk_ref ref;
+	uint64_t ci;
+	uint32_t k;
+
+	free(w->pack_map);
+	w->pack_map = xcalloc((size_t)bm->npacks + 1, sizeof(*w->pack_map));
+	for (ci = 0; ci < w->nchunks; ci++) {
+		if (!w->chunks[ci].shared || w->chunks[ci].fsize != 0)
+			continue;
+		img_chunk_ref(w->opts.base, ci, &ref);
+		if (ref.pack <= bm->npacks)
+			w->pack_map[ref.pack] = 1;
+	}
+	w->pack_map[0] = 1;
+	w->npacks = 1;
+	for (k = 1; k <= bm->npacks; k++)
+		if (w->pack_map[k])
+			w->pack_map[k] = (uint16_t)++w->npacks;
 }
 
 /* A pack table entry: id, file size and a name hint (cut at 255). */
@@ -1105,8 +1136,8 @@ pack_add(struct buf *m, const uint8_t *id, uint64_t file_size,
 
 /*
  * The metadata region, complete (frame header included), version 2; with
- * packs, the pack table: the base, then the base's own packs in its order
- * (the candidates a shared entry may name, one hop away).
+ * packs, the pack table: the base, then those of the base's own packs
+ * that a shared entry names, in its order (packs_plan()).
  */
 static void
 meta_build(struct img_writer *w, struct buf *m, uint64_t frames, int packs)
@@ -1148,8 +1179,12 @@ meta_build(struct img_writer *w, struct buf *m, uint64_t frames, int packs)
 	if (packs) {
 		bm = img_meta(w->opts.base);
 		pack_add(m, bm->id, bm->file_bytes, w->opts.base_hint);
-		for (p = 1; p < w->npacks; p++) {
+		for (p = 1; p <= bm->npacks; p++) {
 			img_pack_info(w->opts.base, p, &pi);
+			/* Before the plan, the estimate: what the base names. */
+			if (w->pack_map != NULL ? w->pack_map[p] == 0 :
+			    pi.refs == 0)
+				continue;
 			pack_add(m, pi.id, pi.file_size, pi.hint);
 		}
 	}
@@ -1310,12 +1345,12 @@ entry_build(struct img_writer *w, uint64_t ci, uint8_t *p,
 		    IMG_HASH_SIZE);
 	} else if (c->shared) {
 		/* One hop: the base's own frame is pack 1, a frame the base
-		 * names in its pack k is ours in pack 1 + k. */
+		 * names in its pack k is ours in pack_map[k]. */
 		img_chunk_ref(w->opts.base, ci, &ref);
 		put_le64(p + IMG_ENTRY_FRAME_OFF, ref.off);
 		put_le32(p + IMG_ENTRY_FRAME_SIZE, ref.size);
 		put_le32(p + IMG_ENTRY_FRAME_CRC, ref.crc);
-		put_le16(p + IMG_ENTRY_PACK, (uint16_t)(1 + ref.pack));
+		put_le16(p + IMG_ENTRY_PACK, w->pack_map[ref.pack]);
 		memcpy(p + IMG_ENTRY_HASH, w->hashes + ci * IMG_HASH_SIZE,
 		    IMG_HASH_SIZE);
 		sh->shared_chunks++;
@@ -1358,6 +1393,8 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 		packs |= w->chunks[ci].shared;
 		frames += w->chunks[ci].fsize != 0 || w->chunks[ci].shared;
 	}
+	if (packs)
+		packs_plan(w);
 	meta_build(w, &meta, frames, packs);
 	data_off = IMG_HDR_SIZE + meta.len;
 	if (meta.len > IMG_MAX_META) {
@@ -1502,6 +1539,7 @@ img_writer_free(struct img_writer *w)
 	free(w->slots);
 	free(w->chunks);
 	free(w->hashes);
+	free(w->pack_map);
 	free(w->blocks);
 	free(w->bfirst);
 	free(w->config);

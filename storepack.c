@@ -39,6 +39,7 @@ struct pack {
 	char name[HEX_ID + 8];
 	uint8_t id[IMG_ID_SIZE];
 	int named;
+	int live;		/* a remaining checkpoint's image has its id */
 	int held;		/* open in another process: not punched */
 	dev_t dev;
 	ino_t ino;
@@ -75,19 +76,23 @@ hex_id(const char *s, uint8_t id[IMG_ID_SIZE])
 /*
  * The header of a version 2 image on fd (the fields the reader checks
  * first: magic, header CRC, version, metadata right after the header).
- * 0, or -1 for anything else (not an image, version 1, damaged).
+ * 0; 1 for anything else (not an image, version 1, damaged, too short);
+ * -1 when it cannot be read (errno set).
  */
 static int
 read_head(int fd, struct head *h)
 {
 	uint8_t b[IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_FIXED_V2];
+	ssize_t got;
 
-	if (pread_full(fd, b, sizeof(b), 0) != (ssize_t)sizeof(b) ||
+	if ((got = pread_full(fd, b, sizeof(b), 0)) < 0)
+		return -1;
+	if (got != (ssize_t)sizeof(b) ||
 	    memcmp(b + IMG_HDR_MAGIC, IMG_MAGIC, IMG_MAGIC_LEN) != 0 ||
 	    get_le32(b + IMG_HDR_CRC) != crc32c(0, b, IMG_HDR_CRC) ||
 	    get_le32(b + IMG_HDR_VERSION) != IMG_VERSION_2 ||
 	    get_le64(b + IMG_HDR_META_OFF) != IMG_HDR_SIZE)
-		return -1;
+		return 1;
 	memcpy(h->id, b + IMG_HDR_SIZE + IMG_SKIP_SIZE + IMG_META_IMAGE_ID,
 	    IMG_ID_SIZE);
 	h->file_size = get_le64(b + IMG_HDR_FILE_SIZE);
@@ -95,7 +100,7 @@ read_head(int fd, struct head *h)
 	h->data_size = get_le64(b + IMG_HDR_DATA_SIZE);
 	if (h->data_off > h->file_size || h->data_size > h->file_size -
 	    h->data_off)
-		return -1;
+		return 1;
 	return 0;
 }
 
@@ -138,18 +143,38 @@ int
 storepack_keep(struct store *s, const char *name, const json_t *m,
     struct err *e)
 {
-	struct head h, h2;
+	struct head h;
 	struct stat a, b;
-	char hex[HEX_ID + 1], *path, *dir = NULL, *dst = NULL;
-	int fd = -1, fd2 = -1, rc = -1;
+	char hex[HEX_ID + 1], *path, *dir = NULL, *dst = NULL, *tmp = NULL;
+	int fd = -1, rc = -1, got;
 
 	if ((path = image_path(s, name, m)) == NULL)
 		return 0;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	/* Nothing, or nothing an image of version 2 can name. */
-	if (fd < 0 || fstat(fd, &a) < 0 || !S_ISREG(a.st_mode) ||
-	    read_head(fd, &h) < 0) {
+	/*
+	 * Nothing (no file, a symbolic link, not a regular file, not an
+	 * image of version 2): nothing another image can name.  Any other
+	 * failure: what it would keep is unknown, so the checkpoint stays.
+	 */
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		if (errno == ENOENT || errno == ELOOP)
+			rc = 0;
+		else
+			err_sys(e, ERR_FAIL, "cannot open '%s'", path);
+		goto out;
+	}
+	if (fstat(fd, &a) < 0) {
+		err_sys(e, ERR_FAIL, "cannot stat '%s'", path);
+		goto out;
+	}
+	if (!S_ISREG(a.st_mode)) {
 		rc = 0;
+		goto out;
+	}
+	if ((got = read_head(fd, &h)) != 0) {
+		if (got > 0)
+			rc = 0;
+		else
+			err_sys(e, ERR_FAIL, "cannot read '%s'", path);
 		goto out;
 	}
 	img_id_hex(h.id, hex);
@@ -163,15 +188,26 @@ storepack_keep(struct store *s, const char *name, const json_t *m,
 			    dst);
 			goto out;
 		}
-		/* A killed delete linked it, or an equal copy is there. */
-		fd2 = open(dst, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd2 < 0 || fstat(fd2, &b) < 0 || !((a.st_dev == b.st_dev &&
-		    a.st_ino == b.st_ino) || (read_head(fd2, &h2) == 0 &&
-		    memcmp(h.id, h2.id, IMG_ID_SIZE) == 0 &&
-		    h.file_size == h2.file_size && b.st_size == a.st_size))) {
-			err_set(e, ERR_FAIL, "cannot keep '%s' as '%s': "
-			    "another file is there", path, dst);
-			goto out;
+		/*
+		 * A killed delete linked it, or another file with this id is
+		 * there: a pack the GC may have punched by the references of
+		 * another moment.  This image is whole: it takes the name.
+		 */
+		if (lstat(dst, &b) < 0 || a.st_dev != b.st_dev ||
+		    a.st_ino != b.st_ino) {
+			tmp = xasprintf("%s/.tmp-%s", dir, hex);
+			if ((unlink(tmp) < 0 && errno != ENOENT) ||
+			    link(path, tmp) < 0) {
+				err_sys(e, ERR_FAIL, "cannot keep '%s' as '%s'",
+				    path, tmp);
+				goto out;
+			}
+			if (rename(tmp, dst) < 0) {
+				err_sys(e, ERR_FAIL, "cannot keep '%s' as '%s'",
+				    path, dst);
+				unlink(tmp);
+				goto out;
+			}
 		}
 	}
 	if (fsync_dir(dir, e) < 0)
@@ -181,11 +217,10 @@ storepack_keep(struct store *s, const char *name, const json_t *m,
 out:
 	if (fd >= 0)
 		close(fd);
-	if (fd2 >= 0)
-		close(fd2);
 	free(path);
 	free(dir);
 	free(dst);
+	free(tmp);
 	return rc;
 }
 
@@ -201,7 +236,10 @@ packs_free(struct pack *p, size_t n)
 	free(p);
 }
 
-/* The files STORE/.packs/<32 hex>.img.  0, or -1 with e filled. */
+/*
+ * The files STORE/.packs/<32 hex>.img (a stale .tmp-<hex> is removed).
+ * 0, or -1 with e filled.
+ */
 static int
 packs_list(const char *dir, struct pack **out, size_t *n, struct err *e)
 {
@@ -218,6 +256,19 @@ packs_list(const char *dir, struct pack **out, size_t *n, struct err *e)
 		return err_sys(e, ERR_FAIL, "cannot read '%s'", dir);
 	}
 	while ((de = readdir(d)) != NULL) {
+		/* A storepack_keep() killed before its rename (under the lock
+		 * we hold: none is running). */
+		if (strncmp(de->d_name, ".tmp-", 5) == 0) {
+			if (unlinkat(dirfd(d), de->d_name, 0) < 0 &&
+			    errno != ENOENT) {
+				err_sys(e, ERR_FAIL, "cannot remove '%s/%s'",
+				    dir, de->d_name);
+				closedir(d);
+				free(p);
+				return -1;
+			}
+			continue;
+		}
 		if (strlen(de->d_name) != HEX_ID + 4 ||
 		    strcmp(de->d_name + HEX_ID, ".img") != 0)
 			continue;
@@ -248,7 +299,10 @@ range_add(struct pack *p, uint64_t off, uint64_t len)
 	p->n++;
 }
 
-/* The frames image path names in the packs of p[0..n-1]. */
+/*
+ * The frames image path names in the packs of p[0..n-1], and which pack
+ * has the image's own id (a copied checkpoint: kept whole).
+ */
 static int
 note_refs(const char *path, struct pack *p, size_t n, struct err *e)
 {
@@ -264,6 +318,10 @@ note_refs(const char *path, struct pack *p, size_t n, struct err *e)
 	if ((r = img_open(path, e)) == NULL)
 		return -1;
 	m = img_meta(r);
+	/* A copy of this image under its id: whole, however it got there. */
+	for (j = 0; j < n; j++)
+		if (memcmp(p[j].id, m->id, IMG_ID_SIZE) == 0)
+			p[j].named = p[j].live = 1;
 	map = xcalloc(m->npacks + 1, sizeof(*map));
 	for (k = 1; k <= m->npacks; k++) {
 		map[k] = -1;
@@ -334,20 +392,24 @@ mark_held(const char *dir, struct pack *p, size_t n)
 {
 	struct dirent *pe, *fe;
 	struct stat st;
-	char path[300], self[32];
+	char path[64], self[32];
 	DIR *pd, *fdd;
 	size_t i, want = 0;
 	int dfd;
 
+	/* By name under a dirfd: no path to truncate, however long dir. */
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	for (i = 0; i < n; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, p[i].name);
-		if (p[i].named && lstat(path, &st) == 0) {
+		if (dfd >= 0 && p[i].named && fstatat(dfd, p[i].name, &st,
+		    AT_SYMLINK_NOFOLLOW) == 0) {
 			p[i].dev = st.st_dev;
 			p[i].ino = st.st_ino;
 			want++;
 		} else
 			p[i].ino = 0;
 	}
+	if (dfd >= 0)
+		close(dfd);
 	if (want == 0 || (pd = opendir("/proc")) == NULL)
 		return;
 	snprintf(self, sizeof(self), "%ld", (long)getpid());
@@ -355,7 +417,9 @@ mark_held(const char *dir, struct pack *p, size_t n)
 		if (pe->d_name[0] < '1' || pe->d_name[0] > '9' ||
 		    strcmp(pe->d_name, self) == 0)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%s/fd", pe->d_name);
+		if (strlen(pe->d_name) > 20)
+			continue;	/* not a pid */
+		snprintf(path, sizeof(path), "/proc/%.20s/fd", pe->d_name);
 		if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 			continue;
 		if ((fdd = fdopendir(dfd)) == NULL) {
@@ -405,7 +469,7 @@ punch_pack(const char *path, struct pack *p, uint64_t *punched,
 	if (fd < 0)
 		return err_sys(e, ERR_FAIL, "cannot open '%s'", path);
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-	    read_head(fd, &h) < 0 || memcmp(h.id, p->id, IMG_ID_SIZE) != 0) {
+	    read_head(fd, &h) != 0 || memcmp(h.id, p->id, IMG_ID_SIZE) != 0) {
 		rc = 0;
 		goto out;
 	}
@@ -476,6 +540,8 @@ storepack_gc(struct store *s, json_t **report, struct err *e)
 			kept++;
 			if (p[i].held)
 				held++;
+			else if (p[i].live)
+				;	/* a live image's id: never punched */
 			else if (punch_pack(path, &p[i], &punched, e) < 0) {
 				free(path);
 				goto done;

@@ -5,7 +5,8 @@
  * checkpoint is removed; the pack GC, under the store's lock, recomputes
  * who refers to what from the indexes of the remaining checkpoints' images,
  * unlinks the packs nothing names and punches the frames of the others
- * that nothing names.  A kill at any point frees less, never more.
+ * that nothing names (never those of a pack whose id a remaining image
+ * has: a copied checkpoint).  A kill at any point frees less, never more.
  * Never prints, never exits.
  */
 #ifndef SNAPCTL_STOREPACK_H
@@ -28,7 +29,12 @@ struct img_reader;
  * memory.img is tried) is removed: a version 2 memory image is hard-linked
  * to STORE/.packs/<hex id>.img (the directory made 0700), the directory
  * and the store fsynced.  An image of version 1, none, or one already
- * linked there is fine.  The caller holds the lock.  0, or -1 with e
+ * linked there is fine.  Another file there with the same id (a copy,
+ * perhaps punched by the GC) is replaced atomically by this whole image
+ * (a link STORE/.packs/.tmp-<hex id> renamed over it).  No file, a
+ * symbolic link or not a regular file, or not an image of version 2:
+ * nothing to keep (0); an image that cannot be opened or read otherwise
+ * is an error.  The caller holds the lock.  0, or -1 with e
  * filled: then the checkpoint must stay.
  *
  * Test hook: SNAPCTL_TEST_HOLD_PACKS=linked:MS holds after the link.

@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include "imgfmt.h"
 #include "save.h"
 #include "util.h"
 #include "tap.h"
@@ -502,6 +505,175 @@ out:
 	free(g);
 }
 
+/*
+ * Set chunk ci's frame CRC in image path to crc (index and header CRCs
+ * made right again); with flip, first flip a byte in the middle of its
+ * frame and take the frame's new CRC.  The new CRC, or 0 on failure.
+ */
+static uint32_t
+patch_entry(const char *path, uint64_t ci, int flip, uint32_t crc)
+{
+	uint8_t hdr[IMG_HDR_SIZE], *idx = NULL, *ent, *fr = NULL;
+	uint64_t ioff, isize, off;
+	uint32_t size;
+	int fd;
+
+	if ((fd = open(path, O_RDWR)) < 0)
+		return 0;
+	if (pread_full(fd, hdr, sizeof(hdr), 0) != sizeof(hdr))
+		goto fail;
+	ioff = get_le64(hdr + IMG_HDR_INDEX_OFF);
+	isize = get_le64(hdr + IMG_HDR_INDEX_SIZE);
+	idx = xmalloc(isize);
+	if (pread_full(fd, idx, isize, (off_t)ioff) != (ssize_t)isize)
+		goto fail;
+	ent = idx + IMG_SKIP_SIZE + ci * IMG_ENTRY2_SIZE;
+	if (flip) {
+		off = get_le64(ent + IMG_ENTRY_FRAME_OFF);
+		size = get_le32(ent + IMG_ENTRY_FRAME_SIZE);
+		fr = xmalloc(size);
+		if (pread_full(fd, fr, size, (off_t)off) != (ssize_t)size)
+			goto fail;
+		fr[size / 2] ^= 0x5a;
+		crc = crc32c(0, fr, size);
+		if (pwrite_full(fd, fr, size, (off_t)off) < 0)
+			goto fail;
+	}
+	put_le32(ent + IMG_ENTRY_FRAME_CRC, crc);
+	put_le32(hdr + IMG_HDR_INDEX_CRC, crc32c(0, idx, isize));
+	put_le32(hdr + IMG_HDR_CRC, crc32c(0, hdr, IMG_HDR_CRC));
+	if (pwrite_full(fd, idx, isize, (off_t)ioff) < 0 ||
+	    pwrite_full(fd, hdr, sizeof(hdr), 0) < 0)
+		goto fail;
+	free(idx);
+	free(fr);
+	close(fd);
+	return crc;
+fail:
+	free(idx);
+	free(fr);
+	close(fd);
+	return 0;
+}
+
+/*
+ * img_read_frame() of an entry naming a pack checks the frame against the
+ * entry's hash (export --standalone copies such frames): copies of the
+ * chain where a frame of the 1st changed (its CRC, and the 5th entry's,
+ * made right again, its hash not) fail there; the 5th's own frames read.
+ */
+static void
+frame_hash_case(void)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r;
+	struct img_chunk_ref ref;
+	uint8_t *frame = xmalloc(IMG_FRAME_MAX);
+	uint64_t ci, nc, shared = UINT64_MAX, own = UINT64_MAX;
+	char *d = tpath("fh"), *cmd, *p5 = tpath("fh/chain5.img");
+	char *p1 = tpath("fh/chain1.img");
+	uint32_t size, crc = 0;
+
+	cmd = xasprintf("mkdir -p '%s' && cd '%s' && cp ../chain1.img "
+	    "../chain4.img ../chain5.img .", d, d);
+	check(system(cmd) == 0, "frame hash: copies of the chain");
+	free(cmd);
+	r = img_open_finder(p5, NULL, &e);
+	if (!check(r != NULL, "frame hash: the copy opens (%s)", e.msg))
+		goto out;
+	nc = img_nchunks(r);
+	for (ci = 0; ci < nc; ci++) {
+		img_chunk_ref(r, ci, &ref);
+		if (ref.size != 0 && ref.pack == 2 && shared == UINT64_MAX)
+			shared = ci;
+		if (ref.size != 0 && ref.pack == 0 && own == UINT64_MAX)
+			own = ci;
+	}
+	img_close(r);
+	if (!check(shared != UINT64_MAX, "frame hash: an entry names the 1st"))
+		goto out;
+	crc = patch_entry(p1, shared, 1, 0);
+	check(crc != 0 && patch_entry(p5, shared, 0, crc) == crc,
+	    "frame hash: a frame of the 1st changed, CRCs made right");
+	r = img_open_finder(p5, NULL, &e);
+	if (!check(r != NULL, "frame hash: the changed copy opens (%s)",
+	    e.msg))
+		goto out;
+	err_clear(&e);
+	check(img_read_frame(r, shared, frame, &size, &e) == -1,
+	    "frame hash: img_read_frame of the pack entry fails (%s)", e.msg);
+	err_clear(&e);
+	check(own == UINT64_MAX || (img_read_frame(r, own, frame, &size, &e)
+	    == 0 && size > 0), "frame hash: its own frames read (%s)", e.msg);
+	img_close(r);
+out:
+	free(frame);
+	free(d);
+	free(p1);
+	free(p5);
+}
+
+/*
+ * A chain of 5 images, each on the one before: 2 to 4 change chunk 1, the
+ * 5th nothing.  The 5th names the 4th (chunk 1) and the 1st (the rest):
+ * its pack table lists those two, not every generation's (the table grew
+ * by one per generation and sharing stopped after 65534).
+ */
+static void
+test_chain(void)
+{
+	struct err e = ERR_INIT;
+	struct guest *g = xcalloc(1, sizeof(*g));
+	struct img_stats st;
+	struct img_reader *base = NULL, *r;
+	struct img_pack_info pi;
+	const struct img_meta *m;
+	char name[32], hint[32], *path;
+	uint32_t k, named;
+	int i, ok = 1;
+
+	guest_init(g, 23);
+	for (i = 1; i <= 5; i++) {
+		snprintf(name, sizeof(name), "chain%d.img", i);
+		path = tpath(name);
+		if (i >= 2 && i <= 4)
+			guest_touch(g, 1, 100 + (uint64_t)i);
+		if (one_pass(g, path, base, base ? hint : NULL, &st, &e) < 0)
+			ok = 0;
+		img_close(base);
+		base = img_open_finder(path, NULL, &e);
+		if (base == NULL)
+			ok = 0;
+		memcpy(hint, name, sizeof(hint));
+		free(path);
+		if (!ok)
+			break;
+	}
+	if (!check(ok, "chain of 5 images written (%s)", e.msg)) {
+		img_close(base);
+		free(g);
+		return;
+	}
+	r = base;
+	m = img_meta(r);
+	named = 0;
+	for (k = 1; k <= m->npacks; k++) {
+		img_pack_info(r, k, &pi);
+		note("5th: pack %u '%s' refs %llu", k, pi.hint,
+		    (unsigned long long)pi.refs);
+		named += pi.refs > 0;
+	}
+	check(m->npacks == 2 && named == m->npacks, "the 5th's pack table "
+	    "holds only the packs its entries name (%u packs, %u named)",
+	    (unsigned)m->npacks, named);
+	img_close(r);
+	path = tpath("chain5.img");
+	same_pages(g, path, "5th of a chain");
+	frame_hash_case();
+	free(path);
+	free(g);
+}
+
 int
 main(void)
 {
@@ -515,6 +687,7 @@ main(void)
 	}
 	test_share();
 	test_no_share();
+	test_chain();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
 
