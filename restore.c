@@ -75,6 +75,8 @@ struct rs {
 	int deferring;		/* QEMU cannot go back: signals wait */
 	int loaded;		/* QEMU has the whole checkpoint */
 	int guest_ran;
+	int may_run;		/* lazy: QEMU may start the guest on its own
+				 * (autostart), unseen if it dies at once */
 	uint64_t stream_bytes;
 	struct lazy *lazy;	/* the lazy restore's sender, while it runs */
 	int lazy_fd;
@@ -949,6 +951,7 @@ load(struct rs *s, struct err *e)
 			goto out;
 		s->lazy_fd = sv[0];	/* closed after lazy_free() */
 		sv[0] = -1;
+		s->may_run = 1;
 		/*
 		 * From here QEMU may start the guest on its own at any time
 		 * (autostart), on memory that only snapctl can complete: a
@@ -1345,6 +1348,10 @@ out:
 		 * holds the loaded checkpoint (and stays). */
 		if (s.guest_ran)
 			name_overlays(&s, e, "the guest ran on");
+		else if (s.may_run && s.proc == NULL && !qmp_usable(s.q))
+			/* QEMU died before its RESUME reached us: the
+			 * guest may have run and written. */
+			name_overlays(&s, e, "the guest may have run on");
 		else if (s.loaded && s.proc == NULL)
 			name_overlays(&s, e, "the guest is paused on");
 		else if (s.cut_unsure && s.proc == NULL) {

@@ -128,7 +128,9 @@ struct restore_opts {
  *
  * A failure after the guest ran (a lazy restore whose QEMU died) keeps
  * the overlays, which hold the guest's writes, and names them in the
- * message: "...; the guest ran on overlay 'FILE'".
+ * message: "...; the guest ran on overlay 'FILE'" ("the guest may have
+ * run on" when a QEMU it did not start died before its RESUME reached
+ * snapctl: from the start of a lazy load QEMU may run the guest).
  */
 int restore_run(const struct restore_opts *o, json_t **report,
     struct err *e);
