@@ -14,8 +14,6 @@
  *       the CRC fields zero, the header and index CRCs made right again.
  *       IMAGE must be version 1 (version 2 requires the flag): make one
  *       with helper-imgv1.
- *   imgtool standalone IMAGE OUT
- *       img_write_standalone(): a self-contained version 2 copy.
  *   imgtool dump IMAGE
  *       Print what the header, metadata and index say.
  *   imgtool refs IMAGE
@@ -515,22 +513,6 @@ refs(const char *path)
 }
 
 static int
-standalone(const char *path, const char *out)
-{
-	struct err e = ERR_INIT;
-	struct img_reader *r;
-	int rc = 1;
-
-	if ((r = img_open(path, &e)) != NULL &&
-	    img_write_standalone(r, out, &e) == 0)
-		rc = 0;
-	else
-		fprintf(stderr, "imgtool standalone: %s\n", e.msg);
-	img_close(r);
-	return rc;
-}
-
-static int
 check_image(int argc, char **argv)
 {
 	struct err e = ERR_INIT;
@@ -579,8 +561,6 @@ main(int argc, char **argv)
 		return refs(argv[2]);
 	if ((argc == 3 || argc == 4) && strcmp(argv[1], "check") == 0)
 		return check_image(argc, argv);
-	if (argc == 4 && strcmp(argv[1], "standalone") == 0)
-		return standalone(argv[2], argv[3]);
 	if (argc == 4 && strcmp(argv[1], "nocrc") == 0) {
 		if (damage(argv[2], argv[3], 0, 0, 0, 1) == 0)
 			return 0;
@@ -588,7 +568,6 @@ main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "usage: imgtool synth [options] IMAGE | seeds DIR | "
-	    "dump IMAGE | refs IMAGE | check IMAGE [THREADS] | nocrc IMAGE OUT | "
-	    "standalone IMAGE OUT\n");
+	    "dump IMAGE | refs IMAGE | check IMAGE [THREADS] | nocrc IMAGE OUT\n");
 	return 2;
 }

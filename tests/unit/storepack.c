@@ -26,48 +26,6 @@
 
 #include "synthguest.h"
 
-/* g in one pass, each page once, at path: no frame is ever replaced. */
-static int
-one_pass(const struct guest *g, const char *path, struct img_reader *base,
-    const char *hint, struct img_stats *st, struct err *e)
-{
-	const struct stream_sink *sink = img_writer_sink();
-	struct img_opts o = IMG_OPTS_INIT;
-	struct stream_block blocks[2];
-	struct img_writer *w;
-	uint8_t tail[100];
-	size_t pg;
-	int rc = -1;
-
-	err_clear(e);
-	o.threads = 2;
-	o.cache_bytes = 2 * IMG_CHUNK_BYTES;
-	o.base = base;
-	o.base_hint = hint;
-	memset(blocks, 0, sizeof(blocks));
-	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
-	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
-	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
-	blocks[1].used_length = g->vga_len;
-	if ((w = img_writer_new(path, &o, e)) == NULL)
-		return -1;
-	if (sink->config(w, config_bytes, sizeof(config_bytes),
-	    "pc-q35-7.2", e) < 0 || sink->blocks(w, blocks, 2, 2, e) < 0 ||
-	    sink->section(w, 1, e) < 0)
-		goto out;
-	for (pg = 0; pg < NPAGES; pg++)
-		if (send_page(w, g, pg, g->seed[pg], e) < 0)
-			goto out;
-	memset(tail, 0x33, sizeof(tail));
-	if (sink->section(w, 3, e) < 0 ||
-	    sink->tail(w, tail, sizeof(tail), e) < 0 ||
-	    img_writer_commit(w, st, e) < 0)
-		goto out;
-	rc = 0;
-out:
-	img_writer_free(w);
-	return rc;
-}
 
 /* Every page of path, read through the reader (packs found beside). */
 static int

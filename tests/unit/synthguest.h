@@ -3,8 +3,9 @@
  * unit tests (share.c, storepack.c): NCHUNK chunks of pc.ram and two of
  * vga, a seed per page (0: a zero page) whose content fill() makes, some
  * pages random, some text-like; guest_touch() changes a few pages of a
- * chunk; send_page() feeds one page to a writer.  tpath() names a file in
- * the including test's tmpdir.
+ * chunk; send_page() feeds one page to a writer, one_pass() the whole
+ * guest once into an image.  tpath() names a file in the including test's
+ * tmpdir.
  */
 #ifndef SNAPCTL_TEST_SYNTHGUEST_H
 #define SNAPCTL_TEST_SYNTHGUEST_H
@@ -110,6 +111,49 @@ send_page(struct img_writer *w, const struct guest *g, size_t pg,
 		return img_writer_sink()->page(w, b, off, NULL, e);
 	fill(buf, seed);
 	return img_writer_sink()->page(w, b, off, buf, e);
+}
+
+/* g in one pass, each page once, at path: no frame is ever replaced. */
+static inline int
+one_pass(const struct guest *g, const char *path, struct img_reader *base,
+    const char *hint, struct img_stats *st, struct err *e)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	struct img_opts o = IMG_OPTS_INIT;
+	struct stream_block blocks[2];
+	struct img_writer *w;
+	uint8_t tail[100];
+	size_t pg;
+	int rc = -1;
+
+	err_clear(e);
+	o.threads = 2;
+	o.cache_bytes = 2 * IMG_CHUNK_BYTES;
+	o.base = base;
+	o.base_hint = hint;
+	memset(blocks, 0, sizeof(blocks));
+	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
+	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
+	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
+	blocks[1].used_length = g->vga_len;
+	if ((w = img_writer_new(path, &o, e)) == NULL)
+		return -1;
+	if (sink->config(w, config_bytes, sizeof(config_bytes),
+	    "pc-q35-7.2", e) < 0 || sink->blocks(w, blocks, 2, 2, e) < 0 ||
+	    sink->section(w, 1, e) < 0)
+		goto out;
+	for (pg = 0; pg < NPAGES; pg++)
+		if (send_page(w, g, pg, g->seed[pg], e) < 0)
+			goto out;
+	memset(tail, 0x33, sizeof(tail));
+	if (sink->section(w, 3, e) < 0 ||
+	    sink->tail(w, tail, sizeof(tail), e) < 0 ||
+	    img_writer_commit(w, st, e) < 0)
+		goto out;
+	rc = 0;
+out:
+	img_writer_free(w);
+	return rc;
 }
 
 #endif
