@@ -858,9 +858,10 @@ const struct cmd_entry cmd_info_entry = {
 	"NAME is checkpoint STORE/NAME: its manifest, readably, what its\n"
 	"memory image shares (own and shared frame bytes, the images it\n"
 	"reads from), and the QEMU options to start a restore target\n"
-	"(--json: the manifest as written).  An argument with a '/', or one that is no checkpoint\n"
-	"of the store (-d), is an image file: machine type, RAM blocks,\n"
-	"pages and sizes.",
+	"(--json: the manifest as written).  An argument with a '/', or\n"
+	"one that is no checkpoint of the store (-d), is an image file:\n"
+	"machine type, RAM blocks, pages and sizes; for format 2 its id,\n"
+	"own and shared bytes and the images it reads frames from.",
 	"", NULL, 1, 1, STORE_CMD | CMD_CKPT_ARGS, cmd_info,
 };
 
