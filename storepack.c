@@ -385,7 +385,9 @@ out:
 /*
  * Which packs another process holds open (a lazy restore or an export of
  * the deleted checkpoint reads frames no remaining image names): those
- * are not punched.  Processes we may not look at are not seen.
+ * are not punched, and what they name is kept too (the holder may not
+ * have opened those packs yet).  Processes we may not look at are not
+ * seen.
  */
 static void
 mark_held(const char *dir, struct pack *p, size_t n)
@@ -400,7 +402,7 @@ mark_held(const char *dir, struct pack *p, size_t n)
 	/* By name under a dirfd: no path to truncate, however long dir. */
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	for (i = 0; i < n; i++) {
-		if (dfd >= 0 && p[i].named && fstatat(dfd, p[i].name, &st,
+		if (dfd >= 0 && fstatat(dfd, p[i].name, &st,
 		    AT_SYMLINK_NOFOLLOW) == 0) {
 			p[i].dev = st.st_dev;
 			p[i].ino = st.st_ino;
@@ -526,6 +528,23 @@ storepack_gc(struct store *s, json_t **report, struct err *e)
 	}
 	sig_test_hold(STOREPACK_HOLD_ENV, "gc");
 	mark_held(dir, p, n);
+	/* A held pack names frames as a remaining image does (one hop: a
+	 * pack's references never lead further). */
+	for (i = 0; i < n; i++) {
+		if (!p[i].held)
+			continue;
+		path = xasprintf("%s/%s", dir, p[i].name);
+		rc = note_refs(path, p, n, &le);
+		free(path);
+		if (rc < 0) {
+			*report = json_pack("{s:i, s:O, s:i, s:s}", "packs",
+			    (int)n, "removed", removed, "punched_bytes", 0,
+			    "skipped", le.msg);
+			rc = 0;
+			goto out;
+		}
+	}
+	rc = -1;
 	for (i = 0; i < n; i++) {
 		path = xasprintf("%s/%s", dir, p[i].name);
 		if (!p[i].named) {

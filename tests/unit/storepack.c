@@ -321,6 +321,112 @@ test_keep_errors(void)
 	free(g);
 }
 
+/*
+ * A reader holds deleted checkpoint C's image open, but has not opened the
+ * pack of C's parent P (deleted before) yet: the GC must keep what C names
+ * in P's pack, or the reader's next open finds it gone or punched.
+ */
+static void
+test_held_chain(void)
+{
+	struct guest *g = xcalloc(1, sizeof(*g)), *g2 = xcalloc(1, sizeof(*g2));
+	struct err e = ERR_INIT;
+	struct img_stats st;
+	struct img_reader *base, *r;
+	struct store *s;
+	json_t *rep = NULL;
+	char *dir = tpath("chain"), *cmd, *pp, *cp, *cpack = NULL, c;
+	char hex[2 * IMG_ID_SIZE + 1];
+	int tochild[2], fromchild[2];
+	pid_t pid;
+
+	guest_init(g, 91);
+	*g2 = *g;
+	guest_touch(g2, 4, 3);
+	cmd = xasprintf("mkdir -p '%s/P' '%s/C'", dir, dir);
+	check(system(cmd) == 0, "chain: directories");
+	free(cmd);
+	if (!check((s = store_open(dir, 1, &e)) != NULL, "chain: store opens "
+	    "(%s)", e.msg))
+		goto out;
+	pp = xasprintf("%s/P/memory.img", dir);
+	cp = xasprintf("%s/C/memory.img", dir);
+	check(one_pass(g, pp, NULL, NULL, &st, &e) == 0, "chain: P (%s)",
+	    e.msg);
+	base = img_open(pp, &e);
+	check(base != NULL && one_pass(g2, cp, base, "P", &st, &e) == 0 &&
+	    st.shared_chunks > 0, "chain: C on P, sharing (%s)", e.msg);
+	img_close(base);
+	if ((r = img_open(cp, &e)) != NULL) {
+		img_id_hex(img_meta(r)->id, hex);
+		cpack = xasprintf("%s/.packs/%s.img", dir, hex);
+		img_close(r);
+	}
+	err_clear(&e);
+	check(storepack_keep(s, "P", NULL, &e) == 0 &&
+	    store_remove_checkpoint(s, "P", &e) == 0 &&
+	    storepack_gc(s, &rep, &e) == 0, "chain: P deleted (%s)", e.msg);
+	json_decref(rep);
+	rep = NULL;
+	if (cpack == NULL || pipe(tochild) < 0 || pipe(fromchild) < 0)
+		goto done;
+	if ((pid = fork()) == 0) {
+		/* C's image alone now; its packs after the GC, as a reader
+		 * that opened its image first would. */
+		int fd = open(cp, O_RDONLY);
+
+		c = fd >= 0 ? 'y' : 'n';
+		if (write(fromchild[1], &c, 1) != 1 ||
+		    read(tochild[0], &c, 1) != 1)
+			_exit(1);
+		r = img_open_finder(cpack, NULL, &e);
+		c = r != NULL && img_verify(r, &e) == 0 ? 'y' : 'n';
+		if (c != 'y')
+			fprintf(stderr, "# child: %s\n", e.msg);
+		if (write(fromchild[1], &c, 1) != 1)
+			_exit(1);
+		_exit(0);
+	}
+	check(read(fromchild[0], &c, 1) == 1 && c == 'y',
+	    "chain: a reader holds C's image open");
+	err_clear(&e);
+	check(storepack_keep(s, "C", NULL, &e) == 0 &&
+	    store_remove_checkpoint(s, "C", &e) == 0 &&
+	    storepack_gc(s, &rep, &e) == 0, "chain: C deleted (%s)", e.msg);
+	check(rep != NULL && json_integer_value(json_object_get(rep,
+	    "held")) >= 1 && json_array_size(json_object_get(rep,
+	    "removed")) == 0, "chain: C's pack held, P's kept for it (held "
+	    "%lld, removed %zu)", rep ? (long long)json_integer_value(
+	    json_object_get(rep, "held")) : -1, rep ? json_array_size(
+	    json_object_get(rep, "removed")) : 0);
+	json_decref(rep);
+	rep = NULL;
+	c = 'x';
+	check(write(tochild[1], &c, 1) == 1 && read(fromchild[0], &c, 1) == 1 &&
+	    c == 'y', "chain: the reader then opens C with P's pack and "
+	    "verifies every frame");
+	waitpid(pid, NULL, 0);
+	close(tochild[0]);
+	close(tochild[1]);
+	close(fromchild[0]);
+	close(fromchild[1]);
+	/* The reader gone, the next GC frees both. */
+	err_clear(&e);
+	check(storepack_gc(s, &rep, &e) == 0 && rep != NULL &&
+	    json_array_size(json_object_get(rep, "removed")) == 2,
+	    "chain: then the GC removes both packs (%s)", e.msg);
+	json_decref(rep);
+done:
+	store_close(s);
+	free(pp);
+	free(cp);
+out:
+	free(cpack);
+	free(dir);
+	free(g);
+	free(g2);
+}
+
 int
 main(void)
 {
@@ -334,6 +440,7 @@ main(void)
 	}
 	test_copied_checkpoint();
 	test_held();
+	test_held_chain();
 	test_keep_errors();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
