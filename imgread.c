@@ -150,6 +150,65 @@ all_zero(const uint8_t *p, size_t n)
 	return 1;
 }
 
+/*
+ * The first entry of n equal to an earlier one (by cmp on the entries at
+ * base, size bytes apart), as a scan of each against all before it would
+ * find it, but in O(n log n): a crafted table of 65535 entries must not
+ * cost 2^31 comparisons.  1 with *dup its index, or 0.
+ */
+struct dup_ctx {
+	const uint8_t *base;
+	size_t size;
+	int (*cmp)(const void *, const void *);
+};
+
+static int
+dup_order(const void *a, const void *b, void *arg)
+{
+	const struct dup_ctx *c = arg;
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	int d = c->cmp(c->base + x * c->size, c->base + y * c->size);
+
+	return d != 0 ? d : (x > y) - (x < y);
+}
+
+static int
+first_dup(const void *base, size_t n, size_t size,
+    int (*cmp)(const void *, const void *), size_t *dup)
+{
+	struct dup_ctx c = { base, size, cmp };
+	size_t *ix, i, best = SIZE_MAX;
+
+	if (n < 2)
+		return 0;
+	ix = xcalloc(n, sizeof(*ix));
+	for (i = 0; i < n; i++)
+		ix[i] = i;
+	qsort_r(ix, n, sizeof(*ix), dup_order, &c);
+	/* Equal entries sort by index: each pair's later one is a dup. */
+	for (i = 1; i < n; i++)
+		if (cmp(c.base + ix[i - 1] * size, c.base + ix[i] * size) == 0 &&
+		    ix[i] < best)
+			best = ix[i];
+	free(ix);
+	*dup = best;
+	return best != SIZE_MAX;
+}
+
+static int
+pack_id_cmp(const void *a, const void *b)
+{
+	return memcmp(((const struct rpack *)a)->id,
+	    ((const struct rpack *)b)->id, IMG_ID_SIZE);
+}
+
+static int
+block_name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct stream_block *)a)->name,
+	    ((const struct stream_block *)b)->name);
+}
+
 /* Version 2's fixed metadata past the first 64 bytes: id, packs. */
 static int
 parse_meta_v2(struct img_reader *r, const uint8_t *p, struct err *e)
@@ -214,10 +273,12 @@ parse_packs(struct img_reader *r, const uint8_t **pp, const uint8_t *end,
 		if (k->file_size < IMG_HDR_SIZE || k->file_size >= 1ull << 62)
 			return err_set(e, ERR_FAIL, "pack %zu: bad file size "
 			    "%llu", i + 1, (unsigned long long)k->file_size);
-		for (j = 0; j < i; j++)
-			if (memcmp(r->packs[j].id, k->id, IMG_ID_SIZE) == 0)
-				return err_set(e, ERR_FAIL, "pack %zu: image "
-				    "%s listed twice", i + 1, hex);
+	}
+	if (first_dup(r->packs, r->meta.npacks, sizeof(*r->packs),
+	    pack_id_cmp, &j)) {
+		img_id_hex(r->packs[j].id, hex);
+		return err_set(e, ERR_FAIL, "pack %zu: image %s listed twice",
+		    j + 1, hex);
 	}
 	*pp = p;
 	return 0;
@@ -230,7 +291,7 @@ parse_meta(struct img_reader *r, const uint8_t *m, size_t size,
 	const uint8_t *p = m + IMG_SKIP_SIZE, *end = m + size;
 	uint32_t nblocks, mlen, clen, flags;
 	uint64_t ram = 0, n = 0, used;
-	size_t i, k, nlen;
+	size_t i, nlen;
 	struct stream_block *b;
 
 	if (get_le32(m) != IMG_SKIP_META ||
@@ -301,15 +362,15 @@ parse_meta(struct img_reader *r, const uint8_t *m, size_t size,
 		memcpy(b->name, p, nlen);
 		b->name[nlen] = '\0';
 		p += nlen;
-		for (k = 0; k < i; k++)
-			if (strcmp(r->blocks[k].name, b->name) == 0)
-				return err_set(e, ERR_FAIL, "block '%s' listed "
-				    "twice", b->name);
 		r->bfirst[i] = n;
 		n += img_chunks_of(used);
 		ram += used;	/* < 65535 * 2^50: no overflow */
 	}
 	r->bfirst[nblocks] = n;
+	if (first_dup(r->blocks, nblocks, sizeof(*r->blocks), block_name_cmp,
+	    &i))
+		return err_set(e, ERR_FAIL, "block '%s' listed twice",
+		    r->blocks[i].name);
 	if (parse_packs(r, &p, end, e) < 0)
 		return -1;
 	if (p != end)
@@ -683,18 +744,14 @@ own_frame_at(const struct img_reader *pr, uint64_t off)
 
 /*
  * Find, open and check pack p: its own header, metadata and index, its id
- * and size, and that every entry of r naming it names one of its own
- * frames with the same size, CRC and hash (one hop).
+ * and size (refs_check() then checks what r's entries name in it).
  */
 static int
 open_pack(struct img_reader *r, const char *path, uint32_t p, struct err *e)
 {
 	struct rpack *k = &r->packs[p - 1];
 	struct img_reader *pr;
-	const struct rentry *x, *y;
 	char hex[2 * IMG_ID_SIZE + 1];
-	int64_t pc;
-	uint64_t ci;
 	int fd;
 
 	img_id_hex(k->id, hex);
@@ -716,10 +773,31 @@ open_pack(struct img_reader *r, const char *path, uint32_t p, struct err *e)
 		    (unsigned long long)k->file_size);
 		goto fail;
 	}
+	return 0;
+fail:
+	err_prefix(e, "pack %u '%s' (image %s): ", p, k->hint, hex);
+	return -1;
+}
+
+/*
+ * Every entry of r naming a pack names one of the pack's own frames with
+ * the same size, CRC and hash (one hop); one pass, whatever the number of
+ * packs.
+ */
+static int
+refs_check(struct img_reader *r, struct err *e)
+{
+	const struct rentry *x, *y;
+	const struct img_reader *pr;
+	char hex[2 * IMG_ID_SIZE + 1];
+	int64_t pc;
+	uint64_t ci;
+
 	for (ci = 0; ci < r->nchunks; ci++) {
 		x = &r->idx[ci];
-		if (x->pack != p)
+		if (x->pack == 0)
 			continue;
+		pr = r->packs[x->pack - 1].r;
 		if ((pc = own_frame_at(pr, x->off)) < 0) {
 			err_set(e, ERR_FAIL, "no frame of its own at 0x%llx "
 			    "(a reference is one hop)",
@@ -737,11 +815,10 @@ open_pack(struct img_reader *r, const char *path, uint32_t p, struct err *e)
 	}
 	return 0;
 chunk:
-	err_prefix(e, "pack %u '%s' (image %s): ", p, k->hint, hex);
+	img_id_hex(r->packs[x->pack - 1].id, hex);
+	err_prefix(e, "pack %u '%s' (image %s): ", x->pack,
+	    r->packs[x->pack - 1].hint, hex);
 	imgr_chunk_prefix(r, ci, e);
-	return -1;
-fail:
-	err_prefix(e, "pack %u '%s' (image %s): ", p, k->hint, hex);
 	return -1;
 }
 
@@ -763,13 +840,16 @@ img_open_finder(const char *path, const struct img_pack_finder *finder,
 	if (finder != NULL)
 		r->finder = *finder;
 	for (p = 1; p <= r->meta.npacks; p++) {
-		if (r->packs[p - 1].refs != 0 && open_pack(r, path, p, e) < 0) {
-			err_prefix(e, "'%s': ", path);
-			img_close(r);
-			return NULL;
-		}
+		if (r->packs[p - 1].refs != 0 && open_pack(r, path, p, e) < 0)
+			goto fail;
 	}
+	if (r->meta.npacks > 0 && refs_check(r, e) < 0)
+		goto fail;
 	return r;
+fail:
+	err_prefix(e, "'%s': ", path);
+	img_close(r);
+	return NULL;
 }
 
 struct img_reader *
