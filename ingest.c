@@ -25,7 +25,7 @@
 #define READ_CHUNK (1u << 20)
 #define DIRECT_CHUNK (4u << 20)	/* direct: one read() parsed in place */
 #define DIRECT_PIPE (1u << 20)	/* direct: pipe size asked for */
-#define SPOOL_MEM (32u << 20)	/* stream bytes buffered in memory */
+#define SPOOL_MEM (4u << 20) 	/* stream bytes buffered in memory */
 
 struct ingest {
 	int fd;			/* borrowed: the stream */
@@ -50,6 +50,8 @@ struct ingest {
 	int complete;		/* the whole stream arrived and was parsed */
 	uint64_t bytes;		/* stream bytes read */
 	uint64_t pages;		/* page records */
+	double read_cpu, feed_cpu;	/* each thread's CPU seconds, set as
+					 * it ends */
 	char machine[128];	/* from the configuration section */
 };
 
@@ -180,14 +182,28 @@ reader_main(void *arg)
 {
 	struct ingest *g = arg;
 	struct err le = ERR_INIT;
-	uint8_t *buf = xmalloc(READ_CHUNK);
+	uint8_t *junk = NULL, *buf;
+	size_t cap;
 	int failed = 0;
 	ssize_t n;
 
 	for (;;) {
 		if (!wait_readable(g))
 			break;
-		n = read(g->fd, buf, READ_CHUNK);
+		if (failed || __atomic_load_n(&g->failed, __ATOMIC_ACQUIRE)) {
+			failed = 1;
+			if (junk == NULL)
+				junk = xmalloc(READ_CHUNK);
+			buf = junk;
+			cap = READ_CHUNK;
+		} else if ((buf = spool_claim(g->spool, &cap, &le)) == NULL) {
+			goto spool_failed;
+		}
+		/* Straight into the spool's memory: no copy. */
+		n = read(g->fd, buf, cap);
+		if (!failed && spool_commit(g->spool, n > 0 ? (size_t)n : 0,
+		    &le) < 0)
+			goto spool_failed;
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
@@ -201,19 +217,16 @@ reader_main(void *arg)
 		if (n == 0)
 			break;
 		__atomic_add_fetch(&g->bytes, (uint64_t)n, __ATOMIC_RELAXED);
-		if (failed || __atomic_load_n(&g->failed, __ATOMIC_ACQUIRE)) {
-			failed = 1;
-			continue;
-		}
-		if (spool_put(g->spool, buf, (size_t)n, &le) < 0) {
-			failed = 1;
-			if (!__atomic_load_n(&g->failed, __ATOMIC_ACQUIRE))
-				ingest_fail(g, &le);
-			spool_abort(g->spool);
-		}
+		continue;
+spool_failed:
+		failed = 1;
+		if (!__atomic_load_n(&g->failed, __ATOMIC_ACQUIRE))
+			ingest_fail(g, &le);
+		spool_abort(g->spool);
 	}
 	spool_end(g->spool);
-	free(buf);
+	free(junk);
+	g->read_cpu = self_cpu_s();
 	return NULL;
 }
 
@@ -246,17 +259,20 @@ feeder_main(void *arg)
 {
 	struct ingest *g = arg;
 	struct err le = ERR_INIT;
-	size_t cap = g->direct ? DIRECT_CHUNK : READ_CHUNK;
-	uint8_t *buf = xmalloc(cap);
+	uint8_t *buf = g->direct ? xmalloc(DIRECT_CHUNK) : NULL;
+	const uint8_t *p = buf;
 	int failed = 0;
 	ssize_t n;
 
-	while ((n = g->direct ? direct_get(g, buf, cap, &le) :
-	    spool_get(g->spool, buf, cap, &le)) > 0) {
-		if (stream_parser_feed(g->parser, buf, (size_t)n, &le) < 0) {
+	/* The spool's bytes are parsed where the reader put them. */
+	while ((n = g->direct ? direct_get(g, buf, DIRECT_CHUNK, &le) :
+	    spool_peek(g->spool, &p, &le)) > 0) {
+		if (stream_parser_feed(g->parser, p, (size_t)n, &le) < 0) {
 			n = -1;
 			break;
 		}
+		if (!g->direct)
+			spool_release(g->spool, (size_t)n);
 	}
 	if (n < 0) {
 		failed = 1;
@@ -270,6 +286,7 @@ feeder_main(void *arg)
 			g->complete = 1;
 	}
 	free(buf);
+	g->feed_cpu = self_cpu_s();
 	__atomic_store_n(&g->finished, 1, __ATOMIC_RELEASE);
 	wake_owner(g);
 	return NULL;
@@ -435,7 +452,14 @@ ingest_machine(const struct ingest *g)
 int
 ingest_commit(struct ingest *g, struct img_stats *st, struct err *e)
 {
-	return img_writer_commit(g->writer, st, e);
+	if (img_writer_commit(g->writer, st, e) < 0)
+		return -1;
+	/* The threads were joined (ingest_result() came first). */
+	if (st != NULL) {
+		st->cpu_s += g->feed_cpu;
+		st->receive_cpu_s = g->read_cpu;
+	}
+	return 0;
 }
 
 void

@@ -7,8 +7,9 @@
  * fd is QEMU's migration socket) and by compact (a raw stream file).
  *
  * With opts.direct the feeder reads the fd itself instead (no reader,
- * no spool): for a sender that may wait, this saves two copies of
- * every stream byte and a thread.
+ * no spool): for a sender that may wait, this saves a thread and the
+ * hand-over between two (the spool copies nothing: the reader reads into
+ * its blocks and the parser parses them in place).
  *
  * The owner polls: ingest_wake_fd() becomes readable when something it
  * may act on happened (the first page record, a failure, the end of the
@@ -112,7 +113,9 @@ const char *ingest_machine(const struct ingest *g);
 
 /*
  * After a successful ingest_result(): commit the image under its name
- * (img_writer_commit()), filling st if not NULL.  0, or -1 with e filled.
+ * (img_writer_commit()), filling st if not NULL (its cpu_s then counts
+ * the feeder thread too: compaction's CPU, receive_cpu_s the reader's).
+ * 0, or -1 with e filled.
  */
 int ingest_commit(struct ingest *g, struct img_stats *st, struct err *e);
 

@@ -61,6 +61,10 @@ struct img_stats {
 				 * never compressed */
 	uint64_t moved_bytes;	/* frame bytes the commit slid down over
 				 * the holes replaced frames left */
+	double cpu_s;		/* CPU seconds of the writer's threads and
+				 * its commit (not the thread that fed it) */
+	double receive_cpu_s;	/* ingest: of the thread draining the fd
+				 * (0 when direct: the feeder read it) */
 };
 
 struct img_writer;

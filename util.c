@@ -791,6 +791,30 @@ thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *what,
 	return 0;
 }
 
+static double
+clock_s(clockid_t id)
+{
+	struct timespec ts;
+
+	if (clock_gettime(id, &ts) < 0)
+		return 0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double
+thread_cpu_s(pthread_t t)
+{
+	clockid_t id;
+
+	return pthread_getcpuclockid(t, &id) == 0 ? clock_s(id) : 0;
+}
+
+double
+self_cpu_s(void)
+{
+	return clock_s(CLOCK_THREAD_CPUTIME_ID);
+}
+
 const char *
 json_str(const json_t *obj, const char *key)
 {

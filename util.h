@@ -143,6 +143,13 @@ uint32_t crc32c(uint32_t crc, const void *data, size_t len);
 uint32_t crc32c_table(uint32_t crc, const void *data, size_t len);
 
 /*
+ * CPU seconds a thread has used: a running one (thread_cpu_s) or the
+ * caller (self_cpu_s).  0 when the clock cannot be read.
+ */
+double thread_cpu_s(pthread_t t);
+double self_cpu_s(void);
+
+/*
  * Start a thread with every signal blocked in it, so SIGINT/SIGTERM/SIGHUP
  * reach only the thread that polls sig_caught().  -1 with e filled
  * (ERR_FAIL, "cannot start a thread for WHAT: ...") on failure.

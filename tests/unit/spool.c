@@ -2,7 +2,8 @@
  * tests/unit/spool.c - the spool between the migration socket and the
  * parser: order kept through memory and the overflow file, the memory
  * bound kept (producer waits) with overflow forbidden, the file used and
- * given back with it allowed, abort, and a file that cannot be made.
+ * given back with it allowed, abort, and a file that cannot be made; the
+ * same through the zero-copy claim and peek sides.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -57,6 +58,71 @@ produce(void *arg)
 	}
 	spool_end(p->s);
 	return NULL;
+}
+
+/*
+ * The zero-copy sides, as the reader and the parser use them: claims
+ * filled in part (a read() returns what the socket has), some given back
+ * empty; peeks released in part.
+ */
+static void *
+produce_claims(void *arg)
+{
+	struct producer *p = arg;
+	uint64_t pos = 0, seed = 11;
+	uint8_t *dst;
+	size_t cap, len, i;
+	int claims = 0;
+
+	while (pos < p->total) {
+		if (claims++ == p->allow_after)
+			spool_overflow(p->s, 1);
+		if ((dst = spool_claim(p->s, &cap, &p->err)) == NULL) {
+			p->rc = -1;
+			break;
+		}
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		len = (seed >> 33) % 5 == 0 ? 0 : 1 + (size_t)((seed >> 35) % cap);
+		if (len > p->total - pos)
+			len = (size_t)(p->total - pos);
+		for (i = 0; i < len; i++)
+			dst[i] = pattern(pos + i);
+		if (spool_commit(p->s, len, &p->err) < 0) {
+			p->rc = -1;
+			break;
+		}
+		pos += len;
+	}
+	spool_end(p->s);
+	return NULL;
+}
+
+static int
+run_peeks(struct spool *s, uint64_t total, int allow_after, uint64_t *got_out)
+{
+	struct producer p = { s, total, allow_after, 0, ERR_INIT };
+	const uint8_t *q;
+	pthread_t t;
+	uint64_t got = 0, seed = 5;
+	ssize_t n, i, take;
+	int ordered = 1, reads = 0;
+	struct err e = ERR_INIT;
+
+	pthread_create(&t, NULL, produce_claims, &p);
+	while ((n = spool_peek(s, &q, &e)) > 0) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		take = seed % 3 == 0 ? 1 + (ssize_t)((seed >> 20) % (uint64_t)n) : n;
+		for (i = 0; i < take; i++)
+			if (q[i] != pattern(got + (uint64_t)i))
+				ordered = 0;
+		got += (uint64_t)take;
+		spool_release(s, (size_t)take);
+		if (++reads % 16 == 0)
+			usleep(500);
+	}
+	pthread_join(t, NULL);
+	*got_out = got;
+	return ordered && n == 0 && p.rc == 0;
 }
 
 /* Run a producer against a slow consumer; 1 if every byte came in order. */
@@ -118,6 +184,19 @@ main(void)
 	    "a 1 MiB file bound: 30 MiB still in order (the producer waits)");
 	check(spool_file_peak(s) <= 1 << 20, "... the file never held more "
 	    "than 1 MiB (peak %llu)", (unsigned long long)spool_file_peak(s));
+	spool_free(s);
+
+	s = spool_new(dir, 3 << 20, 64 << 20);
+	check(run_peeks(s, 40 << 20, -1, &got) && got == 40u << 20,
+	    "claims filled in part, peeks released in part: 40 MiB in order");
+	check(spool_file_peak(s) == 0, "... and no file was used");
+	spool_free(s);
+
+	s = spool_new(dir, 2 << 20, 64 << 20);
+	check(run_peeks(s, 40 << 20, 30, &got) && got == 40u << 20,
+	    "the same with overflow allowed midway: 40 MiB in order");
+	check(spool_file_peak(s) > 0, "... the file took some (peak %llu)",
+	    (unsigned long long)spool_file_peak(s));
 	spool_free(s);
 
 	s = spool_new(dir, 1 << 20, 1 << 20);
