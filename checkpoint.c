@@ -506,6 +506,8 @@ build_manifest(struct ckpt *c, const char *parent)
 	    c->qemu_downtime;
 	in.frozen = c->o->quiesce;
 	in.frozen_ms = c->freeze_ms;
+	in.compaction_cpu_s = c->img.cpu_s;
+	in.receive_cpu_s = c->img.receive_cpu_s;
 	m = manifest_build(&in);
 	free(disks);
 	/* How the VM was started, for restore --start; a VM whose record

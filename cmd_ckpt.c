@@ -112,10 +112,15 @@ print_summary(const json_t *m)
 		    (long long)json_integer_value(json_object_get(mem,
 		    "zero_pages")));
 	}
-	printf("guest paused %.1f ms; total %.1f s; %lld passes\n",
+	printf("guest paused %.1f ms; total %.1f s; %lld passes",
 	    json_number_value(json_object_get(t, "paused_ms")),
 	    json_number_value(json_object_get(t, "total_s")),
 	    (long long)json_integer_value(json_object_get(t, "passes")));
+	if (json_object_get(t, "compaction_cpu_s") != NULL)
+		printf("; CPU %.2f s compacting, %.2f s receiving",
+		    json_number_value(json_object_get(t, "compaction_cpu_s")),
+		    json_number_value(json_object_get(t, "receive_cpu_s")));
+	printf("\n");
 	json_array_foreach(json_object_get(m, "disks"), i, d)
 		printf("disk %s: checkpoint in '%s', the guest writes on at its "
 		    "own path '%s'\n", json_string_value(json_object_get(d, "device")),

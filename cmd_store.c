@@ -378,9 +378,14 @@ info_text(const json_t *m, const json_t *raw)
 		    (long long)json_integer_value(v));
 	if ((v = json_object_get(t, "frozen_ms")) != NULL)
 		printf(", frozen %lld ms", (long long)json_integer_value(v));
-	printf(", total %.1f s, %lld passes\n", json_number_value(
+	printf(", total %.1f s, %lld passes", json_number_value(
 	    json_object_get(t, "total_s")), (long long)json_integer_value(
 	    json_object_get(t, "passes")));
+	if (json_object_get(t, "compaction_cpu_s") != NULL)
+		printf(", CPU %.2f s compacting, %.2f s receiving",
+		    json_number_value(json_object_get(t, "compaction_cpu_s")),
+		    json_number_value(json_object_get(t, "receive_cpu_s")));
+	printf("\n");
 	json_array_foreach(json_object_get(m, "disks"), i, d) {
 		printf("disk %s:\n", json_str(d, "device") ? json_str(d, "device") :
 		    "?");

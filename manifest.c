@@ -404,5 +404,13 @@ manifest_build(const struct manifest_input *in)
 	if (in->frozen)
 		json_object_set_new(t, "frozen_ms",
 		    json_integer((json_int_t)in->frozen_ms));
+	if (in->memory) {
+		json_object_set_new(t, "compaction_cpu_s", json_real(
+		    (double)(int64_t)(in->compaction_cpu_s * 1000.0 + 0.5) /
+		    1000.0));
+		json_object_set_new(t, "receive_cpu_s", json_real(
+		    (double)(int64_t)(in->receive_cpu_s * 1000.0 + 0.5) /
+		    1000.0));
+	}
 	return m;
 }

@@ -157,6 +157,9 @@ struct manifest_input {
 	int64_t qemu_downtime_ms;	/* < 0: not recorded */
 	int frozen;		/* record frozen_ms */
 	uint64_t frozen_ms;
+	/* With memory: CPU seconds snapctl spent compacting the stream
+	 * (parse, cache, hash, compress, commit) and receiving it. */
+	double compaction_cpu_s, receive_cpu_s;
 };
 
 /*

@@ -50,7 +50,7 @@ _Static_assert(IMG_PAGE_SIZE == STREAM_PAGE_SIZE, "the image's pages are "
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23	/* Linux 5.14; older kernels say EINVAL */
 #endif
-#define PF_AHEAD	(16u << 20)	/* prefault this far past the buffers */
+#define PF_AHEAD	(4u << 20)	/* prefault this far past the buffers */
 #define PF_STEP_BUFS	8u		/* ... told every 2 MiB of buffers */
 
 /*
@@ -65,6 +65,15 @@ _Static_assert(IMG_PAGE_SIZE == STREAM_PAGE_SIZE, "the image's pages are "
  * pages written during its residency (written); on eviction the other data
  * pages are merged from the newest version, which a whole new pass over
  * memory never needs.
+ *
+ * With a base, a cached chunk whose pages have all arrived in its
+ * residency (the first pass sends every chunk whole, in order) is checked
+ * at once: a worker hashes the slot's buffer in place.  Unchanged, the
+ * chunk becomes the base's and its slot is freed for the next chunk, so an
+ * unchanged guest streams through a few cache-hot buffers instead of
+ * filling the cache; changed, it stays cached with its hash kept for its
+ * eviction, unless a page is written meanwhile.  A slot under check is
+ * never written or evicted: the parser waits for the check first.
  */
 
 struct wchunk {
@@ -87,7 +96,11 @@ struct slot {
 	uint8_t *buf;		/* a chunk, page i at i * IMG_PAGE_SIZE */
 	uint64_t chunk;
 	uint64_t written;	/* data pages written in this residency */
-	int32_t prev, next;	/* LRU list, most recent first */
+	int32_t prev, next;	/* LRU list, most recent first; free list */
+	struct job *check;	/* a check of buf in flight */
+	int checked;		/* a check was made in this residency */
+	int hashed;		/* hash is the chunk's, unchanged since */
+	uint8_t hash[IMG_HASH_SIZE];
 };
 
 struct job {
@@ -100,6 +113,9 @@ struct job {
 	size_t size;		/* compressed size (0 when shared) */
 	uint32_t crc;		/* of the compressed bytes */
 	int shared;		/* the base holds the same chunk */
+	int check;		/* hash and compare only: buf is slot's */
+	int32_t slot;		/* with check */
+	int have_hash;		/* hash given, not to be computed */
 	uint8_t hash[IMG_HASH_SIZE];
 	struct err err;
 };
@@ -157,6 +173,7 @@ struct img_writer {
 	struct slot *slots;
 	uint32_t nslots, nused;
 	int32_t lru_head, lru_tail;
+	int32_t free_slots;		/* released by checks, buffers kept */
 	uint8_t *arena;			/* every buffer, maxbufs chunks */
 	size_t arena_len;		/* mapped bytes (arena is aligned in) */
 	uint8_t *arena_map;
@@ -192,6 +209,7 @@ struct img_writer {
 	int sync_ok;			/* mu and the conds were set up */
 };
 
+static void lru_unlink(struct img_writer *w, int32_t s);
 static void share_decide(struct img_writer *w);
 static void meta_build(struct img_writer *w, struct buf *m, uint64_t frames,
     int packs);
@@ -248,7 +266,8 @@ job_run(struct worker *wk, struct job *j)
 	unsigned i;
 
 	/* Hashed where the pages are: an unchanged chunk is never copied. */
-	if (img_hash_pages(wk->hasher, j->mask, j->buf, j->hash) < 0) {
+	if (!j->have_hash &&
+	    img_hash_pages(wk->hasher, j->mask, j->buf, j->hash) < 0) {
 		err_set(&j->err, ERR_FAIL, "chunk %llu: SHA-256 failed",
 		    (unsigned long long)j->chunk);
 		return;
@@ -264,6 +283,8 @@ job_run(struct worker *wk, struct job *j)
 			return;
 		}
 	}
+	if (j->check)
+		return;
 	if (j->mask != 0 && (j->mask & (j->mask + 1)) == 0) {
 		len = img_mask_count(j->mask) * (size_t)IMG_PAGE_SIZE;
 	} else {
@@ -379,6 +400,47 @@ buf_take(struct img_writer *w)
 	return b;
 }
 
+/*
+ * A check finished (ingest thread): an unchanged chunk becomes the base's
+ * (a new version, as an eviction found shared would make) and its slot
+ * goes to the free list with its buffer; a changed one stays cached and
+ * keeps its hash for its eviction.
+ */
+static void
+check_done(struct img_writer *w, struct job *j)
+{
+	struct wchunk *c = &w->chunks[j->chunk];
+	struct slot *sl = &w->slots[j->slot];
+
+	sl->check = NULL;
+	j->buf = NULL;
+	if (err_isset(&j->err))
+		return;
+	if (!j->shared) {
+		memcpy(sl->hash, j->hash, IMG_HASH_SIZE);
+		sl->hashed = 1;
+		return;
+	}
+	c->gen++;
+	if (c->fsize != 0) {
+		punch(w, c->foff, c->fsize);
+		w->live_bytes -= c->fsize;
+	}
+	c->foff = 0;
+	c->fsize = 0;
+	c->fcrc = 0;
+	c->fgen = c->gen;
+	c->shared = 1;
+	c->vmask = j->mask;
+	c->job = NULL;		/* an older job still in flight is dead */
+	memcpy(w->hashes + j->chunk * IMG_HASH_SIZE, j->hash, IMG_HASH_SIZE);
+	w->hashed_only++;
+	lru_unlink(w, j->slot);
+	c->slot = -1;
+	sl->next = w->free_slots;
+	w->free_slots = j->slot;
+}
+
 /* Install what finished jobs produced (ingest thread only). */
 static void
 reap_list(struct img_writer *w, struct job *j)
@@ -389,12 +451,15 @@ reap_list(struct img_writer *w, struct job *j)
 	for (; j != NULL; j = next) {
 		next = j->next;
 		c = &w->chunks[j->chunk];
-		if (err_isset(&j->err)) {
-			if (!w->failed) {
-				w->err = j->err;
-				w->failed = 1;
-			}
-		} else if (j->gen > c->fgen) {
+		if (err_isset(&j->err) && !w->failed) {
+			w->err = j->err;
+			w->failed = 1;
+		}
+		if (j->check) {
+			check_done(w, j);
+			goto free_job;
+		}
+		if (!err_isset(&j->err) && j->gen > c->fgen) {
 			if (c->fsize != 0) {
 				punch(w, c->foff, c->fsize);
 				w->live_bytes -= c->fsize;
@@ -407,7 +472,7 @@ reap_list(struct img_writer *w, struct job *j)
 			memcpy(w->hashes + j->chunk * IMG_HASH_SIZE, j->hash,
 			    IMG_HASH_SIZE);
 			w->live_bytes += j->size;
-		} else if (j->size != 0) {
+		} else if (!err_isset(&j->err) && j->size != 0) {
 			punch(w, j->off, j->size);
 		}
 		if (!err_isset(&j->err) && j->shared)
@@ -416,6 +481,7 @@ reap_list(struct img_writer *w, struct job *j)
 			c->job = NULL;
 		buf_put(w, j->buf);
 		j->buf = NULL;
+free_job:
 		err_clear(&j->err);
 		j->next = w->freejobs;
 		w->freejobs = j;
@@ -618,6 +684,11 @@ evict(struct img_writer *w, int32_t s, struct err *e)
 	j->gen = ++c->gen;
 	j->mask = data;
 	j->buf = sl->buf;
+	j->check = 0;
+	/* Checked changed and not written since: no need to hash again. */
+	j->have_hash = sl->hashed && (data & ~sl->written) == 0;
+	if (j->have_hash)
+		memcpy(j->hash, sl->hash, IMG_HASH_SIZE);
 	c->job = j;
 	c->vmask = data;
 	sl->buf = buf_take(w);
@@ -625,25 +696,90 @@ evict(struct img_writer *w, int32_t s, struct err *e)
 	return 0;
 }
 
-/* A cache slot for chunk ci, evicting the least recently used one. */
+/* Wait until slot s has no check in flight (its result installed: the
+ * slot may have been freed). */
+static int
+check_wait(struct img_writer *w, int32_t s, struct err *e)
+{
+	while (w->slots[s].check != NULL)
+		reap(w, 1);
+	return w->failed ? writer_fail(w, e) : 0;
+}
+
+/*
+ * A cache slot for chunk ci: a slot a check freed (its buffer the most
+ * recently used), else a new one while there are, else the least
+ * recently used one, evicted.
+ */
 static int
 slot_get(struct img_writer *w, uint64_t ci, struct err *e)
 {
+	struct slot *sl;
 	int32_t s;
 
-	if (w->nused < w->nslots) {
-		s = (int32_t)w->nused++;
-		w->slots[s].buf = buf_take(w);
-	} else {
+	if (w->free_slots < 0 && w->inflight > 0)
+		reap(w, 0);
+	for (;;) {
+		if (w->free_slots >= 0) {
+			s = w->free_slots;
+			w->free_slots = w->slots[s].next;
+			break;
+		}
+		if (w->nused < w->nslots) {
+			s = (int32_t)w->nused++;
+			w->slots[s].buf = buf_take(w);
+			break;
+		}
 		s = w->lru_tail;
+		if (w->slots[s].check != NULL) {
+			if (check_wait(w, s, e) < 0)
+				return -1;
+			continue;
+		}
 		if (evict(w, s, e) < 0)
 			return -1;
+		break;
 	}
-	w->slots[s].chunk = ci;
-	w->slots[s].written = 0;
+	sl = &w->slots[s];
+	sl->chunk = ci;
+	sl->written = 0;
+	sl->checked = 0;
+	sl->hashed = 0;
 	w->chunks[ci].slot = s;
 	lru_push(w, s);
 	return s;
+}
+
+/*
+ * Chunk ci's pages have all arrived in slot s's residency: unless its
+ * data pages differ from the base's entry at a glance, a worker hashes it
+ * in place and compares (once a residency: a chunk the guest keeps
+ * writing is not hashed on every page).
+ */
+static void
+check_submit(struct img_writer *w, uint64_t ci, int32_t s)
+{
+	struct slot *sl = &w->slots[s];
+	struct wchunk *c = &w->chunks[ci];
+	uint64_t data = c->present & ~c->zero;
+	struct img_chunk_ref ref;
+	struct job *j;
+
+	sl->checked = 1;
+	img_chunk_ref(w->opts.base, ci, &ref);
+	if (data == 0 || !ref.has_hash || ref.size == 0 ||
+	    (ref.present & ~ref.zero) != data)
+		return;
+	j = job_take(w);
+	j->chunk = ci;
+	j->gen = c->gen;
+	j->mask = data;
+	j->buf = sl->buf;
+	j->check = 1;
+	j->slot = s;
+	j->have_hash = 0;
+	sl->check = j;
+	job_submit(w, j);
 }
 
 static int
@@ -742,6 +878,18 @@ sink_blocks(void *opaque, const struct stream_block *blocks, size_t nblocks,
 	return 0;
 }
 
+/* The pages chunk of offset in block has: 64 but for a block's last. */
+static uint64_t
+chunk_pages(const struct img_writer *w, uint32_t block, uint64_t offset)
+{
+	uint64_t left = w->blocks[block].used_length -
+	    offset / IMG_CHUNK_BYTES * IMG_CHUNK_BYTES;
+
+	if (left >= IMG_CHUNK_BYTES)
+		return ~0ull;
+	return (1ull << (left / IMG_PAGE_SIZE)) - 1;
+}
+
 static int
 sink_page(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
     struct err *e)
@@ -767,6 +915,13 @@ sink_page(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
 	pi = (unsigned)(offset % IMG_CHUNK_BYTES / IMG_PAGE_SIZE);
 	bit = 1ull << pi;
 	c = &w->chunks[ci];
+	if (c->slot >= 0) {
+		if (w->slots[c->slot].check != NULL &&
+		    check_wait(w, c->slot, e) < 0)
+			return -1;
+		if (c->slot >= 0)
+			w->slots[c->slot].hashed = 0;
+	}
 	if (data != NULL && is_zero(data, IMG_PAGE_SIZE))
 		data = NULL;
 	if (!(c->present & bit)) {
@@ -782,7 +937,7 @@ sink_page(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
 			w->slots[c->slot].written &= ~bit;
 		else if ((c->vmask & bit) && slot_get(w, ci, e) < 0)
 			return -1;
-		return 0;
+		goto complete;
 	}
 	c->zero &= ~bit;
 	s = c->slot;
@@ -796,7 +951,13 @@ sink_page(void *opaque, uint32_t block, uint64_t offset, const uint8_t *data,
 	sl = &w->slots[s];
 	memcpy(sl->buf + (size_t)pi * IMG_PAGE_SIZE, data, IMG_PAGE_SIZE);
 	sl->written |= bit;
-	return 0;
+complete:
+	if (!w->share || c->slot < 0 || w->slots[c->slot].checked ||
+	    c->present != chunk_pages(w, block, offset) ||
+	    (c->present & ~c->zero & ~w->slots[c->slot].written) != 0)
+		return 0;
+	check_submit(w, ci, c->slot);
+	return w->failed ? writer_fail(w, e) : 0;
 }
 
 static int
@@ -944,6 +1105,7 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 
 	w->rfd = -1;
 	w->lru_head = w->lru_tail = -1;
+	w->free_slots = -1;
 	w->out.fd = -1;
 	w->opts = o != NULL ? *o : def;
 	if (w->opts.level == 0)
@@ -1262,9 +1424,15 @@ move_down(struct img_writer *w, uint64_t src, uint64_t dst, uint64_t len,
 static int
 flush_all(struct img_writer *w, struct err *e)
 {
-	while (w->lru_tail >= 0)
+	while (w->lru_tail >= 0) {
+		if (w->slots[w->lru_tail].check != NULL) {
+			if (check_wait(w, w->lru_tail, e) < 0)
+				return -1;
+			continue;
+		}
 		if (evict(w, w->lru_tail, e) < 0)
 			return -1;
+	}
 	while (w->inflight > 0)
 		reap(w, 1);
 	if (w->failed)
@@ -1370,7 +1538,8 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 	uint64_t moved = 0;
 	size_t ilen = 0;
 	uint32_t icrc;
-	int rc = -1, packs;
+	int rc = -1, packs, k;
+	double cpu0 = self_cpu_s(), cpu = 0;
 
 	memset(&sh, 0, sizeof(sh));
 	if (w->failed)
@@ -1388,6 +1557,11 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 	 * names a pack (the pack table is there only if one does). */
 	if (flush_all(w, e) < 0)
 		goto out;
+	/* Every job is done: what the threads used is final. */
+	for (k = 0; k < w->started; k++)
+		cpu += thread_cpu_s(w->workers[k].thread);
+	if (w->pf_started)
+		cpu += thread_cpu_s(w->pf_thread);
 	packs = 0;
 	for (ci = 0; ci < w->nchunks; ci++) {
 		packs |= w->chunks[ci].shared;
@@ -1482,6 +1656,7 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 		st->shared_chunks = sh.shared_chunks;
 		st->shared_bytes = sh.shared_bytes;
 		st->moved_bytes = moved;
+		st->cpu_s = cpu + (self_cpu_s() - cpu0);
 	}
 	rc = 0;
 out:

@@ -537,6 +537,111 @@ test_chain(void)
 	free(g);
 }
 
+/*
+ * The early check (a chunk whose pages all arrived is hashed in its slot
+ * at once, and freed when unchanged): right after each chunk's last page,
+ * while its check is likely still running, some chunks get a page
+ * rewritten, one turned zero, one sent again as it was; then every
+ * chunk's first page again (a freed chunk merges the rest from the base).
+ * The image must hold the newest pages, verify, and name the base's frame
+ * for the chunks never changed.
+ */
+static void
+test_check(void)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	struct err e = ERR_INIT;
+	struct guest *g = xcalloc(1, sizeof(*g));
+	struct img_opts o = IMG_OPTS_INIT;
+	struct stream_block blocks[2];
+	struct img_writer *w = NULL;
+	struct img_reader *a = NULL, *r = NULL;
+	struct img_chunk_ref ref, ra;
+	struct img_stats st;
+	char *pa = tpath("k-a.img"), *pk = tpath("k-b.img");
+	uint8_t tail[100];
+	size_t pg, ci, nch = NPAGES / CPAGES;
+	unsigned bad = 0, kept = 0;
+	int ok = 0;
+
+	guest_init(g, 23);
+	if (!check(one_pass(g, pa, NULL, NULL, &st, &e) == 0, "check: base "
+	    "(%s)", e.msg) || (a = img_open(pa, &e)) == NULL)
+		goto out;
+	o.threads = 2;
+	o.cache_bytes = 2 * IMG_CHUNK_BYTES;
+	o.base = a;
+	o.base_hint = "k-a.img";
+	memset(blocks, 0, sizeof(blocks));
+	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
+	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
+	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
+	blocks[1].used_length = g->vga_len;
+	if ((w = img_writer_new(pk, &o, &e)) == NULL ||
+	    sink->config(w, config_bytes, sizeof(config_bytes),
+	    "pc-q35-7.2", &e) < 0 || sink->blocks(w, blocks, 2, 2, &e) < 0 ||
+	    sink->section(w, 1, &e) < 0)
+		goto sent;
+	for (pg = 0; pg < NPAGES; pg++) {
+		if (send_page(w, g, pg, g->seed[pg], &e) < 0)
+			goto sent;
+		if (pg % CPAGES != CPAGES - 1)
+			continue;
+		ci = pg / CPAGES;
+		if (ci % 4 == 1)	/* rewritten under its check */
+			g->seed[ci * CPAGES + 5] = 1000 + ci;
+		else if (ci % 4 == 2)	/* zeroed under its check */
+			g->seed[ci * CPAGES + 7] = 0;
+		else if (ci % 4 == 0)
+			continue;
+		if (send_page(w, g, ci * CPAGES + (ci % 4 == 2 ? 7 : 5),
+		    g->seed[ci * CPAGES + (ci % 4 == 2 ? 7 : 5)], &e) < 0)
+			goto sent;
+	}
+	for (pg = 0; pg < NPAGES; pg += CPAGES)
+		if (send_page(w, g, pg, g->seed[pg], &e) < 0)
+			goto sent;
+	memset(tail, 0x44, sizeof(tail));
+	if (sink->section(w, 3, &e) < 0 ||
+	    sink->tail(w, tail, sizeof(tail), &e) < 0 ||
+	    img_writer_commit(w, &st, &e) < 0)
+		goto sent;
+	ok = 1;
+sent:
+	img_writer_free(w);
+	if (!check(ok, "check: pages rewritten under checks, committed (%s)",
+	    e.msg))
+		goto out;
+	same_pages(g, pk, "check");
+	if (!check((r = img_open_finder(pk, NULL, &e)) != NULL, "check: "
+	    "opens (%s)", e.msg))
+		goto out;
+	for (ci = 0; ci < nch; ci++) {
+		img_chunk_ref(r, ci, &ref);
+		img_chunk_ref(a, ci, &ra);
+		if (ra.size == 0)
+			continue;
+		if (ci % 4 == 1 || (ci % 4 == 2 &&
+		    (ra.present & ~ra.zero) != (1ull << 7))) {
+			bad += ref.pack != 0;	/* changed: its own frame */
+		} else if (ci % 4 != 2) {
+			kept++;
+			bad += ref.pack != 1 || memcmp(ref.hash, ra.hash,
+			    IMG_HASH_SIZE) != 0;
+		}
+	}
+	check(bad == 0 && kept > 0 && st.shared_chunks >= kept,
+	    "check: the %u chunks never changed name the base's frame, the "
+	    "changed ones their own (%llu shared)", kept,
+	    (unsigned long long)st.shared_chunks);
+out:
+	img_close(r);
+	img_close(a);
+	free(pa);
+	free(pk);
+	free(g);
+}
+
 int
 main(void)
 {
@@ -551,6 +656,7 @@ main(void)
 	test_share();
 	test_no_share();
 	test_chain();
+	test_check();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
 
