@@ -2,6 +2,9 @@
 # tests/run.sh BINARY... - run the whole suite: the unit tests once, then
 # every tests/t-*.sh against each snapctl binary given (plain, ASan+UBSan).
 # T=REGEX selects tests by name.  Ends with the line "N passed, N failed".
+# The binaries' runs go side by side, one lane each (a test's QEMU under
+# TCG keeps about one core busy; CI has two): TEST_LANES=1 runs them one
+# after the other.  Every test has its own directories, VMs and sockets.
 # Every test must print one TAP plan "1..N" before its first or after its
 # last "ok"/"not ok" line, and run exactly N: a missing plan, or "planned N,
 # ran M", counts as one more failure.
@@ -76,9 +79,12 @@ for u in build/unit-*; do
 	run_one "$name" "$logdir/${u#build/}.log" "$u"
 done
 
-for bin in "$@"; do
-	variant=plain
+# lane BINARY: every t-*.sh against BINARY; its counts and failed names
+# go to $logdir/lane.VARIANT (sourced back by the parent).
+lane() {
+	local bin=$1 variant=plain t name
 	case $bin in *asan*) variant=asan ;; esac
+	local pass=0 fail=0 skipped=0 failed_names=()
 	for t in tests/t-*.sh; do
 		[ -f "$t" ] || continue
 		name=$(basename "$t" .sh)
@@ -86,6 +92,41 @@ for bin in "$@"; do
 		SNAPCTL=$bin SNAPCTL_VARIANT=$variant \
 			run_one "$name [$variant]" "$logdir/$name.$variant.log" bash "$t"
 	done
+	{
+		echo "pass=\$((pass + $pass)) fail=\$((fail + $fail)) skipped=\$((skipped + $skipped))"
+		[ ${#failed_names[@]} -gt 0 ] && printf 'failed_names+=(%q)\n' "${failed_names[@]}"
+	} >"$logdir/lane.$variant"
+}
+
+rm -f "$logdir"/lane.*
+lanes=${TEST_LANES:-2}
+if [ $# -gt 1 ] && [ "$lanes" -gt 1 ]; then
+	# Build what the tests share once, before the lanes race for it.
+	if compgen -G 'tests/t-*.sh' >/dev/null; then
+		( TESTDIR=$logdir; . tests/lib/vm.sh && vm_guest && _vm_helper ) >/dev/null ||
+			echo "run.sh: the test guest or the QMP helper cannot be built" >&2
+	fi
+	pids=()
+	for bin in "$@"; do
+		lane "$bin" &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+else
+	for bin in "$@"; do
+		lane "$bin"
+	done
+fi
+for bin in "$@"; do
+	variant=plain
+	case $bin in *asan*) variant=asan ;; esac
+	if [ -f "$logdir/lane.$variant" ]; then
+		# shellcheck disable=SC1090
+		. "$logdir/lane.$variant"
+	else
+		fail=$((fail + 1))
+		failed_names+=("the $variant lane (it died)")
+	fi
 done
 
 if [ ${#failed_names[@]} -gt 0 ]; then
