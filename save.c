@@ -401,6 +401,29 @@ buf_take(struct img_writer *w)
 }
 
 /*
+ * A newest version of chunk c with no frame of its own, installed at once:
+ * the base's (shared, data pages vmask) or none (no data page left).
+ * Every older version is dead; an older job still in flight finds so.
+ */
+static void
+version_frameless(struct img_writer *w, struct wchunk *c, int shared,
+    uint64_t vmask)
+{
+	c->gen++;
+	if (c->fsize != 0) {
+		punch(w, c->foff, c->fsize);
+		w->live_bytes -= c->fsize;
+	}
+	c->foff = 0;
+	c->fsize = 0;
+	c->fcrc = 0;
+	c->fgen = c->gen;
+	c->shared = shared;
+	c->vmask = vmask;
+	c->job = NULL;
+}
+
+/*
  * A check finished (ingest thread): an unchanged chunk becomes the base's
  * (a new version, as an eviction found shared would make) and its slot
  * goes to the free list with its buffer; a changed one stays cached and
@@ -421,18 +444,7 @@ check_done(struct img_writer *w, struct job *j)
 		sl->hashed = 1;
 		return;
 	}
-	c->gen++;
-	if (c->fsize != 0) {
-		punch(w, c->foff, c->fsize);
-		w->live_bytes -= c->fsize;
-	}
-	c->foff = 0;
-	c->fsize = 0;
-	c->fcrc = 0;
-	c->fgen = c->gen;
-	c->shared = 1;
-	c->vmask = j->mask;
-	c->job = NULL;		/* an older job still in flight is dead */
+	version_frameless(w, c, 1, j->mask);
 	memcpy(w->hashes + j->chunk * IMG_HASH_SIZE, j->hash, IMG_HASH_SIZE);
 	w->hashed_only++;
 	lru_unlink(w, j->slot);
@@ -642,18 +654,7 @@ lru_push(struct img_writer *w, int32_t s)
 static void
 drop_versions(struct img_writer *w, struct wchunk *c)
 {
-	c->gen++;
-	if (c->fsize != 0) {
-		punch(w, c->foff, c->fsize);
-		w->live_bytes -= c->fsize;
-	}
-	c->shared = 0;
-	c->foff = 0;
-	c->fsize = 0;
-	c->fcrc = 0;
-	c->fgen = c->gen;
-	c->vmask = 0;
-	c->job = NULL;
+	version_frameless(w, c, 0, 0);
 }
 
 /*
