@@ -2,9 +2,9 @@
 # tests/run.sh BINARY... - run the whole suite: the unit tests once, then
 # every tests/t-*.sh against each snapctl binary given (plain, ASan+UBSan).
 # T=REGEX selects tests by name.  Ends with the line "N passed, N failed".
-# The binaries' runs go side by side, one lane each (a test's QEMU under
-# TCG keeps about one core busy; CI has two): TEST_LANES=1 runs them one
-# after the other.  Every test has its own directories, VMs and sockets.
+# Two tests run at a time (a test's QEMU under TCG keeps about one core
+# busy; CI has two): TEST_LANES=N for N, 1 for one after the other.
+# Every test has its own directories, VMs and sockets.
 # Every test must print one TAP plan "1..N" before its first or after its
 # last "ok"/"not ok" line, and run exactly N: a missing plan, or "planned N,
 # ran M", counts as one more failure.
@@ -43,6 +43,7 @@ run_one() {
 	timeout --kill-after=10 "${TEST_TIMEOUT:-900}" "$@" >"$log" 2>&1 </dev/null
 	rc=$?
 	secs=$(($(date +%s) - start))
+	echo "$secs" >"$log.secs"
 	p=$(grep -cE '^ok [0-9]+' "$log" | head -n1)
 	s=$(grep -cE '^ok [0-9]+ .*# SKIP' "$log" | head -n1)
 	f=$(grep -cE '^not ok [0-9]+' "$log" | head -n1)
@@ -79,53 +80,73 @@ for u in build/unit-*; do
 	run_one "$name" "$logdir/${u#build/}.log" "$u"
 done
 
-# lane BINARY: every t-*.sh against BINARY; its counts and failed names
-# go to $logdir/lane.VARIANT (sourced back by the parent).
+# The jobs: every t-*.sh against every binary.  TEST_LANES (2) lanes take
+# them from one queue, longest first when an earlier run left each job's
+# seconds in the log directory; each lane's counts and failed names come
+# back through a file ($logdir/lane.K, sourced by the parent).
+jobs=()
+for t in tests/t-*.sh; do
+	[ -f "$t" ] || continue
+	name=$(basename "$t" .sh)
+	[[ -n "${T:-}" && ! "$name" =~ $T ]] && continue
+	for bin in "$@"; do
+		variant=plain
+		case $bin in *asan*) variant=asan ;; esac
+		secs=$(cat "$logdir/$name.$variant.log.secs" 2>/dev/null || echo 0)
+		jobs+=("$secs|$variant|$bin|$t")
+	done
+done
+if [ ${#jobs[@]} -gt 0 ]; then
+	mapfile -t jobs < <(printf '%s\n' "${jobs[@]}" | sort -t '|' -k1,1nr -s)
+fi
+queue=$logdir/queue
+echo 0 >"$queue"
+# take: the next job's index (under a lock: lanes share the queue).
+take() {
+	flock "$queue.lock" bash -c 'n=$(cat "$1"); echo $((n + 1)) >"$1"; echo "$n"' _ "$queue"
+}
+
 lane() {
-	local bin=$1 variant=plain t name
-	case $bin in *asan*) variant=asan ;; esac
+	local k=$1 i job variant bin t name
 	local pass=0 fail=0 skipped=0 failed_names=()
-	for t in tests/t-*.sh; do
-		[ -f "$t" ] || continue
+	while i=$(take) && [ "$i" -lt ${#jobs[@]} ]; do
+		job=${jobs[i]#*|}
+		variant=${job%%|*} job=${job#*|}
+		bin=${job%%|*} t=${job#*|}
 		name=$(basename "$t" .sh)
-		[[ -n "${T:-}" && ! "$name" =~ $T ]] && continue
 		SNAPCTL=$bin SNAPCTL_VARIANT=$variant \
 			run_one "$name [$variant]" "$logdir/$name.$variant.log" bash "$t"
 	done
 	{
 		echo "pass=\$((pass + $pass)) fail=\$((fail + $fail)) skipped=\$((skipped + $skipped))"
 		[ ${#failed_names[@]} -gt 0 ] && printf 'failed_names+=(%q)\n' "${failed_names[@]}"
-	} >"$logdir/lane.$variant"
+	} >"$logdir/lane.$k"
 }
 
 rm -f "$logdir"/lane.*
 lanes=${TEST_LANES:-2}
-if [ $# -gt 1 ] && [ "$lanes" -gt 1 ]; then
+[ "$lanes" -ge 1 ] 2>/dev/null || lanes=1
+if [ "$lanes" -gt 1 ] && [ ${#jobs[@]} -gt 1 ]; then
 	# Build what the tests share once, before the lanes race for it.
-	if compgen -G 'tests/t-*.sh' >/dev/null; then
-		( TESTDIR=$logdir; . tests/lib/vm.sh && vm_guest && _vm_helper ) >/dev/null ||
-			echo "run.sh: the test guest or the QMP helper cannot be built" >&2
-	fi
+	( TESTDIR=$logdir; . tests/lib/vm.sh && vm_guest && _vm_helper ) >/dev/null ||
+		echo "run.sh: the test guest or the QMP helper cannot be built" >&2
 	pids=()
-	for bin in "$@"; do
-		lane "$bin" &
+	for k in $(seq "$lanes"); do
+		lane "$k" &
 		pids+=($!)
 	done
 	wait "${pids[@]}"
 else
-	for bin in "$@"; do
-		lane "$bin"
-	done
+	lanes=1
+	lane 1
 fi
-for bin in "$@"; do
-	variant=plain
-	case $bin in *asan*) variant=asan ;; esac
-	if [ -f "$logdir/lane.$variant" ]; then
+for k in $(seq "$lanes"); do
+	if [ -f "$logdir/lane.$k" ]; then
 		# shellcheck disable=SC1090
-		. "$logdir/lane.$variant"
+		. "$logdir/lane.$k"
 	else
 		fail=$((fail + 1))
-		failed_names+=("the $variant lane (it died)")
+		failed_names+=("lane $k (it died)")
 	fi
 done
 

@@ -67,7 +67,7 @@ restored() {
 	vm_kill "$vm" KILL
 }
 
-for ver in 7.2 10.0; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

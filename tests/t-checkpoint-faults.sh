@@ -40,7 +40,7 @@ tmpfs_at() {
 
 versions=()
 declare -A small_ok
-for ver in 7.2 10.0; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

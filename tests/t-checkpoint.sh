@@ -44,7 +44,7 @@ expect_eq "... and the new store holds only its lock" ".lock" "$(ls -A "$TESTDIR
 expect_eq "... created 0700" 700 "$(stat -c %a "$TESTDIR/cli-store")"
 
 versions=()
-for ver in 7.2 10.0; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

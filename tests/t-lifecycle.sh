@@ -80,7 +80,7 @@ wait "$holder" 2>/dev/null
 rm -rf "$E/b2"
 
 versions=()
-for ver in 7.2 10.0; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

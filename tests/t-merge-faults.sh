@@ -52,7 +52,7 @@ wait_job() {
 }
 ck() { "$SNAPCTL" -q -s "$sock" -d "$store" checkpoint $mode "$1"; sleep 1.1; }
 
-for ver in ${VERS:-7.2 10.0}; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

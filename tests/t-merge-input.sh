@@ -24,7 +24,7 @@ depth() { qemu-img info --backing-chain --output=json -U "$1" | grep -c '"virtua
 chain_ok() { check "$1: ... the VM's chain opens, every layer there" qemu-img info --backing-chain -U "$dir/d0.qcow2"; }
 ck() { "$SNAPCTL" -q -s "$sock" -d "$store" checkpoint $mode "$1"; sleep 1.1; }
 
-for ver in ${VERS:-7.2 10.0}; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

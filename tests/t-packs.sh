@@ -86,7 +86,7 @@ killed_delete() {
 # ids_named NAME: the pack ids NAME's image names, sorted.
 ids_named() { "$IMGTOOL" refs "$store/$1/memory.img" | awk '{ print $3 }' | sort -u; }
 
-for ver in 7.2 10.0; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

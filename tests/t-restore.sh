@@ -86,7 +86,7 @@ sig_restore() {
 	grep -v '^[-<][->] ' "$log.trace" >"$log"
 }
 
-for ver in 7.2 10.0; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

@@ -52,7 +52,7 @@ ovls() { (cd "$store/.restores" 2>/dev/null && ls -1A | sort | tr '\n' ' '); }
 # start_ticks PID: field 22 of /proc/PID/stat (the comm may hold spaces).
 start_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $20 }'; }
 
-for ver in 7.2 10.0; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue

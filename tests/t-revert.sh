@@ -102,7 +102,7 @@ kill_at() {
 	expect_eq "$d: ... no temporary name left" "" "$(hidden "$dir")"
 }
 
-for ver in 7.2 10.0; do
+for ver in $(qemu_versions); do
 	if ! vm_have_qemu "$ver"; then
 		skip "QEMU $ver" "not installed (tests/deps.sh)"
 		continue
