@@ -85,6 +85,13 @@ manifest_checks() {
 	keys=$(jq_get -k "$m" timings | tr '\n' ' ')
 	expect_match "$d: timings total_s, paused_ms, passes" \
 		'^(.* )?passes paused_ms (.* )?total_s $' <(echo "$keys")
+	# With memory: the CPU that compacting and receiving the stream took.
+	if [ "$(jq_get "$m" memory)" != null ]; then
+		expect_match "$d: timings.compaction_cpu_s > 0 ($(jq_get "$m" timings.compaction_cpu_s))" \
+			'^(0\.0*[1-9][0-9]*|[1-9][0-9]*(\.[0-9]+)?)$' <(jq_get "$m" timings.compaction_cpu_s)
+		expect_match "$d: timings.receive_cpu_s > 0 ($(jq_get "$m" timings.receive_cpu_s))" \
+			'^(0\.0*[1-9][0-9]*|[1-9][0-9]*(\.[0-9]+)?)$' <(jq_get "$m" timings.receive_cpu_s)
+	fi
 	expect_eq "$d: one disk" 1 "$(jq_get -n "$m" disks)"
 	expect_eq "$d: disk device vd0" vd0 "$(jq_get "$m" disks.0.device)"
 	expect_eq "$d: disk format qcow2" qcow2 "$(jq_get "$m" disks.0.format)"
