@@ -541,7 +541,9 @@ test_chain(void)
  * The early check (a chunk whose pages all arrived is hashed in its slot
  * at once, and freed when unchanged): right after each chunk's last page,
  * while its check is likely still running, some chunks get a page
- * rewritten, one turned zero, one sent again as it was; then every
+ * rewritten, one turned zero, and chunks already changed from the base
+ * (their check finds them changed and keeps the hash) a page rewritten,
+ * which must drop the kept hash; then every
  * chunk's first page again (a freed chunk merges the rest from the base).
  * The image must hold the newest pages, verify, and name the base's frame
  * for the chunks never changed.
@@ -582,6 +584,8 @@ test_check(void)
 	    "pc-q35-7.2", &e) < 0 || sink->blocks(w, blocks, 2, 2, &e) < 0 ||
 	    sink->section(w, 1, &e) < 0)
 		goto sent;
+	for (ci = 3; ci < nch; ci += 4)	/* changed before they are sent */
+		g->seed[ci * CPAGES + 9] = 2000 + ci;
 	for (pg = 0; pg < NPAGES; pg++) {
 		if (send_page(w, g, pg, g->seed[pg], &e) < 0)
 			goto sent;
@@ -592,14 +596,19 @@ test_check(void)
 			g->seed[ci * CPAGES + 5] = 1000 + ci;
 		else if (ci % 4 == 2)	/* zeroed under its check */
 			g->seed[ci * CPAGES + 7] = 0;
-		else if (ci % 4 == 0)
+		else if (ci % 4 == 3)	/* found changed, then rewritten */
+			g->seed[ci * CPAGES + 5] = 3000 + ci;
+		else
 			continue;
 		if (send_page(w, g, ci * CPAGES + (ci % 4 == 2 ? 7 : 5),
 		    g->seed[ci * CPAGES + (ci % 4 == 2 ? 7 : 5)], &e) < 0)
 			goto sent;
 	}
+	/* Not the found-changed ones: their version with the kept hash (or
+	 * not) must be the one the image keeps. */
 	for (pg = 0; pg < NPAGES; pg += CPAGES)
-		if (send_page(w, g, pg, g->seed[pg], &e) < 0)
+		if ((pg / CPAGES) % 4 != 3 &&
+		    send_page(w, g, pg, g->seed[pg], &e) < 0)
 			goto sent;
 	memset(tail, 0x44, sizeof(tail));
 	if (sink->section(w, 3, &e) < 0 ||
@@ -621,7 +630,7 @@ sent:
 		img_chunk_ref(a, ci, &ra);
 		if (ra.size == 0)
 			continue;
-		if (ci % 4 == 1 || (ci % 4 == 2 &&
+		if (ci % 4 == 1 || ci % 4 == 3 || (ci % 4 == 2 &&
 		    (ra.present & ~ra.zero) != (1ull << 7))) {
 			bad += ref.pack != 0;	/* changed: its own frame */
 		} else if (ci % 4 != 2) {
@@ -642,6 +651,110 @@ out:
 	free(g);
 }
 
+/*
+ * The early check against random traffic (written by a reviewer as a fuzz
+ * test): a base, then three passes of a guest whose pages turn new, zero
+ * or back to the base's, with extra rewrites of recently sent pages (some
+ * under their chunk's check), through caches of 1 to 4 chunks and 1 to 3
+ * threads.  Every page read back must be the newest and the image verify.
+ */
+static int
+check_random_one(uint64_t seed, int nslots, int threads)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	struct err e = ERR_INIT;
+	struct guest *g = xcalloc(1, sizeof(*g)), *b0 = xcalloc(1, sizeof(*g));
+	struct img_opts o = IMG_OPTS_INIT;
+	struct stream_block blocks[2];
+	struct img_writer *w = NULL;
+	struct img_reader *a = NULL;
+	struct img_stats st;
+	char *pa = tpath("f-a.img"), *pk = tpath("f-b.img");
+	uint8_t tail[100];
+	uint64_t s = seed | 1, r, t;
+	size_t pg, k, n, q;
+	int ok = 0, pass;
+
+	guest_init(g, seed);
+	if (one_pass(g, pa, NULL, NULL, &st, &e) != 0 ||
+	    (a = img_open(pa, &e)) == NULL)
+		goto sent;
+	*b0 = *g;
+	o.threads = threads;
+	o.cache_bytes = (size_t)nslots * IMG_CHUNK_BYTES;
+	o.base = a;
+	o.base_hint = "f-a.img";
+	memset(blocks, 0, sizeof(blocks));
+	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
+	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
+	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
+	blocks[1].used_length = g->vga_len;
+	if ((w = img_writer_new(pk, &o, &e)) == NULL ||
+	    sink->config(w, config_bytes, sizeof(config_bytes),
+	    "pc-q35-7.2", &e) < 0 || sink->blocks(w, blocks, 2, 2, &e) < 0 ||
+	    sink->section(w, 1, &e) < 0)
+		goto sent;
+	for (pass = 0; pass < 3; pass++) {
+		for (pg = 0; pg < NPAGES; pg++) {
+			r = rnd(&s);
+			if (pass > 0 && r % 4 != 0)
+				continue;
+			if (r % 13 == 1)
+				g->seed[pg] = rnd(&s) | 1;
+			else if (r % 13 == 2)
+				g->seed[pg] = 0;
+			else if (r % 13 == 3)
+				g->seed[pg] = b0->seed[pg];
+			if (send_page(w, g, pg, g->seed[pg], &e) < 0)
+				goto sent;
+			if (r % 5 != 0)
+				continue;
+			n = 1 + rnd(&s) % 3;
+			for (k = 0; k < n; k++) {
+				q = pg >= 200 ? pg - rnd(&s) % 200 :
+				    rnd(&s) % (pg + 1);
+				t = rnd(&s) % 4;
+				g->seed[q] = t == 0 ? rnd(&s) | 1 : t == 1 ? 0 :
+				    b0->seed[q];
+				if (send_page(w, g, q, g->seed[q], &e) < 0)
+					goto sent;
+			}
+		}
+	}
+	memset(tail, 0x44, sizeof(tail));
+	if (sink->section(w, 3, &e) < 0 ||
+	    sink->tail(w, tail, sizeof(tail), &e) < 0 ||
+	    img_writer_commit(w, &st, &e) < 0)
+		goto sent;
+	ok = 1;
+sent:
+	img_writer_free(w);
+	if (!ok)
+		note("seed %llu: %s", (unsigned long long)seed, e.msg);
+	else
+		ok = same_pages(g, pk, "check, random");
+	img_close(a);
+	unlink(pa);
+	unlink(pk);
+	free(pa);
+	free(pk);
+	free(g);
+	free(b0);
+	return ok;
+}
+
+static void
+test_check_random(void)
+{
+	unsigned i, bad = 0;
+
+	for (i = 1; i <= 12; i++)
+		bad += !check_random_one(i * 7919, 1 + (int)(i % 4),
+		    1 + (int)(i % 3));
+	check(bad == 0, "check, random: 12 runs of three passes with "
+	    "rewrites, caches of 1 to 4 chunks, 1 to 3 threads (%u bad)", bad);
+}
+
 int
 main(void)
 {
@@ -657,6 +770,7 @@ main(void)
 	test_no_share();
 	test_chain();
 	test_check();
+	test_check_random();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
 
