@@ -343,6 +343,13 @@ build_disk(const struct manifest_disk *d, const json_t *parent_m,
 	return dj;
 }
 
+/* A non-negative number rounded to 3 decimals. */
+static json_t *
+json_real3(double v)
+{
+	return json_real((double)(int64_t)(v * 1000.0 + 0.5) / 1000.0);
+}
+
 json_t *
 manifest_build(const struct manifest_input *in)
 {
@@ -396,8 +403,7 @@ manifest_build(const struct manifest_input *in)
 		return NULL;
 	t = json_object_get(m, MF_TIMINGS);
 	/* Rounded to what the clocks can tell. */
-	json_object_set_new(t, "paused_ms", json_real((double)(int64_t)
-	    (in->paused_ms * 1000.0 + 0.5) / 1000.0));
+	json_object_set_new(t, "paused_ms", json_real3(in->paused_ms));
 	if (in->qemu_downtime_ms >= 0)
 		json_object_set_new(t, "qemu_downtime_ms",
 		    json_integer(in->qemu_downtime_ms));
@@ -405,12 +411,10 @@ manifest_build(const struct manifest_input *in)
 		json_object_set_new(t, "frozen_ms",
 		    json_integer((json_int_t)in->frozen_ms));
 	if (in->memory) {
-		json_object_set_new(t, "compaction_cpu_s", json_real(
-		    (double)(int64_t)(in->compaction_cpu_s * 1000.0 + 0.5) /
-		    1000.0));
-		json_object_set_new(t, "receive_cpu_s", json_real(
-		    (double)(int64_t)(in->receive_cpu_s * 1000.0 + 0.5) /
-		    1000.0));
+		json_object_set_new(t, "compaction_cpu_s",
+		    json_real3(in->compaction_cpu_s));
+		json_object_set_new(t, "receive_cpu_s",
+		    json_real3(in->receive_cpu_s));
 	}
 	return m;
 }

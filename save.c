@@ -650,13 +650,6 @@ lru_push(struct img_writer *w, int32_t s)
 		w->lru_tail = s;
 }
 
-/* A chunk with no data page left: every older version is dead. */
-static void
-drop_versions(struct img_writer *w, struct wchunk *c)
-{
-	version_frameless(w, c, 0, 0);
-}
-
 /*
  * Hand slot s's chunk to compression as its newest version; the slot
  * keeps a fresh buffer and is left unlinked and empty.
@@ -675,7 +668,7 @@ evict(struct img_writer *w, int32_t s, struct err *e)
 	lru_unlink(w, s);
 	c->slot = -1;
 	if (data == 0) {
-		drop_versions(w, c);
+		version_frameless(w, c, 0, 0);	/* no data page left */
 		return 0;
 	}
 	j = job_take(w);
@@ -718,7 +711,8 @@ slot_get(struct img_writer *w, uint64_t ci, struct err *e)
 	struct slot *sl;
 	int32_t s;
 
-	if (w->free_slots < 0 && w->inflight > 0)
+	/* Checks free slots as they finish: take those first. */
+	if (w->share && w->free_slots < 0 && w->inflight > 0)
 		reap(w, 0);
 	for (;;) {
 		if (w->free_slots >= 0) {

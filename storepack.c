@@ -443,6 +443,25 @@ mark_held(const char *dir, struct pack *p, size_t n)
 	closedir(pd);
 }
 
+/* A held pack names frames as a remaining image does (one hop: a pack's
+ * references never lead further).  0, or -1 with e filled. */
+static int
+held_refs(const char *dir, struct pack *p, size_t n, struct err *e)
+{
+	char *path;
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++) {
+		if (!p[i].held)
+			continue;
+		path = xasprintf("%s/%s", dir, p[i].name);
+		rc = note_refs(path, p, n, e);
+		free(path);
+	}
+	return rc;
+}
+
 static int
 range_cmp(const void *a, const void *b)
 {
@@ -518,33 +537,12 @@ storepack_gc(struct store *s, json_t **report, struct err *e)
 	dir = xasprintf("%s/%s", store_path(s), STOREPACK_DIR);
 	if (packs_list(dir, &p, &n, e) < 0)
 		goto out;
-	if (n > 0 && collect_refs(s, p, n, &le) < 0) {
-		/* What it names is unknown: nothing may go. */
-		*report = json_pack("{s:i, s:O, s:i, s:s}", "packs", (int)n,
-		    "removed", removed, "punched_bytes", 0, "skipped",
-		    le.msg);
-		rc = 0;
-		goto out;
-	}
+	if (n > 0 && collect_refs(s, p, n, &le) < 0)
+		goto skipped;
 	sig_test_hold(STOREPACK_HOLD_ENV, "gc");
 	mark_held(dir, p, n);
-	/* A held pack names frames as a remaining image does (one hop: a
-	 * pack's references never lead further). */
-	for (i = 0; i < n; i++) {
-		if (!p[i].held)
-			continue;
-		path = xasprintf("%s/%s", dir, p[i].name);
-		rc = note_refs(path, p, n, &le);
-		free(path);
-		if (rc < 0) {
-			*report = json_pack("{s:i, s:O, s:i, s:s}", "packs",
-			    (int)n, "removed", removed, "punched_bytes", 0,
-			    "skipped", le.msg);
-			rc = 0;
-			goto out;
-		}
-	}
-	rc = -1;
+	if (held_refs(dir, p, n, &le) < 0)
+		goto skipped;
 	for (i = 0; i < n; i++) {
 		path = xasprintf("%s/%s", dir, p[i].name);
 		if (!p[i].named) {
@@ -575,6 +573,12 @@ done:
 	*report = json_pack("{s:I, s:O, s:I, s:I}", "packs", (json_int_t)kept,
 	    "removed", removed, "punched_bytes", (json_int_t)punched, "held",
 	    (json_int_t)held);
+	goto out;
+skipped:
+	/* What they name is unknown: nothing may go. */
+	*report = json_pack("{s:i, s:O, s:i, s:s}", "packs", (int)n,
+	    "removed", removed, "punched_bytes", 0, "skipped", le.msg);
+	rc = 0;
 out:
 	packs_free(p, n);
 	json_decref(removed);

@@ -31,30 +31,12 @@ static int
 compact(const struct guest *g, const char *path, struct img_reader *base,
     const char *hint, struct img_stats *st, struct err *e)
 {
-	const struct stream_sink *sink = img_writer_sink();
-	struct img_opts o = IMG_OPTS_INIT;
-	struct stream_block blocks[2];
 	struct img_writer *w;
-	uint8_t tail[2000];
 	size_t pg;
 	int rc = -1;
 
-	err_clear(e);
-	o.threads = 2;
-	o.cache_bytes = 3 * IMG_CHUNK_BYTES;
-	o.base = base;
-	o.base_hint = hint;
-	memset(blocks, 0, sizeof(blocks));
-	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
-	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
-	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
-	blocks[1].used_length = g->vga_len;
-	if ((w = img_writer_new(path, &o, e)) == NULL)
+	if ((w = guest_writer(g, path, base, hint, 2, 3, e)) == NULL)
 		return -1;
-	if (sink->config(w, config_bytes, sizeof(config_bytes),
-	    "pc-q35-7.2", e) < 0 || sink->blocks(w, blocks, 2, 2, e) < 0 ||
-	    sink->section(w, 1, e) < 0)
-		goto out;
 	/* Pass 1: the final pages of the even chunks, stale odd ones. */
 	for (pg = 0; pg < NPAGES; pg++)
 		if (send_page(w, g, pg, (pg / CPAGES) % 2 ? g->seed[pg] ^ 0x55 :
@@ -68,13 +50,7 @@ compact(const struct guest *g, const char *path, struct img_reader *base,
 	for (pg = 0; pg < NPAGES; pg++)
 		if ((pg / CPAGES) % 2 && send_page(w, g, pg, g->seed[pg], e) < 0)
 			goto out;
-	memset(tail, 0x5a, sizeof(tail));
-	if (sink->section(w, 3, e) < 0 ||
-	    sink->tail(w, tail, sizeof(tail), e) < 0)
-		goto out;
-	if (img_writer_commit(w, st, e) < 0)
-		goto out;
-	rc = 0;
+	rc = guest_writer_end(w, 2000, 0x5a, st, e);
 out:
 	img_writer_free(w);
 	return rc;
@@ -551,17 +527,13 @@ test_chain(void)
 static void
 test_check(void)
 {
-	const struct stream_sink *sink = img_writer_sink();
 	struct err e = ERR_INIT;
 	struct guest *g = xcalloc(1, sizeof(*g));
-	struct img_opts o = IMG_OPTS_INIT;
-	struct stream_block blocks[2];
 	struct img_writer *w = NULL;
 	struct img_reader *a = NULL, *r = NULL;
 	struct img_chunk_ref ref, ra;
 	struct img_stats st;
 	char *pa = tpath("k-a.img"), *pk = tpath("k-b.img");
-	uint8_t tail[100];
 	size_t pg, ci, nch = NPAGES / CPAGES;
 	unsigned bad = 0, kept = 0;
 	int ok = 0;
@@ -570,19 +542,7 @@ test_check(void)
 	if (!check(one_pass(g, pa, NULL, NULL, &st, &e) == 0, "check: base "
 	    "(%s)", e.msg) || (a = img_open(pa, &e)) == NULL)
 		goto out;
-	o.threads = 2;
-	o.cache_bytes = 2 * IMG_CHUNK_BYTES;
-	o.base = a;
-	o.base_hint = "k-a.img";
-	memset(blocks, 0, sizeof(blocks));
-	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
-	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
-	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
-	blocks[1].used_length = g->vga_len;
-	if ((w = img_writer_new(pk, &o, &e)) == NULL ||
-	    sink->config(w, config_bytes, sizeof(config_bytes),
-	    "pc-q35-7.2", &e) < 0 || sink->blocks(w, blocks, 2, 2, &e) < 0 ||
-	    sink->section(w, 1, &e) < 0)
+	if ((w = guest_writer(g, pk, a, "k-a.img", 2, 2, &e)) == NULL)
 		goto sent;
 	for (ci = 3; ci < nch; ci += 4)	/* changed before they are sent */
 		g->seed[ci * CPAGES + 9] = 2000 + ci;
@@ -610,10 +570,7 @@ test_check(void)
 		if ((pg / CPAGES) % 4 != 3 &&
 		    send_page(w, g, pg, g->seed[pg], &e) < 0)
 			goto sent;
-	memset(tail, 0x44, sizeof(tail));
-	if (sink->section(w, 3, &e) < 0 ||
-	    sink->tail(w, tail, sizeof(tail), &e) < 0 ||
-	    img_writer_commit(w, &st, &e) < 0)
+	if (guest_writer_end(w, 100, 0x44, &st, &e) < 0)
 		goto sent;
 	ok = 1;
 sent:
@@ -661,16 +618,12 @@ out:
 static int
 check_random_one(uint64_t seed, int nslots, int threads)
 {
-	const struct stream_sink *sink = img_writer_sink();
 	struct err e = ERR_INIT;
 	struct guest *g = xcalloc(1, sizeof(*g)), *b0 = xcalloc(1, sizeof(*g));
-	struct img_opts o = IMG_OPTS_INIT;
-	struct stream_block blocks[2];
 	struct img_writer *w = NULL;
 	struct img_reader *a = NULL;
 	struct img_stats st;
 	char *pa = tpath("f-a.img"), *pk = tpath("f-b.img");
-	uint8_t tail[100];
 	uint64_t s = seed | 1, r, t;
 	size_t pg, k, n, q;
 	int ok = 0, pass;
@@ -680,19 +633,8 @@ check_random_one(uint64_t seed, int nslots, int threads)
 	    (a = img_open(pa, &e)) == NULL)
 		goto sent;
 	*b0 = *g;
-	o.threads = threads;
-	o.cache_bytes = (size_t)nslots * IMG_CHUNK_BYTES;
-	o.base = a;
-	o.base_hint = "f-a.img";
-	memset(blocks, 0, sizeof(blocks));
-	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
-	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
-	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
-	blocks[1].used_length = g->vga_len;
-	if ((w = img_writer_new(pk, &o, &e)) == NULL ||
-	    sink->config(w, config_bytes, sizeof(config_bytes),
-	    "pc-q35-7.2", &e) < 0 || sink->blocks(w, blocks, 2, 2, &e) < 0 ||
-	    sink->section(w, 1, &e) < 0)
+	if ((w = guest_writer(g, pk, a, "f-a.img", threads, (unsigned)nslots,
+	    &e)) == NULL)
 		goto sent;
 	for (pass = 0; pass < 3; pass++) {
 		for (pg = 0; pg < NPAGES; pg++) {
@@ -721,10 +663,7 @@ check_random_one(uint64_t seed, int nslots, int threads)
 			}
 		}
 	}
-	memset(tail, 0x44, sizeof(tail));
-	if (sink->section(w, 3, &e) < 0 ||
-	    sink->tail(w, tail, sizeof(tail), &e) < 0 ||
-	    img_writer_commit(w, &st, &e) < 0)
+	if (guest_writer_end(w, 100, 0x44, &st, &e) < 0)
 		goto sent;
 	ok = 1;
 sent:

@@ -3,8 +3,9 @@
  * unit tests (share.c, storepack.c): NCHUNK chunks of pc.ram and two of
  * vga, a seed per page (0: a zero page) whose content fill() makes, some
  * pages random, some text-like; guest_touch() changes a few pages of a
- * chunk; send_page() feeds one page to a writer, one_pass() the whole
- * guest once into an image.  tpath() names a file in the including test's
+ * chunk; send_page() feeds one page to a writer, guest_writer() and
+ * guest_writer_end() start and finish one, one_pass() the whole guest
+ * once into an image.  tpath() names a file in the including test's
  * tmpdir.
  */
 #ifndef SNAPCTL_TEST_SYNTHGUEST_H
@@ -113,22 +114,23 @@ send_page(struct img_writer *w, const struct guest *g, size_t pg,
 	return img_writer_sink()->page(w, b, off, buf, e);
 }
 
-/* g in one pass, each page once, at path: no frame is ever replaced. */
-static inline int
-one_pass(const struct guest *g, const char *path, struct img_reader *base,
-    const char *hint, struct img_stats *st, struct err *e)
+/*
+ * A writer for g's block table at path (base and hint as img_opts says,
+ * threads, a cache of cache_chunks chunks), its configuration, blocks and
+ * a ram START section fed.  NULL with e filled.
+ */
+static inline struct img_writer *
+guest_writer(const struct guest *g, const char *path, struct img_reader *base,
+    const char *hint, int threads, unsigned cache_chunks, struct err *e)
 {
 	const struct stream_sink *sink = img_writer_sink();
 	struct img_opts o = IMG_OPTS_INIT;
 	struct stream_block blocks[2];
 	struct img_writer *w;
-	uint8_t tail[100];
-	size_t pg;
-	int rc = -1;
 
 	err_clear(e);
-	o.threads = 2;
-	o.cache_bytes = 2 * IMG_CHUNK_BYTES;
+	o.threads = threads;
+	o.cache_bytes = (size_t)cache_chunks * IMG_CHUNK_BYTES;
 	o.base = base;
 	o.base_hint = hint;
 	memset(blocks, 0, sizeof(blocks));
@@ -137,20 +139,46 @@ one_pass(const struct guest *g, const char *path, struct img_reader *base,
 	snprintf(blocks[1].name, sizeof(blocks[1].name), "vga.vram");
 	blocks[1].used_length = g->vga_len;
 	if ((w = img_writer_new(path, &o, e)) == NULL)
-		return -1;
+		return NULL;
 	if (sink->config(w, config_bytes, sizeof(config_bytes),
 	    "pc-q35-7.2", e) < 0 || sink->blocks(w, blocks, 2, 2, e) < 0 ||
-	    sink->section(w, 1, e) < 0)
-		goto out;
+	    sink->section(w, 1, e) < 0) {
+		img_writer_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* The ram END section, a device tail of len bytes of fill, the commit
+ * (filling st).  0, or -1 with e filled. */
+static inline int
+guest_writer_end(struct img_writer *w, size_t len, int fill,
+    struct img_stats *st, struct err *e)
+{
+	const struct stream_sink *sink = img_writer_sink();
+	uint8_t tail[2000];
+
+	memset(tail, fill, len);
+	if (sink->section(w, 3, e) < 0 || sink->tail(w, tail, len, e) < 0)
+		return -1;
+	return img_writer_commit(w, st, e);
+}
+
+/* g in one pass, each page once, at path: no frame is ever replaced. */
+static inline int
+one_pass(const struct guest *g, const char *path, struct img_reader *base,
+    const char *hint, struct img_stats *st, struct err *e)
+{
+	struct img_writer *w;
+	size_t pg;
+	int rc = -1;
+
+	if ((w = guest_writer(g, path, base, hint, 2, 2, e)) == NULL)
+		return -1;
 	for (pg = 0; pg < NPAGES; pg++)
 		if (send_page(w, g, pg, g->seed[pg], e) < 0)
 			goto out;
-	memset(tail, 0x33, sizeof(tail));
-	if (sink->section(w, 3, e) < 0 ||
-	    sink->tail(w, tail, sizeof(tail), e) < 0 ||
-	    img_writer_commit(w, st, e) < 0)
-		goto out;
-	rc = 0;
+	rc = guest_writer_end(w, 100, 0x33, st, e);
 out:
 	img_writer_free(w);
 	return rc;
