@@ -39,6 +39,26 @@ ASAN_OBJS := $(SRCS:%.c=build-asan/%.o)
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 
+# BLAKE3, the BLAKE3 team's C code (third_party/blake3/README.snapctl),
+# built with its own flags: its assembly on x86-64, NEON on aarch64, the
+# portable code elsewhere.
+B3_DIR := third_party/blake3
+B3_SRCS := blake3.c blake3_dispatch.c blake3_portable.c
+B3_DEFS :=
+B3_MACHINE := $(shell $(CC) -dumpmachine 2>/dev/null)
+ifneq ($(filter x86_64-%,$(B3_MACHINE)),)
+B3_SRCS += blake3_sse2_x86-64_unix.S blake3_sse41_x86-64_unix.S \
+	blake3_avx2_x86-64_unix.S blake3_avx512_x86-64_unix.S
+else ifneq ($(filter aarch64-%,$(B3_MACHINE)),)
+B3_SRCS += blake3_neon.c
+B3_DEFS := -DBLAKE3_USE_NEON=1
+else
+B3_DEFS := -DBLAKE3_NO_SSE2 -DBLAKE3_NO_SSE41 -DBLAKE3_NO_AVX2 \
+	-DBLAKE3_NO_AVX512
+endif
+B3_OBJS := $(addprefix build/b3/,$(addsuffix .o,$(basename $(B3_SRCS))))
+B3_ASAN_OBJS := $(B3_OBJS:build/%=build-asan/%)
+
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNITS := $(UNIT_SRCS:tests/unit/%.c=build/unit-%)
 HELPER_SRCS := $(sort $(wildcard tests/helper/*.c))
@@ -51,8 +71,8 @@ FAULT_SO := build/faultinject.so
 
 all: snapctl
 
-snapctl: $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $(OBJS) $(ALL_LDFLAGS)
+snapctl: $(OBJS) $(B3_OBJS)
+	$(CC) $(CFLAGS) -o $@ $(OBJS) $(B3_OBJS) $(ALL_LDFLAGS)
 
 # Objects depend on the flags they were built with: a make check after a
 # plain make rebuilds with -Werror instead of trusting old objects.
@@ -69,18 +89,29 @@ build/%.o: %.c $(FLAGS_STAMP) | build
 build-asan/%.o: %.c $(FLAGS_STAMP) | build-asan
 	$(CC) $(BASE_CFLAGS) $(ASAN_FLAGS) -MMD -MP -c -o $@ $<
 
-build-asan/snapctl: $(ASAN_OBJS)
-	$(CC) $(ASAN_FLAGS) -o $@ $(ASAN_OBJS) $(ALL_LDFLAGS)
+build-asan/snapctl: $(ASAN_OBJS) $(B3_ASAN_OBJS)
+	$(CC) $(ASAN_FLAGS) -o $@ $(ASAN_OBJS) $(B3_ASAN_OBJS) $(ALL_LDFLAGS)
 
-build build-asan:
+build/b3/%.o: $(B3_DIR)/%.c $(FLAGS_STAMP) | build/b3
+	$(CC) $(CFLAGS) $(B3_DEFS) -c -o $@ $<
+build/b3/%.o: $(B3_DIR)/%.S $(FLAGS_STAMP) | build/b3
+	$(CC) $(CFLAGS) -c -o $@ $<
+build-asan/b3/%.o: $(B3_DIR)/%.c $(FLAGS_STAMP) | build-asan/b3
+	$(CC) $(ASAN_FLAGS) $(B3_DEFS) -c -o $@ $<
+build-asan/b3/%.o: $(B3_DIR)/%.S $(FLAGS_STAMP) | build-asan/b3
+	$(CC) -g -c -o $@ $<
+
+build build-asan build/b3 build-asan/b3:
 	mkdir -p $@
 
 # Unit tests link the core (everything but main) with ASan+UBSan.
-build/unit-%: tests/unit/%.c $(CORE_SRCS:%.c=build-asan/%.o) | build
+build/unit-%: tests/unit/%.c $(CORE_SRCS:%.c=build-asan/%.o) \
+    $(B3_ASAN_OBJS) | build
 	$(CC) $(BASE_CFLAGS) $(ASAN_FLAGS) -MMD -MP -MF $@.d -I. -o $@ $^ \
 		$(ALL_LDFLAGS)
 
-build/helper-%: tests/helper/%.c $(CORE_SRCS:%.c=build/%.o) | build
+build/helper-%: tests/helper/%.c $(CORE_SRCS:%.c=build/%.o) $(B3_OBJS) \
+    | build
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -MMD -MP -MF $@.d -I. -o $@ $^ \
 		$(ALL_LDFLAGS)
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "export.h"
+#include "imghash.h"
 #include "ingest.h"
 #include "save.h"
 #include "sig.h"
@@ -597,6 +598,7 @@ cmd_image_info(const char *path, struct err *e)
 	json_t *j, *blocks;
 	uint64_t alloc, own;
 	char idhex[IMG_ID_HEX];
+	const char *hash;
 	double ratio;
 	size_t i;
 
@@ -608,6 +610,9 @@ cmd_image_info(const char *path, struct err *e)
 	m = img_meta(r);
 	alloc = allocated_bytes(path);
 	img_id_hex(m->id, idhex);
+	/* Version 1 has no chunk hashes. */
+	hash = m->version >= IMG_VERSION_2 ?
+	    img_hash_name(img_hash_algo_of(m->flags)) : NULL;
 	/* A version 1 image holds all its frames. */
 	own = m->version >= IMG_VERSION_2 ? m->own_bytes : m->data_bytes;
 	ratio = m->file_bytes ? (double)m->ram_bytes / (double)m->file_bytes :
@@ -618,11 +623,12 @@ cmd_image_info(const char *path, struct err *e)
 			json_array_append_new(blocks, json_pack("{s:s, s:I}",
 			    "name", m->blocks[i].name,
 			    "bytes", (json_int_t)m->blocks[i].used_length));
-		j = json_pack("{s:s, s:i, s:s?, s:I, s:I, s:o, s:s, s:o, s:I, "
-		    "s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:b, s:b}",
+		j = json_pack("{s:s, s:i, s:s?, s:s?, s:I, s:I, s:o, s:s, s:o, "
+		    "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:b, s:b}",
 		    "image", path,
 		    "format_version", (int)m->version,
 		    "image_id", m->version >= IMG_VERSION_2 ? idhex : NULL,
+		    "chunk_hash", hash,
 		    "own_bytes", (json_int_t)own,
 		    "shared_bytes", (json_int_t)m->shared_bytes,
 		    "packs", image_packs_json(r),
@@ -647,7 +653,8 @@ cmd_image_info(const char *path, struct err *e)
 
 		printf("image:      %s (format %u)\n", path, m->version);
 		if (m->version >= IMG_VERSION_2)
-			printf("id:         %s\n", idhex);
+			printf("id:         %s (chunk hashes: %s)\n", idhex,
+			    hash);
 		printf("machine:    %s\n", m->machine);
 		format_bytes(m->ram_bytes, a);
 		printf("ram:        %s in %zu blocks\n", a, m->nblocks);

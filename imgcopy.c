@@ -96,7 +96,7 @@ meta_build(const struct img_reader *r, const uint8_t id[IMG_ID_SIZE],
 /*
  * Append every frame in index order at *pos, filling the index entries
  * (idx, 80 bytes per chunk): offsets in the copy, CRCs, hashes (computed
- * from the decoded chunk when r has none: version 1).
+ * from the decoded chunk, in BLAKE3, when r has none: version 1).
  */
 static int
 copy_frames(struct img_reader *r, int fd, uint64_t *pos, uint8_t *idx,
@@ -121,8 +121,9 @@ copy_frames(struct img_reader *r, int fd, uint64_t *pos, uint8_t *idx,
 		if (img_read_frame(r, ci, frame, &size, e) < 0)
 			goto out;
 		if (!ref.has_hash) {
-			if (h == NULL && (h = img_hasher_new()) == NULL) {
-				err_set(e, ERR_FAIL, "libcrypto: no SHA-256");
+			if (h == NULL &&
+			    (h = img_hasher_new(IMG_HASH_BLAKE3)) == NULL) {
+				err_set(e, ERR_FAIL, "cannot create a hasher");
 				goto out;
 			}
 			if (chunk == NULL)
@@ -132,7 +133,7 @@ copy_frames(struct img_reader *r, int fd, uint64_t *pos, uint8_t *idx,
 			if (img_hash_chunk(h, dm, chunk,
 			    (size_t)img_mask_count(dm) * IMG_PAGE_SIZE,
 			    ref.hash) < 0) {
-				err_set(e, ERR_FAIL, "libcrypto: cannot hash");
+				err_set(e, ERR_FAIL, "cannot hash a chunk");
 				goto out;
 			}
 		}
@@ -202,8 +203,11 @@ img_write_standalone(struct img_reader *r, const char *path, struct err *e)
 	put_le32(hdr + IMG_HDR_SKIP_LEN, IMG_HDR_SIZE - IMG_SKIP_SIZE);
 	memcpy(hdr + IMG_HDR_MAGIC, IMG_MAGIC, IMG_MAGIC_LEN);
 	put_le32(hdr + IMG_HDR_VERSION, IMG_VERSION_2);
+	/* Hashes are copied (a version 1 source's computed, in BLAKE3). */
 	put_le32(hdr + IMG_HDR_FLAGS, (r->meta.flags &
-	    (IMG_F_SWITCHOVER_START | IMG_F_NO_END)) | IMG_F_FRAME_CRCS);
+	    (IMG_F_SWITCHOVER_START | IMG_F_NO_END)) | IMG_F_FRAME_CRCS |
+	    (r->meta.version == IMG_VERSION ? IMG_F_BLAKE3 :
+	    r->meta.flags & IMG_F_BLAKE3));
 	put_le32(hdr + IMG_HDR_PAGE_SIZE, IMG_PAGE_SIZE);
 	put_le32(hdr + IMG_HDR_CHUNK_PAGES, IMG_CHUNK_PAGES);
 	put_le64(hdr + IMG_HDR_FILE_SIZE, ioff + isize);

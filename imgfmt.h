@@ -60,7 +60,8 @@
 #define IMG_F_ALL		(IMG_F_SWITCHOVER_START | IMG_F_NO_END | \
 				    IMG_F_FRAME_CRCS)
 #define IMG_F_PACKS		0x8u	/* v2: entries may name packs */
-#define IMG_F_ALL_V2		(IMG_F_ALL | IMG_F_PACKS)
+#define IMG_F_BLAKE3		0x10u	/* v2: chunk hashes are BLAKE3 */
+#define IMG_F_ALL_V2		(IMG_F_ALL | IMG_F_PACKS | IMG_F_BLAKE3)
 
 /* Metadata: the fixed part, offsets from the payload (after 8 bytes). */
 #define IMG_META_FIXED		64u

@@ -628,9 +628,10 @@ open_io(const struct img_io *io, struct err *e)
 		err_set(e, ERR_FAIL, "zstd: cannot create a context");
 		goto fail;
 	}
-	if (r->meta.version != IMG_VERSION &&
-	    (r->hasher = img_hasher_new()) == NULL) {
-		err_set(e, ERR_FAIL, "libcrypto: no SHA-256");
+	if (r->meta.version != IMG_VERSION && (r->hasher =
+	    img_hasher_new(img_hash_algo_of(r->meta.flags))) == NULL) {
+		err_set(e, ERR_FAIL, "cannot create a %s hasher",
+		    img_hash_name(img_hash_algo_of(r->meta.flags)));
 		goto fail;
 	}
 	r->zbuf = xmalloc(IMG_FRAME_MAX);
@@ -771,6 +772,12 @@ open_pack(struct img_reader *r, const char *path, uint32_t p, struct err *e)
 		err_set(e, ERR_FAIL, "the file found is %llu bytes, not %llu",
 		    (unsigned long long)pr->meta.file_bytes,
 		    (unsigned long long)k->file_size);
+		goto fail;
+	}
+	if ((pr->meta.flags ^ r->meta.flags) & IMG_F_BLAKE3) {
+		err_set(e, ERR_FAIL, "its chunk hashes are %s, the image's %s",
+		    img_hash_name(img_hash_algo_of(pr->meta.flags)),
+		    img_hash_name(img_hash_algo_of(r->meta.flags)));
 		goto fail;
 	}
 	return 0;
@@ -1417,9 +1424,9 @@ img_foreach_page_parallel(struct img_reader *r, int nthreads, img_page_fn fn,
 			err_set(e, ERR_FAIL, "zstd: cannot create a context");
 			goto out;
 		}
-		if (r->hashes != NULL &&
-		    (wk[i].h = img_hasher_new()) == NULL) {
-			err_set(e, ERR_FAIL, "libcrypto: no SHA-256");
+		if (r->hashes != NULL && (wk[i].h =
+		    img_hasher_new(img_hash_algo_of(r->meta.flags))) == NULL) {
+			err_set(e, ERR_FAIL, "cannot create a hasher");
 			goto out;
 		}
 	}

@@ -128,7 +128,7 @@ void img_pack_info(const struct img_reader *r, uint32_t p,
  * The raw bytes of chunk ci's frame (wherever it lives) into buf
  * (IMG_FRAME_MAX bytes), checked as a lazy read checks it (CRC, size);
  * a frame in a pack is also decoded and checked against this entry's
- * SHA-256 (the frame is another image's: export --standalone copies it).
+ * hash (the frame is another image's: export --standalone copies it).
  * *size its length (0 for a chunk without a frame).  0 or -1.
  */
 int img_read_frame(struct img_reader *r, uint64_t ci, uint8_t *buf,

@@ -1167,8 +1167,8 @@ img_writer_new(const char *path, const struct img_opts *o, struct err *e)
 		wk->w = w;
 		wk->pack = xmalloc(IMG_CHUNK_BYTES);
 		wk->out = xmalloc(IMG_FRAME_MAX);
-		if ((wk->hasher = img_hasher_new()) == NULL) {
-			err_set(e, ERR_FAIL, "libcrypto: no SHA-256");
+		if ((wk->hasher = img_hasher_new(IMG_HASH_BLAKE3)) == NULL) {
+			err_set(e, ERR_FAIL, "cannot create a hasher");
 			goto fail;
 		}
 		if ((wk->cctx = ZSTD_createCCtx()) == NULL) {
@@ -1219,7 +1219,8 @@ put_le16(uint8_t *p, uint16_t v)
 }
 
 /*
- * Sharing is possible when the base is version 2 with our block table
+ * Sharing is possible when the base is version 2 with BLAKE3 hashes (ours:
+ * a base from before flag 0x10 shares nothing) and our block table
  * (names and used lengths: then chunk i is the same guest range in both)
  * and its pack table leaves room for it in ours.
  */
@@ -1233,7 +1234,8 @@ share_decide(struct img_writer *w)
 	if (w->opts.base == NULL)
 		return;
 	m = img_meta(w->opts.base);
-	if (m->version != IMG_VERSION_2 || m->nblocks != w->nblocks ||
+	if (m->version != IMG_VERSION_2 || !(m->flags & IMG_F_BLAKE3) ||
+	    m->nblocks != w->nblocks ||
 	    m->npacks + 1 > IMG_MAX_PACKS ||
 	    img_nchunks(w->opts.base) != w->nchunks)
 		return;
@@ -1618,7 +1620,7 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 	put_skippable(hdr, IMG_SKIP_HDR, IMG_HDR_SIZE);
 	memcpy(hdr + IMG_HDR_MAGIC, IMG_MAGIC, IMG_MAGIC_LEN);
 	put_le32(hdr + IMG_HDR_VERSION, IMG_VERSION_2);
-	put_le32(hdr + IMG_HDR_FLAGS, IMG_F_FRAME_CRCS |
+	put_le32(hdr + IMG_HDR_FLAGS, IMG_F_FRAME_CRCS | IMG_F_BLAKE3 |
 	    (packs ? IMG_F_PACKS : 0) |
 	    (w->switchover ? IMG_F_SWITCHOVER_START : 0) |
 	    (w->saw_end ? 0 : IMG_F_NO_END));

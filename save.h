@@ -40,7 +40,8 @@ struct img_opts {
 	 * the base's entry for the same chunk is not compressed: its entry
 	 * names the base's frame (pack 1 is the base, named base_hint; the
 	 * base's own packs that its entries name follow it).  A base of
-	 * version 1, or whose block table differs, shares nothing.
+	 * version 1, with SHA-256 hashes (written before BLAKE3), or whose
+	 * block table differs, shares nothing.
 	 */
 	struct img_reader *base;
 	const char *base_hint;	/* the base's name for pack lookups */

@@ -47,6 +47,26 @@ for f in "${core[@]}"; do
 	objs+=("$o")
 done
 
+# BLAKE3 (third_party/blake3): its C with the sanitizers, its x86-64
+# assembly as is; the portable code alone on other machines.
+b3=third_party/blake3
+b3_srcs=("$b3/blake3.c" "$b3/blake3_dispatch.c" "$b3/blake3_portable.c")
+b3_defs=()
+case $("$CC" -dumpmachine) in
+x86_64-*) b3_srcs+=("$b3"/blake3_{sse2,sse41,avx2,avx512}_x86-64_unix.S) ;;
+*) b3_defs=(-DBLAKE3_NO_SSE2 -DBLAKE3_NO_SSE41 -DBLAKE3_NO_AVX2 -DBLAKE3_NO_AVX512) ;;
+esac
+for f in "${b3_srcs[@]}"; do
+	o=$out/obj/b3-$(basename "${f%.*}").o
+	if [ ! -e "$o" ] || [ "$f" -nt "$o" ]; then
+		case $f in
+		*.S) "$CC" -c -o "$o" "$f" ;;
+		*) "$CC" "${flags[@]/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,}" "${b3_defs[@]}" -c -o "$o" "$f" ;;
+		esac || { echo "FAIL build of $f" >&2; exit 1; }
+	fi
+	objs+=("$o")
+done
+
 failed=()
 for src in fuzz/fuzz_*.c; do
 	[ -f "$src" ] || continue

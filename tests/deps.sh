@@ -26,7 +26,7 @@ BACKPORTS_LIST=/etc/apt/sources.list.d/snapctl-backports.sources
 DEBIAN_SOURCES=/etc/apt/sources.list.d/debian.sources
 
 # Build: gcc make pkg-config libc6-dev + the -dev packages (libssl-dev:
-# libcrypto's SHA-256 for chunk identity in images, imghash.c).  Tests: QEMU,
+# libcrypto's SHA-256, the chunk hash of older images, imghash.c).  Tests: QEMU,
 # the guest (busybox-static cpio gzip qemu-guest-agent; xz-utils and zstd
 # for compressed kernel modules), mandoc (make lint), clang and
 # libclang-rt-14-dev (libFuzzer); bench/: time (/usr/bin/time) and

@@ -222,7 +222,7 @@ one_doc "... fails" "error image ok"
 failed_doc "... fails"
 
 expect_code 0 "info --json IMAGE" "$SNAPCTL" info --json "$ij/a.img"
-one_doc "info --json IMAGE" "allocated_bytes background blocks data_bytes file_bytes format_version frame_crcs image image_id machine own_bytes packs pages ram_bytes ratio shared_bytes switchover_start tail_bytes zero_pages"
+one_doc "info --json IMAGE" "allocated_bytes background blocks chunk_hash data_bytes file_bytes format_version frame_crcs image image_id machine own_bytes packs pages ram_bytes ratio shared_bytes switchover_start tail_bytes zero_pages"
 man_keys info "info --json IMAGE"
 expect_code 1 "info --json of a cut image" "$SNAPCTL" info --json "$ij/cut.img"
 one_doc "... fails" "error image ok"

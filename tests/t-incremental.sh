@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # t-incremental: issue 13's upgrade path on real QEMU 7.2 and 10.0: a store
-# an older snapctl left (images of version 1) keeps working, and a
-# checkpoint that builds on a parent can be killed at any time.  A churning
-# guest; its first checkpoint's image is rewritten as version 1
-# (build/helper-imgv1).  Then:
+# an older snapctl left (images of version 1, or of version 2 with SHA-256
+# chunk hashes) keeps working, and a checkpoint that builds on a parent can
+# be killed at any time.  A churning guest; its first checkpoint's image is
+# rewritten as version 1 (build/helper-imgv1).  Then:
 #   - the v1 checkpoint shows its format, verifies, lists, and is the parent
 #     of the next checkpoint, which shares nothing with it (no hashes);
+#   - in a second store, a checkpoint rewritten with SHA-256 hashes
+#     (build/helper-imgv2tool sha256) verifies and is the parent of one that
+#     shares nothing with it (BLAKE3 hashes), whose child shares again;
+#     deleting the SHA-256 one keeps both verifiable;
 #   - the one after that (a version 2 parent) shares frames;
 #   - a checkpoint killed (SIGKILL) in its live phase leaves the store as it
 #     was: no new checkpoint, the survivors' files byte for byte the same,
@@ -21,7 +25,8 @@
 ck_init || done_testing
 
 IMGV1=$TOP/build/helper-imgv1
-[ -x "$IMGV1" ] || { not_ok "build/helper-imgv1 exists (make helpers)"; done_testing; }
+IMGV2=$TOP/build/helper-imgv2tool
+[ -x "$IMGV1" ] && [ -x "$IMGV2" ] || { not_ok "build/helper-imgv1 and imgv2tool exist (make helpers)"; done_testing; }
 VERS_DEFAULT="7.2 10.0"
 [ "${SNAPCTL_VARIANT:-plain}" = asan ] && VERS_DEFAULT=10.0
 RT=$TESTDIR/rt
@@ -74,6 +79,35 @@ for ver in ${VERS:-$VERS_DEFAULT}; do
 	expect_code 0 "$P: list --json shows c1" "$SNAPCTL" -d "$store" --json list
 	expect_eq "$P: ... all its frames its own" "$(info_field "$store" c1 data_bytes) 0" \
 		"$(jq_get "$TESTDIR/stdout" 0.own_bytes) $(jq_get "$TESTDIR/stdout" 0.shared_bytes)"
+
+	# ---- a store from before BLAKE3: s1 with SHA-256 chunk hashes -------
+	store2=$dir/store2
+	ck2() { "$SNAPCTL" -s "$sock" -d "$store2" "$@"; }
+	# shellcheck disable=SC2086
+	check "$P: checkpoint s1 (a second store)" ck2 -q checkpoint $mode s1
+	expect_eq "$P: s1's chunk hashes are BLAKE3" blake3 "$(info_field "$store2" s1 chunk_hash)"
+	if "$IMGV2" sha256 "$store2/s1/memory.img" "$dir/sha.img" 2>"$dir/sha.err" &&
+		mv "$dir/sha.img" "$store2/s1/memory.img"; then
+		ok "$P: s1's image rewritten with SHA-256 hashes"
+	else
+		not_ok "$P: s1's image rewritten with SHA-256 hashes" "$(cat "$dir/sha.err")"
+	fi
+	expect_eq "$P: s1 now has SHA-256 chunk hashes" sha256 "$(info_field "$store2" s1 chunk_hash)"
+	expect_code 0 "$P: verify s1 (SHA-256)" "$SNAPCTL" -d "$store2" verify s1
+	sleep 2
+	# shellcheck disable=SC2086
+	check "$P: checkpoint s2 (its parent s1 has SHA-256 hashes)" ck2 -q checkpoint $mode s2
+	expect_eq "$P: s2 shares nothing with s1, its hashes are BLAKE3" "0 blake3" \
+		"$(info_field "$store2" s2 shared_bytes) $(info_field "$store2" s2 chunk_hash)"
+	expect_code 0 "$P: verify s2" "$SNAPCTL" -d "$store2" verify s2
+	sleep 2
+	# shellcheck disable=SC2086
+	check "$P: checkpoint s3 (parent s2)" ck2 -q checkpoint $mode s3
+	check "$P: s3 shares frames with s2" test "$(info_field "$store2" s3 shared_bytes)" -gt 0
+	expect_code 0 "$P: delete s1 (SHA-256)" "$SNAPCTL" -d "$store2" delete s1
+	for c in s2 s3; do
+		expect_code 0 "$P: verify $c after s1 is gone" "$SNAPCTL" -d "$store2" verify "$c"
+	done
 
 	sleep 2
 	# shellcheck disable=SC2086

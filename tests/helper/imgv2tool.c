@@ -9,15 +9,24 @@
  *       image naming PACK (as HINT) for every other framed chunk, its own
  *       frames in reverse index order; print PACK's id in hex.  HINT
  *       "-": no pack table, OUT holds every frame, in reverse order.
+ *   imgv2tool sha256 IMAGE OUT
+ *       OUT: IMAGE (self-contained, BLAKE3 hashes) as a snapctl from before
+ *       flag 0x10 wrote it: the same bytes and id, SHA-256 chunk hashes.
+ *   imgv2tool hashtime IMAGE
+ *       Decode every chunk of IMAGE into memory, page i at i * 4096 as the
+ *       writer holds it, then print the CPU seconds img_hash_pages() takes
+ *       over all of them: "blake3 S sha256 S".  For bench/incremental.sh.
  */
 #include <fcntl.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "imgfmt.h"
+#include "imghash.h"
 #include "imgread.h"
 #include "util.h"
 
@@ -166,6 +175,127 @@ standalone(const char *path, const char *out)
 	return rc;
 }
 
+static int
+to_sha256(const char *path, const char *out)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r = NULL;
+	struct img_hasher *h = img_hasher_new(IMG_HASH_SHA256);
+	struct img_chunk_ref ref;
+	uint8_t *p = NULL, *chunk = xmalloc(IMG_CHUNK_BYTES), *x;
+	size_t len;
+	uint64_t ioff, isize, ci, dm;
+	uint32_t flags;
+	int fd, rc = 1;
+
+	if (h == NULL || (r = img_open(path, &e)) == NULL ||
+	    slurp(path, &p, &len) < 0) {
+		fprintf(stderr, "imgv2tool sha256: %s\n", e.msg);
+		goto out;
+	}
+	flags = get_le32(p + IMG_HDR_FLAGS);
+	if (get_le32(p + IMG_HDR_VERSION) != IMG_VERSION_2 ||
+	    (flags & IMG_F_PACKS) || !(flags & IMG_F_BLAKE3)) {
+		fprintf(stderr, "imgv2tool sha256: not a self-contained "
+		    "BLAKE3 image\n");
+		goto out;
+	}
+	ioff = get_le64(p + IMG_HDR_INDEX_OFF);
+	isize = get_le64(p + IMG_HDR_INDEX_SIZE);
+	for (ci = 0; ci < img_nchunks(r); ci++) {
+		img_chunk_ref(r, ci, &ref);
+		if (ref.size == 0)
+			continue;
+		x = p + ioff + IMG_SKIP_SIZE + ci * IMG_ENTRY2_SIZE;
+		if (img_read_chunk(r, ci, chunk, &dm, &e) < 0 ||
+		    img_hash_chunk(h, dm, chunk, (size_t)img_mask_count(dm) *
+		    IMG_PAGE_SIZE, x + IMG_ENTRY_HASH) < 0) {
+			fprintf(stderr, "imgv2tool sha256: %s\n", e.msg);
+			goto out;
+		}
+	}
+	put_le32(p + IMG_HDR_FLAGS, flags & ~IMG_F_BLAKE3);
+	put_le32(p + IMG_HDR_INDEX_CRC, crc32c(0, p + ioff, (size_t)isize));
+	put_le32(p + IMG_HDR_CRC, crc32c(0, p, IMG_HDR_CRC));
+	fd = open(out, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0 || write_full(fd, p, len) < 0 || fsync(fd) < 0) {
+		perror(out);
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	close(fd);
+	rc = 0;
+out:
+	img_close(r);
+	img_hasher_free(h);
+	free(chunk);
+	free(p);
+	return rc;
+}
+
+static double
+thread_cpu(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+hashtime(const char *path)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r = img_open(path, &e);
+	struct img_hasher *h;
+	uint8_t *mem = NULL, *packed = xmalloc(IMG_CHUNK_BYTES), *c;
+	uint8_t out[IMG_HASH_SIZE];
+	uint64_t n, ci, dm, *masks = NULL, m;
+	size_t k;
+	double t[2];
+	int a, rc = 1;
+
+	if (r == NULL) {
+		fprintf(stderr, "imgv2tool hashtime: %s\n", e.msg);
+		goto out;
+	}
+	n = img_nchunks(r);
+	mem = xcalloc(n ? n : 1, IMG_CHUNK_BYTES);
+	masks = xcalloc(n ? n : 1, sizeof(*masks));
+	for (ci = 0; ci < n; ci++) {
+		if (img_read_chunk(r, ci, packed, &dm, &e) < 0) {
+			fprintf(stderr, "imgv2tool hashtime: %s\n", e.msg);
+			goto out;
+		}
+		masks[ci] = dm;
+		c = mem + ci * IMG_CHUNK_BYTES;
+		for (k = 0, m = dm; m != 0; m &= m - 1, k++)
+			memcpy(c + (size_t)__builtin_ctzll(m) * IMG_PAGE_SIZE,
+			    packed + k * IMG_PAGE_SIZE, IMG_PAGE_SIZE);
+	}
+	for (a = 0; a < 2; a++) {
+		h = img_hasher_new(a == 0 ? IMG_HASH_BLAKE3 : IMG_HASH_SHA256);
+		if (h == NULL)
+			goto out;
+		t[a] = thread_cpu();
+		for (ci = 0; ci < n; ci++)
+			if (masks[ci] != 0)
+				img_hash_pages(h, masks[ci],
+				    mem + ci * IMG_CHUNK_BYTES, out);
+		t[a] = thread_cpu() - t[a];
+		img_hasher_free(h);
+	}
+	printf("blake3 %.3f sha256 %.3f\n", t[0], t[1]);
+	rc = 0;
+out:
+	img_close(r);
+	free(mem);
+	free(masks);
+	free(packed);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -173,7 +303,11 @@ main(int argc, char **argv)
 		return split(argv[2], argv[3], argv[4], argv[5]);
 	if (argc == 4 && strcmp(argv[1], "standalone") == 0)
 		return standalone(argv[2], argv[3]);
+	if (argc == 4 && strcmp(argv[1], "sha256") == 0)
+		return to_sha256(argv[2], argv[3]);
+	if (argc == 3 && strcmp(argv[1], "hashtime") == 0)
+		return hashtime(argv[2]);
 	fprintf(stderr, "usage: imgv2tool standalone IMAGE OUT | "
-	    "split IMAGE PACK OUT HINT\n");
+	    "split IMAGE PACK OUT HINT | sha256 IMAGE OUT | hashtime IMAGE\n");
 	return 2;
 }

@@ -30,6 +30,9 @@
 #define MAXPACKS 4
 
 static char *tmpdir;
+/* The hash flag of the version 2 images built: IMG_F_BLAKE3 (what snapctl
+ * writes) or 0 (SHA-256, images written before it); main() runs both. */
+static uint32_t hash_flag;
 
 struct mem {
 	const uint8_t *p;
@@ -111,13 +114,13 @@ used_of(unsigned b)
 }
 
 static void
-chunk_frame(struct bchunk *c, unsigned ci)
+chunk_frame(struct bchunk *c, unsigned ci, enum img_hash_algo algo)
 {
 	uint64_t data = c->present & ~c->zero, m;
 	uint8_t *content = xcalloc(1, IMG_CHUNK_BYTES);
 	size_t n = 0, z;
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
-	struct img_hasher *h = img_hasher_new();
+	struct img_hasher *h = img_hasher_new(algo);
 
 	for (m = data; m != 0; m &= m - 1)
 		page_fill(content + n++ * PAGE, c->seed, ci,
@@ -151,7 +154,8 @@ bimg_init(struct bimg *b, uint32_t version, unsigned seed, uint8_t idbyte)
 
 	memset(b, 0, sizeof(*b));
 	b->version = version;
-	b->flags = IMG_F_FRAME_CRCS;
+	b->flags = IMG_F_FRAME_CRCS |
+	    (version == IMG_VERSION_2 ? hash_flag : 0);
 	memset(b->id, idbyte, sizeof(b->id));
 	b->npacks_field = -1;
 	for (ci = 0; ci < NALL; ci++) {
@@ -174,7 +178,7 @@ bimg_frames(struct bimg *b)
 
 	for (ci = 0; ci < NALL; ci++)
 		if (b->c[ci].pack == 0)
-			chunk_frame(&b->c[ci], ci);
+			chunk_frame(&b->c[ci], ci, img_hash_algo_of(b->flags));
 }
 
 /* Chunk ci of b names pack p, whose image is pb (its chunk ci). */
@@ -956,10 +960,10 @@ test_malformed(void)
 	b.flags &= ~IMG_F_FRAME_CRCS;
 	bimg_build(&b);
 	build_fails(&b, "without frame CRCs", "v2 without flag 0x4");
-	b.flags |= IMG_F_FRAME_CRCS | 0x10;
+	b.flags |= IMG_F_FRAME_CRCS | 0x20;
 	bimg_build(&b);
-	build_fails(&b, "unknown image flags", "v2 unknown flag 0x10");
-	b.flags &= ~0x10u;
+	build_fails(&b, "unknown image flags", "v2 unknown flag 0x20");
+	b.flags &= ~0x20u;
 	bimg_free(&b);
 	bimg_free(&a);
 
@@ -1087,6 +1091,136 @@ test_standalone(void)
 }
 
 static void
+hex32(const uint8_t *h, char *out)
+{
+	unsigned i;
+
+	for (i = 0; i < IMG_HASH_SIZE; i++)
+		snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/*
+ * The chunk hashes against digests from other implementations (b3sum, the
+ * BLAKE3 team's Rust code; sha256sum) of the same bytes, and
+ * img_hash_pages() (runs of pages in place) against img_hash_chunk()
+ * (packed) for many masks.
+ */
+static void
+test_hash_known(void)
+{
+	static const char *want_b3 =
+	    "cac2ff98deeb2453e389217a278102ab8afbd02f9b97fb5d7c45c3d16aab8410";
+	static const char *want_sha =
+	    "8b952dccdae8c14f59c473d945cbc0df2aaeb80b368045afe11c5e96340073fe";
+	static const char *want_b3_empty =
+	    "71e0a99173564931c0b8acc52d2685a8e39c64dc52e3d02390fdac2a12b155cb";
+	static const unsigned pages[3] = { 0, 2, 63 };
+	const uint64_t mask = 0x8000000000000005ull;
+	uint8_t *chunk = xcalloc(1, IMG_CHUNK_BYTES);
+	uint8_t *packed = xcalloc(1, IMG_CHUNK_BYTES);
+	uint8_t h1[IMG_HASH_SIZE], h2[IMG_HASH_SIZE];
+	char hex[2 * IMG_HASH_SIZE + 1];
+	struct img_hasher *b3 = img_hasher_new(IMG_HASH_BLAKE3);
+	struct img_hasher *sha = img_hasher_new(IMG_HASH_SHA256);
+	uint64_t m, seed = 0x9e3779b97f4a7c15ull;
+	size_t i, j, n;
+	int k, same;
+
+	if (!check(b3 != NULL && sha != NULL, "hashers"))
+		goto out;
+	for (i = 0; i < 3; i++)
+		for (j = 0; j < PAGE; j++)
+			packed[i * PAGE + j] = (uint8_t)(j * 31 + pages[i]);
+	img_hash_chunk(b3, mask, packed, 3 * PAGE, h1);
+	hex32(h1, hex);
+	check(strcmp(hex, want_b3) == 0, "BLAKE3(content || le64(mask)) is "
+	    "b3sum's: %s", hex);
+	img_hash_chunk(sha, mask, packed, 3 * PAGE, h1);
+	hex32(h1, hex);
+	check(strcmp(hex, want_sha) == 0, "SHA-256(le64(mask) || content) "
+	    "is sha256sum's: %s", hex);
+	img_hash_pages(b3, 0, chunk, h1);
+	hex32(h1, hex);
+	check(strcmp(hex, want_b3_empty) == 0, "BLAKE3 of an empty mask: %s",
+	    hex);
+
+	for (i = 0; i < IMG_CHUNK_BYTES; i++)
+		chunk[i] = (uint8_t)(i * 2654435761u >> 13);
+	same = 1;
+	for (k = 0; k < 400; k++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		m = k == 0 ? ~0ull : k == 1 ? 1ull << 63 : k == 2 ? 1 :
+		    k < 200 ? seed : seed & (seed >> 7) & (seed << 3);
+		for (n = 0, j = 0; j < 64; j++)
+			if (m >> j & 1)
+				memcpy(packed + n++ * PAGE, chunk + j * PAGE,
+				    PAGE);
+		img_hash_pages(b3, m, chunk, h1);
+		img_hash_chunk(b3, m, packed, n * PAGE, h2);
+		same &= memcmp(h1, h2, IMG_HASH_SIZE) == 0;
+		img_hash_pages(sha, m, chunk, h1);
+		img_hash_chunk(sha, m, packed, n * PAGE, h2);
+		same &= memcmp(h1, h2, IMG_HASH_SIZE) == 0;
+	}
+	check(same, "img_hash_pages equals img_hash_chunk of the packed pages "
+	    "for 400 masks, both algorithms");
+out:
+	img_hasher_free(b3);
+	img_hasher_free(sha);
+	free(chunk);
+	free(packed);
+}
+
+/*
+ * Hash algorithms do not mix: a BLAKE3 image naming a SHA-256 pack (or the
+ * other way round) is refused, whatever the entries say; version 1 knows
+ * no flag 0x10.
+ */
+static void
+test_hash_mixed(void)
+{
+	struct bimg a, b;
+
+	hash_flag = 0;
+	bimg_init(&a, IMG_VERSION_2, 10, 0xa1);
+	bimg_frames(&a);
+	bimg_build(&a);
+	write_file("a.img", a.buf, a.len);
+	hash_flag = IMG_F_BLAKE3;
+	bimg_init(&b, IMG_VERSION_2, 10, 0xb2);
+	bimg_frames(&b);
+	bimg_share(&b, 0, 1, &a);
+	bimg_add_pack(&b, &a, "a.img");
+	bimg_build(&b);
+	build_fails(&b, "its chunk hashes are sha256, the image's blake3",
+	    "a BLAKE3 image naming a SHA-256 pack");
+	bimg_free(&a);
+	bimg_free(&b);
+
+	bimg_init(&a, IMG_VERSION_2, 10, 0xa1);
+	bimg_frames(&a);
+	bimg_build(&a);
+	write_file("a.img", a.buf, a.len);
+	hash_flag = 0;
+	bimg_init(&b, IMG_VERSION_2, 10, 0xb2);
+	bimg_frames(&b);
+	bimg_share(&b, 0, 1, &a);
+	bimg_add_pack(&b, &a, "a.img");
+	bimg_build(&b);
+	build_fails(&b, "its chunk hashes are blake3, the image's sha256",
+	    "a SHA-256 image naming a BLAKE3 pack");
+	bimg_free(&a);
+	bimg_free(&b);
+
+	bimg_init(&b, IMG_VERSION, 1, 0);
+	b.flags |= IMG_F_BLAKE3;
+	bimg_frames(&b);
+	bimg_build(&b);
+	build_fails(&b, "unknown image flags", "v1 with flag 0x10");
+	bimg_free(&b);
+}
+
+static void
 rm_tree(const char *dir)
 {
 	char *cmd = xasprintf("rm -rf '%s'", dir);
@@ -1103,11 +1237,19 @@ main(void)
 
 	if ((tmpdir = mkdtemp(tmpl)) == NULL)
 		return 1;
-	test_self_contained();
-	test_packs();
-	test_pack_errors();
-	test_malformed();
-	test_standalone();
+	test_hash_known();
+	for (hash_flag = IMG_F_BLAKE3;; hash_flag = 0) {
+		note("version 2 images with %s chunk hashes",
+		    img_hash_name(img_hash_algo_of(hash_flag)));
+		test_self_contained();
+		test_packs();
+		test_pack_errors();
+		test_malformed();
+		test_standalone();
+		if (hash_flag == 0)
+			break;
+	}
+	test_hash_mixed();
 	rm_tree(tmpdir);
 	return tap_done();
 }

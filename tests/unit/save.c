@@ -332,7 +332,8 @@ model_check(struct model *m, const char *path, const char *what)
 		return;
 	mt = img_meta(r);
 	check(mt->version == IMG_VERSION_2 &&
-	    mt->flags == (IMG_F_SWITCHOVER_START | IMG_F_FRAME_CRCS) &&
+	    mt->flags == (IMG_F_SWITCHOVER_START | IMG_F_FRAME_CRCS |
+	    IMG_F_BLAKE3) &&
 	    strcmp(mt->machine, "pc-q35-7.2") == 0 && mt->ram_section_id == 2,
 	    "%s: version, flags, machine, section id", what);
 	check(mt->config_len == sizeof(config_bytes) &&
@@ -1114,8 +1115,9 @@ test_frame_crcs(void)
 	ioff = get_le64(img + IMG_HDR_INDEX_OFF);
 	isize = get_le64(img + IMG_HDR_INDEX_SIZE);
 	check(get_le32(img + IMG_HDR_VERSION) == IMG_VERSION_2 &&
-	    get_le32(img + IMG_HDR_FLAGS) == IMG_F_FRAME_CRCS, "frame crcs: "
-	    "the writer writes version 2 with flag 0x4 (flags 0x%x)",
+	    get_le32(img + IMG_HDR_FLAGS) == (IMG_F_FRAME_CRCS |
+	    IMG_F_BLAKE3), "frame crcs: the writer writes version 2 with "
+	    "flags 0x4 and 0x10 (flags 0x%x)",
 	    get_le32(img + IMG_HDR_FLAGS));
 	for (k = ioff + IMG_SKIP_SIZE; k < ioff + isize; k += IMG_ENTRY2_SIZE) {
 		off = get_le64(img + k + IMG_ENTRY_FRAME_OFF);
