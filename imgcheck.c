@@ -163,9 +163,11 @@ check_chunks(struct img_reader *r, uint64_t first, uint64_t end,
 	for (k = first; k < end; k++) {
 		ci = r->byoff[k];
 		x = &r->idx[ci];
-		/* Frames are back to back: x starts where the last ended. */
+		/* Frames are back to back, or with holes (flag 0x20) x may
+		 * start past what the buffer holds. */
 		if (have == 0 || x->off + x->size > bpos + have) {
-			keep = have == 0 ? 0 : bpos + have - x->off;
+			keep = have == 0 || x->off >= bpos + have ? 0 :
+			    bpos + have - x->off;
 			memmove(buf, buf + (have - keep), (size_t)keep);
 			bpos = x->off;
 			n = stop - bpos - keep;

@@ -61,7 +61,9 @@
 				    IMG_F_FRAME_CRCS)
 #define IMG_F_PACKS		0x8u	/* v2: entries may name packs */
 #define IMG_F_BLAKE3		0x10u	/* v2: chunk hashes are BLAKE3 */
-#define IMG_F_ALL_V2		(IMG_F_ALL | IMG_F_PACKS | IMG_F_BLAKE3)
+#define IMG_F_HOLES		0x20u	/* v2: own frames may leave gaps */
+#define IMG_F_ALL_V2		(IMG_F_ALL | IMG_F_PACKS | IMG_F_BLAKE3 | \
+				    IMG_F_HOLES)
 
 /* Metadata: the fixed part, offsets from the payload (after 8 bytes). */
 #define IMG_META_FIXED		64u

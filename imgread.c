@@ -395,7 +395,8 @@ off_cmp(const void *a, const void *b)
 
 /*
  * The own frames sorted by offset (version 2 writes them in any order)
- * into r->byoff: they must cover the data region exactly.
+ * into r->byoff: they must cover the data region exactly, or with flag
+ * 0x20 (holes) lie in it without overlap.
  */
 static int
 sort_frames(struct img_reader *r, struct err *e)
@@ -416,7 +417,7 @@ sort_frames(struct img_reader *r, struct err *e)
 	r->byoff = xcalloc(r->nown ? r->nown : 1, sizeof(*r->byoff));
 	for (k = 0; k < r->nown; k++) {
 		ci = pairs[2 * k + 1];
-		if (pairs[2 * k] > pos) {
+		if (pairs[2 * k] > pos && !(r->meta.flags & IMG_F_HOLES)) {
 			err_set(e, ERR_FAIL, "index entry %llu: frame at 0x%llx "
 			    "leaves a gap in the data region at 0x%llx",
 			    (unsigned long long)ci,
@@ -432,10 +433,11 @@ sort_frames(struct img_reader *r, struct err *e)
 			    (unsigned long long)pos);
 			goto out;
 		}
-		pos += r->idx[ci].size;
+		pos = pairs[2 * k] + r->idx[ci].size;
 		r->byoff[k] = ci;
 	}
-	if (pos != r->tail_off) {
+	if (r->meta.flags & IMG_F_HOLES ? pos > r->tail_off :
+	    pos != r->tail_off) {
 		err_set(e, ERR_FAIL, "frames do not fill the data region");
 		goto out;
 	}
@@ -586,6 +588,8 @@ parse_index(struct img_reader *r, uint32_t want_crc, uint64_t frames,
 	r->meta.chunks = nframes;
 	if (!v2)
 		r->meta.own_bytes = 0;	/* version 2 fields only */
+	else
+		r->meta.data_bytes = r->meta.own_bytes;	/* holes aside */
 	rc = 0;
 out:
 	free(buf);

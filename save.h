@@ -45,8 +45,14 @@ struct img_opts {
 	 */
 	struct img_reader *base;
 	const char *base_hint;	/* the base's name for pack lookups */
+	/*
+	 * The most frame bytes the commit slides down over the holes that
+	 * replaced frames left; past it the holes stay (punched; flag 0x20
+	 * of man/snapctl-image.5).  0 means the default (64 MiB).
+	 */
+	uint64_t slide_max;
 };
-#define IMG_OPTS_INIT { 0, 0, 0, NULL, NULL }
+#define IMG_OPTS_INIT { 0, 0, 0, NULL, NULL, 0 }
 
 struct img_stats {
 	uint64_t ram_bytes;	/* sum of block used_lengths */
@@ -62,6 +68,8 @@ struct img_stats {
 				 * never compressed */
 	uint64_t moved_bytes;	/* frame bytes the commit slid down over
 				 * the holes replaced frames left */
+	uint64_t hole_bytes;	/* data region bytes in no frame: holes
+				 * the commit left (flag 0x20) */
 	double cpu_s;		/* CPU seconds of the writer's threads and
 				 * its commit (not the thread that fed it) */
 	double receive_cpu_s;	/* ingest: of the thread draining the fd

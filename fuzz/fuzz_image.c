@@ -16,7 +16,10 @@
  * (build/helper-imgtool seeds DIR), some of them damaged; v2-* are
  * version 2 (build/helper-imgv2tool: standalone of a seed; v2-reverse,
  * split with its frames in reverse order; v2-packs, split naming a pack,
- * which an image read from memory cannot find, so it is refused).
+ * which an image read from memory cannot find, so it is refused; those
+ * hold SHA-256 hashes); v2-blake3-three-blocks (BLAKE3 hashes, flag 0x10)
+ * and v2-holes (flag 0x20: holes in the data region), from the writer of
+ * today.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -8,7 +8,8 @@
  *       ~20% random, ~50% text-like; print ingest time, throughput, CPU
  *       time and peak RSS, one "key value" per line.
  *   imgtool seeds DIR
- *       Write small images, valid and damaged, as fuzz seeds.
+ *       Write small images, valid and damaged, as fuzz seeds; one of them,
+ *       holes, with holes in its data region (flag 0x20).
  *   imgtool nocrc IMAGE OUT
  *       Write IMAGE as an image from before frame CRCs: flag 0x4 clear,
  *       the CRC fields zero, the header and index CRCs made right again.
@@ -257,10 +258,15 @@ fail:
 	return 1;
 }
 
-/* One small image: blocks of the given page counts, a mix of pages. */
+/*
+ * One small image: blocks of the given page counts, a mix of pages.  With
+ * holes, a cache of one chunk and slide_max 1: frames replaced by later
+ * passes leave holes in the data region (flag 0x20).
+ */
 static int
-seed_image(const char *path, const uint64_t *npages, size_t nblocks,
-    int passes, int switchover, int end, uint64_t seed, struct err *e)
+seed_image_holes(const char *path, const uint64_t *npages, size_t nblocks,
+    int passes, int switchover, int end, uint64_t seed, int holes,
+    struct err *e)
 {
 	const struct stream_sink *sink = img_writer_sink();
 	struct stream_block blocks[4];
@@ -282,6 +288,10 @@ seed_image(const char *path, const uint64_t *npages, size_t nblocks,
 		blocks[1].mr_addr = 0xfd000000;
 	}
 	o.threads = 1;
+	if (holes) {
+		o.cache_bytes = IMG_CHUNK_BYTES;
+		o.slide_max = 1;
+	}
 	unlink(path);
 	if ((w = img_writer_new(path, &o, e)) == NULL)
 		return -1;
@@ -319,6 +329,14 @@ seed_image(const char *path, const uint64_t *npages, size_t nblocks,
 out:
 	img_writer_free(w);
 	return rc;
+}
+
+static int
+seed_image(const char *path, const uint64_t *npages, size_t nblocks,
+    int passes, int switchover, int end, uint64_t seed, struct err *e)
+{
+	return seed_image_holes(path, npages, nblocks, passes, switchover, end,
+	    seed, 0, e);
 }
 
 /*
@@ -389,20 +407,21 @@ seeds(const char *dir)
 	static const uint64_t three[] = { 130, 3, 17 };
 	static const uint64_t odd[] = { 65, 1 };
 	struct err e = ERR_INIT;
-	char *p[4], *d;
+	char *p[5], *d;
 	int i, rc = 1;
 	uint64_t data_off;
 	uint8_t h[IMG_HDR_SIZE];
 	int fd;
 
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 5; i++)
 		p[i] = xasprintf("%s/%s", dir, i == 0 ? "one-chunk" :
 		    i == 1 ? "three-blocks" : i == 2 ? "odd-switchover" :
-		    "no-end-passes");
+		    i == 3 ? "no-end-passes" : "holes");
 	if (seed_image(p[0], one, 1, 1, 0, 1, 1, &e) < 0 ||
 	    seed_image(p[1], three, 3, 1, 0, 1, 2, &e) < 0 ||
 	    seed_image(p[2], odd, 2, 2, 1, 1, 3, &e) < 0 ||
-	    seed_image(p[3], one, 1, 3, 0, 0, 4, &e) < 0) {
+	    seed_image(p[3], one, 1, 3, 0, 0, 4, &e) < 0 ||
+	    seed_image_holes(p[4], three, 3, 3, 0, 1, 5, 1, &e) < 0) {
 		fprintf(stderr, "imgtool seeds: %s\n", e.msg);
 		goto out;
 	}
@@ -438,7 +457,7 @@ seeds(const char *dir)
 	free(d);
 	rc = 0;
 out:
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 5; i++)
 		free(p[i]);
 	return rc;
 }

@@ -100,6 +100,8 @@ struct bimg {
 	size_t npacks;
 	struct bpack packs[MAXPACKS];
 	int reverse;			/* own frames in reverse order */
+	size_t gap;			/* bytes of 0xee before each own
+					 * frame (flag 0x20, holes) */
 	int32_t npacks_field;		/* -1: npacks */
 	uint8_t *buf;
 	size_t len;
@@ -261,12 +263,13 @@ bimg_build(struct bimg *b)
 				c->off = 0;
 			continue;
 		}
-		c->off = pos;
-		pos += c->size;
+		c->off = pos + b->gap;
+		pos += b->gap + c->size;
 	}
 	b->len = pos + tsize + isize;
 	free(b->buf);
 	b->buf = p = xcalloc(1, b->len);
+	memset(p + doff, 0xee, (size_t)(pos - doff));
 	for (ci = 0; ci < NALL; ci++) {
 		if (b->c[ci].pack == 0 && b->c[ci].size)
 			memcpy(p + b->c[ci].off, b->c[ci].frame, b->c[ci].size);
@@ -960,10 +963,10 @@ test_malformed(void)
 	b.flags &= ~IMG_F_FRAME_CRCS;
 	bimg_build(&b);
 	build_fails(&b, "without frame CRCs", "v2 without flag 0x4");
-	b.flags |= IMG_F_FRAME_CRCS | 0x20;
+	b.flags |= IMG_F_FRAME_CRCS | 0x40;
 	bimg_build(&b);
-	build_fails(&b, "unknown image flags", "v2 unknown flag 0x20");
-	b.flags &= ~0x20u;
+	build_fails(&b, "unknown image flags", "v2 unknown flag 0x40");
+	b.flags &= ~0x40u;
 	bimg_free(&b);
 	bimg_free(&a);
 
@@ -988,6 +991,25 @@ test_malformed(void)
 	put_le32(bentry(&b, 0) + IMG_ENTRY_FRAME_SIZE, b.c[0].size + 1);
 	fix_crcs(b.buf);
 	build_fails(&b, "index entry 0", "last frame runs into the tail");
+	/* holes (flag 0x20): gaps of junk are never read; overlap and a
+	 * frame into the tail are still refused */
+	b.gap = 5000;
+	bimg_build(&b);
+	build_fails(&b, "gap", "gaps without flag 0x20");
+	b.flags |= IMG_F_HOLES;
+	bimg_build(&b);
+	write_file("holes.img", b.buf, b.len);
+	all_good("holes.img", &b, "v2 with holes (flag 0x20)");
+	put_le64(bentry(&b, 1) + IMG_ENTRY_FRAME_OFF, b.c[1].off - 5001);
+	fix_crcs(b.buf);
+	build_fails(&b, "overlaps", "holes: overlap still refused");
+	bimg_build(&b);
+	put_le32(bentry(&b, 0) + IMG_ENTRY_FRAME_SIZE, b.c[0].size + 1);
+	fix_crcs(b.buf);
+	build_fails(&b, "index entry 0", "holes: last frame runs into the "
+	    "tail");
+	b.gap = 0;
+	b.flags &= ~IMG_F_HOLES;
 	/* truncated, extended */
 	bimg_build(&b);
 	build_fails(&(struct bimg){ .buf = b.buf, .len = b.len - 1 },

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "imgcheck.h"
 #include "save.h"
 #include "util.h"
 #include "tap.h"
@@ -571,11 +572,14 @@ out:
 
 /*
  * The log (the image's temporary file: frames land there as they are
- * done, replaced ones punched) stays near the live size: look at it
- * through /proc.
+ * done, replaced ones punched in batches of 16 MiB) stays near the live
+ * size: look at it through /proc.  Six passes over 64 MiB write about
+ * six times the live size, far past the bound without punching.  Then
+ * the image verifies: no batch punched a live frame.  slide_max 1: the
+ * commit leaves the holes (flag 0x20).
  */
 static void
-test_scratch_bounded(void)
+test_scratch_bounded(uint64_t slide_max)
 {
 	struct img_opts o = IMG_OPTS_INIT;
 	struct img_stats st;
@@ -587,6 +591,7 @@ test_scratch_bounded(void)
 	char *path = tpath("scratch.img"), link[512], *fp;
 	uint64_t pg, scratch_alloc = 0;
 	struct stat sst;
+	struct img_reader *r;
 	DIR *d;
 	struct dirent *de;
 	int p;
@@ -594,17 +599,19 @@ test_scratch_bounded(void)
 
 	memset(&blk, 0, sizeof(blk));
 	snprintf(blk.name, sizeof(blk.name), "pc.ram");
-	blk.used_length = 2048 * PAGE;
+	blk.used_length = 16384 * PAGE;
 	m.blocks = &blk;
 	m.nblocks = 1;
 	o.cache_bytes = 2 * 262144;
 	o.threads = 2;
+	o.slide_max = slide_max;
+	note("scratch: slide_max %llu", (unsigned long long)slide_max);
 	w = img_writer_new(path, &o, &e);
 	check(w != NULL && send_head(w, &m, &e) == 0, "scratch: writer");
 	if (w == NULL)
 		goto out;
 	for (p = 0; p < 6; p++)
-		for (pg = 0; pg < 2048; pg++) {
+		for (pg = 0; pg < 16384; pg++) {
 			fill(buf, pg * 5 + 2 + (uint64_t)p * 5 * 77777);
 			img_writer_sink()->page(w, 0, pg * PAGE, buf, &e);
 		}
@@ -628,11 +635,21 @@ test_scratch_bounded(void)
 	    (unsigned long long)scratch_alloc,
 	    (unsigned long long)st.data_bytes);
 	check(scratch_alloc > 0 && scratch_alloc < st.data_bytes * 2 +
+	    (16u << 20) + (2 + 10) * 262144 + 32 * 4096 &&
+	    st.data_bytes * 6 > st.data_bytes * 2 + (16u << 20) +
 	    (2 + 10) * 262144 + 32 * 4096,
-	    "scratch: six passes keep scratch near the live size");
+	    "scratch: six passes keep scratch near the live size (+ a "
+	    "punch batch)");
 	check(send_end(w, 0, &e) == 0 && img_writer_commit(w, &st, &e) == 0,
 	    "scratch: commit (%s)", e.msg);
 	img_writer_free(w);
+	r = img_open(path, &e);
+	check(r != NULL && img_verify(r, &e) == 0, "scratch: the image "
+	    "verifies (%s)", e.msg);
+	check(r != NULL && ((img_meta(r)->flags & IMG_F_HOLES) != 0) ==
+	    (slide_max == 1) && (st.hole_bytes > 0) == (slide_max == 1),
+	    "scratch: holes (flag 0x20) exactly when slide_max is 1");
+	img_close(r);
 out:
 	unlink(path);
 	free(path);
@@ -1637,7 +1654,8 @@ main(void)
 	    "crc32c check value, as the man page says");
 	test_model();
 	test_compaction();
-	test_scratch_bounded();
+	test_scratch_bounded(0);
+	test_scratch_bounded(1);
 	test_corruption();
 	test_verify_parallel();
 	test_frame_crcs();

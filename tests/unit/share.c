@@ -694,6 +694,71 @@ test_check_random(void)
 	    "rewrites, caches of 1 to 4 chunks, 1 to 3 threads (%u bad)", bad);
 }
 
+/*
+ * The commit leaves the holes when sliding would move more than
+ * slide_max (here 1 byte): flag 0x20, nothing moved, the dead frames'
+ * blocks punched; the image reads, verifies and is a base like any other.
+ */
+static void
+test_holes(void)
+{
+	struct err e = ERR_INIT;
+	struct guest *g = xcalloc(1, sizeof(*g));
+	struct img_stats st, sl;
+	struct img_reader *a = NULL, *b = NULL;
+	char *pa = tpath("h-a.img"), *pb = tpath("h-b.img");
+	char *ps = tpath("h-slid.img");
+	struct stat sa;
+	int rc;
+
+	guest_init(g, 31);
+	memset(&sl, 0, sizeof(sl));
+	memset(&sa, 0, sizeof(sa));
+	rc = compact(g, ps, NULL, NULL, &sl, &e);
+	check(rc == 0 && sl.moved_bytes > 0 && sl.hole_bytes == 0,
+	    "holes: by default the commit slides (%llu bytes) %s",
+	    (unsigned long long)sl.moved_bytes, e.msg);
+	writer_slide_max = 1;
+	rc = compact(g, pa, NULL, NULL, &st, &e);
+	check(rc == 0, "holes: image (%s)", e.msg);
+	check(st.moved_bytes == 0 && st.hole_bytes > 0 &&
+	    st.data_bytes == sl.data_bytes, "holes: nothing moved, %llu "
+	    "bytes of holes, the same %llu live bytes",
+	    (unsigned long long)st.hole_bytes,
+	    (unsigned long long)st.data_bytes);
+	a = img_open(pa, &e);
+	if (!check(a != NULL, "holes: opens (%s)", e.msg))
+		goto out;
+	check((img_meta(a)->flags & IMG_F_HOLES) &&
+	    img_meta(a)->data_bytes == st.data_bytes,
+	    "holes: flag 0x20, data_bytes counts the frames only");
+	rc = stat(pa, &sa);
+	check(rc == 0 && (uint64_t)sa.st_blocks * 512 < (uint64_t)sa.st_size,
+	    "holes: the file is sparse (%lld allocated of %lld)",
+	    (long long)sa.st_blocks * 512, (long long)sa.st_size);
+	check(img_verify(a, &e) == 0 && img_check_frames(a, pa, 2, &e) == 0,
+	    "holes: verifies, quick check passes (%s)", e.msg);
+	same_pages(g, pa, "holes");
+	guest_touch(g, 3, 32);
+	guest_touch(g, 7, 33);
+	rc = compact(g, pb, a, "h-a.img", &st, &e);
+	check(rc == 0 && st.shared_chunks > 0, "holes: a child shares %llu "
+	    "chunks with it (%s)", (unsigned long long)st.shared_chunks,
+	    e.msg);
+	b = img_open(pb, &e);
+	check(b != NULL && img_verify(b, &e) == 0, "holes: the child "
+	    "verifies (%s)", e.msg);
+	same_pages(g, pb, "holes: child");
+out:
+	writer_slide_max = 0;
+	img_close(a);
+	img_close(b);
+	free(pa);
+	free(pb);
+	free(ps);
+	free(g);
+}
+
 int
 main(void)
 {
@@ -710,6 +775,7 @@ main(void)
 	test_chain();
 	test_check();
 	test_check_random();
+	test_holes();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
 

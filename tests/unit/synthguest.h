@@ -23,6 +23,8 @@
 #define NPAGES	(NCHUNK * CPAGES + 2 * CPAGES)	/* and 2 of vga */
 
 static char *tmpdir;
+/* img_opts.slide_max of the writers guest_writer() makes (0: default). */
+static uint64_t writer_slide_max;
 
 static inline char *
 tpath(const char *name)
@@ -133,6 +135,7 @@ guest_writer(const struct guest *g, const char *path, struct img_reader *base,
 	o.cache_bytes = (size_t)cache_chunks * IMG_CHUNK_BYTES;
 	o.base = base;
 	o.base_hint = hint;
+	o.slide_max = writer_slide_max;
 	memset(blocks, 0, sizeof(blocks));
 	snprintf(blocks[0].name, sizeof(blocks[0].name), "pc.ram");
 	blocks[0].used_length = NCHUNK * IMG_CHUNK_BYTES;
