@@ -121,6 +121,29 @@ out:
 	return r;
 }
 
+/*
+ * Test hooks of the writer: SNAPCTL_TEST_CACHE_MIB (its chunk cache) and
+ * SNAPCTL_TEST_SLIDE_MAX (img_opts.slide_max), so that a test on a real
+ * stream can make frames die and the commit leave their holes.
+ */
+static int
+writer_test_hooks(struct img_opts *o, struct err *e)
+{
+	const char *v = getenv("SNAPCTL_TEST_CACHE_MIB");
+	uint64_t n;
+
+	if (v != NULL && *v != '\0') {
+		if (opt_u64("SNAPCTL_TEST_CACHE_MIB", v, 1, 65536, &n, e) < 0)
+			return -1;
+		o->cache_bytes = (size_t)n << 20;
+	}
+	v = getenv("SNAPCTL_TEST_SLIDE_MAX");
+	if (v != NULL && *v != '\0' && opt_u64("SNAPCTL_TEST_SLIDE_MAX", v, 1,
+	    UINT64_MAX, &o->slide_max, e) < 0)
+		return -1;
+	return 0;
+}
+
 static int
 compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 {
@@ -145,6 +168,8 @@ compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 		    args->opts[i].arg, 1, 256, &o.img.threads, e) < 0)
 			return -1;
 	}
+	if (writer_test_hooks(&o.img, e) < 0)
+		return -1;
 
 	if (parent != NULL) {
 		if ((base = parent_open(parent, image, e)) == NULL)

@@ -4,7 +4,11 @@
 # compact it, check the image page for page against what the raw stream ends
 # with, export it, load the export into a fresh QEMU, and let the guest
 # verify every page it owns.  On 7.2, on 10.0, and 7.2 into 10.0 with the
-# 7.2 machine type.  Then bad input: damaged images, cut streams.
+# 7.2 machine type.  A live stream is also compacted through a 1 MiB cache
+# into an image whose commit leaves the holes of replaced frames (flag
+# 0x20; SNAPCTL_TEST_CACHE_MIB, SNAPCTL_TEST_SLIDE_MAX), and that image's
+# export is what the destination loads.  Then bad input: damaged images,
+# cut streams.
 . "$(dirname "$0")/lib.sh"
 
 DIGEST=$TOP/build/helper-streamdigest
@@ -77,9 +81,9 @@ roundtrip() {
 	expect_code 0 "$tag: verify" "$SNAPCTL" verify "$img"
 	"$SNAPCTL" --json info "$img" >"$TESTDIR/$tag.info"
 	expect_match "$tag: the image has frame CRCs" '"frame_crcs": *true' "$TESTDIR/$tag.info"
-	local mode
-	mode=$(stat -c %a "$img")
-	expect_eq "$tag: image is created 0600" 600 "$mode"
+	local perm
+	perm=$(stat -c %a "$img")
+	expect_eq "$tag: image is created 0600" 600 "$perm"
 	local rsz isz
 	rsz=$(stat -c %s "$raw")
 	isz=$(stat -c %s "$img")
@@ -105,6 +109,28 @@ roundtrip() {
 	fi
 	if cmp -s "$TESTDIR/$tag.tail" "$TESTDIR/$tag.tail2"; then ok "$tag: device tail kept verbatim"
 	else not_ok "$tag: device tail kept verbatim"; fi
+
+	# Live: the same stream through a 1 MiB cache, so that re-sent pages
+	# replace frames already written, and a commit that leaves the holes
+	# (flag 0x20) rather than slide a byte; its export is what the
+	# destination loads.
+	if [ "$mode" = live ]; then
+		local himg=$TESTDIR/$tag-holes.img hexp=$TESTDIR/$tag-holes.exp flags
+		expect_code 0 "$tag: compact through a 1 MiB cache, leaving the holes" \
+			env SNAPCTL_TEST_CACHE_MIB=1 SNAPCTL_TEST_SLIDE_MAX=1 "$SNAPCTL" compact "$raw" "$himg"
+		flags=$("$TOP/build/helper-imgtool" dump "$himg" | awk '$1 == "flags" { print $2 }')
+		check "$tag: ... its data region has holes (flags $flags has 0x20)" test $((${flags:-0} & 0x20)) -ne 0
+		expect_code 0 "$tag: verify the image with holes" "$SNAPCTL" verify "$himg"
+		expect_code 0 "$tag: export the image with holes" "$SNAPCTL" export "$himg" "$hexp"
+		"$DIGEST" --tail "$TESTDIR/$tag.tail3" "$hexp" >"$TESTDIR/$tag.d3"
+		if cmp -s "$TESTDIR/$tag.d1" "$TESTDIR/$tag.d3" && cmp -s "$TESTDIR/$tag.tail" "$TESTDIR/$tag.tail3"; then
+			ok "$tag: ... its export holds exactly the pages and tail the raw stream ends with"
+		else
+			not_ok "$tag: ... its export holds exactly the pages and tail the raw stream ends with" \
+				"$(diff "$TESTDIR/$tag.d1" "$TESTDIR/$tag.d3" | head -n 6)"
+		fi
+		exp=$hexp
+	fi
 
 	# Random access: a few ranges of pc.ram, read through the image, equal
 	# the final RAM of the raw stream (pc.ram is the first block).
