@@ -18,7 +18,7 @@
  * At commit the holes dead frames left are closed by sliding the frames
  * after the first hole down over them (one forward copy, in file order),
  * so that the own frames cover the data region exactly, as long as that
- * moves at most slide_max bytes (img_opts; 64 MiB by default): a stream
+ * moves at most slide_max bytes (img_opts; 256 MiB by default): a stream
  * that never replaces a written frame (a chunk rewritten while still
  * cached costs nothing) commits without copying a byte.  Past it (every
  * page sent again after its frame was written, say), the commit leaves
@@ -54,7 +54,7 @@ _Static_assert(IMG_PAGE_SIZE == STREAM_PAGE_SIZE, "the image's pages are "
 #define PUNCH_RANGES	64		/* ... or this many ranges */
 #define IO_BUF		(1u << 20)
 #define DEFAULT_CACHE	(192u << 20)
-#define DEFAULT_SLIDE_MAX (64ull << 20)
+#define DEFAULT_SLIDE_MAX (256ull << 20)
 #define MAX_THREADS	64
 #define HUGE_ALIGN	(2u << 20)	/* a transparent huge page */
 #ifndef MADV_POPULATE_WRITE

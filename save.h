@@ -48,7 +48,7 @@ struct img_opts {
 	/*
 	 * The most frame bytes the commit slides down over the holes that
 	 * replaced frames left; past it the holes stay (punched; flag 0x20
-	 * of man/snapctl-image.5).  0 means the default (64 MiB).
+	 * of man/snapctl-image.5).  0 means the default (256 MiB).
 	 */
 	uint64_t slide_max;
 };
