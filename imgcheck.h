@@ -12,7 +12,7 @@
 
 /*
  * Check every checksum and structure: header, metadata, index, every frame
- * (decoded, checksum, size; version 2: its SHA-256 too) wherever it lives,
+ * (decoded, checksum, size; version 2: its hash too) wherever it lives,
  * r's file or a pack, and the tail.  0, or -1 with e naming the first bad
  * part ("chunk 17 (block 'pc.ram' offset 0x440000): ...", with "pack 1
  * 'c1' (image 0123...): " after it for a frame read from a pack).

@@ -114,7 +114,7 @@
 #define IMG_ENTRY2_SIZE		80u
 #define IMG_ENTRY_PACK		32	/* 2: 0 this image, else pack number */
 #define IMG_ENTRY_RESERVED2	34	/* 6: reserved */
-#define IMG_ENTRY_HASH		40	/* 32: SHA-256, see imghash.h */
+#define IMG_ENTRY_HASH		40	/* 32: BLAKE3 or SHA-256, imghash.h */
 #define IMG_ENTRY_RESERVED3	72	/* 8: reserved */
 #define IMG_HASH_SIZE		32u
 

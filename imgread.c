@@ -975,13 +975,14 @@ chunk_decode(const struct img_reader *r, ZSTD_DCtx *dctx, uint8_t *zbuf,
 		goto fail;
 	if (r->hashes != NULL && (x->pack != 0 || hash_all)) {
 		if (h == NULL || img_hash_chunk(h, data, out, want, got) < 0) {
-			err_set(e, ERR_FAIL, "libcrypto: cannot hash");
+			err_set(e, ERR_FAIL, "cannot hash the chunk");
 			goto fail;
 		}
 		if (memcmp(got, r->hashes + ci * IMG_HASH_SIZE,
 		    IMG_HASH_SIZE) != 0) {
 			err_set(e, ERR_FAIL, "frame content does not match "
-			    "its SHA-256");
+			    "its hash (%s)",
+			    img_hash_name(img_hash_algo_of(r->meta.flags)));
 			goto fail;
 		}
 	}

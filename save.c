@@ -338,7 +338,7 @@ job_run(struct worker *wk, struct job *j)
 	/* Hashed where the pages are: an unchanged chunk is never copied. */
 	if (!j->have_hash &&
 	    img_hash_pages(wk->hasher, j->mask, j->buf, j->hash) < 0) {
-		err_set(&j->err, ERR_FAIL, "chunk %llu: SHA-256 failed",
+		err_set(&j->err, ERR_FAIL, "chunk %llu: cannot hash it",
 		    (unsigned long long)j->chunk);
 		return;
 	}
