@@ -233,7 +233,7 @@ compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 	if (progress)
 		progress_line("compact: read", total, start, 1);
 	*out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I,"
-	    " s:I}",
+	    " s:I, s:I}",
 	    "image", image,
 	    "ok", 1,
 	    "stream_bytes", (json_int_t)total,
@@ -244,6 +244,7 @@ compact_run(const struct cmd_args *args, json_t **out, struct err *e)
 	    "seconds", (double)(now_mono_ms() - start) / 1000.0,
 	    "shared_chunks", (json_int_t)st.shared_chunks,
 	    "shared_bytes", (json_int_t)st.shared_bytes,
+	    "shared_elsewhere", (json_int_t)st.shared_elsewhere,
 	    "hashed_only", (json_int_t)st.hashed_only);
 	if (parent != NULL && *out != NULL)
 		json_object_set_new(*out, "parent", json_string(parent));
@@ -713,7 +714,7 @@ const struct cmd_entry cmd_compact_entry = {
 	"                    IMAGE later)\n"
 	"RAW is a file or - for standard input.  --json: {image, ok,\n"
 	"stream_bytes, ram_bytes, pages, zero_pages, file_bytes, seconds,\n"
-	"shared_chunks, shared_bytes, hashed_only[, parent]}.",
+	"shared_chunks, shared_bytes, shared_elsewhere, hashed_only[, parent]}.",
 	"l:T:p:", compact_opts, 2, 2, CMD_JSON, cmd_compact,
 };
 

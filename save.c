@@ -97,8 +97,9 @@ struct wchunk {
 	uint32_t fgen;		/* its generation (0: no frame) */
 	uint32_t gen;		/* generation of the newest version */
 	int32_t slot;		/* cache slot, or -1 */
-	int shared;		/* the newest finished version is the base's
-				 * frame for this chunk (fsize 0) */
+	int shared;		/* the newest finished version is a frame the
+				 * base names (fsize 0): that of its chunk bci */
+	uint32_t bci;
 	struct job *job;	/* newest version's job while in flight */
 };
 
@@ -122,7 +123,8 @@ struct job {
 	uint64_t off;		/* result: where in the log */
 	size_t size;		/* compressed size (0 when shared) */
 	uint32_t crc;		/* of the compressed bytes */
-	int shared;		/* the base holds the same chunk */
+	int shared;		/* the base holds the same chunk: its bci */
+	uint32_t bci;
 	int check;		/* hash and compare only: buf is slot's */
 	int32_t slot;		/* with check */
 	int have_hash;		/* hash given, not to be computed */
@@ -177,6 +179,10 @@ struct img_writer {
 	uint32_t npacks;		/* with share: 1 + the base's used */
 	uint16_t *pack_map;		/* base pack k -> ours (0: unused) */
 	uint8_t *hashes;		/* IMG_HASH_SIZE per chunk */
+	/* With a base: its chunks with a frame by hash, open addressing
+	 * (bci + 1, 0 empty; read-only once built, so workers share it). */
+	uint32_t *btab;
+	uint64_t bmask;
 	uint64_t hashed_only;
 
 	/* per chunk */
@@ -321,6 +327,8 @@ log_append(struct img_writer *w, const void *buf, size_t len, uint64_t *off,
 	return 0;
 }
 
+static int64_t base_find(const struct img_writer *w, const uint8_t *hash);
+
 /*
  * Hash one job's pages and, unless the base holds the same chunk, compress
  * them into the log (worker thread).
@@ -333,6 +341,7 @@ job_run(struct worker *wk, struct job *j)
 	const uint8_t *src = j->buf;
 	size_t len, n = 0;
 	uint64_t m;
+	int64_t b;
 	unsigned i;
 
 	/* Hashed where the pages are: an unchanged chunk is never copied. */
@@ -345,11 +354,18 @@ job_run(struct worker *wk, struct job *j)
 	j->shared = 0;
 	j->size = 0;
 	if (w->share) {
-		/* img_chunk_ref() is pure: workers share the base. */
+		/* img_chunk_ref() is pure: workers share the base.  The
+		 * same chunk first, then any the base names. */
 		img_chunk_ref(w->opts.base, j->chunk, &ref);
 		if (ref.has_hash && ref.size != 0 &&
 		    memcmp(ref.hash, j->hash, IMG_HASH_SIZE) == 0) {
 			j->shared = 1;
+			j->bci = (uint32_t)j->chunk;
+			return;
+		}
+		if ((b = base_find(w, j->hash)) >= 0) {
+			j->shared = 1;
+			j->bci = (uint32_t)b;
 			return;
 		}
 	}
@@ -515,6 +531,7 @@ check_done(struct img_writer *w, struct job *j)
 		return;
 	}
 	version_frameless(w, c, 1, j->mask);
+	c->bci = j->bci;
 	memcpy(w->hashes + j->chunk * IMG_HASH_SIZE, j->hash, IMG_HASH_SIZE);
 	w->hashed_only++;
 	lru_unlink(w, j->slot);
@@ -551,6 +568,7 @@ reap_list(struct img_writer *w, struct job *j)
 			c->fcrc = j->shared ? 0 : j->crc;
 			c->fgen = j->gen;
 			c->shared = j->shared;
+			c->bci = j->bci;
 			memcpy(w->hashes + j->chunk * IMG_HASH_SIZE, j->hash,
 			    IMG_HASH_SIZE);
 			w->live_bytes += j->size;
@@ -671,7 +689,7 @@ merge(struct img_writer *w, uint64_t ci, uint8_t *buf, uint64_t mask,
 		    (unsigned long long)ci);
 	if (c->shared) {
 		/* The base's frame: its reader is this thread's alone. */
-		if (img_read_chunk(w->opts.base, ci, w->dbuf, &m, e) < 0)
+		if (img_read_chunk(w->opts.base, c->bci, w->dbuf, &m, e) < 0)
 			return -1;
 		if (m != c->vmask)
 			return err_set(e, ERR_FAIL, "chunk %llu: the base "
@@ -1290,6 +1308,64 @@ put_le16(uint8_t *p, uint16_t v)
 	p[1] = v >> 8;
 }
 
+static uint64_t
+hash_key(const uint8_t *hash)
+{
+	uint64_t k;
+
+	memcpy(&k, hash, sizeof(k));
+	return k;
+}
+
+/*
+ * The base's chunks with a frame (its own or one it names), by hash, so
+ * that a chunk found in none of the base's same places may still name a
+ * frame the base names elsewhere: pages that moved, or the same content
+ * in two places.  Of equal hashes the first chunk is kept.
+ */
+static void
+btab_build(struct img_writer *w)
+{
+	struct img_chunk_ref ref;
+	uint64_t n = 0, size = 16, ci, h;
+
+	for (ci = 0; ci < w->nchunks; ci++) {
+		img_chunk_ref(w->opts.base, ci, &ref);
+		n += ref.has_hash && ref.size != 0;
+	}
+	while (size < 2 * n)
+		size *= 2;
+	w->btab = xcalloc((size_t)size, sizeof(*w->btab));
+	w->bmask = size - 1;
+	for (ci = 0; ci < w->nchunks; ci++) {
+		img_chunk_ref(w->opts.base, ci, &ref);
+		if (!ref.has_hash || ref.size == 0 || base_find(w, ref.hash) >= 0)
+			continue;
+		for (h = hash_key(ref.hash) & w->bmask; w->btab[h] != 0;
+		    h = (h + 1) & w->bmask)
+			;
+		w->btab[h] = (uint32_t)ci + 1;
+	}
+}
+
+/* The base's chunk whose frame has this hash, or -1 (any thread). */
+static int64_t
+base_find(const struct img_writer *w, const uint8_t *hash)
+{
+	struct img_chunk_ref ref;
+	uint64_t h;
+
+	if (w->btab == NULL)
+		return -1;
+	for (h = hash_key(hash) & w->bmask; w->btab[h] != 0;
+	    h = (h + 1) & w->bmask) {
+		img_chunk_ref(w->opts.base, w->btab[h] - 1, &ref);
+		if (memcmp(ref.hash, hash, IMG_HASH_SIZE) == 0)
+			return (int64_t)w->btab[h] - 1;
+	}
+	return -1;
+}
+
 /*
  * Sharing is possible when the base is version 2 with BLAKE3 hashes (ours:
  * a base from before flag 0x10 shares nothing) and our block table
@@ -1317,6 +1393,7 @@ share_decide(struct img_writer *w)
 			return;
 	w->share = 1;
 	w->npacks = 1;
+	btab_build(w);
 }
 
 /*
@@ -1338,7 +1415,7 @@ packs_plan(struct img_writer *w)
 	for (ci = 0; ci < w->nchunks; ci++) {
 		if (!w->chunks[ci].shared || w->chunks[ci].fsize != 0)
 			continue;
-		img_chunk_ref(w->opts.base, ci, &ref);
+		img_chunk_ref(w->opts.base, w->chunks[ci].bci, &ref);
 		if (ref.pack <= bm->npacks)
 			w->pack_map[ref.pack] = 1;
 	}
@@ -1613,7 +1690,7 @@ entry_build(struct img_writer *w, uint64_t ci, uint8_t *p,
 	} else if (c->shared) {
 		/* One hop: the base's own frame is pack 1, a frame the base
 		 * names in its pack k is ours in pack_map[k]. */
-		img_chunk_ref(w->opts.base, ci, &ref);
+		img_chunk_ref(w->opts.base, c->bci, &ref);
 		put_le64(p + IMG_ENTRY_FRAME_OFF, ref.off);
 		put_le32(p + IMG_ENTRY_FRAME_SIZE, ref.size);
 		put_le32(p + IMG_ENTRY_FRAME_CRC, ref.crc);
@@ -1622,6 +1699,7 @@ entry_build(struct img_writer *w, uint64_t ci, uint8_t *p,
 		    IMG_HASH_SIZE);
 		sh->shared_chunks++;
 		sh->shared_bytes += ref.size;
+		sh->shared_elsewhere += c->bci != ci;
 	}
 	put_le64(p + IMG_ENTRY_PRESENT, c->present);
 	put_le64(p + IMG_ENTRY_ZERO, c->zero);
@@ -1753,6 +1831,7 @@ img_writer_commit(struct img_writer *w, struct img_stats *st, struct err *e)
 		st->file_bytes = end;
 		st->shared_chunks = sh.shared_chunks;
 		st->shared_bytes = sh.shared_bytes;
+		st->shared_elsewhere = sh.shared_elsewhere;
 		st->moved_bytes = moved;
 		st->hole_bytes = tail_off - data_off - w->live_bytes;
 		st->cpu_s = cpu + (self_cpu_s() - cpu0);
@@ -1813,6 +1892,7 @@ img_writer_free(struct img_writer *w)
 	free(w->slots);
 	free(w->chunks);
 	free(w->hashes);
+	free(w->btab);
 	free(w->pack_map);
 	free(w->blocks);
 	free(w->bfirst);

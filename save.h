@@ -64,6 +64,8 @@ struct img_stats {
 	uint64_t recompressions;/* chunks compressed more than once */
 	uint64_t shared_chunks;	/* entries naming a base's frame */
 	uint64_t shared_bytes;	/* their frames' bytes */
+	uint64_t shared_elsewhere; /* of those, naming the frame of another
+				 * chunk of the base (same content) */
 	uint64_t hashed_only;	/* chunks hashed and found unchanged,
 				 * never compressed */
 	uint64_t moved_bytes;	/* frame bytes the commit slid down over

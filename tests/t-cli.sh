@@ -189,7 +189,7 @@ man_keys() {
 ij=$TESTDIR/ij
 mkdir "$ij"
 zstd -qdc "$TOP/tests/data/streams/stream_72_pc-q35-7.2.bin.zst" >"$ij/s.raw"
-img_keys="file_bytes hashed_only image ok pages ram_bytes seconds shared_bytes shared_chunks stream_bytes zero_pages"
+img_keys="file_bytes hashed_only image ok pages ram_bytes seconds shared_bytes shared_chunks shared_elsewhere stream_bytes zero_pages"
 expect_code 0 "compact --json" "$SNAPCTL" compact --json "$ij/s.raw" "$ij/a.img"
 one_doc "compact --json" "$img_keys"
 expect_eq "... ok, the image, the stream's bytes" "true|$ij/a.img|$(stat -c %s "$ij/s.raw")" \

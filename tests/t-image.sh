@@ -251,6 +251,23 @@ if cmp -s "$TESTDIR/72live.d1" "$TESTDIR/72e.d"; then
 else
 	not_ok "... exactly the pages its raw stream ends with" "$(diff "$TESTDIR/72live.d1" "$TESTDIR/72e.d" | head -n 6)"
 fi
+# Content that moved: a parent whose two chunks traded places
+# (helper-imgv2tool swap).  The same stream against it names, for those
+# two, the frame of the other chunk of the parent.
+if pair=$("$TOP/build/helper-imgv2tool" swap "$img" "$TESTDIR/72s.img" 2>"$TESTDIR/swap.err"); then
+	ok "a parent with chunks $pair swapped"
+else
+	not_ok "a parent with two chunks swapped" "$(cat "$TESTDIR/swap.err")"
+fi
+expect_code 0 "compact --parent of the same stream against it" \
+	"$SNAPCTL" --json compact --parent "$TESTDIR/72s.img" "$TESTDIR/72.raw" "$TESTDIR/72m.img"
+cp "$TESTDIR/stdout" "$TESTDIR/72m.json"
+expect_eq "... every frame shared, 2 of them another chunk's" \
+	"$(frames_of "$img") 2" "$("$JQ" "$TESTDIR/72m.json" shared_bytes) $("$JQ" "$TESTDIR/72m.json" shared_elsewhere)"
+expect_code 0 "... it verifies" "$SNAPCTL" verify "$TESTDIR/72m.img"
+expect_code 0 "... it exports" "$SNAPCTL" export "$TESTDIR/72m.img" "$TESTDIR/72m.exp"
+if cmp -s "$TESTDIR/72m.exp" "$TESTDIR/72.exp"; then ok "... the same stream as without a parent"
+else not_ok "... the same stream as without a parent"; fi
 mkdir -p "$TESTDIR/elsewhere"
 cp "$img" "$TESTDIR/elsewhere/p.img"
 expect_code 2 "compact --parent outside the image's directory is misuse" \

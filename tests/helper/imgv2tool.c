@@ -12,6 +12,11 @@
  *   imgv2tool sha256 IMAGE OUT
  *       OUT: IMAGE (self-contained, BLAKE3 hashes) as a snapctl from before
  *       flag 0x10 wrote it: the same bytes and id, SHA-256 chunk hashes.
+ *   imgv2tool swap IMAGE OUT
+ *       OUT: IMAGE (self-contained) with the index entries of the first two
+ *       chunks of its first block that have frames of different hashes
+ *       swapped, as if those chunks' contents had traded places, and a new
+ *       id; print the two chunk numbers.
  *   imgv2tool hashtime IMAGE
  *       Decode every chunk of IMAGE into memory, page i at i * 4096 as the
  *       writer holds it, then print the CPU seconds img_hash_pages() takes
@@ -234,6 +239,73 @@ out:
 	return rc;
 }
 
+static int
+swap(const char *path, const char *out)
+{
+	struct err e = ERR_INIT;
+	struct img_reader *r = NULL;
+	struct img_chunk_ref ra, rb;
+	uint8_t *p = NULL, tmp[IMG_ENTRY2_SIZE], *x, *y;
+	size_t len;
+	uint64_t ioff, isize, moff, a = 0, b, n;
+	int fd, rc = 1;
+
+	if ((r = img_open(path, &e)) == NULL || slurp(path, &p, &len) < 0) {
+		fprintf(stderr, "imgv2tool swap: %s\n", e.msg);
+		goto out;
+	}
+	if (get_le32(p + IMG_HDR_VERSION) != IMG_VERSION_2 ||
+	    (get_le32(p + IMG_HDR_FLAGS) & IMG_F_PACKS)) {
+		fprintf(stderr, "imgv2tool swap: not a self-contained version 2 "
+		    "image\n");
+		goto out;
+	}
+	/* Whole chunks of block 0: their masks are valid anywhere in it. */
+	n = img_meta(r)->blocks[0].used_length / IMG_CHUNK_BYTES;
+	for (a = 0; a < n; a++) {
+		img_chunk_ref(r, a, &ra);
+		if (ra.size != 0)
+			break;
+	}
+	for (b = a + 1; b < n; b++) {
+		img_chunk_ref(r, b, &rb);
+		if (rb.size != 0 && memcmp(ra.hash, rb.hash, IMG_HASH_SIZE) != 0)
+			break;
+	}
+	if (b >= n) {
+		fprintf(stderr, "imgv2tool swap: no two chunks to swap\n");
+		goto out;
+	}
+	ioff = get_le64(p + IMG_HDR_INDEX_OFF);
+	isize = get_le64(p + IMG_HDR_INDEX_SIZE);
+	moff = get_le64(p + IMG_HDR_META_OFF);
+	x = p + ioff + IMG_SKIP_SIZE + a * IMG_ENTRY2_SIZE;
+	y = p + ioff + IMG_SKIP_SIZE + b * IMG_ENTRY2_SIZE;
+	memcpy(tmp, x, IMG_ENTRY2_SIZE);
+	memcpy(x, y, IMG_ENTRY2_SIZE);
+	memcpy(y, tmp, IMG_ENTRY2_SIZE);
+	/* A new id: IMAGE's with its first byte changed. */
+	p[moff + IMG_SKIP_SIZE + IMG_META_IMAGE_ID] ^= 0x5a;
+	put_le32(p + IMG_HDR_META_CRC, crc32c(0, p + moff,
+	    (size_t)get_le64(p + IMG_HDR_META_SIZE)));
+	put_le32(p + IMG_HDR_INDEX_CRC, crc32c(0, p + ioff, (size_t)isize));
+	put_le32(p + IMG_HDR_CRC, crc32c(0, p, IMG_HDR_CRC));
+	fd = open(out, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0 || write_full(fd, p, len) < 0) {
+		perror(out);
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	close(fd);
+	printf("%llu %llu\n", (unsigned long long)a, (unsigned long long)b);
+	rc = 0;
+out:
+	img_close(r);
+	free(p);
+	return rc;
+}
+
 static double
 thread_cpu(void)
 {
@@ -307,7 +379,10 @@ main(int argc, char **argv)
 		return to_sha256(argv[2], argv[3]);
 	if (argc == 3 && strcmp(argv[1], "hashtime") == 0)
 		return hashtime(argv[2]);
+	if (argc == 4 && strcmp(argv[1], "swap") == 0)
+		return swap(argv[2], argv[3]);
 	fprintf(stderr, "usage: imgv2tool standalone IMAGE OUT | "
-	    "split IMAGE PACK OUT HINT | sha256 IMAGE OUT | hashtime IMAGE\n");
+	    "split IMAGE PACK OUT HINT | sha256 IMAGE OUT | hashtime IMAGE | "
+	    "swap IMAGE OUT\n");
 	return 2;
 }

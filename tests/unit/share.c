@@ -695,6 +695,90 @@ test_check_random(void)
 }
 
 /*
+ * Chunks whose content moved: a chunk found in none of the parent's same
+ * places names the frame of the parent's chunk that holds its content
+ * (shared_elsewhere), through the cache's eviction and through the early
+ * check; a grandchild keeps one hop.
+ */
+static void
+test_moved(void)
+{
+	struct err e = ERR_INIT;
+	struct guest *g = xcalloc(1, sizeof(*g));
+	struct img_stats st;
+	struct img_reader *a = NULL, *b = NULL, *c = NULL;
+	struct img_chunk_ref ra, rb;
+	char *pa = tpath("m-a.img"), *pb = tpath("m-b.img");
+	char *pc = tpath("m-c.img");
+	uint64_t tmp[CPAGES];
+	unsigned bad = 0, k, src;
+	int rc;
+
+	guest_init(g, 41);
+	rc = one_pass(g, pa, NULL, NULL, &st, &e);
+	a = rc == 0 ? img_open(pa, &e) : NULL;
+	if (!check(a != NULL, "moved: parent (%s)", e.msg))
+		goto out;
+	/* Chunk 9 takes the content of src, the first chunk from 5 on with
+	 * a frame (src keeps it); 3 and 4 swap. */
+	for (src = 5; src < NCHUNK; src++) {
+		img_chunk_ref(a, src, &ra);
+		if (src != 9 && ra.size != 0)
+			break;
+	}
+	img_chunk_ref(a, 3, &ra);
+	img_chunk_ref(a, 4, &rb);
+	if (!check(src < NCHUNK && ra.size != 0 && rb.size != 0,
+	    "moved: chunks 3, 4 and %u have frames", src))
+		goto out;
+	memcpy(&g->seed[9 * CPAGES], &g->seed[src * CPAGES], sizeof(tmp));
+	memcpy(tmp, &g->seed[3 * CPAGES], sizeof(tmp));
+	memcpy(&g->seed[3 * CPAGES], &g->seed[4 * CPAGES], sizeof(tmp));
+	memcpy(&g->seed[4 * CPAGES], tmp, sizeof(tmp));
+	memset(&st, 0, sizeof(st));
+	rc = compact(g, pb, a, "m-a.img", &st, &e);
+	check(rc == 0 && st.shared_elsewhere == 3, "moved: 3 chunks name "
+	    "the frame of another chunk of the parent (%llu; %llu shared) %s",
+	    (unsigned long long)st.shared_elsewhere,
+	    (unsigned long long)st.shared_chunks, e.msg);
+	b = img_open_finder(pb, NULL, &e);
+	if (!check(b != NULL, "moved: child opens (%s)", e.msg))
+		goto out;
+	for (k = 0; k < 3; k++) {
+		unsigned to = k == 0 ? 9 : k == 1 ? 3 : 4;
+		unsigned from = k == 0 ? src : k == 1 ? 4 : 3;
+
+		img_chunk_ref(b, to, &rb);
+		img_chunk_ref(a, from, &ra);
+		bad += rb.pack != 1 || rb.off != ra.off || rb.size != ra.size ||
+		    memcmp(rb.hash, ra.hash, IMG_HASH_SIZE) != 0;
+		note("moved: chunk %u: pack %u off %llu size %u; parent chunk "
+		    "%u off %llu size %u", to, rb.pack,
+		    (unsigned long long)rb.off, rb.size, from,
+		    (unsigned long long)ra.off, ra.size);
+	}
+	check(bad == 0, "moved: chunks 9, 3 and 4 name the parent's frames "
+	    "of chunks %u, 4 and 3", src);
+	check(img_verify(b, &e) == 0, "moved: the child verifies (%s)", e.msg);
+	same_pages(g, pb, "moved: child");
+	/* The grandchild: nothing changed; what the child names stays one
+	 * hop (the parent's own frames, pack 2 or whatever its number). */
+	rc = compact(g, pc, b, "m-b.img", &st, &e);
+	c = rc == 0 ? img_open_finder(pc, NULL, &e) : NULL;
+	check(c != NULL && img_verify(c, &e) == 0 && st.data_bytes == 0,
+	    "moved: a grandchild of nothing new verifies (%s)", e.msg);
+	same_pages(g, pc, "moved: grandchild");
+out:
+	img_close(a);
+	img_close(b);
+	img_close(c);
+	free(pa);
+	free(pb);
+	free(pc);
+	free(g);
+}
+
+/*
  * The commit leaves the holes when sliding would move more than
  * slide_max (here 1 byte): flag 0x20, nothing moved, the dead frames'
  * blocks punched; the image reads, verifies and is a base like any other.
@@ -776,6 +860,7 @@ main(void)
 	test_check();
 	test_check_random();
 	test_holes();
+	test_moved();
 	if (tap_failed == 0) {
 		char *cmd = xasprintf("rm -rf '%s'", tmpdir);
 
