@@ -1619,11 +1619,16 @@ write_data(struct img_writer *w, uint64_t data_off, uint64_t *end,
 	}
 	w->live_bytes = live;
 	*moved = 0;
-	*holes = !w->no_punch && would > w->opts.slide_max;
+	*holes = 0;
+	if (!w->no_punch && would > w->opts.slide_max) {
+		/* The dead ranges not punched yet first: that also finds out
+		 * whether this file system can punch at all. */
+		punch_flush(w);
+		*holes = !w->no_punch;
+	}
 	if (*holes) {
 		/* Frames stay where they landed; the tail follows the last
-		 * one, and the dead ranges before it are punched. */
-		punch_flush(w);
+		 * one. */
 		pos = data_off;
 		for (k = 0; k < n; k++) {
 			c = &w->chunks[order[k]];

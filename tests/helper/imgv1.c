@@ -147,11 +147,12 @@ main(int argc, char **argv)
 	}
 	memcpy(d, in + tail_off, tail_size);
 
-	/* Header: version 1, same flags but the hash's (version 1 has no
-	 * hashes), new region table and CRCs. */
+	/* Header: version 1, same flags but version 2's (no hashes; the
+	 * frames are packed here in index order, without holes), new region
+	 * table and CRCs. */
 	memcpy(out, in, IMG_HDR_SIZE);
 	put_le32(out + IMG_HDR_VERSION, IMG_VERSION);
-	put_le32(out + IMG_HDR_FLAGS, flags & ~IMG_F_BLAKE3);
+	put_le32(out + IMG_HDR_FLAGS, flags & ~(IMG_F_BLAKE3 | IMG_F_HOLES));
 	put_le64(out + IMG_HDR_FILE_SIZE, out_len);
 	put_le64(out + IMG_HDR_META_OFF, IMG_HDR_SIZE);
 	put_le64(out + IMG_HDR_META_SIZE, meta_v1);

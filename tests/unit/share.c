@@ -791,7 +791,7 @@ test_holes(void)
 	struct img_stats st, sl;
 	struct img_reader *a = NULL, *b = NULL;
 	char *pa = tpath("h-a.img"), *pb = tpath("h-b.img");
-	char *ps = tpath("h-slid.img");
+	char *ps = tpath("h-slid.img"), *pv = tpath("h-v1.img");
 	struct stat sa;
 	int rc;
 
@@ -823,6 +823,14 @@ test_holes(void)
 	check(img_verify(a, &e) == 0 && img_check_frames(a, pa, 2, &e) == 0,
 	    "holes: verifies, quick check passes (%s)", e.msg);
 	same_pages(g, pa, "holes");
+	if (access("build/helper-imgv1", X_OK) == 0) {
+		char *cmd = xasprintf("build/helper-imgv1 '%s' '%s'", pa, pv);
+
+		rc = system(cmd);
+		free(cmd);
+		check(rc == 0, "holes: a version 1 copy (dense)");
+		same_pages(g, pv, "holes: its version 1 copy");
+	}
 	guest_touch(g, 3, 32);
 	guest_touch(g, 7, 33);
 	rc = compact(g, pb, a, "h-a.img", &st, &e);
@@ -840,6 +848,7 @@ out:
 	free(pa);
 	free(pb);
 	free(ps);
+	free(pv);
 	free(g);
 }
 
