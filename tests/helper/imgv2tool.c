@@ -61,6 +61,22 @@ slurp(const char *path, uint8_t **buf, size_t *len)
 	return 0;
 }
 
+/* A new file at path (0600, not there before) holding buf. 0 or -1. */
+static int
+spill(const char *path, const uint8_t *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+	if (fd < 0 || write_full(fd, buf, len) < 0 || fsync(fd) < 0) {
+		perror(path);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 static int
 split(const char *path, const char *pack, const char *out, const char *hint)
 {
@@ -191,7 +207,7 @@ to_sha256(const char *path, const char *out)
 	size_t len;
 	uint64_t ioff, isize, ci, dm;
 	uint32_t flags;
-	int fd, rc = 1;
+	int rc = 1;
 
 	if (h == NULL || (r = img_open(path, &e)) == NULL ||
 	    slurp(path, &p, &len) < 0) {
@@ -222,14 +238,8 @@ to_sha256(const char *path, const char *out)
 	put_le32(p + IMG_HDR_FLAGS, flags & ~IMG_F_BLAKE3);
 	put_le32(p + IMG_HDR_INDEX_CRC, crc32c(0, p + ioff, (size_t)isize));
 	put_le32(p + IMG_HDR_CRC, crc32c(0, p, IMG_HDR_CRC));
-	fd = open(out, O_WRONLY | O_CREAT | O_EXCL, 0600);
-	if (fd < 0 || write_full(fd, p, len) < 0 || fsync(fd) < 0) {
-		perror(out);
-		if (fd >= 0)
-			close(fd);
+	if (spill(out, p, len) < 0)
 		goto out;
-	}
-	close(fd);
 	rc = 0;
 out:
 	img_close(r);
@@ -248,7 +258,7 @@ swap(const char *path, const char *out)
 	uint8_t *p = NULL, tmp[IMG_ENTRY2_SIZE], *x, *y;
 	size_t len;
 	uint64_t ioff, isize, moff, a = 0, b, n;
-	int fd, rc = 1;
+	int rc = 1;
 
 	if ((r = img_open(path, &e)) == NULL || slurp(path, &p, &len) < 0) {
 		fprintf(stderr, "imgv2tool swap: %s\n", e.msg);
@@ -290,14 +300,8 @@ swap(const char *path, const char *out)
 	    (size_t)get_le64(p + IMG_HDR_META_SIZE)));
 	put_le32(p + IMG_HDR_INDEX_CRC, crc32c(0, p + ioff, (size_t)isize));
 	put_le32(p + IMG_HDR_CRC, crc32c(0, p, IMG_HDR_CRC));
-	fd = open(out, O_WRONLY | O_CREAT | O_EXCL, 0600);
-	if (fd < 0 || write_full(fd, p, len) < 0) {
-		perror(out);
-		if (fd >= 0)
-			close(fd);
+	if (spill(out, p, len) < 0)
 		goto out;
-	}
-	close(fd);
 	printf("%llu %llu\n", (unsigned long long)a, (unsigned long long)b);
 	rc = 0;
 out:
