@@ -2,9 +2,9 @@
  * imghash.c - the hash of a chunk (imghash.h).  SHA-256 goes through
  * libcrypto's EVP interface with one fetched digest and one context per
  * hasher, so that hashing a chunk costs no lookup and no allocation.
- * BLAKE3 is fed runs of consecutive pages, as long as the mask allows:
- * its SIMD code hashes up to 16 of its 1 KiB chunks at once, and page by
- * page it would hash 4.
+ * Both are fed runs of consecutive pages, as long as the mask allows:
+ * BLAKE3's SIMD code hashes up to 16 of its 1 KiB chunks at once, and page
+ * by page it would hash 4.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "imghash.h"
+#include "util.h"
 #include "third_party/blake3/blake3.h"
 
 struct img_hasher {
@@ -52,62 +53,60 @@ img_hasher_new(enum img_hash_algo algo)
 	return h;
 }
 
-static void
-le64_put(uint8_t le[8], uint64_t v)
-{
-	int i;
-
-	for (i = 0; i < 8; i++)
-		le[i] = (uint8_t)(v >> (8 * i));
-}
-
+/* Start a chunk's hash: SHA-256 takes the mask first. */
 static int
-sha_begin(struct img_hasher *h, uint64_t datamask)
+hash_begin(struct img_hasher *h, uint64_t datamask)
 {
 	uint8_t le[8];
 
-	le64_put(le, datamask);
+	if (h->algo == IMG_HASH_BLAKE3) {
+		blake3_hasher_init(&h->b3);
+		return 0;
+	}
+	put_le64(le, datamask);
 	return EVP_DigestInit_ex(h->ctx, h->md, NULL) == 1 &&
 	    EVP_DigestUpdate(h->ctx, le, sizeof(le)) == 1 ? 0 : -1;
 }
 
 static int
-sha_end(struct img_hasher *h, uint8_t out[IMG_HASH_SIZE])
+hash_update(struct img_hasher *h, const void *p, size_t len)
 {
-	unsigned int n = 0;
-
-	return EVP_DigestFinal_ex(h->ctx, out, &n) == 1 &&
-	    n == IMG_HASH_SIZE ? 0 : -1;
+	if (h->algo == IMG_HASH_BLAKE3) {
+		blake3_hasher_update(&h->b3, p, len);
+		return 0;
+	}
+	return EVP_DigestUpdate(h->ctx, p, len) == 1 ? 0 : -1;
 }
 
-static void
-b3_end(struct img_hasher *h, uint64_t datamask, uint8_t out[IMG_HASH_SIZE])
+/* Finish it: BLAKE3 takes the mask last.  On failure out is zeroed. */
+static int
+hash_end(struct img_hasher *h, uint64_t datamask, int ok,
+    uint8_t out[IMG_HASH_SIZE])
 {
 	uint8_t le[8];
+	unsigned int n = 0;
 
-	le64_put(le, datamask);
-	blake3_hasher_update(&h->b3, le, sizeof(le));
-	blake3_hasher_finalize(&h->b3, out, IMG_HASH_SIZE);
+	if (ok && h->algo == IMG_HASH_BLAKE3) {
+		put_le64(le, datamask);
+		blake3_hasher_update(&h->b3, le, sizeof(le));
+		blake3_hasher_finalize(&h->b3, out, IMG_HASH_SIZE);
+		return 0;
+	}
+	if (ok && EVP_DigestFinal_ex(h->ctx, out, &n) == 1 &&
+	    n == IMG_HASH_SIZE)
+		return 0;
+	memset(out, 0, IMG_HASH_SIZE);
+	return -1;
 }
 
 int
 img_hash_chunk(struct img_hasher *h, uint64_t datamask, const void *content,
     size_t len, uint8_t out[IMG_HASH_SIZE])
 {
-	if (h->algo == IMG_HASH_BLAKE3) {
-		blake3_hasher_init(&h->b3);
-		if (len > 0)
-			blake3_hasher_update(&h->b3, content, len);
-		b3_end(h, datamask, out);
-		return 0;
-	}
-	if (sha_begin(h, datamask) < 0 ||
-	    (len > 0 && EVP_DigestUpdate(h->ctx, content, len) != 1) ||
-	    sha_end(h, out) < 0) {
-		memset(out, 0, IMG_HASH_SIZE);
-		return -1;
-	}
-	return 0;
+	int ok = hash_begin(h, datamask) == 0 &&
+	    (len == 0 || hash_update(h, content, len) == 0);
+
+	return hash_end(h, datamask, ok, out);
 }
 
 int
@@ -116,30 +115,18 @@ img_hash_pages(struct img_hasher *h, uint64_t datamask, const uint8_t *chunk,
 {
 	uint64_t m = datamask, rest;
 	unsigned int first, run;
-	int ok;
+	int ok = hash_begin(h, datamask) == 0;
 
-	if (h->algo == IMG_HASH_BLAKE3) {
-		blake3_hasher_init(&h->b3);
-		while (m != 0) {
-			first = (unsigned int)__builtin_ctzll(m);
-			rest = ~(m >> first);	/* 0 bits: the run from first */
-			run = rest == 0 ? 64 : (unsigned int)__builtin_ctzll(rest);
-			blake3_hasher_update(&h->b3, chunk + (size_t)first *
-			    IMG_PAGE_SIZE, (size_t)run * IMG_PAGE_SIZE);
-			m = first + run >= 64 ? 0 : m & (~0ull << (first + run));
-		}
-		b3_end(h, datamask, out);
-		return 0;
+	/* Runs of consecutive pages, each in one update. */
+	while (ok && m != 0) {
+		first = (unsigned int)__builtin_ctzll(m);
+		rest = ~(m >> first);	/* 0 bits: the run from first */
+		run = rest == 0 ? 64 : (unsigned int)__builtin_ctzll(rest);
+		ok = hash_update(h, chunk + (size_t)first * IMG_PAGE_SIZE,
+		    (size_t)run * IMG_PAGE_SIZE) == 0;
+		m = first + run >= 64 ? 0 : m & (~0ull << (first + run));
 	}
-	ok = sha_begin(h, datamask) == 0;
-	for (; ok && m != 0; m &= m - 1)
-		ok = EVP_DigestUpdate(h->ctx, chunk + (size_t)__builtin_ctzll(m) *
-		    IMG_PAGE_SIZE, IMG_PAGE_SIZE) == 1;
-	if (!ok || sha_end(h, out) < 0) {
-		memset(out, 0, IMG_HASH_SIZE);
-		return -1;
-	}
-	return 0;
+	return hash_end(h, datamask, ok, out);
 }
 
 void
