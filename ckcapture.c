@@ -343,7 +343,8 @@ bg_recheck(struct ckpt *c, struct err *e)
  * rest, a bound on the stream bytes still to come: the image's log (its
  * temporary file, already counted by the free space) grows by the chunk
  * cache, the spool's pending bytes and rest (compressed is at most raw,
- * plus frame headers); the last pass may also sit in the spool's file;
+ * plus frame headers), and holds up to IMG_DEAD_HELD_MAX of dead frames
+ * before it punches them; the last pass may also sit in the spool's file;
  * the commit writes the index (80 bytes a chunk) and the device state
  * after the frames, and copies nothing (it moves frames down within the
  * file, which then shrinks).
@@ -351,7 +352,8 @@ bg_recheck(struct ckpt *c, struct err *e)
 static uint64_t
 room_needed(struct ckpt *c, uint64_t rest)
 {
-	uint64_t grow = CKPT_CACHE_BYTES + ingest_pending(c->ing) + rest;
+	uint64_t grow = CKPT_CACHE_BYTES + IMG_DEAD_HELD_MAX +
+	    ingest_pending(c->ing) + rest;
 
 	grow += grow / 32 + TAIL_SLACK;
 	return grow + rest + c->ram_bytes / IMG_CHUNK_BYTES * IMG_ENTRY2_SIZE;

@@ -50,7 +50,7 @@ _Static_assert(IMG_PAGE_SIZE == STREAM_PAGE_SIZE, "the image's pages are "
 
 #define MAX_RAM		(1ull << 44)	/* index < 4 GiB */
 #define PUNCH_ALIGN	4096u	/* dead frames free their whole blocks */
-#define PUNCH_BATCH	(16u << 20)	/* punch when this much is dead ... */
+#define PUNCH_BATCH	IMG_DEAD_HELD_MAX /* punch when this much is dead ... */
 #define PUNCH_RANGES	64		/* ... or this many ranges */
 #define IO_BUF		(1u << 20)
 #define DEFAULT_CACHE	(192u << 20)

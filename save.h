@@ -54,6 +54,13 @@ struct img_opts {
 };
 #define IMG_OPTS_INIT { 0, 0, 0, NULL, NULL, 0 }
 
+/*
+ * The most bytes of dead frames (frames a newer copy of their chunk
+ * replaced) the writer holds in the file before it punches them: room
+ * a capture needs beyond the live frames (ckcapture.c's room check).
+ */
+#define IMG_DEAD_HELD_MAX (16u << 20)
+
 struct img_stats {
 	uint64_t ram_bytes;	/* sum of block used_lengths */
 	uint64_t pages;		/* pages present (sent by the source) */
