@@ -88,10 +88,17 @@ skip() {
 	echo "ok $_t_n - $1 # SKIP $2"
 }
 
-# Show the tail of the last command's output in a failure report.
+# Show the tail of the last command's output in a failure report.  A
+# command that failed without a word may have had nowhere to write it: a
+# full disk loses both files, and snapctl then exits 1 (it could not
+# write stdout), so say how much room the test's directory has.
 _t_detail() {
 	[ -s "$TESTDIR/stderr" ] && sed 's/^/#   stderr: /' "$TESTDIR/stderr" | tail -n 8
 	[ -s "$TESTDIR/stdout" ] && sed 's/^/#   stdout: /' "$TESTDIR/stdout" | tail -n 4
+	if [ ! -s "$TESTDIR/stderr" ] && [ ! -s "$TESTDIR/stdout" ]; then
+		printf '#   no output; free in %s: %s\n' "$TESTDIR" \
+			"$(df -h --output=avail "$TESTDIR" 2>/dev/null | tail -n 1 | tr -d ' ')"
+	fi
 	return 0
 }
 
