@@ -91,11 +91,14 @@ skip() {
 # Show the tail of the last command's output in a failure report.  A
 # command that failed without a word may have had nowhere to write it: a
 # full disk loses both files, and snapctl then exits 1 (it could not
-# write stdout), so say how much room the test's directory has.
+# write stdout); a test directory removed under the test fails the
+# redirection itself (exit 1, the command never ran).  Say which.
 _t_detail() {
 	[ -s "$TESTDIR/stderr" ] && sed 's/^/#   stderr: /' "$TESTDIR/stderr" | tail -n 8
 	[ -s "$TESTDIR/stdout" ] && sed 's/^/#   stdout: /' "$TESTDIR/stdout" | tail -n 4
-	if [ ! -s "$TESTDIR/stderr" ] && [ ! -s "$TESTDIR/stdout" ]; then
+	if [ ! -d "$TESTDIR" ]; then
+		printf '#   no output: the test directory %s is gone\n' "$TESTDIR"
+	elif [ ! -s "$TESTDIR/stderr" ] && [ ! -s "$TESTDIR/stdout" ]; then
 		printf '#   no output; free in %s: %s\n' "$TESTDIR" \
 			"$(df -h --output=avail "$TESTDIR" 2>/dev/null | tail -n 1 | tr -d ' ')"
 	fi
